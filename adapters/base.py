@@ -1,0 +1,64 @@
+"""The model backend interface: one async method that runs one sample.
+
+Adapters never see budgets: the executor reserves the worst case before it calls :meth:`Adapter.sample`
+and passes ``max_tokens`` from that reservation; it turns the usage reported back into cost.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+__all__ = ["Adapter", "SampleOutcome", "SampleProgress", "SampleRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRequest:
+    """One sample of one subtask on one model.
+
+    ``key`` identifies the sample within the run (batch number, sample index); the simulated adapter
+    derives its random draws from it, so a run does not depend on the order tasks happen to start in.
+    """
+
+    subtask: int
+    subtask_id: str
+    model: int
+    model_name: str
+    input_tokens: int
+    max_tokens: int
+    key: tuple[int, int]
+
+
+@dataclass(slots=True)
+class SampleProgress:
+    """Usage so far, kept current by the adapter while it works.
+
+    If the sample is cancelled (a sibling succeeded, or the deadline passed), the executor charges what
+    this says at the moment of cancellation; adapters must therefore update it before every await that
+    may be cancelled, and on their way out of a cancelled call.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOutcome:
+    """How a finished sample went: whether it passed its verifier, its usage and its output."""
+
+    success: bool
+    input_tokens: int
+    output_tokens: int
+    output: str | None = None
+
+
+class Adapter(ABC):
+    """A model backend."""
+
+    @abstractmethod
+    async def sample(self, request: SampleRequest, progress: SampleProgress) -> SampleOutcome:
+        """Run one sample to completion and say whether it succeeded.
+
+        Must honour cancellation promptly, leaving ``progress`` with the usage so far. Raising an
+        exception marks the sample as an error (a failed sample, charged per ``progress``).
+        """

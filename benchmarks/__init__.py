@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print tables and write CSV/PNG. Run them as ``python -m benchmarks.NAME``."""

@@ -1,0 +1,93 @@
+"""Decision makers behind one interface (:class:`planners.base.Planner`), made from a spec string.
+
+``make_planner("retry:small:4", ...)`` parses ``NAME[:ARG...]``. Built-in names are listed in
+:data:`BUILTIN`; any other NAME is looked up as a module ``planners.NAME`` with a ``from_spec`` function,
+so a new planner arrives as one new file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from planners.base import Planner
+from runtime._errors import PlannerSpecError
+from runtime._profiles import ProfileTable
+
+__all__ = ["BUILTIN", "PlannerContext", "Planner", "make_planner"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerContext:
+    """What a planner factory may use: the profiles, the limits of the run and its seed."""
+
+    table: ProfileTable
+    budget_pusd: int
+    deadline_s: float
+    seed: int
+
+
+Factory = Callable[[Sequence[str], PlannerContext], Planner]
+
+
+def _model_arg(ctx: PlannerContext, args: Sequence[str], spec: str) -> int:
+    if not args or not args[0]:
+        return 0
+    try:
+        return ctx.table.model_index(args[0])
+    except ValueError:
+        raise PlannerSpecError(
+            f"planner {spec!r}: unknown model {args[0]!r} (models: {', '.join(ctx.table.model_names)})"
+        ) from None
+
+
+def _retry(args: Sequence[str], ctx: PlannerContext) -> Planner:
+    from planners.baselines import RetryPlanner
+
+    spec = ":".join(["retry", *args])
+    if len(args) > 2:
+        raise PlannerSpecError(f"planner {spec!r}: expected retry[:MODEL[:K]]")
+    k = 1
+    if len(args) == 2:
+        try:
+            k = int(args[1])
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise PlannerSpecError(f"planner {spec!r}: K must be a positive integer, not {args[1]!r}")
+    return RetryPlanner(ctx.table, _model_arg(ctx, args, spec), k)
+
+
+def _uniform(args: Sequence[str], ctx: PlannerContext) -> Planner:
+    from planners.baselines import UniformPlanner
+
+    spec = ":".join(["uniform", *args])
+    if len(args) > 1:
+        raise PlannerSpecError(f"planner {spec!r}: expected uniform[:MODEL]")
+    return UniformPlanner(ctx.table, _model_arg(ctx, args, spec), ctx.budget_pusd)
+
+
+BUILTIN: dict[str, Factory] = {"retry": _retry, "uniform": _uniform}
+
+
+def make_planner(spec: str, ctx: PlannerContext) -> Planner:
+    """Build a fresh planner for one run from its spec string.
+
+    Raises:
+        PlannerSpecError: unknown planner name, unknown model, or malformed options.
+    """
+    name, *args = spec.strip().split(":")
+    factory = BUILTIN.get(name)
+    if factory is None and name.isidentifier() and name != "base":
+        try:
+            module = importlib.import_module(f"planners.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"planners.{name}":
+                raise
+        else:
+            factory = getattr(module, "from_spec", None)
+    if factory is None:
+        known = sorted(BUILTIN)
+        raise PlannerSpecError(f"unknown planner {spec!r} (known: {', '.join(known)})")
+    return factory(args, ctx)

@@ -1,0 +1,87 @@
+"""The MCP paper's baselines: Retry-k (online, a fixed local rule) and Uniform (static budget split).
+
+Both name one model "family"; on a subtask that model cannot run they fall back to the cheapest model
+that can, so a family baseline is defined on every workflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planners.base import Decision, Launch, Planner, Snapshot
+from runtime._profiles import ProfileTable
+
+__all__ = ["MAX_WIDTH", "RetryPlanner", "UniformPlanner"]
+
+MAX_WIDTH = 64  # the widest batch either baseline launches at once (the paper's largest K)
+
+
+def _model_for(table: ProfileTable, i: int, model: int) -> int:
+    if table.kind[i, model] >= 0:
+        return model
+    costs = np.where(table.usable[i], table.mean_cost[i], np.iinfo(np.int64).max)
+    return int(np.argmin(costs))
+
+
+class RetryPlanner(Planner):
+    """Retry-k: every ready subtask gets ``k`` samples on ``model``, as many times as it takes.
+
+    When the budget left (after reservations) cannot cover ``k`` worst-case samples, the batch shrinks to
+    what it can cover, and to nothing when not even one fits.
+    """
+
+    in_thread = False
+
+    def __init__(self, table: ProfileTable, model: int, k: int) -> None:
+        self.table = table
+        self.model = model
+        self.k = k
+        self.name = f"retry:{table.model_names[model]}:{k}"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        left = snapshot.budget_left_pusd
+        launches: dict[int, Launch] = {}
+        for i in snapshot.ready:
+            j = _model_for(self.table, i, self.model)
+            worst = int(self.table.worst_cost[i, j])
+            k = min(self.k, left // worst) if worst > 0 else self.k
+            if k >= 1:
+                launches[i] = Launch(j, k)
+                left -= k * worst
+        return Decision(launches, reason=None if launches else "budget")
+
+
+class UniformPlanner(Planner):
+    """Uniform: before the run, split the budget evenly across subtasks and turn each share into a fixed
+    number of rollouts (share / expected cost of one attempt on ``model``).
+
+    A ready subtask launches its remaining rollouts (at most :data:`MAX_WIDTH` at a time, and no more than
+    the ledger can cover) until one succeeds or its rollouts run out. It never moves budget between
+    subtasks: that is what makes it static.
+    """
+
+    in_thread = False
+
+    def __init__(self, table: ProfileTable, model: int, budget_pusd: int) -> None:
+        self.table = table
+        self.model = model
+        self.name = f"uniform:{table.model_names[model]}"
+        share = budget_pusd // table.n_subtasks
+        self.rollouts = tuple(
+            int(share // max(1, int(table.mean_cost[i, _model_for(table, i, model)])))
+            for i in range(table.n_subtasks)
+        )
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        left = snapshot.budget_left_pusd
+        launches: dict[int, Launch] = {}
+        for i in snapshot.ready:
+            j = _model_for(self.table, i, self.model)
+            worst = int(self.table.worst_cost[i, j])
+            remaining = self.rollouts[i] - snapshot.samples_launched[i]
+            k = min(remaining, MAX_WIDTH, left // worst if worst > 0 else MAX_WIDTH)
+            if k >= 1:
+                launches[i] = Launch(j, k)
+                left -= k * worst
+        # Out of rollouts or out of ledger: either way this static split has no money left for the subtask.
+        return Decision(launches, reason=None if launches else "budget")

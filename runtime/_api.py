@@ -1,0 +1,240 @@
+"""The public entry points: ``run`` (sync), ``arun`` (async) and ``stream`` (events as they happen)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from os import PathLike
+from typing import Any, Literal
+
+import anyio
+
+from adapters.base import Adapter
+from runtime._clock import Clock, RealClock, VirtualClock, single_error
+from runtime._errors import UsageError
+from runtime._events import Event
+from runtime._executor import Executor, ExecutorOptions
+from runtime._money import check_limit, to_pusd
+from runtime._profiles import ProfileTable
+from runtime._result import RunResult
+from runtime._sinks import JournalSink, Sink, StructlogSink
+from runtime._spec import load_workflow
+from runtime._workflow import Workflow
+
+__all__ = ["DEFAULT_PLANNER", "arun", "prepare", "run", "stream"]
+
+DEFAULT_PLANNER = "retry"
+
+WorkflowLike = Workflow | str | PathLike[str]
+ClockLike = Literal["virtual", "real"] | Clock
+
+
+def _workflow(wf: WorkflowLike) -> Workflow:
+    return wf if isinstance(wf, Workflow) else load_workflow(wf)
+
+
+def _make_clock(clock: ClockLike, speed: float) -> Clock:
+    if isinstance(clock, Clock):
+        return clock
+    if clock == "virtual":
+        return VirtualClock()
+    if clock == "real":
+        check_limit("speed", speed)
+        return RealClock(speed)
+    raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
+
+
+def _adapters(wf: Workflow, table: ProfileTable, clock: Clock, seed: int) -> list[Adapter]:
+    from adapters.sim import SimAdapter
+
+    sim = SimAdapter(table, clock, seed)
+    out: list[Adapter] = []
+    for name in table.model_names:
+        provider = wf.models[name].provider
+        if provider != "sim":
+            raise UsageError(f"model {name!r}: provider {provider!r} is not supported yet (supported: sim)")
+        out.append(sim)
+    return out
+
+
+def prepare(
+    workflow: WorkflowLike,
+    budget: float,
+    deadline: float,
+    *,
+    planner: str | None = None,
+    seed: int = 0,
+    clock: ClockLike = "virtual",
+    speed: float = 1.0,
+    sinks: Sequence[Sink] = (),
+    cancel_siblings: bool = True,
+    charge_planner_time: bool = False,
+    output_token_cap: int | None = None,
+    table: ProfileTable | None = None,
+    run_id: str | None = None,
+) -> Executor:
+    """Check every input and build the executor of one run, without starting it.
+
+    Everything :func:`run` can reject is rejected here, before any money is spent. ``table`` lets a
+    caller that runs the same workflow many times build its :class:`ProfileTable` once.
+    """
+    from planners import PlannerContext, make_planner
+
+    wf = _workflow(workflow)
+    check_limit("budget", budget)
+    check_limit("deadline", deadline)
+    if output_token_cap is not None and (not isinstance(output_token_cap, int) or output_token_cap < 1):
+        raise UsageError(f"output_token_cap must be a positive integer, not {output_token_cap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, not {seed!r}")
+    table = table or ProfileTable.from_workflow(wf)
+    budget_pusd = to_pusd(budget)
+    pl = make_planner(planner or DEFAULT_PLANNER, PlannerContext(table, budget_pusd, float(deadline), seed))
+    clk = _make_clock(clock, speed)
+    adapters = _adapters(wf, table, clk, seed)
+    sink_list = list(sinks)
+
+    def emit(event: Event) -> None:
+        for s in sink_list:
+            s(event)
+
+    return Executor(
+        table=table,
+        workflow_name=wf.name,
+        planner=pl,
+        adapters=adapters,
+        clock=clk,
+        budget_pusd=budget_pusd,
+        deadline_s=float(deadline),
+        seed=seed,
+        run_id=run_id or uuid.uuid4().hex[:12],
+        emit=emit,
+        options=ExecutorOptions(
+            cancel_siblings=cancel_siblings,
+            charge_planner_time=charge_planner_time,
+            output_token_cap=output_token_cap,
+        ),
+    )
+
+
+async def arun(
+    workflow: WorkflowLike,
+    budget: float,
+    deadline: float,
+    *,
+    planner: str | None = None,
+    seed: int = 0,
+    clock: ClockLike = "virtual",
+    speed: float = 1.0,
+    journal: str | PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    log: bool = True,
+    cancel_siblings: bool = True,
+    charge_planner_time: bool = False,
+    output_token_cap: int | None = None,
+) -> RunResult:
+    """Run a workflow within ``budget`` US dollars and ``deadline`` seconds; return how it went.
+
+    Args:
+        workflow: a :class:`Workflow` or the path of a spec file.
+        budget: hard cap on dollars spent; never exceeded (the worst case of every batch is reserved first).
+        deadline: seconds from the start; no attempt starts after it and in-flight work is cancelled at it.
+        planner: ``retry[:MODEL[:K]]`` or ``uniform[:MODEL]`` (default :data:`DEFAULT_PLANNER`).
+        seed: seeds the simulated backend; the same seed on a virtual clock gives the same run.
+        clock: ``"virtual"`` (discrete-event time, the default for simulated models), ``"real"``, or a
+            :class:`Clock`.
+        speed: with ``clock="real"``, clock seconds per wall second (replays a simulated run faster).
+        journal: a path to write every event to, one JSON object per line.
+        on_event: called with every event, in order, on the event loop; must not block.
+        log: log every event through structlog.
+        cancel_siblings: cancel the rest of a batch when one sample succeeds (else let them finish).
+        charge_planner_time: advance the clock by the planner's wall time before each launch.
+        output_token_cap: cap on total output tokens, reserved and settled like dollars.
+
+    Raises:
+        UsageError: bad input (spec, limits, planner, options), before any money is spent.
+        RunError: a planner returned an invalid decision, or an invariant would have been broken.
+    """
+    executor, journal_sink = _setup(
+        workflow,
+        budget,
+        deadline,
+        journal=journal,
+        on_event=on_event,
+        log=log,
+        planner=planner,
+        seed=seed,
+        clock=clock,
+        speed=speed,
+        cancel_siblings=cancel_siblings,
+        charge_planner_time=charge_planner_time,
+        output_token_cap=output_token_cap,
+    )
+    return await _execute(executor, journal_sink)
+
+
+def _setup(
+    workflow: WorkflowLike,
+    budget: float,
+    deadline: float,
+    *,
+    journal: str | PathLike[str] | None,
+    on_event: Callable[[Event], None] | None,
+    log: bool,
+    **options: Any,
+) -> tuple[Executor, JournalSink | None]:
+    run_id = uuid.uuid4().hex[:12]
+    sinks: list[Sink] = []
+    if log:
+        sinks.append(StructlogSink(run_id))
+    if on_event is not None:
+        sinks.append(on_event)
+    journal_sink = JournalSink(journal) if journal is not None else None
+    if journal_sink is not None:
+        sinks.append(journal_sink)
+    return prepare(workflow, budget, deadline, sinks=sinks, run_id=run_id, **options), journal_sink
+
+
+async def _execute(executor: Executor, journal_sink: JournalSink | None) -> RunResult:
+    try:
+        return await executor.run()
+    finally:
+        if journal_sink is not None:
+            journal_sink.close()
+
+
+def run(workflow: WorkflowLike, budget: float, deadline: float, **options: object) -> RunResult:
+    """Synchronous :func:`arun`: starts an event loop, runs the workflow, returns the result.
+
+    Takes the same keyword options as :func:`arun`. Inside async code, await :func:`arun` instead.
+    """
+    return anyio.run(partial(arun, workflow, budget, deadline, **options))  # type: ignore[arg-type]
+
+
+async def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: object) -> AsyncIterator[Event]:
+    """The events of a run as they happen; the last one is :class:`RunFinished`.
+
+    Takes the same keyword options as :func:`arun` (except ``on_event``). If you may stop iterating
+    early, wrap the call in ``contextlib.aclosing`` so the run is cancelled in the task that started it.
+    """
+    if "on_event" in options:
+        raise UsageError("stream() delivers the events itself; on_event is not accepted here")
+    send, receive = anyio.create_memory_object_stream[Event](math.inf)
+    journal = options.pop("journal", None)
+    log = bool(options.pop("log", True))
+    executor, journal_sink = _setup(
+        workflow, budget, deadline, journal=journal, on_event=send.send_nowait, log=log, **options  # type: ignore[arg-type]
+    )
+
+    async def produce() -> None:
+        async with send:
+            await _execute(executor, journal_sink)
+
+    with single_error():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for event in receive:
+                    yield event

@@ -1,0 +1,147 @@
+"""Many independent runs of one workflow in virtual time, summarized: what ``ontime eval`` prints.
+
+Run ``s`` uses seed ``seed + s``. Every run goes through the real executor and is audited by a
+:class:`LedgerAudit` of its own events, so overspend and lateness are measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from runtime._api import WorkflowLike, prepare
+from runtime._money import PUSD_PER_USD
+from runtime._profiles import ProfileTable
+from runtime._sinks import LedgerAudit
+from runtime._spec import load_workflow
+from runtime._workflow import Workflow
+
+__all__ = ["RunSummary", "evaluate", "wilson_interval"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The part of one run's result an evaluation aggregates."""
+
+    seed: int
+    success: bool
+    reason: str | None
+    cost_pusd: int
+    elapsed: float
+    overspent: bool
+    late: bool
+    planner_ms: tuple[float, ...]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+async def _run_seeds(wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: Sequence[int], options: dict[str, Any]) -> list[RunSummary]:
+    table = ProfileTable.from_workflow(wf)
+    out = []
+    for seed in seeds:
+        audit = LedgerAudit()
+        ex = prepare(wf, budget, deadline, planner=planner, seed=seed, table=table, sinks=[audit], run_id=f"eval-{seed}", **options)
+        r = await ex.run()
+        a = audit.result()
+        overspent = a.peak_committed_pusd > a.budget_pusd or r.cost_pusd > a.budget_pusd or a.reserved_pusd != 0
+        late = (a.last_launch_s is not None and a.last_launch_s >= deadline) or a.last_activity_s > deadline
+        late |= r.success and r.elapsed > deadline
+        out.append(RunSummary(seed, r.success, r.reason, r.cost_pusd, r.elapsed, overspent, late, r.planner_ms))
+    return out
+
+
+def _chunk_worker(wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: list[int], options: dict[str, Any]) -> list[RunSummary]:
+    return anyio.run(_run_seeds, wf, budget, deadline, planner, seeds, options)
+
+
+def evaluate(
+    workflow: WorkflowLike,
+    budget: float,
+    deadline: float,
+    *,
+    planner: str | None = None,
+    runs: int = 1000,
+    seed: int = 0,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run ``runs`` seeds and return the summary dict ``ontime eval --json`` prints.
+
+    ``workers > 1`` spreads the runs over that many processes; results do not depend on it.
+    ``progress`` is called with the number of runs just finished.
+    """
+    workflow = load_workflow(workflow) if not isinstance(workflow, Workflow) else workflow
+    # Validate everything once, up front, so a bad input fails before any worker starts.
+    planner_name = prepare(workflow, budget, deadline, planner=planner, seed=seed, **options).planner.name
+    seeds = list(range(seed, seed + runs))
+    summaries: list[RunSummary] = []
+    if workers <= 1:
+        size = max(1, min(50, runs // 20 or 1))
+        for lo in range(0, runs, size):
+            chunk = seeds[lo : lo + size]
+            summaries += _chunk_worker(workflow, budget, deadline, planner, chunk, options)
+            if progress:
+                progress(len(chunk))
+    else:
+        size = max(1, math.ceil(runs / (workers * 8)))
+        chunks = [seeds[lo : lo + size] for lo in range(0, runs, size)]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_chunk_worker, workflow, budget, deadline, planner, c, options) for c in chunks]
+            for fut in as_completed(futures):
+                part = fut.result()
+                summaries += part
+                if progress:
+                    progress(len(part))
+    summaries.sort(key=lambda s: s.seed)
+    return summarize(summaries, budget=budget, deadline=deadline, planner=planner_name)
+
+
+def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> dict[str, Any]:
+    """Aggregate run summaries into the eval report."""
+    n = len(summaries)
+    wins = sum(s.success for s in summaries)
+    costs = np.array([s.cost_pusd for s in summaries], dtype=np.float64) / PUSD_PER_USD
+    elapsed = np.array([s.elapsed for s in summaries])
+    ms = np.array([m for s in summaries for m in s.planner_ms]) if n else np.zeros(0)
+    lo, hi = wilson_interval(wins, n)
+    reasons = Counter(s.reason for s in summaries if not s.success)
+    return {
+        "planner": planner,
+        "budget": budget,
+        "deadline": deadline,
+        "runs": n,
+        "successes": wins,
+        "p_success": wins / n if n else 0.0,
+        "ci95": [lo, hi],
+        "mean_cost": float(costs.mean()) if n else 0.0,
+        "max_cost": float(costs.max()) if n else 0.0,
+        "mean_elapsed": float(elapsed.mean()) if n else 0.0,
+        "overspend_runs": sum(s.overspent for s in summaries),
+        "late_runs": sum(s.late for s in summaries),
+        "failure_reasons": dict(sorted((str(k), v) for k, v in reasons.items())),
+        "planner_ms": {
+            "decisions": int(ms.size),
+            "p50": float(np.percentile(ms, 50)) if ms.size else 0.0,
+            "p95": float(np.percentile(ms, 95)) if ms.size else 0.0,
+            "max": float(ms.max()) if ms.size else 0.0,
+        },
+    }

@@ -1,0 +1,173 @@
+"""Typed, immutable run events.
+
+Every event carries ``t``, seconds since the run started on the run's clock. Money is in integer
+pico-dollars (``*_pusd``; see ``runtime._money``) so that a journal replays the ledger exactly. ``to_dict``
+gives the flat JSON-ready form used by the structlog and journal sinks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "BatchFailed",
+    "BatchLaunched",
+    "BudgetReserved",
+    "BudgetSettled",
+    "DeadlineHit",
+    "DecisionMade",
+    "Event",
+    "LaunchRejected",
+    "RunFinished",
+    "RunStarted",
+    "SampleFinished",
+    "SubtaskCompleted",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base class of run events."""
+
+    kind: ClassVar[str] = "event"
+    t: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a flat dict: ``{"event": kind, "t": ..., field: value, ...}``."""
+        d: dict[str, Any] = {"event": self.kind}
+        for name in _field_names(type(self)):
+            v = getattr(self, name)
+            d[name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    workflow: str
+    subtasks: int
+    models: tuple[str, ...]
+    budget_pusd: int
+    deadline_s: float
+    planner: str
+    seed: int
+    clock: str
+    cancel_siblings: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionMade(Event):
+    """The planner's decision: ``launches`` is ``(subtask, model, k)`` for each batch it asked for."""
+
+    kind: ClassVar[str] = "decision_made"
+    launches: tuple[tuple[str, str, int], ...]
+    planner_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchRejected(Event):
+    """The executor refused a launch the planner asked for (``reason``: budget, deadline)."""
+
+    kind: ClassVar[str] = "launch_rejected"
+    subtask: str
+    model: str
+    k: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReserved(Event):
+    kind: ClassVar[str] = "budget_reserved"
+    reservation: int
+    batch: int
+    pusd: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchLaunched(Event):
+    kind: ClassVar[str] = "batch_launched"
+    batch: int
+    subtask: str
+    model: str
+    k: int
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleFinished(Event):
+    """One sample ended: ``status`` is succeeded, failed, cancelled or error."""
+
+    kind: ClassVar[str] = "sample_finished"
+    batch: int
+    sample: int
+    subtask: str
+    model: str
+    status: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSettled(Event):
+    """A sample's realized cost debited (``pusd``) and the rest of its share released."""
+
+    kind: ClassVar[str] = "budget_settled"
+    reservation: int
+    batch: int
+    sample: int
+    pusd: int
+    output_tokens: int
+    released_pusd: int
+    released_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubtaskCompleted(Event):
+    kind: ClassVar[str] = "subtask_completed"
+    subtask: str
+    batch: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchFailed(Event):
+    """Every sample of the batch ended and none succeeded: the subtask is ready again."""
+
+    kind: ClassVar[str] = "batch_failed"
+    batch: int
+    subtask: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadlineHit(Event):
+    kind: ClassVar[str] = "deadline_hit"
+    cancelled_samples: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    success: bool
+    reason: str | None
+    spent_pusd: int
+    cost_usd: float
+    elapsed_s: float
+    completed: int
+    subtasks: int

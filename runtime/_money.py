@@ -1,0 +1,41 @@
+"""Money in integer pico-dollars, so the ledger's arithmetic is exact.
+
+Floats would let ``spent + reserved`` creep one ulp past the budget and make a journal replay differ from
+the live ledger in the last digit. One US dollar is 10**12 pico-dollars ("pusd"), which resolves every list
+price (dollars per million tokens) to the token and still fits budgets up to $9 million in an int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+from runtime._errors import LimitError
+
+__all__ = ["PUSD_PER_USD", "price_per_token_pusd", "to_pusd", "to_usd"]
+
+PUSD_PER_USD = 10**12
+
+
+def to_pusd(usd: float) -> int:
+    """Dollars to pico-dollars, rounded down so a budget is never rounded up."""
+    return math.floor(usd * PUSD_PER_USD + 1e-6)
+
+
+def to_usd(pusd: int) -> float:
+    """Pico-dollars to dollars, for people."""
+    return pusd / PUSD_PER_USD
+
+
+def price_per_token_pusd(usd_per_mtok: float) -> int:
+    """A list price in dollars per million tokens as pico-dollars per token."""
+    return round(usd_per_mtok * 10**6)
+
+
+def check_limit(name: str, value: float, *, allow_none: bool = False) -> None:
+    """Raise :class:`LimitError` unless ``value`` is a positive finite number."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LimitError(f"{name} must be a number, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise LimitError(f"{name} must be positive and finite, not {value!r}")

@@ -1,0 +1,213 @@
+"""The profile table: every (subtask, model) profile as flat numpy arrays.
+
+Planners (and later the numba kernels) need the profiles without Python objects in their loops, and the
+simulated adapter draws from the same arrays, so what a planner simulates is what the simulator executes.
+Index ``i`` is a subtask in topological order, ``j`` a model in spec order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime._money import price_per_token_pusd
+from runtime._workflow import FixedTokens, ParametricProfile, Workflow
+
+__all__ = ["KIND_FIXED", "KIND_LOGNORMAL", "KIND_POOL", "ProfileTable"]
+
+KIND_NONE, KIND_LOGNORMAL, KIND_FIXED, KIND_POOL = -1, 0, 1, 2
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+B = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileTable:
+    """Profiles and prices as arrays (``[i, j]`` = subtask i, model j); build with :meth:`from_workflow`.
+
+    Output tokens are capped at the model's ``max_output_tokens``; an attempt that would have produced more
+    is truncated and counts as a failure (a cut-off answer cannot pass a verifier).
+    """
+
+    subtask_ids: tuple[str, ...]
+    model_names: tuple[str, ...]
+    dep_ptr: I64  # CSR: deps of subtask i are dep_idx[dep_ptr[i]:dep_ptr[i+1]]
+    dep_idx: I64
+    input_tokens: I64  # [i]
+    in_price: I64  # [j] pico-dollars per input token
+    out_price: I64  # [j] pico-dollars per output token
+    tokens_per_s: F64  # [j]
+    ttft_s: F64  # [j]
+    max_tokens: I64  # [j]
+    kind: I8  # [i, j] KIND_* (KIND_NONE: the model cannot run the subtask)
+    p: F64  # [i, j] probability that one attempt succeeds, truncation at max_tokens included
+    p_draw: F64  # [i, j] the spec's p, drawn before truncation is applied (parametric profiles)
+    ln_mu: F64  # [i, j] lognormal parameters of output tokens
+    ln_sigma: F64
+    fixed_tokens: I64  # [i, j]
+    pool_start: I64  # [i, j] rows pool_start .. pool_start + pool_len of the pool arrays
+    pool_len: I64
+    pool_success: I8
+    pool_tokens: I64
+    pool_latency: F64  # NaN where the pool did not record latency
+    worst_cost: I64  # [i, j] pico-dollars one attempt may cost at most (max_tokens of output)
+    mean_cost: I64  # [i, j] expected pico-dollars of one attempt
+    mean_latency: F64  # [i, j] expected seconds of one attempt
+    min_latency: F64  # [i, j] the shortest an attempt can take
+
+    @property
+    def n_subtasks(self) -> int:
+        return len(self.subtask_ids)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.model_names)
+
+    @property
+    def usable(self) -> B:
+        """``[i, j]``: may model j run subtask i."""
+        return self.kind >= 0
+
+    def deps(self, i: int) -> I64:
+        return self.dep_idx[self.dep_ptr[i] : self.dep_ptr[i + 1]]
+
+    def model_index(self, name: str) -> int:
+        return self.model_names.index(name)
+
+    def latency_of(self, j: int, tokens: int) -> float:
+        """Latency of an attempt of ``tokens`` output tokens on model j when none was recorded."""
+        return float(self.ttft_s[j] + tokens / self.tokens_per_s[j])
+
+    def cost_of(self, i: int, j: int, output_tokens: int) -> int:
+        """Pico-dollars charged for one attempt of subtask i on model j."""
+        return int(self.input_tokens[i] * self.in_price[j] + output_tokens * self.out_price[j])
+
+    @classmethod
+    def from_workflow(cls, wf: Workflow) -> ProfileTable:
+        ids = tuple(s.id for s in wf.subtasks)
+        names = tuple(wf.models)
+        pos = {sid: i for i, sid in enumerate(ids)}
+        n, m = len(ids), len(names)
+        models = [wf.models[name] for name in names]
+
+        dep_ptr = np.zeros(n + 1, np.int64)
+        deps: list[int] = []
+        for i, s in enumerate(wf.subtasks):
+            deps.extend(sorted({pos[d] for d in s.deps}))
+            dep_ptr[i + 1] = len(deps)
+
+        kind = np.full((n, m), KIND_NONE, np.int8)
+        p = np.zeros((n, m))
+        ln_mu = np.zeros((n, m))
+        ln_sigma = np.zeros((n, m))
+        fixed = np.zeros((n, m), np.int64)
+        pool_start = np.zeros((n, m), np.int64)
+        pool_len = np.zeros((n, m), np.int64)
+        mean_tokens = np.zeros((n, m))
+        mean_latency = np.zeros((n, m))
+        min_latency = np.full((n, m), np.inf)
+        trunc = np.zeros((n, m))  # probability that an attempt is truncated at max_tokens
+        ps: list[int] = []
+        pt: list[int] = []
+        pl: list[float] = []
+        for i, s in enumerate(wf.subtasks):
+            for j, model in enumerate(models):
+                prof = s.profiles.get(model.name)
+                if prof is None:
+                    continue
+                cap = model.max_output_tokens
+                if isinstance(prof, ParametricProfile):
+                    p[i, j] = prof.p
+                    dist = prof.output_tokens
+                    if isinstance(dist, FixedTokens):
+                        kind[i, j] = KIND_FIXED
+                        fixed[i, j] = dist.tokens
+                        mean_tokens[i, j] = min(dist.tokens, cap)
+                        trunc[i, j] = float(dist.tokens > cap)
+                        min_latency[i, j] = model.ttft_s + min(dist.tokens, cap) / model.tokens_per_s
+                    else:
+                        kind[i, j] = KIND_LOGNORMAL
+                        mu, sigma = dist.mu_sigma
+                        ln_mu[i, j], ln_sigma[i, j] = mu, sigma
+                        mean_tokens[i, j] = _lognormal_capped_mean(mu, sigma, cap)
+                        trunc[i, j] = 1.0 - _normal_cdf((math.log(cap + 0.5) - mu) / sigma) if sigma > 0 else float(
+                            round(math.exp(mu)) > cap
+                        )
+                        min_latency[i, j] = model.ttft_s + 1 / model.tokens_per_s
+                    mean_latency[i, j] = model.ttft_s + mean_tokens[i, j] / model.tokens_per_s
+                else:
+                    kind[i, j] = KIND_POOL
+                    pool_start[i, j] = len(ps)
+                    pool_len[i, j] = len(prof.samples)
+                    lat = []
+                    n_ok = 0
+                    for ok, tokens, latency in prof.samples:
+                        ps.append(int(ok))
+                        pt.append(tokens)
+                        pl.append(math.nan if latency is None else latency)
+                        capped = min(tokens, cap)
+                        lat.append(latency if latency is not None else model.ttft_s + capped / model.tokens_per_s)
+                        n_ok += int(ok and tokens <= cap)
+                    p[i, j] = n_ok / len(prof.samples)  # truncated rows already count as failures
+                    mean_tokens[i, j] = float(np.mean(np.minimum(pt[-len(prof.samples) :], cap)))
+                    mean_latency[i, j] = float(np.mean(lat))
+                    min_latency[i, j] = float(np.min(lat))
+
+        input_tokens = np.array([s.input_tokens for s in wf.subtasks], np.int64)
+        in_price = np.array([price_per_token_pusd(x.input_price_per_mtok) for x in models], np.int64)
+        out_price = np.array([price_per_token_pusd(x.output_price_per_mtok) for x in models], np.int64)
+        max_tokens = np.array([x.max_output_tokens for x in models], np.int64)
+        usable = kind >= 0
+        worst = np.where(usable, input_tokens[:, None] * in_price[None, :] + max_tokens[None, :] * out_price[None, :], 0)
+        mean_cost = np.where(
+            usable, np.round(input_tokens[:, None] * in_price[None, :] + mean_tokens * out_price[None, :]), 0
+        ).astype(np.int64)
+        # Parametric success is independent of length, so truncation removes successes proportionally.
+        p_draw = p.copy()
+        p = np.where(kind == KIND_POOL, p, p * (1.0 - trunc))
+        return cls(
+            subtask_ids=ids,
+            model_names=names,
+            dep_ptr=dep_ptr,
+            dep_idx=np.array(deps, np.int64),
+            input_tokens=input_tokens,
+            in_price=in_price,
+            out_price=out_price,
+            tokens_per_s=np.array([x.tokens_per_s for x in models]),
+            ttft_s=np.array([x.ttft_s for x in models]),
+            max_tokens=max_tokens,
+            kind=kind,
+            p=p,
+            p_draw=p_draw,
+            ln_mu=ln_mu,
+            ln_sigma=ln_sigma,
+            fixed_tokens=fixed,
+            pool_start=pool_start,
+            pool_len=pool_len,
+            pool_success=np.array(ps, np.int8),
+            pool_tokens=np.array(pt, np.int64),
+            pool_latency=np.array(pl, np.float64),
+            worst_cost=worst.astype(np.int64),
+            mean_cost=mean_cost,
+            mean_latency=np.where(usable, mean_latency, np.inf),
+            min_latency=min_latency,
+        )
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _lognormal_capped_mean(mu: float, sigma: float, cap: int) -> float:
+    """E[min(X, cap)] for X ~ LogNormal(mu, sigma)."""
+    if sigma == 0:
+        return min(math.exp(mu), cap)
+    ln_c = math.log(cap)
+    return math.exp(mu + sigma**2 / 2) * _normal_cdf((ln_c - mu - sigma**2) / sigma) + cap * (
+        1.0 - _normal_cdf((ln_c - mu) / sigma)
+    )

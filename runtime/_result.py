@@ -1,0 +1,86 @@
+"""What a run returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RunResult", "SubtaskOutcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubtaskOutcome:
+    """How one subtask went: which model completed it and when, and what it cost over all its batches."""
+
+    id: str
+    completed: bool
+    model: str | None
+    completed_at: float | None
+    batches: int
+    samples: int
+    cost: float
+    output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of one run.
+
+    ``success`` means every subtask completed before the deadline within the budget. Otherwise
+    ``reason`` says why not: ``"deadline"`` (time ran out), ``"budget"`` (no affordable launch was left),
+    or ``"planner_gave_up"`` (the planner launched nothing while nothing was in flight).
+    Money is in US dollars (``cost_pusd`` is the exact amount in pico-dollars), times in seconds.
+    """
+
+    success: bool
+    reason: str | None
+    cost: float
+    cost_pusd: int
+    elapsed: float
+    budget: float
+    deadline: float
+    seed: int
+    planner: str
+    subtasks: Mapping[str, SubtaskOutcome]
+    planner_ms: tuple[float, ...]
+    run_id: str
+
+    @property
+    def outputs(self) -> dict[str, str | None]:
+        """The output of each completed subtask (None for the others)."""
+        return {sid: o.output for sid, o in self.subtasks.items()}
+
+    @property
+    def completed(self) -> int:
+        return sum(o.completed for o in self.subtasks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (what ``ontime run --json`` prints)."""
+        return {
+            "run_id": self.run_id,
+            "success": self.success,
+            "reason": self.reason,
+            "cost": self.cost,
+            "cost_pusd": self.cost_pusd,
+            "elapsed": self.elapsed,
+            "budget": self.budget,
+            "deadline": self.deadline,
+            "seed": self.seed,
+            "planner": self.planner,
+            "completed": self.completed,
+            "decisions": len(self.planner_ms),
+            "planner_ms_total": sum(self.planner_ms),
+            "subtasks": {
+                sid: {
+                    "completed": o.completed,
+                    "model": o.model,
+                    "completed_at": o.completed_at,
+                    "batches": o.batches,
+                    "samples": o.samples,
+                    "cost": o.cost,
+                    "output": o.output,
+                }
+                for sid, o in self.subtasks.items()
+            },
+        }

@@ -1,0 +1,146 @@
+"""Where events go: structlog (JSON lines), a JSONL journal file, and a replay of the ledger from either.
+
+A sink is any callable taking an :class:`Event`. The journal holds every event's ``to_dict()`` on its
+own line, so :func:`replay_ledger` can rebuild the ledger of a run from the file alone (invariant 3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from runtime._errors import InvariantError
+from runtime._events import Event
+
+__all__ = ["JournalSink", "LedgerAudit", "LedgerReplay", "Sink", "StructlogSink", "read_journal", "replay_ledger"]
+
+Sink = Callable[[Event], None]
+
+
+class StructlogSink:
+    """Logs every event through structlog as ``logger.info(kind, run_id=..., **fields)``.
+
+    How the lines look (JSON, console) is the application's structlog configuration; the ``ontime``
+    CLI renders JSON lines.
+    """
+
+    __slots__ = ("_log",)
+
+    def __init__(self, run_id: str, logger: Any = None) -> None:
+        self._log = (logger or structlog.get_logger("ontime")).bind(run_id=run_id)
+
+    def __call__(self, event: Event) -> None:
+        d = event.to_dict()
+        kind = d.pop("event")
+        self._log.info(kind, **d)
+
+
+class JournalSink:
+    """Writes every event as one JSON line to a file (created at the first event); :meth:`close` flushes it."""
+
+    __slots__ = ("_f", "path")
+
+    def __init__(self, path: str | PathLike[str]) -> None:
+        self.path = Path(path)
+        self._f: IO[str] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self._f is None:
+            self._f = self.path.open("w", encoding="utf-8")
+        self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def read_journal(path: str | PathLike[str]) -> list[dict[str, Any]]:
+    """The events of a journal file, as dicts."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReplay:
+    """The ledger rebuilt from a run's events (money in pico-dollars, times in run seconds)."""
+
+    budget_pusd: int
+    spent_pusd: int
+    reserved_pusd: int
+    peak_committed_pusd: int  # the largest spent + reserved seen at any event
+    settlements: int
+    reported_spent_pusd: int | None  # what run_finished said, if the log has it
+    deadline_s: float
+    last_launch_s: float | None  # when the last batch was launched
+    last_activity_s: float  # when the last sample ended
+
+
+class LedgerAudit:
+    """A sink that rebuilds the ledger event by event and checks it as it goes.
+
+    Raises:
+        InvariantError: a settlement for an unknown reservation, or more settled than was reserved.
+    """
+
+    __slots__ = ("_budget", "_deadline", "_held", "_last_end", "_last_launch", "_peak", "_reported", "_reserved", "_settles", "_spent")
+
+    def __init__(self) -> None:
+        self._budget = self._spent = self._reserved = self._peak = self._settles = 0
+        self._reported: int | None = None
+        self._held: dict[int, int] = {}
+        self._deadline = 0.0
+        self._last_launch: float | None = None
+        self._last_end = 0.0
+
+    def __call__(self, event: Event | Mapping[str, Any]) -> None:
+        d = event.to_dict() if isinstance(event, Event) else event
+        kind = d["event"]
+        if kind == "run_started":
+            self._budget = d["budget_pusd"]
+            self._deadline = d["deadline_s"]
+        elif kind == "budget_reserved":
+            self._held[d["reservation"]] = d["pusd"]
+            self._reserved += d["pusd"]
+        elif kind == "budget_settled":
+            r = d["reservation"]
+            share = d["pusd"] + d["released_pusd"]
+            if self._held.get(r, -1) < share:
+                raise InvariantError(f"settlement of {share} pusd from reservation {r} holding {self._held.get(r)}")
+            self._held[r] -= share
+            self._reserved -= share
+            self._spent += d["pusd"]
+            self._settles += 1
+        elif kind == "batch_launched":
+            self._last_launch = d["t"]
+        elif kind == "sample_finished":
+            self._last_end = max(self._last_end, d["t"])
+        elif kind == "run_finished":
+            self._reported = d["spent_pusd"]
+        self._peak = max(self._peak, self._spent + self._reserved)
+
+    def result(self) -> LedgerReplay:
+        return LedgerReplay(
+            budget_pusd=self._budget,
+            spent_pusd=self._spent,
+            reserved_pusd=self._reserved,
+            peak_committed_pusd=self._peak,
+            settlements=self._settles,
+            reported_spent_pusd=self._reported,
+            deadline_s=self._deadline,
+            last_launch_s=self._last_launch,
+            last_activity_s=self._last_end,
+        )
+
+
+def replay_ledger(events: Iterable[Mapping[str, Any] | Event]) -> LedgerReplay:
+    """Rebuild the dollar ledger of one run from its events (a journal, or events collected live)."""
+    audit = LedgerAudit()
+    for e in events:
+        audit(e)
+    return audit.result()

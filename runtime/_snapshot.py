@@ -1,0 +1,79 @@
+"""What a planner sees (:class:`Snapshot`) and what it answers (:class:`Decision`).
+
+A snapshot is an immutable view of one instant of a run; planners may keep it, hand it to another thread
+or simulate from it. Subtasks and models are indices into ``snapshot.table``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runtime._profiles import ProfileTable
+
+__all__ = ["Decision", "FailedBatch", "InFlight", "Launch", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Run ``k`` parallel samples of a subtask on model ``model``."""
+
+    model: int
+    k: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One :class:`Launch` per ready subtask to start now; a ready subtask left out waits ("not now").
+
+    ``reason`` says why a planner launches nothing (``"budget"``, ``"deadline"``); the executor reports
+    it as the run's failure reason when nothing is left in flight.
+    """
+
+    launches: Mapping[int, Launch] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch whose samples have not all ended; ``done`` if its subtask already completed."""
+
+    batch: int
+    subtask: int
+    model: int
+    k: int
+    started_at: float
+    open_samples: int
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailedBatch:
+    """A batch that ended without a success."""
+
+    subtask: int
+    model: int
+    k: int
+    started_at: float
+    ended_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of a run when a decision is due.
+
+    ``ready`` lists the subtasks that need a decision: every dependency complete, not complete themselves,
+    and no batch in flight. Money is in pico-dollars; ``budget_left_pusd`` is after reservations.
+    """
+
+    table: ProfileTable
+    now: float
+    time_left: float
+    budget_pusd: int
+    budget_left_pusd: int
+    output_tokens_left: int | None
+    completed: frozenset[int]
+    ready: tuple[int, ...]
+    in_flight: tuple[InFlight, ...]
+    failed: tuple[FailedBatch, ...]
+    samples_launched: tuple[int, ...]  # per subtask, over the whole run

@@ -1,0 +1,324 @@
+"""Reading workflow spec files (JSON or YAML) and checking them before any money is spent.
+
+The format is documented in README.md ("Workflow spec format"). Every error names the file, the subtask
+and the field, so a user can fix a spec without reading our code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from runtime._errors import CycleError, SpecError, UnknownDependencyError, UnknownModelError
+from runtime._workflow import (
+    FixedTokens,
+    LogNormalTokens,
+    ModelSpec,
+    ParametricProfile,
+    PoolProfile,
+    Profile,
+    Subtask,
+    Workflow,
+)
+
+__all__ = ["load_workflow", "parse_workflow", "validate_workflow"]
+
+_MODEL_KEYS = {
+    "provider",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+    "tokens_per_s",
+    "ttft_s",
+    "max_output_tokens",
+}
+_SUBTASK_KEYS = {"id", "deps", "input_tokens", "profiles"}
+_TOP_KEYS = {"name", "models", "subtasks"}
+
+
+def load_workflow(path: str | PathLike[str]) -> Workflow:
+    """Load and validate a workflow spec from a ``.json``, ``.yaml`` or ``.yml`` file.
+
+    Raises:
+        SpecError: the file is missing, unreadable, malformed or inconsistent (cycles, unknown
+            dependencies or models, probabilities outside [0, 1], ...).
+    """
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the file ({exc.strerror or exc})", source=source) from exc
+    if p.suffix.lower() in {".yaml", ".yml"}:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"not valid YAML ({exc})", source=source) from exc
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", source=source
+            ) from exc
+    return parse_workflow(data, source=source)
+
+
+def parse_workflow(data: Any, *, source: str | None = None) -> Workflow:
+    """Build and validate a :class:`Workflow` from already-decoded spec data (a dict)."""
+    _check_mapping(data, "the top level", source=source)
+    _check_keys(data, _TOP_KEYS, required={"models", "subtasks"}, source=source, where="top level")
+    name = data.get("name", Path(source).stem if source else "workflow")
+    if not isinstance(name, str) or not name:
+        raise SpecError("must be a non-empty string", source=source, field="name")
+
+    models_raw = data["models"]
+    _check_mapping(models_raw, "'models'", source=source, field="models")
+    if not models_raw:
+        raise SpecError("declares no models", source=source, field="models")
+    models = {str(m): _parse_model(str(m), spec, source) for m, spec in models_raw.items()}
+
+    subtasks_raw = data["subtasks"]
+    if not isinstance(subtasks_raw, list) or not subtasks_raw:
+        raise SpecError("must be a non-empty list", source=source, field="subtasks")
+    subtasks = [_parse_subtask(i, s, models, source) for i, s in enumerate(subtasks_raw)]
+    return validate_workflow(Workflow(name=name, models=models, subtasks=tuple(subtasks), source=source))
+
+
+def validate_workflow(wf: Workflow) -> Workflow:
+    """Check a workflow's semantics and return it with subtasks in topological order."""
+    src = wf.source
+    if not wf.models:
+        raise SpecError("declares no models", source=src, field="models")
+    for m in wf.models.values():
+        _check_model(m, src)
+    ids = [s.id for s in wf.subtasks]
+    seen: set[str] = set()
+    for sid in ids:
+        if sid in seen:
+            raise SpecError("appears twice", source=src, subtask=sid, field="id")
+        seen.add(sid)
+    for s in wf.subtasks:
+        _check_subtask(s, wf.models, seen, src)
+    order = _topological_order(wf.subtasks, src)
+    return Workflow(name=wf.name, models=dict(wf.models), subtasks=order, source=src)
+
+
+def _topological_order(subtasks: tuple[Subtask, ...], src: str | None) -> tuple[Subtask, ...]:
+    # Kahn's algorithm, stable in file order so runs are reproducible.
+    by_id = {s.id: s for s in subtasks}
+    indegree = {s.id: len(set(s.deps)) for s in subtasks}
+    children: dict[str, list[str]] = {s.id: [] for s in subtasks}
+    for s in subtasks:
+        for d in set(s.deps):
+            children[d].append(s.id)
+    queue = [s.id for s in subtasks if indegree[s.id] == 0]
+    order: list[Subtask] = []
+    while queue:
+        sid = queue.pop(0)
+        order.append(by_id[sid])
+        for c in children[sid]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                queue.append(c)
+    if len(order) < len(subtasks):
+        stuck = sorted(sid for sid, n in indegree.items() if n > 0)
+        raise CycleError(
+            f"the dependency graph has a cycle through {', '.join(map(repr, stuck))}",
+            source=src,
+            subtask=stuck[0],
+            field="deps",
+        )
+    return tuple(order)
+
+
+def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], src: str | None) -> None:
+    if not s.id:
+        raise SpecError("must be a non-empty string", source=src, field="id")
+    for d in s.deps:
+        if d == s.id:
+            raise CycleError("depends on itself", source=src, subtask=s.id, field="deps")
+        if d not in ids:
+            raise UnknownDependencyError(f"unknown dependency {d!r}", source=src, subtask=s.id, field="deps")
+    if not _is_int(s.input_tokens) or s.input_tokens < 0:
+        raise SpecError("must be a non-negative integer", source=src, subtask=s.id, field="input_tokens")
+    if not s.profiles:
+        raise SpecError("no model can run this subtask", source=src, subtask=s.id, field="profiles")
+    for m, prof in s.profiles.items():
+        where = f"profiles.{m}"
+        if m not in models:
+            raise UnknownModelError(f"unknown model {m!r}", source=src, subtask=s.id, field=where)
+        if isinstance(prof, ParametricProfile):
+            if not _finite(prof.p) or not 0.0 <= prof.p <= 1.0:
+                raise SpecError(f"p={prof.p!r} is not in [0, 1]", source=src, subtask=s.id, field=f"{where}.p")
+            dist = prof.output_tokens
+            if isinstance(dist, FixedTokens):
+                if not _is_int(dist.tokens) or dist.tokens < 1:
+                    raise SpecError(
+                        "fixed must be a positive integer",
+                        source=src,
+                        subtask=s.id,
+                        field=f"{where}.output_tokens.fixed",
+                    )
+            elif not (_finite(dist.mean) and dist.mean >= 1 and _finite(dist.std) and dist.std >= 0):
+                raise SpecError(
+                    "mean must be >= 1 and std >= 0, both finite",
+                    source=src,
+                    subtask=s.id,
+                    field=f"{where}.output_tokens",
+                )
+        elif isinstance(prof, PoolProfile):
+            if not prof.samples:
+                raise SpecError("the pool is empty", source=src, subtask=s.id, field=f"{where}.samples")
+            for r, (ok, tokens, latency) in enumerate(prof.samples):
+                if not isinstance(ok, bool) or not _is_int(tokens) or tokens < 1:
+                    raise SpecError(
+                        "rows are [success 0/1, output_tokens >= 1, latency_s or null]",
+                        source=src,
+                        subtask=s.id,
+                        field=f"{where}.samples[{r}]",
+                    )
+                if latency is not None and not (_finite(latency) and latency > 0):
+                    raise SpecError(
+                        "latency_s must be positive and finite, or null",
+                        source=src,
+                        subtask=s.id,
+                        field=f"{where}.samples[{r}]",
+                    )
+        else:
+            raise SpecError("unknown profile type", source=src, subtask=s.id, field=where)
+
+
+def _check_model(m: ModelSpec, src: str | None) -> None:
+    f = f"models.{m.name}"
+    if not isinstance(m.provider, str) or not m.provider:
+        raise SpecError("must be a non-empty string", source=src, field=f"{f}.provider")
+    for attr in ("input_price_per_mtok", "output_price_per_mtok", "ttft_s"):
+        v = getattr(m, attr)
+        if not _finite(v) or v < 0:
+            raise SpecError(f"{v!r} must be finite and >= 0", source=src, field=f"{f}.{attr}")
+    if not _finite(m.tokens_per_s) or m.tokens_per_s <= 0:
+        raise SpecError(f"{m.tokens_per_s!r} must be finite and > 0", source=src, field=f"{f}.tokens_per_s")
+    if not _is_int(m.max_output_tokens) or m.max_output_tokens < 1:
+        raise SpecError("must be a positive integer", source=src, field=f"{f}.max_output_tokens")
+
+
+def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
+    f = f"models.{name}"
+    _check_mapping(spec, f"'{f}'", source=src, field=f)
+    _check_keys(spec, _MODEL_KEYS, required=_MODEL_KEYS - {"provider"}, source=src, where=f)
+    return ModelSpec(
+        name=name,
+        provider=spec.get("provider", "sim"),
+        input_price_per_mtok=_number(spec["input_price_per_mtok"], src, None, f"{f}.input_price_per_mtok"),
+        output_price_per_mtok=_number(spec["output_price_per_mtok"], src, None, f"{f}.output_price_per_mtok"),
+        tokens_per_s=_number(spec["tokens_per_s"], src, None, f"{f}.tokens_per_s"),
+        ttft_s=_number(spec["ttft_s"], src, None, f"{f}.ttft_s"),
+        max_output_tokens=_integer(spec["max_output_tokens"], src, None, f"{f}.max_output_tokens"),
+    )
+
+
+def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str | None) -> Subtask:
+    _check_mapping(spec, f"subtasks[{i}]", source=src, field=f"subtasks[{i}]")
+    sid = spec.get("id")
+    if not isinstance(sid, str) or not sid:
+        raise SpecError("must be a non-empty string", source=src, field=f"subtasks[{i}].id")
+    _check_keys(spec, _SUBTASK_KEYS, required={"id", "profiles"}, source=src, where=f"subtask {sid!r}")
+    deps = spec.get("deps", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise SpecError("must be a list of subtask ids", source=src, subtask=sid, field="deps")
+    input_tokens = _integer(spec.get("input_tokens", 0), src, sid, "input_tokens")
+    profiles_raw = spec["profiles"]
+    _check_mapping(profiles_raw, "'profiles'", source=src, subtask=sid, field="profiles")
+    profiles: dict[str, Profile] = {}
+    for m, prof in profiles_raw.items():
+        if m not in models:
+            raise UnknownModelError(f"unknown model {m!r}", source=src, subtask=sid, field=f"profiles.{m}")
+        profiles[str(m)] = _parse_profile(prof, src, sid, f"profiles.{m}")
+    return Subtask(id=sid, deps=tuple(deps), input_tokens=input_tokens, profiles=profiles)
+
+
+def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:
+    _check_mapping(spec, f"'{f}'", source=src, subtask=sid, field=f)
+    if "samples" in spec:
+        _check_keys(spec, {"samples"}, required={"samples"}, source=src, where=f"subtask {sid!r} {f}")
+        rows = spec["samples"]
+        if not isinstance(rows, list) or not rows:
+            raise SpecError("must be a non-empty list", source=src, subtask=sid, field=f"{f}.samples")
+        parsed = []
+        for r, row in enumerate(rows):
+            rf = f"{f}.samples[{r}]"
+            if not isinstance(row, list | tuple) or len(row) != 3:
+                raise SpecError("rows are [success 0/1, output_tokens, latency_s or null]", source=src, subtask=sid, field=rf)
+            ok, tokens, latency = row
+            if ok not in (0, 1) or isinstance(ok, float):
+                raise SpecError("success must be 0 or 1", source=src, subtask=sid, field=rf)
+            parsed.append(
+                (
+                    bool(ok),
+                    _integer(tokens, src, sid, rf),
+                    None if latency is None else _number(latency, src, sid, rf),
+                )
+            )
+        return PoolProfile(samples=tuple(parsed))
+    _check_keys(spec, {"p", "output_tokens"}, required={"p", "output_tokens"}, source=src, where=f"subtask {sid!r} {f}")
+    p = _number(spec["p"], src, sid, f"{f}.p")
+    dist = spec["output_tokens"]
+    df = f"{f}.output_tokens"
+    _check_mapping(dist, f"'{df}'", source=src, subtask=sid, field=df)
+    if "fixed" in dist:
+        _check_keys(dist, {"fixed"}, required={"fixed"}, source=src, where=f"subtask {sid!r} {df}")
+        return ParametricProfile(p=p, output_tokens=FixedTokens(_integer(dist["fixed"], src, sid, f"{df}.fixed")))
+    _check_keys(dist, {"mean", "std"}, required={"mean", "std"}, source=src, where=f"subtask {sid!r} {df}")
+    return ParametricProfile(
+        p=p,
+        output_tokens=LogNormalTokens(
+            mean=_number(dist["mean"], src, sid, f"{df}.mean"), std=_number(dist["std"], src, sid, f"{df}.std")
+        ),
+    )
+
+
+def _check_mapping(v: Any, what: str, *, source: str | None, subtask: str | None = None, field: str | None = None) -> None:
+    if not isinstance(v, Mapping):
+        raise SpecError(f"{what} must be an object, not {type(v).__name__}", source=source, subtask=subtask, field=field)
+
+
+def _check_keys(d: Mapping[str, Any], allowed: set[str], *, required: set[str], source: str | None, where: str) -> None:
+    missing = sorted(required - d.keys())
+    if missing:
+        raise SpecError(f"{where}: missing {', '.join(map(repr, missing))}", source=source)
+    unknown = sorted(set(map(str, d.keys())) - allowed)
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(sorted(allowed))})",
+            source=source,
+        )
+
+
+def _number(v: Any, src: str | None, sid: str | None, f: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise SpecError(f"must be a number, not {v!r}", source=src, subtask=sid, field=f)
+    if not math.isfinite(v):
+        raise SpecError(f"must be finite, not {v!r}", source=src, subtask=sid, field=f)
+    return float(v)
+
+
+def _integer(v: Any, src: str | None, sid: str | None, f: str) -> int:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not _is_int(v):
+        raise SpecError(f"must be an integer, not {v!r}", source=src, subtask=sid, field=f)
+    return int(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,164 @@
+"""The ``ontime`` command line: run, eval and validate workflows from a shell.
+
+Bad input exits with status 2 and one line on stderr (``error: ...``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from runtime._errors import OntimeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ontime",
+    help="Run LLM agent workflows that must finish on time and within budget.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+_err = Console(stderr=True)
+T = TypeVar("T")
+
+Spec = Annotated[Path, typer.Argument(help="Workflow spec file (.json, .yaml).", show_default=False)]
+Budget = Annotated[float, typer.Option("--budget", "-b", help="Budget in US dollars.", show_default=False)]
+Deadline = Annotated[float, typer.Option("--deadline", "-d", help="Deadline in seconds.", show_default=False)]
+PlannerOpt = Annotated[
+    str | None, typer.Option("--planner", "-p", help="retry[:MODEL[:K]] or uniform[:MODEL].", show_default="retry")
+]
+Seed = Annotated[int, typer.Option("--seed", "-s", help="Seed of the simulated backend.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except OntimeError as exc:
+        _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _configure_logs(path: str | None) -> bool:
+    """Send event logs as JSON lines to ``path`` ('-' for stderr); return whether to log at all."""
+    if path is None:
+        return False
+    stream = sys.stderr if path == "-" else Path(path).open("a", encoding="utf-8")  # noqa: SIM115 (lives for the process)
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), structlog.processors.JSONRenderer()],
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    return True
+
+
+@app.command()
+def run(
+    spec: Spec,
+    budget: Budget,
+    deadline: Deadline,
+    planner: PlannerOpt = None,
+    seed: Seed = 0,
+    journal: Annotated[Path | None, typer.Option(help="Write every event to this JSONL file.")] = None,
+    json_out: JsonOut = False,
+    speed: Annotated[
+        float | None,
+        typer.Option(help="Play the simulated run on a real clock at this many seconds per second (default: virtual time)."),
+    ] = None,
+    log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
+    keep_siblings: Annotated[bool, typer.Option(help="Let the rest of a batch finish after a success.")] = False,
+) -> None:
+    """Run a workflow once within a budget and a deadline, with a live progress display."""
+    from runtime._api import prepare
+    from runtime._api import run as run_workflow
+    from runtime._spec import load_workflow
+    from runtime._view import RunView, result_table
+
+    wf = _guard(lambda: load_workflow(spec))
+    view = RunView()
+    options: dict[str, Any] = dict(
+        planner=planner,
+        seed=seed,
+        journal=journal,
+        log=_configure_logs(log),
+        cancel_siblings=not keep_siblings,
+        clock="virtual" if speed is None else "real",
+        speed=1.0 if speed is None else speed,
+    )
+    checked = {k: v for k, v in options.items() if k not in ("journal", "log")}
+    _guard(lambda: prepare(wf, budget, deadline, **checked))  # reject bad input before drawing anything
+    if json_out:
+        result = _guard(lambda: run_workflow(wf, budget, deadline, **options))
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console = Console()
+        with Live(view, console=console, refresh_per_second=10, transient=False):
+            result = _guard(lambda: run_workflow(wf, budget, deadline, on_event=view, **options))
+        console.print()
+        console.print(result_table(result))
+    raise typer.Exit(0 if result.success else 1)
+
+
+@app.command("eval")
+def eval_(
+    spec: Spec,
+    budget: Budget,
+    deadline: Deadline,
+    planner: PlannerOpt = None,
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Number of runs (seeds SEED..SEED+N-1).")] = 1000,
+    seed: Seed = 0,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    json_out: JsonOut = False,
+) -> None:
+    """Estimate the probability of finishing: N independent runs in virtual time, summarized."""
+    from runtime._eval import evaluate
+    from runtime._spec import load_workflow
+
+    wf = _guard(lambda: load_workflow(spec))
+    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task("eval", total=runs)
+        report = _guard(
+            lambda: evaluate(
+                wf, budget, deadline, planner=planner, runs=runs, seed=seed, workers=workers,
+                progress=lambda k: bar.advance(task, k),
+            )
+        )
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    table = Table(show_header=False, show_edge=False)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()) or "-"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command()
+def validate(spec: Spec) -> None:
+    """Check a workflow spec and print what it holds."""
+    from runtime._spec import load_workflow
+
+    wf = _guard(lambda: load_workflow(spec))
+    typer.echo(f"{spec}: ok: workflow {wf.name!r}, {len(wf.subtasks)} subtasks, models {', '.join(wf.models)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
