@@ -16,6 +16,15 @@ __all__ = ["MAX_WIDTH", "RetryPlanner", "UniformPlanner"]
 MAX_WIDTH = 64  # the widest batch either baseline launches at once (the paper's largest K)
 
 
+def _width(table: ProfileTable, i: int, j: int, want: int, left_pusd: int, left_tokens: int | None) -> int:
+    """The widest batch up to ``want`` whose worst case fits what is left of the budget and token cap."""
+    worst = int(table.worst_cost[i, j])
+    k = min(want, left_pusd // worst) if worst > 0 else want
+    if left_tokens is not None:
+        k = min(k, left_tokens // int(table.max_tokens[j]))
+    return k
+
+
 def _model_for(table: ProfileTable, i: int, model: int) -> int:
     if table.kind[i, model] >= 0:
         return model
@@ -39,15 +48,15 @@ class RetryPlanner(Planner):
         self.name = f"retry:{table.model_names[model]}:{k}"
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        left = snapshot.budget_left_pusd
+        left, tokens = snapshot.budget_left_pusd, snapshot.output_tokens_left
         launches: dict[int, Launch] = {}
         for i in snapshot.ready:
             j = _model_for(self.table, i, self.model)
-            worst = int(self.table.worst_cost[i, j])
-            k = min(self.k, left // worst) if worst > 0 else self.k
+            k = _width(self.table, i, j, self.k, left, tokens)
             if k >= 1:
                 launches[i] = Launch(j, k)
-                left -= k * worst
+                left -= k * int(self.table.worst_cost[i, j])
+                tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         return Decision(launches, reason=None if launches else "budget")
 
 
@@ -73,15 +82,15 @@ class UniformPlanner(Planner):
         )
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        left = snapshot.budget_left_pusd
+        left, tokens = snapshot.budget_left_pusd, snapshot.output_tokens_left
         launches: dict[int, Launch] = {}
         for i in snapshot.ready:
             j = _model_for(self.table, i, self.model)
-            worst = int(self.table.worst_cost[i, j])
             remaining = self.rollouts[i] - snapshot.samples_launched[i]
-            k = min(remaining, MAX_WIDTH, left // worst if worst > 0 else MAX_WIDTH)
+            k = _width(self.table, i, j, min(remaining, MAX_WIDTH), left, tokens)
             if k >= 1:
                 launches[i] = Launch(j, k)
-                left -= k * worst
+                left -= k * int(self.table.worst_cost[i, j])
+                tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         # Out of rollouts or out of ledger: either way this static split has no money left for the subtask.
         return Decision(launches, reason=None if launches else "budget")

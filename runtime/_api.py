@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from os import PathLike
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -22,6 +22,9 @@ from runtime._result import RunResult
 from runtime._sinks import JournalSink, Sink, StructlogSink
 from runtime._spec import load_workflow
 from runtime._workflow import Workflow
+
+if TYPE_CHECKING:
+    from planners.base import Planner
 
 __all__ = ["DEFAULT_PLANNER", "arun", "prepare", "run", "stream"]
 
@@ -64,7 +67,7 @@ def prepare(
     budget: float,
     deadline: float,
     *,
-    planner: str | None = None,
+    planner: str | Planner | None = None,
     seed: int = 0,
     clock: ClockLike = "virtual",
     speed: float = 1.0,
@@ -81,6 +84,7 @@ def prepare(
     caller that runs the same workflow many times build its :class:`ProfileTable` once.
     """
     from planners import PlannerContext, make_planner
+    from planners.base import Planner
 
     wf = _workflow(workflow)
     check_limit("budget", budget)
@@ -91,7 +95,10 @@ def prepare(
         raise UsageError(f"seed must be a non-negative integer, not {seed!r}")
     table = table or ProfileTable.from_workflow(wf)
     budget_pusd = to_pusd(budget)
-    pl = make_planner(planner or DEFAULT_PLANNER, PlannerContext(table, budget_pusd, float(deadline), seed))
+    if isinstance(planner, Planner):
+        pl = planner
+    else:
+        pl = make_planner(planner or DEFAULT_PLANNER, PlannerContext(table, budget_pusd, float(deadline), seed))
     clk = _make_clock(clock, speed)
     adapters = _adapters(wf, table, clk, seed)
     sink_list = list(sinks)
@@ -124,13 +131,13 @@ async def arun(
     budget: float,
     deadline: float,
     *,
-    planner: str | None = None,
+    planner: str | Planner | None = None,
     seed: int = 0,
     clock: ClockLike = "virtual",
     speed: float = 1.0,
     journal: str | PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
-    log: bool = True,
+    log: bool | Any = True,
     cancel_siblings: bool = True,
     charge_planner_time: bool = False,
     output_token_cap: int | None = None,
@@ -141,14 +148,16 @@ async def arun(
         workflow: a :class:`Workflow` or the path of a spec file.
         budget: hard cap on dollars spent; never exceeded (the worst case of every batch is reserved first).
         deadline: seconds from the start; no attempt starts after it and in-flight work is cancelled at it.
-        planner: ``retry[:MODEL[:K]]`` or ``uniform[:MODEL]`` (default :data:`DEFAULT_PLANNER`).
+        planner: ``retry[:MODEL[:K]]`` or ``uniform[:MODEL]`` (default :data:`DEFAULT_PLANNER`), or a
+            :class:`planners.base.Planner` instance to use for this one run.
         seed: seeds the simulated backend; the same seed on a virtual clock gives the same run.
         clock: ``"virtual"`` (discrete-event time, the default for simulated models), ``"real"``, or a
             :class:`Clock`.
         speed: with ``clock="real"``, clock seconds per wall second (replays a simulated run faster).
         journal: a path to write every event to, one JSON object per line.
         on_event: called with every event, in order, on the event loop; must not block.
-        log: log every event through structlog.
+        log: log every event through structlog (``True``: the ``"ontime"`` logger of the app's structlog
+            configuration; a structlog logger: that one; ``False``: no logging).
         cancel_siblings: cancel the rest of a batch when one sample succeeds (else let them finish).
         charge_planner_time: advance the clock by the planner's wall time before each launch.
         output_token_cap: cap on total output tokens, reserved and settled like dollars.
@@ -182,13 +191,13 @@ def _setup(
     *,
     journal: str | PathLike[str] | None,
     on_event: Callable[[Event], None] | None,
-    log: bool,
+    log: bool | Any,
     **options: Any,
 ) -> tuple[Executor, JournalSink | None]:
     run_id = uuid.uuid4().hex[:12]
     sinks: list[Sink] = []
-    if log:
-        sinks.append(StructlogSink(run_id))
+    if log is not False and log is not None:
+        sinks.append(StructlogSink(run_id, None if log is True else log))
     if on_event is not None:
         sinks.append(on_event)
     journal_sink = JournalSink(journal) if journal is not None else None
@@ -223,7 +232,7 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
         raise UsageError("stream() delivers the events itself; on_event is not accepted here")
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
     journal = options.pop("journal", None)
-    log = bool(options.pop("log", True))
+    log = options.pop("log", True)
     executor, journal_sink = _setup(
         workflow, budget, deadline, journal=journal, on_event=send.send_nowait, log=log, **options  # type: ignore[arg-type]
     )

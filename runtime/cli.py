@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -50,17 +51,19 @@ def _guard(fn: Callable[[], T]) -> T:
         raise typer.Exit(2) from None
 
 
-def _configure_logs(path: str | None) -> bool:
-    """Send event logs as JSON lines to ``path`` ('-' for stderr); return whether to log at all."""
+def _event_logger(path: str | None, stack: ExitStack) -> Any:
+    """A structlog logger writing JSON lines to ``path`` ('-' for stderr), or False for no logging."""
     if path is None:
         return False
-    stream = sys.stderr if path == "-" else Path(path).open("a", encoding="utf-8")  # noqa: SIM115 (lives for the process)
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), structlog.processors.JSONRenderer()],
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=True,
+    stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))
+    return structlog.wrap_logger(
+        structlog.WriteLogger(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
     )
-    return True
 
 
 @app.command()
@@ -87,26 +90,28 @@ def run(
 
     wf = _guard(lambda: load_workflow(spec))
     view = RunView()
+    stack = ExitStack()
     options: dict[str, Any] = dict(
         planner=planner,
         seed=seed,
         journal=journal,
-        log=_configure_logs(log),
+        log=_event_logger(log, stack),
         cancel_siblings=not keep_siblings,
         clock="virtual" if speed is None else "real",
         speed=1.0 if speed is None else speed,
     )
     checked = {k: v for k, v in options.items() if k not in ("journal", "log")}
-    _guard(lambda: prepare(wf, budget, deadline, **checked))  # reject bad input before drawing anything
-    if json_out:
-        result = _guard(lambda: run_workflow(wf, budget, deadline, **options))
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        console = Console()
-        with Live(view, console=console, refresh_per_second=10, transient=False):
-            result = _guard(lambda: run_workflow(wf, budget, deadline, on_event=view, **options))
-        console.print()
-        console.print(result_table(result))
+    with stack:
+        _guard(lambda: prepare(wf, budget, deadline, **checked))  # reject bad input before drawing anything
+        if json_out:
+            result = _guard(lambda: run_workflow(wf, budget, deadline, **options))
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            console = Console()
+            with Live(view, console=console, refresh_per_second=10, transient=False):
+                result = _guard(lambda: run_workflow(wf, budget, deadline, on_event=view, **options))
+            console.print()
+            console.print(result_table(result))
     raise typer.Exit(0 if result.success else 1)
 
 

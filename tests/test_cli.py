@@ -1,0 +1,129 @@
+"""The ``ontime`` command line: JSON output fields, exit codes, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import runtime
+from runtime.cli import app
+from tests.conftest import EXAMPLES
+
+CHAIN = str(EXAMPLES / "chain.json")
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_json_reports_the_result(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    code, out, _ = invoke("run", CHAIN, "--budget", "1", "--deadline", "600", "--seed", "4", "--journal", str(journal), "--json")
+    data = json.loads(out)
+    assert code == (0 if data["success"] else 1)
+    assert {"success", "reason", "cost", "elapsed", "subtasks", "planner"} <= data.keys()
+    assert set(data["subtasks"]) == {"outline", "draft", "polish"}
+    replay = runtime.replay_ledger(runtime.read_journal(journal))
+    assert replay.spent_pusd == data["cost_pusd"] and replay.reserved_pusd == 0
+
+
+def test_run_shows_progress_and_summary() -> None:
+    code, out, _ = invoke("run", CHAIN, "-b", "1", "-d", "600")
+    assert code in (0, 1)
+    assert "subtasks" in out and "budget" in out and "outline" in out
+    assert ("SUCCESS" in out) or ("FAILED" in out)
+
+
+def test_run_exit_code_is_one_when_the_run_fails() -> None:
+    code, out, _ = invoke("run", CHAIN, "-b", "0.001", "-d", "600", "--json")
+    assert code == 1 and json.loads(out)["reason"] == "budget"
+
+
+def test_run_logs_events_as_json_lines(tmp_path: Path) -> None:
+    log = tmp_path / "events.log"
+    code, _, _ = invoke("run", CHAIN, "-b", "1", "-d", "600", "--json", "--log", str(log))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0]["event"] == "run_started" and lines[-1]["event"] == "run_finished"
+    assert len({line["run_id"] for line in lines}) == 1
+
+
+def test_eval_json_has_the_documented_fields() -> None:
+    code, out, _ = invoke("eval", CHAIN, "-b", "0.05", "-d", "300", "--runs", "200", "--seed", "7", "--json")
+    assert code == 0
+    data = json.loads(out)
+    for key in (
+        "runs", "successes", "p_success", "ci95", "mean_cost", "max_cost", "mean_elapsed",
+        "overspend_runs", "late_runs", "failure_reasons", "planner_ms",
+    ):
+        assert key in data
+    assert data["runs"] == 200
+    assert set(data["planner_ms"]) >= {"p50", "p95", "max"}
+    assert data["ci95"][0] <= data["p_success"] <= data["ci95"][1]
+
+
+def test_eval_is_the_same_with_more_workers() -> None:
+    args = ("eval", CHAIN, "-b", "0.02", "-d", "120", "--runs", "60", "--json")
+    one = json.loads(invoke(*args)[1])
+    two = json.loads(invoke(*args, "--workers", "2")[1])
+    for d in (one, two):
+        d.pop("planner_ms")
+    assert one == two
+
+
+BAD_INPUTS = {
+    "negative_budget": ["run", CHAIN, "-b", "-1", "-d", "10"],
+    "zero_budget": ["run", CHAIN, "-b", "0", "-d", "10"],
+    "nan_budget": ["run", CHAIN, "-b", "nan", "-d", "10"],
+    "inf_deadline": ["eval", CHAIN, "-b", "1", "-d", "inf", "--json"],
+    "zero_deadline": ["run", CHAIN, "-b", "1", "-d", "0"],
+    "missing_file": ["run", "nope.json", "-b", "1", "-d", "10"],
+    "unknown_planner": ["run", CHAIN, "-b", "1", "-d", "10", "-p", "bogus"],
+    "unknown_planner_model": ["eval", CHAIN, "-b", "1", "-d", "10", "-p", "retry:huge:2"],
+    "bad_width": ["run", CHAIN, "-b", "1", "-d", "10", "-p", "retry:small:0"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_exit_2(case: str) -> None:
+    code, out, err = invoke(*BAD_INPUTS[case])
+    assert code == 2
+    assert err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("text", ["{oops", '{"models": {}, "subtasks": []}', '{"name": "x"}'])
+def test_malformed_spec_files_give_one_line(tmp_path: Path, text: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    code, _, err = invoke("run", str(bad), "-b", "1", "-d", "10")
+    assert code == 2 and err.startswith("error: ") and str(bad) in err
+
+
+def test_cyclic_spec_gives_one_line(tmp_path: Path) -> None:
+    spec = json.loads(Path(CHAIN).read_text())
+    spec["subtasks"][0]["deps"] = ["polish"]
+    bad = tmp_path / "cyclic.json"
+    bad.write_text(json.dumps(spec))
+    code, _, err = invoke("validate", str(bad))
+    assert code == 2 and "cycle" in err and "Traceback" not in err
+
+
+def test_console_script_is_installed_and_runs() -> None:
+    exe = shutil.which("ontime") or str(Path(sys.executable).with_name("ontime"))
+    if not Path(exe).exists():
+        pytest.skip("the ontime console script is not installed in this environment")
+    env = {**os.environ, "COLUMNS": "100"}
+    done = subprocess.run([exe, "run", CHAIN, "-b", "1", "-d", "600", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    assert "success" in json.loads(done.stdout)
+    bad = subprocess.run([exe, "run", CHAIN, "-b", "-1", "-d", "600"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

@@ -1,0 +1,227 @@
+"""The executor follows the execution model of DESIGN.md, one rule per test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import runtime
+from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
+from adapters.sim import SimAdapter, tokens_at
+from planners.base import Decision, Launch, Planner, Snapshot
+from runtime import (
+    BatchLaunched,
+    BudgetSettled,
+    DeadlineHit,
+    LaunchRejected,
+    SampleFinished,
+    SubtaskCompleted,
+)
+from tests.conftest import build, chain_spec, model
+from tests.helpers import of, run_collect
+
+# A pool with a quick success and a slow failure: with k samples, some of each.
+QUICK_OR_SLOW = {"samples": [[1, 100, 2.0], [0, 1000, 20.0]]}
+
+
+def pool_chain(n: int = 2) -> runtime.Workflow:
+    spec = chain_spec(n, ttft=0.5, max_tokens=2000)
+    spec["subtasks"][0]["profiles"]["m"] = QUICK_OR_SLOW
+    return build(spec)
+
+
+def test_first_success_completes_the_subtask_and_cancels_siblings_charging_partial_output() -> None:
+    wf = pool_chain(1)
+    result, events = run_collect(wf, 1.0, 100, planner="retry:m:8", seed=3)
+    assert result.success and result.elapsed == 2.0
+    finished = of(events, SampleFinished)
+    assert len(finished) == 8
+    cancelled = [e for e in finished if e.status == "cancelled"]
+    assert cancelled, "seed 3 should draw at least one slow sample"
+    # A slow sample streams 1000 tokens between its first token (0.5 s) and its end (20 s); a quick one
+    # that ended at the same instant as the winner had produced all of its 100.
+    assert all(e.t == 2.0 for e in cancelled)
+    assert {e.output_tokens for e in cancelled} <= {100, tokens_at(2.0, 1000, 20.0, 0.5)}
+    assert tokens_at(2.0, 1000, 20.0, 0.5) == 76
+    assert any(e.output_tokens == 76 for e in cancelled)
+    settled = {(e.batch, e.sample): e for e in of(events, BudgetSettled)}
+    table = runtime.ProfileTable.from_workflow(wf)
+    for e in finished:
+        s = settled[(e.batch, e.sample)]
+        assert s.pusd == table.cost_of(0, 0, e.output_tokens)
+    assert result.cost_pusd == sum(s.pusd for s in settled.values())
+
+
+def test_keep_siblings_lets_them_finish_while_downstream_work_starts() -> None:
+    spec = chain_spec(2, p=1.0, tokens=2000, ttft=0.5, max_tokens=2000)  # s1 takes 20.5 s
+    spec["subtasks"][0]["profiles"]["m"] = QUICK_OR_SLOW
+    wf = build(spec)
+    result, events = run_collect(wf, 1.0, 100, planner="retry:m:8", seed=3, cancel_siblings=False)
+    first = [e for e in of(events, SampleFinished) if e.subtask == "s0"]
+    assert {e.status for e in first} == {"succeeded", "failed"}
+    assert max(e.t for e in first) == 20.0  # the slow ones ran to their end, charged in full
+    assert all(e.output_tokens == 1000 for e in first if e.status == "failed")
+    s1_launch = next(e for e in of(events, BatchLaunched) if e.subtask == "s1")
+    assert s1_launch.t == 2.0  # downstream did not wait for the stragglers
+
+
+def test_deadline_cancels_everything_in_flight_at_once() -> None:
+    spec = chain_spec(1, p=1.0, tps=10, ttft=0.0)
+    spec["subtasks"][0]["profiles"]["m"]["output_tokens"] = {"mean": 1000, "std": 1}  # about 100 s
+    result, events = run_collect(build(spec), 1.0, 30, planner="retry:m:3")
+    assert not result.success and result.reason == "deadline"
+    assert result.elapsed == 30.0
+    (hit,) = of(events, DeadlineHit)
+    assert hit.t == 30.0 and hit.cancelled_samples == 3
+    for e in of(events, SampleFinished):
+        assert e.status == "cancelled" and e.t == 30.0 and 298 <= e.output_tokens <= 301
+
+
+def test_no_attempt_starts_that_cannot_finish_before_the_deadline() -> None:
+    spec = chain_spec(1, p=0.0, tokens=100, tps=10, ttft=0.0)  # 10 s per attempt, never succeeds
+    result, events = run_collect(build(spec), 1.0, 25, planner="retry:m:1")
+    launches = of(events, BatchLaunched)
+    assert [e.t for e in launches] == [0.0, 10.0]  # a third would end at 30 > 25
+    (rejected,) = of(events, LaunchRejected)
+    assert rejected.t == 20.0 and rejected.reason == "deadline"
+    assert result.reason == "deadline" and result.elapsed == 20.0
+
+
+def test_budget_below_one_worst_case_launches_nothing() -> None:
+    spec = chain_spec(1, inp=1000, out=10.0, max_tokens=1000)  # worst case 1000*1 + 1000*10 = 11000 micro$
+    result, events = run_collect(build(spec), 0.0109, 100)
+    assert not result.success and result.reason == "budget" and result.cost == 0
+    assert not of(events, BatchLaunched)
+
+
+def test_output_token_cap_is_reserved_like_money() -> None:
+    spec = chain_spec(2, p=1.0, tokens=50, max_tokens=100)
+    ok = runtime.run(build(spec), 1.0, 100, output_token_cap=200, log=False)
+    assert ok.success
+    short = runtime.run(build(spec), 1.0, 100, output_token_cap=150, log=False, planner="retry:m:2")
+    assert short.success  # a width-2 batch needs 200 tokens held; retry shrinks it to width 1
+    starved = runtime.run(build(spec), 1.0, 100, output_token_cap=99, log=False)
+    assert not starved.success and starved.reason == "budget"
+
+
+def test_failed_batch_makes_the_subtask_ready_again() -> None:
+    spec = chain_spec(1, p=0.5, tokens=10)
+    result, events = run_collect(build(spec), 1.0, 1000, planner="retry:m:1", seed=1)
+    batches = of(events, BatchLaunched)
+    fails = [e for e in events if isinstance(e, runtime.BatchFailed)]
+    assert result.success and len(batches) == len(fails) + 1
+
+
+class BadPlanner(Planner):
+    name = "bad"
+
+    def __init__(self, launch: dict[int, Launch]) -> None:
+        self.launch = launch
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(self.launch)
+
+
+@pytest.mark.parametrize(
+    "launch",
+    [{1: Launch(0, 1)}, {0: Launch(0, 0)}, {0: Launch(5, 1)}],
+    ids=["not_ready", "zero_width", "unknown_model"],
+)
+def test_invalid_decisions_raise_planner_error(launch: dict[int, Launch]) -> None:
+    with pytest.raises(runtime.PlannerError):
+        runtime.run(build(chain_spec(2)), 1.0, 100, planner=BadPlanner(launch), log=False)
+
+
+def test_planner_runs_in_a_worker_thread_when_it_asks_to() -> None:
+    import threading
+
+    threads: list[str] = []
+
+    class Threaded(Planner):
+        name = "threaded"
+        in_thread = True
+
+        def decide(self, snapshot: Snapshot) -> Decision:
+            threads.append(threading.current_thread().name)
+            return Decision({i: Launch(0, 1) for i in snapshot.ready})
+
+    result = runtime.run(build(chain_spec(2, p=1.0)), 1.0, 100, planner=Threaded(), log=False)
+    assert result.success
+    assert threads and all(t != threading.main_thread().name for t in threads)
+
+
+class Exploding(Adapter):
+    async def sample(self, request: SampleRequest, progress: SampleProgress) -> SampleOutcome:
+        progress.input_tokens = request.input_tokens
+        raise ConnectionError("boom")
+
+
+def test_adapter_errors_fail_the_sample_not_the_run() -> None:
+    wf = build(chain_spec(1))
+    table = runtime.ProfileTable.from_workflow(wf)
+    events: list[runtime.Event] = []
+    ex = runtime.prepare(wf, 0.01, 100, sinks=[events.append])
+    ex.adapters = [Exploding()]
+    result = anyio.run(ex.run)
+    assert not result.success
+    errors = [e for e in of(events, SampleFinished) if e.status == "error"]
+    assert errors and errors[0].error == "ConnectionError: boom"
+    # Input tokens were sent, so they are charged; the ledger still balances.
+    assert result.cost_pusd == len(errors) * table.cost_of(0, 0, 0)
+
+
+def test_subtask_outcomes_and_outputs() -> None:
+    wf = build(chain_spec(3, p=1.0))
+    result, events = run_collect(wf, 1.0, 100)
+    assert result.success and result.completed == 3
+    assert set(result.outputs) == {"s0", "s1", "s2"}
+    assert all(result.outputs[s] for s in result.outputs)
+    assert [e.subtask for e in of(events, SubtaskCompleted)] == ["s0", "s1", "s2"]
+    assert sum(o.cost for o in result.subtasks.values()) == pytest.approx(result.cost)
+
+
+def test_charge_planner_time_advances_the_virtual_clock() -> None:
+    import time
+
+    class Slow(Planner):
+        name = "slow"
+
+        def decide(self, snapshot: Snapshot) -> Decision:
+            time.sleep(0.02)
+            return Decision({i: Launch(0, 1) for i in snapshot.ready})
+
+    wf = build(chain_spec(2, p=1.0))
+    plain = runtime.run(wf, 1.0, 100, planner=Slow(), log=False)
+    charged = runtime.run(wf, 1.0, 100, planner=Slow(), log=False, charge_planner_time=True)
+    assert charged.elapsed >= plain.elapsed + 0.04
+
+
+def test_sim_adapter_is_the_default_and_other_providers_are_rejected_before_spending() -> None:
+    spec = chain_spec(1)
+    spec["models"]["m"]["provider"] = "openai"
+    with pytest.raises(runtime.UsageError, match="provider 'openai'"):
+        runtime.run(build(spec), 1.0, 100, log=False)
+    assert isinstance(runtime.prepare(build(chain_spec(1)), 1.0, 10).adapters[0], SimAdapter)
+
+
+@pytest.mark.parametrize("budget", [0, -1, float("nan"), float("inf")])
+def test_bad_budgets_raise_limit_error(budget: float) -> None:
+    with pytest.raises(runtime.LimitError):
+        runtime.run(build(chain_spec(1)), budget, 100, log=False)
+
+
+@pytest.mark.parametrize("deadline", [0, -5, float("nan"), float("inf")])
+def test_bad_deadlines_raise_limit_error(deadline: float) -> None:
+    with pytest.raises(runtime.LimitError):
+        runtime.run(build(chain_spec(1)), 1.0, deadline, log=False)
+
+
+def test_models_may_be_missing_from_profiles() -> None:
+    spec: dict[str, Any] = chain_spec(2, p=1.0)
+    spec["models"]["other"] = model()
+    spec["subtasks"][1]["profiles"] = {"other": {"p": 1.0, "output_tokens": {"fixed": 10}}}
+    result = runtime.run(build(spec), 1.0, 100, planner="retry:m:1", log=False)
+    assert result.success
+    assert result.subtasks["s1"].model == "other"  # the family falls back to a model that can run it
