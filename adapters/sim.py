@@ -78,7 +78,7 @@ class SimAdapter(Adapter):
         progress.input_tokens = request.input_tokens
         start = self.clock.now()
         try:
-            await self.clock.sleep_until(start + latency)
+            await self.clock.sleep_until(start + latency, order=request.key)
         finally:
             ttft = float(self.table.ttft_s[request.model])
             progress.output_tokens = tokens_at(self.clock.now() - start, tokens, latency, ttft)

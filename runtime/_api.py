@@ -233,9 +233,14 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
     journal = options.pop("journal", None)
     log = options.pop("log", True)
-    executor, journal_sink = _setup(
-        workflow, budget, deadline, journal=journal, on_event=send.send_nowait, log=log, **options  # type: ignore[arg-type]
-    )
+    try:
+        executor, journal_sink = _setup(
+            workflow, budget, deadline, journal=journal, on_event=send.send_nowait, log=log, **options  # type: ignore[arg-type]
+        )
+    except BaseException:
+        send.close()
+        receive.close()
+        raise
 
     async def produce() -> None:
         async with send:

@@ -17,7 +17,6 @@ import contextvars
 import heapq
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
@@ -65,8 +64,12 @@ class Clock(ABC):
         """The current time."""
 
     @abstractmethod
-    async def sleep_until(self, t: float) -> None:
-        """Return at time ``t`` (at once if it has passed)."""
+    async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
+        """Return at time ``t`` (at once if it has passed).
+
+        ``order`` breaks ties between wake-ups at the same instant on the virtual clock (smaller first);
+        give each task a distinct one and a run no longer depends on the order tasks happened to start in.
+        """
 
     def spawn(self, tg: TaskGroup, fn: Callable[[], Awaitable[None]], *, name: str | None = None) -> TaskHandle:
         """Start ``fn`` in ``tg`` as a task this clock knows about, inside its own cancel scope."""
@@ -142,7 +145,7 @@ class RealClock(Clock):
     def now(self) -> float:
         return (time.monotonic() - self._t0) * self._speed
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
         await anyio.sleep(max(0.0, (t - self.now()) / self._speed))
 
     async def _wait(self, w: _Waiter, until: float | None) -> None:
@@ -156,37 +159,38 @@ class RealClock(Clock):
 class VirtualClock(Clock):
     """Discrete-event time: jumps to the next wake-up when every task of the run waits on the clock.
 
-    Wake-ups at the same instant are delivered one at a time, sleeps before timeouts, and otherwise in the
-    order they were registered, so a run is a deterministic function of its seed whatever the event loop.
+    Wake-ups at the same instant are delivered one at a time: sleeps before timeouts, then by their
+    ``order`` key, then in the order they were registered. With distinct keys a run is a deterministic
+    function of its seed whatever the event loop (trio, for one, varies the order it starts tasks in).
     """
 
     _SLEEP, _TIMEOUT = 0, 1
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._heap: list[tuple[float, int, int, _Waiter]] = []
+        self._heap: list[tuple[float, int, tuple[int, ...], int, _Waiter]] = []
         self._seq = 0
         self._running = 0
 
     def now(self) -> float:
         return self._now
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
         if t <= self._now:
             await anyio.lowlevel.checkpoint()
             return
         w = _Waiter()
-        self._push(t, self._SLEEP, w)
+        self._push(t, self._SLEEP, order, w)
         await self._block(w)
 
     async def _wait(self, w: _Waiter, until: float | None) -> None:
         if until is not None:
-            self._push(until, self._TIMEOUT, w)
+            self._push(until, self._TIMEOUT, (), w)
         await self._block(w)
 
-    def _push(self, t: float, priority: int, w: _Waiter) -> None:
+    def _push(self, t: float, priority: int, order: tuple[int, ...], w: _Waiter) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, priority, self._seq, w))
+        heapq.heappush(self._heap, (t, priority, order, self._seq, w))
 
     async def _block(self, w: _Waiter) -> None:
         handle = _current_handle.get()
@@ -211,7 +215,7 @@ class VirtualClock(Clock):
 
     def _advance(self) -> None:
         while self._running == 0 and self._heap:
-            t, _, _, w = heapq.heappop(self._heap)
+            t, _, _, _, w = heapq.heappop(self._heap)
             if w.fired:
                 continue
             if t > self._now:
@@ -235,20 +239,27 @@ class VirtualClock(Clock):
 
 
 class Inbox(Generic[T]):
-    """An unbounded single-consumer queue whose ``get`` waits through the clock."""
+    """An unbounded single-consumer queue whose ``get`` waits through the clock.
 
-    __slots__ = ("_clock", "_items", "_waiter")
+    Items waiting together come out smallest ``order`` first (then first in, first out). On the virtual
+    clock everything waiting together was put at the same instant, so this makes the consumer's view
+    independent of the order in which the producers happened to run.
+    """
+
+    __slots__ = ("_clock", "_items", "_seq", "_waiter")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._items: deque[T] = deque()
+        self._items: list[tuple[tuple[int, ...], int, T]] = []
+        self._seq = 0
         self._waiter: _Waiter | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: T) -> None:
-        self._items.append(item)
+    def put(self, item: T, order: tuple[int, ...] = ()) -> None:
+        self._seq += 1
+        heapq.heappush(self._items, (order, self._seq, item))
         w = self._waiter
         if w is not None:
             self._waiter = None
@@ -267,7 +278,7 @@ class Inbox(Generic[T]):
                 finally:
                     if self._waiter is w:
                         self._waiter = None
-        return self._items.popleft() if self._items else None
+        return heapq.heappop(self._items)[2] if self._items else None
 
 
 @contextmanager

@@ -372,7 +372,7 @@ class Executor:
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 # No await here: this must run even while the task is being cancelled.
-                self._inbox.put(_SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error))
+                self._inbox.put(_SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error), (b.id, idx))
 
         return run_sample
 

@@ -22,15 +22,16 @@ async def test_virtual_time_jumps_and_orders_wakeups() -> None:
     clock = VirtualClock()
     log: list[tuple[str, float]] = []
 
-    async def sleeper(name: str, t: float) -> None:
-        await clock.sleep_until(t)
+    async def sleeper(name: str, t: float, key: int) -> None:
+        await clock.sleep_until(t, order=(key,))
         log.append((name, clock.now()))
 
     start = anyio.current_time()
     with clock.participate():
         async with anyio.create_task_group() as tg:
-            for name, t in [("c", 3600.0), ("a", 5.0), ("b", 60.0), ("a2", 5.0)]:
-                clock.spawn(tg, lambda n=name, t=t: sleeper(n, t))
+            for key, (name, t) in enumerate([("c", 3600.0), ("a2", 5.0), ("b", 60.0), ("a", 5.0)]):
+                # Ties at 5.0 go by key, not by the order trio happens to start the tasks in.
+                clock.spawn(tg, lambda n=name, t=t, k=-key: sleeper(n, t, k))
             inbox = clock.inbox()
             assert await inbox.get(until=10_000.0) is None  # nothing arrives: times out in virtual time
     assert log == [("a", 5.0), ("a2", 5.0), ("b", 60.0), ("c", 3600.0)]
