@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
-from runtime._clock import Clock
 from runtime._profiles import KIND_FIXED, KIND_LOGNORMAL, KIND_POOL, ProfileTable
+
+if TYPE_CHECKING:
+    from runtime._clock import Clock
 
 __all__ = ["SimAdapter", "draw_sample", "tokens_at"]
 

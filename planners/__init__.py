@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from planners.base import Planner
 from runtime._errors import PlannerSpecError
-from runtime._profiles import ProfileTable
+
+if TYPE_CHECKING:
+    from runtime._profiles import ProfileTable
 
 __all__ = ["BUILTIN", "PlannerContext", "Planner", "make_planner"]
 

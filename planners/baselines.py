@@ -6,10 +6,14 @@ that can, so a family baseline is defined on every workflow.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from planners.base import Decision, Launch, Planner, Snapshot
-from runtime._profiles import ProfileTable
+
+if TYPE_CHECKING:
+    from runtime._profiles import ProfileTable
 
 __all__ = ["MAX_WIDTH", "RetryPlanner", "UniformPlanner"]
 
@@ -77,8 +81,7 @@ class UniformPlanner(Planner):
         self.name = f"uniform:{table.model_names[model]}"
         share = budget_pusd // table.n_subtasks
         self.rollouts = tuple(
-            int(share // max(1, int(table.mean_cost[i, _model_for(table, i, model)])))
-            for i in range(table.n_subtasks)
+            int(share // max(1, int(table.mean_cost[i, _model_for(table, i, model)]))) for i in range(table.n_subtasks)
         )
 
     def decide(self, snapshot: Snapshot) -> Decision:

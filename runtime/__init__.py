@@ -1,8 +1,8 @@
 """ontime: run LLM agent workflows that must finish on time and within budget.
 
-    import runtime
-    wf = runtime.load_workflow("examples/release20.json")
-    result = runtime.run(wf, budget=1.00, deadline=600)
+import runtime
+wf = runtime.load_workflow("examples/release20.json")
+result = runtime.run(wf, budget=1.00, deadline=600)
 """
 
 from __future__ import annotations

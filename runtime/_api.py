@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from adapters.base import Adapter
 from runtime._clock import Clock, RealClock, VirtualClock, single_error
 from runtime._errors import UsageError
 from runtime._events import Event
 from runtime._executor import Executor, ExecutorOptions
 from runtime._money import check_limit, to_pusd
 from runtime._profiles import ProfileTable
-from runtime._result import RunResult
 from runtime._sinks import JournalSink, Sink, StructlogSink
 from runtime._spec import load_workflow
 from runtime._workflow import Workflow
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from adapters.base import Adapter
     from planners.base import Planner
+    from runtime._result import RunResult
 
 __all__ = ["DEFAULT_PLANNER", "arun", "prepare", "run", "stream"]
 
@@ -214,15 +215,15 @@ async def _execute(executor: Executor, journal_sink: JournalSink | None) -> RunR
             journal_sink.close()
 
 
-def run(workflow: WorkflowLike, budget: float, deadline: float, **options: object) -> RunResult:
+def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Any) -> RunResult:
     """Synchronous :func:`arun`: starts an event loop, runs the workflow, returns the result.
 
     Takes the same keyword options as :func:`arun`. Inside async code, await :func:`arun` instead.
     """
-    return anyio.run(partial(arun, workflow, budget, deadline, **options))  # type: ignore[arg-type]
+    return anyio.run(partial(arun, workflow, budget, deadline, **options))
 
 
-async def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: object) -> AsyncIterator[Event]:
+async def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: Any) -> AsyncIterator[Event]:
     """The events of a run as they happen; the last one is :class:`RunFinished`.
 
     Takes the same keyword options as :func:`arun` (except ``on_event``). If you may stop iterating
@@ -235,7 +236,13 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
     log = options.pop("log", True)
     try:
         executor, journal_sink = _setup(
-            workflow, budget, deadline, journal=journal, on_event=send.send_nowait, log=log, **options  # type: ignore[arg-type]
+            workflow,
+            budget,
+            deadline,
+            journal=journal,
+            on_event=send.send_nowait,
+            log=log,
+            **options,
         )
     except BaseException:
         send.close()

@@ -17,13 +17,16 @@ import contextvars
 import heapq
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from anyio.abc import TaskGroup
 
 __all__ = ["Clock", "Inbox", "RealClock", "TaskHandle", "VirtualClock", "single_error"]
 

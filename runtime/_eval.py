@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
@@ -23,6 +22,9 @@ from runtime._profiles import ProfileTable
 from runtime._sinks import LedgerAudit
 from runtime._spec import load_workflow
 from runtime._workflow import Workflow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["RunSummary", "evaluate", "wilson_interval"]
 
@@ -52,12 +54,24 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-async def _run_seeds(wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: Sequence[int], options: dict[str, Any]) -> list[RunSummary]:
+async def _run_seeds(
+    wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: Sequence[int], options: dict[str, Any]
+) -> list[RunSummary]:
     table = ProfileTable.from_workflow(wf)
     out = []
     for seed in seeds:
         audit = LedgerAudit()
-        ex = prepare(wf, budget, deadline, planner=planner, seed=seed, table=table, sinks=[audit], run_id=f"eval-{seed}", **options)
+        ex = prepare(
+            wf,
+            budget,
+            deadline,
+            planner=planner,
+            seed=seed,
+            table=table,
+            sinks=[audit],
+            run_id=f"eval-{seed}",
+            **options,
+        )
         r = await ex.run()
         a = audit.result()
         overspent = a.peak_committed_pusd > a.budget_pusd or r.cost_pusd > a.budget_pusd or a.reserved_pusd != 0
@@ -67,7 +81,9 @@ async def _run_seeds(wf: Workflow, budget: float, deadline: float, planner: str 
     return out
 
 
-def _chunk_worker(wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: list[int], options: dict[str, Any]) -> list[RunSummary]:
+def _chunk_worker(
+    wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: list[int], options: dict[str, Any]
+) -> list[RunSummary]:
     return anyio.run(_run_seeds, wf, budget, deadline, planner, seeds, options)
 
 

@@ -10,7 +10,6 @@ every sample in flight is cancelled at once. The executor reads time only from i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,12 +35,14 @@ from runtime._events import (
 )
 from runtime._ledger import Ledger, Reservation, Usage
 from runtime._money import to_usd
-from runtime._profiles import ProfileTable
 from runtime._result import RunResult, SubtaskOutcome
 from runtime._snapshot import Decision, FailedBatch, InFlight, Launch, Snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from planners.base import Planner
+    from runtime._profiles import ProfileTable
 
 __all__ = ["ExecutorOptions", "Executor"]
 
@@ -345,7 +346,11 @@ class Executor:
         b = _Batch(self._next_batch, i, j, k, now, res)
         self._emit(
             BudgetReserved(
-                t=now - self._t0, reservation=res.id, batch=b.id, pusd=res.held.pusd, output_tokens=res.held.output_tokens
+                t=now - self._t0,
+                reservation=res.id,
+                batch=b.id,
+                pusd=res.held.pusd,
+                output_tokens=res.held.output_tokens,
             )
         )
         self._emit(BatchLaunched(t=now - self._t0, batch=b.id, subtask=sid, model=model, k=k, max_tokens=max_tokens))
@@ -357,9 +362,13 @@ class Executor:
         adapter = self.adapters[j]
         for idx in range(k):
             req = SampleRequest(i, sid, j, model, int(t.input_tokens[i]), max_tokens, (b.id, idx))
-            b.handles.append(self.clock.spawn(tg, self._sample_runner(adapter, req, b, idx), name=f"{sid}#{b.id}.{idx}"))
+            b.handles.append(
+                self.clock.spawn(tg, self._sample_runner(adapter, req, b, idx), name=f"{sid}#{b.id}.{idx}")
+            )
 
-    def _sample_runner(self, adapter: Adapter, req: SampleRequest, b: _Batch, idx: int) -> Callable[[], object]:
+    def _sample_runner(
+        self, adapter: Adapter, req: SampleRequest, b: _Batch, idx: int
+    ) -> Callable[[], Awaitable[None]]:
         async def run_sample() -> None:
             progress = SampleProgress()
             outcome: SampleOutcome | None = None
@@ -372,7 +381,9 @@ class Executor:
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 # No await here: this must run even while the task is being cancelled.
-                self._inbox.put(_SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error), (b.id, idx))
+                self._inbox.put(
+                    _SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error), (b.id, idx)
+                )
 
         return run_sample
 
@@ -453,7 +464,11 @@ class Executor:
         self._model_done[i] = b.model
         self._completed_at[i] = rel
         self._output[i] = msg.outcome.output if msg.outcome is not None else None
-        self._emit(SubtaskCompleted(t=rel, subtask=self.table.subtask_ids[i], batch=b.id, model=self.table.model_names[b.model]))
+        self._emit(
+            SubtaskCompleted(
+                t=rel, subtask=self.table.subtask_ids[i], batch=b.id, model=self.table.model_names[b.model]
+            )
+        )
         for c in self._children[i]:
             self._deps_left[c] -= 1
             if self._deps_left[c] == 0:

@@ -24,17 +24,25 @@ class Usage:
     tool_calls: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.pusd + other.pusd, self.output_tokens + other.output_tokens, self.tool_calls + other.tool_calls)
+        return Usage(
+            self.pusd + other.pusd, self.output_tokens + other.output_tokens, self.tool_calls + other.tool_calls
+        )
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage(self.pusd - other.pusd, self.output_tokens - other.output_tokens, self.tool_calls - other.tool_calls)
+        return Usage(
+            self.pusd - other.pusd, self.output_tokens - other.output_tokens, self.tool_calls - other.tool_calls
+        )
 
     def __mul__(self, k: int) -> Usage:
         return Usage(self.pusd * k, self.output_tokens * k, self.tool_calls * k)
 
     def fits_in(self, other: Usage) -> bool:
         """Is every component of this usage at most the same component of ``other``?"""
-        return self.pusd <= other.pusd and self.output_tokens <= other.output_tokens and self.tool_calls <= other.tool_calls
+        return (
+            self.pusd <= other.pusd
+            and self.output_tokens <= other.output_tokens
+            and self.tool_calls <= other.tool_calls
+        )
 
 
 @dataclass(slots=True)

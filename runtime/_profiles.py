@@ -135,8 +135,10 @@ class ProfileTable:
                         mu, sigma = dist.mu_sigma
                         ln_mu[i, j], ln_sigma[i, j] = mu, sigma
                         mean_tokens[i, j] = _lognormal_capped_mean(mu, sigma, cap)
-                        trunc[i, j] = 1.0 - _normal_cdf((math.log(cap + 0.5) - mu) / sigma) if sigma > 0 else float(
-                            round(math.exp(mu)) > cap
+                        trunc[i, j] = (
+                            1.0 - _normal_cdf((math.log(cap + 0.5) - mu) / sigma)
+                            if sigma > 0
+                            else float(round(math.exp(mu)) > cap)
                         )
                         min_latency[i, j] = model.ttft_s + 1 / model.tokens_per_s
                     mean_latency[i, j] = model.ttft_s + mean_tokens[i, j] / model.tokens_per_s
@@ -163,7 +165,9 @@ class ProfileTable:
         out_price = np.array([price_per_token_pusd(x.output_price_per_mtok) for x in models], np.int64)
         max_tokens = np.array([x.max_output_tokens for x in models], np.int64)
         usable = kind >= 0
-        worst = np.where(usable, input_tokens[:, None] * in_price[None, :] + max_tokens[None, :] * out_price[None, :], 0)
+        worst = np.where(
+            usable, input_tokens[:, None] * in_price[None, :] + max_tokens[None, :] * out_price[None, :], 0
+        )
         mean_cost = np.where(
             usable, np.round(input_tokens[:, None] * in_price[None, :] + mean_tokens * out_price[None, :]), 0
         ).astype(np.int64)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from os import PathLike
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
 from runtime._errors import InvariantError
 from runtime._events import Event
+
+if TYPE_CHECKING:
+    from os import PathLike
 
 __all__ = ["JournalSink", "LedgerAudit", "LedgerReplay", "Sink", "StructlogSink", "read_journal", "replay_ledger"]
 
@@ -88,7 +90,18 @@ class LedgerAudit:
         InvariantError: a settlement for an unknown reservation, or more settled than was reserved.
     """
 
-    __slots__ = ("_budget", "_deadline", "_held", "_last_end", "_last_launch", "_peak", "_reported", "_reserved", "_settles", "_spent")
+    __slots__ = (
+        "_budget",
+        "_deadline",
+        "_held",
+        "_last_end",
+        "_last_launch",
+        "_peak",
+        "_reported",
+        "_reserved",
+        "_settles",
+        "_spent",
+    )
 
     def __init__(self) -> None:
         self._budget = self._spent = self._reserved = self._peak = self._settles = 0

@@ -6,10 +6,13 @@ or simulate from it. Subtasks and models are indices into ``snapshot.table``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from runtime._profiles import ProfileTable
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runtime._profiles import ProfileTable
 
 __all__ = ["Decision", "FailedBatch", "InFlight", "Launch", "Snapshot"]
 

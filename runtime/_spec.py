@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime._errors import CycleError, SpecError, UnknownDependencyError, UnknownModelError
 from runtime._workflow import (
@@ -24,6 +23,9 @@ from runtime._workflow import (
     Subtask,
     Workflow,
 )
+
+if TYPE_CHECKING:
+    from os import PathLike
 
 __all__ = ["load_workflow", "parse_workflow", "validate_workflow"]
 
@@ -254,7 +256,9 @@ def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:
         for r, row in enumerate(rows):
             rf = f"{f}.samples[{r}]"
             if not isinstance(row, list | tuple) or len(row) != 3:
-                raise SpecError("rows are [success 0/1, output_tokens, latency_s or null]", source=src, subtask=sid, field=rf)
+                raise SpecError(
+                    "rows are [success 0/1, output_tokens, latency_s or null]", source=src, subtask=sid, field=rf
+                )
             ok, tokens, latency = row
             if ok not in (0, 1) or isinstance(ok, float):
                 raise SpecError("success must be 0 or 1", source=src, subtask=sid, field=rf)
@@ -283,9 +287,13 @@ def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:
     )
 
 
-def _check_mapping(v: Any, what: str, *, source: str | None, subtask: str | None = None, field: str | None = None) -> None:
+def _check_mapping(
+    v: Any, what: str, *, source: str | None, subtask: str | None = None, field: str | None = None
+) -> None:
     if not isinstance(v, Mapping):
-        raise SpecError(f"{what} must be an object, not {type(v).__name__}", source=source, subtask=subtask, field=field)
+        raise SpecError(
+            f"{what} must be an object, not {type(v).__name__}", source=source, subtask=subtask, field=field
+        )
 
 
 def _check_keys(d: Mapping[str, Any], allowed: set[str], *, required: set[str], source: str | None, where: str) -> None:

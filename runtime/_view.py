@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -18,7 +20,9 @@ from runtime._events import (
     SubtaskCompleted,
 )
 from runtime._money import to_usd
-from runtime._result import RunResult
+
+if TYPE_CHECKING:
+    from runtime._result import RunResult
 
 __all__ = ["RunView", "result_table"]
 
@@ -50,7 +54,7 @@ class RunView:
             self.reserved -= e.pusd + e.released_pusd
             self.spent += e.pusd
         elif isinstance(e, BatchLaunched):
-            self.in_flight[e.batch] = f"{e.subtask} ({e.model}×{e.k})"
+            self.in_flight[e.batch] = f"{e.subtask} ({e.model} x{e.k})"
             self.samples += e.k
         elif isinstance(e, SubtaskCompleted):
             self.done += 1
@@ -64,13 +68,21 @@ class RunView:
         grid.add_column(style="bold", width=9)
         grid.add_column(width=24)
         grid.add_column()
-        grid.add_row("subtasks", ProgressBar(total=max(1, self.n), completed=self.done, width=24), f"{self.done}/{self.n} done, {self.samples} samples")
+        grid.add_row(
+            "subtasks",
+            ProgressBar(total=max(1, self.n), completed=self.done, width=24),
+            f"{self.done}/{self.n} done, {self.samples} samples",
+        )
         grid.add_row(
             "budget",
             ProgressBar(total=self.budget, completed=self.spent + self.reserved, width=24),
             f"${to_usd(self.spent):.4f} + ${to_usd(self.reserved):.4f} held / ${to_usd(self.budget):.2f}",
         )
-        grid.add_row("time", ProgressBar(total=self.deadline, completed=min(self.t, self.deadline), width=24), f"{self.t:.1f}s / {self.deadline:g}s")
+        grid.add_row(
+            "time",
+            ProgressBar(total=self.deadline, completed=min(self.t, self.deadline), width=24),
+            f"{self.t:.1f}s / {self.deadline:g}s",
+        )
         flying = ", ".join(list(self.in_flight.values())[:6]) + (" …" if len(self.in_flight) > 6 else "")
         return Group(Text(self.title, style="bold cyan"), grid, Text(f"in flight: {flying or '-'}", style="dim"))
 

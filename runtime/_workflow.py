@@ -8,8 +8,11 @@ These are plain frozen dataclasses built by :func:`runtime.load_workflow` (or by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "FixedTokens",

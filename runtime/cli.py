@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
@@ -20,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from runtime._errors import OntimeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["app", "main"]
 
@@ -55,7 +57,7 @@ def _event_logger(path: str | None, stack: ExitStack) -> Any:
     """A structlog logger writing JSON lines to ``path`` ('-' for stderr), or False for no logging."""
     if path is None:
         return False
-    stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))
+    stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))  # noqa: SIM115 (closed by the stack)
     return structlog.wrap_logger(
         structlog.WriteLogger(stream),
         processors=[
@@ -77,7 +79,9 @@ def run(
     json_out: JsonOut = False,
     speed: Annotated[
         float | None,
-        typer.Option(help="Play the simulated run on a real clock at this many seconds per second (default: virtual time)."),
+        typer.Option(
+            help="Play the simulated run on a real clock at this many seconds per second (default: virtual time)."
+        ),
     ] = None,
     log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
     keep_siblings: Annotated[bool, typer.Option(help="Let the rest of a batch finish after a success.")] = False,
@@ -136,7 +140,13 @@ def eval_(
         task = bar.add_task("eval", total=runs)
         report = _guard(
             lambda: evaluate(
-                wf, budget, deadline, planner=planner, runs=runs, seed=seed, workers=workers,
+                wf,
+                budget,
+                deadline,
+                planner=planner,
+                runs=runs,
+                seed=seed,
+                workers=workers,
                 progress=lambda k: bar.advance(task, k),
             )
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import runtime
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
 
@@ -20,9 +22,9 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     def connect(self: socket.socket, address: Any) -> Any:
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6):
-            if not (host.startswith("127.") or host in ("localhost", "::1")):
-                raise RuntimeError(f"test tried to reach {host!r}: only loopback is allowed")
+        inet = isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6)
+        if inet and not (host.startswith("127.") or host in ("localhost", "::1")):
+            raise RuntimeError(f"test tried to reach {host!r}: only loopback is allowed")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)

@@ -26,7 +26,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_run_json_reports_the_result(tmp_path: Path) -> None:
     journal = tmp_path / "run.jsonl"
-    code, out, _ = invoke("run", CHAIN, "--budget", "1", "--deadline", "600", "--seed", "4", "--journal", str(journal), "--json")
+    code, out, _ = invoke(
+        "run", CHAIN, "--budget", "1", "--deadline", "600", "--seed", "4", "--journal", str(journal), "--json"
+    )
     data = json.loads(out)
     assert code == (0 if data["success"] else 1)
     assert {"success", "reason", "cost", "elapsed", "subtasks", "planner"} <= data.keys()
@@ -49,7 +51,7 @@ def test_run_exit_code_is_one_when_the_run_fails() -> None:
 
 def test_run_logs_events_as_json_lines(tmp_path: Path) -> None:
     log = tmp_path / "events.log"
-    code, _, _ = invoke("run", CHAIN, "-b", "1", "-d", "600", "--json", "--log", str(log))
+    _code, _, _ = invoke("run", CHAIN, "-b", "1", "-d", "600", "--json", "--log", str(log))
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0]["event"] == "run_started" and lines[-1]["event"] == "run_finished"
     assert len({line["run_id"] for line in lines}) == 1
@@ -60,8 +62,17 @@ def test_eval_json_has_the_documented_fields() -> None:
     assert code == 0
     data = json.loads(out)
     for key in (
-        "runs", "successes", "p_success", "ci95", "mean_cost", "max_cost", "mean_elapsed",
-        "overspend_runs", "late_runs", "failure_reasons", "planner_ms",
+        "runs",
+        "successes",
+        "p_success",
+        "ci95",
+        "mean_cost",
+        "max_cost",
+        "mean_elapsed",
+        "overspend_runs",
+        "late_runs",
+        "failure_reasons",
+        "planner_ms",
     ):
         assert key in data
     assert data["runs"] == 200
@@ -122,8 +133,12 @@ def test_console_script_is_installed_and_runs() -> None:
     if not Path(exe).exists():
         pytest.skip("the ontime console script is not installed in this environment")
     env = {**os.environ, "COLUMNS": "100"}
-    done = subprocess.run([exe, "run", CHAIN, "-b", "1", "-d", "600", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [exe, "run", CHAIN, "-b", "1", "-d", "600", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode in (0, 1), done.stderr
     assert "success" in json.loads(done.stdout)
-    bad = subprocess.run([exe, "run", CHAIN, "-b", "-1", "-d", "600"], capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [exe, "run", CHAIN, "-b", "-1", "-d", "600"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

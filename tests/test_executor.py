@@ -58,7 +58,7 @@ def test_keep_siblings_lets_them_finish_while_downstream_work_starts() -> None:
     spec = chain_spec(2, p=1.0, tokens=2000, ttft=0.5, max_tokens=2000)  # s1 takes 20.5 s
     spec["subtasks"][0]["profiles"]["m"] = QUICK_OR_SLOW
     wf = build(spec)
-    result, events = run_collect(wf, 1.0, 100, planner="retry:m:8", seed=3, cancel_siblings=False)
+    _result, events = run_collect(wf, 1.0, 100, planner="retry:m:8", seed=3, cancel_siblings=False)
     first = [e for e in of(events, SampleFinished) if e.subtask == "s0"]
     assert {e.status for e in first} == {"succeeded", "failed"}
     assert max(e.t for e in first) == 20.0  # the slow ones ran to their end, charged in full

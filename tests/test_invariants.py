@@ -5,11 +5,10 @@ seed gives the same run."""
 from __future__ import annotations
 
 import math
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -59,7 +58,14 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
                     else {"mean": draw(st.floats(1, 4000)), "std": draw(st.floats(0, 3000))}
                 )
                 profiles[m] = {"p": p, "output_tokens": dist}
-        subtasks.append({"id": f"t{i}", "deps": [f"t{d}" for d in deps], "input_tokens": draw(st.integers(0, 20000)), "profiles": profiles})
+        subtasks.append(
+            {
+                "id": f"t{i}",
+                "deps": [f"t{d}" for d in deps],
+                "input_tokens": draw(st.integers(0, 20000)),
+                "profiles": profiles,
+            }
+        )
     return {"name": "random", "models": models, "subtasks": subtasks}
 
 
@@ -98,7 +104,9 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], float, float, dict[str, 
     return spec, budget, deadline, options
 
 
-def _run(spec: dict[str, Any], budget: float, deadline: float, options: dict[str, Any], journal: Path) -> tuple[runtime.RunResult, list[runtime.Event]]:
+def _run(
+    spec: dict[str, Any], budget: float, deadline: float, options: dict[str, Any], journal: Path
+) -> tuple[runtime.RunResult, list[runtime.Event]]:
     events: list[runtime.Event] = []
     if options["planner"] == "greedy":
         options = {**options, "planner": Greedy(options["seed"])}

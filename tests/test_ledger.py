@@ -11,7 +11,7 @@ from runtime import InvariantError, Ledger, Usage
 
 def test_reserve_settle_release() -> None:
     led = Ledger(1000, output_token_cap=100)
-    res = led.reserve(Usage(600, 60) )
+    res = led.reserve(Usage(600, 60))
     assert res is not None
     assert led.available == Usage(400, 40, 2**62)
     released = led.settle(res, used=Usage(120, 10), share=Usage(300, 30))
@@ -49,7 +49,9 @@ ops = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(budget=st.integers(1, 2000), token_cap=st.none() | st.integers(1, 300), steps=ops)
-def test_spent_plus_reserved_never_exceeds_caps(budget: int, token_cap: int | None, steps: list[tuple[str, int, int, float]]) -> None:
+def test_spent_plus_reserved_never_exceeds_caps(
+    budget: int, token_cap: int | None, steps: list[tuple[str, int, int, float]]
+) -> None:
     led = Ledger(budget, output_token_cap=token_cap)
     open_: list[tuple[object, Usage, int]] = []  # reservation, per-sample share, samples left
     for op, amount, k, frac in steps:

@@ -14,10 +14,20 @@ def ctx(wf: runtime.Workflow, budget_usd: float = 1.0) -> PlannerContext:
     return PlannerContext(runtime.ProfileTable.from_workflow(wf), int(budget_usd * runtime.PUSD_PER_USD), 600.0, 0)
 
 
-def snapshot(table: runtime.ProfileTable, ready: tuple[int, ...], budget_left: int, launched: tuple[int, ...] | None = None) -> runtime.Snapshot:
+def snapshot(
+    table: runtime.ProfileTable, ready: tuple[int, ...], budget_left: int, launched: tuple[int, ...] | None = None
+) -> runtime.Snapshot:
     return runtime.Snapshot(
-        table=table, now=0.0, time_left=600.0, budget_pusd=budget_left, budget_left_pusd=budget_left,
-        output_tokens_left=None, completed=frozenset(), ready=ready, in_flight=(), failed=(),
+        table=table,
+        now=0.0,
+        time_left=600.0,
+        budget_pusd=budget_left,
+        budget_left_pusd=budget_left,
+        output_tokens_left=None,
+        completed=frozenset(),
+        ready=ready,
+        in_flight=(),
+        failed=(),
         samples_launched=launched or (0,) * table.n_subtasks,
     )
 
@@ -31,7 +41,10 @@ def test_specs_parse() -> None:
     assert {"retry", "uniform"} <= set(BUILTIN)
 
 
-@pytest.mark.parametrize("spec", ["nope", "retry:huge", "retry:mini:0", "retry:mini:x", "retry:mini:1:2", "uniform:a:b", "base", "baselines", ""])
+@pytest.mark.parametrize(
+    "spec",
+    ["nope", "retry:huge", "retry:mini:0", "retry:mini:x", "retry:mini:1:2", "uniform:a:b", "base", "baselines", ""],
+)
 def test_bad_specs_raise_planner_spec_error(spec: str) -> None:
     with pytest.raises(runtime.PlannerSpecError):
         make_planner(spec, ctx(build(chain_spec(1))))

@@ -4,13 +4,15 @@ the file, the subtask and the field."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import runtime
 from tests.conftest import EXAMPLES, chain_spec, model
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ISSUE_EXAMPLE = {
     "name": "demo",
@@ -116,7 +118,12 @@ BAD = {
     ),
     "p_above_one": (_set(["subtasks", 0, "profiles", "small", "p"], 1.5), runtime.SpecError, "a", "profiles.small.p"),
     "p_negative": (_set(["subtasks", 0, "profiles", "small", "p"], -0.1), runtime.SpecError, "a", "profiles.small.p"),
-    "p_nan": (_set(["subtasks", 0, "profiles", "small", "p"], float("nan")), runtime.SpecError, "a", "profiles.small.p"),
+    "p_nan": (
+        _set(["subtasks", 0, "profiles", "small", "p"], float("nan")),
+        runtime.SpecError,
+        "a",
+        "profiles.small.p",
+    ),
     "p_string": (_set(["subtasks", 0, "profiles", "small", "p"], "high"), runtime.SpecError, "a", "profiles.small.p"),
     "negative_input_tokens": (_set(["subtasks", 0, "input_tokens"], -5), runtime.SpecError, "a", "input_tokens"),
     "pool_bad_success": (
@@ -125,11 +132,21 @@ BAD = {
         "b",
         "profiles.small.samples[0]",
     ),
-    "pool_empty": (_set(["subtasks", 1, "profiles", "small", "samples"], []), runtime.SpecError, "b", "profiles.small.samples"),
+    "pool_empty": (
+        _set(["subtasks", 1, "profiles", "small", "samples"], []),
+        runtime.SpecError,
+        "b",
+        "profiles.small.samples",
+    ),
     "no_profiles": (_set(["subtasks", 0, "profiles"], {}), runtime.SpecError, "a", "profiles"),
     "duplicate_id": (_set(["subtasks", 1, "id"], "a"), runtime.SpecError, "a", "id"),
     "unknown_key": (_set(["subtasks", 0, "inputs"], 3), runtime.SpecError, None, None),
-    "negative_price": (_set(["models", "small", "input_price_per_mtok"], -1), runtime.SpecError, None, "models.small.input_price_per_mtok"),
+    "negative_price": (
+        _set(["models", "small", "input_price_per_mtok"], -1),
+        runtime.SpecError,
+        None,
+        "models.small.input_price_per_mtok",
+    ),
     "zero_speed": (_set(["models", "small", "tokens_per_s"], 0), runtime.SpecError, None, "models.small.tokens_per_s"),
     "negative_std": (
         _set(["subtasks", 0, "profiles", "small", "output_tokens"], {"mean": 10, "std": -1}),
