@@ -148,6 +148,7 @@ class Executor:
         self._planner_ms: list[float] = []
         self._reason: str | None = None
         self._planner_reason: str | None = None
+        self._rejected: set[str] = set()  # why launches of the last decision were refused
         self._t0 = 0.0
         self._deadline = 0.0
 
@@ -297,6 +298,7 @@ class Executor:
         names = self.table.model_names
         launches = self._checked(decision, snap)
         self._planner_reason = decision.reason
+        self._rejected.clear()
         self._emit(
             DecisionMade(
                 t=self._elapsed(),
@@ -335,11 +337,13 @@ class Executor:
         if i not in self._ready:  # the subtask's state changed while the planner was being charged
             return
         if now + float(t.min_latency[i, j]) > self._deadline:
+            self._rejected.add(DEADLINE)
             self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=DEADLINE))
             return
         max_tokens = int(t.max_tokens[j])
         res = self.ledger.reserve(Usage(int(t.worst_cost[i, j]), max_tokens) * k)
         if res is None:
+            self._rejected.add(BUDGET)
             self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=BUDGET))
             return
         self._next_batch += 1
@@ -491,8 +495,10 @@ class Executor:
                     timely |= float(t.min_latency[i, j]) <= time_left
         if not affordable:
             return BUDGET
-        if not timely:
+        if not timely or DEADLINE in self._rejected:
             return DEADLINE
+        if BUDGET in self._rejected:
+            return BUDGET
         if self._planner_reason in (BUDGET, DEADLINE):
             return self._planner_reason
         return GAVE_UP

@@ -1,0 +1,78 @@
+"""How fast ``ontime eval`` runs: wall time for N runs of a workflow through the real executor in
+virtual time, per planner and number of worker processes.
+
+    python -m benchmarks.eval_speed [--spec examples/release20.json] [--runs 1000] [--budget 1] [--deadline 600]
+
+Prints a table and writes benchmarks/results/eval_speed.csv. Numbers depend on the machine: quote the
+machine with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runtime._eval import evaluate
+from runtime._spec import load_workflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default=str(ROOT / "examples" / "release20.json"))
+    ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--budget", type=float, default=1.0)
+    ap.add_argument("--deadline", type=float, default=600.0)
+    ap.add_argument("--planners", default="retry:mini:1,retry:mid:4,uniform:mini")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed.csv"))
+    args = ap.parse_args()
+
+    wf = load_workflow(args.spec)
+    rows = []
+    for planner in args.planners.split(","):
+        for workers in map(int, args.workers.split(",")):
+            start = time.perf_counter()
+            report = evaluate(wf, args.budget, args.deadline, planner=planner, runs=args.runs, workers=workers)
+            wall = time.perf_counter() - start
+            rows.append(
+                {
+                    "workflow": wf.name,
+                    "planner": report["planner"],
+                    "workers": workers,
+                    "runs": args.runs,
+                    "wall_s": round(wall, 2),
+                    "runs_per_s": round(args.runs / wall, 1),
+                    "p_success": report["p_success"],
+                    "decisions": report["planner_ms"]["decisions"],
+                    "overspend_runs": report["overspend_runs"],
+                    "late_runs": report["late_runs"],
+                }
+            )
+    table = Table(title=f"ontime eval: {args.runs} runs of {wf.name} (${args.budget:g}, {args.deadline:g}s)")
+    for key in rows[0]:
+        table.add_column(key, justify="right")
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console = Console(width=150)
+    console.print(table)
+    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
