@@ -196,6 +196,9 @@ class VirtualClock(Clock):
         heapq.heappush(self._heap, (t, priority, order, self._seq, w))
 
     async def _block(self, w: _Waiter) -> None:
+        # A task cancelled before it ever waited must not count itself idle: time could jump while it
+        # still has to report what it did at this instant.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         handle = _current_handle.get()
         if handle is not None:
             handle.waiter = w

@@ -210,7 +210,7 @@ class Executor:
                 sid: SubtaskOutcome(
                     id=sid,
                     completed=self._complete[i],
-                    model=None if self._model_done[i] is None else t.model_names[self._model_done[i]],  # type: ignore[index]
+                    model=self._model_name(self._model_done[i]),
                     completed_at=self._completed_at[i],
                     batches=self._batches[i],
                     samples=self._samples_launched[i],
@@ -222,6 +222,9 @@ class Executor:
             planner_ms=tuple(self._planner_ms),
             run_id=self.run_id,
         )
+
+    def _model_name(self, j: int | None) -> str | None:
+        return None if j is None else self.table.model_names[j]
 
     def _elapsed(self) -> float:
         return self.clock.now() - self._t0

@@ -11,7 +11,7 @@ import math
 
 from runtime._errors import LimitError
 
-__all__ = ["PUSD_PER_USD", "price_per_token_pusd", "to_pusd", "to_usd"]
+__all__ = ["PUSD_PER_USD", "check_limit", "price_per_token_pusd", "to_pusd", "to_usd"]
 
 PUSD_PER_USD = 10**12
 
@@ -31,10 +31,8 @@ def price_per_token_pusd(usd_per_mtok: float) -> int:
     return round(usd_per_mtok * 10**6)
 
 
-def check_limit(name: str, value: float, *, allow_none: bool = False) -> None:
+def check_limit(name: str, value: float) -> None:
     """Raise :class:`LimitError` unless ``value`` is a positive finite number."""
-    if value is None and allow_none:
-        return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LimitError(f"{name} must be a number, not {value!r}")
     if not math.isfinite(value) or value <= 0:

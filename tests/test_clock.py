@@ -110,3 +110,20 @@ async def test_real_clock_measures_wall_time_and_speed_scales_it() -> None:
 def test_real_clock_rejects_nonpositive_speed() -> None:
     with pytest.raises(ValueError):
         RealClock(speed=0)
+
+
+async def test_task_cancelled_before_it_first_waits_does_not_let_time_jump() -> None:
+    clock = VirtualClock()
+    seen: list[float] = []
+
+    async def victim() -> None:
+        try:
+            await clock.sleep_until(100.0)
+        finally:
+            seen.append(clock.now())
+
+    with clock.participate():
+        async with anyio.create_task_group() as tg:
+            clock.spawn(tg, victim).cancel()  # cancelled before it ever ran
+            await clock.sleep_until(1.0)
+    assert seen == [0.0]
