@@ -285,6 +285,7 @@ class Executor:
             ),
             failed=tuple(self._failed),
             samples_launched=tuple(self._samples_launched),
+            cancel_siblings=self.options.cancel_siblings,
         )
 
     async def _plan(self, tg: anyio.abc.TaskGroup) -> None:

@@ -80,3 +80,4 @@ class Snapshot:
     in_flight: tuple[InFlight, ...]
     failed: tuple[FailedBatch, ...]
     samples_launched: tuple[int, ...]  # per subtask, over the whole run
+    cancel_siblings: bool = True  # the run's sibling rule, which a planner that simulates must follow

@@ -1,0 +1,371 @@
+"""Numba kernels that simulate the rest of a run, for the MCP planner (issue 3) and for predict.
+
+``simulate`` plays ``n_sims`` executions forward from an executor snapshot: the first action, then a
+Seq-(m, k) continuation policy (the MCP paper's portfolio policy, which is exactly ``retry:m:k``) until the
+workflow completes, the deadline passes, or nothing can be launched. It follows the executor's execution
+model step for step, so a simulated probability is what ``ontime eval`` would measure:
+
+- a batch is k samples launched together; the first success completes the subtask; siblings are cancelled
+  and charged for the tokens produced so far (or left to finish);
+- a launch reserves k worst-case samples and is refused when the reservation does not fit (dollars or
+  output tokens) or when even the fastest attempt could not end by the deadline;
+- samples ending at the same instant are handled in (batch, sample) order and the policy decides after
+  each one that changes what is possible;
+- output is capped at max tokens, and a capped attempt fails.
+
+Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
+functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runtime._snapshot import Launch, Snapshot
+
+__all__ = ["simulate", "simulate_snapshot"]
+
+_KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens,
+          pool_latency, max_tokens, ttft, tps):  # fmt: skip
+    cap = max_tokens[j]
+    latency = math.nan
+    k = kind[i, j]
+    if k == _KIND_POOL:
+        r = pool_start[i, j] + np.random.randint(0, pool_len[i, j])
+        ok = pool_success[r] == 1
+        tokens = pool_tokens[r]
+        latency = pool_latency[r]
+    elif k == _KIND_FIXED:
+        ok = np.random.random() < p_draw[i, j]
+        tokens = fixed_tokens[i, j]
+    else:
+        ok = np.random.random() < p_draw[i, j]
+        tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * np.random.normal()))))
+    if tokens > cap:
+        ok = False
+        tokens = cap
+    if math.isnan(latency):
+        latency = ttft[j] + tokens / tps[j]
+    return ok, tokens, latency
+
+
+@njit(cache=True, nogil=True)
+def _tokens_at(elapsed, tokens, latency, ttft):
+    if elapsed >= latency:
+        return tokens
+    start = min(ttft, latency)
+    if elapsed <= start:
+        return 0
+    return min(tokens, int(math.floor(tokens * (elapsed - start) / (latency - start))))
+
+
+@njit(cache=True, nogil=True)
+def simulate(
+    # the profile table
+    dep_ptr, dep_idx, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind, p_draw, ln_mu, ln_sigma,
+    fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost, mean_cost,
+    min_latency,
+    # the snapshot
+    completed, fl_sub, fl_model, fl_k, fl_elapsed, fl_open, fl_done, budget_left, tokens_left, time_left,
+    cancel_siblings,
+    # what to simulate
+    act_sub, act_model, act_k, cont_model, cont_k, n_sims, seed,
+):  # fmt: skip
+    """Simulate ``n_sims`` runs; return (success, spent pusd, end time) per run, relative to the snapshot.
+
+    The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
+    ``k = 0``, waits: "not now"); an empty action means the continuation policy decides from the start, which
+    simulates the policy's own value. ``tokens_left < 0`` means no output-token cap; ``cont_k = 0`` means no
+    continuation. The same ``seed`` gives the same draws, so candidates compare on common random numbers.
+    """
+    n, m = kind.shape
+    np.random.seed(seed)
+    success = np.zeros(n_sims, np.bool_)
+    spent_out = np.zeros(n_sims, np.int64)
+    end_out = np.zeros(n_sims, np.float64)
+    # children in CSR form
+    n_child = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        for q in range(dep_ptr[i], dep_ptr[i + 1]):
+            n_child[dep_idx[q] + 1] += 1
+    child_ptr = np.cumsum(n_child)
+    child_idx = np.zeros(child_ptr[n], np.int64)
+    fill = child_ptr[:n].copy()
+    for i in range(n):
+        for q in range(dep_ptr[i], dep_ptr[i + 1]):
+            d = dep_idx[q]
+            child_idx[fill[d]] = i
+            fill[d] += 1
+    # cheapest usable model per subtask: the continuation policy's fallback, as in the Retry planner
+    fallback = np.zeros(n, np.int64)
+    for i in range(n):
+        best = -1
+        for j in range(m):
+            if kind[i, j] >= 0 and (best < 0 or mean_cost[i, j] < mean_cost[i, best]):
+                best = j
+        fallback[i] = best
+
+    cap = 64
+    for s in range(n_sims):
+        state = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
+        deps_left = np.zeros(n, np.int64)
+        n_done = 0
+        for i in range(n):
+            if completed[i]:
+                state[i] = 3
+                n_done += 1
+        for i in range(n):
+            if state[i] == 3:
+                continue
+            c = 0
+            for q in range(dep_ptr[i], dep_ptr[i + 1]):
+                if state[dep_idx[q]] != 3:
+                    c += 1
+            deps_left[i] = c
+            if c == 0:
+                state[i] = 1
+        # samples
+        s_end = np.empty(cap, np.float64)
+        s_start = np.empty(cap, np.float64)
+        s_batch = np.empty(cap, np.int64)
+        s_idx = np.empty(cap, np.int64)
+        s_ok = np.empty(cap, np.bool_)
+        s_tokens = np.empty(cap, np.int64)
+        s_alive = np.zeros(cap, np.bool_)
+        n_samples = 0
+        b_sub = np.empty(cap, np.int64)
+        b_model = np.empty(cap, np.int64)
+        b_open = np.empty(cap, np.int64)
+        b_done = np.empty(cap, np.bool_)
+        n_batches = 0
+        avail = budget_left
+        tok_avail = tokens_left
+        spent = 0
+        open_total = 0
+        now = 0.0
+        # batches already in flight: their samples are drawn conditioned on still running
+        for f in range(fl_sub.shape[0]):
+            if n_batches == b_sub.shape[0] or n_samples + fl_open[f] > s_end.shape[0]:
+                cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + fl_open[f])
+                s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive = _grow(
+                    cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive)  # fmt: skip
+                b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
+            i, j = fl_sub[f], fl_model[f]
+            b = n_batches
+            n_batches += 1
+            b_sub[b], b_model[b], b_open[b], b_done[b] = i, j, fl_open[f], fl_done[f]
+            if not fl_done[f]:
+                state[i] = 2
+            for x in range(fl_open[f]):
+                ok, tokens, latency = False, 0, 0.0
+                for _ in range(64):
+                    ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
+                                                pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
+                                                ttft, tps)  # fmt: skip
+                    if latency > fl_elapsed[f]:
+                        break
+                if latency <= fl_elapsed[f]:  # no draw lasts this long: it ends now, having failed
+                    ok, latency = False, fl_elapsed[f]
+                q = n_samples
+                n_samples += 1
+                s_start[q] = -fl_elapsed[f]
+                s_end[q] = latency - fl_elapsed[f]
+                s_batch[q], s_idx[q], s_ok[q], s_tokens[q], s_alive[q] = b, x, ok, tokens, True
+                open_total += 1
+        # the first action, then the continuation policy after every change
+        use_action = act_sub.shape[0] > 0
+        changed = True
+        result = False
+        while True:
+            if n_done == n:
+                result = True
+                break
+            if changed:
+                changed = False
+                # The policy's own view of what is left: like the Retry planner, it counts every batch it
+                # asks for, even one the executor then refuses for lack of time.
+                p_left, p_tok = avail, tok_avail
+                for i in range(n):
+                    if state[i] != 1:
+                        continue
+                    if use_action:
+                        j, k = -1, 0
+                        for a in range(act_sub.shape[0]):
+                            if act_sub[a] == i:
+                                j, k = act_model[a], act_k[a]
+                    else:
+                        if cont_k == 0:
+                            continue
+                        j = cont_model if kind[i, cont_model] >= 0 else fallback[i]
+                        w = worst_cost[i, j]
+                        k = cont_k if w == 0 else min(cont_k, p_left // w)
+                        if p_tok >= 0:
+                            k = min(k, p_tok // max_tokens[j])
+                        if k >= 1:
+                            p_left -= k * w
+                            if p_tok >= 0:
+                                p_tok -= k * max_tokens[j]
+                    if k < 1 or j < 0:
+                        continue
+                    if now + min_latency[i, j] > time_left:
+                        continue
+                    if k * worst_cost[i, j] > avail or (tok_avail >= 0 and k * max_tokens[j] > tok_avail):
+                        continue
+                    avail -= k * worst_cost[i, j]
+                    if tok_avail >= 0:
+                        tok_avail -= k * max_tokens[j]
+                    if n_batches == b_sub.shape[0] or n_samples + k > s_end.shape[0]:
+                        cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + k)
+                        s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive = _grow(
+                            cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive)  # fmt: skip
+                        b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
+                    b = n_batches
+                    n_batches += 1
+                    b_sub[b], b_model[b], b_open[b], b_done[b] = i, j, k, False
+                    state[i] = 2
+                    for x in range(k):
+                        ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
+                                                    pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
+                                                    ttft, tps)  # fmt: skip
+                        q = n_samples
+                        n_samples += 1
+                        s_start[q], s_end[q] = now, now + latency
+                        s_batch[q], s_idx[q], s_ok[q], s_tokens[q], s_alive[q] = b, x, ok, tokens, True
+                        open_total += 1
+                use_action = False
+            if open_total == 0:
+                break
+            # the next sample to end: earliest time, then batch, then sample index
+            best = -1
+            for q in range(n_samples):
+                if not s_alive[q]:
+                    continue
+                if best < 0 or s_end[q] < s_end[best] or (
+                    s_end[q] == s_end[best]
+                    and (s_batch[q] < s_batch[best] or (s_batch[q] == s_batch[best] and s_idx[q] < s_idx[best]))
+                ):
+                    best = q
+            if s_end[best] > time_left:
+                now = time_left
+                # deadline: everything in flight is cancelled and charged what it produced
+                for q in range(n_samples):
+                    if s_alive[q]:
+                        b = s_batch[q]
+                        j = b_model[b]
+                        toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
+                        spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
+                break
+            q = best
+            now = s_end[q]
+            b = s_batch[q]
+            i, j = b_sub[b], b_model[b]
+            cost = input_tokens[i] * in_price[j] + s_tokens[q] * out_price[j]
+            spent += cost
+            avail += worst_cost[i, j] - cost
+            if tok_avail >= 0:
+                tok_avail += max_tokens[j] - s_tokens[q]
+            s_alive[q] = False
+            open_total -= 1
+            b_open[b] -= 1
+            if s_ok[q] and state[i] != 3:
+                state[i] = 3
+                b_done[b] = True
+                n_done += 1
+                changed = True
+                for c in range(child_ptr[i], child_ptr[i + 1]):
+                    ch = child_idx[c]
+                    deps_left[ch] -= 1
+                    if deps_left[ch] == 0:
+                        state[ch] = 1
+                if cancel_siblings:
+                    for r in range(n_samples):
+                        if s_alive[r] and s_batch[r] == b:
+                            toks = _tokens_at(now - s_start[r], s_tokens[r], s_end[r] - s_start[r], ttft[j])
+                            c2 = input_tokens[i] * in_price[j] + toks * out_price[j]
+                            spent += c2
+                            avail += worst_cost[i, j] - c2
+                            if tok_avail >= 0:
+                                tok_avail += max_tokens[j] - toks
+                            s_alive[r] = False
+                            open_total -= 1
+                            b_open[b] -= 1
+            if b_open[b] == 0:
+                changed = True
+                if not b_done[b]:
+                    state[i] = 1
+        success[s] = result
+        spent_out[s] = spent
+        end_out[s] = now
+    return success, spent_out, end_out
+
+
+@njit(cache=True, nogil=True)
+def _grow(cap, n, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive):  # fmt: skip
+    e, st, b, x, ok, t, al = (np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.int64),
+                              np.empty(cap, np.int64), np.empty(cap, np.bool_), np.empty(cap, np.int64),
+                              np.zeros(cap, np.bool_))  # fmt: skip
+    e[:n], st[:n], b[:n], x[:n], ok[:n], t[:n], al[:n] = (s_end[:n], s_start[:n], s_batch[:n], s_idx[:n], s_ok[:n],
+                                                          s_tokens[:n], s_alive[:n])  # fmt: skip
+    return e, st, b, x, ok, t, al
+
+
+@njit(cache=True, nogil=True)
+def _grow_b(cap, n, b_sub, b_model, b_open, b_done):  # fmt: skip
+    a, bm, o, d = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.bool_)
+    a[:n], bm[:n], o[:n], d[:n] = b_sub[:n], b_model[:n], b_open[:n], b_done[:n]
+    return a, bm, o, d
+
+
+def simulate_snapshot(
+    snapshot: Snapshot,
+    action: Mapping[int, Launch],
+    cont_model: int,
+    cont_k: int,
+    n_sims: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`simulate` from an executor snapshot: first ``action``, then Seq-(cont_model, cont_k).
+
+    An empty ``action`` lets the continuation policy make the first decision too. Returns per-run success,
+    pico-dollars spent after the snapshot and time of the end, relative to the snapshot.
+    """
+    t = snapshot.table
+    completed = np.zeros(t.n_subtasks, np.bool_)
+    completed[list(snapshot.completed)] = True
+    fl = snapshot.in_flight
+    subs = sorted(action)
+    return simulate(  # type: ignore[no-any-return]
+        t.dep_ptr, t.dep_idx, t.input_tokens, t.in_price, t.out_price, t.tokens_per_s, t.ttft_s, t.max_tokens,
+        t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start, t.pool_len, t.pool_success,
+        t.pool_tokens, t.pool_latency, t.worst_cost, t.mean_cost, t.min_latency,
+        completed,
+        np.array([b.subtask for b in fl], np.int64),
+        np.array([b.model for b in fl], np.int64),
+        np.array([b.k for b in fl], np.int64),
+        np.array([snapshot.now - b.started_at for b in fl], np.float64),
+        np.array([b.open_samples for b in fl], np.int64),
+        np.array([b.done for b in fl], np.bool_),
+        snapshot.budget_left_pusd,
+        -1 if snapshot.output_tokens_left is None else snapshot.output_tokens_left,
+        snapshot.time_left,
+        snapshot.cancel_siblings,
+        np.array(subs, np.int64),
+        np.array([action[i].model for i in subs], np.int64),
+        np.array([action[i].k for i in subs], np.int64),
+        cont_model,
+        cont_k,
+        n_sims,
+        seed,
+    )  # fmt: skip

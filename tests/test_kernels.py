@@ -1,0 +1,88 @@
+"""The simulation kernel mirrors the executor: a Seq-(m, k) policy simulated by the kernel finishes as
+often, spends as much and takes as long as ``retry:m:k`` run through the real executor."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import runtime
+from planners.baselines import RetryPlanner
+from planners.kernels import simulate_snapshot
+from runtime._eval import evaluate
+from tests.conftest import EXAMPLES
+
+CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the executor is the slow side
+    ("release20.json", 2.0, 1200.0, "mid", 2, 500),
+    ("diamond.json", 0.05, 120.0, "small", 2, 1500),
+    ("diamond.json", 0.3, 60.0, "large", 3, 1500),
+    ("chain.json", 0.01, 40.0, "small", 4, 1500),
+]
+
+
+def start_snapshot(table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True) -> runtime.Snapshot:
+    ready = tuple(i for i in range(table.n_subtasks) if len(table.deps(i)) == 0)
+    b = runtime._money.to_pusd(budget)
+    return runtime.Snapshot(
+        table=table, now=0.0, time_left=deadline, budget_pusd=b, budget_left_pusd=b, output_tokens_left=None,
+        completed=frozenset(), ready=ready, in_flight=(), failed=(), samples_launched=(0,) * table.n_subtasks,
+        cancel_siblings=cancel,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "budget", "deadline", "model", "k", "runs"), CASES)
+def test_kernel_matches_the_executor(spec: str, budget: float, deadline: float, model: str, k: int, runs: int) -> None:
+    wf = runtime.load_workflow(EXAMPLES / spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    ok, spent, end = simulate_snapshot(start_snapshot(table, budget, deadline), {}, table.model_index(model), k, 4000, 1)
+    report = evaluate(wf, budget, deadline, planner=f"retry:{model}:{k}", runs=runs, seed=0)
+    p_sim, p_run = ok.mean(), report["p_success"]
+    se = math.sqrt(p_sim * (1 - p_sim) / 4000 + p_run * (1 - p_run) / runs) + 1e-3
+    assert abs(p_sim - p_run) < 4 * se, (p_sim, p_run)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
+    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+    assert spent.max() <= runtime._money.to_pusd(budget)
+    assert end.max() <= deadline
+
+
+def test_explicit_first_action_equals_the_policy_deciding_itself() -> None:
+    table = runtime.ProfileTable.from_workflow(runtime.load_workflow(EXAMPLES / "release20.json"))
+    snap = start_snapshot(table, 1.0, 900.0)
+    j = table.model_index("mid")
+    first = RetryPlanner(table, j, 2).decide(snap).launches
+    a = simulate_snapshot(snap, dict(first), j, 2, 300, 7)
+    b = simulate_snapshot(snap, {}, j, 2, 300, 7)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x, y)
+
+
+def test_same_seed_same_draws_and_waiting_with_nothing_in_flight_fails() -> None:
+    table = runtime.ProfileTable.from_workflow(runtime.load_workflow(EXAMPLES / "diamond.json"))
+    snap = start_snapshot(table, 0.05, 120.0)
+    a = simulate_snapshot(snap, {}, 0, 2, 200, 3)
+    b = simulate_snapshot(snap, {}, 0, 2, 200, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    idle = simulate_snapshot(snap, {0: runtime.Launch(0, 0)}, 0, 2, 50, 3)  # "not now" on the only ready subtask
+    assert not idle[0].any()
+
+
+def test_in_flight_batches_are_continued_from_a_mid_run_snapshot() -> None:
+    wf = runtime.load_workflow(EXAMPLES / "release20.json")
+    table = runtime.ProfileTable.from_workflow(wf)
+    snaps: list[runtime.Snapshot] = []
+
+    class Spy(RetryPlanner):
+        def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
+            snaps.append(snapshot)
+            return super().decide(snapshot)
+
+    runtime.run(wf, 2.0, 1200, planner=Spy(table, table.model_index("mid"), 2), seed=4, log=False)
+    mid = next(s for s in snaps if s.in_flight and s.completed)
+    ok, spent, end = simulate_snapshot(mid, {}, table.model_index("mid"), 2, 500, 2)
+    assert 0.0 < ok.mean() <= 1.0
+    assert spent.max() <= mid.budget_left_pusd + sum(
+        int(table.worst_cost[b.subtask, b.model]) * b.open_samples for b in mid.in_flight
+    )
+    assert end.max() <= mid.time_left
