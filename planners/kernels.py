@@ -117,7 +117,21 @@ def simulate(
                 best = j
         fallback[i] = best
 
+    # Sample and batch arrays live across simulations (grown when a run needs more); ``alive`` lists the
+    # samples still running, so finding the next event does not rescan every sample ever launched.
     cap = 64
+    s_end = np.empty(cap, np.float64)
+    s_start = np.empty(cap, np.float64)
+    s_batch = np.empty(cap, np.int64)
+    s_idx = np.empty(cap, np.int64)
+    s_ok = np.empty(cap, np.bool_)
+    s_tokens = np.empty(cap, np.int64)
+    s_pos = np.empty(cap, np.int64)
+    alive = np.empty(cap, np.int64)
+    b_sub = np.empty(cap, np.int64)
+    b_model = np.empty(cap, np.int64)
+    b_open = np.empty(cap, np.int64)
+    b_done = np.empty(cap, np.bool_)
     for s in range(n_sims):
         state = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
         deps_left = np.zeros(n, np.int64)
@@ -136,31 +150,19 @@ def simulate(
             deps_left[i] = c
             if c == 0:
                 state[i] = 1
-        # samples
-        s_end = np.empty(cap, np.float64)
-        s_start = np.empty(cap, np.float64)
-        s_batch = np.empty(cap, np.int64)
-        s_idx = np.empty(cap, np.int64)
-        s_ok = np.empty(cap, np.bool_)
-        s_tokens = np.empty(cap, np.int64)
-        s_alive = np.zeros(cap, np.bool_)
         n_samples = 0
-        b_sub = np.empty(cap, np.int64)
-        b_model = np.empty(cap, np.int64)
-        b_open = np.empty(cap, np.int64)
-        b_done = np.empty(cap, np.bool_)
+        n_alive = 0
         n_batches = 0
         avail = budget_left
         tok_avail = tokens_left
         spent = 0
-        open_total = 0
         now = 0.0
         # batches already in flight: their samples are drawn conditioned on still running
         for f in range(fl_sub.shape[0]):
             if n_batches == b_sub.shape[0] or n_samples + fl_open[f] > s_end.shape[0]:
                 cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + fl_open[f])
-                s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive = _grow(
-                    cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive)  # fmt: skip
+                s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive = _grow(
+                    cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive)  # fmt: skip
                 b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
             i, j = fl_sub[f], fl_model[f]
             b = n_batches
@@ -182,8 +184,9 @@ def simulate(
                 n_samples += 1
                 s_start[q] = -fl_elapsed[f]
                 s_end[q] = latency - fl_elapsed[f]
-                s_batch[q], s_idx[q], s_ok[q], s_tokens[q], s_alive[q] = b, x, ok, tokens, True
-                open_total += 1
+                s_batch[q], s_idx[q], s_ok[q], s_tokens[q] = b, x, ok, tokens
+                alive[n_alive], s_pos[q] = q, n_alive
+                n_alive += 1
         # the first action, then the continuation policy after every change
         use_action = act_sub.shape[0] > 0
         changed = True
@@ -228,8 +231,8 @@ def simulate(
                         tok_avail -= k * max_tokens[j]
                     if n_batches == b_sub.shape[0] or n_samples + k > s_end.shape[0]:
                         cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + k)
-                        s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive = _grow(
-                            cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive)  # fmt: skip
+                        s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive = _grow(
+                            cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive)  # fmt: skip
                         b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
                     b = n_batches
                     n_batches += 1
@@ -242,16 +245,16 @@ def simulate(
                         q = n_samples
                         n_samples += 1
                         s_start[q], s_end[q] = now, now + latency
-                        s_batch[q], s_idx[q], s_ok[q], s_tokens[q], s_alive[q] = b, x, ok, tokens, True
-                        open_total += 1
+                        s_batch[q], s_idx[q], s_ok[q], s_tokens[q] = b, x, ok, tokens
+                        alive[n_alive], s_pos[q] = q, n_alive
+                        n_alive += 1
                 use_action = False
-            if open_total == 0:
+            if n_alive == 0:
                 break
             # the next sample to end: earliest time, then batch, then sample index
             best = -1
-            for q in range(n_samples):
-                if not s_alive[q]:
-                    continue
+            for a in range(n_alive):
+                q = alive[a]
                 if best < 0 or s_end[q] < s_end[best] or (
                     s_end[q] == s_end[best]
                     and (s_batch[q] < s_batch[best] or (s_batch[q] == s_batch[best] and s_idx[q] < s_idx[best]))
@@ -260,12 +263,12 @@ def simulate(
             if s_end[best] > time_left:
                 now = time_left
                 # deadline: everything in flight is cancelled and charged what it produced
-                for q in range(n_samples):
-                    if s_alive[q]:
-                        b = s_batch[q]
-                        j = b_model[b]
-                        toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
-                        spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
+                for a in range(n_alive):
+                    q = alive[a]
+                    b = s_batch[q]
+                    j = b_model[b]
+                    toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
+                    spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
                 break
             q = best
             now = s_end[q]
@@ -276,8 +279,7 @@ def simulate(
             avail += worst_cost[i, j] - cost
             if tok_avail >= 0:
                 tok_avail += max_tokens[j] - s_tokens[q]
-            s_alive[q] = False
-            open_total -= 1
+            n_alive = _remove(alive, s_pos, n_alive, q)
             b_open[b] -= 1
             if s_ok[q] and state[i] != 3:
                 state[i] = 3
@@ -290,16 +292,16 @@ def simulate(
                     if deps_left[ch] == 0:
                         state[ch] = 1
                 if cancel_siblings:
-                    for r in range(n_samples):
-                        if s_alive[r] and s_batch[r] == b:
+                    for a in range(n_alive - 1, -1, -1):  # backwards: removal moves an already-seen one here
+                        r = alive[a]
+                        if s_batch[r] == b:
                             toks = _tokens_at(now - s_start[r], s_tokens[r], s_end[r] - s_start[r], ttft[j])
                             c2 = input_tokens[i] * in_price[j] + toks * out_price[j]
                             spent += c2
                             avail += worst_cost[i, j] - c2
                             if tok_avail >= 0:
                                 tok_avail += max_tokens[j] - toks
-                            s_alive[r] = False
-                            open_total -= 1
+                            n_alive = _remove(alive, s_pos, n_alive, r)
                             b_open[b] -= 1
             if b_open[b] == 0:
                 changed = True
@@ -312,13 +314,22 @@ def simulate(
 
 
 @njit(cache=True, nogil=True)
-def _grow(cap, n, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_alive):  # fmt: skip
-    e, st, b, x, ok, t, al = (np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.int64),
-                              np.empty(cap, np.int64), np.empty(cap, np.bool_), np.empty(cap, np.int64),
-                              np.zeros(cap, np.bool_))  # fmt: skip
-    e[:n], st[:n], b[:n], x[:n], ok[:n], t[:n], al[:n] = (s_end[:n], s_start[:n], s_batch[:n], s_idx[:n], s_ok[:n],
-                                                          s_tokens[:n], s_alive[:n])  # fmt: skip
-    return e, st, b, x, ok, t, al
+def _remove(alive, s_pos, n_alive, q):  # fmt: skip
+    """Swap-remove sample q from the alive list; return the new count."""
+    p = s_pos[q]
+    last = alive[n_alive - 1]
+    alive[p] = last
+    s_pos[last] = p
+    return n_alive - 1
+
+
+@njit(cache=True, nogil=True)
+def _grow(cap, n, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive):  # fmt: skip
+    e, st, b, x = np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.int64), np.empty(cap, np.int64)
+    ok, t, pos, al = np.empty(cap, np.bool_), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
+    e[:n], st[:n], b[:n], x[:n] = s_end[:n], s_start[:n], s_batch[:n], s_idx[:n]
+    ok[:n], t[:n], pos[:n], al[:n] = s_ok[:n], s_tokens[:n], s_pos[:n], alive[:n]
+    return e, st, b, x, ok, t, pos, al
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,195 @@
+"""MCP: Monte Carlo Portfolio Planning (the MCP paper, Section 3.2 and Algorithm 1).
+
+At each decision the planner scores candidate actions by simulated executions: a candidate is first
+applied, then a continuation policy from the portfolio {Seq-(m, k)} (``retry:m:k``) runs the rest of the
+workflow; the candidate's score is its best continuation's success rate over ``n`` simulations, all on
+common random numbers. The argmax is executed; the executor asks again after the next event.
+
+Candidates always include the portfolio's base actions (each policy's own first decision), scored with
+their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
+safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error. Mixed actions (different models and
+widths on different ready subtasks, or "not now" on some) come from a greedy sweep around the best action
+so far, scored against the ``top`` best continuation policies; the sweep stops early at ``compute_ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+
+from planners.base import Decision, Launch, Planner, Snapshot
+from planners.kernels import simulate_snapshot
+from runtime._errors import PlannerSpecError
+from runtime._profiles import ProfileTable
+
+__all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "from_spec"]
+
+DEFAULT_WIDTHS = (1, 4, 16, 64)
+
+Action = dict[int, Launch]
+
+
+@dataclass(frozen=True, slots=True)
+class _Score:
+    value: float  # estimated probability of finishing within both limits
+    cost: float  # mean pico-dollars spent in the simulations: the tie-breaker (cheaper first)
+
+    def beats(self, other: _Score) -> bool:
+        return self.value > other.value or (self.value == other.value and self.cost < other.cost)
+
+
+class MCPPlanner(Planner):
+    """Monte Carlo Portfolio Planning.
+
+    Args:
+        table: the run's profiles.
+        n_sims: simulations per (candidate, continuation) pair (the paper's N; default 64).
+        widths: the width portfolio K (default 1, 4, 16, 64).
+        models: indices of the models the planner may use (default all).
+        seed: seeds the simulations; with no ``compute_ms`` the decisions are a function of the seed.
+        compute_ms: stop the mixed-action sweep once a decision has taken this long (base actions are
+            always scored in full). None for no cap.
+        top: how many of the best continuation policies score the mixed actions.
+    """
+
+    in_thread = True
+
+    def __init__(
+        self,
+        table: ProfileTable,
+        *,
+        n_sims: int = 64,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        models: Sequence[int] | None = None,
+        seed: int = 0,
+        compute_ms: float | None = None,
+        top: int = 3,
+    ) -> None:
+        if n_sims < 1:
+            raise PlannerSpecError(f"mcp: n must be at least 1, not {n_sims}")
+        if not widths or any(k < 1 for k in widths):
+            raise PlannerSpecError(f"mcp: widths must be a non-empty set of positive integers, not {list(widths)}")
+        models = list(range(table.n_models)) if models is None else list(models)
+        if not models:
+            raise PlannerSpecError("mcp: no models to plan with")
+        self.table = table
+        self.n_sims = n_sims
+        self.widths = tuple(sorted(set(widths)))
+        self.models = tuple(models)
+        self.seed = seed
+        self.compute_ms = compute_ms
+        self.top = max(1, top)
+        self.portfolio = tuple((j, k) for j in self.models for k in self.widths)
+        self._decisions = 0
+        names = ",".join(table.model_names[j] for j in self.models)
+        self.name = f"mcp:n={n_sims}:k={','.join(map(str, self.widths))}:models={names}"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if not snapshot.ready:
+            return Decision({})
+        start = time.perf_counter()
+        seed = (self.seed * 1_000_003 + self._decisions) % (2**31)
+        self._decisions += 1
+
+        def score(action: Action, policy: tuple[int, int]) -> _Score:
+            ok, spent, _ = simulate_snapshot(snapshot, action, policy[0], policy[1], self.n_sims, seed)
+            return _Score(float(ok.mean()), float(spent.mean()))
+
+        # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
+        best_action: Action = {}
+        best = _Score(-1.0, 0.0)
+        policy_values: list[tuple[_Score, tuple[int, int]]] = []
+        for policy in self.portfolio:
+            action = self._base_action(snapshot, policy)
+            s = score(action, policy)
+            policy_values.append((s, policy))
+            if s.beats(best):
+                best, best_action = s, action
+        policy_values.sort(key=lambda sv: (-sv[0].value, sv[0].cost))
+        continuations = [p for _, p in policy_values[: self.top]]
+
+        # Mixed actions: change one ready subtask at a time; keep a change when it scores better.
+        options: list[Launch | None] = [None, *(Launch(j, k) for j, k in self.portfolio)]
+        improved = True
+        while improved and not self._out_of_time(start):
+            improved = False
+            for i in snapshot.ready:
+                for opt in options:
+                    current = best_action.get(i)
+                    if opt == current or (opt is not None and self.table.kind[i, opt.model] < 0):
+                        continue
+                    cand = {**best_action}
+                    if opt is None:
+                        cand.pop(i, None)
+                    else:
+                        cand[i] = opt
+                    if not self._affordable(snapshot, cand):
+                        continue
+                    s = max((score(cand, p) for p in continuations), key=lambda x: (x.value, -x.cost))
+                    if s.beats(best):
+                        best, best_action, improved = s, cand, True
+                    if self._out_of_time(start):
+                        break
+                if self._out_of_time(start):
+                    break
+        return Decision(best_action)
+
+    def _out_of_time(self, start: float) -> bool:
+        return self.compute_ms is not None and (time.perf_counter() - start) * 1000.0 >= self.compute_ms
+
+    def _base_action(self, snapshot: Snapshot, policy: tuple[int, int]) -> Action:
+        """What Seq-(m, k) launches here: the Retry planner's rule, so the simulation's policy agrees."""
+        from planners.baselines import RetryPlanner
+
+        return dict(RetryPlanner(self.table, policy[0], policy[1]).decide(snapshot).launches)
+
+    def _affordable(self, snapshot: Snapshot, action: Action) -> bool:
+        t = self.table
+        need = sum(a.k * int(t.worst_cost[i, a.model]) for i, a in action.items())
+        if need > snapshot.budget_left_pusd:
+            return False
+        if snapshot.output_tokens_left is not None:
+            return sum(a.k * int(t.max_tokens[a.model]) for a in action.values()) <= snapshot.output_tokens_left
+        return True
+
+
+def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
+    opts: dict[str, object] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise PlannerSpecError(f"mcp: options are KEY=VALUE (n, k, models, seed, ms), not {arg!r}")
+        try:
+            if key == "n":
+                opts["n_sims"] = int(value)
+            elif key == "k":
+                opts["widths"] = [int(x) for x in value.split(",") if x]
+            elif key == "models":
+                opts["models"] = [table.model_index(x) for x in value.split(",") if x]
+            elif key == "seed":
+                opts["seed"] = int(value)
+            elif key == "ms":
+                opts["compute_ms"] = float(value)
+            elif key == "top":
+                opts["top"] = int(value)
+            else:
+                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top)")
+        except ValueError:
+            known = ", ".join(table.model_names)
+            raise PlannerSpecError(f"mcp: bad value in {arg!r} (models: {known})") from None
+    return opts
+
+
+def from_spec(args: Sequence[str], ctx: object) -> MCPPlanner:
+    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3]``; the run's seed is the default."""
+    from planners import PlannerContext
+
+    assert isinstance(ctx, PlannerContext)
+    opts = _parse(args, ctx.table)
+    opts.setdefault("seed", ctx.seed)
+    return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]
+
+
