@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from planners.base import Planner
+from planners.base import Planner, Snapshot
 from runtime._errors import PlannerSpecError
 
 if TYPE_CHECKING:
@@ -71,7 +71,69 @@ def _uniform(args: Sequence[str], ctx: PlannerContext) -> Planner:
     return UniformPlanner(ctx.table, _model_arg(ctx, args, spec), ctx.budget_pusd)
 
 
-BUILTIN: dict[str, Factory] = {"retry": _retry, "uniform": _uniform}
+def _start(ctx: PlannerContext) -> Snapshot:
+    """The snapshot of a run that has not started: what the best-* baselines are chosen on."""
+    t = ctx.table
+    return Snapshot(
+        table=t,
+        now=0.0,
+        time_left=ctx.deadline_s,
+        budget_pusd=ctx.budget_pusd,
+        budget_left_pusd=ctx.budget_pusd,
+        output_tokens_left=None,
+        completed=frozenset(),
+        ready=tuple(i for i in range(t.n_subtasks) if len(t.deps(i)) == 0),
+        in_flight=(),
+        failed=(),
+        samples_launched=(0,) * t.n_subtasks,
+    )
+
+
+_SELECTION_SIMS = 2000
+
+
+def _best_retry(args: Sequence[str], ctx: PlannerContext) -> Planner:
+    """The Retry-k of the best (model, K) by simulation, as the paper reports its Retry baseline."""
+    from planners.baselines import RetryPlanner
+    from planners.kernels import simulate_snapshot
+    from planners.mcp import DEFAULT_WIDTHS
+
+    if args:
+        raise PlannerSpecError("planner 'best-retry' takes no options")
+    snap = _start(ctx)
+    values = {
+        (j, k): float(simulate_snapshot(snap, {}, j, k, _SELECTION_SIMS, ctx.seed)[0].mean())
+        for j in range(ctx.table.n_models)
+        for k in DEFAULT_WIDTHS
+    }
+    j, k = max(values, key=lambda jk: values[jk])
+    return RetryPlanner(ctx.table, j, k)
+
+
+def _best_uniform(args: Sequence[str], ctx: PlannerContext) -> Planner:
+    """The Uniform of the best model by simulation, as the paper reports its Uniform baseline."""
+    from planners.baselines import MAX_WIDTH, UniformPlanner
+    from planners.kernels import simulate_snapshot
+
+    if args:
+        raise PlannerSpecError("planner 'best-uniform' takes no options")
+    snap = _start(ctx)
+    best, best_value = None, -1.0
+    for j in range(ctx.table.n_models):
+        p = UniformPlanner(ctx.table, j, ctx.budget_pusd)
+        ok = simulate_snapshot(snap, {}, j, MAX_WIDTH, _SELECTION_SIMS, ctx.seed, rollouts=p.rollouts)[0]
+        if ok.mean() > best_value:
+            best, best_value = p, float(ok.mean())
+    assert best is not None
+    return best
+
+
+BUILTIN: dict[str, Factory] = {
+    "retry": _retry,
+    "uniform": _uniform,
+    "best-retry": _best_retry,
+    "best-uniform": _best_uniform,
+}
 
 
 def make_planner(spec: str, ctx: PlannerContext) -> Planner:
@@ -82,7 +144,7 @@ def make_planner(spec: str, ctx: PlannerContext) -> Planner:
     """
     name, *args = spec.strip().split(":")
     factory = BUILTIN.get(name)
-    if factory is None and name.isidentifier() and name != "base":
+    if factory is None and name.isidentifier() and name not in ("base", "baselines", "kernels"):
         try:
             module = importlib.import_module(f"planners.{name}")
         except ModuleNotFoundError as exc:

@@ -20,14 +20,13 @@ functions of arrays and a seed, compiled with ``nogil`` so threads really run th
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from runtime._snapshot import Launch, Snapshot
 
@@ -81,14 +80,17 @@ def simulate(
     completed, fl_sub, fl_model, fl_k, fl_elapsed, fl_open, fl_done, budget_left, tokens_left, time_left,
     cancel_siblings,
     # what to simulate
-    act_sub, act_model, act_k, cont_model, cont_k, n_sims, seed,
+    act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, launched0, n_sims, seed,
 ):  # fmt: skip
     """Simulate ``n_sims`` runs; return (success, spent pusd, end time) per run, relative to the snapshot.
 
     The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
     ``k = 0``, waits: "not now"); an empty action means the continuation policy decides from the start, which
     simulates the policy's own value. ``tokens_left < 0`` means no output-token cap; ``cont_k = 0`` means no
-    continuation. The same ``seed`` gives the same draws, so candidates compare on common random numbers.
+    continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform instead (each subtask launches
+    its remaining rollouts, ``launched0`` counting those launched before the snapshot, at most
+    ``cont_k`` at a time). The same ``seed`` gives the same draws, so candidates compare on common random
+    numbers.
     """
     n, m = kind.shape
     np.random.seed(seed)
@@ -134,6 +136,7 @@ def simulate(
     b_done = np.empty(cap, np.bool_)
     for s in range(n_sims):
         state = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
+        launched = launched0.copy()
         deps_left = np.zeros(n, np.int64)
         n_done = 0
         for i in range(n):
@@ -213,7 +216,11 @@ def simulate(
                             continue
                         j = cont_model if kind[i, cont_model] >= 0 else fallback[i]
                         w = worst_cost[i, j]
-                        k = cont_k if w == 0 else min(cont_k, p_left // w)
+                        k = cont_k
+                        if cont_rollouts.shape[0] > 0:
+                            k = min(k, cont_rollouts[i] - launched[i])
+                        if w > 0:
+                            k = min(k, p_left // w)
                         if p_tok >= 0:
                             k = min(k, p_tok // max_tokens[j])
                         if k >= 1:
@@ -238,6 +245,7 @@ def simulate(
                     n_batches += 1
                     b_sub[b], b_model[b], b_open[b], b_done[b] = i, j, k, False
                     state[i] = 2
+                    launched[i] += k
                     for x in range(k):
                         ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
                                                     pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
@@ -255,9 +263,13 @@ def simulate(
             best = -1
             for a in range(n_alive):
                 q = alive[a]
-                if best < 0 or s_end[q] < s_end[best] or (
-                    s_end[q] == s_end[best]
-                    and (s_batch[q] < s_batch[best] or (s_batch[q] == s_batch[best] and s_idx[q] < s_idx[best]))
+                if (
+                    best < 0
+                    or s_end[q] < s_end[best]
+                    or (
+                        s_end[q] == s_end[best]
+                        and (s_batch[q] < s_batch[best] or (s_batch[q] == s_batch[best] and s_idx[q] < s_idx[best]))
+                    )
                 ):
                     best = q
             if s_end[best] > time_left:
@@ -346,8 +358,10 @@ def simulate_snapshot(
     cont_k: int,
     n_sims: int,
     seed: int,
+    rollouts: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`simulate` from an executor snapshot: first ``action``, then Seq-(cont_model, cont_k).
+    """:func:`simulate` from an executor snapshot: first ``action``, then Seq-(cont_model, cont_k), or
+    Uniform on ``cont_model`` when ``rollouts`` (per-subtask rollout counts) is given.
 
     An empty ``action`` lets the continuation policy make the first decision too. Returns per-run success,
     pico-dollars spent after the snapshot and time of the end, relative to the snapshot.
@@ -377,6 +391,8 @@ def simulate_snapshot(
         np.array([action[i].k for i in subs], np.int64),
         cont_model,
         cont_k,
+        np.array(rollouts, np.int64),
+        np.array(snapshot.samples_launched, np.int64),
         n_sims,
         seed,
     )  # fmt: skip

@@ -15,15 +15,17 @@ so far, scored against the ``top`` best continuation policies; the sweep stops e
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-
+from typing import TYPE_CHECKING
 
 from planners.base import Decision, Launch, Planner, Snapshot
 from planners.kernels import simulate_snapshot
 from runtime._errors import PlannerSpecError
-from runtime._profiles import ProfileTable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from runtime._profiles import ProfileTable
 
 __all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "from_spec"]
 
@@ -38,7 +40,9 @@ class _Score:
     cost: float  # mean pico-dollars spent in the simulations: the tie-breaker (cheaper first)
 
     def beats(self, other: _Score) -> bool:
-        return self.value > other.value or (self.value == other.value and self.cost < other.cost)
+        # Equal chances: the cheaper action wins, unless both chances are nil: launching something cannot do
+        # worse than stopping, so there the action found first (a base action) stays.
+        return self.value > other.value or (self.value == other.value > 0 and self.cost < other.cost)
 
 
 class MCPPlanner(Planner):
@@ -191,5 +195,3 @@ def from_spec(args: Sequence[str], ctx: object) -> MCPPlanner:
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)
     return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]
-
-

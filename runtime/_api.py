@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from functools import partial
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PLANNER", "arun", "prepare", "run", "stream"]
 
-DEFAULT_PLANNER = "retry"
+DEFAULT_PLANNER = "mcp"
 
 WorkflowLike = Workflow | str | PathLike[str]
 ClockLike = Literal["virtual", "real"] | Clock
@@ -234,13 +235,19 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
     journal = options.pop("journal", None)
     log = options.pop("log", True)
+
+    def deliver(event: Event) -> None:
+        # If the consumer stopped listening, the run is being cancelled: drop the event.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(event)
+
     try:
         executor, journal_sink = _setup(
             workflow,
             budget,
             deadline,
             journal=journal,
-            on_event=send.send_nowait,
+            on_event=deliver,
             log=log,
             **options,
         )
@@ -256,6 +263,9 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
     with single_error():
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
-            async with receive:
-                async for event in receive:
-                    yield event
+            try:
+                async with receive:
+                    async for event in receive:
+                        yield event
+            finally:
+                tg.cancel_scope.cancel()  # the consumer stopped early: stop the run too

@@ -22,7 +22,9 @@ CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the 
 ]
 
 
-def start_snapshot(table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True) -> runtime.Snapshot:
+def start_snapshot(
+    table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True
+) -> runtime.Snapshot:
     ready = tuple(i for i in range(table.n_subtasks) if len(table.deps(i)) == 0)
     b = runtime._money.to_pusd(budget)
     return runtime.Snapshot(
@@ -36,7 +38,9 @@ def start_snapshot(table: runtime.ProfileTable, budget: float, deadline: float, 
 def test_kernel_matches_the_executor(spec: str, budget: float, deadline: float, model: str, k: int, runs: int) -> None:
     wf = runtime.load_workflow(EXAMPLES / spec)
     table = runtime.ProfileTable.from_workflow(wf)
-    ok, spent, end = simulate_snapshot(start_snapshot(table, budget, deadline), {}, table.model_index(model), k, 4000, 1)
+    ok, spent, end = simulate_snapshot(
+        start_snapshot(table, budget, deadline), {}, table.model_index(model), k, 4000, 1
+    )
     report = evaluate(wf, budget, deadline, planner=f"retry:{model}:{k}", runs=runs, seed=0)
     p_sim, p_run = ok.mean(), report["p_success"]
     se = math.sqrt(p_sim * (1 - p_sim) / 4000 + p_run * (1 - p_run) / runs) + 1e-3
@@ -45,6 +49,25 @@ def test_kernel_matches_the_executor(spec: str, budget: float, deadline: float, 
     assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
     assert spent.max() <= runtime._money.to_pusd(budget)
     assert end.max() <= deadline
+
+
+@pytest.mark.parametrize(
+    ("spec", "budget", "deadline", "model"),
+    [("release20.json", 3.0, 1500.0, "large"), ("diamond.json", 0.02, 90.0, "small")],
+)
+def test_kernel_matches_the_executor_for_uniform(spec: str, budget: float, deadline: float, model: str) -> None:
+    from planners.baselines import MAX_WIDTH, UniformPlanner
+
+    wf = runtime.load_workflow(EXAMPLES / spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    j = table.model_index(model)
+    rollouts = UniformPlanner(table, j, runtime._money.to_pusd(budget)).rollouts
+    snap = start_snapshot(table, budget, deadline)
+    ok, spent, _end = simulate_snapshot(snap, {}, j, MAX_WIDTH, 4000, 1, rollouts=rollouts)
+    report = evaluate(wf, budget, deadline, planner=f"uniform:{model}", runs=800, seed=0)
+    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report["p_success"] * (1 - report["p_success"]) / 800) + 1e-3
+    assert abs(ok.mean() - report["p_success"]) < 4 * se, (ok.mean(), report["p_success"])
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
 
 
 def test_explicit_first_action_equals_the_policy_deciding_itself() -> None:
