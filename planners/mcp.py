@@ -117,6 +117,7 @@ class MCPPlanner(Planner):
 
         # Mixed actions: change one ready subtask at a time; keep a change when it scores better.
         options: list[Launch | None] = [None, *(Launch(j, k) for j, k in self.portfolio)]
+        seen = {_key(best_action)}
         improved = True
         while improved and not self._out_of_time(start):
             improved = False
@@ -125,13 +126,16 @@ class MCPPlanner(Planner):
                     current = best_action.get(i)
                     if opt == current or (opt is not None and self.table.kind[i, opt.model] < 0):
                         continue
-                    cand = {**best_action}
                     if opt is None:
-                        cand.pop(i, None)
+                        cand: Action | None = {o: a for o, a in best_action.items() if o != i}
                     else:
-                        cand[i] = opt
-                    if not self._affordable(snapshot, cand):
+                        cand = self._make_room(snapshot, best_action, i, opt)
+                    if cand is None:
                         continue
+                    key = _key(cand)
+                    if key in seen:
+                        continue
+                    seen.add(key)
                     s = max((score(cand, p) for p in continuations), key=lambda x: (x.value, -x.cost))
                     if s.beats(best):
                         best, best_action, improved = s, cand, True
@@ -150,14 +154,45 @@ class MCPPlanner(Planner):
 
         return dict(RetryPlanner(self.table, policy[0], policy[1]).decide(snapshot).launches)
 
-    def _affordable(self, snapshot: Snapshot, action: Action) -> bool:
+    def _make_room(self, snapshot: Snapshot, action: Action, i: int, launch: Launch) -> Action | None:
+        """``action`` with subtask i set to ``launch``, the other launches shrunk (Retry's rule) to fit the
+        budget and token cap that are left; ``launch`` itself shrinks too. None if not one sample fits.
+
+        Without the shrinking, a sweep that changes one subtask at a time could never move from, say, a
+        wide cheap batch everywhere to one strong sample on the bottleneck plus a narrower cheap batch.
+        """
         t = self.table
-        need = sum(a.k * int(t.worst_cost[i, a.model]) for i, a in action.items())
-        if need > snapshot.budget_left_pusd:
-            return False
-        if snapshot.output_tokens_left is not None:
-            return sum(a.k * int(t.max_tokens[a.model]) for a in action.values()) <= snapshot.output_tokens_left
-        return True
+        worst, cap = int(t.worst_cost[i, launch.model]), int(t.max_tokens[launch.model])
+        tokens = snapshot.output_tokens_left
+        k = min(launch.k, snapshot.budget_left_pusd // worst) if worst else launch.k
+        if tokens is not None:
+            k = min(k, tokens // cap)
+        if k < 1:
+            return None
+        launch = Launch(launch.model, k)  # a width that does not fit shrinks, as in Retry
+        money = snapshot.budget_left_pusd - k * worst
+        if tokens is not None:
+            tokens -= k * cap
+        out: Action = {}
+        for o in sorted(action):
+            if o == i:
+                continue
+            a = action[o]
+            worst, cap = int(t.worst_cost[o, a.model]), int(t.max_tokens[a.model])
+            k = min(a.k, money // worst) if worst else a.k
+            if tokens is not None:
+                k = min(k, tokens // cap)
+            if k >= 1:
+                out[o] = Launch(a.model, k)
+                money -= k * worst
+                if tokens is not None:
+                    tokens -= k * cap
+        out[i] = launch
+        return dict(sorted(out.items()))
+
+
+def _key(action: Action) -> tuple[tuple[int, int, int], ...]:
+    return tuple(sorted((i, a.model, a.k) for i, a in action.items()))
 
 
 def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
