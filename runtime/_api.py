@@ -150,7 +150,7 @@ async def arun(
         workflow: a :class:`Workflow` or the path of a spec file.
         budget: hard cap on dollars spent; never exceeded (the worst case of every batch is reserved first).
         deadline: seconds from the start; no attempt starts after it and in-flight work is cancelled at it.
-        planner: ``retry[:MODEL[:K]]`` or ``uniform[:MODEL]`` (default :data:`DEFAULT_PLANNER`), or a
+        planner: a planner spec (default :data:`DEFAULT_PLANNER`, ``"mcp"``; see README "Planners"), or a
             :class:`planners.base.Planner` instance to use for this one run.
         seed: seeds the simulated backend; the same seed on a virtual clock gives the same run.
         clock: ``"virtual"`` (discrete-event time, the default for simulated models), ``"real"``, or a

@@ -39,7 +39,13 @@ Spec = Annotated[Path, typer.Argument(help="Workflow spec file (.json, .yaml).",
 Budget = Annotated[float, typer.Option("--budget", "-b", help="Budget in US dollars.", show_default=False)]
 Deadline = Annotated[float, typer.Option("--deadline", "-d", help="Deadline in seconds.", show_default=False)]
 PlannerOpt = Annotated[
-    str | None, typer.Option("--planner", "-p", help="retry[:MODEL[:K]] or uniform[:MODEL].", show_default="retry")
+    str | None,
+    typer.Option(
+        "--planner",
+        "-p",
+        help="mcp[:n=N:k=K1,K2:models=A,B:ms=C], best-retry, best-uniform, retry[:MODEL[:K]], uniform[:MODEL], exact.",
+        show_default="mcp",
+    ),
 ]
 Seed = Annotated[int, typer.Option("--seed", "-s", help="Seed of the simulated backend.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
