@@ -10,15 +10,10 @@ machine with them.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
+from benchmarks._report import console, machine, rows_table, write_csv
 from runtime._eval import evaluate
 from runtime._spec import load_workflow
 
@@ -57,21 +52,10 @@ def main() -> None:
                     "late_runs": report["late_runs"],
                 }
             )
-    table = Table(title=f"ontime eval: {args.runs} runs of {wf.name} (${args.budget:g}, {args.deadline:g}s)")
-    for key in rows[0]:
-        table.add_column(key, justify="right")
-    for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
-    console = Console(width=150)
-    console.print(table)
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    console.print(f"wrote {out}")
+    title = f"ontime eval: {args.runs} runs of {wf.name} (${args.budget:g}, {args.deadline:g}s)"
+    console.print(rows_table(rows, title))
+    console.print(machine())
+    console.print(f"wrote {write_csv(rows, args.out)}")
 
 
 if __name__ == "__main__":

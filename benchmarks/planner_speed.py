@@ -11,18 +11,13 @@ from one run: the machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import threading
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 import runtime
+from benchmarks._report import console, machine, rows_table, write_csv
 from planners.baselines import RetryPlanner
 from planners.mcp import MCPPlanner
 
@@ -62,7 +57,6 @@ def main() -> None:
     wf = runtime.load_workflow(args.spec)
     table = runtime.ProfileTable.from_workflow(wf)
     snaps = snapshots(wf, table, args.repeats)
-    console = Console(width=150)
 
     t0 = time.perf_counter()
     MCPPlanner(table, n_sims=4).decide(snaps[0])
@@ -107,25 +101,14 @@ def main() -> None:
             "threads": 2,
         }
     )
-    table_out = Table(title=f"MCP decision time on {wf.name} ({len(snaps)} snapshots with the most ready subtasks)")
-    for key in rows[0]:
-        table_out.add_column(key, justify="right")
-    for r in rows:
-        table_out.add_row(*(str(v) for v in r.values()))
-    console.print(table_out)
+    console.print(rows_table(rows, f"MCP decision time on {wf.name} ({len(snaps)} snapshots, most ready first)"))
     console.print(
         f"two threads: {both_wall:.1f} ms of wall time per pair of decisions vs {one:.1f} ms for one decision "
         f"alone (ratio {both_wall / one:.2f}; 1.0 = perfect parallelism, 2.0 = none)"
     )
     console.print(f"first call (compile or cache load): {first_call_s:.2f} s")
-    console.print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    console.print(f"wrote {out}")
+    console.print(machine())
+    console.print(f"wrote {write_csv(rows, args.out)}")
 
 
 if __name__ == "__main__":

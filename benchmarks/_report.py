@@ -1,0 +1,39 @@
+"""What every benchmark does with its rows: a rich table on the terminal, the machine, and a CSV file."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["console", "machine", "rows_table", "write_csv"]
+
+console = Console(width=150)
+
+
+def rows_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key, justify="right")
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    return table
+
+
+def machine() -> str:
+    return f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
