@@ -24,6 +24,8 @@ from runtime._profiles import KIND_FIXED, ProfileTable
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from planners import PlannerContext
+
 __all__ = ["ExactPlanner", "from_spec"]
 
 MAX_SUBTASKS = 6
@@ -154,11 +156,8 @@ class ExactPlanner(Planner):
         return Decision(self._best(done, batches, snapshot.budget_left_pusd, snapshot.now)[1])
 
 
-def from_spec(args: Sequence[str], ctx: object) -> ExactPlanner:
+def from_spec(args: Sequence[str], ctx: PlannerContext) -> ExactPlanner:
     """``exact[:k=1,4,16,64]``: the optimal policy, for small fixed-length workflows."""
-    from planners import PlannerContext
-
-    assert isinstance(ctx, PlannerContext)
     widths: Sequence[int] = DEFAULT_WIDTHS
     for arg in args:
         key, _, value = arg.partition("=")

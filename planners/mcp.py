@@ -25,6 +25,7 @@ from runtime._errors import PlannerSpecError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from planners import PlannerContext
     from runtime._profiles import ProfileTable
 
 __all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "from_spec"]
@@ -222,11 +223,8 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
     return opts
 
 
-def from_spec(args: Sequence[str], ctx: object) -> MCPPlanner:
+def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
     """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3]``; the run's seed is the default."""
-    from planners import PlannerContext
-
-    assert isinstance(ctx, PlannerContext)
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)
     return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]
