@@ -94,7 +94,9 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], float, float, dict[str, 
     budget = draw(st.floats(1e-5, 1.0))
     deadline = draw(st.floats(0.5, 300))
     m = draw(st.sampled_from(sorted(spec["models"])))
-    planner = draw(st.sampled_from([f"retry:{m}:1", f"retry:{m}:3", f"retry:{m}:8", f"uniform:{m}", "greedy"]))
+    planner = draw(
+        st.sampled_from([f"retry:{m}:1", f"retry:{m}:3", f"retry:{m}:8", f"uniform:{m}", "greedy", "mcp:n=8:k=1,4"])
+    )
     options = {
         "planner": planner,
         "seed": draw(st.integers(0, 2**31)),
