@@ -71,24 +71,6 @@ def _uniform(args: Sequence[str], ctx: PlannerContext) -> Planner:
     return UniformPlanner(ctx.table, _model_arg(ctx, args, spec), ctx.budget_pusd)
 
 
-def _start(ctx: PlannerContext) -> Snapshot:
-    """The snapshot of a run that has not started: what the best-* baselines are chosen on."""
-    t = ctx.table
-    return Snapshot(
-        table=t,
-        now=0.0,
-        time_left=ctx.deadline_s,
-        budget_pusd=ctx.budget_pusd,
-        budget_left_pusd=ctx.budget_pusd,
-        output_tokens_left=None,
-        completed=frozenset(),
-        ready=tuple(i for i in range(t.n_subtasks) if len(t.deps(i)) == 0),
-        in_flight=(),
-        failed=(),
-        samples_launched=(0,) * t.n_subtasks,
-    )
-
-
 _SELECTION_SIMS = 2000
 
 
@@ -100,7 +82,7 @@ def _best_retry(args: Sequence[str], ctx: PlannerContext) -> Planner:
 
     if args:
         raise PlannerSpecError("planner 'best-retry' takes no options")
-    snap = _start(ctx)
+    snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
     values = {
         (j, k): float(simulate_snapshot(snap, {}, j, k, _SELECTION_SIMS, ctx.seed)[0].mean())
         for j in range(ctx.table.n_models)
@@ -117,7 +99,7 @@ def _best_uniform(args: Sequence[str], ctx: PlannerContext) -> Planner:
 
     if args:
         raise PlannerSpecError("planner 'best-uniform' takes no options")
-    snap = _start(ctx)
+    snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
     best, best_value = None, -1.0
     for j in range(ctx.table.n_models):
         p = UniformPlanner(ctx.table, j, ctx.budget_pusd)

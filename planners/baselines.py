@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from planners.base import Decision, Launch, Planner, Snapshot
 
 if TYPE_CHECKING:
@@ -30,10 +28,7 @@ def _width(table: ProfileTable, i: int, j: int, want: int, left_pusd: int, left_
 
 
 def _model_for(table: ProfileTable, i: int, model: int) -> int:
-    if table.kind[i, model] >= 0:
-        return model
-    costs = np.where(table.usable[i], table.mean_cost[i], np.iinfo(np.int64).max)
-    return int(np.argmin(costs))
+    return model if table.kind[i, model] >= 0 else int(table.cheapest[i])
 
 
 class RetryPlanner(Planner):

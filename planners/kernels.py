@@ -73,9 +73,9 @@ def _tokens_at(elapsed, tokens, latency, ttft):
 @njit(cache=True, nogil=True)
 def simulate(
     # the profile table
-    dep_ptr, dep_idx, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind, p_draw, ln_mu, ln_sigma,
-    fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost, mean_cost,
-    min_latency,
+    dep_ptr, dep_idx, child_ptr, child_idx, cheapest, input_tokens, in_price, out_price, tps, ttft, max_tokens,
+    kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
+    worst_cost, min_latency,
     # the snapshot
     completed, fl_sub, fl_model, fl_k, fl_elapsed, fl_open, fl_done, budget_left, tokens_left, time_left,
     cancel_siblings,
@@ -92,32 +92,28 @@ def simulate(
     ``cont_k`` at a time). The same ``seed`` gives the same draws, so candidates compare on common random
     numbers.
     """
-    n, m = kind.shape
+    n = kind.shape[0]
     np.random.seed(seed)
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
     end_out = np.zeros(n_sims, np.float64)
-    # children in CSR form
-    n_child = np.zeros(n + 1, np.int64)
+    # What every simulation starts from: subtask states and unmet dependencies at the snapshot.
+    state0 = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
+    deps_left0 = np.zeros(n, np.int64)
     for i in range(n):
-        for q in range(dep_ptr[i], dep_ptr[i + 1]):
-            n_child[dep_idx[q] + 1] += 1
-    child_ptr = np.cumsum(n_child)
-    child_idx = np.zeros(child_ptr[n], np.int64)
-    fill = child_ptr[:n].copy()
+        if completed[i]:
+            state0[i] = 3
     for i in range(n):
-        for q in range(dep_ptr[i], dep_ptr[i + 1]):
-            d = dep_idx[q]
-            child_idx[fill[d]] = i
-            fill[d] += 1
-    # cheapest usable model per subtask: the continuation policy's fallback, as in the Retry planner
-    fallback = np.zeros(n, np.int64)
+        if state0[i] != 3:
+            for q in range(dep_ptr[i], dep_ptr[i + 1]):
+                if state0[dep_idx[q]] != 3:
+                    deps_left0[i] += 1
+            if deps_left0[i] == 0:
+                state0[i] = 1
+    n_done0 = 0
     for i in range(n):
-        best = -1
-        for j in range(m):
-            if kind[i, j] >= 0 and (best < 0 or mean_cost[i, j] < mean_cost[i, best]):
-                best = j
-        fallback[i] = best
+        if state0[i] == 3:
+            n_done0 += 1
 
     # Sample and batch arrays live across simulations (grown when a run needs more); ``alive`` lists the
     # samples still running, so finding the next event does not rescan every sample ever launched.
@@ -135,24 +131,10 @@ def simulate(
     b_open = np.empty(cap, np.int64)
     b_done = np.empty(cap, np.bool_)
     for s in range(n_sims):
-        state = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
+        state = state0.copy()
+        deps_left = deps_left0.copy()
+        n_done = n_done0
         launched = launched0.copy()
-        deps_left = np.zeros(n, np.int64)
-        n_done = 0
-        for i in range(n):
-            if completed[i]:
-                state[i] = 3
-                n_done += 1
-        for i in range(n):
-            if state[i] == 3:
-                continue
-            c = 0
-            for q in range(dep_ptr[i], dep_ptr[i + 1]):
-                if state[dep_idx[q]] != 3:
-                    c += 1
-            deps_left[i] = c
-            if c == 0:
-                state[i] = 1
         n_samples = 0
         n_alive = 0
         n_batches = 0
@@ -214,7 +196,7 @@ def simulate(
                     else:
                         if cont_k == 0:
                             continue
-                        j = cont_model if kind[i, cont_model] >= 0 else fallback[i]
+                        j = cont_model if kind[i, cont_model] >= 0 else cheapest[i]
                         w = worst_cost[i, j]
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
@@ -372,9 +354,10 @@ def simulate_snapshot(
     fl = snapshot.in_flight
     subs = sorted(action)
     return simulate(  # type: ignore[no-any-return]
-        t.dep_ptr, t.dep_idx, t.input_tokens, t.in_price, t.out_price, t.tokens_per_s, t.ttft_s, t.max_tokens,
+        t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
+        t.tokens_per_s, t.ttft_s, t.max_tokens,
         t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start, t.pool_len, t.pool_success,
-        t.pool_tokens, t.pool_latency, t.worst_cost, t.mean_cost, t.min_latency,
+        t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
         completed,
         np.array([b.subtask for b in fl], np.int64),
         np.array([b.model for b in fl], np.int64),

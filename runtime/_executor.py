@@ -129,10 +129,6 @@ class Executor:
         self._complete = [False] * n
         self._n_complete = 0
         self._deps_left = [len(table.deps(i)) for i in range(n)]
-        self._children: list[list[int]] = [[] for _ in range(n)]
-        for i in range(n):
-            for d in table.deps(i):
-                self._children[int(d)].append(i)
         self._ready = {i for i in range(n) if self._deps_left[i] == 0}  # deps done, not complete, none in flight
         self._in_flight: dict[int, _Batch] = {}
         self._failed: list[FailedBatch] = []
@@ -477,7 +473,7 @@ class Executor:
                 t=rel, subtask=self.table.subtask_ids[i], batch=b.id, model=self.table.model_names[b.model]
             )
         )
-        for c in self._children[i]:
+        for c in self.table.children(i).tolist():
             self._deps_left[c] -= 1
             if self._deps_left[c] == 0:
                 self._ready.add(c)

@@ -38,6 +38,8 @@ class ProfileTable:
     model_names: tuple[str, ...]
     dep_ptr: I64  # CSR: deps of subtask i are dep_idx[dep_ptr[i]:dep_ptr[i+1]]
     dep_idx: I64
+    child_ptr: I64  # CSR: subtasks that depend on i are child_idx[child_ptr[i]:child_ptr[i+1]]
+    child_idx: I64
     input_tokens: I64  # [i]
     in_price: I64  # [j] pico-dollars per input token
     out_price: I64  # [j] pico-dollars per output token
@@ -59,6 +61,7 @@ class ProfileTable:
     mean_cost: I64  # [i, j] expected pico-dollars of one attempt
     mean_latency: F64  # [i, j] expected seconds of one attempt
     min_latency: F64  # [i, j] the shortest an attempt can take
+    cheapest: I64  # [i] the usable model with the lowest expected cost: the baselines' fallback
 
     @property
     def n_subtasks(self) -> int:
@@ -75,6 +78,9 @@ class ProfileTable:
 
     def deps(self, i: int) -> I64:
         return self.dep_idx[self.dep_ptr[i] : self.dep_ptr[i + 1]]
+
+    def children(self, i: int) -> I64:
+        return self.child_idx[self.child_ptr[i] : self.child_ptr[i + 1]]
 
     def model_index(self, name: str) -> int:
         return self.model_names.index(name)
@@ -97,9 +103,14 @@ class ProfileTable:
 
         dep_ptr = np.zeros(n + 1, np.int64)
         deps: list[int] = []
+        kids: list[list[int]] = [[] for _ in range(n)]
         for i, s in enumerate(wf.subtasks):
-            deps.extend(sorted({pos[d] for d in s.deps}))
+            mine = sorted({pos[d] for d in s.deps})
+            deps.extend(mine)
             dep_ptr[i + 1] = len(deps)
+            for d in mine:
+                kids[d].append(i)
+        child_ptr = np.cumsum([0] + [len(k) for k in kids]).astype(np.int64)
 
         kind = np.full((n, m), KIND_NONE, np.int8)
         p = np.zeros((n, m))
@@ -179,6 +190,8 @@ class ProfileTable:
             model_names=names,
             dep_ptr=dep_ptr,
             dep_idx=np.array(deps, np.int64),
+            child_ptr=child_ptr,
+            child_idx=np.array([c for k in kids for c in k], np.int64),
             input_tokens=input_tokens,
             in_price=in_price,
             out_price=out_price,
@@ -200,6 +213,7 @@ class ProfileTable:
             mean_cost=mean_cost,
             mean_latency=np.where(usable, mean_latency, np.inf),
             min_latency=min_latency,
+            cheapest=np.argmin(np.where(usable, mean_cost, np.iinfo(np.int64).max), axis=1).astype(np.int64),
         )
 
 

@@ -81,3 +81,23 @@ class Snapshot:
     failed: tuple[FailedBatch, ...]
     samples_launched: tuple[int, ...]  # per subtask, over the whole run
     cancel_siblings: bool = True  # the run's sibling rule, which a planner that simulates must follow
+
+    @classmethod
+    def at_start(
+        cls, table: ProfileTable, budget_pusd: int, deadline_s: float, *, cancel_siblings: bool = True
+    ) -> Snapshot:
+        """The snapshot of a run that has not started yet (what choosing a plan in advance looks at)."""
+        return cls(
+            table=table,
+            now=0.0,
+            time_left=deadline_s,
+            budget_pusd=budget_pusd,
+            budget_left_pusd=budget_pusd,
+            output_tokens_left=None,
+            completed=frozenset(),
+            ready=tuple(i for i in range(table.n_subtasks) if len(table.deps(i)) == 0),
+            in_flight=(),
+            failed=(),
+            samples_launched=(0,) * table.n_subtasks,
+            cancel_siblings=cancel_siblings,
+        )

@@ -25,13 +25,7 @@ CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the 
 def start_snapshot(
     table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True
 ) -> runtime.Snapshot:
-    ready = tuple(i for i in range(table.n_subtasks) if len(table.deps(i)) == 0)
-    b = runtime._money.to_pusd(budget)
-    return runtime.Snapshot(
-        table=table, now=0.0, time_left=deadline, budget_pusd=b, budget_left_pusd=b, output_tokens_left=None,
-        completed=frozenset(), ready=ready, in_flight=(), failed=(), samples_launched=(0,) * table.n_subtasks,
-        cancel_siblings=cancel,
-    )  # fmt: skip
+    return runtime.Snapshot.at_start(table, runtime._money.to_pusd(budget), deadline, cancel_siblings=cancel)
 
 
 @pytest.mark.parametrize(("spec", "budget", "deadline", "model", "k", "runs"), CASES)
