@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from runtime._snapshot import Launch, Snapshot
 
-__all__ = ["simulate", "simulate_snapshot"]
+__all__ = ["SnapshotSim", "simulate", "simulate_snapshot"]
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 
@@ -115,47 +115,50 @@ def simulate(
         if state0[i] == 3:
             n_done0 += 1
 
-    # Sample and batch arrays live across simulations (grown when a run needs more); ``alive`` lists the
-    # samples still running, so finding the next event does not rescan every sample ever launched.
-    cap = 64
-    s_end = np.empty(cap, np.float64)
-    s_start = np.empty(cap, np.float64)
-    s_batch = np.empty(cap, np.int64)
-    s_idx = np.empty(cap, np.int64)
-    s_ok = np.empty(cap, np.bool_)
-    s_tokens = np.empty(cap, np.int64)
-    s_pos = np.empty(cap, np.int64)
-    alive = np.empty(cap, np.int64)
-    b_sub = np.empty(cap, np.int64)
-    b_model = np.empty(cap, np.int64)
-    b_open = np.empty(cap, np.int64)
-    b_done = np.empty(cap, np.bool_)
+    # Samples and batches live in arrays reused across simulations (grown when a run needs more). A batch's
+    # samples are contiguous from ``b_first``; ``order`` lists them by end time (ties by sample index) and
+    # ``b_next`` is the next one to end, so the next event is the earliest head among the open batches
+    # (``open_b``): a scan over batches, not samples.
+    s_end = np.empty(64, np.float64)
+    s_start = np.empty(64, np.float64)
+    s_ok = np.empty(64, np.bool_)
+    s_tokens = np.empty(64, np.int64)
+    order = np.empty(64, np.int64)
+    b_sub = np.empty(16, np.int64)
+    b_model = np.empty(16, np.int64)
+    b_first = np.empty(16, np.int64)
+    b_k = np.empty(16, np.int64)
+    b_next = np.empty(16, np.int64)
+    b_done = np.empty(16, np.bool_)
+    open_b = np.empty(16, np.int64)
     for s in range(n_sims):
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
         launched = launched0.copy()
         n_samples = 0
-        n_alive = 0
         n_batches = 0
+        n_open = 0
         avail = budget_left
         tok_avail = tokens_left
         spent = 0
         now = 0.0
         # batches already in flight: their samples are drawn conditioned on still running
         for f in range(fl_sub.shape[0]):
-            if n_batches == b_sub.shape[0] or n_samples + fl_open[f] > s_end.shape[0]:
-                cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + fl_open[f])
-                s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive = _grow(
-                    cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive)  # fmt: skip
-                b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
+            k = fl_open[f]
+            if n_samples + k > s_end.shape[0]:
+                s_end, s_start, s_ok, s_tokens, order = _grow_samples(
+                    2 * (n_samples + k), n_samples, s_end, s_start, s_ok, s_tokens, order)  # fmt: skip
+            if n_batches == b_sub.shape[0]:
+                b_sub, b_model, b_first, b_k, b_next, b_done, open_b = _grow_batches(
+                    2 * n_batches, n_batches, n_open, b_sub, b_model, b_first, b_k, b_next, b_done, open_b)  # fmt: skip
             i, j = fl_sub[f], fl_model[f]
             b = n_batches
             n_batches += 1
-            b_sub[b], b_model[b], b_open[b], b_done[b] = i, j, fl_open[f], fl_done[f]
+            b_sub[b], b_model[b], b_first[b], b_k[b], b_next[b], b_done[b] = i, j, n_samples, k, 0, fl_done[f]
             if not fl_done[f]:
                 state[i] = 2
-            for x in range(fl_open[f]):
+            for x in range(k):
                 ok, tokens, latency = False, 0, 0.0
                 for _ in range(64):
                     ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
@@ -165,13 +168,15 @@ def simulate(
                         break
                 if latency <= fl_elapsed[f]:  # no draw lasts this long: it ends now, having failed
                     ok, latency = False, fl_elapsed[f]
-                q = n_samples
-                n_samples += 1
+                q = n_samples + x
                 s_start[q] = -fl_elapsed[f]
                 s_end[q] = latency - fl_elapsed[f]
-                s_batch[q], s_idx[q], s_ok[q], s_tokens[q] = b, x, ok, tokens
-                alive[n_alive], s_pos[q] = q, n_alive
-                n_alive += 1
+                s_ok[q], s_tokens[q] = ok, tokens
+            _sort_batch(s_end, order, n_samples, k)
+            n_samples += k
+            if k > 0:
+                open_b[n_open] = b
+                n_open += 1
         # the first action, then the continuation policy after every change
         use_action = act_sub.shape[0] > 0
         changed = True
@@ -218,63 +223,61 @@ def simulate(
                     avail -= k * worst_cost[i, j]
                     if tok_avail >= 0:
                         tok_avail -= k * max_tokens[j]
-                    if n_batches == b_sub.shape[0] or n_samples + k > s_end.shape[0]:
-                        cap2 = 2 * max(b_sub.shape[0], s_end.shape[0], n_samples + k)
-                        s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive = _grow(
-                            cap2, n_samples, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive)  # fmt: skip
-                        b_sub, b_model, b_open, b_done = _grow_b(cap2, n_batches, b_sub, b_model, b_open, b_done)
+                    if n_samples + k > s_end.shape[0]:
+                        s_end, s_start, s_ok, s_tokens, order = _grow_samples(
+                            2 * (n_samples + k), n_samples, s_end, s_start, s_ok, s_tokens, order)  # fmt: skip
+                    if n_batches == b_sub.shape[0]:
+                        b_sub, b_model, b_first, b_k, b_next, b_done, open_b = _grow_batches(
+                            2 * n_batches, n_batches, n_open, b_sub, b_model, b_first, b_k, b_next, b_done,
+                            open_b)  # fmt: skip
                     b = n_batches
                     n_batches += 1
-                    b_sub[b], b_model[b], b_open[b], b_done[b] = i, j, k, False
+                    b_sub[b], b_model[b], b_first[b], b_k[b], b_next[b], b_done[b] = i, j, n_samples, k, 0, False
                     state[i] = 2
                     launched[i] += k
                     for x in range(k):
                         ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
                                                     pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
                                                     ttft, tps)  # fmt: skip
-                        q = n_samples
-                        n_samples += 1
+                        q = n_samples + x
                         s_start[q], s_end[q] = now, now + latency
-                        s_batch[q], s_idx[q], s_ok[q], s_tokens[q] = b, x, ok, tokens
-                        alive[n_alive], s_pos[q] = q, n_alive
-                        n_alive += 1
+                        s_ok[q], s_tokens[q] = ok, tokens
+                    _sort_batch(s_end, order, n_samples, k)
+                    n_samples += k
+                    open_b[n_open] = b
+                    n_open += 1
                 use_action = False
-            if n_alive == 0:
+            if n_open == 0:
                 break
             # the next sample to end: earliest time, then batch, then sample index
-            best = -1
-            for a in range(n_alive):
-                q = alive[a]
-                if (
-                    best < 0
-                    or s_end[q] < s_end[best]
-                    or (
-                        s_end[q] == s_end[best]
-                        and (s_batch[q] < s_batch[best] or (s_batch[q] == s_batch[best] and s_idx[q] < s_idx[best]))
-                    )
-                ):
-                    best = q
-            if s_end[best] > time_left:
+            bi = -1
+            best_end = math.inf
+            for a in range(n_open):
+                b = open_b[a]
+                e = s_end[order[b_first[b] + b_next[b]]]
+                if bi < 0 or e < best_end or (e == best_end and b < open_b[bi]):
+                    bi, best_end = a, e
+            if best_end > time_left:
                 now = time_left
                 # deadline: everything in flight is cancelled and charged what it produced
-                for a in range(n_alive):
-                    q = alive[a]
-                    b = s_batch[q]
+                for a in range(n_open):
+                    b = open_b[a]
                     j = b_model[b]
-                    toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
-                    spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
+                    for r in range(b_first[b] + b_next[b], b_first[b] + b_k[b]):
+                        q = order[r]
+                        toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
+                        spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
                 break
-            q = best
+            b = open_b[bi]
+            q = order[b_first[b] + b_next[b]]
+            b_next[b] += 1
             now = s_end[q]
-            b = s_batch[q]
             i, j = b_sub[b], b_model[b]
             cost = input_tokens[i] * in_price[j] + s_tokens[q] * out_price[j]
             spent += cost
             avail += worst_cost[i, j] - cost
             if tok_avail >= 0:
                 tok_avail += max_tokens[j] - s_tokens[q]
-            n_alive = _remove(alive, s_pos, n_alive, q)
-            b_open[b] -= 1
             if s_ok[q] and state[i] != 3:
                 state[i] = 3
                 b_done[b] = True
@@ -286,18 +289,18 @@ def simulate(
                     if deps_left[ch] == 0:
                         state[ch] = 1
                 if cancel_siblings:
-                    for a in range(n_alive - 1, -1, -1):  # backwards: removal moves an already-seen one here
-                        r = alive[a]
-                        if s_batch[r] == b:
-                            toks = _tokens_at(now - s_start[r], s_tokens[r], s_end[r] - s_start[r], ttft[j])
-                            c2 = input_tokens[i] * in_price[j] + toks * out_price[j]
-                            spent += c2
-                            avail += worst_cost[i, j] - c2
-                            if tok_avail >= 0:
-                                tok_avail += max_tokens[j] - toks
-                            n_alive = _remove(alive, s_pos, n_alive, r)
-                            b_open[b] -= 1
-            if b_open[b] == 0:
+                    for r in range(b_first[b] + b_next[b], b_first[b] + b_k[b]):
+                        q2 = order[r]
+                        toks = _tokens_at(now - s_start[q2], s_tokens[q2], s_end[q2] - s_start[q2], ttft[j])
+                        c2 = input_tokens[i] * in_price[j] + toks * out_price[j]
+                        spent += c2
+                        avail += worst_cost[i, j] - c2
+                        if tok_avail >= 0:
+                            tok_avail += max_tokens[j] - toks
+                    b_next[b] = b_k[b]
+            if b_next[b] == b_k[b]:
+                n_open -= 1
+                open_b[bi] = open_b[n_open]
                 changed = True
                 if not b_done[b]:
                     state[i] = 1
@@ -308,29 +311,91 @@ def simulate(
 
 
 @njit(cache=True, nogil=True)
-def _remove(alive, s_pos, n_alive, q):  # fmt: skip
-    """Swap-remove sample q from the alive list; return the new count."""
-    p = s_pos[q]
-    last = alive[n_alive - 1]
-    alive[p] = last
-    s_pos[last] = p
-    return n_alive - 1
+def _sort_batch(s_end, order, first, k):  # fmt: skip
+    """Fill ``order[first:first + k]`` with the batch's samples by end time; ties keep sample order."""
+    if k == 1:
+        order[first] = first
+        return
+    idx = np.argsort(s_end[first : first + k], kind="mergesort")
+    for r in range(k):
+        order[first + r] = first + idx[r]
 
 
 @njit(cache=True, nogil=True)
-def _grow(cap, n, s_end, s_start, s_batch, s_idx, s_ok, s_tokens, s_pos, alive):  # fmt: skip
-    e, st, b, x = np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.int64), np.empty(cap, np.int64)
-    ok, t, pos, al = np.empty(cap, np.bool_), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
-    e[:n], st[:n], b[:n], x[:n] = s_end[:n], s_start[:n], s_batch[:n], s_idx[:n]
-    ok[:n], t[:n], pos[:n], al[:n] = s_ok[:n], s_tokens[:n], s_pos[:n], alive[:n]
-    return e, st, b, x, ok, t, pos, al
+def _grow_samples(cap, n, s_end, s_start, s_ok, s_tokens, order):  # fmt: skip
+    e, st, ok = np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.bool_)
+    t, o = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    e[:n], st[:n], ok[:n], t[:n], o[:n] = s_end[:n], s_start[:n], s_ok[:n], s_tokens[:n], order[:n]
+    return e, st, ok, t, o
 
 
 @njit(cache=True, nogil=True)
-def _grow_b(cap, n, b_sub, b_model, b_open, b_done):  # fmt: skip
-    a, bm, o, d = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.bool_)
-    a[:n], bm[:n], o[:n], d[:n] = b_sub[:n], b_model[:n], b_open[:n], b_done[:n]
-    return a, bm, o, d
+def _grow_batches(cap, n, n_open, b_sub, b_model, b_first, b_k, b_next, b_done, open_b):  # fmt: skip
+    a, m, f, k = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
+    x, d, o = np.empty(cap, np.int64), np.empty(cap, np.bool_), np.empty(cap, np.int64)
+    a[:n], m[:n], f[:n], k[:n], x[:n], d[:n] = b_sub[:n], b_model[:n], b_first[:n], b_k[:n], b_next[:n], b_done[:n]
+    o[:n_open] = open_b[:n_open]
+    return a, m, f, k, x, d, o
+
+
+class SnapshotSim:
+    """A snapshot packed into the kernel's arrays once, then simulated under many actions and policies.
+
+    A planner scores dozens of (action, continuation) pairs per decision; packing the snapshot once keeps
+    the Python side of each call to the action's three small arrays.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        t = snapshot.table
+        completed = np.zeros(t.n_subtasks, np.bool_)
+        completed[list(snapshot.completed)] = True
+        fl = snapshot.in_flight
+        self._head = (
+            t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
+            t.tokens_per_s, t.ttft_s, t.max_tokens,
+            t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start, t.pool_len, t.pool_success,
+            t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
+            completed,
+            np.array([b.subtask for b in fl], np.int64),
+            np.array([b.model for b in fl], np.int64),
+            np.array([b.k for b in fl], np.int64),
+            np.array([snapshot.now - b.started_at for b in fl], np.float64),
+            np.array([b.open_samples for b in fl], np.int64),
+            np.array([b.done for b in fl], np.bool_),
+            snapshot.budget_left_pusd,
+            -1 if snapshot.output_tokens_left is None else snapshot.output_tokens_left,
+            snapshot.time_left,
+            snapshot.cancel_siblings,
+        )  # fmt: skip
+        self._launched = np.array(snapshot.samples_launched, np.int64)
+        self._no_rollouts = np.zeros(0, np.int64)
+
+    def __call__(
+        self,
+        action: Mapping[int, Launch],
+        cont_model: int,
+        cont_k: int,
+        n_sims: int,
+        seed: int,
+        rollouts: Sequence[int] = (),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First ``action``, then Seq-(cont_model, cont_k), or Uniform on ``cont_model`` when ``rollouts``
+        (per-subtask rollout counts) is given; returns per-run success, pico-dollars spent after the snapshot
+        and time of the end, relative to the snapshot. An empty ``action`` lets the policy decide first too.
+        """
+        subs = sorted(action)
+        return simulate(  # type: ignore[no-any-return]
+            *self._head,
+            np.array(subs, np.int64),
+            np.array([action[i].model for i in subs], np.int64),
+            np.array([action[i].k for i in subs], np.int64),
+            cont_model,
+            cont_k,
+            np.array(rollouts, np.int64) if rollouts else self._no_rollouts,
+            self._launched,
+            n_sims,
+            seed,
+        )
 
 
 def simulate_snapshot(
@@ -342,40 +407,5 @@ def simulate_snapshot(
     seed: int,
     rollouts: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`simulate` from an executor snapshot: first ``action``, then Seq-(cont_model, cont_k), or
-    Uniform on ``cont_model`` when ``rollouts`` (per-subtask rollout counts) is given.
-
-    An empty ``action`` lets the continuation policy make the first decision too. Returns per-run success,
-    pico-dollars spent after the snapshot and time of the end, relative to the snapshot.
-    """
-    t = snapshot.table
-    completed = np.zeros(t.n_subtasks, np.bool_)
-    completed[list(snapshot.completed)] = True
-    fl = snapshot.in_flight
-    subs = sorted(action)
-    return simulate(  # type: ignore[no-any-return]
-        t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
-        t.tokens_per_s, t.ttft_s, t.max_tokens,
-        t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start, t.pool_len, t.pool_success,
-        t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
-        completed,
-        np.array([b.subtask for b in fl], np.int64),
-        np.array([b.model for b in fl], np.int64),
-        np.array([b.k for b in fl], np.int64),
-        np.array([snapshot.now - b.started_at for b in fl], np.float64),
-        np.array([b.open_samples for b in fl], np.int64),
-        np.array([b.done for b in fl], np.bool_),
-        snapshot.budget_left_pusd,
-        -1 if snapshot.output_tokens_left is None else snapshot.output_tokens_left,
-        snapshot.time_left,
-        snapshot.cancel_siblings,
-        np.array(subs, np.int64),
-        np.array([action[i].model for i in subs], np.int64),
-        np.array([action[i].k for i in subs], np.int64),
-        cont_model,
-        cont_k,
-        np.array(rollouts, np.int64),
-        np.array(snapshot.samples_launched, np.int64),
-        n_sims,
-        seed,
-    )  # fmt: skip
+    """One-off :class:`SnapshotSim` call: simulate ``action`` then the continuation from ``snapshot``."""
+    return SnapshotSim(snapshot)(action, cont_model, cont_k, n_sims, seed, rollouts)

@@ -39,6 +39,7 @@ from runtime._events import (
 from runtime._executor import Executor, ExecutorOptions
 from runtime._ledger import Ledger, Usage
 from runtime._money import PUSD_PER_USD
+from runtime._predict import Prediction, predict
 from runtime._profiles import ProfileTable
 from runtime._result import RunResult, SubtaskOutcome
 from runtime._sinks import JournalSink, LedgerAudit, LedgerReplay, StructlogSink, read_journal, replay_ledger
@@ -87,6 +88,7 @@ __all__ = [
     "PlannerError",
     "PlannerSpecError",
     "PoolProfile",
+    "Prediction",
     "ProfileTable",
     "RealClock",
     "RunError",
@@ -110,6 +112,7 @@ __all__ = [
     "load_workflow",
     "parse_workflow",
     "prepare",
+    "predict",
     "read_journal",
     "replay_ledger",
     "run",

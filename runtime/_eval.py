@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from runtime._workflow import Workflow
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["RunSummary", "evaluate", "wilson_interval"]
+__all__ = ["RunSummary", "evaluate", "run_seeds", "summarize", "wilson_interval"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    return lo, 1.0 if successes == n else min(1.0, centre + half)
 
 
 async def _run_seeds(
@@ -108,27 +109,61 @@ def evaluate(
     # Validate everything once, up front, so a bad input fails before any worker starts.
     planner_name = prepare(workflow, budget, deadline, planner=planner, seed=seed, **options).planner.name
     seeds = list(range(seed, seed + runs))
-    summaries: list[RunSummary] = []
-    if workers <= 1:
-        size = max(1, min(50, runs // 20 or 1))
-        for lo in range(0, runs, size):
-            chunk = seeds[lo : lo + size]
-            summaries += _chunk_worker(workflow, budget, deadline, planner, chunk, options)
-            if progress:
-                progress(len(chunk))
-    else:
-        size = max(1, math.ceil(runs / (workers * 8)))
-        chunks = [seeds[lo : lo + size] for lo in range(0, runs, size)]
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_chunk_worker, workflow, budget, deadline, planner, c, options) for c in chunks]
-            for fut in as_completed(futures):
-                part = fut.result()
-                summaries += part
-                if progress:
-                    progress(len(part))
-    summaries.sort(key=lambda s: s.seed)
+    summaries = run_seeds(workflow, budget, deadline, planner, seeds, workers=workers, progress=progress, **options)
     return summarize(summaries, budget=budget, deadline=deadline, planner=planner_name)
+
+
+def run_seeds(
+    workflow: Workflow,
+    budget: float,
+    deadline: float,
+    planner: str | None,
+    seeds: Sequence[int],
+    *,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+    stop: Callable[[Sequence[RunSummary]], bool] | None = None,
+    stop_every: int = 100,
+    **options: Any,
+) -> list[RunSummary]:
+    """One audited virtual-time run per seed, in ``workers`` processes; summaries in seed order.
+
+    ``stop`` is asked after every ``stop_every`` runs, in seed order, whether that is enough; if so the
+    rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
+    """
+    runs = len(seeds)
+    size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
+    chunks = [list(seeds[lo : lo + size]) for lo in range(0, runs, size)]
+    done: list[RunSummary] = []
+
+    def take(part: list[RunSummary]) -> bool:
+        """Add a chunk's runs; True once ``stop`` says the runs so far suffice (cut to a checkpoint)."""
+        before = len(done)
+        done.extend(part)
+        if progress:
+            progress(len(part))
+        if stop is None:
+            return False
+        for mark in range((before // stop_every + 1) * stop_every, len(done) + 1, stop_every):
+            if stop(done[:mark]):
+                del done[mark:]
+                return True
+        return False
+
+    if workers <= 1:
+        for chunk in chunks:
+            if take(_chunk_worker(workflow, budget, deadline, planner, chunk, options)):
+                break
+        return done
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_chunk_worker, workflow, budget, deadline, planner, c, options) for c in chunks]
+        for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
+            if take(fut.result()):
+                for rest in futures:
+                    rest.cancel()
+                break
+    return done
 
 
 def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``ontime`` command line: run, eval and validate workflows from a shell.
+"""The ``ontime`` command line: run, eval, predict and validate workflows from a shell.
 
 Bad input exits with status 2 and one line on stderr (``error: ...``), never a traceback.
 """
@@ -168,6 +168,55 @@ def eval_(
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()) or "-"
         table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command()
+def predict(
+    spec: Spec,
+    budget: Budget,
+    deadline: Deadline,
+    planner: PlannerOpt = None,
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Closed-loop simulations at most.")] = 1000,
+    precision: Annotated[
+        float | None,
+        typer.Option(help="Stop once the 95% interval's half-width is at most this (e.g. 0.03).", show_default=False),
+    ] = None,
+    seed: Seed = 0,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    json_out: JsonOut = False,
+) -> None:
+    """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
+    from runtime._predict import predict as predict_run
+    from runtime._spec import load_workflow
+
+    wf = _guard(lambda: load_workflow(spec))
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task("predict", total=runs)
+        result = _guard(
+            lambda: predict_run(
+                wf,
+                budget,
+                deadline,
+                planner=planner,
+                runs=runs,
+                precision=precision,
+                seed=seed,
+                workers=workers,
+                progress=lambda k: bar.advance(task, k),
+            )
+        )
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    lo, hi = result.ci95
+    table = Table(show_header=False, show_edge=False)
+    table.add_row("planner", result.planner)
+    table.add_row("p_success", f"{result.p_success:.3f}  (95% CI {lo:.3f}-{hi:.3f}, {result.runs} runs)")
+    table.add_row("expected_cost", f"${result.expected_cost:.4f} of ${budget:g}")
+    table.add_row("expected_elapsed", f"{result.expected_elapsed:.1f} s of {deadline:g} s")
+    table.add_row("took", f"{result.wall_s:.1f} s")
     Console().print(table)
 
 

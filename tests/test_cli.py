@@ -89,6 +89,15 @@ def test_eval_is_the_same_with_more_workers() -> None:
     assert one == two
 
 
+def test_predict_json_has_the_documented_fields() -> None:
+    code, out, _ = invoke("predict", CHAIN, "-b", "0.02", "-d", "40", "-p", "mcp:n=16", "--runs", "100", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert {"p_success", "ci95", "expected_cost", "expected_elapsed", "runs", "planner"} <= data.keys()
+    assert data["runs"] == 100 and data["ci95"][0] <= data["p_success"] <= data["ci95"][1]
+    assert 0 < data["expected_cost"] <= 0.02 and 0 < data["expected_elapsed"] <= 40
+
+
 BAD_INPUTS = {
     "negative_budget": ["run", CHAIN, "-b", "-1", "-d", "10"],
     "zero_budget": ["run", CHAIN, "-b", "0", "-d", "10"],
@@ -99,6 +108,8 @@ BAD_INPUTS = {
     "unknown_planner": ["run", CHAIN, "-b", "1", "-d", "10", "-p", "bogus"],
     "unknown_planner_model": ["eval", CHAIN, "-b", "1", "-d", "10", "-p", "retry:huge:2"],
     "bad_width": ["run", CHAIN, "-b", "1", "-d", "10", "-p", "retry:small:0"],
+    "predict_bad_mcp_n": ["predict", CHAIN, "-b", "1", "-d", "10", "-p", "mcp:n=0"],
+    "predict_bad_precision": ["predict", CHAIN, "-b", "1", "-d", "10", "--precision", "1.5"],
 }
 
 

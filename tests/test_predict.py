@@ -1,0 +1,65 @@
+"""predict (the MCP paper's B.6): closed-loop simulations of the planner, before anything is spent.
+
+Calibration over the full grid, 2000 runs a side, is benchmarks/predict_calibration.py; here one cell at a
+time, with a tolerance from the Monte Carlo error of both sides.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import runtime
+from runtime._eval import evaluate
+from tests.conftest import EXAMPLES
+
+
+@pytest.mark.parametrize(
+    ("spec", "budget", "deadline", "planner"),
+    [
+        ("chain.json", 0.01, 30.0, "mcp:n=16"),
+        ("diamond.json", 0.02, 40.0, "mcp:n=16"),
+        ("chain.json", 0.2, 120.0, "retry:large:2"),
+    ],
+)
+def test_prediction_agrees_with_the_success_rate_eval_measures(
+    spec: str, budget: float, deadline: float, planner: str
+) -> None:
+    wf = runtime.load_workflow(EXAMPLES / spec)
+    runs = 400
+    pred = runtime.predict(wf, budget, deadline, planner=planner, runs=runs)
+    real = evaluate(wf, budget, deadline, planner=planner, runs=runs)
+    p, r = pred.p_success, real["p_success"]
+    sd = math.sqrt(max(p * (1 - p), 0.01) / runs + max(r * (1 - r), 0.01) / runs)
+    assert abs(p - r) <= 4 * sd, (p, r)
+    assert pred.expected_cost == pytest.approx(real["mean_cost"], rel=0.1)
+    assert pred.expected_elapsed == pytest.approx(real["mean_elapsed"], rel=0.1)
+    assert pred.ci95[0] <= p <= pred.ci95[1] and pred.runs == runs
+
+
+def test_prediction_is_a_function_of_the_seed_and_uses_seeds_eval_does_not() -> None:
+    wf = runtime.load_workflow(EXAMPLES / "diamond.json")
+    a = runtime.predict(wf, 0.02, 40, planner="mcp:n=8", runs=100, seed=1)
+    b = runtime.predict(wf, 0.02, 40, planner="mcp:n=8", runs=100, seed=1)
+    assert (a.p_success, a.expected_cost, a.expected_elapsed) == (b.p_success, b.expected_cost, b.expected_elapsed)
+    real = evaluate(wf, 0.02, 40, planner="mcp:n=8", runs=100, seed=1)
+    assert (a.expected_cost, a.expected_elapsed) != (real["mean_cost"], real["mean_elapsed"])
+
+
+def test_precision_stops_at_a_checkpoint_once_the_interval_is_narrow_enough() -> None:
+    wf = runtime.load_workflow(EXAMPLES / "chain.json")
+    # The chance is near 1 here, so 100 runs already give a half-width under 0.05.
+    pred = runtime.predict(wf, 1.0, 600, planner="retry:large:2", runs=1000, precision=0.05)
+    assert pred.runs == 100
+    assert (pred.ci95[1] - pred.ci95[0]) / 2 <= 0.05
+    full = runtime.predict(wf, 1.0, 600, planner="retry:large:2", runs=300)
+    assert full.runs == 300
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"runs": 0}, {"runs": 2.5}, {"precision": 0.0}, {"precision": 1.0}, {"planner": "mcp:k="}]
+)
+def test_bad_arguments_raise_usage_errors(kwargs: dict[str, object]) -> None:
+    with pytest.raises(runtime.UsageError):
+        runtime.predict(EXAMPLES / "chain.json", 0.02, 40, **kwargs)  # type: ignore[arg-type]
