@@ -1,20 +1,33 @@
 """How long one MCP decision takes, and whether planning threads really run in parallel.
 
-    python -m benchmarks.planner_speed [--spec examples/release20.json] [--repeats 15]
+    python -m benchmarks.planner_speed [--repeats 12] [--out benchmarks/results/planner_speed.csv]
 
-Decisions are timed on snapshots taken from real runs of the workflow (retry:mid:2, so every stage of a
-run is represented), for several N and width portfolios; then two threads decide at once to show the
-numba kernels release the GIL. Prints tables, writes benchmarks/results/planner_speed.csv. Quote medians
-from one run: the machine is shared and noisy.
+Decisions are timed on snapshots taken at every decision of real runs (retry:mid:2 on release20, so every
+stage of a run is represented), grouped by how many subtasks are ready. Tables:
+
+1. the speed target: N = 64, K = {1, 4, 16, 64}, four models, the 20-subtask workflow (release20 plus a
+   fourth model, ``xl``, derived from ``large``: fewer failures, twice the price, slower);
+2. decision time versus N, |K|, number of models and workflow size (chain: 3 subtasks, diamond: 4,
+   release20: 20);
+3. two runs planning at once in two threads versus one alone (the kernels release the GIL);
+4. the first call in a fresh process: compiling with an empty numba cache, and loading from the cache.
+
+Quote medians from one run: the machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import runtime
 from benchmarks._report import console, machine, rows_table, write_csv
@@ -22,21 +35,48 @@ from planners.baselines import RetryPlanner
 from planners.mcp import MCPPlanner
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET_MS = 20.0
 
 
-def snapshots(wf: runtime.Workflow, table: runtime.ProfileTable, count: int) -> list[runtime.Snapshot]:
-    """Snapshots at every decision of a few real runs, the ones with the most ready subtasks first."""
+def with_xl_model(path: Path) -> runtime.Workflow:
+    """The workflow with a fourth model ``xl``: large's failure rate x 0.6, twice its price, 30% slower."""
+    data = json.loads(path.read_text())
+    large = data["models"]["large"]
+    data["models"]["xl"] = {
+        **large,
+        "input_price_per_mtok": 2 * large["input_price_per_mtok"],
+        "output_price_per_mtok": 2 * large["output_price_per_mtok"],
+        "tokens_per_s": 0.7 * large["tokens_per_s"],
+    }
+    for sub in data["subtasks"]:
+        prof = dict(sub["profiles"]["large"])
+        prof["p"] = round(1 - 0.6 * (1 - prof["p"]), 4)
+        sub["profiles"]["xl"] = prof
+    return runtime.parse_workflow(data, source=f"{path.name}+xl")
+
+
+def snapshots(wf: runtime.Workflow, budget: float, deadline: float, runs: int = 4) -> list[runtime.Snapshot]:
+    """Every snapshot a planner saw in a few real runs that had something ready."""
+    table = runtime.ProfileTable.from_workflow(wf)
     out: list[runtime.Snapshot] = []
 
     class Spy(RetryPlanner):
         def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
-            out.append(snapshot)
+            if snapshot.ready:
+                out.append(snapshot)
             return super().decide(snapshot)
 
-    for seed in range(4):
-        runtime.run(wf, 2.0, 1200, planner=Spy(table, table.model_index("mid"), 2), seed=seed, log=False)
-    out.sort(key=lambda s: -len(s.ready))
-    return out[:count]
+    mid = table.model_names[min(1, table.n_models - 1)]
+    for seed in range(runs):
+        runtime.run(wf, budget, deadline, planner=Spy(table, table.model_index(mid), 2), seed=seed, log=False)
+    return out
+
+
+def pick(snaps: list[runtime.Snapshot], count: int) -> list[runtime.Snapshot]:
+    """``count`` snapshots spread evenly over the list (so over run stages), deterministic."""
+    if len(snaps) <= count:
+        return snaps
+    return [snaps[round(x * (len(snaps) - 1) / (count - 1))] for x in range(count)]
 
 
 def time_decisions(planner: MCPPlanner, snaps: list[runtime.Snapshot]) -> list[float]:
@@ -48,66 +88,135 @@ def time_decisions(planner: MCPPlanner, snaps: list[runtime.Snapshot]) -> list[f
     return times
 
 
+def row(
+    label: str, wf: runtime.Workflow, n_sims: int, widths: tuple[int, ...], ms: list[float], ready: float
+) -> dict[str, Any]:
+    return {
+        "case": label,
+        "subtasks": len(wf.subtasks),
+        "models": len(wf.models),
+        "n_sims": n_sims,
+        "widths": "/".join(map(str, widths)),
+        "ready": ready,
+        "decisions": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p95_ms": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 1),
+    }
+
+
+def first_call_seconds(cache_dir: str) -> float:
+    """Seconds for the first MCP decision in a fresh process with this numba cache directory."""
+    code = (
+        "import time, runtime; from planners.mcp import MCPPlanner; "
+        "wf = runtime.load_workflow('examples/diamond.json'); t = runtime.ProfileTable.from_workflow(wf); "
+        "s = runtime.Snapshot.at_start(t, 10**10, 60.0); t0 = time.perf_counter(); "
+        "MCPPlanner(t, n_sims=4).decide(s); print(time.perf_counter() - t0)"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec", default=str(ROOT / "examples" / "release20.json"))
-    ap.add_argument("--repeats", type=int, default=15, help="snapshots timed per configuration")
+    ap.add_argument("--repeats", type=int, default=12, help="snapshots timed per configuration and ready count")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "planner_speed.csv"))
     args = ap.parse_args()
-    wf = runtime.load_workflow(args.spec)
-    table = runtime.ProfileTable.from_workflow(wf)
-    snaps = snapshots(wf, table, args.repeats)
+    examples = ROOT / "examples"
+    big = with_xl_model(examples / "release20.json")
+    big_table = runtime.ProfileTable.from_workflow(big)
+    big_snaps = snapshots(big, 2.0, 1200.0)
+    MCPPlanner(big_table, n_sims=4).decide(big_snaps[0])  # compile or load the kernels once, untimed
 
-    t0 = time.perf_counter()
-    MCPPlanner(table, n_sims=4).decide(snaps[0])
-    first_call_s = time.perf_counter() - t0  # compile, or load from numba's cache
-
-    rows = []
-    for n_sims in (16, 64, 256):
-        for widths in ((1, 4), (1, 4, 16, 64)):
-            ms = time_decisions(MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1), snaps)
-            rows.append(
-                {
-                    "n_sims": n_sims,
-                    "widths": "/".join(map(str, widths)),
-                    "models": table.n_models,
-                    "ready_mean": round(statistics.fmean(len(s.ready) for s in snaps), 2),
-                    "p50_ms": round(statistics.median(ms), 1),
-                    "p95_ms": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 1),
-                    "threads": 1,
-                }
-            )
-    # Two runs planning at once, each in its own thread.
-    planners = [MCPPlanner(table, n_sims=64, seed=s) for s in (1, 2)]
-    one = statistics.fmean(time_decisions(planners[0], snaps))
-    results: list[list[float]] = [[], []]
-    threads = [
-        threading.Thread(target=lambda x=x: results[x].extend(time_decisions(planners[x], snaps))) for x in (0, 1)
-    ]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    both_wall = (time.perf_counter() - t0) * 1000 / len(snaps)
-    rows.append(
-        {
-            "n_sims": 64,
-            "widths": "1/4/16/64",
-            "models": table.n_models,
-            "ready_mean": rows[0]["ready_mean"],
-            "p50_ms": round(statistics.median(results[0] + results[1]), 1),
-            "p95_ms": round(sorted(results[0] + results[1])[int(0.95 * (2 * len(snaps) - 1))], 1),
-            "threads": 2,
-        }
-    )
-    console.print(rows_table(rows, f"MCP decision time on {wf.name} ({len(snaps)} snapshots, most ready first)"))
+    # 1. The target configuration, by number of ready subtasks and over all stages.
+    target = []
+    full = (1, 4, 16, 64)
+    by_ready: dict[str, list[runtime.Snapshot]] = {"1": [], "2": [], "3+": []}
+    for s in big_snaps:
+        by_ready["3+" if len(s.ready) >= 3 else str(len(s.ready))].append(s)
+    everything = pick(big_snaps, 3 * args.repeats)
+    for label, group in [*by_ready.items(), ("all stages", everything)]:
+        group = pick(group, args.repeats) if label != "all stages" else group
+        if not group:
+            continue
+        ms = time_decisions(MCPPlanner(big_table, n_sims=64, widths=full, seed=1), group)
+        ready = round(statistics.fmean(len(s.ready) for s in group), 2)
+        target.append(row(f"ready {label}", big, 64, full, ms, ready))
     console.print(
-        f"two threads: {both_wall:.1f} ms of wall time per pair of decisions vs {one:.1f} ms for one decision "
-        f"alone (ratio {both_wall / one:.2f}; 1.0 = perfect parallelism, 2.0 = none)"
+        rows_table(target, f"speed target: N=64, K=1/4/16/64, 4 models, 20 subtasks (target {TARGET_MS:g} ms)")
     )
-    console.print(f"first call (compile or cache load): {first_call_s:.2f} s")
+
+    # 2. Versus N, |K|, models and workflow size.
+    grid = []
+    three = runtime.load_workflow(examples / "release20.json")
+    cases = [
+        ("release20+xl", big, big_snaps),
+        ("release20", three, snapshots(three, 2.0, 1200.0)),
+        ("diamond", runtime.load_workflow(examples / "diamond.json"), []),
+        ("chain", runtime.load_workflow(examples / "chain.json"), []),
+    ]
+    for label, wf, snaps in cases:
+        table = runtime.ProfileTable.from_workflow(wf)
+        snaps = pick(snaps or snapshots(wf, 0.05, 120.0, runs=12), args.repeats)
+        ready = round(statistics.fmean(len(s.ready) for s in snaps), 2)
+        for n_sims in (16, 64, 256):
+            for widths in ((1, 4), full):
+                if label in ("diamond", "chain") and (n_sims, widths) != (64, full):
+                    continue
+                ms = time_decisions(MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1), snaps)
+                grid.append(row(label, wf, n_sims, widths, ms, ready))
+    console.print(rows_table(grid, "decision time vs N, |K|, models and workflow size"))
+
+    # 3. Two runs planning at once, each in its own thread, against one alone (fresh planners, same seeds;
+    # the median ratio over three rounds, as the machine is shared).
+    ratios, solo, pair = [], [], []
+    results: list[list[float]] = [[], []]
+    for _ in range(3):
+        t0 = time.perf_counter()
+        time_decisions(MCPPlanner(big_table, n_sims=64, widths=full, seed=1), everything)
+        one = time.perf_counter() - t0
+        planners = [MCPPlanner(big_table, n_sims=64, widths=full, seed=s) for s in (1, 2)]
+        results = [[], []]
+        threads = [
+            threading.Thread(target=lambda p=p, out=out: out.extend(time_decisions(p, everything)))
+            for p, out in zip(planners, results, strict=True)
+        ]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        both = time.perf_counter() - t0
+        ratios.append(both / one)
+        solo.append(1000 * one / len(everything))
+        pair.append(1000 * both / len(everything))
+    ratio = statistics.median(ratios)
+    console.print(
+        f"two threads: {statistics.median(pair):.1f} ms of wall time per pair of decisions vs "
+        f"{statistics.median(solo):.1f} ms for one decision alone (ratio {ratio:.2f}; 1.0 = perfect parallelism, "
+        "2.0 = none)"
+    )
+    threaded = row("2 threads", big, 64, full, results[0] + results[1], target[-1]["ready"])
+
+    # 4. First call in a fresh process.
+    with tempfile.TemporaryDirectory() as cache:
+        cold = first_call_seconds(cache)
+        warm = first_call_seconds(cache)
+    console.print(
+        f"first decision in a fresh process: {cold:.1f} s compiling (empty cache), {warm:.2f} s from the cache"
+    )
     console.print(machine())
+    rows = (
+        [{**r, "threads": 1, "table": "target"} for r in target]
+        + [{**r, "threads": 1, "table": "grid"} for r in grid]
+        + [
+            {
+                **threaded,
+                "threads": 2,
+                "table": f"threads ratio {ratio:.2f}; compile {cold:.1f} s, cache {warm:.2f} s",
+            }
+        ]
+    )
     console.print(f"wrote {write_csv(rows, args.out)}")
 
 

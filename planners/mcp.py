@@ -42,6 +42,10 @@ class _Score:
     value: float  # estimated probability of finishing within both limits
     cost: float  # mean pico-dollars spent in the simulations: the tie-breaker (cheaper first)
 
+    @classmethod
+    def of(cls, ok: np.ndarray, spent: np.ndarray) -> _Score:
+        return cls(float(ok.mean()), float(spent.mean()))
+
     def beats(self, other: _Score) -> bool:
         # Equal chances: the cheaper action wins, unless both chances are nil: launching something cannot do
         # worse than stopping, so there the action found first (a base action) stays.
@@ -102,27 +106,27 @@ class MCPPlanner(Planner):
         self._decisions += 1
         sim = SnapshotSim(snapshot)
 
-        def run(action: Action, policy: tuple[int, int], n: int) -> tuple[np.ndarray, float]:
+        def run(action: Action, policy: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
             ok, spent, _ = sim(action, policy[0], policy[1], n, seed)
-            return ok, float(spent.mean())
+            return ok, spent
 
         # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
         best_action: Action = {}
-        best, best_ok = _Score(-1.0, 0.0), np.zeros(self.n_sims, np.bool_)
+        best, best_runs = _Score(-1.0, 0.0), (np.zeros(self.n_sims, np.bool_), np.zeros(self.n_sims, np.int64))
         policy_values: list[tuple[_Score, tuple[int, int]]] = []
         for policy in self.portfolio:
             action = self._base_action(snapshot, policy)
-            ok, cost = run(action, policy, self.n_sims)
-            s = _Score(float(ok.mean()), cost)
+            ok, spent = run(action, policy, self.n_sims)
+            s = _Score.of(ok, spent)
             policy_values.append((s, policy))
             if s.beats(best):
-                best, best_action, best_ok = s, action, ok
+                best, best_action, best_runs = s, action, (ok, spent)
         policy_values.sort(key=lambda sv: (-sv[0].value, sv[0].cost))
         continuations = [p for _, p in policy_values[: self.top]]
 
         # Mixed actions: change one ready subtask at a time; keep a change when it scores better. A candidate
         # is screened first on a quarter of the simulations under the best continuation (common random
-        # numbers: the same runs the incumbent was scored on); only one that is not clearly worse there is
+        # numbers: the same runs the incumbent was scored on); only one that beats the incumbent there is
         # scored in full against the top continuations.
         n_screen = max(1, self.n_sims // 4)
         options: list[Launch | None] = [None, *(Launch(j, k) for j, k in self.portfolio)]
@@ -145,16 +149,16 @@ class MCPPlanner(Planner):
                     if key in seen:
                         continue
                     seen.add(key)
-                    ok, _ = run(cand, continuations[0], n_screen)
-                    if ok.sum() < best_ok[:n_screen].sum():
+                    screen = _Score.of(*run(cand, continuations[0], n_screen))
+                    if not screen.beats(_Score.of(best_runs[0][:n_screen], best_runs[1][:n_screen])):
                         continue
-                    s, s_ok = best, best_ok
+                    s, s_runs = best, best_runs
                     for p in continuations:
-                        ok, cost = run(cand, p, self.n_sims)
-                        if s is best or (ok.mean(), -cost) > (s.value, -s.cost):
-                            s, s_ok = _Score(float(ok.mean()), cost), ok
+                        ok, spent = run(cand, p, self.n_sims)
+                        if s is best or _Score.of(ok, spent).beats(s):
+                            s, s_runs = _Score.of(ok, spent), (ok, spent)
                     if s.beats(best):
-                        best, best_action, best_ok, improved = s, cand, s_ok, True
+                        best, best_action, best_runs, improved = s, cand, s_runs, True
                     if self._out_of_time(start):
                         break
                 if self._out_of_time(start):

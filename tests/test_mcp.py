@@ -11,7 +11,7 @@ from planners import PlannerContext, make_planner
 from planners.kernels import simulate_snapshot
 from planners.mcp import MCPPlanner
 from runtime._eval import evaluate
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, mixed_diamond
 from tests.test_kernels import start_snapshot
 
 
@@ -59,20 +59,28 @@ def test_first_decision_is_at_least_as_good_as_every_base_action() -> None:
     assert chosen, "with budget and time left, MCP launches something"
 
 
-CELLS = [("diamond.json", 0.03, 60.0), ("chain.json", 0.15, 45.0)]
+CELLS = [  # (workflow, budget, deadline): budget-bound, deadline-bound and both
+    ("chain.json", 0.01, 30.0),
+    ("chain.json", 0.02, 40.0),
+    ("diamond.json", 0.02, 40.0),
+    ("diamond.json", 0.03, 30.0),
+    ("mixed_diamond", 0.03, 45.0),
+    ("mixed_diamond", 0.05, 30.0),
+]
 
 
-@pytest.mark.parametrize(("spec", "budget", "deadline"), CELLS)
-def test_safe_improvement_over_the_best_base_policy(spec: str, budget: float, deadline: float) -> None:
-    wf = runtime.load_workflow(EXAMPLES / spec)
-    table = runtime.ProfileTable.from_workflow(wf)
-    snap = start_snapshot(table, budget, deadline)
-    sims = 4000
-    best_base = max(
-        simulate_snapshot(snap, {}, j, k, sims, 5)[0].mean() for j in range(table.n_models) for k in (1, 4, 16, 64)
-    )
+def test_safe_improvement_over_the_best_base_policy() -> None:
+    """Paper Theorems 3 and 6: per cell, MCP is not below the best base policy by more than the Monte Carlo
+    error (both evaluated on the same seeds), and it is above it on average over the cells."""
     runs = 200
-    report = evaluate(wf, budget, deadline, planner="mcp:n=32", runs=runs, seed=0)
-    se = math.sqrt(max(report["p_success"] * (1 - report["p_success"]), 0.01) / runs)
-    assert report["p_success"] >= best_base - 3 * se, (report["p_success"], best_base)
-    assert report["overspend_runs"] == 0 and report["late_runs"] == 0
+    gains = []
+    for spec, budget, deadline in CELLS:
+        wf = mixed_diamond() if spec == "mixed_diamond" else runtime.load_workflow(EXAMPLES / spec)
+        mcp = evaluate(wf, budget, deadline, planner="mcp", runs=runs, seed=0)
+        base = evaluate(wf, budget, deadline, planner="best-retry", runs=runs, seed=0)
+        p, b = mcp["p_success"], base["p_success"]
+        se = math.sqrt(max(p * (1 - p) + b * (1 - b), 0.02) / runs)
+        assert p >= b - 3 * se, (spec, budget, deadline, p, b)
+        assert mcp["overspend_runs"] == 0 and mcp["late_runs"] == 0
+        gains.append(p - b)
+    assert sum(gains) / len(gains) > 0.02, gains
