@@ -9,7 +9,8 @@ Candidates always include the portfolio's base actions (each policy's own first 
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
 safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error. Mixed actions (different models and
 widths on different ready subtasks, or "not now" on some) come from a greedy sweep around the best action
-so far, scored against the ``top`` best continuation policies; the sweep stops early at ``compute_ms``.
+so far, screened on a quarter of the simulations and scored in full against the ``top`` best continuation
+policies only if the screen says it beats the incumbent; the sweep stops early at ``compute_ms``.
 """
 
 from __future__ import annotations
