@@ -14,7 +14,9 @@ model step for step, so a simulated probability is what ``ontime eval`` would me
 - output is capped at max tokens, and a capped attempt fails.
 
 Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
-functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel.
+functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel. Random
+numbers come from SplitMix64 seeded per simulation (not numpy's global generator): each simulation can be
+replayed on its own, and a draw costs a few nanoseconds.
 """
 
 from __future__ import annotations
@@ -35,23 +37,55 @@ __all__ = ["SnapshotSim", "simulate", "simulate_snapshot"]
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 
 
-@njit(cache=True, nogil=True)
-def _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens,
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _seed_sim(rng, seed, sim):
+    """Simulation ``sim`` of ``seed`` gets a stream of its own, so any range of simulations can be replayed."""
+    rng[0] = _mix(_mix(np.uint64(seed) + _GOLDEN) ^ np.uint64(sim))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _uniform(rng):
+    """A uniform in [0, 1) from SplitMix64 (``rng`` is its one-word state): cheap, and seeded per simulation."""
+    rng[0] += _GOLDEN
+    return float(_mix(rng[0]) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _normal(rng):
+    """A standard normal by Box-Muller."""
+    u = 1.0 - _uniform(rng)  # in (0, 1]
+    return math.sqrt(-2.0 * math.log(u)) * math.cos(2.0 * math.pi * _uniform(rng))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens,
           pool_latency, max_tokens, ttft, tps):  # fmt: skip
     cap = max_tokens[j]
     latency = math.nan
     k = kind[i, j]
     if k == _KIND_POOL:
-        r = pool_start[i, j] + np.random.randint(0, pool_len[i, j])
+        r = pool_start[i, j] + min(int(_uniform(rng) * pool_len[i, j]), pool_len[i, j] - 1)
         ok = pool_success[r] == 1
         tokens = pool_tokens[r]
         latency = pool_latency[r]
     elif k == _KIND_FIXED:
-        ok = np.random.random() < p_draw[i, j]
+        ok = _uniform(rng) < p_draw[i, j]
         tokens = fixed_tokens[i, j]
     else:
-        ok = np.random.random() < p_draw[i, j]
-        tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * np.random.normal()))))
+        ok = _uniform(rng) < p_draw[i, j]
+        tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * _normal(rng)))))
     if tokens > cap:
         ok = False
         tokens = cap
@@ -60,7 +94,7 @@ def _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_le
     return ok, tokens, latency
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _tokens_at(elapsed, tokens, latency, ttft):
     if elapsed >= latency:
         return tokens
@@ -70,7 +104,7 @@ def _tokens_at(elapsed, tokens, latency, ttft):
     return min(tokens, int(math.floor(tokens * (elapsed - start) / (latency - start))))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def simulate(
     # the profile table
     dep_ptr, dep_idx, child_ptr, child_idx, cheapest, input_tokens, in_price, out_price, tps, ttft, max_tokens,
@@ -80,7 +114,7 @@ def simulate(
     completed, fl_sub, fl_model, fl_k, fl_elapsed, fl_open, fl_done, budget_left, tokens_left, time_left,
     cancel_siblings,
     # what to simulate
-    act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, launched0, n_sims, seed,
+    act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, launched0, first_sim, n_sims, seed,
 ):  # fmt: skip
     """Simulate ``n_sims`` runs; return (success, spent pusd, end time) per run, relative to the snapshot.
 
@@ -89,11 +123,12 @@ def simulate(
     simulates the policy's own value. ``tokens_left < 0`` means no output-token cap; ``cont_k = 0`` means no
     continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform instead (each subtask launches
     its remaining rollouts, ``launched0`` counting those launched before the snapshot, at most
-    ``cont_k`` at a time). The same ``seed`` gives the same draws, so candidates compare on common random
-    numbers.
+    ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream fixed by ``seed`` and
+    that number alone, so candidates compare on common random numbers and a planner can score a candidate
+    on the first simulations, then extend to more without replaying those.
     """
     n = kind.shape[0]
-    np.random.seed(seed)
+    rng = np.zeros(1, np.uint64)
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
     end_out = np.zeros(n_sims, np.float64)
@@ -132,6 +167,7 @@ def simulate(
     b_done = np.empty(16, np.bool_)
     open_b = np.empty(16, np.int64)
     for s in range(n_sims):
+        _seed_sim(rng, seed, first_sim + s)
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
@@ -161,7 +197,7 @@ def simulate(
             for x in range(k):
                 ok, tokens, latency = False, 0, 0.0
                 for _ in range(64):
-                    ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
+                    ok, tokens, latency = _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
                                                 pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
                                                 ttft, tps)  # fmt: skip
                     if latency > fl_elapsed[f]:
@@ -236,7 +272,7 @@ def simulate(
                     state[i] = 2
                     launched[i] += k
                     for x in range(k):
-                        ok, tokens, latency = _draw(i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
+                        ok, tokens, latency = _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
                                                     pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
                                                     ttft, tps)  # fmt: skip
                         q = n_samples + x
@@ -312,13 +348,17 @@ def simulate(
 
 @njit(cache=True, nogil=True)
 def _sort_batch(s_end, order, first, k):  # fmt: skip
-    """Fill ``order[first:first + k]`` with the batch's samples by end time; ties keep sample order."""
-    if k == 1:
-        order[first] = first
-        return
-    idx = np.argsort(s_end[first : first + k], kind="mergesort")
+    """Fill ``order[first:first + k]`` with the batch's samples by end time; ties keep sample order.
+
+    Insertion sort in place: batches are at most a few dozen samples, and it allocates nothing.
+    """
     for r in range(k):
-        order[first + r] = first + idx[r]
+        q = first + r
+        x = r
+        while x > 0 and s_end[order[first + x - 1]] > s_end[q]:
+            order[first + x] = order[first + x - 1]
+            x -= 1
+        order[first + x] = q
 
 
 @njit(cache=True, nogil=True)
@@ -378,10 +418,12 @@ class SnapshotSim:
         n_sims: int,
         seed: int,
         rollouts: Sequence[int] = (),
+        first_sim: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First ``action``, then Seq-(cont_model, cont_k), or Uniform on ``cont_model`` when ``rollouts``
         (per-subtask rollout counts) is given; returns per-run success, pico-dollars spent after the snapshot
-        and time of the end, relative to the snapshot. An empty ``action`` lets the policy decide first too.
+        and time of the end, relative to the snapshot, for simulations ``first_sim`` to
+        ``first_sim + n_sims - 1``. An empty ``action`` lets the policy decide first too.
         """
         subs = sorted(action)
         return simulate(  # type: ignore[no-any-return]
@@ -393,6 +435,7 @@ class SnapshotSim:
             cont_k,
             np.array(rollouts, np.int64) if rollouts else self._no_rollouts,
             self._launched,
+            first_sim,
             n_sims,
             seed,
         )

@@ -15,6 +15,7 @@ policies only if the screen says it beats the incumbent; the sweep stops early a
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ __all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "from_spec"]
 DEFAULT_WIDTHS = (1, 4, 16, 64)
 
 Action = dict[int, Launch]
+Runs = tuple[np.ndarray, np.ndarray]  # success and pico-dollars spent, per simulation
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,29 +109,51 @@ class MCPPlanner(Planner):
         self._decisions += 1
         sim = SnapshotSim(snapshot)
 
-        def run(action: Action, policy: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
-            ok, spent, _ = sim(action, policy[0], policy[1], n, seed)
+        n_all, n_screen = self.n_sims, max(1, self.n_sims // 4)
+
+        def run(action: Action, policy: tuple[int, int], lo: int, hi: int) -> Runs:
+            """Simulations lo..hi-1 of ``action`` then ``policy``: success and spend per simulation."""
+            ok, spent, _ = sim(action, policy[0], policy[1], hi - lo, seed, first_sim=lo)
             return ok, spent
 
-        # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
-        best_action: Action = {}
-        best, best_runs = _Score(-1.0, 0.0), (np.zeros(self.n_sims, np.bool_), np.zeros(self.n_sims, np.int64))
-        policy_values: list[tuple[_Score, tuple[int, int]]] = []
+        def extend(action: Action, policy: tuple[int, int], screened: Runs) -> Runs:
+            """The screened simulations plus the rest, up to ``n_all``."""
+            if n_screen == n_all:
+                return screened
+            ok, spent = run(action, policy, n_screen, n_all)
+            return np.concatenate([screened[0], ok]), np.concatenate([screened[1], spent])
+
+        # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s). They race: every policy
+        # runs the first quarter of the simulations, and the leaders there (at most a quarter of the
+        # portfolio, and only those not clearly behind the first) run them all.
+        screens = []
         for policy in self.portfolio:
             action = self._base_action(snapshot, policy)
-            ok, spent = run(action, policy, self.n_sims)
-            s = _Score.of(ok, spent)
+            screened = run(action, policy, 0, n_screen)
+            screens.append((_Score.of(*screened), policy, action, screened))
+        screens.sort(key=lambda x: (-x[0].value, x[0].cost))
+        lead = screens[0][0].value * n_screen
+        behind = 2.0 * math.sqrt(lead * (n_screen - lead) / n_screen) + 1.0  # two sd of the leader, plus one
+        keep = max(2, len(self.portfolio) // 4)
+        best_action: Action = {}
+        best, best_runs = _Score(-1.0, 0.0), (np.zeros(n_all, np.bool_), np.zeros(n_all, np.int64))
+        policy_values: list[tuple[_Score, tuple[int, int]]] = []
+        for rank, (screen, policy, action, screened) in enumerate(screens):
+            if rank >= keep or screen.value * n_screen < lead - behind:
+                policy_values.append((_Score(screen.value - 1.0, screen.cost), policy))  # ranked after the finalists
+                continue
+            runs = extend(action, policy, screened)
+            s = _Score.of(*runs)
             policy_values.append((s, policy))
             if s.beats(best):
-                best, best_action, best_runs = s, action, (ok, spent)
+                best, best_action, best_runs = s, action, runs
         policy_values.sort(key=lambda sv: (-sv[0].value, sv[0].cost))
         continuations = [p for _, p in policy_values[: self.top]]
 
         # Mixed actions: change one ready subtask at a time; keep a change when it scores better. A candidate
-        # is screened first on a quarter of the simulations under the best continuation (common random
-        # numbers: the same runs the incumbent was scored on); only one that beats the incumbent there is
-        # scored in full against the top continuations.
-        n_screen = max(1, self.n_sims // 4)
+        # is screened first on the first quarter of the simulations under the best continuation (common random
+        # numbers: the same runs the incumbent was scored on); only one that beats the incumbent there runs
+        # the rest, and the other top continuations.
         options: list[Launch | None] = [None, *(Launch(j, k) for j, k in self.portfolio)]
         seen = {_key(best_action)}
         improved = True
@@ -150,14 +174,15 @@ class MCPPlanner(Planner):
                     if key in seen:
                         continue
                     seen.add(key)
-                    screen = _Score.of(*run(cand, continuations[0], n_screen))
-                    if not screen.beats(_Score.of(best_runs[0][:n_screen], best_runs[1][:n_screen])):
+                    screened = run(cand, continuations[0], 0, n_screen)
+                    if not _Score.of(*screened).beats(_Score.of(best_runs[0][:n_screen], best_runs[1][:n_screen])):
                         continue
-                    s, s_runs = best, best_runs
-                    for p in continuations:
-                        ok, spent = run(cand, p, self.n_sims)
-                        if s is best or _Score.of(ok, spent).beats(s):
-                            s, s_runs = _Score.of(ok, spent), (ok, spent)
+                    s_runs = extend(cand, continuations[0], screened)
+                    s = _Score.of(*s_runs)
+                    for p in continuations[1:]:
+                        runs = run(cand, p, 0, n_all)
+                        if _Score.of(*runs).beats(s):
+                            s, s_runs = _Score.of(*runs), runs
                     if s.beats(best):
                         best, best_action, best_runs, improved = s, cand, s_runs, True
                     if self._out_of_time(start):
