@@ -119,7 +119,12 @@ def first_call_seconds(cache_dir: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=12, help="snapshots timed per configuration and ready count")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=12,
+        help="snapshots timed per ready count (3x as many over all stages and in the grid)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "planner_speed.csv"))
     args = ap.parse_args()
     examples = ROOT / "examples"
@@ -157,7 +162,7 @@ def main() -> None:
     ]
     for label, wf, snaps in cases:
         table = runtime.ProfileTable.from_workflow(wf)
-        snaps = pick(snaps or snapshots(wf, 0.05, 120.0, runs=12), args.repeats)
+        snaps = pick(snaps or snapshots(wf, 0.05, 120.0, runs=12), 3 * args.repeats)
         ready = round(statistics.fmean(len(s.ready) for s in snaps), 2)
         for n_sims in (16, 64, 256):
             for widths in ((1, 4), full):

@@ -7,10 +7,16 @@ common random numbers. The argmax is executed; the executor asks again after the
 
 Candidates always include the portfolio's base actions (each policy's own first decision), scored with
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
-safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error. Mixed actions (different models and
+safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error (and a base policy the race below
+drops was clearly behind on its screen). Mixed actions (different models and
 widths on different ready subtasks, or "not now" on some) come from a greedy sweep around the best action
-so far, screened on a quarter of the simulations and scored in full against the ``top`` best continuation
-policies only if the screen says it beats the incumbent; the sweep stops early at ``compute_ms``.
+so far; the sweep stops early at ``compute_ms``.
+
+Scoring races, to keep a decision in milliseconds: every candidate first runs the first quarter of the
+simulations. Only the base actions leading there (at most a quarter of the portfolio, none more than two
+standard deviations behind the first) and the mixed actions that beat the incumbent there run the rest,
+against the ``top`` best continuation policies. Simulation s is the same random stream for every
+candidate, so the screen and the full score compare on common random numbers.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ class MCPPlanner(Planner):
 
     Args:
         table: the run's profiles.
-        n_sims: simulations per (candidate, continuation) pair (the paper's N; default 64).
+        n_sims: simulations per (candidate, continuation) pair that survives the race (the paper's N;
+            default 64); the others run a quarter of them.
         widths: the width portfolio K (default 1, 4, 16, 64).
         models: indices of the models the planner may use (default all).
         seed: seeds the simulations; with no ``compute_ms`` the decisions are a function of the seed.

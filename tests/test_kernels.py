@@ -10,7 +10,7 @@ import pytest
 
 import runtime
 from planners.baselines import RetryPlanner
-from planners.kernels import simulate_snapshot
+from planners.kernels import SnapshotSim, simulate_snapshot
 from runtime._eval import evaluate
 from tests.conftest import EXAMPLES
 
@@ -83,6 +83,17 @@ def test_same_seed_same_draws_and_waiting_with_nothing_in_flight_fails() -> None
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     idle = simulate_snapshot(snap, {0: runtime.Launch(0, 0)}, 0, 2, 50, 3)  # "not now" on the only ready subtask
     assert not idle[0].any()
+
+
+def test_each_simulation_is_its_own_stream_so_a_range_can_be_replayed() -> None:
+    table = runtime.ProfileTable.from_workflow(runtime.load_workflow(EXAMPLES / "release20.json"))
+    sim = SnapshotSim(start_snapshot(table, 1.0, 900.0))
+    whole = sim({}, 1, 4, 64, 11)
+    head, tail = sim({}, 1, 4, 16, 11), sim({}, 1, 4, 48, 11, first_sim=16)
+    for x, h, t in zip(whole, head, tail, strict=True):
+        assert np.array_equal(x, np.concatenate([h, t]))
+    other = sim({}, 1, 4, 64, 12)
+    assert not np.array_equal(whole[1], other[1]), "another seed draws other runs"
 
 
 def test_in_flight_batches_are_continued_from_a_mid_run_snapshot() -> None:
