@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from runtime._snapshot import Decision, FailedBatch, InFlight, Launch, Snapshot
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    Played = tuple[np.ndarray, np.ndarray, np.ndarray]  # per run: success, pico-dollars spent, seconds elapsed
 
 __all__ = ["Decision", "FailedBatch", "InFlight", "Launch", "Planner", "Snapshot"]
 
@@ -29,3 +35,10 @@ class Planner(ABC):
     @abstractmethod
     def decide(self, snapshot: Snapshot) -> Decision:
         """Return the launches to make now; may be called from a worker thread."""
+
+    def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played | None:
+        """Runs ``first`` .. ``first + count - 1`` of this planner from ``start``, played whole in a
+        simulation kernel (the executor's execution model, on the profiles), each from its own random
+        stream of ``seed``; or None when the planner has no kernel form. predict uses it to avoid the
+        executor's per-event cost; it must release the GIL, as predict plays chunks in threads."""
+        return None

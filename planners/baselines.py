@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from planners.base import Decision, Launch, Planner, Snapshot
 
 if TYPE_CHECKING:
+    from planners.base import Played
     from runtime._profiles import ProfileTable
 
 __all__ = ["MAX_WIDTH", "RetryPlanner", "UniformPlanner"]
@@ -58,6 +59,11 @@ class RetryPlanner(Planner):
                 tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         return Decision(launches, reason=None if launches else "budget")
 
+    def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
+        from planners.kernels import SnapshotSim
+
+        return SnapshotSim(start)({}, self.model, self.k, count, seed, first_sim=first)
+
 
 class UniformPlanner(Planner):
     """Uniform: before the run, split the budget evenly across subtasks and turn each share into a fixed
@@ -92,3 +98,8 @@ class UniformPlanner(Planner):
                 tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         # Out of rollouts or out of ledger: either way this static split has no money left for the subtask.
         return Decision(launches, reason=None if launches else "budget")
+
+    def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
+        from planners.kernels import SnapshotSim
+
+        return SnapshotSim(start)({}, self.model, MAX_WIDTH, count, seed, rollouts=self.rollouts, first_sim=first)

@@ -22,7 +22,7 @@ replayed on its own, and a draw costs a few nanoseconds.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import njit
@@ -30,16 +30,28 @@ from numba import njit
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from runtime._profiles import ProfileTable
     from runtime._snapshot import Launch, Snapshot
 
-__all__ = ["SnapshotSim", "simulate", "simulate_snapshot"]
+__all__ = ["SnapshotSim", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
+NO_ROLLOUTS = np.zeros(0, np.int64)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+
+# Acklam's rational approximation of the standard normal quantile (relative error below 1.2e-9).
+_QA = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+       -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+_QB = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+       -1.328068155288572e01)  # fmt: skip
+_QC = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+       4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+_QD = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+_Q_TAIL = 0.02425
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -50,48 +62,45 @@ def _mix(z):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _seed_sim(rng, seed, sim):
-    """Simulation ``sim`` of ``seed`` gets a stream of its own, so any range of simulations can be replayed."""
-    rng[0] = _mix(_mix(np.uint64(seed) + _GOLDEN) ^ np.uint64(sim))
+def _stream(seed, sim):
+    """The generator state of simulation ``sim`` of ``seed``: each simulation can be replayed on its own."""
+    return _mix(_mix(np.uint64(seed) + _GOLDEN) ^ np.uint64(sim))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _uniform(rng):
-    """A uniform in [0, 1) from SplitMix64 (``rng`` is its one-word state): cheap, and seeded per simulation."""
-    rng[0] += _GOLDEN
-    return float(_mix(rng[0]) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+def _uniform(state):
+    """SplitMix64: the next state and a uniform in [0, 1). Scalars only, so a call costs a few nanoseconds."""
+    state = state + _GOLDEN
+    return state, float(_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _normal(rng):
-    """A standard normal by Box-Muller."""
-    u = 1.0 - _uniform(rng)  # in (0, 1]
-    return math.sqrt(-2.0 * math.log(u)) * math.cos(2.0 * math.pi * _uniform(rng))
+def _upper_quantile(w):
+    """The standard normal z with P(Z > z) = w, for w in (0, 1]."""
+    if w < _Q_TAIL:
+        q = math.sqrt(-2.0 * math.log(w))
+        num = ((((_QC[0] * q + _QC[1]) * q + _QC[2]) * q + _QC[3]) * q + _QC[4]) * q + _QC[5]
+        return -num / ((((_QD[0] * q + _QD[1]) * q + _QD[2]) * q + _QD[3]) * q + 1.0)
+    if w <= 1.0 - _Q_TAIL:
+        q = 0.5 - w
+        r = q * q
+        num = (((((_QA[0] * r + _QA[1]) * r + _QA[2]) * r + _QA[3]) * r + _QA[4]) * r + _QA[5]) * q
+        return num / (((((_QB[0] * r + _QB[1]) * r + _QB[2]) * r + _QB[3]) * r + _QB[4]) * r + 1.0)
+    q = math.sqrt(-2.0 * math.log(1.0 - w))
+    num = ((((_QC[0] * q + _QC[1]) * q + _QC[2]) * q + _QC[3]) * q + _QC[4]) * q + _QC[5]
+    return num / ((((_QD[0] * q + _QD[1]) * q + _QD[2]) * q + _QD[3]) * q + 1.0)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens,
-          pool_latency, max_tokens, ttft, tps):  # fmt: skip
-    cap = max_tokens[j]
-    latency = math.nan
-    k = kind[i, j]
-    if k == _KIND_POOL:
-        r = pool_start[i, j] + min(int(_uniform(rng) * pool_len[i, j]), pool_len[i, j] - 1)
-        ok = pool_success[r] == 1
-        tokens = pool_tokens[r]
-        latency = pool_latency[r]
-    elif k == _KIND_FIXED:
-        ok = _uniform(rng) < p_draw[i, j]
-        tokens = fixed_tokens[i, j]
-    else:
-        ok = _uniform(rng) < p_draw[i, j]
-        tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * _normal(rng)))))
-    if tokens > cap:
-        ok = False
-        tokens = cap
-    if math.isnan(latency):
-        latency = ttft[j] + tokens / tps[j]
-    return ok, tokens, latency
+def _next_upper(state, w, m):
+    """The next of ``m`` order statistics above the last one, as an upper tail mass ``w`` (1 - u).
+
+    The smallest of m uniforms on (u, 1) is 1 - w V^(1/m) with V uniform: drawing a batch's samples one at a
+    time, in the order they end, takes one uniform each and stops when the batch's outcome is known.
+    """
+    state, v = _uniform(state)
+    v = 1.0 - v  # in (0, 1]
+    return state, w * (v if m == 1 else math.exp(math.log(v) / m))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -104,31 +113,35 @@ def _tokens_at(elapsed, tokens, latency, ttft):
     return min(tokens, int(math.floor(tokens * (elapsed - start) / (latency - start))))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def simulate(
-    # the profile table
-    dep_ptr, dep_idx, child_ptr, child_idx, cheapest, input_tokens, in_price, out_price, tps, ttft, max_tokens,
-    kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
-    worst_cost, min_latency,
-    # the snapshot
-    completed, fl_sub, fl_model, fl_k, fl_elapsed, fl_open, fl_done, budget_left, tokens_left, time_left,
-    cancel_siblings,
-    # what to simulate
-    act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, launched0, first_sim, n_sims, seed,
-):  # fmt: skip
-    """Simulate ``n_sims`` runs; return (success, spent pusd, end time) per run, relative to the snapshot.
+@njit(cache=True, nogil=True, inline="always")
+def _streamed(elapsed, ttft, tps, cap):
+    """Output tokens an unfinished attempt of computed latency has produced ``elapsed`` seconds in."""
+    if elapsed <= ttft:
+        return 0
+    return min(cap, int(math.floor((elapsed - ttft) * tps + 1e-9)))
 
-    The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
-    ``k = 0``, waits: "not now"); an empty action means the continuation policy decides from the start, which
-    simulates the policy's own value. ``tokens_left < 0`` means no output-token cap; ``cont_k = 0`` means no
-    continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform instead (each subtask launches
-    its remaining rollouts, ``launched0`` counting those launched before the snapshot, at most
-    ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream fixed by ``seed`` and
-    that number alone, so candidates compare on common random numbers and a planner can score a candidate
-    on the first simulations, then extend to more without replaying those.
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim, n_sims, seed,
+          stop_at_change):  # fmt: skip
+    """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
+
+    Returns per-run success, pico-dollars spent and end time (relative to the snapshot), and, when
+    ``stop_at_change``, the state of the last run where it stopped (as a snapshot tuple; else ``snap``) with
+    a status: 0 stopped at an event that changes what is possible, 1 succeeded, 2 failed.
+
+    A batch's samples are drawn lazily, in the order they end (order statistics of the length
+    distribution; pool rows are stored by latency): only the head of each open batch exists, the next one
+    is drawn when it ends, and when the batch stops early (a success cancels its siblings, or the deadline
+    passes) the samples never drawn are charged what they streamed: the same for all of them when latency
+    follows from length, drawn one by one for pools that recorded latency.
     """
+    (dep_ptr, dep_idx, child_ptr, child_idx, cheapest, input_tokens, in_price, out_price, tps, ttft, max_tokens,
+     kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
+     worst_cost, min_latency) = tab  # fmt: skip
+    (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
+     cancel_siblings) = snap  # fmt: skip
     n = kind.shape[0]
-    rng = np.zeros(1, np.uint64)
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
     end_out = np.zeros(n_sims, np.float64)
@@ -149,79 +162,95 @@ def simulate(
     for i in range(n):
         if state0[i] == 3:
             n_done0 += 1
+    # Batches in flight at the snapshot: their open samples are drawn conditioned on not having ended before
+    # the age they have reached, i.e. from the upper tail mass fl_w of the latency distribution from that
+    # age on (a sample ending exactly now has not been handled yet). A batch no draw could still be running
+    # in ends at once, failed (fl_w = 0).
+    n_fl = fl_sub.shape[0]
+    fl_w = np.ones(n_fl, np.float64)
+    for f in range(n_fl):
+        i, j, e = fl_sub[f], fl_model[f], fl_elapsed[f] - 1e-9
+        kd = kind[i, j]
+        if kd == _KIND_POOL:
+            first, length = pool_start[i, j], pool_len[i, j]
+            c = 0
+            while c < length:
+                r = first + c
+                lat = pool_latency[r]
+                if math.isnan(lat):
+                    lat = ttft[j] + min(pool_tokens[r], max_tokens[j]) / tps[j]
+                if lat >= e:
+                    break
+                c += 1
+            fl_w[f] = 1.0 - c / length
+        elif kd == _KIND_FIXED:
+            fl_w[f] = 1.0 if ttft[j] + min(fixed_tokens[i, j], max_tokens[j]) / tps[j] >= e else 0.0
+        else:
+            x = math.ceil((e - ttft[j]) * tps[j])  # an attempt lasts until e iff it has at least x tokens
+            if x > max_tokens[j]:
+                fl_w[f] = 0.0
+            elif x > 1 and ln_sigma[i, j] > 0:
+                z = (math.log(x - 0.5) - ln_mu[i, j]) / ln_sigma[i, j]
+                fl_w[f] = 0.5 * math.erfc(z / math.sqrt(2.0))
+            elif x > 1:
+                fl_w[f] = 1.0 if round(math.exp(ln_mu[i, j])) >= x else 0.0
 
-    # Samples and batches live in arrays reused across simulations (grown when a run needs more). A batch's
-    # samples are contiguous from ``b_first``; ``order`` lists them by end time (ties by sample index) and
-    # ``b_next`` is the next one to end, so the next event is the earliest head among the open batches
-    # (``open_b``): a scan over batches, not samples.
-    s_end = np.empty(64, np.float64)
-    s_start = np.empty(64, np.float64)
-    s_ok = np.empty(64, np.bool_)
-    s_tokens = np.empty(64, np.int64)
-    order = np.empty(64, np.int64)
-    b_sub = np.empty(16, np.int64)
-    b_model = np.empty(16, np.int64)
-    b_first = np.empty(16, np.int64)
-    b_k = np.empty(16, np.int64)
-    b_next = np.empty(16, np.int64)
-    b_done = np.empty(16, np.bool_)
-    open_b = np.empty(16, np.int64)
+    # A subtask has at most one open batch (a batch that completed it may run on when siblings are kept,
+    # but the subtask is never launched again), so open batches live in slots indexed by subtask, allocated
+    # once: arrays reassigned inside the loop would cost reference counting on every event. ``open_b``
+    # lists the open slots; each holds its head, the next of its samples to end (``h_*``), drawn when
+    # ``b_pending``; ``b_seq`` is the launch order, which breaks ties between batches as the executor does.
+    b_model = np.empty(n, np.int64)
+    b_seq = np.empty(n, np.int64)
+    b_start = np.empty(n, np.float64)
+    b_left = np.empty(n, np.int64)  # samples not drawn yet
+    b_w = np.empty(n, np.float64)  # upper tail mass of the last sample drawn
+    b_done = np.empty(n, np.bool_)
+    b_dead = np.empty(n, np.bool_)
+    b_pending = np.empty(n, np.bool_)
+    h_end = np.empty(n, np.float64)
+    h_ok = np.empty(n, np.bool_)
+    h_tokens = np.empty(n, np.int64)
+    open_b = np.empty(n, np.int64)
+    last, status = snap, 2
     for s in range(n_sims):
-        _seed_sim(rng, seed, first_sim + s)
+        rng = _stream(seed, first_sim + s)
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
         launched = launched0.copy()
-        n_samples = 0
         n_batches = 0
         n_open = 0
         avail = budget_left
         tok_avail = tokens_left
         spent = 0
         now = 0.0
-        # batches already in flight: their samples are drawn conditioned on still running
-        for f in range(fl_sub.shape[0]):
-            k = fl_open[f]
-            if n_samples + k > s_end.shape[0]:
-                s_end, s_start, s_ok, s_tokens, order = _grow_samples(
-                    2 * (n_samples + k), n_samples, s_end, s_start, s_ok, s_tokens, order)  # fmt: skip
-            if n_batches == b_sub.shape[0]:
-                b_sub, b_model, b_first, b_k, b_next, b_done, open_b = _grow_batches(
-                    2 * n_batches, n_batches, n_open, b_sub, b_model, b_first, b_k, b_next, b_done, open_b)  # fmt: skip
-            i, j = fl_sub[f], fl_model[f]
-            b = n_batches
-            n_batches += 1
-            b_sub[b], b_model[b], b_first[b], b_k[b], b_next[b], b_done[b] = i, j, n_samples, k, 0, fl_done[f]
+        for f in range(n_fl):
+            i = fl_sub[f]
             if not fl_done[f]:
                 state[i] = 2
-            for x in range(k):
-                ok, tokens, latency = False, 0, 0.0
-                for _ in range(64):
-                    ok, tokens, latency = _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
-                                                pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
-                                                ttft, tps)  # fmt: skip
-                    if latency > fl_elapsed[f]:
-                        break
-                if latency <= fl_elapsed[f]:  # no draw lasts this long: it ends now, having failed
-                    ok, latency = False, fl_elapsed[f]
-                q = n_samples + x
-                s_start[q] = -fl_elapsed[f]
-                s_end[q] = latency - fl_elapsed[f]
-                s_ok[q], s_tokens[q] = ok, tokens
-            _sort_batch(s_end, order, n_samples, k)
-            n_samples += k
-            if k > 0:
-                open_b[n_open] = b
-                n_open += 1
-        # the first action, then the continuation policy after every change
+            if fl_open[f] <= 0:
+                continue
+            b_model[i], b_seq[i], b_start[i], b_left[i] = fl_model[f], n_batches, -fl_elapsed[f], fl_open[f]
+            n_batches += 1
+            b = i
+            b_w[b], b_done[b], b_dead[b], b_pending[b] = fl_w[f], fl_done[f], fl_w[f] <= 0.0, True
+            open_b[n_open] = b
+            n_open += 1
         use_action = act_sub.shape[0] > 0
         changed = True
         result = False
+        decided = False
+        stopped = False
         while True:
             if n_done == n:
                 result = True
                 break
             if changed:
+                if stop_at_change and decided:
+                    stopped = True
+                    break
+                decided = True
                 changed = False
                 # The policy's own view of what is left: like the Retry planner, it counts every batch it
                 # asks for, even one the executor then refuses for lack of time.
@@ -259,62 +288,74 @@ def simulate(
                     avail -= k * worst_cost[i, j]
                     if tok_avail >= 0:
                         tok_avail -= k * max_tokens[j]
-                    if n_samples + k > s_end.shape[0]:
-                        s_end, s_start, s_ok, s_tokens, order = _grow_samples(
-                            2 * (n_samples + k), n_samples, s_end, s_start, s_ok, s_tokens, order)  # fmt: skip
-                    if n_batches == b_sub.shape[0]:
-                        b_sub, b_model, b_first, b_k, b_next, b_done, open_b = _grow_batches(
-                            2 * n_batches, n_batches, n_open, b_sub, b_model, b_first, b_k, b_next, b_done,
-                            open_b)  # fmt: skip
-                    b = n_batches
+                    b = i
+                    b_model[b], b_seq[b], b_start[b], b_left[b] = j, n_batches, now, k
                     n_batches += 1
-                    b_sub[b], b_model[b], b_first[b], b_k[b], b_next[b], b_done[b] = i, j, n_samples, k, 0, False
+                    b_w[b], b_done[b], b_dead[b], b_pending[b] = 1.0, False, False, True
                     state[i] = 2
                     launched[i] += k
-                    for x in range(k):
-                        ok, tokens, latency = _draw(rng, i, j, kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start,
-                                                    pool_len, pool_success, pool_tokens, pool_latency, max_tokens,
-                                                    ttft, tps)  # fmt: skip
-                        q = n_samples + x
-                        s_start[q], s_end[q] = now, now + latency
-                        s_ok[q], s_tokens[q] = ok, tokens
-                    _sort_batch(s_end, order, n_samples, k)
-                    n_samples += k
                     open_b[n_open] = b
                     n_open += 1
                 use_action = False
             if n_open == 0:
                 break
-            # the next sample to end: earliest time, then batch, then sample index
+            # Draw the heads that are due, and find the next sample to end: earliest time, then batch.
             bi = -1
             best_end = math.inf
             for a in range(n_open):
                 b = open_b[a]
-                e = s_end[order[b_first[b] + b_next[b]]]
-                if bi < 0 or e < best_end or (e == best_end and b < open_b[bi]):
+                if b_pending[b]:
+                    b_pending[b] = False
+                    i, j = b, b_model[b]
+                    cap = max_tokens[j]
+                    rng, w = _next_upper(rng, b_w[b], b_left[b])
+                    b_w[b] = w
+                    b_left[b] -= 1
+                    latency = math.nan
+                    kd = kind[i, j]
+                    if b_dead[b]:
+                        ok, tokens, latency = False, cap, -b_start[b]
+                        if kd == _KIND_POOL:
+                            tokens = min(cap, pool_tokens[pool_start[i, j] + pool_len[i, j] - 1])
+                    elif kd == _KIND_POOL:
+                        length = pool_len[i, j]
+                        r = pool_start[i, j] + min(int((1.0 - w) * length), length - 1)
+                        ok = pool_success[r] == 1
+                        tokens = pool_tokens[r]
+                        latency = pool_latency[r]
+                    else:
+                        rng, u = _uniform(rng)
+                        ok = u < p_draw[i, j]
+                        if kd == _KIND_FIXED:
+                            tokens = fixed_tokens[i, j]
+                        else:
+                            z = _upper_quantile(w)
+                            tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * z))))
+                    if tokens > cap:
+                        ok = False
+                        tokens = cap
+                    if math.isnan(latency):
+                        latency = ttft[j] + tokens / tps[j]
+                    h_end[b] = max(b_start[b] + latency, 0.0)
+                    h_ok[b] = ok
+                    h_tokens[b] = tokens
+                e = h_end[b]
+                if bi < 0 or e < best_end or (e == best_end and b_seq[b] < b_seq[open_b[bi]]):
                     bi, best_end = a, e
             if best_end > time_left:
-                now = time_left
-                # deadline: everything in flight is cancelled and charged what it produced
-                for a in range(n_open):
-                    b = open_b[a]
-                    j = b_model[b]
-                    for r in range(b_first[b] + b_next[b], b_first[b] + b_k[b]):
-                        q = order[r]
-                        toks = _tokens_at(now - s_start[q], s_tokens[q], s_end[q] - s_start[q], ttft[j])
-                        spent += input_tokens[b_sub[b]] * in_price[j] + toks * out_price[j]
+                now = time_left  # the deadline: what is in flight is cancelled (below)
                 break
-            b = open_b[bi]
-            q = order[b_first[b] + b_next[b]]
-            b_next[b] += 1
-            now = s_end[q]
-            i, j = b_sub[b], b_model[b]
-            cost = input_tokens[i] * in_price[j] + s_tokens[q] * out_price[j]
+            a = bi
+            b = open_b[a]
+            now = best_end
+            i, j = b, b_model[b]
+            tokens = h_tokens[b]
+            cost = input_tokens[i] * in_price[j] + tokens * out_price[j]
             spent += cost
             avail += worst_cost[i, j] - cost
             if tok_avail >= 0:
-                tok_avail += max_tokens[j] - s_tokens[q]
-            if s_ok[q] and state[i] != 3:
+                tok_avail += max_tokens[j] - tokens
+            if h_ok[b] and state[i] != 3:
                 state[i] = 3
                 b_done[b] = True
                 n_done += 1
@@ -324,91 +365,157 @@ def simulate(
                     deps_left[ch] -= 1
                     if deps_left[ch] == 0:
                         state[ch] = 1
-                if cancel_siblings:
-                    for r in range(b_first[b] + b_next[b], b_first[b] + b_k[b]):
-                        q2 = order[r]
-                        toks = _tokens_at(now - s_start[q2], s_tokens[q2], s_end[q2] - s_start[q2], ttft[j])
-                        c2 = input_tokens[i] * in_price[j] + toks * out_price[j]
-                        spent += c2
-                        avail += worst_cost[i, j] - c2
-                        if tok_avail >= 0:
-                            tok_avail += max_tokens[j] - toks
-                    b_next[b] = b_k[b]
-            if b_next[b] == b_k[b]:
+                if cancel_siblings and b_left[b] > 0:
+                    m = b_left[b]
+                    el = now - b_start[b]
+                    if kind[i, j] == _KIND_POOL:
+                        rng, c, tk = _cancel_pool(rng, b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
+                                                  pool_latency, input_tokens, in_price, out_price, ttft, tps,
+                                                  max_tokens)  # fmt: skip
+                    else:
+                        tk = m * _streamed(el, ttft[j], tps[j], max_tokens[j])
+                        c = m * input_tokens[i] * in_price[j] + tk * out_price[j]
+                    spent += c
+                    avail += m * worst_cost[i, j] - c
+                    if tok_avail >= 0:
+                        tok_avail += m * max_tokens[j] - tk
+                    b_left[b] = 0
+            if b_left[b] == 0:
                 n_open -= 1
-                open_b[bi] = open_b[n_open]
+                open_b[a] = open_b[n_open]
                 changed = True
                 if not b_done[b]:
                     state[i] = 1
+            else:
+                b_pending[b] = True
+        # Whatever is still in flight (at the deadline; or siblings kept running once the last subtask is
+        # done) is cancelled now and charged what it produced: its drawn head, and the samples not drawn.
+        for a in range(0 if stopped else n_open):
+            b = open_b[a]
+            i, j = b, b_model[b]
+            el = now - b_start[b]
+            if not b_pending[b]:
+                spent += input_tokens[i] * in_price[j]
+                spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b], ttft[j]) * out_price[j]
+            m = b_left[b]
+            if m > 0 and kind[i, j] == _KIND_POOL:
+                rng, c, tk = _cancel_pool(rng, b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens, pool_latency,
+                                          input_tokens, in_price, out_price, ttft, tps, max_tokens)  # fmt: skip
+            else:
+                tk = m * _streamed(el, ttft[j], tps[j], max_tokens[j])
+                c = m * input_tokens[i] * in_price[j] + tk * out_price[j]
+            spent += c
         success[s] = result
         spent_out[s] = spent
         end_out[s] = now
-    return success, spent_out, end_out
+        if stop_at_change:
+            status = 0 if stopped else (1 if result else 2)
+            fl = np.empty(n_open, np.int64)
+            for a in range(n_open):
+                fl[a] = open_b[a]
+            fl = np.sort(fl)
+            opens = np.empty(n_open, np.int64)
+            for a in range(n_open):
+                opens[a] = b_left[fl[a]] + (0 if b_pending[fl[a]] else 1)
+            last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
+                    time_left - now, cancel_siblings)  # fmt: skip
+    return success, spent_out, end_out, last, status
 
 
 @njit(cache=True, nogil=True)
-def _sort_batch(s_end, order, first, k):  # fmt: skip
-    """Fill ``order[first:first + k]`` with the batch's samples by end time; ties keep sample order.
+def simulate(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim, n_sims, seed):
+    """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time) per run, relative to it.
 
-    Insertion sort in place: batches are at most a few dozen samples, and it allocates nothing.
+    ``tab`` is :func:`table_arrays` of the profile table, ``snap`` :func:`snapshot_arrays` of the snapshot.
+    The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
+    ``k = 0``, waits: "not now"); an empty action means the continuation policy decides from the start, which
+    simulates the policy's own value. ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes
+    the continuation Uniform instead (each subtask launches its remaining rollouts, those launched before the
+    snapshot counted, at most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream
+    fixed by ``seed`` and that number alone, so candidates compare on common random numbers and a planner
+    can score a candidate on the first simulations, then extend to more without replaying those.
     """
-    for r in range(k):
-        q = first + r
-        x = r
-        while x > 0 and s_end[order[first + x - 1]] > s_end[q]:
-            order[first + x] = order[first + x - 1]
-            x -= 1
-        order[first + x] = q
+    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim,
+                                 n_sims, seed, False)  # fmt: skip
+    return ok, spent, end
 
 
 @njit(cache=True, nogil=True)
-def _grow_samples(cap, n, s_end, s_start, s_ok, s_tokens, order):  # fmt: skip
-    e, st, ok = np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.bool_)
-    t, o = np.empty(cap, np.int64), np.empty(cap, np.int64)
-    e[:n], st[:n], ok[:n], t[:n], o[:n] = s_end[:n], s_start[:n], s_ok[:n], s_tokens[:n], order[:n]
-    return e, st, ok, t, o
+def step(tab, snap, act_sub, act_model, act_k, seed, stream):
+    """Launch ``act_*`` from ``snap`` and play on to the next event that changes what is possible (a subtask
+    completes, a batch ends): what a real run does between two decisions. Returns the snapshot there, the
+    pico-dollars spent and seconds elapsed since ``snap``, and a status (0 a decision is due, 1 the run
+    succeeded, 2 it failed). Samples in flight are drawn anew at every step, conditioned on their age,
+    which is exact: a sample's future depends only on how long it has run.
+    """
+    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, 0, 0, NO_ROLLOUTS, stream, 1, seed,
+                                        True)  # fmt: skip
+    return nxt, spent[0], end[0], status
 
 
 @njit(cache=True, nogil=True)
-def _grow_batches(cap, n, n_open, b_sub, b_model, b_first, b_k, b_next, b_done, open_b):  # fmt: skip
-    a, m, f, k = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
-    x, d, o = np.empty(cap, np.int64), np.empty(cap, np.bool_), np.empty(cap, np.int64)
-    a[:n], m[:n], f[:n], k[:n], x[:n], d[:n] = b_sub[:n], b_model[:n], b_first[:n], b_k[:n], b_next[:n], b_done[:n]
-    o[:n_open] = open_b[:n_open]
-    return a, m, f, k, x, d, o
+def _cancel_pool(rng, w, m, elapsed, i, j, pool_start, pool_len, pool_tokens, pool_latency, input_tokens,
+                 in_price, out_price, ttft, tps, max_tokens):  # fmt: skip
+    """Pico-dollars and output tokens that the ``m`` samples of a pool batch not drawn yet (all ending after
+    its last drawn one, of upper tail mass ``w``) have produced when cancelled ``elapsed`` into the batch.
+
+    Rows may have recorded their own latency, so each is drawn, in order, and charged what it streamed.
+    (Samples whose latency follows from their length have all streamed the same: see ``_streamed``.)
+    """
+    cap = max_tokens[j]
+    cost, total = 0, 0
+    length = pool_len[i, j]
+    for x in range(m):
+        rng, w = _next_upper(rng, w, m - x)
+        r = pool_start[i, j] + min(int((1.0 - w) * length), length - 1)
+        tokens = min(pool_tokens[r], cap)
+        latency = pool_latency[r]
+        if math.isnan(latency):
+            latency = ttft[j] + tokens / tps[j]
+        toks = _tokens_at(elapsed, tokens, latency, ttft[j])
+        cost += input_tokens[i] * in_price[j] + toks * out_price[j]
+        total += toks
+    return rng, cost, total
+
+
+def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
+    """The profile table as the kernels take it: a tuple of its arrays."""
+    t = table
+    return (
+        t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
+        t.tokens_per_s, t.ttft_s, t.max_tokens, t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start,
+        t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
+    )  # fmt: skip
+
+
+def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
+    """A snapshot as the kernels take it: completed flags, the batches in flight (subtask, model, age, open
+    samples, done), samples launched per subtask, budget left (pusd), output tokens left (-1: no cap),
+    time left and the sibling rule."""
+    completed = np.zeros(snapshot.table.n_subtasks, np.bool_)
+    completed[list(snapshot.completed)] = True
+    fl = snapshot.in_flight
+    return (
+        completed,
+        np.array([b.subtask for b in fl], np.int64),
+        np.array([b.model for b in fl], np.int64),
+        np.array([snapshot.now - b.started_at for b in fl], np.float64),
+        np.array([b.open_samples for b in fl], np.int64),
+        np.array([b.done for b in fl], np.bool_),
+        np.array(snapshot.samples_launched, np.int64),
+        int(snapshot.budget_left_pusd),
+        -1 if snapshot.output_tokens_left is None else int(snapshot.output_tokens_left),
+        float(snapshot.time_left),
+        bool(snapshot.cancel_siblings),
+    )
 
 
 class SnapshotSim:
-    """A snapshot packed into the kernel's arrays once, then simulated under many actions and policies.
-
-    A planner scores dozens of (action, continuation) pairs per decision; packing the snapshot once keeps
-    the Python side of each call to the action's three small arrays.
-    """
+    """A snapshot packed into the kernel's arrays once, then simulated under many actions and policies."""
 
     def __init__(self, snapshot: Snapshot) -> None:
-        t = snapshot.table
-        completed = np.zeros(t.n_subtasks, np.bool_)
-        completed[list(snapshot.completed)] = True
-        fl = snapshot.in_flight
-        self._head = (
-            t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
-            t.tokens_per_s, t.ttft_s, t.max_tokens,
-            t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start, t.pool_len, t.pool_success,
-            t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
-            completed,
-            np.array([b.subtask for b in fl], np.int64),
-            np.array([b.model for b in fl], np.int64),
-            np.array([b.k for b in fl], np.int64),
-            np.array([snapshot.now - b.started_at for b in fl], np.float64),
-            np.array([b.open_samples for b in fl], np.int64),
-            np.array([b.done for b in fl], np.bool_),
-            snapshot.budget_left_pusd,
-            -1 if snapshot.output_tokens_left is None else snapshot.output_tokens_left,
-            snapshot.time_left,
-            snapshot.cancel_siblings,
-        )  # fmt: skip
-        self._launched = np.array(snapshot.samples_launched, np.int64)
-        self._no_rollouts = np.zeros(0, np.int64)
+        self._tab = table_arrays(snapshot.table)
+        self._snap = snapshot_arrays(snapshot)
 
     def __call__(
         self,
@@ -427,14 +534,14 @@ class SnapshotSim:
         """
         subs = sorted(action)
         return simulate(  # type: ignore[no-any-return]
-            *self._head,
+            self._tab,
+            self._snap,
             np.array(subs, np.int64),
             np.array([action[i].model for i in subs], np.int64),
             np.array([action[i].k for i in subs], np.int64),
             cont_model,
             cont_k,
-            np.array(rollouts, np.int64) if rollouts else self._no_rollouts,
-            self._launched,
+            np.array(rollouts, np.int64) if rollouts else NO_ROLLOUTS,
             first_sim,
             n_sims,
             seed,

@@ -1,35 +1,47 @@
 """How likely a run is to finish within its budget and deadline, before any money is spent.
 
 The MCP paper's closed-loop estimate (Appendix B.6): play ``runs`` complete executions of the online
-planner, replanning after every event exactly as a real run would, on the simulated backend built from the
-workflow's profiles, and count the ones that finish within both limits. The estimate is as good as the
-profiles: on the simulated backend it is the success rate ``ontime eval`` measures, up to Monte Carlo
-error, which the 95% interval states.
+planner, replanning after every event exactly as a real run would, on the workflow's profiles, and count
+the ones that finish within both limits. The estimate is as good as the profiles: on the simulated backend
+it is the success rate ``ontime eval`` measures, up to Monte Carlo error, which the 95% interval states.
 
-Predicted runs use seeds of their own (``PREDICT_SEED_OFFSET`` on), so a prediction never replays the
-runs an evaluation with small seeds measures.
+A planner with a kernel form (MCP, Retry, Uniform: :meth:`planners.base.Planner.play`) is played whole in a
+numba kernel that follows the executor's execution model, in threads (the kernels release the GIL); any
+other planner is played through the executor itself, in processes. Predicted runs use seeds of their own
+(``PREDICT_SEED_OFFSET`` on), so a prediction never replays the runs an evaluation with small seeds
+measures.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from runtime._api import WorkflowLike, prepare
 from runtime._errors import UsageError
-from runtime._eval import run_seeds, summarize, wilson_interval
+from runtime._eval import run_seeds, wilson_interval
+from runtime._money import PUSD_PER_USD
+from runtime._snapshot import Snapshot
 from runtime._spec import load_workflow
 from runtime._workflow import Workflow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from planners.base import Planner
     from runtime._eval import RunSummary
 
 __all__ = ["PREDICT_SEED_OFFSET", "Prediction", "predict"]
 
 PREDICT_SEED_OFFSET = 1_000_000_000
+CHECKPOINT = 100  # runs between the precision checks, so an early stop does not depend on timing
+_CHUNK = 20  # runs per kernel call: small enough for progress and for threads to share the work
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,7 @@ class Prediction:
     expected_cost: float  # US dollars, mean over all runs, failed ones included
     expected_elapsed: float  # seconds, mean over all runs
     wall_s: float  # how long the prediction took
+    method: str  # "kernel" (the planner played in a simulation kernel) or "executor"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +70,7 @@ class Prediction:
             "expected_cost": self.expected_cost,
             "expected_elapsed": self.expected_elapsed,
             "wall_s": self.wall_s,
+            "method": self.method,
         }
 
 
@@ -69,7 +83,7 @@ def predict(
     runs: int = 1000,
     precision: float | None = None,
     seed: int = 0,
-    workers: int = 1,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     **options: Any,
 ) -> Prediction:
@@ -80,7 +94,8 @@ def predict(
         precision: stop early, at a multiple of 100 runs, once the 95% interval's half-width is at most
             this (e.g. 0.03); None runs all ``runs``.
         seed: seeds the simulations (the planner's too); the same seed gives the same prediction.
-        workers: processes to simulate in; the prediction does not depend on it.
+        workers: threads (kernel) or processes (executor) to simulate in; default all cores for the
+            kernel, 1 for the executor. The prediction does not depend on it.
         progress: called with the number of simulations just finished.
         options: as for :func:`runtime.run` (``cancel_siblings``, ``output_token_cap``, ...).
     """
@@ -88,29 +103,97 @@ def predict(
         raise UsageError(f"runs must be a positive integer, not {runs!r}")
     if precision is not None and not (isinstance(precision, int | float) and 0 < precision < 1):
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     started = time.perf_counter()
     wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
-    planner_name = prepare(wf, budget, deadline, planner=planner, seed=seed, **options).planner.name
+    executor = prepare(wf, budget, deadline, planner=planner, seed=seed, **options)
+    pl = executor.planner
+    start = dataclasses.replace(
+        Snapshot.at_start(executor.table, executor.ledger.budget_pusd, float(deadline)),
+        output_tokens_left=options.get("output_token_cap"),
+        cancel_siblings=options.get("cancel_siblings", True),
+    )
 
-    def precise_enough(done: Sequence[RunSummary]) -> bool:
-        lo, hi = wilson_interval(sum(s.success for s in done), len(done))
+    def precise_enough(successes: int, n: int) -> bool:
+        lo, hi = wilson_interval(successes, n)
         return precision is not None and (hi - lo) / 2 <= precision
 
-    seeds = range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs)
-    summaries = run_seeds(
-        wf, budget, deadline, planner, seeds, workers=workers, progress=progress,
-        stop=precise_enough if precision is not None else None, **options,
+    # Planner time charged to the clock changes a run, and only the executor measures it.
+    played = None if options.get("charge_planner_time") else _play_in_threads(
+        pl, start, seed, runs, workers, progress, precise_enough
     )  # fmt: skip
-    report = summarize(summaries, budget=budget, deadline=deadline, planner=planner_name)
-    lo, hi = report["ci95"]
+    if played is not None:
+        ok, spent, elapsed = played
+        method = "kernel"
+    else:
+        summaries = run_seeds(
+            wf, budget, deadline, planner, range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs),
+            workers=workers or 1, progress=progress, stop_every=CHECKPOINT,
+            stop=(lambda done: precise_enough(sum(s.success for s in done), len(done))) if precision else None,
+            **options,
+        )  # fmt: skip
+        ok, spent, elapsed = _arrays(summaries)
+        method = "executor"
+    n = int(ok.size)
+    lo, hi = wilson_interval(int(ok.sum()), n)
     return Prediction(
-        planner=planner_name,
+        planner=pl.name,
         budget=float(budget),
         deadline=float(deadline),
-        runs=report["runs"],
-        p_success=report["p_success"],
+        runs=n,
+        p_success=float(ok.mean()),
         ci95=(lo, hi),
-        expected_cost=report["mean_cost"],
-        expected_elapsed=report["mean_elapsed"],
+        expected_cost=float(spent.mean()) / PUSD_PER_USD,
+        expected_elapsed=float(elapsed.mean()),
         wall_s=time.perf_counter() - started,
+        method=method,
+    )
+
+
+def _play_in_threads(
+    pl: Planner,
+    start: Snapshot,
+    seed: int,
+    runs: int,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+    enough: Callable[[int, int], bool],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Runs 0..runs-1 played by the planner's kernel, in chunks over threads, taken in order up to the
+    first checkpoint that is ``enough`` (so the answer does not depend on the threads); None if the planner
+    has no kernel form."""
+    stream = PREDICT_SEED_OFFSET + seed
+    first = pl.play(start, stream, 0, min(_CHUNK, runs))  # also compiles or loads the kernels, once
+    if first is None:
+        return None
+    parts = [first]
+    done, wins = first[0].size, int(first[0].sum())
+    if progress:
+        progress(done)
+    bounds = [(lo, min(runs, lo + _CHUNK)) for lo in range(done, runs, _CHUNK)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        futures = [pool.submit(pl.play, start, stream, lo, hi - lo) for lo, hi in bounds]
+        try:
+            for fut in futures:
+                if done % CHECKPOINT == 0 and enough(wins, done):
+                    break
+                part = fut.result()
+                assert part is not None
+                parts.append(part)
+                done, wins = done + part[0].size, wins + int(part[0].sum())
+                if progress:
+                    progress(part[0].size)
+        finally:
+            for fut in futures:
+                fut.cancel()
+    ok, spent, elapsed = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return ok, spent, elapsed
+
+
+def _arrays(summaries: Sequence[RunSummary]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.array([s.success for s in summaries], np.bool_),
+        np.array([s.cost_pusd for s in summaries], np.int64),
+        np.array([s.elapsed for s in summaries], np.float64),
     )

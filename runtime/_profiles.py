@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime._money import price_per_token_pusd
-from runtime._workflow import FixedTokens, ParametricProfile, Workflow
+from runtime._workflow import FixedTokens, ModelSpec, ParametricProfile, Workflow
 
 __all__ = ["KIND_FIXED", "KIND_LOGNORMAL", "KIND_POOL", "ProfileTable"]
 
@@ -52,7 +52,7 @@ class ProfileTable:
     ln_mu: F64  # [i, j] lognormal parameters of output tokens
     ln_sigma: F64
     fixed_tokens: I64  # [i, j]
-    pool_start: I64  # [i, j] rows pool_start .. pool_start + pool_len of the pool arrays
+    pool_start: I64  # [i, j] rows pool_start .. pool_start + pool_len of the pool arrays, by latency
     pool_len: I64
     pool_success: I8
     pool_tokens: I64
@@ -157,14 +157,17 @@ class ProfileTable:
                     kind[i, j] = KIND_POOL
                     pool_start[i, j] = len(ps)
                     pool_len[i, j] = len(prof.samples)
-                    lat = []
+                    # Rows are stored by the latency an attempt really has: a uniform row is still a uniform
+                    # draw, and the kernels draw a batch's samples in the order they end from it.
+                    lat = [_pool_latency(model, row) for row in prof.samples]
+                    by_latency = sorted(range(len(lat)), key=lat.__getitem__)
+                    rows = [prof.samples[r] for r in by_latency]
+                    lat = [lat[r] for r in by_latency]
                     n_ok = 0
-                    for ok, tokens, latency in prof.samples:
+                    for ok, tokens, latency in rows:
                         ps.append(int(ok))
                         pt.append(tokens)
                         pl.append(math.nan if latency is None else latency)
-                        capped = min(tokens, cap)
-                        lat.append(latency if latency is not None else model.ttft_s + capped / model.tokens_per_s)
                         n_ok += int(ok and tokens <= cap)
                     p[i, j] = n_ok / len(prof.samples)  # truncated rows already count as failures
                     mean_tokens[i, j] = float(np.mean(np.minimum(pt[-len(prof.samples) :], cap)))
@@ -215,6 +218,14 @@ class ProfileTable:
             min_latency=min_latency,
             cheapest=np.argmin(np.where(usable, mean_cost, np.iinfo(np.int64).max), axis=1).astype(np.int64),
         )
+
+
+def _pool_latency(model: ModelSpec, row: tuple[bool, int, float | None]) -> float:
+    """A pool row's latency: as recorded, or from its output tokens (capped) when it was not."""
+    latency = row[2]
+    if latency is not None:
+        return latency
+    return model.ttft_s + min(row[1], model.max_output_tokens) / model.tokens_per_s
 
 
 def _normal_cdf(x: float) -> float:

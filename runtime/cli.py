@@ -183,7 +183,16 @@ def predict(
         typer.Option(help="Stop once the 95% interval's half-width is at most this (e.g. 0.03).", show_default=False),
     ] = None,
     seed: Seed = 0,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Threads (kernel) or processes (executor); default: all cores, or 1.",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""

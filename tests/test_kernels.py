@@ -19,6 +19,9 @@ CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the 
     ("diamond.json", 0.05, 120.0, "small", 2, 1500),
     ("diamond.json", 0.3, 60.0, "large", 3, 1500),
     ("chain.json", 0.01, 40.0, "small", 4, 1500),
+    # wide batches: siblings cancelled on a pool with recorded latency, and at a deadline that binds
+    ("diamond.json", 0.1, 30.0, "small", 16, 1500),
+    ("release20.json", 4.0, 400.0, "mid", 16, 300),
 ]
 
 
@@ -43,6 +46,57 @@ def test_kernel_matches_the_executor(spec: str, budget: float, deadline: float, 
     assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
     assert spent.max() <= runtime._money.to_pusd(budget)
     assert end.max() <= deadline
+
+
+@pytest.mark.parametrize(("spec", "budget", "deadline", "model", "k"), [("diamond.json", 0.1, 40.0, "small", 8)])
+def test_kernel_matches_the_executor_when_siblings_run_on(
+    spec: str, budget: float, deadline: float, model: str, k: int
+) -> None:
+    wf = runtime.load_workflow(EXAMPLES / spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    snap = start_snapshot(table, budget, deadline, cancel=False)
+    ok, spent, end = simulate_snapshot(snap, {}, table.model_index(model), k, 4000, 1)
+    report = evaluate(wf, budget, deadline, planner=f"retry:{model}:{k}", runs=1500, seed=0, cancel_siblings=False)
+    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report["p_success"] * (1 - report["p_success"]) / 1500)
+    assert abs(ok.mean() - report["p_success"]) < 4 * se + 1e-3, (ok.mean(), report["p_success"])
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05)
+    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+
+
+@pytest.mark.parametrize("subtask", ["research_a", "research_b"])  # lognormal lengths; a pool with latency
+def test_samples_in_flight_are_drawn_given_that_they_are_still_running(subtask: str) -> None:
+    """An in-flight sample of age e ends after e with the profile's distribution conditioned on that."""
+    wf = runtime.load_workflow(EXAMPLES / "diamond.json")
+    table = runtime.ProfileTable.from_workflow(wf)
+    i, j, age = table.subtask_ids.index(subtask), table.model_index("small"), 9.0
+    others = frozenset(range(table.n_subtasks)) - {i}  # so the run succeeds exactly when the batch does
+    flight = runtime.InFlight(batch=0, subtask=i, model=j, k=3, started_at=0.0, open_samples=3, done=False)
+    snap = runtime.Snapshot(
+        table=table, now=age, time_left=1e6, budget_pusd=10**12, budget_left_pusd=10**12, output_tokens_left=None,
+        completed=others, ready=(), in_flight=(flight,), failed=(), samples_launched=(0,) * table.n_subtasks,
+    )  # fmt: skip
+    ok, _spent, end = simulate_snapshot(snap, {}, j, 0, 20000, 5)  # no continuation: the batch alone
+    from adapters.sim import draw_sample
+
+    rng, first_ends, first_ok = __import__("random").Random(0), [], []
+    while len(first_ends) < 20000:  # the same by rejection: three samples that last longer than age
+        draws = [draw_sample(table, i, j, rng) for _ in range(3)]
+        if all(lat > age for _, _, lat in draws):
+            wins = [lat for good, _, lat in draws if good]
+            first_ends.append((min(wins) if wins else max(lat for _, _, lat in draws)) - age)
+            first_ok.append(bool(wins))
+    assert ok.mean() == pytest.approx(np.mean(first_ok), abs=0.02)
+    assert end.mean() == pytest.approx(np.mean(first_ends), rel=0.03)
+    assert end.min() >= 0.0
+
+
+def test_normal_quantile_is_accurate_in_the_body_and_the_tails() -> None:
+    from statistics import NormalDist
+
+    from planners.kernels import _upper_quantile
+
+    for w in (1e-12, 1e-6, 0.001, 0.02, 0.0243, 0.1, 0.5, 0.77, 0.9757, 0.99, 1 - 1e-9):
+        assert _upper_quantile(w) == pytest.approx(NormalDist().inv_cdf(1 - w), rel=1e-6, abs=1e-8), w
 
 
 @pytest.mark.parametrize(

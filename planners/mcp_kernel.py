@@ -1,0 +1,334 @@
+"""MCP's decision and closed-loop runs as numba kernels, so neither holds the GIL nor pays Python per step.
+
+:func:`decide` is Algorithm 1 of the MCP paper for one snapshot (see :mod:`planners.mcp` for the method);
+:func:`closed_loop` plays whole runs of the MCP planner: at every event that changes what is possible it
+asks :func:`decide`, launches the answer, and moves on with :func:`planners.kernels.step`, which follows
+the executor's execution model. That is the paper's closed-loop prediction (B.6) without the executor's
+per-event cost; ``tests/test_predict.py`` and ``benchmarks/predict_calibration.py`` check it against runs
+of the real executor.
+
+Actions are two arrays indexed by subtask: the model (-1: nothing launched) and the width.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from numba import njit, objmode
+
+from planners.kernels import NO_ROLLOUTS, simulate, step
+
+__all__ = ["closed_loop", "decide"]
+
+
+@njit(cache=True)
+def _clock():
+    """Wall time in a kernel, for the compute cap only (it takes the GIL for a moment)."""
+    with objmode(t="float64"):
+        t = time.perf_counter()
+    return t
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _beats(value, cost, other_value, other_cost):
+    """Higher chance wins; on equal chances the cheaper, unless both are nil (then the first found stays)."""
+    return value > other_value or (value == other_value and value > 0 and cost < other_cost)
+
+
+@njit(cache=True, nogil=True)
+def _score(tab, snap, ready, act_m, act_k, model, k, first, count, seed):
+    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then Seq-(model, k)."""
+    r = ready.shape[0]
+    models = np.zeros(r, np.int64)
+    widths = np.zeros(r, np.int64)
+    for a in range(r):
+        i = ready[a]
+        if act_m[i] >= 0:
+            models[a], widths[a] = act_m[i], act_k[i]
+    ok, spent, _ = simulate(tab, snap, ready, models, widths, model, k, NO_ROLLOUTS, first, count, seed)
+    return np.int64(ok.sum()), np.int64(spent.sum())
+
+
+@njit(cache=True, nogil=True)
+def _retry_action(tab, snap, ready, model, k):
+    """What Seq-(model, k) launches from ``snap``: the Retry planner's rule (fallback model, batches shrunk to
+    fit the budget and token cap left, in order of the ready list)."""
+    cheapest, max_tokens, kind, worst_cost = tab[4], tab[10], tab[11], tab[21]
+    left, tokens = snap[7], snap[8]
+    n = kind.shape[0]
+    act_m = np.full(n, -1, np.int64)
+    act_k = np.zeros(n, np.int64)
+    for i in ready:
+        j = model if kind[i, model] >= 0 else cheapest[i]
+        w = worst_cost[i, j]
+        kk = min(k, left // w) if w > 0 else k
+        if tokens >= 0:
+            kk = min(kk, tokens // max_tokens[j])
+        if kk >= 1:
+            act_m[i], act_k[i] = j, kk
+            left -= kk * w
+            if tokens >= 0:
+                tokens -= kk * max_tokens[j]
+    return act_m, act_k
+
+
+@njit(cache=True, nogil=True)
+def _make_room(tab, snap, act_m, act_k, i, model, k):
+    """The action with subtask i set to (model, k), the other launches shrunk in subtask order (Retry's
+    rule) to fit the budget and token cap left; (model, k) itself shrinks too. ``ok`` False if not one
+    sample of it fits.
+
+    Without the shrinking, a sweep that changes one subtask at a time could never move from, say, a wide
+    cheap batch everywhere to one strong sample on the bottleneck plus a narrower cheap batch.
+    """
+    max_tokens, worst_cost = tab[10], tab[21]
+    money, tokens = snap[7], snap[8]
+    out_m = np.full(act_m.shape[0], -1, np.int64)
+    out_k = np.zeros(act_m.shape[0], np.int64)
+    w, cap = worst_cost[i, model], max_tokens[model]
+    kk = min(k, money // w) if w > 0 else k
+    if tokens >= 0:
+        kk = min(kk, tokens // cap)
+    if kk < 1:
+        return False, out_m, out_k
+    money -= kk * w
+    if tokens >= 0:
+        tokens -= kk * cap
+    for o in range(act_m.shape[0]):
+        if o == i or act_m[o] < 0:
+            continue
+        w, cap = worst_cost[o, act_m[o]], max_tokens[act_m[o]]
+        k2 = min(act_k[o], money // w) if w > 0 else act_k[o]
+        if tokens >= 0:
+            k2 = min(k2, tokens // cap)
+        if k2 >= 1:
+            out_m[o], out_k[o] = act_m[o], k2
+            money -= k2 * w
+            if tokens >= 0:
+                tokens -= k2 * cap
+    out_m[i], out_k[i] = model, kk
+    return True, out_m, out_k
+
+
+@njit(cache=True, nogil=True)
+def _key(act_m, act_k):
+    """A 64-bit fingerprint of an action (which candidates the sweep has scored already)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(act_m.shape[0]):
+        if act_m[i] >= 0:
+            h ^= np.uint64(i * 1_000_003 + act_m[i] * 10_007 + act_k[i]) + np.uint64(0x9E3779B97F4A7C15)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
+    """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
+
+    Base actions first: every policy Seq-(m, k) of the portfolio scores its own first action under itself,
+    racing: all run the first quarter of the ``n_all`` simulations; the leaders (at most a quarter of the
+    portfolio, none two standard deviations behind the first) run them all. Then a greedy sweep of mixed
+    actions around the best so far, one ready subtask changed at a time ("not now" or any portfolio
+    launch), each screened on the first quarter of the simulations under the best continuation against the
+    incumbent, and scored in full under the ``top`` best continuations only if it beats it there. Every
+    candidate sees the same simulation streams (common random numbers). ``time_limit`` (a
+    ``time.perf_counter`` value; 0 for none) stops the sweep.
+    """
+    n = tab[11].shape[0]
+    n_port = port_model.shape[0]
+    n_screen = max(1, n_all // 4)
+    rest = n_all - n_screen
+
+    # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
+    base_m = np.full((n_port, n), -1, np.int64)
+    base_k = np.zeros((n_port, n), np.int64)
+    scr_ok = np.zeros(n_port, np.int64)
+    scr_sp = np.zeros(n_port, np.int64)
+    for p in range(n_port):
+        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_model[p], port_k[p])
+        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port_model[p], port_k[p], 0,
+                                      n_screen, seed)  # fmt: skip
+    order = np.arange(n_port)
+    for a in range(1, n_port):  # stable insertion sort: more successes first, then cheaper
+        x = order[a]
+        b = a
+        while b > 0 and (scr_ok[order[b - 1]] < scr_ok[x] or (scr_ok[order[b - 1]] == scr_ok[x]
+                                                               and scr_sp[order[b - 1]] > scr_sp[x])):  # fmt: skip
+            order[b] = order[b - 1]
+            b -= 1
+        order[b] = x
+    lead = float(scr_ok[order[0]])
+    behind = 2.0 * math.sqrt(lead * (n_screen - lead) / n_screen) + 1.0
+    keep = max(2, n_port // 4)
+    best_v, best_c = -1.0, 0.0
+    best_sv, best_sc = -1.0, 0.0  # the incumbent on the screen simulations
+    best_m = np.full(n, -1, np.int64)
+    best_k = np.zeros(n, np.int64)
+    pol_v = np.zeros(n_port)
+    pol_c = np.zeros(n_port)
+    for rank in range(n_port):
+        p = order[rank]
+        if rank >= keep or scr_ok[p] < lead - behind:
+            pol_v[p], pol_c[p] = scr_ok[p] / n_screen - 1.0, scr_sp[p] / n_screen  # ranked after the finalists
+            continue
+        ok, sp = scr_ok[p], scr_sp[p]
+        if rest > 0:
+            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port_model[p], port_k[p], n_screen, rest, seed)
+            ok, sp = ok + ok2, sp + sp2
+        pol_v[p], pol_c[p] = ok / n_all, sp / n_all
+        if _beats(pol_v[p], pol_c[p], best_v, best_c):
+            best_v, best_c = pol_v[p], pol_c[p]
+            best_sv, best_sc = scr_ok[p] / n_screen, scr_sp[p] / n_screen
+            best_m[:] = base_m[p]
+            best_k[:] = base_k[p]
+    conts = np.arange(n_port)
+    for a in range(1, n_port):  # the continuation policies, best first
+        x = conts[a]
+        b = a
+        while b > 0 and (pol_v[conts[b - 1]] < pol_v[x] or (pol_v[conts[b - 1]] == pol_v[x]
+                                                             and pol_c[conts[b - 1]] > pol_c[x])):  # fmt: skip
+            conts[b] = conts[b - 1]
+            b -= 1
+        conts[b] = x
+    conts = conts[: min(max(1, top), n_port)]
+
+    # Mixed actions: change one ready subtask at a time; keep a change when it scores better.
+    seen = np.empty(64, np.uint64)
+    seen[0] = _key(best_m, best_k)
+    n_seen = 1
+    improved = True
+    timed_out = time_limit > 0 and _clock() >= time_limit
+    while improved and not timed_out:
+        improved = False
+        for i in ready:
+            for o in range(n_port + 1):
+                if o == 0:  # "not now"
+                    if best_m[i] < 0:
+                        continue
+                    cand_m, cand_k = best_m.copy(), best_k.copy()
+                    cand_m[i], cand_k[i] = -1, 0
+                else:
+                    m, k = port_model[o - 1], port_k[o - 1]
+                    if (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:
+                        continue
+                    fits, cand_m, cand_k = _make_room(tab, snap, best_m, best_k, i, m, k)
+                    if not fits:
+                        continue
+                key = _key(cand_m, cand_k)
+                dup = False
+                for x in range(n_seen):
+                    if seen[x] == key:
+                        dup = True
+                        break
+                if dup:
+                    continue
+                if n_seen == seen.shape[0]:
+                    grown = np.empty(2 * n_seen, np.uint64)
+                    grown[:n_seen] = seen
+                    seen = grown
+                seen[n_seen] = key
+                n_seen += 1
+                c0 = conts[0]
+                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port_model[c0], port_k[c0], 0, n_screen, seed)
+                if _beats(ok / n_screen, sp / n_screen, best_sv, best_sc):
+                    s_sv, s_sc = ok / n_screen, sp / n_screen
+                    if rest > 0:
+                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_model[c0], port_k[c0], n_screen,
+                                          rest, seed)  # fmt: skip
+                        ok, sp = ok + ok2, sp + sp2
+                    s_v, s_c = ok / n_all, sp / n_all
+                    for c in conts[1:]:
+                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port_model[c], port_k[c], 0, n_screen,
+                                          seed)  # fmt: skip
+                        ok2, sp2 = ok1, sp1
+                        if rest > 0:
+                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_model[c], port_k[c], n_screen,
+                                              rest, seed)  # fmt: skip
+                            ok2, sp2 = ok1 + ok2, sp1 + sp2
+                        if _beats(ok2 / n_all, sp2 / n_all, s_v, s_c):
+                            s_v, s_c, s_sv, s_sc = ok2 / n_all, sp2 / n_all, ok1 / n_screen, sp1 / n_screen
+                    if _beats(s_v, s_c, best_v, best_c):
+                        best_v, best_c, best_sv, best_sc = s_v, s_c, s_sv, s_sc
+                        best_m, best_k = cand_m, cand_k
+                        improved = True
+                if time_limit > 0 and _clock() >= time_limit:
+                    timed_out = True
+                    break
+            if timed_out:
+                break
+    return best_m, best_k
+
+
+@njit(cache=True, nogil=True)
+def _ready(tab, completed, in_flight):
+    dep_ptr, dep_idx = tab[0], tab[1]
+    n = completed.shape[0]
+    out = np.empty(n, np.int64)
+    r = 0
+    for i in range(n):
+        if completed[i] or in_flight[i]:
+            continue
+        ok = True
+        for q in range(dep_ptr[i], dep_ptr[i + 1]):
+            if not completed[dep_idx[q]]:
+                ok = False
+                break
+        if ok:
+            out[r] = i
+            r += 1
+    return out[:r]
+
+
+@njit(cache=True, nogil=True)
+def closed_loop(tab, start, port_model, port_k, n_all, top, run_seeds, planner_seeds):
+    """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
+    seconds elapsed and decisions made, per run.
+
+    Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
+    ``(planner_seeds[r] * 1_000_003 + d) % 2**31``, as :class:`planners.mcp.MCPPlanner` does. As the
+    executor does, the planner is asked at the start and after every event that changes what is possible,
+    whenever a subtask is ready and time is left.
+    """
+    n_runs = run_seeds.shape[0]
+    n = tab[11].shape[0]
+    success = np.zeros(n_runs, np.bool_)
+    spent = np.zeros(n_runs, np.int64)
+    elapsed = np.zeros(n_runs, np.float64)
+    decisions = np.zeros(n_runs, np.int64)
+    for r in range(n_runs):
+        snap = start
+        made = 0
+        total, t = 0, 0.0
+        status = 0
+        stream = 0
+        while status == 0:
+            in_flight = np.zeros(n, np.bool_)
+            for f in range(snap[1].shape[0]):
+                if not snap[5][f]:
+                    in_flight[snap[1][f]] = True
+            ready = _ready(tab, snap[0], in_flight)
+            act_m = np.full(n, -1, np.int64)
+            act_k = np.zeros(n, np.int64)
+            if ready.shape[0] > 0 and snap[9] > 0:
+                seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
+                made += 1
+                act_m, act_k = decide(tab, snap, ready, port_model, port_k, n_all, top, seed, 0.0)
+            subs = np.empty(ready.shape[0], np.int64)
+            models = np.zeros(ready.shape[0], np.int64)
+            widths = np.zeros(ready.shape[0], np.int64)
+            for a in range(ready.shape[0]):
+                subs[a] = ready[a]
+                if act_m[ready[a]] >= 0:
+                    models[a], widths[a] = act_m[ready[a]], act_k[ready[a]]
+            snap, cost, dt, status = step(tab, snap, subs, models, widths, run_seeds[r], stream)
+            stream += 1
+            total += cost
+            t += dt
+        success[r] = status == 1
+        spent[r] = total
+        elapsed[r] = t
+        decisions[r] = made
+    return success, spent, elapsed, decisions
