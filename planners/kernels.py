@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from runtime._profiles import ProfileTable
     from runtime._snapshot import Launch, Snapshot
 
-__all__ = ["SnapshotSim", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]
+__all__ = ["SnapshotSim", "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 NO_ROLLOUTS = np.zeros(0, np.int64)
@@ -122,7 +122,7 @@ def _streamed(elapsed, ttft, tps, cap):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim, n_sims, seed,
+def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim, n_sims, seed,
           stop_at_change):  # fmt: skip
     """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
 
@@ -266,7 +266,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollout
                     else:
                         if cont_k == 0:
                             continue
-                        j = cont_model if kind[i, cont_model] >= 0 else cheapest[i]
+                        j = cont_models[i]
                         w = worst_cost[i, j]
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
@@ -423,19 +423,22 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollout
 
 
 @njit(cache=True, nogil=True)
-def simulate(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim, n_sims, seed):
+def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim, n_sims, seed):
     """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time) per run, relative to it.
 
     ``tab`` is :func:`table_arrays` of the profile table, ``snap`` :func:`snapshot_arrays` of the snapshot.
     The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
-    ``k = 0``, waits: "not now"); an empty action means the continuation policy decides from the start, which
-    simulates the policy's own value. ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes
-    the continuation Uniform instead (each subtask launches its remaining rollouts, those launched before the
-    snapshot counted, at most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream
+    ``k = 0``, waits: "not now"); after that the continuation policy decides at every change: each ready
+    subtask i gets ``cont_k`` samples of model ``cont_models[i]``, shrunk to what the budget and token cap
+    left can cover (the Retry rule; Seq-(m, k) when every entry is m, or the fallback where m cannot run
+    i). An empty action lets the policy decide from the start, which simulates the policy's own value;
+    ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform
+    instead (each subtask launches its remaining rollouts, those launched before the snapshot counted, at
+    most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream
     fixed by ``seed`` and that number alone, so candidates compare on common random numbers and a planner
     can score a candidate on the first simulations, then extend to more without replaying those.
     """
-    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_model, cont_k, cont_rollouts, first_sim,
+    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim,
                                  n_sims, seed, False)  # fmt: skip
     return ok, spent, end
 
@@ -448,7 +451,8 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     succeeded, 2 it failed). Samples in flight are drawn anew at every step, conditioned on their age,
     which is exact: a sample's future depends only on how long it has run.
     """
-    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, 0, 0, NO_ROLLOUTS, stream, 1, seed,
+    no_policy = np.zeros(tab[11].shape[0], np.int64)
+    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, 0, NO_ROLLOUTS, stream, 1, seed,
                                         True)  # fmt: skip
     return nxt, spent[0], end[0], status
 
@@ -510,28 +514,36 @@ def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
     )
 
 
+def seq_models(table: ProfileTable, model: int) -> np.ndarray:
+    """The per-subtask models of the Seq-(model, k) family: ``model``, or the cheapest where it cannot run."""
+    return np.where(table.kind[:, model] >= 0, model, table.cheapest).astype(np.int64)
+
+
 class SnapshotSim:
     """A snapshot packed into the kernel's arrays once, then simulated under many actions and policies."""
 
     def __init__(self, snapshot: Snapshot) -> None:
+        self._table = snapshot.table
         self._tab = table_arrays(snapshot.table)
         self._snap = snapshot_arrays(snapshot)
 
     def __call__(
         self,
         action: Mapping[int, Launch],
-        cont_model: int,
+        cont_model: int | np.ndarray,
         cont_k: int,
         n_sims: int,
         seed: int,
         rollouts: Sequence[int] = (),
         first_sim: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """First ``action``, then Seq-(cont_model, cont_k), or Uniform on ``cont_model`` when ``rollouts``
-        (per-subtask rollout counts) is given; returns per-run success, pico-dollars spent after the snapshot
-        and time of the end, relative to the snapshot, for simulations ``first_sim`` to
-        ``first_sim + n_sims - 1``. An empty ``action`` lets the policy decide first too.
+        """First ``action``, then Seq-(cont_model, cont_k) (``cont_model`` a model, or a model per subtask),
+        or Uniform on those models when ``rollouts`` (per-subtask rollout counts) is given; returns per-run
+        success, pico-dollars spent after the snapshot and time of the end, relative to the snapshot, for
+        simulations ``first_sim`` to ``first_sim + n_sims - 1``. An empty ``action`` lets the policy decide
+        first too.
         """
+        models = seq_models(self._table, cont_model) if isinstance(cont_model, int) else cont_model
         subs = sorted(action)
         return simulate(  # type: ignore[no-any-return]
             self._tab,
@@ -539,7 +551,7 @@ class SnapshotSim:
             np.array(subs, np.int64),
             np.array([action[i].model for i in subs], np.int64),
             np.array([action[i].k for i in subs], np.int64),
-            cont_model,
+            np.ascontiguousarray(models, np.int64),
             cont_k,
             np.array(rollouts, np.int64) if rollouts else NO_ROLLOUTS,
             first_sim,
@@ -551,7 +563,7 @@ class SnapshotSim:
 def simulate_snapshot(
     snapshot: Snapshot,
     action: Mapping[int, Launch],
-    cont_model: int,
+    cont_model: int | np.ndarray,
     cont_k: int,
     n_sims: int,
     seed: int,

@@ -23,12 +23,12 @@ kernel (:func:`planners.mcp_kernel.decide`), which also drives predict's closed-
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from planners.base import Decision, Launch, Planner, Snapshot
-from planners.kernels import snapshot_arrays, table_arrays
+from planners.kernels import seq_models, snapshot_arrays, table_arrays
 from planners.mcp_kernel import closed_loop, decide
 from runtime._errors import PlannerSpecError
 
@@ -39,9 +39,18 @@ if TYPE_CHECKING:
     from planners.base import Played
     from runtime._profiles import ProfileTable
 
-__all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "from_spec"]
+__all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "Policy", "from_spec"]
 
 DEFAULT_WIDTHS = (1, 4, 16, 64)
+
+
+class Policy(NamedTuple):
+    """A portfolio policy Seq-(models, k): every ready subtask i gets k samples of ``models[i]`` (fewer when
+    the budget left cannot cover k), again after every failure. ``name`` is the model, or ``value``."""
+
+    name: str
+    models: np.ndarray
+    k: int
 
 
 class MCPPlanner(Planner):
@@ -57,6 +66,10 @@ class MCPPlanner(Planner):
         compute_ms: stop the mixed-action sweep once a decision has taken this long (base actions are
             always scored in full). None for no cap.
         top: how many of the best continuation policies score the mixed actions.
+        mixed: add to the portfolio the policies Seq-(best value, k): on each subtask, the allowed model
+            with the most expected successes per dollar. The paper's portfolio uses one model for every
+            subtask, so its continuations undervalue states where the best plan mixes models (its
+            "portfolio continuation gap"); these close most of it. False gives the paper's portfolio.
     """
 
     in_thread = True
@@ -71,6 +84,7 @@ class MCPPlanner(Planner):
         seed: int = 0,
         compute_ms: float | None = None,
         top: int = 1,
+        mixed: bool = True,
     ) -> None:
         if n_sims < 1:
             raise PlannerSpecError(f"mcp: n must be at least 1, not {n_sims}")
@@ -90,13 +104,17 @@ class MCPPlanner(Planner):
         self.seed = seed
         self.compute_ms = compute_ms
         self.top = max(1, top)
-        self.portfolio = tuple((j, k) for j in self.models for k in self.widths)
-        self._port_model = np.array([j for j, _ in self.portfolio], np.int64)
-        self._port_k = np.array([k for _, k in self.portfolio], np.int64)
+        families = [(table.model_names[j], seq_models(table, j)) for j in self.models]
+        value = _best_value_models(table, self.models)
+        if mixed and not any(np.array_equal(value, f) for _, f in families):
+            families.append(("value", value))
+        self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in self.widths)
+        self._port_models = np.array([p.models for p in self.portfolio], np.int64)
+        self._port_k = np.array([p.k for p in self.portfolio], np.int64)
         self._tab = table_arrays(table)
         self._decisions = 0
         names = ",".join(table.model_names[j] for j in self.models)
-        self.name = f"mcp:n={n_sims}:k={','.join(map(str, self.widths))}:models={names}"
+        self.name = f"mcp:n={n_sims}:k={','.join(map(str, self.widths))}:models={names}" + ("" if mixed else ":mixed=0")
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if not snapshot.ready:
@@ -106,7 +124,7 @@ class MCPPlanner(Planner):
         self._decisions += 1
         ready = np.array(snapshot.ready, np.int64)
         act_m, act_k = decide(
-            self._tab, snapshot_arrays(snapshot), ready, self._port_model, self._port_k, self.n_sims, self.top, seed,
+            self._tab, snapshot_arrays(snapshot), ready, self._port_models, self._port_k, self.n_sims, self.top, seed,
             limit,
         )  # fmt: skip
         return Decision({int(i): Launch(int(act_m[i]), int(act_k[i])) for i in snapshot.ready if act_m[i] >= 0})
@@ -120,10 +138,21 @@ class MCPPlanner(Planner):
         run_seeds = (np.int64(seed) * 1_000_003 + runs) % (2**62)  # one outcome stream per run
         planner_seeds = (np.int64(self.seed) * 7_919 + runs) % (2**31)  # and its own decisions
         ok, spent, elapsed, _ = closed_loop(
-            self._tab, snapshot_arrays(start), self._port_model, self._port_k, self.n_sims, self.top, run_seeds,
+            self._tab, snapshot_arrays(start), self._port_models, self._port_k, self.n_sims, self.top, run_seeds,
             planner_seeds,
         )  # fmt: skip
         return ok, spent, elapsed
+
+
+def _best_value_models(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
+    """Per subtask, the allowed model with the most expected successes per dollar (ties: the first); the
+    cheapest model where none of them can run it."""
+    out = np.array(table.cheapest, np.int64)
+    for i in range(table.n_subtasks):
+        usable = [j for j in allowed if table.kind[i, j] >= 0]
+        if usable:
+            out[i] = max(usable, key=lambda j: table.p[i, j] / max(1, int(table.mean_cost[i, j])))
+    return out
 
 
 def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
@@ -131,7 +160,7 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise PlannerSpecError(f"mcp: options are KEY=VALUE (n, k, models, seed, ms), not {arg!r}")
+            raise PlannerSpecError(f"mcp: options are KEY=VALUE (n, k, models, seed, ms, top, mixed), not {arg!r}")
         try:
             if key == "n":
                 opts["n_sims"] = int(value)
@@ -145,8 +174,12 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
                 opts["compute_ms"] = float(value)
             elif key == "top":
                 opts["top"] = int(value)
+            elif key == "mixed":
+                if value not in ("0", "1"):
+                    raise ValueError(value)
+                opts["mixed"] = value == "1"
             else:
-                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top)")
+                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top, mixed)")
         except ValueError:
             known = ", ".join(table.model_names)
             raise PlannerSpecError(f"mcp: bad value in {arg!r} (models: {known})") from None
@@ -154,7 +187,8 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
-    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3]``; the run's seed is the default."""
+    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0]``; the run's seed is the
+    default seed."""
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)
     return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]

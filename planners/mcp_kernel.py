@@ -38,30 +38,31 @@ def _beats(value, cost, other_value, other_cost):
 
 
 @njit(cache=True, nogil=True)
-def _score(tab, snap, ready, act_m, act_k, model, k, first, count, seed):
-    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then Seq-(model, k)."""
+def _score(tab, snap, ready, act_m, act_k, models, k, first, count, seed):
+    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then the policy
+    Seq-(models, k)."""
     r = ready.shape[0]
-    models = np.zeros(r, np.int64)
-    widths = np.zeros(r, np.int64)
+    launch_m = np.zeros(r, np.int64)
+    launch_k = np.zeros(r, np.int64)
     for a in range(r):
         i = ready[a]
         if act_m[i] >= 0:
-            models[a], widths[a] = act_m[i], act_k[i]
-    ok, spent, _ = simulate(tab, snap, ready, models, widths, model, k, NO_ROLLOUTS, first, count, seed)
+            launch_m[a], launch_k[a] = act_m[i], act_k[i]
+    ok, spent, _ = simulate(tab, snap, ready, launch_m, launch_k, models, k, NO_ROLLOUTS, first, count, seed)
     return np.int64(ok.sum()), np.int64(spent.sum())
 
 
 @njit(cache=True, nogil=True)
-def _retry_action(tab, snap, ready, model, k):
-    """What Seq-(model, k) launches from ``snap``: the Retry planner's rule (fallback model, batches shrunk to
-    fit the budget and token cap left, in order of the ready list)."""
-    cheapest, max_tokens, kind, worst_cost = tab[4], tab[10], tab[11], tab[21]
+def _retry_action(tab, snap, ready, models, k):
+    """What Seq-(models, k) launches from ``snap``: the Retry planner's rule (batches shrunk to fit the budget
+    and token cap left, in order of the ready list)."""
+    max_tokens, kind, worst_cost = tab[10], tab[11], tab[21]
     left, tokens = snap[7], snap[8]
     n = kind.shape[0]
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
     for i in ready:
-        j = model if kind[i, model] >= 0 else cheapest[i]
+        j = models[i]
         w = worst_cost[i, j]
         kk = min(k, left // w) if w > 0 else k
         if tokens >= 0:
@@ -125,7 +126,7 @@ def _key(act_m, act_k):
 
 
 @njit(cache=True, nogil=True)
-def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
+def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
     """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
 
     Base actions first: every policy Seq-(m, k) of the portfolio scores its own first action under itself,
@@ -138,7 +139,7 @@ def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
     ``time.perf_counter`` value; 0 for none) stops the sweep.
     """
     n = tab[11].shape[0]
-    n_port = port_model.shape[0]
+    n_port = port_k.shape[0]
     n_screen = max(1, n_all // 4)
     rest = n_all - n_screen
 
@@ -148,8 +149,8 @@ def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
     scr_ok = np.zeros(n_port, np.int64)
     scr_sp = np.zeros(n_port, np.int64)
     for p in range(n_port):
-        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_model[p], port_k[p])
-        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port_model[p], port_k[p], 0,
+        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], port_k[p])
+        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port_models[p], port_k[p], 0,
                                       n_screen, seed)  # fmt: skip
     order = np.arange(n_port)
     for a in range(1, n_port):  # stable insertion sort: more successes first, then cheaper
@@ -176,7 +177,8 @@ def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
             continue
         ok, sp = scr_ok[p], scr_sp[p]
         if rest > 0:
-            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port_model[p], port_k[p], n_screen, rest, seed)
+            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port_models[p], port_k[p], n_screen, rest,
+                              seed)  # fmt: skip
             ok, sp = ok + ok2, sp + sp2
         pol_v[p], pol_c[p] = ok / n_all, sp / n_all
         if _beats(pol_v[p], pol_c[p], best_v, best_c):
@@ -211,7 +213,7 @@ def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
                     cand_m, cand_k = best_m.copy(), best_k.copy()
                     cand_m[i], cand_k[i] = -1, 0
                 else:
-                    m, k = port_model[o - 1], port_k[o - 1]
+                    m, k = port_models[o - 1, i], port_k[o - 1]
                     if (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:
                         continue
                     fits, cand_m, cand_k = _make_room(tab, snap, best_m, best_k, i, m, k)
@@ -232,20 +234,20 @@ def decide(tab, snap, ready, port_model, port_k, n_all, top, seed, time_limit):
                 seen[n_seen] = key
                 n_seen += 1
                 c0 = conts[0]
-                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port_model[c0], port_k[c0], 0, n_screen, seed)
+                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port_models[c0], port_k[c0], 0, n_screen, seed)
                 if _beats(ok / n_screen, sp / n_screen, best_sv, best_sc):
                     s_sv, s_sc = ok / n_screen, sp / n_screen
                     if rest > 0:
-                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_model[c0], port_k[c0], n_screen,
+                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_models[c0], port_k[c0], n_screen,
                                           rest, seed)  # fmt: skip
                         ok, sp = ok + ok2, sp + sp2
                     s_v, s_c = ok / n_all, sp / n_all
                     for c in conts[1:]:
-                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port_model[c], port_k[c], 0, n_screen,
+                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port_models[c], port_k[c], 0, n_screen,
                                           seed)  # fmt: skip
                         ok2, sp2 = ok1, sp1
                         if rest > 0:
-                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_model[c], port_k[c], n_screen,
+                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_models[c], port_k[c], n_screen,
                                               rest, seed)  # fmt: skip
                             ok2, sp2 = ok1 + ok2, sp1 + sp2
                         if _beats(ok2 / n_all, sp2 / n_all, s_v, s_c):
@@ -283,7 +285,7 @@ def _ready(tab, completed, in_flight):
 
 
 @njit(cache=True, nogil=True)
-def closed_loop(tab, start, port_model, port_k, n_all, top, run_seeds, planner_seeds):
+def closed_loop(tab, start, port_models, port_k, n_all, top, run_seeds, planner_seeds):
     """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
     seconds elapsed and decisions made, per run.
 
@@ -315,7 +317,7 @@ def closed_loop(tab, start, port_model, port_k, n_all, top, run_seeds, planner_s
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k = decide(tab, snap, ready, port_model, port_k, n_all, top, seed, 0.0)
+                act_m, act_k = decide(tab, snap, ready, port_models, port_k, n_all, top, seed, 0.0)
             subs = np.empty(ready.shape[0], np.int64)
             models = np.zeros(ready.shape[0], np.int64)
             widths = np.zeros(ready.shape[0], np.int64)

@@ -25,12 +25,25 @@ def test_options_parse() -> None:
     assert isinstance(p, MCPPlanner)
     assert (p.n_sims, p.widths, p.seed, p.compute_ms) == (32, (1, 8), 5, 50.0)
     assert [p.table.model_names[j] for j in p.models] == ["mini", "large"]
-    assert len(p.portfolio) == 4
+    assert [(x.name, x.k) for x in p.portfolio] == [(m, k) for m in ("mini", "large", "value") for k in (1, 8)]
+    assert len(make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx()).portfolio) == 4  # the paper's
     assert make_planner("mcp", ctx()).name == "mcp:n=64:k=1,4,16,64:models=mini,mid,large"
 
 
 @pytest.mark.parametrize(
-    "spec", ["mcp:n=0", "mcp:k=", "mcp:k=0,4", "mcp:models=huge", "mcp:models=", "mcp:n=x", "mcp:bogus=1", "mcp:64"]
+    "spec",
+    [
+        "mcp:n=0",
+        "mcp:k=",
+        "mcp:k=0,4",
+        "mcp:models=huge",
+        "mcp:models=",
+        "mcp:n=x",
+        "mcp:bogus=1",
+        "mcp:64",
+        "mcp:mixed=2",
+        "mcp:ms=0",
+    ],
 )
 def test_bad_options_raise_planner_spec_error(spec: str) -> None:
     with pytest.raises(runtime.PlannerSpecError):
@@ -51,8 +64,10 @@ def test_first_decision_is_at_least_as_good_as_every_base_action() -> None:
     chosen = planner.decide(snap).launches
     # Re-score on fresh random numbers: the chosen action under its best continuation vs every base policy.
     fresh = 2000
-    best_base = max(simulate_snapshot(snap, {}, j, k, fresh, 99)[0].mean() for j, k in planner.portfolio)
-    chosen_value = max(simulate_snapshot(snap, dict(chosen), j, k, fresh, 99)[0].mean() for j, k in planner.portfolio)
+    best_base = max(simulate_snapshot(snap, {}, p.models, p.k, fresh, 99)[0].mean() for p in planner.portfolio)
+    chosen_value = max(
+        simulate_snapshot(snap, dict(chosen), p.models, p.k, fresh, 99)[0].mean() for p in planner.portfolio
+    )
     # Tolerance: the planner's own N = 64 estimates (sd <= 0.0625) with the winner's curse over a few dozen
     # candidates (about 2 sd), plus the fresh estimate's error.
     assert chosen_value >= best_base - 0.15 - 3 * math.sqrt(0.25 / fresh)
