@@ -37,6 +37,7 @@ __all__ = ["SnapshotSim", "seq_models", "simulate", "simulate_snapshot", "snapsh
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 NO_ROLLOUTS = np.zeros(0, np.int64)
+NO_FALLBACK = np.zeros((0, 0), np.int64)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -65,6 +66,15 @@ def _mix(z):
 def _stream(seed, sim):
     """The generator state of simulation ``sim`` of ``seed``: each simulation can be replayed on its own."""
     return _mix(_mix(np.uint64(seed) + _GOLDEN) ^ np.uint64(sim))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _batch_stream(sim_state, i, attempt):
+    """The stream of the ``attempt``-th batch of subtask i in a simulation. Keyed by subtask and attempt, not
+    by the order of events, so candidate actions scored on the same simulation see the same draws for the
+    same batches (common random numbers that stay in step), and a draw u decides success as u < p, so a
+    stronger model succeeds on every draw a weaker one does."""
+    return _mix(sim_state ^ np.uint64(i * 0x100000001B3 + attempt * 0x9E3779B1 + 1))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -122,7 +132,8 @@ def _streamed(elapsed, ttft, tps, cap):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim, n_sims, seed,
+def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim, n_sims,
+          seed,
           stop_at_change):  # fmt: skip
     """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
 
@@ -136,8 +147,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
     passes) the samples never drawn are charged what they streamed: the same for all of them when latency
     follows from length, drawn one by one for pools that recorded latency.
     """
-    (dep_ptr, dep_idx, child_ptr, child_idx, cheapest, input_tokens, in_price, out_price, tps, ttft, max_tokens,
-     kind, p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
+    (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
+     p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
      worst_cost, min_latency) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
      cancel_siblings) = snap  # fmt: skip
@@ -211,10 +222,13 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
     h_end = np.empty(n, np.float64)
     h_ok = np.empty(n, np.bool_)
     h_tokens = np.empty(n, np.int64)
+    b_rng = np.empty(n, np.uint64)
+    attempts = np.empty(n, np.int64)
     open_b = np.empty(n, np.int64)
     last, status = snap, 2
     for s in range(n_sims):
         rng = _stream(seed, first_sim + s)
+        attempts[:] = 0
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
@@ -234,6 +248,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
             b_model[i], b_seq[i], b_start[i], b_left[i] = fl_model[f], n_batches, -fl_elapsed[f], fl_open[f]
             n_batches += 1
             b = i
+            b_rng[b] = _batch_stream(rng, i, attempts[i])
+            attempts[i] += 1
             b_w[b], b_done[b], b_dead[b], b_pending[b] = fl_w[f], fl_done[f], fl_w[f] <= 0.0, True
             open_b[n_open] = b
             n_open += 1
@@ -267,6 +283,12 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                         if cont_k == 0:
                             continue
                         j = cont_models[i]
+                        if cont_fallback.shape[0] > 0 and now + min_latency[i, j] > time_left:
+                            for r in range(cont_fallback.shape[1]):  # too late for it: the next that can make it
+                                jj = cont_fallback[i, r]
+                                if jj >= 0 and now + min_latency[i, jj] <= time_left:
+                                    j = jj
+                                    break
                         w = worst_cost[i, j]
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
@@ -291,6 +313,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                     b = i
                     b_model[b], b_seq[b], b_start[b], b_left[b] = j, n_batches, now, k
                     n_batches += 1
+                    b_rng[b] = _batch_stream(rng, i, attempts[i])
+                    attempts[i] += 1
                     b_w[b], b_done[b], b_dead[b], b_pending[b] = 1.0, False, False, True
                     state[i] = 2
                     launched[i] += k
@@ -308,7 +332,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                     b_pending[b] = False
                     i, j = b, b_model[b]
                     cap = max_tokens[j]
-                    rng, w = _next_upper(rng, b_w[b], b_left[b])
+                    st, w = _next_upper(b_rng[b], b_w[b], b_left[b])
                     b_w[b] = w
                     b_left[b] -= 1
                     latency = math.nan
@@ -324,7 +348,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                         tokens = pool_tokens[r]
                         latency = pool_latency[r]
                     else:
-                        rng, u = _uniform(rng)
+                        st, u = _uniform(st)
                         ok = u < p_draw[i, j]
                         if kd == _KIND_FIXED:
                             tokens = fixed_tokens[i, j]
@@ -339,6 +363,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                     h_end[b] = max(b_start[b] + latency, 0.0)
                     h_ok[b] = ok
                     h_tokens[b] = tokens
+                    b_rng[b] = st
                 e = h_end[b]
                 if bi < 0 or e < best_end or (e == best_end and b_seq[b] < b_seq[open_b[bi]]):
                     bi, best_end = a, e
@@ -369,7 +394,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                     m = b_left[b]
                     el = now - b_start[b]
                     if kind[i, j] == _KIND_POOL:
-                        rng, c, tk = _cancel_pool(rng, b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
+                        b_rng[b], c, tk = _cancel_pool(b_rng[b], b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
                                                   pool_latency, input_tokens, in_price, out_price, ttft, tps,
                                                   max_tokens)  # fmt: skip
                     else:
@@ -399,8 +424,9 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
                 spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b], ttft[j]) * out_price[j]
             m = b_left[b]
             if m > 0 and kind[i, j] == _KIND_POOL:
-                rng, c, tk = _cancel_pool(rng, b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens, pool_latency,
-                                          input_tokens, in_price, out_price, ttft, tps, max_tokens)  # fmt: skip
+                b_rng[b], c, tk = _cancel_pool(b_rng[b], b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
+                                               pool_latency, input_tokens, in_price, out_price, ttft, tps,
+                                               max_tokens)  # fmt: skip
             else:
                 tk = m * _streamed(el, ttft[j], tps[j], max_tokens[j])
                 c = m * input_tokens[i] * in_price[j] + tk * out_price[j]
@@ -423,7 +449,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollou
 
 
 @njit(cache=True, nogil=True)
-def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim, n_sims, seed):
+def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim,
+             n_sims, seed):  # fmt: skip
     """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time) per run, relative to it.
 
     ``tab`` is :func:`table_arrays` of the profile table, ``snap`` :func:`snapshot_arrays` of the snapshot.
@@ -431,14 +458,17 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rol
     ``k = 0``, waits: "not now"); after that the continuation policy decides at every change: each ready
     subtask i gets ``cont_k`` samples of model ``cont_models[i]``, shrunk to what the budget and token cap
     left can cover (the Retry rule; Seq-(m, k) when every entry is m, or the fallback where m cannot run
-    i). An empty action lets the policy decide from the start, which simulates the policy's own value;
+    i). With a non-empty ``cont_fallback`` (per subtask, models in order of preference), a subtask whose
+    model can no longer end by the deadline gets the first in that order that can, where Retry would be
+    stuck. An empty action lets the policy decide from the start, which simulates the policy's own value;
     ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform
     instead (each subtask launches its remaining rollouts, those launched before the snapshot counted, at
     most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream
     fixed by ``seed`` and that number alone, so candidates compare on common random numbers and a planner
     can score a candidate on the first simulations, then extend to more without replaying those.
     """
-    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_k, cont_rollouts, first_sim,
+    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
+                                 cont_rollouts, first_sim,
                                  n_sims, seed, False)  # fmt: skip
     return ok, spent, end
 
@@ -452,7 +482,8 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     which is exact: a sample's future depends only on how long it has run.
     """
     no_policy = np.zeros(tab[11].shape[0], np.int64)
-    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, 0, NO_ROLLOUTS, stream, 1, seed,
+    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0, NO_ROLLOUTS,
+                                       stream, 1, seed,
                                         True)  # fmt: skip
     return nxt, spent[0], end[0], status
 
@@ -552,6 +583,7 @@ class SnapshotSim:
             np.array([action[i].model for i in subs], np.int64),
             np.array([action[i].k for i in subs], np.int64),
             np.ascontiguousarray(models, np.int64),
+            NO_FALLBACK,
             cont_k,
             np.array(rollouts, np.int64) if rollouts else NO_ROLLOUTS,
             first_sim,

@@ -66,10 +66,14 @@ class MCPPlanner(Planner):
         compute_ms: stop the mixed-action sweep once a decision has taken this long (base actions are
             always scored in full). None for no cap.
         top: how many of the best continuation policies score the mixed actions.
-        mixed: add to the portfolio the policies Seq-(best value, k): on each subtask, the allowed model
-            with the most expected successes per dollar. The paper's portfolio uses one model for every
+        mixed: add to the portfolio the policies Seq-(value, k): on each subtask, the allowed model with
+            the most expected successes per dollar. The paper's portfolio uses one model for every
             subtask, so its continuations undervalue states where the best plan mixes models (its
-            "portfolio continuation gap"); these close most of it. False gives the paper's portfolio.
+            "portfolio continuation gap"); these close much of it. False gives the paper's portfolio.
+
+    Every portfolio policy, when its model can no longer finish a subtask by the deadline, falls back to
+    the allowed model of best value that can (where Retry would be stuck and the run lost), so each is at
+    least as likely to finish as the Retry policy it extends.
     """
 
     in_thread = True
@@ -105,7 +109,8 @@ class MCPPlanner(Planner):
         self.compute_ms = compute_ms
         self.top = max(1, top)
         families = [(table.model_names[j], seq_models(table, j)) for j in self.models]
-        value = _best_value_models(table, self.models)
+        self._fallback = _by_value(table, self.models)
+        value = np.where(self._fallback[:, 0] >= 0, self._fallback[:, 0], table.cheapest).astype(np.int64)
         if mixed and not any(np.array_equal(value, f) for _, f in families):
             families.append(("value", value))
         self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in self.widths)
@@ -124,7 +129,8 @@ class MCPPlanner(Planner):
         self._decisions += 1
         ready = np.array(snapshot.ready, np.int64)
         act_m, act_k = decide(
-            self._tab, snapshot_arrays(snapshot), ready, self._port_models, self._port_k, self.n_sims, self.top, seed,
+            self._tab, snapshot_arrays(snapshot), ready, self._port_models, self._fallback, self._port_k, self.n_sims,
+            self.top, seed,
             limit,
         )  # fmt: skip
         return Decision({int(i): Launch(int(act_m[i]), int(act_k[i])) for i in snapshot.ready if act_m[i] >= 0})
@@ -138,20 +144,22 @@ class MCPPlanner(Planner):
         run_seeds = (np.int64(seed) * 1_000_003 + runs) % (2**62)  # one outcome stream per run
         planner_seeds = (np.int64(self.seed) * 7_919 + runs) % (2**31)  # and its own decisions
         ok, spent, elapsed, _ = closed_loop(
-            self._tab, snapshot_arrays(start), self._port_models, self._port_k, self.n_sims, self.top, run_seeds,
+            self._tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k, self.n_sims, self.top,
+            run_seeds,
             planner_seeds,
         )  # fmt: skip
         return ok, spent, elapsed
 
 
-def _best_value_models(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
-    """Per subtask, the allowed model with the most expected successes per dollar (ties: the first); the
-    cheapest model where none of them can run it."""
-    out = np.array(table.cheapest, np.int64)
+def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
+    """Per subtask, the allowed models that can run it, by expected successes per dollar (best first; ties
+    in model order), padded with -1: the value family's choice, and the fallback of every portfolio policy
+    for a subtask its model can no longer finish by the deadline."""
+    out = np.full((table.n_subtasks, len(allowed)), -1, np.int64)
     for i in range(table.n_subtasks):
         usable = [j for j in allowed if table.kind[i, j] >= 0]
-        if usable:
-            out[i] = max(usable, key=lambda j: table.p[i, j] / max(1, int(table.mean_cost[i, j])))
+        ranked = sorted(usable, key=lambda j: -table.p[i, j] / max(1, int(table.mean_cost[i, j])))
+        out[i, : len(ranked)] = ranked
     return out
 
 

@@ -38,9 +38,10 @@ def _beats(value, cost, other_value, other_cost):
 
 
 @njit(cache=True, nogil=True)
-def _score(tab, snap, ready, act_m, act_k, models, k, first, count, seed):
-    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then the policy
-    Seq-(models, k)."""
+def _score(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
+    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then portfolio
+    policy p (``port`` is (models per policy and subtask, fallback order, widths))."""
+    models, fallback, k = port[0][p], port[1], port[2][p]
     r = ready.shape[0]
     launch_m = np.zeros(r, np.int64)
     launch_k = np.zeros(r, np.int64)
@@ -48,21 +49,27 @@ def _score(tab, snap, ready, act_m, act_k, models, k, first, count, seed):
         i = ready[a]
         if act_m[i] >= 0:
             launch_m[a], launch_k[a] = act_m[i], act_k[i]
-    ok, spent, _ = simulate(tab, snap, ready, launch_m, launch_k, models, k, NO_ROLLOUTS, first, count, seed)
+    ok, spent, _ = simulate(tab, snap, ready, launch_m, launch_k, models, fallback, k, NO_ROLLOUTS, first, count, seed)
     return np.int64(ok.sum()), np.int64(spent.sum())
 
 
 @njit(cache=True, nogil=True)
-def _retry_action(tab, snap, ready, models, k):
+def _retry_action(tab, snap, ready, models, fallback, k):
     """What Seq-(models, k) launches from ``snap``: the Retry planner's rule (batches shrunk to fit the budget
-    and token cap left, in order of the ready list)."""
-    max_tokens, kind, worst_cost = tab[10], tab[11], tab[21]
-    left, tokens = snap[7], snap[8]
+    and token cap left, in order of the ready list), with the kernel's fallback for a model too slow to end
+    by the deadline."""
+    max_tokens, kind, worst_cost, min_latency = tab[10], tab[11], tab[21], tab[22]
+    left, tokens, time_left = snap[7], snap[8], snap[9]
     n = kind.shape[0]
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
     for i in ready:
         j = models[i]
+        if fallback.shape[0] > 0 and min_latency[i, j] > time_left:
+            for r in range(fallback.shape[1]):
+                if fallback[i, r] >= 0 and min_latency[i, fallback[i, r]] <= time_left:
+                    j = fallback[i, r]
+                    break
         w = worst_cost[i, j]
         kk = min(k, left // w) if w > 0 else k
         if tokens >= 0:
@@ -126,7 +133,7 @@ def _key(act_m, act_k):
 
 
 @njit(cache=True, nogil=True)
-def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
+def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, time_limit):
     """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
 
     Base actions first: every policy Seq-(m, k) of the portfolio scores its own first action under itself,
@@ -140,6 +147,7 @@ def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
     """
     n = tab[11].shape[0]
     n_port = port_k.shape[0]
+    port = (port_models, fallback, port_k)
     n_screen = max(1, n_all // 4)
     rest = n_all - n_screen
 
@@ -149,9 +157,8 @@ def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
     scr_ok = np.zeros(n_port, np.int64)
     scr_sp = np.zeros(n_port, np.int64)
     for p in range(n_port):
-        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], port_k[p])
-        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port_models[p], port_k[p], 0,
-                                      n_screen, seed)  # fmt: skip
+        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
+        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
     order = np.arange(n_port)
     for a in range(1, n_port):  # stable insertion sort: more successes first, then cheaper
         x = order[a]
@@ -177,8 +184,7 @@ def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
             continue
         ok, sp = scr_ok[p], scr_sp[p]
         if rest > 0:
-            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port_models[p], port_k[p], n_screen, rest,
-                              seed)  # fmt: skip
+            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port, p, n_screen, rest, seed)
             ok, sp = ok + ok2, sp + sp2
         pol_v[p], pol_c[p] = ok / n_all, sp / n_all
         if _beats(pol_v[p], pol_c[p], best_v, best_c):
@@ -234,21 +240,18 @@ def decide(tab, snap, ready, port_models, port_k, n_all, top, seed, time_limit):
                 seen[n_seen] = key
                 n_seen += 1
                 c0 = conts[0]
-                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port_models[c0], port_k[c0], 0, n_screen, seed)
+                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port, c0, 0, n_screen, seed)
                 if _beats(ok / n_screen, sp / n_screen, best_sv, best_sc):
                     s_sv, s_sc = ok / n_screen, sp / n_screen
                     if rest > 0:
-                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_models[c0], port_k[c0], n_screen,
-                                          rest, seed)  # fmt: skip
+                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port, c0, n_screen, rest, seed)
                         ok, sp = ok + ok2, sp + sp2
                     s_v, s_c = ok / n_all, sp / n_all
                     for c in conts[1:]:
-                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port_models[c], port_k[c], 0, n_screen,
-                                          seed)  # fmt: skip
+                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port, c, 0, n_screen, seed)
                         ok2, sp2 = ok1, sp1
                         if rest > 0:
-                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port_models[c], port_k[c], n_screen,
-                                              rest, seed)  # fmt: skip
+                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port, c, n_screen, rest, seed)
                             ok2, sp2 = ok1 + ok2, sp1 + sp2
                         if _beats(ok2 / n_all, sp2 / n_all, s_v, s_c):
                             s_v, s_c, s_sv, s_sc = ok2 / n_all, sp2 / n_all, ok1 / n_screen, sp1 / n_screen
@@ -285,7 +288,7 @@ def _ready(tab, completed, in_flight):
 
 
 @njit(cache=True, nogil=True)
-def closed_loop(tab, start, port_models, port_k, n_all, top, run_seeds, planner_seeds):
+def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, run_seeds, planner_seeds):
     """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
     seconds elapsed and decisions made, per run.
 
@@ -317,7 +320,7 @@ def closed_loop(tab, start, port_models, port_k, n_all, top, run_seeds, planner_
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k = decide(tab, snap, ready, port_models, port_k, n_all, top, seed, 0.0)
+                act_m, act_k = decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, 0.0)
             subs = np.empty(ready.shape[0], np.int64)
             models = np.zeros(ready.shape[0], np.int64)
             widths = np.zeros(ready.shape[0], np.int64)
