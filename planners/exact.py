@@ -74,6 +74,10 @@ class ExactPlanner(Planner):
 
     # -- the dynamic program ---------------------------------------------------------------------------
 
+    def optimum(self, budget_pusd: int) -> float:
+        """The optimal probability of finishing a run that has not started, with this budget."""
+        return self.value(0, (), budget_pusd, 0.0)
+
     def value(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> float:
         """The optimal probability of finishing from a decision point."""
         return self._best(done, batches, avail, now)[0]

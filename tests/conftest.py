@@ -77,29 +77,7 @@ def build(spec: dict[str, Any]) -> runtime.Workflow:
 
 
 def mixed_diamond() -> runtime.Workflow:
-    """plan -> (proof, code) -> merge, where the cheap model is hopeless on the proof and the strong one
-    too dear to use everywhere: winning needs different models on different subtasks. Fixed output tokens,
-    so the exact solver applies."""
-    models = {
-        "cheap": model(inp=0.2, out=0.8, tps=100, ttft=0.3, max_tokens=1000),
-        "strong": model(inp=3, out=15, tps=40, ttft=1.0, max_tokens=1000),
-    }
-    nodes = [
-        ("plan", [], 0.9, 0.95),
-        ("proof", ["plan"], 0.01, 0.6),
-        ("code", ["plan"], 0.3, 0.85),
-        ("merge", ["proof", "code"], 0.7, 0.9),
-    ]
-    subtasks = [
-        {
-            "id": sid,
-            "deps": deps,
-            "input_tokens": 800,
-            "profiles": {
-                "cheap": {"p": pc, "output_tokens": {"fixed": 400}},
-                "strong": {"p": ps, "output_tokens": {"fixed": 500}},
-            },
-        }
-        for sid, deps, pc, ps in nodes
-    ]
-    return build({"name": "mixed_diamond", "models": models, "subtasks": subtasks})
+    """examples/mixed_diamond.json: plan -> (proof, code) -> merge, where the cheap model is hopeless on the
+    proof and the strong one too dear to use everywhere, so winning needs different models on different
+    subtasks. Fixed output tokens, so the exact solver applies."""
+    return runtime.load_workflow(EXAMPLES / "mixed_diamond.json")
