@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 GRIDS = {  # budgets in dollars x deadlines in seconds, chosen so the cells span low to high chances
     "chain.json": ((0.005, 0.01, 0.02, 0.05), (30.0, 60.0)),
     "diamond.json": ((0.01, 0.02, 0.03), (30.0, 60.0)),
+    "mixed_diamond.json": ((0.03, 0.05), (30.0, 45.0)),
     "release20.json": ((1.0,), (900.0,)),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec", nargs="*", default=["chain.json", "diamond.json"], choices=sorted(GRIDS))
+    ap.add_argument("--spec", nargs="*", default=sorted(GRIDS), choices=sorted(GRIDS))
     ap.add_argument("--runs", type=int, default=2000, help="runs on each side (predict and eval)")
     ap.add_argument("--planner", default=None, help="planner spec (default: mcp)")
     ap.add_argument("--workers", type=int, default=2)
@@ -65,6 +66,7 @@ def main() -> None:
                         "pred_elapsed": round(pred.expected_elapsed, 1),
                         "real_elapsed": round(real["mean_elapsed"], 1),
                         "predict_s": round(t1 - t0, 1),
+                        "method": pred.method,
                     }
                 )
                 console.print(rows[-1])

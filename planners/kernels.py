@@ -1,22 +1,24 @@
-"""Numba kernels that simulate the rest of a run, for the MCP planner (issue 3) and for predict.
+"""Numba kernels that simulate the rest of a run, for the MCP planner and for predict.
 
-``simulate`` plays ``n_sims`` executions forward from an executor snapshot: the first action, then a
-Seq-(m, k) continuation policy (the MCP paper's portfolio policy, which is exactly ``retry:m:k``) until the
-workflow completes, the deadline passes, or nothing can be launched. It follows the executor's execution
-model step for step, so a simulated probability is what ``ontime eval`` would measure:
+:func:`simulate` plays ``n_sims`` executions forward from an executor snapshot: a first action, then a
+continuation policy Seq-(models, k) (the MCP paper's portfolio policy: ``retry:m:k`` when every subtask
+gets model m) until the workflow completes, the deadline passes, or nothing can be launched. :func:`step`
+plays one real run from one decision to the next. Both follow the executor's execution model step for
+step, so a simulated probability is what ``ontime eval`` would measure:
 
 - a batch is k samples launched together; the first success completes the subtask; siblings are cancelled
   and charged for the tokens produced so far (or left to finish);
 - a launch reserves k worst-case samples and is refused when the reservation does not fit (dollars or
   output tokens) or when even the fastest attempt could not end by the deadline;
-- samples ending at the same instant are handled in (batch, sample) order and the policy decides after
-  each one that changes what is possible;
+- samples ending at the same instant are handled in the order their batches were launched, and the policy
+  decides after each one that changes what is possible;
 - output is capped at max tokens, and a capped attempt fails.
 
 Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
 functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel. Random
-numbers come from SplitMix64 seeded per simulation (not numpy's global generator): each simulation can be
-replayed on its own, and a draw costs a few nanoseconds.
+numbers come from SplitMix64 (not numpy's global generator), one stream per (simulation, subtask, attempt):
+any range of simulations can be replayed, candidates compare on draws that stay in step, and a draw costs
+a few nanoseconds.
 """
 
 from __future__ import annotations
@@ -133,8 +135,7 @@ def _streamed(elapsed, ttft, tps, cap):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim, n_sims,
-          seed,
-          stop_at_change):  # fmt: skip
+          seed, stop_at_change):  # fmt: skip
     """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
 
     Returns per-run success, pico-dollars spent and end time (relative to the snapshot), and, when
@@ -463,13 +464,12 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
     stuck. An empty action lets the policy decide from the start, which simulates the policy's own value;
     ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform
     instead (each subtask launches its remaining rollouts, those launched before the snapshot counted, at
-    most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from a stream
-    fixed by ``seed`` and that number alone, so candidates compare on common random numbers and a planner
-    can score a candidate on the first simulations, then extend to more without replaying those.
+    most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from streams fixed by ``seed`` and
+    that number alone, so candidates compare on common random numbers and a planner can score a candidate on
+    the first simulations, then extend to more without replaying those.
     """
     ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
-                                 cont_rollouts, first_sim,
-                                 n_sims, seed, False)  # fmt: skip
+                                 cont_rollouts, first_sim, n_sims, seed, False)  # fmt: skip
     return ok, spent, end
 
 
@@ -483,8 +483,7 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     """
     no_policy = np.zeros(tab[11].shape[0], np.int64)
     _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0, NO_ROLLOUTS,
-                                       stream, 1, seed,
-                                        True)  # fmt: skip
+                                       stream, 1, seed, True)  # fmt: skip
     return nxt, spent[0], end[0], status
 
 
