@@ -10,7 +10,8 @@ stage of a run is represented), grouped by how many subtasks are ready. Tables:
 2. decision time versus N, |K|, number of models and workflow size (chain: 3 subtasks, diamond: 4,
    release20: 20);
 3. two runs planning at once in two threads versus one alone (the kernels release the GIL);
-4. the first call in a fresh process: compiling with an empty numba cache, and loading from the cache.
+4. the first call in a fresh process: compiling with an empty numba cache, and loading from the cache;
+5. predict on release20 ($1, 900 s): closed-loop runs of the default MCP per second, 1 and 2 threads.
 
 Quote medians from one run: the machine is shared and noisy.
 """
@@ -88,15 +89,14 @@ def time_decisions(planner: MCPPlanner, snaps: list[runtime.Snapshot]) -> list[f
     return times
 
 
-def row(
-    label: str, wf: runtime.Workflow, n_sims: int, widths: tuple[int, ...], ms: list[float], ready: float
-) -> dict[str, Any]:
+def row(label: str, wf: runtime.Workflow, planner: MCPPlanner, ms: list[float], ready: float) -> dict[str, Any]:
     return {
         "case": label,
         "subtasks": len(wf.subtasks),
         "models": len(wf.models),
-        "n_sims": n_sims,
-        "widths": "/".join(map(str, widths)),
+        "policies": len(planner.portfolio),
+        "n_sims": planner.n_sims,
+        "widths": "/".join(map(str, planner.widths)),
         "ready": ready,
         "decisions": len(ms),
         "p50_ms": round(statistics.median(ms), 1),
@@ -144,9 +144,12 @@ def main() -> None:
         group = pick(group, args.repeats) if label != "all stages" else group
         if not group:
             continue
-        ms = time_decisions(MCPPlanner(big_table, n_sims=64, widths=full, seed=1), group)
+        planner = MCPPlanner(big_table, n_sims=64, widths=full, seed=1)
+        ms = time_decisions(planner, group)
         ready = round(statistics.fmean(len(s.ready) for s in group), 2)
-        target.append(row(f"ready {label}", big, 64, full, ms, ready))
+        target.append(row(f"ready {label}", big, planner, ms, ready))
+    paper = MCPPlanner(big_table, n_sims=64, widths=full, seed=1, mixed=False)
+    target.append(row("all stages, mixed=0", big, paper, time_decisions(paper, everything), target[-1]["ready"]))
     console.print(
         rows_table(target, f"speed target: N=64, K=1/4/16/64, 4 models, 20 subtasks (target {TARGET_MS:g} ms)")
     )
@@ -168,8 +171,8 @@ def main() -> None:
             for widths in ((1, 4), full):
                 if label in ("diamond", "chain") and (n_sims, widths) != (64, full):
                     continue
-                ms = time_decisions(MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1), snaps)
-                grid.append(row(label, wf, n_sims, widths, ms, ready))
+                planner = MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1)
+                grid.append(row(label, wf, planner, time_decisions(planner, snaps), ready))
     console.print(rows_table(grid, "decision time vs N, |K|, models and workflow size"))
 
     # 3. Two runs planning at once, each in its own thread, against one alone (fresh planners, same seeds;
@@ -201,7 +204,7 @@ def main() -> None:
         f"{statistics.median(solo):.1f} ms for one decision alone (ratio {ratio:.2f}; 1.0 = perfect parallelism, "
         "2.0 = none)"
     )
-    threaded = row("2 threads", big, 64, full, results[0] + results[1], target[-1]["ready"])
+    threaded = row("2 threads", big, planners[0], results[0] + results[1], target[-2]["ready"])
 
     # 4. First call in a fresh process.
     with tempfile.TemporaryDirectory() as cache:
@@ -210,6 +213,18 @@ def main() -> None:
     console.print(
         f"first decision in a fresh process: {cold:.1f} s compiling (empty cache), {warm:.2f} s from the cache"
     )
+    # 5. Whole closed-loop runs, as predict plays them.
+    release = runtime.load_workflow(examples / "release20.json")
+    runtime.predict(release, 1.0, 900.0, runs=20, workers=1)
+    loops = []
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        pred = runtime.predict(release, 1.0, 900.0, runs=200, workers=workers)
+        wall = time.perf_counter() - t0
+        loops.append(
+            {"threads": workers, "runs": pred.runs, "wall_s": round(wall, 1), "runs_per_s": round(pred.runs / wall, 2)}
+        )
+    console.print(rows_table(loops, "predict on release20 ($1, 900 s), default MCP"))
     console.print(machine())
     rows = (
         [{**r, "threads": 1, "table": "target"} for r in target]
@@ -220,6 +235,10 @@ def main() -> None:
                 "threads": 2,
                 "table": f"threads ratio {ratio:.2f}; compile {cold:.1f} s, cache {warm:.2f} s",
             }
+        ]
+        + [
+            {"case": "predict release20", "threads": r["threads"], "table": f"{r['runs_per_s']} closed-loop runs/s"}
+            for r in loops
         ]
     )
     console.print(f"wrote {write_csv(rows, args.out)}")

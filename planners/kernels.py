@@ -438,9 +438,10 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
         if stop_at_change:
             status = 0 if stopped else (1 if result else 2)
             fl = np.empty(n_open, np.int64)
+            seq = np.empty(n_open, np.int64)
             for a in range(n_open):
-                fl[a] = open_b[a]
-            fl = np.sort(fl)
+                fl[a], seq[a] = open_b[a], b_seq[open_b[a]]
+            fl = fl[np.argsort(seq)]  # in launch order, which orders their ties at the next step too
             opens = np.empty(n_open, np.int64)
             for a in range(n_open):
                 opens[a] = b_left[fl[a]] + (0 if b_pending[fl[a]] else 1)
