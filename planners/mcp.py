@@ -1,9 +1,13 @@
 """MCP: Monte Carlo Portfolio Planning (the MCP paper, Section 3.2 and Algorithm 1).
 
 At each decision the planner scores candidate actions by simulated executions: a candidate is first
-applied, then a continuation policy from the portfolio {Seq-(m, k)} (``retry:m:k``) runs the rest of the
-workflow; the candidate's score is its best continuation's success rate over ``n`` simulations, all on
-common random numbers. The argmax is executed; the executor asks again after the next event.
+applied, then a continuation policy from the portfolio runs the rest of the workflow; the candidate's score
+is its best continuation's success rate over ``n`` simulations, all on common random numbers. The argmax is
+executed; the executor asks again after the next event.
+
+The portfolio is the paper's {Seq-(m, k)} (``retry:m:k``), plus, unless ``mixed=0``, the value family
+Seq-(value, k) that picks per subtask the model with the most expected successes per dollar; every policy
+falls back to a model that can still finish when its own cannot by the deadline.
 
 Candidates always include the portfolio's base actions (each policy's own first decision), scored with
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
@@ -15,9 +19,9 @@ early at ``compute_ms``.
 Scoring races, to keep a decision in milliseconds: every candidate first runs the first quarter of the
 simulations. Only the base actions leading there (at most a quarter of the portfolio, none more than two
 standard deviations behind the first) and the mixed actions that beat the incumbent there run the rest,
-against the ``top`` best continuation policies. Simulation s is the same random stream for every
-candidate, so the screen and the full score compare on common random numbers. The search is one numba
-kernel (:func:`planners.mcp_kernel.decide`), which also drives predict's closed-loop runs.
+against the ``top`` best continuation policies. In simulation s every batch draws from a stream keyed by
+(s, subtask, attempt), so candidates compare on draws that stay in step. The search is one numba kernel
+(:func:`planners.mcp_kernel.decide`), which also plays predict's closed-loop runs.
 """
 
 from __future__ import annotations

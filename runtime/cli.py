@@ -225,7 +225,7 @@ def predict(
     table.add_row("p_success", f"{result.p_success:.3f}  (95% CI {lo:.3f}-{hi:.3f}, {result.runs} runs)")
     table.add_row("expected_cost", f"${result.expected_cost:.4f} of ${budget:g}")
     table.add_row("expected_elapsed", f"{result.expected_elapsed:.1f} s of {deadline:g} s")
-    table.add_row("took", f"{result.wall_s:.1f} s")
+    table.add_row("took", f"{result.wall_s:.1f} s ({result.method})")
     Console().print(table)
 
 
