@@ -19,7 +19,8 @@ class Planner(ABC):
     """Decides, at each event that changes what is possible, what to launch on each ready subtask.
 
     The executor creates one planner per run and calls :meth:`decide` at the start of the run and after
-    every subtask completion and batch failure. It re-checks each launch against the ledger and the clock,
+    every subtask completion and batch failure (in synchronized rounds, ``snapshot.rounds``, only once
+    nothing is in flight). It re-checks each launch against the ledger and the clock,
     so a planner cannot overspend; a launch on a subtask that is not ready, a model that cannot run it,
     or ``k < 1`` raises :class:`runtime.PlannerError`.
 

@@ -11,7 +11,8 @@ step, so a simulated probability is what ``ontime eval`` would measure:
 - a launch reserves k worst-case samples and is refused when the reservation does not fit (dollars or
   output tokens) or when even the fastest attempt could not end by the deadline;
 - samples ending at the same instant are handled in the order their batches were launched, and the policy
-  decides after each one that changes what is possible;
+  decides after each one that changes what is possible, or, in synchronized rounds (the snapshot's
+  ``rounds``), only once no batch is open any more;
 - output is capped at max tokens, and a capped attempt fails.
 
 Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
@@ -152,7 +153,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
      p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
      worst_cost, min_latency) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
-     cancel_siblings) = snap  # fmt: skip
+     cancel_siblings, rounds) = snap  # fmt: skip
     n = kind.shape[0]
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
@@ -263,7 +264,9 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             if n_done == n:
                 result = True
                 break
-            if changed:
+            # The snapshot is a decision point; after it, a change in synchronized rounds waits (``changed``
+            # stays set) until the last open batch has ended, as the executor's does.
+            if changed and not (decided and rounds and n_open > 0):
                 if stop_at_change and decided:
                     stopped = True
                     break
@@ -446,7 +449,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             for a in range(n_open):
                 opens[a] = b_left[fl[a]] + (0 if b_pending[fl[a]] else 1)
             last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
-                    time_left - now, cancel_siblings)  # fmt: skip
+                    time_left - now, cancel_siblings, rounds)  # fmt: skip
     return success, spent_out, end_out, last, status
 
 
@@ -457,17 +460,18 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
 
     ``tab`` is :func:`table_arrays` of the profile table, ``snap`` :func:`snapshot_arrays` of the snapshot.
     The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
-    ``k = 0``, waits: "not now"); after that the continuation policy decides at every change: each ready
-    subtask i gets ``cont_k`` samples of model ``cont_models[i]``, shrunk to what the budget and token cap
-    left can cover (the Retry rule; Seq-(m, k) when every entry is m, or the fallback where m cannot run
-    i). With a non-empty ``cont_fallback`` (per subtask, models in order of preference), a subtask whose
-    model can no longer end by the deadline gets the first in that order that can, where Retry would be
-    stuck. An empty action lets the policy decide from the start, which simulates the policy's own value;
-    ``cont_k = 0`` means no continuation. A non-empty ``cont_rollouts`` makes the continuation Uniform
-    instead (each subtask launches its remaining rollouts, those launched before the snapshot counted, at
-    most ``cont_k`` at a time). Simulation number ``first_sim + s`` draws from streams fixed by ``seed`` and
-    that number alone, so candidates compare on common random numbers and a planner can score a candidate on
-    the first simulations, then extend to more without replaying those.
+    ``k = 0``, waits: "not now"); after that the continuation policy decides at every change (in synchronized
+    rounds, only once no batch is open): each ready subtask i gets ``cont_k`` samples of model
+    ``cont_models[i]``, shrunk to what the budget and token cap left can cover (the Retry rule; Seq-(m, k)
+    when every entry is m, or the fallback where m cannot run i). With a non-empty ``cont_fallback`` (per
+    subtask, models in order of preference), a subtask whose model can no longer end by the deadline gets the
+    first in that order that can, where Retry would be stuck. An empty action lets the policy decide from the
+    start, which simulates the policy's own value; ``cont_k = 0`` means no continuation. A non-empty
+    ``cont_rollouts`` makes the continuation Uniform instead (each subtask launches its remaining rollouts,
+    those launched before the snapshot counted, at most ``cont_k`` at a time). Simulation number
+    ``first_sim + s`` draws from streams fixed by ``seed`` and that number alone, so candidates compare on
+    common random numbers and a planner can score a candidate on the first simulations, then extend to more
+    without replaying those.
     """
     ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
                                  cont_rollouts, first_sim, n_sims, seed, False)  # fmt: skip
@@ -477,10 +481,11 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
 @njit(cache=True, nogil=True)
 def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     """Launch ``act_*`` from ``snap`` and play on to the next event that changes what is possible (a subtask
-    completes, a batch ends): what a real run does between two decisions. Returns the snapshot there, the
-    pico-dollars spent and seconds elapsed since ``snap``, and a status (0 a decision is due, 1 the run
-    succeeded, 2 it failed). Samples in flight are drawn anew at every step, conditioned on their age,
-    which is exact: a sample's future depends only on how long it has run.
+    completes, a batch ends; in synchronized rounds, the first such event that leaves no batch open): what a
+    real run does between two decisions. Returns the snapshot there, the pico-dollars spent and seconds
+    elapsed since ``snap``, and a status (0 a decision is due, 1 the run succeeded, 2 it failed). Samples in
+    flight are drawn anew at every step, conditioned on their age, which is exact: a sample's future depends
+    only on how long it has run.
     """
     no_policy = np.zeros(tab[11].shape[0], np.int64)
     _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0, NO_ROLLOUTS,
@@ -526,7 +531,7 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
 def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
     """A snapshot as the kernels take it: completed flags, the batches in flight (subtask, model, age, open
     samples, done), samples launched per subtask, budget left (pusd), output tokens left (-1: no cap),
-    time left and the sibling rule."""
+    time left, the sibling rule and the rounds rule (new fields go at the end, so indexes stay valid)."""
     completed = np.zeros(snapshot.table.n_subtasks, np.bool_)
     completed[list(snapshot.completed)] = True
     fl = snapshot.in_flight
@@ -542,6 +547,7 @@ def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
         -1 if snapshot.output_tokens_left is None else int(snapshot.output_tokens_left),
         float(snapshot.time_left),
         bool(snapshot.cancel_siblings),
+        bool(snapshot.rounds),
     )
 
 

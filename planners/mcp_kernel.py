@@ -1,11 +1,11 @@
 """MCP's decision and closed-loop runs as numba kernels, so neither holds the GIL nor pays Python per step.
 
 :func:`decide` is Algorithm 1 of the MCP paper for one snapshot (see :mod:`planners.mcp` for the method);
-:func:`closed_loop` plays whole runs of the MCP planner: at every event that changes what is possible it
-asks :func:`decide`, launches the answer, and moves on with :func:`planners.kernels.step`, which follows
-the executor's execution model. That is the paper's closed-loop prediction (B.6) without the executor's
-per-event cost; ``tests/test_predict.py`` and ``benchmarks/predict_calibration.py`` check it against runs
-of the real executor.
+:func:`closed_loop` plays whole runs of the MCP planner: at every event that changes what is possible (in
+synchronized rounds, only once nothing is in flight) it asks :func:`decide`, launches the answer, and moves
+on with :func:`planners.kernels.step`, which follows the executor's execution model. That is the paper's
+closed-loop prediction (B.6) without the executor's per-event cost; ``tests/test_predict.py`` and
+``benchmarks/predict_calibration.py`` check it against runs of the real executor.
 
 Actions are two arrays indexed by subtask: the model (-1: nothing launched) and the width.
 """
@@ -294,8 +294,9 @@ def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, run_seeds
 
     Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
     ``(planner_seeds[r] * 1_000_003 + d) % 2**31``, as :class:`planners.mcp.MCPPlanner` does. As the
-    executor does, the planner is asked at the start and after every event that changes what is possible,
-    whenever a subtask is ready and time is left.
+    executor does, the planner is asked at the start and after every event that changes what is possible
+    (with the snapshot's rounds flag, ``start[11]``, only once nothing is in flight: :func:`step` stops
+    there and nowhere else), whenever a subtask is ready and time is left.
     """
     n_runs = run_seeds.shape[0]
     n = tab[11].shape[0]

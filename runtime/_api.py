@@ -75,6 +75,7 @@ def prepare(
     speed: float = 1.0,
     sinks: Sequence[Sink] = (),
     cancel_siblings: bool = True,
+    rounds: bool = False,
     charge_planner_time: bool = False,
     output_token_cap: int | None = None,
     table: ProfileTable | None = None,
@@ -124,6 +125,7 @@ def prepare(
             cancel_siblings=cancel_siblings,
             charge_planner_time=charge_planner_time,
             output_token_cap=output_token_cap,
+            rounds=rounds,
         ),
     )
 
@@ -141,6 +143,7 @@ async def arun(
     on_event: Callable[[Event], None] | None = None,
     log: bool | Any = True,
     cancel_siblings: bool = True,
+    rounds: bool = False,
     charge_planner_time: bool = False,
     output_token_cap: int | None = None,
 ) -> RunResult:
@@ -161,6 +164,9 @@ async def arun(
         log: log every event through structlog (``True``: the ``"ontime"`` logger of the app's structlog
             configuration; a structlog logger: that one; ``False``: no logging).
         cancel_siblings: cancel the rest of a batch when one sample succeeds (else let them finish).
+        rounds: synchronized rounds (the MCP paper's execution): ask the planner only once nothing is in
+            flight, so a round lasts as long as its slowest batch; off, it is asked after every event that
+            changes what is possible.
         charge_planner_time: advance the clock by the planner's wall time before each launch.
         output_token_cap: cap on total output tokens, reserved and settled like dollars.
 
@@ -180,6 +186,7 @@ async def arun(
         clock=clock,
         speed=speed,
         cancel_siblings=cancel_siblings,
+        rounds=rounds,
         charge_planner_time=charge_planner_time,
         output_token_cap=output_token_cap,
     )

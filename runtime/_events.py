@@ -66,6 +66,7 @@ class RunStarted(Event):
     seed: int
     clock: str
     cancel_siblings: bool
+    rounds: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

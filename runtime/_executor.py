@@ -1,9 +1,10 @@
 """The executor: runs one workflow under a budget and a deadline, driven by a planner.
 
 It follows the execution model of DESIGN.md. A decision is asked for at the start and whenever what is
-possible changes (a subtask completes, a batch ends); each launch is re-checked against the ledger and the
-clock; a batch's samples run as tasks on the run's clock; the first success completes the subtask and,
-with ``cancel_siblings``, cancels the rest of its batch (charged for what they produced). At the deadline
+possible changes (a subtask completes, a batch ends), or, with ``rounds``, only once nothing is in flight
+(synchronized rounds, as the MCP paper executes); each launch is re-checked against the ledger and the
+clock; a batch's samples run as tasks on the run's clock; the first success completes the subtask and, with
+``cancel_siblings``, cancels the rest of its batch (charged for what they produced). At the deadline
 every sample in flight is cancelled at once. The executor reads time only from its clock.
 """
 
@@ -63,11 +64,16 @@ class ExecutorOptions:
             decided, so benchmarks pay for planning. Off by default: wall time would make virtual-time
             runs depend on machine speed.
         output_token_cap: a cap on total output tokens across the run, reserved like dollars.
+        rounds: synchronized rounds, as the MCP paper executes: ask the planner only once nothing is in
+            flight any more, so what it launches starts together at the start of a round and a round lasts
+            as long as its slowest batch (siblings left to finish included). Off: ask after every event that
+            changes what is possible.
     """
 
     cancel_siblings: bool = True
     charge_planner_time: bool = False
     output_token_cap: int | None = None
+    rounds: bool = False
 
 
 class _Batch:
@@ -166,6 +172,7 @@ class Executor:
                 seed=self.seed,
                 clock=type(self.clock).__name__,
                 cancel_siblings=self.options.cancel_siblings,
+                rounds=self.options.rounds,
             )
         )
         with self.clock.participate(), single_error():
@@ -227,10 +234,12 @@ class Executor:
 
     async def _drive(self, tg: anyio.abc.TaskGroup) -> None:
         n = self.table.n_subtasks
+        rounds = self.options.rounds
         await self._plan(tg)
         replan = False
         while self._n_complete < n:
-            if replan and self._cancelling == 0:
+            # In rounds, a change waits (replan stays set) until the last sample in flight has ended.
+            if replan and self._cancelling == 0 and not (rounds and self._open):
                 replan = False
                 await self._plan(tg)
             if self._open == 0:
@@ -282,6 +291,7 @@ class Executor:
             failed=tuple(self._failed),
             samples_launched=tuple(self._samples_launched),
             cancel_siblings=self.options.cancel_siblings,
+            rounds=self.options.rounds,
         )
 
     async def _plan(self, tg: anyio.abc.TaskGroup) -> None:

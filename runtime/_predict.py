@@ -97,7 +97,7 @@ def predict(
         workers: threads (kernel) or processes (executor) to simulate in; default all cores for the
             kernel, 1 for the executor. The prediction does not depend on it.
         progress: called with the number of simulations just finished.
-        options: as for :func:`runtime.run` (``cancel_siblings``, ``output_token_cap``, ...).
+        options: as for :func:`runtime.run` (``cancel_siblings``, ``rounds``, ``output_token_cap``, ...).
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise UsageError(f"runs must be a positive integer, not {runs!r}")
@@ -113,6 +113,7 @@ def predict(
         Snapshot.at_start(executor.table, executor.ledger.budget_pusd, float(deadline)),
         output_tokens_left=options.get("output_token_cap"),
         cancel_siblings=options.get("cancel_siblings", True),
+        rounds=options.get("rounds", False),
     )
 
     def precise_enough(successes: int, n: int) -> bool:

@@ -81,10 +81,17 @@ class Snapshot:
     failed: tuple[FailedBatch, ...]
     samples_launched: tuple[int, ...]  # per subtask, over the whole run
     cancel_siblings: bool = True  # the run's sibling rule, which a planner that simulates must follow
+    rounds: bool = False  # synchronized rounds: the next decision only once nothing is in flight
 
     @classmethod
     def at_start(
-        cls, table: ProfileTable, budget_pusd: int, deadline_s: float, *, cancel_siblings: bool = True
+        cls,
+        table: ProfileTable,
+        budget_pusd: int,
+        deadline_s: float,
+        *,
+        cancel_siblings: bool = True,
+        rounds: bool = False,
     ) -> Snapshot:
         """The snapshot of a run that has not started yet (what choosing a plan in advance looks at)."""
         return cls(
@@ -100,4 +107,5 @@ class Snapshot:
             failed=(),
             samples_launched=(0,) * table.n_subtasks,
             cancel_siblings=cancel_siblings,
+            rounds=rounds,
         )

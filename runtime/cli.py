@@ -49,6 +49,14 @@ PlannerOpt = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", "-s", help="Seed of the simulated backend.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+Rounds = Annotated[
+    bool,
+    typer.Option(
+        "--rounds",
+        help="Synchronized rounds: ask the planner only once nothing is in flight (the round waits for its "
+        "slowest batch), as the MCP paper executes.",
+    ),
+]
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -91,6 +99,7 @@ def run(
     ] = None,
     log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
     keep_siblings: Annotated[bool, typer.Option(help="Let the rest of a batch finish after a success.")] = False,
+    rounds: Rounds = False,
 ) -> None:
     """Run a workflow once within a budget and a deadline, with a live progress display."""
     from runtime._api import prepare
@@ -107,6 +116,7 @@ def run(
         journal=journal,
         log=_event_logger(log, stack),
         cancel_siblings=not keep_siblings,
+        rounds=rounds,
         clock="virtual" if speed is None else "real",
         speed=1.0 if speed is None else speed,
     )
@@ -135,6 +145,7 @@ def eval_(
     seed: Seed = 0,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
     json_out: JsonOut = False,
+    rounds: Rounds = False,
 ) -> None:
     """Estimate the probability of finishing: N independent runs in virtual time, summarized."""
     from runtime._eval import evaluate
@@ -154,6 +165,7 @@ def eval_(
                 seed=seed,
                 workers=workers,
                 progress=lambda k: bar.advance(task, k),
+                rounds=rounds,
             )
         )
     if json_out:
@@ -194,6 +206,7 @@ def predict(
         ),
     ] = None,
     json_out: JsonOut = False,
+    rounds: Rounds = False,
 ) -> None:
     """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
     from runtime._predict import predict as predict_run
@@ -214,6 +227,7 @@ def predict(
                 seed=seed,
                 workers=workers,
                 progress=lambda k: bar.advance(task, k),
+                rounds=rounds,
             )
         )
     if json_out:

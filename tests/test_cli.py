@@ -153,3 +153,15 @@ def test_console_script_is_installed_and_runs() -> None:
         [exe, "run", CHAIN, "-b", "-1", "-d", "600"], capture_output=True, text=True, env=env, timeout=120
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_rounds_reaches_the_executor_and_the_simulations(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    code, _, _ = invoke("run", CHAIN, "-b", "1", "-d", "600", "--rounds", "--journal", str(journal), "--json")
+    assert code in (0, 1) and runtime.read_journal(journal)[0]["rounds"] is True
+    diamond = str(EXAMPLES / "diamond.json")  # two subtasks in parallel, so rounds change how a run goes
+    for command in ("eval", "predict"):
+        args = (command, diamond, "-b", "0.05", "-d", "60", "-p", "retry:small:2", "--runs", "100", "--json")
+        plain, rounds = json.loads(invoke(*args)[1]), json.loads(invoke(*args, "--rounds")[1])
+        key = "mean_elapsed" if command == "eval" else "expected_elapsed"
+        assert rounds[key] > plain[key], command

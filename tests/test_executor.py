@@ -225,3 +225,43 @@ def test_models_may_be_missing_from_profiles() -> None:
     result = runtime.run(build(spec), 1.0, 100, planner="retry:m:1", log=False)
     assert result.success
     assert result.subtasks["s1"].model == "other"  # the family falls back to a model that can run it
+
+
+def fork_spec() -> dict[str, Any]:
+    """fast and slow side by side, next after fast: fast takes 1.5 s, slow 10.5 s, next 2.5 s; all succeed."""
+    spec: dict[str, Any] = {"name": "fork", "models": {"m": model(tps=100, ttft=0.5)}, "subtasks": []}
+    for sid, deps, tokens in (("fast", [], 100), ("slow", [], 1000), ("next", ["fast"], 200)):
+        profile = {"p": 1.0, "output_tokens": {"fixed": tokens}}
+        spec["subtasks"].append({"id": sid, "deps": deps, "input_tokens": 100, "profiles": {"m": profile}})
+    return spec
+
+
+@pytest.mark.parametrize("rounds", [False, True])
+def test_rounds_wait_for_every_batch_in_flight_before_the_next_decision(rounds: bool) -> None:
+    """Event-driven, ``next`` starts as soon as ``fast`` completes; in synchronized rounds the planner is not
+    asked until ``slow``, the other batch of the round, has ended too."""
+    result, events = run_collect(build(fork_spec()), 1.0, 100, planner="retry:m:1", rounds=rounds)
+    assert result.success
+    launched = {e.subtask: e.t for e in of(events, BatchLaunched)}
+    decisions = [e.t for e in of(events, runtime.DecisionMade)]
+    assert launched["fast"] == launched["slow"] == 0.0
+    if rounds:
+        assert launched["next"] == 10.5 and decisions == [0.0, 10.5]
+        assert result.elapsed == 13.0
+    else:
+        assert launched["next"] == 1.5 and decisions == [0.0, 1.5]
+        assert result.elapsed == 10.5
+    assert of(events, runtime.RunStarted)[0].rounds is rounds
+
+
+def test_rounds_retry_a_failed_batch_only_when_the_round_ends() -> None:
+    """A batch that fails early is retried at once event-driven, but in rounds only once the other batch of
+    its round has ended."""
+    spec = fork_spec()
+    spec["subtasks"] = spec["subtasks"][:2]
+    spec["subtasks"][0]["profiles"]["m"]["p"] = 0.0  # fast fails every 1.5 s
+    for rounds, expected in ((False, [1.5 * x for x in range(9)]), (True, [0.0, 10.5, 12.0])):
+        result, events = run_collect(build(spec), 1.0, 14, planner="retry:m:1", rounds=rounds)
+        assert [e.t for e in of(events, BatchLaunched) if e.subtask == "fast"] == expected, rounds
+        assert [e.t for e in of(events, LaunchRejected)] == [expected[-1] + 1.5]  # would end at 15 > 14
+        assert not result.success and result.reason == "deadline"

@@ -101,6 +101,7 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], float, float, dict[str, 
         "planner": planner,
         "seed": draw(st.integers(0, 2**31)),
         "cancel_siblings": draw(st.booleans()),
+        "rounds": draw(st.booleans()),
         "output_token_cap": draw(st.none() | st.integers(1, 50_000)),
     }
     return spec, budget, deadline, options

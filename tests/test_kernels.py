@@ -26,9 +26,11 @@ CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the 
 
 
 def start_snapshot(
-    table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True
+    table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True, rounds: bool = False
 ) -> runtime.Snapshot:
-    return runtime.Snapshot.at_start(table, runtime._money.to_pusd(budget), deadline, cancel_siblings=cancel)
+    return runtime.Snapshot.at_start(
+        table, runtime._money.to_pusd(budget), deadline, cancel_siblings=cancel, rounds=rounds
+    )
 
 
 @pytest.mark.parametrize(("spec", "budget", "deadline", "model", "k", "runs"), CASES)
@@ -61,6 +63,36 @@ def test_kernel_matches_the_executor_when_siblings_run_on(
     assert abs(ok.mean() - report["p_success"]) < 4 * se + 1e-3, (ok.mean(), report["p_success"])
     assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05)
     assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+
+
+ROUNDS_CASES = [  # (spec, budget, deadline, model, k, cancel_siblings, executor runs)
+    ("diamond.json", 0.05, 60.0, "small", 2, True, 1500),
+    # siblings left to finish hold the round open: rounds cost 10 points and 10 seconds here
+    ("diamond.json", 0.1, 40.0, "small", 8, False, 1500),
+    ("release20.json", 2.0, 1000.0, "mid", 2, True, 300),
+]
+
+
+@pytest.mark.parametrize(("spec", "budget", "deadline", "model", "k", "cancel", "runs"), ROUNDS_CASES)
+def test_kernel_matches_the_executor_in_synchronized_rounds(
+    spec: str, budget: float, deadline: float, model: str, k: int, cancel: bool, runs: int
+) -> None:
+    """With ``rounds`` the policy decides only once nothing is in flight, in the kernel as in the executor."""
+    wf = runtime.load_workflow(EXAMPLES / spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    j = table.model_index(model)
+    ok, spent, end = simulate_snapshot(start_snapshot(table, budget, deadline, cancel, rounds=True), {}, j, k, 4000, 1)
+    report = evaluate(
+        wf, budget, deadline, planner=f"retry:{model}:{k}", runs=runs, seed=0, cancel_siblings=cancel, rounds=True
+    )
+    p_sim, p_run = ok.mean(), report["p_success"]
+    se = math.sqrt(p_sim * (1 - p_sim) / 4000 + p_run * (1 - p_run) / runs) + 1e-3
+    assert abs(p_sim - p_run) < 4 * se, (p_sim, p_run)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
+    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+    # and the rule is in force: the rounds run is no faster than the event-driven one on the same draws
+    _, _, end_events = simulate_snapshot(start_snapshot(table, budget, deadline, cancel), {}, j, k, 4000, 1)
+    assert end.mean() > end_events.mean()
 
 
 @pytest.mark.parametrize("subtask", ["research_a", "research_b"])  # lognormal lengths; a pool with latency
@@ -170,13 +202,15 @@ def test_in_flight_batches_are_continued_from_a_mid_run_snapshot() -> None:
     assert end.max() <= mid.time_left
 
 
-def test_playing_a_policy_step_by_step_matches_simulating_it_whole() -> None:
+@pytest.mark.parametrize("rounds", [False, True])
+def test_playing_a_policy_step_by_step_matches_simulating_it_whole(rounds: bool) -> None:
     """``step`` hands a run from one decision to the next (samples in flight redrawn given their age); the
-    Retry policy played that way finishes as often and spends as much as simulated in one go."""
+    Retry policy played that way finishes as often and spends as much as simulated in one go. In rounds a
+    step ends only once nothing is in flight."""
     from planners.kernels import snapshot_arrays, step, table_arrays
 
     table = runtime.ProfileTable.from_workflow(runtime.load_workflow(EXAMPLES / "diamond.json"))
-    snap0 = start_snapshot(table, 0.03, 40.0)
+    snap0 = start_snapshot(table, 0.03, 40.0, rounds=rounds)
     tab, j, k, runs = table_arrays(table), table.model_index("small"), 3, 3000
     ok_whole, spent_whole, _ = simulate_snapshot(snap0, {}, j, k, runs, 5)
     wins, spent = 0, []
@@ -199,6 +233,9 @@ def test_playing_a_policy_step_by_step_matches_simulating_it_whole() -> None:
             snap, cost, _, status = step(tab, snap, subs, np.full(len(ready), j, np.int64), np.array(widths, np.int64),
                                          1000 + r, stream)  # fmt: skip
             total, stream = total + cost, stream + 1
+            assert bool(snap[11]) is rounds
+            if rounds and status == 0:
+                assert snap[1].shape[0] == 0, "a decision in rounds with a batch still in flight"
         wins += status == 1
         spent.append(total)
     p_step, p_whole = wins / runs, ok_whole.mean()

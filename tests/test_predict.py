@@ -21,6 +21,7 @@ from tests.conftest import EXAMPLES, mixed_diamond
         ("chain.json", 0.01, 30.0, "mcp:n=16", {}),
         ("diamond.json", 0.02, 40.0, "mcp:n=16", {}),
         ("diamond.json", 0.03, 40.0, "mcp:n=16", {"cancel_siblings": False}),
+        ("diamond.json", 0.03, 40.0, "mcp:n=16", {"rounds": True}),
         ("chain.json", 0.2, 120.0, "mcp:n=16", {"output_token_cap": 10000}),
         ("chain.json", 0.2, 120.0, "retry:large:2", {}),
         ("diamond.json", 0.02, 90.0, "uniform:small", {}),
