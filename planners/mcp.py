@@ -13,8 +13,10 @@ Candidates always include the portfolio's base actions (each policy's own first 
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
 safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error (and a base policy the race below
 drops was clearly behind on its screen). Mixed actions (different models and widths on different ready
-subtasks, or "not now" on some) come from a greedy sweep around the best action so far; the sweep stops
-early at ``compute_ms``.
+subtasks, or "not now" on some) come from a greedy sweep around the best action so far; one replaces the
+incumbent only if it is better by more than ``z`` standard errors of their paired difference, since among
+dozens of candidates scored on a few dozen simulations the best-looking is mostly the luckiest. The sweep
+stops early at ``compute_ms``.
 
 Scoring races, to keep a decision in milliseconds: every candidate first runs the first quarter of the
 simulations. Only the base actions leading there (at most a quarter of the portfolio, none more than two
@@ -70,6 +72,7 @@ class MCPPlanner(Planner):
         compute_ms: stop the mixed-action sweep once a decision has taken this long (base actions are
             always scored in full). None for no cap.
         top: how many of the best continuation policies score the mixed actions.
+        z: the margin, in standard errors, by which a mixed action must beat the incumbent (0: any gain).
         mixed: add to the portfolio the policies Seq-(value, k): on each subtask, the allowed model with
             the most expected successes per dollar. The paper's portfolio uses one model for every
             subtask, so its continuations undervalue states where the best plan mixes models (its
@@ -93,6 +96,7 @@ class MCPPlanner(Planner):
         compute_ms: float | None = None,
         top: int = 1,
         mixed: bool = True,
+        z: float = 1.0,
     ) -> None:
         if n_sims < 1:
             raise PlannerSpecError(f"mcp: n must be at least 1, not {n_sims}")
@@ -105,6 +109,8 @@ class MCPPlanner(Planner):
             raise PlannerSpecError(f"mcp: model indices must be in 0..{table.n_models - 1}, not {models}")
         if compute_ms is not None and not compute_ms > 0:
             raise PlannerSpecError(f"mcp: ms must be positive, not {compute_ms}")
+        if not z >= 0:
+            raise PlannerSpecError(f"mcp: z must be a non-negative number, not {z}")
         self.table = table
         self.n_sims = n_sims
         self.widths = tuple(sorted(set(widths)))
@@ -112,6 +118,7 @@ class MCPPlanner(Planner):
         self.seed = seed
         self.compute_ms = compute_ms
         self.top = max(1, top)
+        self.z = float(z)
         families = [(table.model_names[j], seq_models(table, j)) for j in self.models]
         self._fallback = _by_value(table, self.models)
         value = np.where(self._fallback[:, 0] >= 0, self._fallback[:, 0], table.cheapest).astype(np.int64)
@@ -134,7 +141,7 @@ class MCPPlanner(Planner):
         ready = np.array(snapshot.ready, np.int64)
         act_m, act_k = decide(
             self._tab, snapshot_arrays(snapshot), ready, self._port_models, self._fallback, self._port_k, self.n_sims,
-            self.top, seed,
+            self.top, self.z, seed,
             limit,
         )  # fmt: skip
         return Decision({int(i): Launch(int(act_m[i]), int(act_k[i])) for i in snapshot.ready if act_m[i] >= 0})
@@ -149,7 +156,7 @@ class MCPPlanner(Planner):
         planner_seeds = (np.int64(self.seed) * 7_919 + runs) % (2**31)  # and its own decisions
         ok, spent, elapsed, _ = closed_loop(
             self._tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k, self.n_sims, self.top,
-            run_seeds,
+            self.z, run_seeds,
             planner_seeds,
         )  # fmt: skip
         return ok, spent, elapsed
@@ -172,7 +179,7 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise PlannerSpecError(f"mcp: options are KEY=VALUE (n, k, models, seed, ms, top, mixed), not {arg!r}")
+            raise PlannerSpecError(f"mcp: options are KEY=VALUE (n, k, models, seed, ms, top, mixed, z), not {arg!r}")
         try:
             if key == "n":
                 opts["n_sims"] = int(value)
@@ -186,12 +193,14 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
                 opts["compute_ms"] = float(value)
             elif key == "top":
                 opts["top"] = int(value)
+            elif key == "z":
+                opts["z"] = float(value)
             elif key == "mixed":
                 if value not in ("0", "1"):
                     raise ValueError(value)
                 opts["mixed"] = value == "1"
             else:
-                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top, mixed)")
+                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top, mixed, z)")
         except ValueError:
             known = ", ".join(table.model_names)
             raise PlannerSpecError(f"mcp: bad value in {arg!r} (models: {known})") from None
@@ -199,8 +208,8 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
-    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0]``; the run's seed is the
-    default seed."""
+    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:z=1]``; the run's seed is
+    the default seed."""
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)
     return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]

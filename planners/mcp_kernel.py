@@ -38,9 +38,9 @@ def _beats(value, cost, other_value, other_cost):
 
 
 @njit(cache=True, nogil=True)
-def _score(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
-    """Successes and pico-dollars spent over simulations first..first+count-1 of the action, then portfolio
-    policy p (``port`` is (models per policy and subtask, fallback order, widths))."""
+def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
+    """Per-simulation success and pico-dollars spent, simulations first..first+count-1, of the action then
+    portfolio policy p (``port`` is (models per policy and subtask, fallback order, widths))."""
     models, fallback, k = port[0][p], port[1], port[2][p]
     r = ready.shape[0]
     launch_m = np.zeros(r, np.int64)
@@ -50,7 +50,28 @@ def _score(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
         if act_m[i] >= 0:
             launch_m[a], launch_k[a] = act_m[i], act_k[i]
     ok, spent, _ = simulate(tab, snap, ready, launch_m, launch_k, models, fallback, k, NO_ROLLOUTS, first, count, seed)
-    return np.int64(ok.sum()), np.int64(spent.sum())
+    return ok, spent
+
+
+@njit(cache=True, nogil=True)
+def _clearly_better(ok, spent, best_ok, best_spent, z):
+    """Whether a candidate beats the incumbent by more than ``z`` standard errors of their paired
+    difference (the same simulations), or, succeeding in exactly the same simulations, spends less.
+
+    Scoring dozens of mixed candidates on a few dozen simulations each, the best-looking one is mostly the
+    luckiest (the winner's curse); the margin keeps the base action unless the evidence says otherwise.
+    """
+    n = ok.shape[0]
+    total, sq = 0, 0
+    for s in range(n):
+        d = int(ok[s]) - int(best_ok[s])
+        total += d
+        sq += d * d
+    if sq == 0:  # the same outcome in every simulation
+        return ok.sum() > 0 and spent.sum() < best_spent.sum()
+    mean = total / n
+    var = max(0.0, sq / n - mean * mean)
+    return mean > z * math.sqrt(var / n)
 
 
 @njit(cache=True, nogil=True)
@@ -133,7 +154,7 @@ def _key(act_m, act_k):
 
 
 @njit(cache=True, nogil=True)
-def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, time_limit):
+def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, time_limit):
     """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
 
     Base actions first: every policy Seq-(m, k) of the portfolio scores its own first action under itself,
@@ -141,8 +162,9 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, ti
     portfolio, none two standard deviations behind the first) run them all. Then a greedy sweep of mixed
     actions around the best so far, one ready subtask changed at a time ("not now" or any portfolio
     launch), each screened on the first quarter of the simulations under the best continuation against the
-    incumbent, and scored in full under the ``top`` best continuations only if it beats it there. Every
-    candidate sees the same simulation streams (common random numbers). ``time_limit`` (a
+    incumbent, scored in full under the ``top`` best continuations only if it beats it there, and taken
+    only if its advantage over the incumbent exceeds ``z`` standard errors of their paired difference.
+    Every candidate sees the same simulation streams (common random numbers). ``time_limit`` (a
     ``time.perf_counter`` value; 0 for none) stops the sweep.
     """
     n = tab[11].shape[0]
@@ -154,42 +176,45 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, ti
     # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
     base_m = np.full((n_port, n), -1, np.int64)
     base_k = np.zeros((n_port, n), np.int64)
-    scr_ok = np.zeros(n_port, np.int64)
-    scr_sp = np.zeros(n_port, np.int64)
+    scr_ok = np.zeros((n_port, n_screen), np.bool_)
+    scr_sp = np.zeros((n_port, n_screen), np.int64)
+    n_ok = np.zeros(n_port, np.int64)
+    n_sp = np.zeros(n_port, np.int64)
     for p in range(n_port):
         base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
-        scr_ok[p], scr_sp[p] = _score(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
+        scr_ok[p], scr_sp[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
+        n_ok[p], n_sp[p] = scr_ok[p].sum(), scr_sp[p].sum()
     order = np.arange(n_port)
     for a in range(1, n_port):  # stable insertion sort: more successes first, then cheaper
         x = order[a]
         b = a
-        while b > 0 and (scr_ok[order[b - 1]] < scr_ok[x] or (scr_ok[order[b - 1]] == scr_ok[x]
-                                                               and scr_sp[order[b - 1]] > scr_sp[x])):  # fmt: skip
+        while b > 0 and (n_ok[order[b - 1]] < n_ok[x] or (n_ok[order[b - 1]] == n_ok[x]
+                                                          and n_sp[order[b - 1]] > n_sp[x])):  # fmt: skip
             order[b] = order[b - 1]
             b -= 1
         order[b] = x
-    lead = float(scr_ok[order[0]])
+    lead = float(n_ok[order[0]])
     behind = 2.0 * math.sqrt(lead * (n_screen - lead) / n_screen) + 1.0
     keep = max(2, n_port // 4)
     best_v, best_c = -1.0, 0.0
-    best_sv, best_sc = -1.0, 0.0  # the incumbent on the screen simulations
+    best_ok = np.zeros(n_all, np.bool_)  # the incumbent, simulation by simulation
+    best_sp = np.zeros(n_all, np.int64)
     best_m = np.full(n, -1, np.int64)
     best_k = np.zeros(n, np.int64)
     pol_v = np.zeros(n_port)
     pol_c = np.zeros(n_port)
     for rank in range(n_port):
         p = order[rank]
-        if rank >= keep or scr_ok[p] < lead - behind:
-            pol_v[p], pol_c[p] = scr_ok[p] / n_screen - 1.0, scr_sp[p] / n_screen  # ranked after the finalists
+        if rank >= keep or n_ok[p] < lead - behind:
+            pol_v[p], pol_c[p] = n_ok[p] / n_screen - 1.0, n_sp[p] / n_screen  # ranked after the finalists
             continue
-        ok, sp = scr_ok[p], scr_sp[p]
+        ok = np.concatenate((scr_ok[p], np.zeros(rest, np.bool_)))
+        sp = np.concatenate((scr_sp[p], np.zeros(rest, np.int64)))
         if rest > 0:
-            ok2, sp2 = _score(tab, snap, ready, base_m[p], base_k[p], port, p, n_screen, rest, seed)
-            ok, sp = ok + ok2, sp + sp2
-        pol_v[p], pol_c[p] = ok / n_all, sp / n_all
+            ok[n_screen:], sp[n_screen:] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, n_screen, rest, seed)
+        pol_v[p], pol_c[p] = ok.sum() / n_all, sp.sum() / n_all
         if _beats(pol_v[p], pol_c[p], best_v, best_c):
-            best_v, best_c = pol_v[p], pol_c[p]
-            best_sv, best_sc = scr_ok[p] / n_screen, scr_sp[p] / n_screen
+            best_v, best_c, best_ok, best_sp = pol_v[p], pol_c[p], ok, sp
             best_m[:] = base_m[p]
             best_k[:] = base_k[p]
     conts = np.arange(n_port)
@@ -203,7 +228,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, ti
         conts[b] = x
     conts = conts[: min(max(1, top), n_port)]
 
-    # Mixed actions: change one ready subtask at a time; keep a change when it scores better.
+    # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better.
     seen = np.empty(64, np.uint64)
     seen[0] = _key(best_m, best_k)
     n_seen = 1
@@ -239,26 +264,32 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, ti
                     seen = grown
                 seen[n_seen] = key
                 n_seen += 1
-                c0 = conts[0]
-                ok, sp = _score(tab, snap, ready, cand_m, cand_k, port, c0, 0, n_screen, seed)
-                if _beats(ok / n_screen, sp / n_screen, best_sv, best_sc):
-                    s_sv, s_sc = ok / n_screen, sp / n_screen
+                # Screened on the first simulations under the best continuation; then, if it beats the
+                # incumbent there, scored on all of them under each of the top continuations.
+                c_ok = np.zeros(n_all, np.bool_)
+                c_sp = np.zeros(n_all, np.int64)
+                c_ok[:n_screen], c_sp[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[0], 0,
+                                                         n_screen, seed)  # fmt: skip
+                if not _beats(c_ok[:n_screen].sum(), c_sp[:n_screen].sum(), best_ok[:n_screen].sum(),
+                              best_sp[:n_screen].sum()):  # fmt: skip
+                    continue
+                for x in range(conts.shape[0]):
+                    ok = np.zeros(n_all, np.bool_)
+                    sp = np.zeros(n_all, np.int64)
+                    if x == 0:
+                        ok[:n_screen], sp[:n_screen] = c_ok[:n_screen], c_sp[:n_screen]
+                    else:
+                        ok[:n_screen], sp[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[x], 0,
+                                                             n_screen, seed)  # fmt: skip
                     if rest > 0:
-                        ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port, c0, n_screen, rest, seed)
-                        ok, sp = ok + ok2, sp + sp2
-                    s_v, s_c = ok / n_all, sp / n_all
-                    for c in conts[1:]:
-                        ok1, sp1 = _score(tab, snap, ready, cand_m, cand_k, port, c, 0, n_screen, seed)
-                        ok2, sp2 = ok1, sp1
-                        if rest > 0:
-                            ok2, sp2 = _score(tab, snap, ready, cand_m, cand_k, port, c, n_screen, rest, seed)
-                            ok2, sp2 = ok1 + ok2, sp1 + sp2
-                        if _beats(ok2 / n_all, sp2 / n_all, s_v, s_c):
-                            s_v, s_c, s_sv, s_sc = ok2 / n_all, sp2 / n_all, ok1 / n_screen, sp1 / n_screen
-                    if _beats(s_v, s_c, best_v, best_c):
-                        best_v, best_c, best_sv, best_sc = s_v, s_c, s_sv, s_sc
-                        best_m, best_k = cand_m, cand_k
-                        improved = True
+                        ok[n_screen:], sp[n_screen:] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[x],
+                                                             n_screen, rest, seed)  # fmt: skip
+                    if x == 0 or _beats(ok.sum(), sp.sum(), c_ok.sum(), c_sp.sum()):
+                        c_ok, c_sp = ok, sp
+                if _clearly_better(c_ok, c_sp, best_ok, best_sp, z):
+                    best_v, best_c, best_ok, best_sp = c_ok.sum() / n_all, c_sp.sum() / n_all, c_ok, c_sp
+                    best_m, best_k = cand_m, cand_k
+                    improved = True
                 if time_limit > 0 and _clock() >= time_limit:
                     timed_out = True
                     break
@@ -288,7 +319,7 @@ def _ready(tab, completed, in_flight):
 
 
 @njit(cache=True, nogil=True)
-def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, run_seeds, planner_seeds):
+def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, z, run_seeds, planner_seeds):
     """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
     seconds elapsed and decisions made, per run.
 
@@ -321,7 +352,7 @@ def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, run_seeds
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k = decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, seed, 0.0)
+                act_m, act_k = decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0)
             subs = np.empty(ready.shape[0], np.int64)
             models = np.zeros(ready.shape[0], np.int64)
             widths = np.zeros(ready.shape[0], np.int64)
