@@ -151,15 +151,23 @@ class MCPPlanner(Planner):
         decisions depend on the machine, so then there is no kernel form."""
         if self.compute_ms is not None:
             return None
+        ok, spent, elapsed, _ = self.closed_loop(start, seed, first, count)
+        return ok, spent, elapsed
+
+    def closed_loop(
+        self, start: Snapshot, seed: int, first: int, count: int, plan_table: ProfileTable | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Runs ``first`` .. ``first + count - 1`` from ``start``: success, pico-dollars, seconds and decisions
+        per run. ``plan_table`` (same subtasks and models) is what the planner simulates with, when its
+        estimates differ from the profiles the runs are drawn from."""
         runs = np.arange(first, first + count, dtype=np.int64)
         run_seeds = (np.int64(seed) * 1_000_003 + runs) % (2**62)  # one outcome stream per run
         planner_seeds = (np.int64(self.seed) * 7_919 + runs) % (2**31)  # and its own decisions
-        ok, spent, elapsed, _ = closed_loop(
-            self._tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k, self.n_sims, self.top,
-            self.z, run_seeds,
-            planner_seeds,
+        plan_tab = self._tab if plan_table is None else table_arrays(plan_table)
+        return closed_loop(  # type: ignore[no-any-return]
+            self._tab, plan_tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k,
+            self.n_sims, self.top, self.z, run_seeds, planner_seeds,
         )  # fmt: skip
-        return ok, spent, elapsed
 
 
 def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:

@@ -319,9 +319,12 @@ def _ready(tab, completed, in_flight):
 
 
 @njit(cache=True, nogil=True)
-def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, z, run_seeds, planner_seeds):
+def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top, z, run_seeds, planner_seeds):
     """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
     seconds elapsed and decisions made, per run.
+
+    Outcomes come from the profiles ``tab``; the planner simulates with ``plan_tab`` (the same, or the
+    estimates it would really have: the MCP paper's noise study perturbs only what the planner sees).
 
     Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
     ``(planner_seeds[r] * 1_000_003 + d) % 2**31``, as :class:`planners.mcp.MCPPlanner` does. As the
@@ -352,7 +355,7 @@ def closed_loop(tab, start, port_models, fallback, port_k, n_all, top, z, run_se
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k = decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0)
+                act_m, act_k = decide(plan_tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0)
             subs = np.empty(ready.shape[0], np.int64)
             models = np.zeros(ready.shape[0], np.int64)
             widths = np.zeros(ready.shape[0], np.int64)
