@@ -289,6 +289,16 @@ def _read(path: str | Path, what: str) -> list[Any]:
     return data
 
 
+def _entry_id(entry: Any, fields: tuple[str, ...], k: int, seen: dict[str, int]) -> str:
+    """An entry's id: its ``fields`` joined by '/' (its index where missing), with '#2', '#3', ... on
+    repeats. ProofFlow ids repeat across sources and one CodeFlow problem appears twice; a repeated id
+    would silently stand for the first entry everywhere (tasks, seeds, the resumable store)."""
+    parts = [str(entry[f]).removesuffix(".json") for f in fields if f in entry] if isinstance(entry, dict) else []
+    eid = "/".join(parts) if len(parts) == len(fields) else str(k)
+    seen[eid] = seen.get(eid, 0) + 1
+    return eid if seen[eid] == 1 else f"{eid}#{seen[eid]}"
+
+
 def load_proofflow(path: str | Path, limit: int | None = None) -> Loaded:
     """ProofFlow proof graphs as formalize-then-prove workflows (the MCP paper's ProofFlow).
 
@@ -298,10 +308,11 @@ def load_proofflow(path: str | Path, limit: int | None = None) -> Loaded:
     ``formalize(v) <- formalize(u)`` and ``prove(v) <- formalize(v), prove(u)`` for each dependency u.
     """
     entries = _read(path, "ProofFlow")
+    seen: dict[str, int] = {}
     graphs: list[tuple[str, dict[str, tuple[str, ...]], dict[str, str]]] = []
     skipped: list[tuple[str, str]] = []
     for k, entry in enumerate(entries):
-        eid = str(entry.get("id", k)) if isinstance(entry, dict) else str(k)
+        eid = _entry_id(entry, ("origin", "id"), k, seen)
         try:
             nodes = {str(n["id"]): tuple(str(d) for d in n["dependencies"]) for n in entry["proof_graph"]}
             texts = {str(n["id"]): str(n.get("statement", "")) for n in entry["proof_graph"]}
@@ -334,10 +345,11 @@ def load_codeflow(path: str | Path, limit: int | None = None) -> Loaded:
     """CodeFlowBench-Repo problems as code workflows: one code subtask per subproblem, with its real
     dependencies (a subproblem's prompt carries the code of those it calls)."""
     entries = _read(path, "CodeFlow")
+    seen: dict[str, int] = {}
     problems: list[tuple[str, dict[str, tuple[str, ...]], dict[str, str], dict[str, str]]] = []
     skipped: list[tuple[str, str]] = []
     for k, entry in enumerate(entries):
-        eid = str(entry.get("problem-id", k)) if isinstance(entry, dict) else str(k)
+        eid = _entry_id(entry, ("problem-id",), k, seen)
         try:
             subs = entry["subproblems"]
             nodes, texts, code = {}, {}, {}

@@ -139,9 +139,10 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
           seed, stop_at_change):  # fmt: skip
     """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
 
-    Returns per-run success, pico-dollars spent and end time (relative to the snapshot), and, when
-    ``stop_at_change``, the state of the last run where it stopped (as a snapshot tuple; else ``snap``) with
-    a status: 0 stopped at an event that changes what is possible, 1 succeeded, 2 failed.
+    Returns per-run success, pico-dollars spent, end time (relative to the snapshot) and subtasks complete
+    at the end, and, when ``stop_at_change``, the state of the last run where it stopped (as a snapshot
+    tuple; else ``snap``) with a status: 0 stopped at an event that changes what is possible, 1 succeeded,
+    2 failed.
 
     A batch's samples are drawn lazily, in the order they end (order statistics of the length
     distribution; pool rows are stored by latency): only the head of each open batch exists, the next one
@@ -158,6 +159,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
     end_out = np.zeros(n_sims, np.float64)
+    done_out = np.zeros(n_sims, np.int64)
     # What every simulation starts from: subtask states and unmet dependencies at the snapshot.
     state0 = np.zeros(n, np.int64)  # 0 blocked, 1 ready, 2 in flight, 3 complete
     deps_left0 = np.zeros(n, np.int64)
@@ -438,6 +440,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
         success[s] = result
         spent_out[s] = spent
         end_out[s] = now
+        done_out[s] = n_done
         if stop_at_change:
             status = 0 if stopped else (1 if result else 2)
             fl = np.empty(n_open, np.int64)
@@ -450,13 +453,14 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 opens[a] = b_left[fl[a]] + (0 if b_pending[fl[a]] else 1)
             last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
                     time_left - now, cancel_siblings, rounds)  # fmt: skip
-    return success, spent_out, end_out, last, status
+    return success, spent_out, end_out, done_out, last, status
 
 
 @njit(cache=True, nogil=True)
 def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim,
              n_sims, seed):  # fmt: skip
-    """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time) per run, relative to it.
+    """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time, subtasks complete) per
+    run, spending and time relative to it.
 
     ``tab`` is :func:`table_arrays` of the profile table, ``snap`` :func:`snapshot_arrays` of the snapshot.
     The first decision is the action ``(act_sub, act_model, act_k)`` (a ready subtask it leaves out, or gives
@@ -473,9 +477,9 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
     common random numbers and a planner can score a candidate on the first simulations, then extend to more
     without replaying those.
     """
-    ok, spent, end, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
-                                 cont_rollouts, first_sim, n_sims, seed, False)  # fmt: skip
-    return ok, spent, end
+    ok, spent, end, done, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
+                                       cont_rollouts, first_sim, n_sims, seed, False)  # fmt: skip
+    return ok, spent, end, done
 
 
 @njit(cache=True, nogil=True)
@@ -488,8 +492,8 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     only on how long it has run.
     """
     no_policy = np.zeros(tab[11].shape[0], np.int64)
-    _, spent, end, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0, NO_ROLLOUTS,
-                                       stream, 1, seed, True)  # fmt: skip
+    _, spent, end, _, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0,
+                                          NO_ROLLOUTS, stream, 1, seed, True)  # fmt: skip
     return nxt, spent[0], end[0], status
 
 
@@ -582,7 +586,7 @@ class SnapshotSim:
         """
         models = seq_models(self._table, cont_model) if isinstance(cont_model, int) else cont_model
         subs = sorted(action)
-        return simulate(  # type: ignore[no-any-return]
+        ok, spent, end, _ = simulate(
             self._tab,
             self._snap,
             np.array(subs, np.int64),
@@ -596,6 +600,7 @@ class SnapshotSim:
             n_sims,
             seed,
         )
+        return ok, spent, end
 
 
 def simulate_snapshot(

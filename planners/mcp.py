@@ -15,7 +15,9 @@ safe-improvement guarantee (Theorems 3 and 6), up to Monte Carlo error (and a ba
 drops was clearly behind on its screen). Mixed actions (different models and widths on different ready
 subtasks, or "not now" on some) come from a greedy sweep around the best action so far; one replaces the
 incumbent only if it is better by more than ``z`` standard errors of their paired difference, since among
-dozens of candidates scored on a few dozen simulations the best-looking is mostly the luckiest. The sweep
+dozens of candidates scored on a few dozen simulations the best-looking is mostly the luckiest. Equal
+chances are decided by the margin the simulations leave (the scarcer of budget and time in those that
+succeed, progress in those that fail; :func:`planners.mcp_kernel._runs`), then by cost. The sweep
 stops early at ``compute_ms``.
 
 Scoring races, to keep a decision in milliseconds: every candidate first runs the first quarter of the

@@ -31,16 +31,32 @@ def _clock():
     return t
 
 
+# Margins above this fraction of both limits count the same (then the cheaper action wins a tie).
+MARGIN_CAP = 0.25
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _beats(value, cost, other_value, other_cost):
-    """Higher chance wins; on equal chances the cheaper, unless both are nil (then the first found stays)."""
-    return value > other_value or (value == other_value and value > 0 and cost < other_cost)
+def _beats(value, margin, cost, other_value, other_margin, other_cost):
+    """Higher chance wins; on equal chances the larger margin (see :func:`_runs`), then the cheaper."""
+    if value != other_value:
+        return value > other_value
+    return margin > other_margin or (margin == other_margin and cost < other_cost)
 
 
 @njit(cache=True, nogil=True)
 def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
-    """Per-simulation success and pico-dollars spent, simulations first..first+count-1, of the action then
-    portfolio policy p (``port`` is (models per policy and subtask, fallback order, widths))."""
+    """Per-simulation success, pico-dollars spent and margin, simulations first..first+count-1, of the action
+    then portfolio policy p (``port`` is (models per policy and subtask, fallback order, widths)).
+
+    The margin breaks ties between actions with the same successes. A successful simulation's is the smaller
+    fraction of the budget and of the time left at the snapshot that it leaves unused, capped at
+    ``MARGIN_CAP``: when the limits are tight, the scarcer resource decides, as it should (a width that
+    shaves seconds off a 1-minute run, dollars off a 5-cent one); when both are loose, the cheaper action
+    wins. A failed simulation's is minus the fraction of the workflow it left undone, so that where every
+    candidate mostly fails, the one that gets furthest is kept. (Breaking ties by cost alone had MCP pick
+    narrow batches on the critical path under tight deadlines, and the cheapest action in states that looked
+    hopeless.)
+    """
     models, fallback, k = port[0][p], port[1], port[2][p]
     r = ready.shape[0]
     launch_m = np.zeros(r, np.int64)
@@ -49,14 +65,28 @@ def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
         i = ready[a]
         if act_m[i] >= 0:
             launch_m[a], launch_k[a] = act_m[i], act_k[i]
-    ok, spent, _ = simulate(tab, snap, ready, launch_m, launch_k, models, fallback, k, NO_ROLLOUTS, first, count, seed)
-    return ok, spent
+    ok, spent, end, done = simulate(tab, snap, ready, launch_m, launch_k, models, fallback, k, NO_ROLLOUTS, first,
+                                    count, seed)  # fmt: skip
+    left, time_left, n = snap[7], snap[9], tab[11].shape[0]
+    margin = np.zeros(count)
+    for s in range(count):
+        if ok[s]:
+            m = MARGIN_CAP
+            if left > 0:
+                m = min(m, 1.0 - spent[s] / left)
+            if time_left > 0:
+                m = min(m, 1.0 - end[s] / time_left)
+            margin[s] = max(0.0, m)
+        else:
+            margin[s] = done[s] / n - 1.0
+    return ok, spent, margin
 
 
 @njit(cache=True, nogil=True)
-def _clearly_better(ok, spent, best_ok, best_spent, z):
-    """Whether a candidate beats the incumbent by more than ``z`` standard errors of their paired
-    difference (the same simulations), or, succeeding in exactly the same simulations, spends less.
+def _clearly_better(ok, spent, margin, best_ok, best_spent, best_margin, z):
+    """2 if a candidate beats the incumbent by more than ``z`` standard errors of their paired difference
+    (the same simulations), 1 if, succeeding in exactly the same simulations, it wins the tie
+    (:func:`_beats`), else 0.
 
     Scoring dozens of mixed candidates on a few dozen simulations each, the best-looking one is mostly the
     luckiest (the winner's curse); the margin keeps the base action unless the evidence says otherwise.
@@ -68,10 +98,10 @@ def _clearly_better(ok, spent, best_ok, best_spent, z):
         total += d
         sq += d * d
     if sq == 0:  # the same outcome in every simulation
-        return ok.sum() > 0 and spent.sum() < best_spent.sum()
+        return 1 if _beats(0, margin.sum(), spent.sum(), 0, best_margin.sum(), best_spent.sum()) else 0
     mean = total / n
     var = max(0.0, sq / n - mean * mean)
-    return mean > z * math.sqrt(var / n)
+    return 2 if mean > z * math.sqrt(var / n) else 0
 
 
 @njit(cache=True, nogil=True)
@@ -178,51 +208,55 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     base_k = np.zeros((n_port, n), np.int64)
     scr_ok = np.zeros((n_port, n_screen), np.bool_)
     scr_sp = np.zeros((n_port, n_screen), np.int64)
+    scr_mg = np.zeros((n_port, n_screen))
     n_ok = np.zeros(n_port, np.int64)
-    n_sp = np.zeros(n_port, np.int64)
     for p in range(n_port):
         base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
-        scr_ok[p], scr_sp[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
-        n_ok[p], n_sp[p] = scr_ok[p].sum(), scr_sp[p].sum()
+        scr_ok[p], scr_sp[p], scr_mg[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
+        n_ok[p] = scr_ok[p].sum()
     order = np.arange(n_port)
-    for a in range(1, n_port):  # stable insertion sort: more successes first, then cheaper
+    for a in range(1, n_port):  # stable insertion sort, best first
         x = order[a]
         b = a
-        while b > 0 and (n_ok[order[b - 1]] < n_ok[x] or (n_ok[order[b - 1]] == n_ok[x]
-                                                          and n_sp[order[b - 1]] > n_sp[x])):  # fmt: skip
+        while b > 0 and _beats(n_ok[x], scr_mg[x].sum(), scr_sp[x].sum(), n_ok[order[b - 1]],
+                               scr_mg[order[b - 1]].sum(), scr_sp[order[b - 1]].sum()):  # fmt: skip
             order[b] = order[b - 1]
             b -= 1
         order[b] = x
     lead = float(n_ok[order[0]])
     behind = 2.0 * math.sqrt(lead * (n_screen - lead) / n_screen) + 1.0
     keep = max(2, n_port // 4)
-    best_v, best_c = -1.0, 0.0
+    best_v, best_g, best_c = -1.0, 0.0, 0.0
     best_ok = np.zeros(n_all, np.bool_)  # the incumbent, simulation by simulation
     best_sp = np.zeros(n_all, np.int64)
+    best_mg = np.zeros(n_all)
     best_m = np.full(n, -1, np.int64)
     best_k = np.zeros(n, np.int64)
     pol_v = np.zeros(n_port)
+    pol_g = np.zeros(n_port)
     pol_c = np.zeros(n_port)
     for rank in range(n_port):
         p = order[rank]
-        if rank >= keep or n_ok[p] < lead - behind:
-            pol_v[p], pol_c[p] = n_ok[p] / n_screen - 1.0, n_sp[p] / n_screen  # ranked after the finalists
+        if rank >= keep or n_ok[p] < lead - behind:  # ranked after the finalists
+            pol_v[p], pol_g[p], pol_c[p] = n_ok[p] / n_screen - 1.0, scr_mg[p].mean(), scr_sp[p].mean()
             continue
         ok = np.concatenate((scr_ok[p], np.zeros(rest, np.bool_)))
         sp = np.concatenate((scr_sp[p], np.zeros(rest, np.int64)))
+        mg = np.concatenate((scr_mg[p], np.zeros(rest)))
         if rest > 0:
-            ok[n_screen:], sp[n_screen:] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, n_screen, rest, seed)
-        pol_v[p], pol_c[p] = ok.sum() / n_all, sp.sum() / n_all
-        if _beats(pol_v[p], pol_c[p], best_v, best_c):
-            best_v, best_c, best_ok, best_sp = pol_v[p], pol_c[p], ok, sp
+            ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p,
+                                                                n_screen, rest, seed)  # fmt: skip
+        pol_v[p], pol_g[p], pol_c[p] = ok.sum() / n_all, mg.mean(), sp.mean()
+        if _beats(pol_v[p], pol_g[p], pol_c[p], best_v, best_g, best_c):
+            best_v, best_g, best_c, best_ok, best_sp, best_mg = pol_v[p], pol_g[p], pol_c[p], ok, sp, mg
             best_m[:] = base_m[p]
             best_k[:] = base_k[p]
     conts = np.arange(n_port)
     for a in range(1, n_port):  # the continuation policies, best first
         x = conts[a]
         b = a
-        while b > 0 and (pol_v[conts[b - 1]] < pol_v[x] or (pol_v[conts[b - 1]] == pol_v[x]
-                                                             and pol_c[conts[b - 1]] > pol_c[x])):  # fmt: skip
+        while b > 0 and _beats(pol_v[x], pol_g[x], pol_c[x], pol_v[conts[b - 1]], pol_g[conts[b - 1]],
+                               pol_c[conts[b - 1]]):  # fmt: skip
             conts[b] = conts[b - 1]
             b -= 1
         conts[b] = x
@@ -268,28 +302,32 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                 # incumbent there, scored on all of them under each of the top continuations.
                 c_ok = np.zeros(n_all, np.bool_)
                 c_sp = np.zeros(n_all, np.int64)
-                c_ok[:n_screen], c_sp[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[0], 0,
-                                                         n_screen, seed)  # fmt: skip
-                if not _beats(c_ok[:n_screen].sum(), c_sp[:n_screen].sum(), best_ok[:n_screen].sum(),
-                              best_sp[:n_screen].sum()):  # fmt: skip
+                c_mg = np.zeros(n_all)
+                c_ok[:n_screen], c_sp[:n_screen], c_mg[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port,
+                                                                          conts[0], 0, n_screen, seed)  # fmt: skip
+                h = n_screen
+                if not _beats(c_ok[:h].sum(), c_mg[:h].sum(), c_sp[:h].sum(), best_ok[:h].sum(), best_mg[:h].sum(),
+                              best_sp[:h].sum()):  # fmt: skip
                     continue
                 for x in range(conts.shape[0]):
                     ok = np.zeros(n_all, np.bool_)
                     sp = np.zeros(n_all, np.int64)
+                    mg = np.zeros(n_all)
                     if x == 0:
-                        ok[:n_screen], sp[:n_screen] = c_ok[:n_screen], c_sp[:n_screen]
+                        ok[:n_screen], sp[:n_screen], mg[:n_screen] = c_ok[:n_screen], c_sp[:n_screen], c_mg[:n_screen]
                     else:
-                        ok[:n_screen], sp[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[x], 0,
-                                                             n_screen, seed)  # fmt: skip
+                        ok[:n_screen], sp[:n_screen], mg[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port,
+                                                                            conts[x], 0, n_screen, seed)  # fmt: skip
                     if rest > 0:
-                        ok[n_screen:], sp[n_screen:] = _runs(tab, snap, ready, cand_m, cand_k, port, conts[x],
-                                                             n_screen, rest, seed)  # fmt: skip
-                    if x == 0 or _beats(ok.sum(), sp.sum(), c_ok.sum(), c_sp.sum()):
-                        c_ok, c_sp = ok, sp
-                if _clearly_better(c_ok, c_sp, best_ok, best_sp, z):
-                    best_v, best_c, best_ok, best_sp = c_ok.sum() / n_all, c_sp.sum() / n_all, c_ok, c_sp
+                        ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, cand_m, cand_k, port,
+                                                                            conts[x], n_screen, rest, seed)  # fmt: skip
+                    if x == 0 or _beats(ok.sum(), mg.sum(), sp.sum(), c_ok.sum(), c_mg.sum(), c_sp.sum()):
+                        c_ok, c_sp, c_mg = ok, sp, mg
+                better = _clearly_better(c_ok, c_sp, c_mg, best_ok, best_sp, best_mg, z)
+                if better > 0:
+                    best_ok, best_sp, best_mg = c_ok, c_sp, c_mg
                     best_m, best_k = cand_m, cand_k
-                    improved = True
+                    improved = improved or better == 2  # a won tie alone does not start another pass
                 if time_limit > 0 and _clock() >= time_limit:
                     timed_out = True
                     break

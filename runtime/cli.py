@@ -17,7 +17,14 @@ import structlog
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from runtime._errors import OntimeError
@@ -260,9 +267,7 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("mcp")
 def bench_mcp(
-    quick: Annotated[
-        bool, typer.Option("--quick", help="The main grid on 24 instances per suite, 8 runs each.")
-    ] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The main grid on 24 instances per suite.")] = False,
     suite: Annotated[str, typer.Option(help="Comma-separated suites: proofflow, codeflow.")] = "proofflow,codeflow",
     analyses: Annotated[
         str, typer.Option(help="Comma-separated: main, n, noise, portfolio, widths, rounds (size comes with main).")
@@ -275,9 +280,7 @@ def bench_mcp(
             show_default=False,
         ),
     ] = None,
-    runs: Annotated[
-        int | None, typer.Option(min=1, help="Runs per instance and planner (16; 8 with --quick).", show_default=False)
-    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per instance and planner.")] = 8,
     instances: Annotated[
         int | None,
         typer.Option(min=1, help="Instances per suite in the main grid (all; 24 with --quick).", show_default=False),
@@ -303,7 +306,6 @@ def bench_mcp(
     if bad:
         _err.print(f"[red]error:[/] unknown {', '.join(bad)} (analyses: {', '.join(mp.ANALYSES)})", highlight=False)
         raise typer.Exit(2)
-    n_runs = runs or (8 if quick else 16)
     n_main = instances or (24 if quick else None)
     n_other = min(analysis_instances, 8) if quick else analysis_instances
     console = Console()
@@ -316,10 +318,11 @@ def bench_mcp(
         tasks = []
         for analysis in wanted:
             if analysis == "main":
-                tasks += mp.main_tasks(name, mp.subset(loaded, n_main), n_runs)
+                tasks += mp.main_tasks(name, mp.subset(loaded, n_main), runs)
             else:
-                tasks += mp.analysis_tasks(analysis, name, mp.subset(loaded, n_other), n_runs)
-        columns = (TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+                tasks += mp.analysis_tasks(analysis, name, mp.subset(loaded, n_other), runs)
+        columns = (TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=_err) as bar:
             task_id = bar.add_task(name, total=len([t for t in tasks if t.key not in store.done]))
 

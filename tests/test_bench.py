@@ -25,8 +25,9 @@ def node(nid: str, deps: list[str], text: str = "We assume: x > 0. Therefore y >
 def data_dir(tmp_path: Path) -> Path:
     """A small data folder shaped like ../shared/data/workflows, bad entries included."""
     proofs = [
-        {"id": 1, "proof_graph": [node("tc_1", []), node("l1", ["tc_1"]), node("ts_1", ["l1", "tc_1"])]},
+        {"origin": "a", "id": 1, "proof_graph": [node("tc_1", []), node("l1", ["tc_1"]), node("ts_1", ["l1", "tc_1"])]},
         {
+            "origin": "a",
             "id": 2,
             "proof_graph": [
                 node("tc_1", []),
@@ -36,10 +37,12 @@ def data_dir(tmp_path: Path) -> Path:
                 node("ts_1", ["l2", "tc_1"]),
             ],
         },
-        {"id": 3, "proof_graph": [node("l1", ["l1"]), node("ts_1", ["l1"])]},  # a self-dependency
-        {"id": 4, "proof_graph": [node("l1", ["l2"]), node("l2", ["l1"]), node("ts_1", ["l2"])]},  # a cycle
-        {"id": 5, "proof_graph": [node("ts_1", ["l9"])]},  # an unknown dependency
-        {"id": 6, "graph": []},  # malformed
+        {"origin": "a", "id": 3, "proof_graph": [node("l1", ["l1"]), node("ts_1", ["l1"])]},  # a self-dependency
+        {"origin": "a", "id": 4, "proof_graph": [node("l1", ["l2"]), node("l2", ["l1"]), node("ts_1", ["l2"])]},
+        {"origin": "a", "id": 5, "proof_graph": [node("ts_1", ["l9"])]},  # an unknown dependency
+        {"origin": "a", "id": 6, "graph": []},  # malformed
+        {"origin": "b.json", "id": 1, "proof_graph": [node("l1", []), node("ts_1", ["l1"])]},  # ids repeat across
+        {"origin": "b.json", "id": 1, "proof_graph": [node("ts_1", [])]},  # sources, and within one
     ]
     code = [
         {"problem-id": "p1", "subproblems": [
@@ -57,10 +60,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 def test_proofflow_graphs_become_formalize_then_prove_workflows_and_bad_graphs_are_skipped(data_dir: Path) -> None:
     loaded = load_proofflow(data_dir / "proofflow_124.json")
-    assert [i.id for i in loaded.instances] == ["1", "2"]
+    assert [i.id for i in loaded.instances] == ["a/1", "a/2", "b/1", "b/1#2"]
     reasons = dict(loaded.skipped)
-    assert "depends on itself" in reasons["3"] and "cycle" in reasons["4"] and "unknown" in reasons["5"]
-    assert "malformed" in reasons["6"]
+    assert "depends on itself" in reasons["a/3"] and "cycle" in reasons["a/4"] and "unknown" in reasons["a/5"]
+    assert "malformed" in reasons["a/6"]
+    assert loaded.instances[2].subtasks == 4 and loaded.instances[3].subtasks == 2
     wf = loaded.instances[0].workflow
     deps = {s.id: set(s.deps) for s in wf.subtasks}
     # premises are formalized, not proved; a proof needs its statement and the proofs it builds on
@@ -136,3 +140,20 @@ def test_a_sweep_resumes_and_gives_the_same_numbers_in_processes_and_on_ray(data
     assert {(r["budget"], r["deadline_min"]) for r in table} == {(b, d) for b in mp.BUDGETS for d in (5, 60)}
     paths = mp.write_reports("proofflow", serial, tmp_path / "out", ["main"])
     assert (tmp_path / "out" / "main_grid.png").stat().st_size > 1000 and len(paths) >= 3
+
+
+def test_the_main_table_picks_the_best_baseline_and_bounds_the_gain() -> None:
+    def row(instance: str, planner: str, successes: int) -> dict[str, object]:
+        return {"key": "", "suite": "s", "instance": instance, "subtasks": 4, "budget": 1.0, "deadline_min": 5,
+                "variant": "", "planner": planner, "runs": 10, "successes": successes, "mean_cost": 0.1,
+                "mean_elapsed": 60.0, "decisions": 5, "seconds": 0.5}  # fmt: skip
+
+    rates = {"mcp": (8, 6), "retry:m:4": (7, 5), "retry:m:16": (9, 3), "uniform:m": (2, 2)}
+    rows = [row(inst, planner, k[n]) for planner, k in rates.items() for n, inst in enumerate("ab")]
+    (cell,) = mp.main_table(rows)
+    assert cell["mcp"] == 0.7 and cell["best_retry"] == 0.6 and cell["best_retry_config"] == "retry:m:4"
+    assert cell["best_uniform"] == 0.2 and cell["gain_pts"] == 10.0
+    # Per instance p(1-p)/n summed over both planners, over instances squared: (.016+.024+.021+.025)/4.
+    half = 100 * 1.96 * (0.086**0.5) / 2
+    assert cell["gain_lo"] == round(10.0 - half, 1) and cell["gain_hi"] == round(10.0 + half, 1)
+    assert mp.planner_time_table([cell]) == [{"budget": 1.0, "5 min": 100.0}]

@@ -74,6 +74,23 @@ def test_first_decision_is_at_least_as_good_as_every_base_action() -> None:
     assert chosen, "with budget and time left, MCP launches something"
 
 
+@pytest.mark.parametrize(("deadline", "model"), [(12.0, "fast"), (60.0, "slow")])
+def test_equal_chances_go_to_the_scarcer_resource(deadline: float, model: str) -> None:
+    """Both models always succeed; the slow one is ten times cheaper. With 12 s the slow one (10.1 s) would
+    leave under a quarter of the time: MCP takes the fast one. With 60 s both leave plenty: the cheaper."""
+    card = {"provider": "sim", "input_price_per_mtok": 0.1, "ttft_s": 0.1, "max_output_tokens": 1000}
+    wf = runtime.parse_workflow({
+        "name": "two-speeds",
+        "models": {"fast": {**card, "output_price_per_mtok": 10.0, "tokens_per_s": 100},
+                   "slow": {**card, "output_price_per_mtok": 1.0, "tokens_per_s": 10}},
+        "subtasks": [{"id": "only", "deps": [], "input_tokens": 10,
+                      "profiles": {m: {"p": 1.0, "output_tokens": {"fixed": 100}} for m in ("fast", "slow")}}],
+    })  # fmt: skip
+    table = runtime.ProfileTable.from_workflow(wf)
+    chosen = MCPPlanner(table, n_sims=32).decide(start_snapshot(table, 1.0, deadline)).launches
+    assert {i: (table.model_names[x.model], x.k) for i, x in chosen.items()} == {0: (model, 1)}
+
+
 CELLS = [  # (workflow, budget, deadline): budget-bound, deadline-bound and both
     ("chain.json", 0.01, 30.0),
     ("chain.json", 0.02, 40.0),
