@@ -568,11 +568,9 @@ def write_reports(suite: str, store: Store, out_dir: Path, analyses: Sequence[st
 
 
 def default_data_dir() -> Path | None:
-    """$ONTIME_DATA_DIR/workflows, or ../shared/data/workflows beside the project, if it exists."""
+    """$ONTIME_DATA_DIR/workflows (or $ONTIME_DATA_DIR itself) if it holds the data; None otherwise."""
     env = os.environ.get("ONTIME_DATA_DIR")
-    for cand in ([Path(env) / "workflows", Path(env)] if env else []) + [
-        Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "workflows"
-    ]:
+    for cand in [Path(env) / "workflows", Path(env)] if env else []:
         if (cand / DATA_FILES["proofflow"]).exists():
             return cand
     return None

@@ -210,16 +210,17 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     scr_sp = np.zeros((n_port, n_screen), np.int64)
     scr_mg = np.zeros((n_port, n_screen))
     n_ok = np.zeros(n_port, np.int64)
+    n_mg = np.zeros(n_port)
+    n_sp = np.zeros(n_port, np.int64)
     for p in range(n_port):
         base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
         scr_ok[p], scr_sp[p], scr_mg[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
-        n_ok[p] = scr_ok[p].sum()
+        n_ok[p], n_mg[p], n_sp[p] = scr_ok[p].sum(), scr_mg[p].sum(), scr_sp[p].sum()
     order = np.arange(n_port)
     for a in range(1, n_port):  # stable insertion sort, best first
         x = order[a]
         b = a
-        while b > 0 and _beats(n_ok[x], scr_mg[x].sum(), scr_sp[x].sum(), n_ok[order[b - 1]],
-                               scr_mg[order[b - 1]].sum(), scr_sp[order[b - 1]].sum()):  # fmt: skip
+        while b > 0 and _beats(n_ok[x], n_mg[x], n_sp[x], n_ok[order[b - 1]], n_mg[order[b - 1]], n_sp[order[b - 1]]):
             order[b] = order[b - 1]
             b -= 1
         order[b] = x
@@ -238,7 +239,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     for rank in range(n_port):
         p = order[rank]
         if rank >= keep or n_ok[p] < lead - behind:  # ranked after the finalists
-            pol_v[p], pol_g[p], pol_c[p] = n_ok[p] / n_screen - 1.0, scr_mg[p].mean(), scr_sp[p].mean()
+            pol_v[p], pol_g[p], pol_c[p] = n_ok[p] / n_screen - 1.0, n_mg[p] / n_screen, n_sp[p] / n_screen
             continue
         ok = np.concatenate((scr_ok[p], np.zeros(rest, np.bool_)))
         sp = np.concatenate((scr_sp[p], np.zeros(rest, np.int64)))

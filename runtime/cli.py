@@ -276,7 +276,7 @@ def bench_mcp(
         Path | None,
         typer.Option(
             help="Folder holding proofflow_124.json and codeflowbench_repo_99.json "
-            "(default: $ONTIME_DATA_DIR/workflows, or ../shared/data/workflows beside the project).",
+            "(default: $ONTIME_DATA_DIR/workflows).",
             show_default=False,
         ),
     ] = None,
@@ -297,7 +297,8 @@ def bench_mcp(
 
     data = data_dir or mp.default_data_dir()
     if data is None:
-        _err.print("[red]error:[/] no data: pass --data-dir (the folder with proofflow_124.json)", highlight=False)
+        why = "no data: pass --data-dir or set ONTIME_DATA_DIR (the folder with proofflow_124.json)"
+        _err.print(f"[red]error:[/] {why}", highlight=False)
         raise typer.Exit(2)
     wanted = [a.strip() for a in analyses.split(",") if a.strip()]
     bad = [a for a in wanted if a not in mp.ANALYSES]
