@@ -184,7 +184,7 @@ def _key(act_m, act_k):
 
 
 @njit(cache=True, nogil=True)
-def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, time_limit):
+def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, time_limit, hold):
     """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
 
     Base actions first: every policy Seq-(m, k) of the portfolio scores its own first action under itself,
@@ -193,9 +193,13 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     actions around the best so far, one ready subtask changed at a time ("not now" or any portfolio
     launch), each screened on the first quarter of the simulations under the best continuation against the
     incumbent, scored in full under the ``top`` best continuations only if it beats it there, and taken
-    only if its advantage over the incumbent exceeds ``z`` standard errors of their paired difference.
-    Every candidate sees the same simulation streams (common random numbers). ``time_limit`` (a
-    ``time.perf_counter`` value; 0 for none) stops the sweep.
+    only if its advantage over the incumbent exceeds ``z`` standard errors of their paired difference, both
+    on those simulations and on as many fresh ones. Every candidate sees the same simulation streams
+    (common random numbers). ``time_limit`` (a ``time.perf_counter`` value; 0 for none) stops the sweep.
+
+    ``hold`` is the portfolio policy chosen at the run's previous decision (-1 at the first): its base
+    action is the incumbent unless another base action beats it by the same double test. Returns the
+    action and the policy to hold at the next decision.
     """
     n = tab[11].shape[0]
     n_port = port_k.shape[0]
@@ -236,9 +240,19 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     pol_v = np.zeros(n_port)
     pol_g = np.zeros(n_port)
     pol_c = np.zeros(n_port)
-    for rank in range(n_port):
-        p = order[rank]
-        if rank >= keep or n_ok[p] < lead - behind:  # ranked after the finalists
+    # The incumbent: the best base action, or, from the second decision on, the held policy's unless
+    # another's beats it clearly, on these simulations and again on fresh ones (f_*: the incumbent's scores
+    # on simulations n_all..2 n_all - 1, run when first needed).
+    fresh = False
+    f_ok = np.zeros(n_all, np.bool_)
+    f_sp = np.zeros(n_all, np.int64)
+    f_mg = np.zeros(n_all)
+    best_p = best_cont = -1
+    for rank in range(-1, n_port):
+        p = hold if rank < 0 else order[rank]
+        if p < 0 or (rank >= 0 and p == hold):
+            continue
+        if p != hold and (rank >= keep or n_ok[p] < lead - behind):  # ranked after the finalists
             pol_v[p], pol_g[p], pol_c[p] = n_ok[p] / n_screen - 1.0, n_mg[p] / n_screen, n_sp[p] / n_screen
             continue
         ok = np.concatenate((scr_ok[p], np.zeros(rest, np.bool_)))
@@ -248,7 +262,22 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
             ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p,
                                                                 n_screen, rest, seed)  # fmt: skip
         pol_v[p], pol_g[p], pol_c[p] = ok.sum() / n_all, mg.mean(), sp.mean()
-        if _beats(pol_v[p], pol_g[p], pol_c[p], best_v, best_g, best_c):
+        if best_p < 0:
+            take = True
+        elif hold < 0:
+            take = _beats(pol_v[p], pol_g[p], pol_c[p], best_v, best_g, best_c)
+        else:
+            take = _clearly_better(ok, sp, mg, best_ok, best_sp, best_mg, z) == 2
+            if take:
+                if not fresh:
+                    f_ok, f_sp, f_mg = _runs(tab, snap, ready, best_m, best_k, port, best_cont, n_all, n_all, seed)
+                    fresh = True
+                g_ok, g_sp, g_mg = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, n_all, n_all, seed)
+                take = _clearly_better(g_ok, g_sp, g_mg, f_ok, f_sp, f_mg, z) == 2
+                if take:
+                    f_ok, f_sp, f_mg = g_ok, g_sp, g_mg
+        if take:
+            best_p = best_cont = p
             best_v, best_g, best_c, best_ok, best_sp, best_mg = pol_v[p], pol_g[p], pol_c[p], ok, sp, mg
             best_m[:] = base_m[p]
             best_k[:] = base_k[p]
@@ -261,9 +290,16 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
             conts[b] = conts[b - 1]
             b -= 1
         conts[b] = x
+    for a in range(n_port):  # the incumbent's policy continues the mixed actions first
+        if conts[a] == best_p:
+            conts[1 : a + 1] = conts[:a].copy()
+            conts[0] = best_p
+            break
     conts = conts[: min(max(1, top), n_port)]
 
     # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better.
+    c_cont = best_cont
+    g_ok, g_sp, g_mg = f_ok, f_sp, f_mg
     seen = np.empty(64, np.uint64)
     seen[0] = _key(best_m, best_k)
     n_seen = 1
@@ -323,10 +359,19 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                         ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, cand_m, cand_k, port,
                                                                             conts[x], n_screen, rest, seed)  # fmt: skip
                     if x == 0 or _beats(ok.sum(), mg.sum(), sp.sum(), c_ok.sum(), c_mg.sum(), c_sp.sum()):
-                        c_ok, c_sp, c_mg = ok, sp, mg
+                        c_ok, c_sp, c_mg, c_cont = ok, sp, mg, conts[x]
                 better = _clearly_better(c_ok, c_sp, c_mg, best_ok, best_sp, best_mg, z)
+                if better > 0:  # confirmed on fresh simulations, or the winner's curse adds up over decisions
+                    if not fresh:
+                        f_ok, f_sp, f_mg = _runs(tab, snap, ready, best_m, best_k, port, best_cont, n_all, n_all,
+                                                 seed)  # fmt: skip
+                        fresh = True
+                    g_ok, g_sp, g_mg = _runs(tab, snap, ready, cand_m, cand_k, port, c_cont, n_all, n_all, seed)
+                    if _clearly_better(g_ok, g_sp, g_mg, f_ok, f_sp, f_mg, z) == 0:
+                        better = 0
                 if better > 0:
-                    best_ok, best_sp, best_mg = c_ok, c_sp, c_mg
+                    f_ok, f_sp, f_mg = g_ok, g_sp, g_mg
+                    best_ok, best_sp, best_mg, best_cont = c_ok, c_sp, c_mg, c_cont
                     best_m, best_k = cand_m, cand_k
                     improved = improved or better == 2  # a won tie alone does not start another pass
                 if time_limit > 0 and _clock() >= time_limit:
@@ -334,7 +379,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     break
             if timed_out:
                 break
-    return best_m, best_k
+    return best_m, best_k, best_p
 
 
 @njit(cache=True, nogil=True)
@@ -358,14 +403,16 @@ def _ready(tab, completed, in_flight):
 
 
 @njit(cache=True, nogil=True)
-def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top, z, run_seeds, planner_seeds):
+def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top, z, sticky, hold0, run_seeds,
+                planner_seeds):  # fmt: skip
     """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
     seconds elapsed and decisions made, per run.
 
     Outcomes come from the profiles ``tab``; the planner simulates with ``plan_tab`` (the same, or the
     estimates it would really have: the MCP paper's noise study perturbs only what the planner sees).
 
-    Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
+    Each run starts holding policy ``hold0`` (-1: none) and, if ``sticky``, holds what each decision
+    returns. Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
     ``(planner_seeds[r] * 1_000_003 + d) % 2**31``, as :class:`planners.mcp.MCPPlanner` does. As the
     executor does, the planner is asked at the start and after every event that changes what is possible
     (with the snapshot's rounds flag, ``start[11]``, only once nothing is in flight: :func:`step` stops
@@ -380,6 +427,7 @@ def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top,
     for r in range(n_runs):
         snap = start
         made = 0
+        hold = hold0
         total, t = 0, 0.0
         status = 0
         stream = 0
@@ -394,7 +442,10 @@ def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top,
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k = decide(plan_tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0)
+                act_m, act_k, p = decide(plan_tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0,
+                                         hold)  # fmt: skip
+                if sticky:
+                    hold = p
             subs = np.empty(ready.shape[0], np.int64)
             models = np.zeros(ready.shape[0], np.int64)
             widths = np.zeros(ready.shape[0], np.int64)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import runtime
 from planners import PlannerContext, make_planner
-from planners.kernels import simulate_snapshot
+from planners.kernels import simulate_snapshot, snapshot_arrays
 from planners.mcp import MCPPlanner
+from planners.mcp_kernel import decide
 from runtime._eval import evaluate
 from tests.conftest import EXAMPLES, mixed_diamond
 from tests.test_kernels import start_snapshot
@@ -42,6 +44,7 @@ def test_options_parse() -> None:
         "mcp:bogus=1",
         "mcp:64",
         "mcp:mixed=2",
+        "mcp:sticky=yes",
         "mcp:ms=0",
     ],
 )
@@ -89,6 +92,55 @@ def test_equal_chances_go_to_the_scarcer_resource(deadline: float, model: str) -
     table = runtime.ProfileTable.from_workflow(wf)
     chosen = MCPPlanner(table, n_sims=32).decide(start_snapshot(table, 1.0, deadline)).launches
     assert {i: (table.model_names[x.model], x.k) for i, x in chosen.items()} == {0: (model, 1)}
+
+
+def _one_subtask(p: dict[str, float]) -> runtime.ProfileTable:
+    card = {
+        "provider": "sim",
+        "input_price_per_mtok": 0.1,
+        "output_price_per_mtok": 1.0,
+        "tokens_per_s": 100,
+        "ttft_s": 0.1,
+        "max_output_tokens": 1000,
+    }
+    return runtime.ProfileTable.from_workflow(runtime.parse_workflow({
+        "name": "hold", "models": {m: card for m in p},
+        "subtasks": [{"id": "only", "deps": [], "input_tokens": 10,
+                      "profiles": {m: {"p": q, "output_tokens": {"fixed": 100}} for m, q in p.items()}}],
+    }))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("p", "hold", "model"),
+    [
+        ({"a": 0.5, "b": 0.5}, -1, "a"),  # nothing held: the first of equals
+        ({"a": 0.5, "b": 0.5}, 1, "b"),  # b held: an equal policy does not take over
+        ({"a": 0.9, "b": 0.2}, 1, "a"),  # b held, a clearly better: a takes over
+    ],
+)
+def test_the_held_policy_stays_unless_another_is_clearly_better(p: dict[str, float], hold: int, model: str) -> None:
+    table = _one_subtask(p)
+    planner = MCPPlanner(table, n_sims=64, widths=(1,), mixed=False)
+    assert [x.name for x in planner.portfolio] == ["a", "b"]
+    snap = start_snapshot(table, 2 * float(table.worst_cost[0].max()) / runtime.PUSD_PER_USD, 600.0)
+    act_m, act_k, held = decide(
+        planner._tab, snapshot_arrays(snap), np.array([0], np.int64), planner._port_models, planner._fallback,
+        planner._port_k, 64, 1, 1.0, 0, 0.0, hold,
+    )  # fmt: skip
+    assert (table.model_names[act_m[0]], act_k[0], held) == (model, 1, table.model_index(model))
+
+
+def test_a_sticky_planner_remembers_its_policy_across_decisions() -> None:
+    table = _one_subtask({"a": 0.5, "b": 0.5})
+    sticky, fresh = (
+        MCPPlanner(table, widths=(1,), mixed=False),
+        MCPPlanner(table, widths=(1,), mixed=False, sticky=False),
+    )
+    snap = start_snapshot(table, 1.0, 600.0)
+    for planner in (sticky, fresh):
+        planner.decide(snap)
+    assert (sticky._hold, fresh._hold) == (0, -1)
+    assert fresh.name.endswith(":sticky=0") and not sticky.name.endswith(":sticky=0")
 
 
 CELLS = [  # (workflow, budget, deadline): budget-bound, deadline-bound and both
