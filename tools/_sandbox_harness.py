@@ -1,0 +1,168 @@
+"""Runs inside the sandbox's child process (``python -I -S``, standard library only): limits itself, then
+runs the program and reports to the parent. See :mod:`tools.sandbox` for what it guards against and what
+it does not.
+
+argv: cpu_s memory_bytes file_bytes result_fd. stdin: the report's nonce line, then the program.
+"""
+
+import ctypes
+import io
+import json
+import linecache
+import os
+import resource
+import signal
+import sys
+import traceback
+import unittest
+from typing import Any
+
+PROGRAM = "<program>"
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_BLOCKED = (
+    "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg",
+    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.kill", "os.killpg",
+    "subprocess.Popen", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function",
+    "ctypes.addressof", "ctypes.string_at", "ctypes.wstring_at", "ctypes.create_string_buffer",
+    "os.chroot", "os.setuid", "os.setgid", "os.putenv", "os.unsetenv", "sys._current_frames",
+    "resource.setrlimit", "resource.prlimit", "signal.pthread_kill", "mmap.__new__",
+)  # fmt: skip
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_LISTING = ("os.listdir", "os.scandir")  # the import system lists the standard library's folders
+_CHANGES = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink",
+            "os.truncate", "os.utime", "shutil.rmtree", "os.chdir")  # fmt: skip
+
+
+def _limit(cpu_s: int, memory: int, file_size: int) -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing us
+
+
+def _unshare_network() -> None:
+    """A private network namespace with no interfaces, where the kernel allows it (best effort: the audit
+    hook below refuses sockets anyway)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+    except (OSError, AttributeError):
+        pass
+
+
+def _guard(workdir: str, readable: tuple[str, ...]) -> None:
+    """Refuse sockets, new processes, raw memory, and files outside ``workdir`` (the standard library stays
+    readable, or imports would fail)."""
+
+    def inside(path: object, roots: tuple[str, ...]) -> bool:
+        if isinstance(path, int):
+            return True  # an fd the process already holds
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, str):
+            return False
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in _BLOCKED:
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "open":
+            path, mode, flags = args
+            writes = (mode is not None and any(c in str(mode) for c in "wax+")) or (flags or 0) & _WRITE_FLAGS
+            allowed = (workdir,) if writes else (workdir, *readable)
+            if path is not None and not inside(path, allowed):
+                raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
+        elif event in _LISTING or event in _CHANGES:
+            allowed = (workdir, *readable) if event in _LISTING else (workdir,)
+            path = args[0] if args else None
+            if path is not None and not inside(path, allowed):
+                raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
+
+    sys.addaudithook(hook)
+
+
+def _frames(exc: BaseException) -> list[str]:
+    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+
+
+def _failing_line(exc: BaseException) -> str:
+    """The program's line where ``exc`` was raised (the failing assertion)."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename == PROGRAM:
+            return (frame.line or "").strip()
+    return ""
+
+
+class _Collect(unittest.TestResult):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cases: list[dict[str, Any]] = []
+
+    def _add(self, test: unittest.TestCase, err: Any) -> None:
+        exc = err[1]
+        line = _failing_line(exc)
+        self.cases.append({
+            "test_case": f"{test.id()}: {line}" if line else test.id(),
+            "error_type": type(exc).__name__,
+            "error_message": str(exc),
+            "traceback": _frames(exc),
+        })  # fmt: skip
+
+    def addFailure(self, test: unittest.TestCase, err: Any) -> None:
+        self._add(test, err)
+
+    def addError(self, test: unittest.TestCase, err: Any) -> None:
+        self._add(test, err)
+
+
+def _run(source: str) -> dict[str, Any]:
+    linecache.cache[PROGRAM] = (len(source), None, source.splitlines(True), PROGRAM)
+    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    try:
+        code = compile(source, PROGRAM, "exec")
+        exec(code, namespace)
+    except AssertionError as exc:
+        return {"failures": [{"test_case": _failing_line(exc), "error_type": "AssertionError",
+                              "error_message": str(exc), "traceback": _frames(exc)}]}  # fmt: skip
+    except SystemExit as exc:
+        return {"exec_fail_case": f"the program exited (SystemExit: {exc.code!r}) before its tests finished"}
+    except BaseException as exc:
+        return {"exec_fail_case": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+                "traceback": _frames(exc)}  # fmt: skip
+    cases = [v for v in namespace.values()
+             if isinstance(v, type) and issubclass(v, unittest.TestCase) and v.__module__ == "__sandbox__"]  # fmt: skip
+    suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in cases)
+    result = _Collect()
+    try:
+        suite.run(result)
+    except SystemExit as exc:
+        return {"exec_fail_case": f"the program exited (SystemExit: {exc.code!r}) before its tests finished"}
+    return {"failures": result.cases, "tests_run": result.testsRun}
+
+
+def main() -> None:
+    cpu_s, memory, file_size, result_fd = (int(x) for x in sys.argv[1:5])
+    nonce = sys.stdin.readline().strip()
+    source = sys.stdin.read()
+    report = os.fdopen(result_fd, "w", encoding="utf-8")
+    workdir = os.path.realpath(os.getcwd())
+    stdlib = tuple(os.path.realpath(p) for p in sys.path if p)  # with -I -S: the standard library alone
+    readable = (*stdlib, "/dev/null", "/dev/urandom", "/dev/zero")
+    _unshare_network()
+    _limit(cpu_s, memory, file_size)
+    _guard(workdir, readable)
+    sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="replace", line_buffering=True)
+    try:
+        out = _run(source)
+    except MemoryError:
+        out = {"exec_fail_case": "MemoryError: the program ran out of its memory limit"}
+    report.write(json.dumps({"nonce": nonce, **out}))
+    report.flush()
+    os._exit(0)  # no interpreter teardown: the program's atexit handlers and finalizers do not run
+
+
+if __name__ == "__main__":
+    main()

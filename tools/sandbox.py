@@ -1,0 +1,180 @@
+"""Run untrusted, model-written Python against its tests in a child process, and say what failed.
+
+    result = run_tests(solution, tests)            # tests: assert statements or unittest.TestCase classes
+    result.passed, result.failures, result.exec_fail
+    result.to_exec_code()                          # BayesFlow's exec_code contract (Appendix G)
+
+The program (solution, then tests, as one module) runs in ``python -I -S`` in a fresh empty temporary
+directory with a scrubbed environment, its own session (the whole process group is killed when it ends or
+overruns), and limits it sets on itself before the program starts: CPU seconds, address space, the size of
+any file it writes, no core dumps. An audit hook then refuses sockets, new processes (fork, exec, spawn,
+subprocess), ctypes and mmap, and any file or directory outside the working directory (the standard
+library stays readable); where the kernel allows, the child also moves into an empty network namespace. A
+wall-clock timeout covers sleeps and blocking the CPU limit does not see.
+
+This contains what model-written code does by accident or by shortcut: infinite loops, fork bombs, memory
+hogs, runaway writes, network calls, reading the host's files, exiting early to skip the tests. It is not a
+security boundary against code written to escape: Python's audit hooks can be subverted from inside the
+process. For hostile code, run this inside a container or VM (gVisor, Firecracker) as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime._errors import OntimeError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Failure", "Limits", "SandboxError", "SandboxResult", "run_tests"]
+
+_HARNESS = Path(__file__).with_name("_sandbox_harness.py")
+_OUTPUT_CAP = 64 * 1024  # bytes of the program's stdout and stderr kept
+
+
+class SandboxError(OntimeError):
+    """The sandbox itself could not run (bad limits, no interpreter); never raised for the program's own
+    failures, which are results."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the program may use. ``wall_s`` also bounds sleeping and waiting, which ``cpu_s`` does not."""
+
+    wall_s: float = 10.0
+    cpu_s: int = 5
+    memory_mb: int = 512
+    file_mb: int = 16
+
+    def __post_init__(self) -> None:
+        if not (self.wall_s > 0 and self.cpu_s >= 1 and self.memory_mb >= 64 and self.file_mb >= 1):
+            raise SandboxError(f"sandbox limits out of range: {self} (wall_s > 0, cpu_s >= 1, memory_mb >= 64)")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failing test: the assertion (or test id and line), the error's type and message, the traceback."""
+
+    test_case: str
+    error_type: str
+    error_message: str
+    traceback: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxResult:
+    """How the program did. ``passed`` only if it ran to the end and no test failed; ``exec_fail`` says why
+    it did not run to the end (syntax error, exception, timeout, a limit, an early exit)."""
+
+    passed: bool
+    failures: tuple[Failure, ...] = ()
+    exec_fail: str | None = None
+    tests_run: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    traceback: tuple[str, ...] = ()  # of the error behind ``exec_fail``, when there is one
+
+    def to_exec_code(self) -> str | list[dict[str, Any]] | dict[str, str]:
+        """BayesFlow's ``exec_code`` return value: ``"no error"``, a list of failing test cases, or
+        ``{"exec_fail_case": message}``."""
+        if self.exec_fail is not None:
+            return {"exec_fail_case": self.exec_fail}
+        if self.failures:
+            return [
+                {"test_case": f.test_case, "error_type": f.error_type, "error_message": f.error_message,
+                 "traceback": list(f.traceback)}
+                for f in self.failures
+            ]  # fmt: skip
+        return "no error"
+
+
+def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits | None = None) -> SandboxResult:
+    """Run ``solution`` followed by ``tests`` (source text; several test sources run one after another)
+    in a fresh sandbox. Blocks up to ``limits.wall_s`` plus process start-up; call it from a worker thread
+    (``anyio.to_thread.run_sync``) in async code."""
+    limits = limits or Limits()
+    parts = [solution, *([tests] if isinstance(tests, str) else tests)]
+    program = "\n\n".join(p for p in parts if p)
+    nonce = secrets.token_hex(16)
+    read_fd, write_fd = os.pipe()
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ontime-sandbox-") as workdir:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+        argv = [sys.executable, "-I", "-S", "-X", "utf8", str(_HARNESS), str(limits.cpu_s),
+                str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20), str(write_fd)]  # fmt: skip
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(write_fd,), start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise SandboxError(f"cannot start the sandbox: {exc}") from exc
+        os.close(write_fd)
+        timed_out = False
+        try:
+            out, err = proc.communicate((nonce + "\n" + program).encode(), timeout=limits.wall_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            out, err = proc.communicate()
+        finally:
+            _kill_group(proc.pid)  # whatever the program left behind
+        with os.fdopen(read_fd, "rb") as f:
+            raw = f.read()
+    elapsed = time.monotonic() - start
+    stdout = out[:_OUTPUT_CAP].decode("utf-8", "replace")
+    stderr = err[:_OUTPUT_CAP].decode("utf-8", "replace")
+    report = _report(raw, nonce)
+    result = SandboxResult(False, stdout=stdout, stderr=stderr, duration_s=elapsed)
+    if timed_out:
+        return replace(result, exec_fail=f"timed out after {limits.wall_s:g} s (wall clock)")
+    if report is None:
+        return replace(result, exec_fail=_death(proc.returncode, limits))
+    if "exec_fail_case" in report:
+        return replace(result, exec_fail=str(report["exec_fail_case"]), traceback=tuple(report.get("traceback", ())))
+    failures = tuple(
+        Failure(str(f["test_case"]), str(f["error_type"]), str(f["error_message"]), tuple(f["traceback"]))
+        for f in report.get("failures", [])
+    )
+    return replace(result, passed=not failures, failures=failures, tests_run=int(report.get("tests_run", 0)))
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _report(raw: bytes, nonce: str) -> dict[str, Any] | None:
+    """The harness's report, or None if there is none or it lacks the run's nonce (the program wrote it)."""
+    try:
+        report = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(report, dict) or report.get("nonce") != nonce:
+        return None
+    return report
+
+
+def _death(returncode: int | None, limits: Limits) -> str:
+    """Why a child died without reporting."""
+    if returncode is not None and returncode < 0:
+        sig = signal.Signals(-returncode)
+        if sig == signal.SIGXCPU or sig == signal.SIGKILL:
+            return f"killed by {sig.name}: over the CPU limit of {limits.cpu_s} s"
+        return f"killed by {sig.name}"
+    return f"the program exited (status {returncode}) before its tests finished"
