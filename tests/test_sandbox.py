@@ -156,3 +156,17 @@ def test_bad_limits_raise() -> None:
         Limits(wall_s=0)
     with pytest.raises(SandboxError):
         Limits(memory_mb=1)
+
+
+def test_endless_output_is_bounded_by_the_file_size_limit() -> None:
+    r = run_tests("while True:\n    print('x' * 100_000)\n", limits=FAST)
+    assert not r.passed and "File too large" in (r.exec_fail or "") and len(r.stdout) <= 64 * 1024
+
+
+def test_a_long_report_arrives_whole() -> None:
+    """Hundreds of failing tests, each with a long message: the report is capped, and does not block."""
+    tests = "import unittest\nclass T(unittest.TestCase):\n" + "".join(
+        f"    def test_{k}(self):\n        self.assertEqual('a' * 5000, 'b' * 5000)\n" for k in range(300)
+    )
+    r = run_tests("", tests, limits=FAST)
+    assert not r.passed and r.exec_fail is None and r.tests_run == 300 and len(r.failures) == 50

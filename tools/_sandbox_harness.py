@@ -84,8 +84,11 @@ def _guard(workdir: str, readable: tuple[str, ...]) -> None:
     sys.addaudithook(hook)
 
 
+MAX_CASES, MAX_FRAMES, MAX_TEXT = 50, 30, 2000  # keep the report small whatever the program does
+
+
 def _frames(exc: BaseException) -> list[str]:
-    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return [line[:MAX_TEXT] for line in traceback.format_exception(type(exc), exc, exc.__traceback__)[-MAX_FRAMES:]]
 
 
 def _failing_line(exc: BaseException) -> str:
@@ -102,12 +105,14 @@ class _Collect(unittest.TestResult):
         self.cases: list[dict[str, Any]] = []
 
     def _add(self, test: unittest.TestCase, err: Any) -> None:
+        if len(self.cases) >= MAX_CASES:
+            return
         exc = err[1]
         line = _failing_line(exc)
         self.cases.append({
             "test_case": f"{test.id()}: {line}" if line else test.id(),
             "error_type": type(exc).__name__,
-            "error_message": str(exc),
+            "error_message": str(exc)[:MAX_TEXT],
             "traceback": _frames(exc),
         })  # fmt: skip
 

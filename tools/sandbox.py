@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runtime._errors import OntimeError
 
@@ -109,36 +109,40 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
     parts = [solution, *([tests] if isinstance(tests, str) else tests)]
     program = "\n\n".join(p for p in parts if p)
     nonce = secrets.token_hex(16)
-    read_fd, write_fd = os.pipe()
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ontime-sandbox-") as workdir:
+    # Output and report go to unnamed files, not pipes: the child's file-size limit then bounds them, and a
+    # long report cannot fill a pipe nobody reads until the child exits.
+    with (
+        tempfile.TemporaryDirectory(prefix="ontime-sandbox-") as workdir,
+        tempfile.TemporaryFile() as out_f,
+        tempfile.TemporaryFile() as err_f,
+        tempfile.TemporaryFile() as report_f,
+    ):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+        report_fd = report_f.fileno()
         argv = [sys.executable, "-I", "-S", "-X", "utf8", str(_HARNESS), str(limits.cpu_s),
-                str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20), str(write_fd)]  # fmt: skip
+                str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20), str(report_fd)]  # fmt: skip
         try:
             proc = subprocess.Popen(
-                argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), start_new_session=True,
+                argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
+                pass_fds=(report_fd,), start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
-            os.close(read_fd)
-            os.close(write_fd)
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
-        os.close(write_fd)
         timed_out = False
         try:
-            out, err = proc.communicate((nonce + "\n" + program).encode(), timeout=limits.wall_s)
+            proc.communicate((nonce + "\n" + program).encode(), timeout=limits.wall_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc.pid)
-            out, err = proc.communicate()
+            proc.communicate()
         finally:
             _kill_group(proc.pid)  # whatever the program left behind
-        with os.fdopen(read_fd, "rb") as f:
-            raw = f.read()
+        out, err = _head(out_f, _OUTPUT_CAP), _head(err_f, _OUTPUT_CAP)
+        raw = _head(report_f, None)
     elapsed = time.monotonic() - start
-    stdout = out[:_OUTPUT_CAP].decode("utf-8", "replace")
-    stderr = err[:_OUTPUT_CAP].decode("utf-8", "replace")
+    stdout = out.decode("utf-8", "replace")
+    stderr = err.decode("utf-8", "replace")
     report = _report(raw, nonce)
     result = SandboxResult(False, stdout=stdout, stderr=stderr, duration_s=elapsed)
     if timed_out:
@@ -152,6 +156,11 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
         for f in report.get("failures", [])
     )
     return replace(result, passed=not failures, failures=failures, tests_run=int(report.get("tests_run", 0)))
+
+
+def _head(f: IO[bytes], size: int | None) -> bytes:
+    f.seek(0)
+    return f.read() if size is None else f.read(size)
 
 
 def _kill_group(pid: int) -> None:
