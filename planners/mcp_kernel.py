@@ -105,6 +105,23 @@ def _clearly_better(ok, spent, margin, best_ok, best_spent, best_margin, z):
 
 
 @njit(cache=True, nogil=True)
+def _confirm(tab, snap, ready, port, n_all, seed, z, need, cand_m, cand_k, cand_p, inc_m, inc_k, inc_p, inc_fresh):
+    """Whether a candidate (action, continuation policy) that beat the incumbent also beats it, at level
+    ``need`` of :func:`_clearly_better`, on as many fresh simulations (n_all..2 n_all - 1): selecting the best
+    of many candidates on the same simulations rewards luck, and over dozens of decisions a run pays for it.
+
+    ``inc_fresh`` is the incumbent's scores there, empty until first needed. Returns whether the candidate
+    passed, and the fresh scores of the incumbent from then on (the candidate's, if it passed).
+    """
+    if inc_fresh[0].shape[0] == 0:
+        inc_fresh = _runs(tab, snap, ready, inc_m, inc_k, port, inc_p, n_all, n_all, seed)
+    cand = _runs(tab, snap, ready, cand_m, cand_k, port, cand_p, n_all, n_all, seed)
+    if _clearly_better(cand[0], cand[1], cand[2], inc_fresh[0], inc_fresh[1], inc_fresh[2], z) >= need:
+        return True, cand
+    return False, inc_fresh
+
+
+@njit(cache=True, nogil=True)
 def _retry_action(tab, snap, ready, models, fallback, k):
     """What Seq-(models, k) launches from ``snap``: the Retry planner's rule (batches shrunk to fit the budget
     and token cap left, in order of the ready list), with the kernel's fallback for a model too slow to end
@@ -241,12 +258,8 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     pol_g = np.zeros(n_port)
     pol_c = np.zeros(n_port)
     # The incumbent: the best base action, or, from the second decision on, the held policy's unless
-    # another's beats it clearly, on these simulations and again on fresh ones (f_*: the incumbent's scores
-    # on simulations n_all..2 n_all - 1, run when first needed).
-    fresh = False
-    f_ok = np.zeros(n_all, np.bool_)
-    f_sp = np.zeros(n_all, np.int64)
-    f_mg = np.zeros(n_all)
+    # another's beats it clearly, on these simulations and again on fresh ones (:func:`_confirm`).
+    fresh = (np.zeros(0, np.bool_), np.zeros(0, np.int64), np.zeros(0))  # the incumbent's, once needed
     best_p = best_cont = -1
     for rank in range(-1, n_port):
         p = hold if rank < 0 else order[rank]
@@ -269,13 +282,8 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         else:
             take = _clearly_better(ok, sp, mg, best_ok, best_sp, best_mg, z) == 2
             if take:
-                if not fresh:
-                    f_ok, f_sp, f_mg = _runs(tab, snap, ready, best_m, best_k, port, best_cont, n_all, n_all, seed)
-                    fresh = True
-                g_ok, g_sp, g_mg = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, n_all, n_all, seed)
-                take = _clearly_better(g_ok, g_sp, g_mg, f_ok, f_sp, f_mg, z) == 2
-                if take:
-                    f_ok, f_sp, f_mg = g_ok, g_sp, g_mg
+                take, fresh = _confirm(tab, snap, ready, port, n_all, seed, z, 2, base_m[p], base_k[p], p, best_m,
+                                       best_k, best_cont, fresh)  # fmt: skip
         if take:
             best_p = best_cont = p
             best_v, best_g, best_c, best_ok, best_sp, best_mg = pol_v[p], pol_g[p], pol_c[p], ok, sp, mg
@@ -299,7 +307,6 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
 
     # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better.
     c_cont = best_cont
-    g_ok, g_sp, g_mg = f_ok, f_sp, f_mg
     seen = np.empty(64, np.uint64)
     seen[0] = _key(best_m, best_k)
     n_seen = 1
@@ -361,16 +368,12 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     if x == 0 or _beats(ok.sum(), mg.sum(), sp.sum(), c_ok.sum(), c_mg.sum(), c_sp.sum()):
                         c_ok, c_sp, c_mg, c_cont = ok, sp, mg, conts[x]
                 better = _clearly_better(c_ok, c_sp, c_mg, best_ok, best_sp, best_mg, z)
-                if better > 0:  # confirmed on fresh simulations, or the winner's curse adds up over decisions
-                    if not fresh:
-                        f_ok, f_sp, f_mg = _runs(tab, snap, ready, best_m, best_k, port, best_cont, n_all, n_all,
-                                                 seed)  # fmt: skip
-                        fresh = True
-                    g_ok, g_sp, g_mg = _runs(tab, snap, ready, cand_m, cand_k, port, c_cont, n_all, n_all, seed)
-                    if _clearly_better(g_ok, g_sp, g_mg, f_ok, f_sp, f_mg, z) == 0:
+                if better > 0:
+                    passed, fresh = _confirm(tab, snap, ready, port, n_all, seed, z, 1, cand_m, cand_k, c_cont,
+                                             best_m, best_k, best_cont, fresh)  # fmt: skip
+                    if not passed:
                         better = 0
                 if better > 0:
-                    f_ok, f_sp, f_mg = g_ok, g_sp, g_mg
                     best_ok, best_sp, best_mg, best_cont = c_ok, c_sp, c_mg, c_cont
                     best_m, best_k = cand_m, cand_k
                     improved = improved or better == 2  # a won tie alone does not start another pass

@@ -91,12 +91,20 @@ def _frames(exc: BaseException) -> list[str]:
     return [line[:MAX_TEXT] for line in traceback.format_exception(type(exc), exc, exc.__traceback__)[-MAX_FRAMES:]]
 
 
-def _failing_line(exc: BaseException) -> str:
-    """The program's line where ``exc`` was raised (the failing assertion)."""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == PROGRAM:
-            return (frame.line or "").strip()
-    return ""
+def _case(exc: BaseException, test_id: str = "") -> dict[str, Any]:
+    """A failing test in exec_code's shape: the test and the program's line where ``exc`` was raised (the
+    failing assertion), the error's type and message, the traceback."""
+    line = next((f.line or "" for f in reversed(traceback.extract_tb(exc.__traceback__)) if f.filename == PROGRAM), "")
+    return {
+        "test_case": ": ".join(x for x in (test_id, line.strip()) if x),
+        "error_type": type(exc).__name__,
+        "error_message": str(exc)[:MAX_TEXT],
+        "traceback": _frames(exc),
+    }
+
+
+def _exited(exc: SystemExit) -> dict[str, Any]:
+    return {"exec_fail_case": f"the program exited (SystemExit: {exc.code!r}) before its tests finished"}
 
 
 class _Collect(unittest.TestResult):
@@ -107,14 +115,7 @@ class _Collect(unittest.TestResult):
     def _add(self, test: unittest.TestCase, err: Any) -> None:
         if len(self.cases) >= MAX_CASES:
             return
-        exc = err[1]
-        line = _failing_line(exc)
-        self.cases.append({
-            "test_case": f"{test.id()}: {line}" if line else test.id(),
-            "error_type": type(exc).__name__,
-            "error_message": str(exc)[:MAX_TEXT],
-            "traceback": _frames(exc),
-        })  # fmt: skip
+        self.cases.append(_case(err[1], test.id()))
 
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
         self._add(test, err)
@@ -130,10 +131,9 @@ def _run(source: str) -> dict[str, Any]:
         code = compile(source, PROGRAM, "exec")
         exec(code, namespace)
     except AssertionError as exc:
-        return {"failures": [{"test_case": _failing_line(exc), "error_type": "AssertionError",
-                              "error_message": str(exc), "traceback": _frames(exc)}]}  # fmt: skip
+        return {"failures": [_case(exc)]}
     except SystemExit as exc:
-        return {"exec_fail_case": f"the program exited (SystemExit: {exc.code!r}) before its tests finished"}
+        return _exited(exc)
     except BaseException as exc:
         return {"exec_fail_case": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
                 "traceback": _frames(exc)}  # fmt: skip
@@ -144,7 +144,7 @@ def _run(source: str) -> dict[str, Any]:
     try:
         suite.run(result)
     except SystemExit as exc:
-        return {"exec_fail_case": f"the program exited (SystemExit: {exc.code!r}) before its tests finished"}
+        return _exited(exc)
     return {"failures": result.cases, "tests_run": result.testsRun}
 
 
