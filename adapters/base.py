@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.chat import Message
 
 __all__ = ["Adapter", "SampleOutcome", "SampleProgress", "SampleRequest"]
 
@@ -18,6 +22,10 @@ class SampleRequest:
 
     ``key`` identifies the sample within the run (batch number, sample index); the simulated adapter
     derives its random draws from it, so a run does not depend on the order tasks happen to start in.
+    ``input_tokens`` is what the ledger reserved for the prompt (:meth:`Adapter.input_tokens`),
+    ``check_pusd`` what it reserved for checking the output; ``messages`` is the rendered prompt (None for
+    a subtask without one), ``k`` the batch's width and ``deadline`` the run's deadline on
+    ``time.monotonic()`` (None on a virtual clock).
     """
 
     subtask: int
@@ -27,6 +35,10 @@ class SampleRequest:
     input_tokens: int
     max_tokens: int
     key: tuple[int, int]
+    k: int = 1
+    messages: tuple[Message, ...] | None = None
+    deadline: float | None = None
+    check_pusd: int = 0
 
 
 @dataclass(slots=True)
@@ -40,20 +52,38 @@ class SampleProgress:
 
     input_tokens: int = 0
     output_tokens: int = 0
+    check_pusd: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SampleOutcome:
-    """How a finished sample went: whether it passed its verifier, its usage and its output."""
+    """How a finished sample went: whether it passed its verifier, its usage and its output.
+
+    ``check_pusd`` is what verifying it cost (an LLM judge), charged with the sample.
+    """
 
     success: bool
     input_tokens: int
     output_tokens: int
     output: str | None = None
+    check_pusd: int = 0
 
 
 class Adapter(ABC):
     """A model backend."""
+
+    real_time = False  # True: it talks to something outside the run's clock, so the run needs the real clock
+
+    def input_tokens(self, estimate: int, messages: tuple[Message, ...] | None) -> int:
+        """The input tokens to reserve for a prompt: the spec's ``estimate``, or a bound on ``messages``."""
+        return estimate
+
+    def check_pusd(self, subtask: int, max_tokens: int) -> int:
+        """The most checking one output of ``subtask`` may cost (an LLM judge's worst case)."""
+        return 0
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: the simulated adapter holds nothing)
+        """Close connections; called once the run has finished."""
 
     @abstractmethod
     async def sample(self, request: SampleRequest, progress: SampleProgress) -> SampleOutcome:

@@ -24,7 +24,7 @@ from runtime._workflow import Workflow
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
-    from adapters.base import Adapter
+    from adapters.base import Adapter, SampleRequest
     from planners.base import Planner
     from runtime._result import RunResult
 
@@ -40,7 +40,15 @@ def _workflow(wf: WorkflowLike) -> Workflow:
     return wf if isinstance(wf, Workflow) else load_workflow(wf)
 
 
-def _make_clock(clock: ClockLike, speed: float) -> Clock:
+def _make_clock(clock: ClockLike | None, speed: float, wf: Workflow) -> Clock:
+    real = [n for n, m in wf.models.items() if m.provider != "sim"]
+    if real and (clock == "virtual" or speed != 1.0):
+        raise UsageError(
+            f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
+            f"not clock={clock!r}, speed={speed!r}"
+        )
+    if clock is None:
+        clock = "real" if real else "virtual"
     if isinstance(clock, Clock):
         return clock
     if clock == "virtual":
@@ -52,15 +60,47 @@ def _make_clock(clock: ClockLike, speed: float) -> Clock:
 
 
 def _adapters(wf: Workflow, table: ProfileTable, clock: Clock, seed: int) -> list[Adapter]:
+    """One adapter per model: the simulated one, or a chat adapter on the model's endpoint."""
     from adapters.sim import SimAdapter
 
     sim = SimAdapter(table, clock, seed)
+    real = {name: m for name, m in wf.models.items() if m.provider != "sim"}
+    if not real:
+        return [sim] * table.n_models
+    from adapters.chat_adapter import ChatAdapter
+    from adapters.endpoints import make_backend
+    from runtime._verifiers import build_verifier
+
+    for s in wf.subtasks:
+        if s.prompt is None and any(m in real for m in s.profiles):
+            raise UsageError(f"subtask {s.id!r} may run on a real model but has no prompt")
+    backends = {name: make_backend(m) for name, m in real.items()}
+    verifiers = [
+        None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends) for s in wf.subtasks
+    ]
+
+    async def check(req: SampleRequest, output: str) -> tuple[bool, int]:
+        v = verifiers[req.subtask]
+        if v is None:  # no verifier: an answer that finished by itself passes
+            return True, 0
+        verdict = await v.check(output, req.check_pusd)
+        return verdict.ok, verdict.cost_pusd
+
+    def check_worst(i: int, max_tokens: int) -> int:
+        v = verifiers[i]
+        return 0 if v is None else v.worst_pusd(max_tokens)
+
     out: list[Adapter] = []
     for name in table.model_names:
-        provider = wf.models[name].provider
-        if provider != "sim":
-            raise UsageError(f"model {name!r}: provider {provider!r} is not supported yet (supported: sim)")
-        out.append(sim)
+        m = wf.models[name]
+        if m.endpoint is None:
+            out.append(sim)
+        else:
+            out.append(
+                ChatAdapter(
+                    backends[name], m.endpoint.model, check, check_worst=check_worst, temperature=m.endpoint.temperature
+                )
+            )
     return out
 
 
@@ -71,7 +111,7 @@ def prepare(
     *,
     planner: str | Planner | None = None,
     seed: int = 0,
-    clock: ClockLike = "virtual",
+    clock: ClockLike | None = None,
     speed: float = 1.0,
     sinks: Sequence[Sink] = (),
     cancel_siblings: bool = True,
@@ -102,7 +142,7 @@ def prepare(
         pl = planner
     else:
         pl = make_planner(planner or DEFAULT_PLANNER, PlannerContext(table, budget_pusd, float(deadline), seed))
-    clk = _make_clock(clock, speed)
+    clk = _make_clock(clock, speed, wf)
     adapters = _adapters(wf, table, clk, seed)
     sink_list = list(sinks)
 
@@ -127,6 +167,7 @@ def prepare(
             output_token_cap=output_token_cap,
             rounds=rounds,
         ),
+        subtasks=wf.subtasks,
     )
 
 
@@ -137,7 +178,7 @@ async def arun(
     *,
     planner: str | Planner | None = None,
     seed: int = 0,
-    clock: ClockLike = "virtual",
+    clock: ClockLike | None = None,
     speed: float = 1.0,
     journal: str | PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -156,8 +197,8 @@ async def arun(
         planner: a planner spec (default :data:`DEFAULT_PLANNER`, ``"mcp"``; see README "Planners"), or a
             :class:`planners.base.Planner` instance to use for this one run.
         seed: seeds the simulated backend; the same seed on a virtual clock gives the same run.
-        clock: ``"virtual"`` (discrete-event time, the default for simulated models), ``"real"``, or a
-            :class:`Clock`.
+        clock: ``"virtual"`` (discrete-event time), ``"real"``, or a :class:`Clock`. Default: virtual when
+            every model is simulated, real when any model is a real endpoint (which requires it).
         speed: with ``clock="real"``, clock seconds per wall second (replays a simulated run faster).
         journal: a path to write every event to, one JSON object per line.
         on_event: called with every event, in order, on the event loop; must not block.
@@ -219,6 +260,9 @@ async def _execute(executor: Executor, journal_sink: JournalSink | None) -> RunR
     try:
         return await executor.run()
     finally:
+        with anyio.CancelScope(shield=True):
+            for adapter in dict.fromkeys(executor.adapters):
+                await adapter.aclose()
         if journal_sink is not None:
             journal_sink.close()
 

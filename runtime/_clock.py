@@ -66,6 +66,10 @@ class Clock(ABC):
     def now(self) -> float:
         """The current time."""
 
+    def wall_time_of(self, t: float) -> float | None:
+        """Clock time ``t`` on ``time.monotonic()``, or None if this clock does not follow the wall."""
+        return None
+
     @abstractmethod
     async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
         """Return at time ``t`` (at once if it has passed).
@@ -147,6 +151,9 @@ class RealClock(Clock):
 
     def now(self) -> float:
         return (time.monotonic() - self._t0) * self._speed
+
+    def wall_time_of(self, t: float) -> float | None:
+        return self._t0 + t / self._speed
 
     async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
         await anyio.sleep(max(0.0, (t - self.now()) / self._speed))

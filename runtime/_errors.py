@@ -10,7 +10,11 @@
     │   └── PlannerSpecError        an unknown planner or bad planner options
     └── RunError                    something went wrong while a run was under way
         ├── PlannerError            a planner returned a decision the executor cannot carry out
-        └── InvariantError          a safety invariant would be broken (a bug: please report it)
+        ├── InvariantError          a safety invariant would be broken (a bug: please report it)
+        └── ProviderError           a model endpoint failed; the message never contains an API key
+            ├── ProviderRejectedError   4xx other than 429 (bad key, unknown model, bad request): do not retry
+            └── ProviderUnavailableError  5xx, timeouts, dropped connections, malformed replies: worth retrying
+                └── RateLimitedError    429; ``retry_after`` says how long the endpoint asked us to wait
 
 Run *outcomes* such as "the deadline passed" or "the budget ran out" are not exceptions: they are
 reported in ``RunResult.reason``.
@@ -25,6 +29,10 @@ __all__ = [
     "OntimeError",
     "PlannerError",
     "PlannerSpecError",
+    "ProviderError",
+    "ProviderRejectedError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
     "RunError",
     "SpecError",
     "UnknownDependencyError",
@@ -95,3 +103,28 @@ class PlannerError(RunError):
 
 class InvariantError(RunError):
     """A safety invariant (budget, deadline, accounting) would be broken."""
+
+
+class ProviderError(RunError):
+    """A model endpoint failed. ``provider`` and ``status`` (HTTP status, if any) say where and how."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        super().__init__(message)
+
+
+class ProviderRejectedError(ProviderError):
+    """The endpoint refused the request itself (authentication, permissions, unknown model, bad request)."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """A transient failure: server error, timeout, dropped connection or a reply we could not parse."""
+
+
+class RateLimitedError(ProviderUnavailableError):
+    """HTTP 429: the endpoint asked us to slow down, for ``retry_after`` seconds if it said."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = 429, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, status=status)

@@ -36,14 +36,17 @@ from runtime._events import (
 )
 from runtime._ledger import Ledger, Reservation, Usage
 from runtime._money import to_usd
+from runtime._prompts import render
 from runtime._result import RunResult, SubtaskOutcome
 from runtime._snapshot import Decision, FailedBatch, InFlight, Launch, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from adapters.chat import Message
     from planners.base import Planner
     from runtime._profiles import ProfileTable
+    from runtime._workflow import Subtask
 
 __all__ = ["ExecutorOptions", "Executor"]
 
@@ -77,15 +80,18 @@ class ExecutorOptions:
 
 
 class _Batch:
-    __slots__ = ("done", "handles", "id", "k", "model", "open", "reservation", "started_at", "subtask")
+    __slots__ = ("done", "handles", "id", "k", "model", "open", "reservation", "share", "started_at", "subtask")
 
-    def __init__(self, bid: int, subtask: int, model: int, k: int, started_at: float, res: Reservation) -> None:
+    def __init__(
+        self, bid: int, subtask: int, model: int, k: int, started_at: float, res: Reservation, share: Usage
+    ) -> None:
         self.id = bid
         self.subtask = subtask
         self.model = model
         self.k = k
         self.started_at = started_at
         self.reservation = res
+        self.share = share  # what one sample may use at most; the reservation holds k of these
         self.open = k
         self.done = False  # its subtask completed
         self.handles: list[TaskHandle | None] = []
@@ -118,6 +124,7 @@ class Executor:
         run_id: str,
         emit: Callable[[Event], None],
         options: ExecutorOptions = ExecutorOptions(),
+        subtasks: Sequence[Subtask] | None = None,
     ) -> None:
         self.table = table
         self.workflow_name = workflow_name
@@ -128,6 +135,7 @@ class Executor:
         self.seed = seed
         self.run_id = run_id
         self.options = options
+        self.subtasks = subtasks  # the workflow's subtasks in table order, for their prompts
         self._emit = emit
         self.ledger = Ledger(budget_pusd, output_token_cap=options.output_token_cap)
         n = table.n_subtasks
@@ -351,13 +359,19 @@ class Executor:
             self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=DEADLINE))
             return
         max_tokens = int(t.max_tokens[j])
-        res = self.ledger.reserve(Usage(int(t.worst_cost[i, j]), max_tokens) * k)
+        adapter = self.adapters[j]
+        messages = self._messages(i)
+        input_tokens = adapter.input_tokens(int(t.input_tokens[i]), messages)
+        check_pusd = adapter.check_pusd(i, max_tokens)
+        worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
+        share = Usage(worst, max_tokens)
+        res = self.ledger.reserve(share * k)
         if res is None:
             self._rejected.add(BUDGET)
             self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=BUDGET))
             return
         self._next_batch += 1
-        b = _Batch(self._next_batch, i, j, k, now, res)
+        b = _Batch(self._next_batch, i, j, k, now, res, share)
         self._emit(
             BudgetReserved(
                 t=now - self._t0,
@@ -373,12 +387,20 @@ class Executor:
         self._open += k
         self._samples_launched[i] += k
         self._batches[i] += 1
-        adapter = self.adapters[j]
+        deadline = self.clock.wall_time_of(self._deadline)
         for idx in range(k):
-            req = SampleRequest(i, sid, j, model, int(t.input_tokens[i]), max_tokens, (b.id, idx))
+            req = SampleRequest(
+                i, sid, j, model, input_tokens, max_tokens, (b.id, idx), k, messages, deadline, check_pusd
+            )
             b.handles.append(
                 self.clock.spawn(tg, self._sample_runner(adapter, req, b, idx), name=f"{sid}#{b.id}.{idx}")
             )
+
+    def _messages(self, i: int) -> tuple[Message, ...] | None:
+        if self.subtasks is None:
+            return None
+        outputs = {self.table.subtask_ids[d]: self._output[d] for d in self.table.deps(i).tolist()}
+        return render(self.subtasks[i], outputs)
 
     def _sample_runner(
         self, adapter: Adapter, req: SampleRequest, b: _Batch, idx: int
@@ -416,15 +438,13 @@ class Executor:
             self._cancelling -= 1  # cancelled, but it had finished before the cancellation reached it
         b.handles[msg.index] = None
         if msg.outcome is not None:
-            inp, out = msg.outcome.input_tokens, msg.outcome.output_tokens
+            inp, out, check = msg.outcome.input_tokens, msg.outcome.output_tokens, msg.outcome.check_pusd
             status = "succeeded" if msg.outcome.success else "failed"
         else:
-            inp, out = msg.progress.input_tokens, msg.progress.output_tokens
+            inp, out, check = msg.progress.input_tokens, msg.progress.output_tokens, msg.progress.check_pusd
             status = "cancelled" if msg.cancelled else "error"
-        max_tokens = int(t.max_tokens[j])
-        cost = int(inp * t.in_price[j] + out * t.out_price[j])
-        share = Usage(int(t.worst_cost[i, j]), max_tokens)
-        released = self.ledger.settle(b.reservation, Usage(cost, out), share)
+        cost = int(inp * t.in_price[j] + out * t.out_price[j]) + check
+        released = self.ledger.settle(b.reservation, Usage(cost, out), b.share)
         sid, model = t.subtask_ids[i], t.model_names[j]
         self._emit(
             SampleFinished(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime._errors import CycleError, SpecError, UnknownDependencyError, UnknownModelError
 from runtime._workflow import (
+    Endpoint,
     FixedTokens,
     LogNormalTokens,
     ModelSpec,
@@ -21,6 +22,7 @@ from runtime._workflow import (
     PoolProfile,
     Profile,
     Subtask,
+    VerifierSpec,
     Workflow,
 )
 
@@ -37,7 +39,21 @@ _MODEL_KEYS = {
     "ttft_s",
     "max_output_tokens",
 }
-_SUBTASK_KEYS = {"id", "deps", "input_tokens", "profiles"}
+_PRICES = {"input_price_per_mtok", "output_price_per_mtok"}
+_ENDPOINT_KEYS = {
+    "model",
+    "base_url",
+    "api_key_env",
+    "api_key",
+    "timeout_s",
+    "retries",
+    "concurrency",
+    "requests_per_s",
+    "temperature",
+}
+PROVIDERS = ("sim", "openai", "anthropic")
+_SUBTASK_KEYS = {"id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong"}
+_VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge")
 _TOP_KEYS = {"name", "models", "subtasks"}
 
 
@@ -147,6 +163,14 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
             raise CycleError("depends on itself", source=src, subtask=s.id, field="deps")
         if d not in ids:
             raise UnknownDependencyError(f"unknown dependency {d!r}", source=src, subtask=s.id, field="deps")
+    if s.prompt is not None:
+        from runtime._prompts import placeholders
+
+        for ref in placeholders(s.prompt):
+            if ref not in s.deps:
+                raise SpecError(
+                    f"{{{{{ref}}}}} names no dependency of this subtask", source=src, subtask=s.id, field="prompt"
+                )
     if not _is_int(s.input_tokens) or s.input_tokens < 0:
         raise SpecError("must be a non-negative integer", source=src, subtask=s.id, field="input_tokens")
     if not s.profiles:
@@ -198,8 +222,10 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
 
 def _check_model(m: ModelSpec, src: str | None) -> None:
     f = f"models.{m.name}"
-    if not isinstance(m.provider, str) or not m.provider:
-        raise SpecError("must be a non-empty string", source=src, field=f"{f}.provider")
+    if m.provider not in PROVIDERS:
+        raise SpecError(f"{m.provider!r} is not one of {', '.join(PROVIDERS)}", source=src, field=f"{f}.provider")
+    if (m.endpoint is not None) != (m.provider != "sim"):
+        raise SpecError("an endpoint goes with provider openai or anthropic only", source=src, field=f)
     for attr in ("input_price_per_mtok", "output_price_per_mtok", "ttft_s"):
         v = getattr(m, attr)
         if not _finite(v) or v < 0:
@@ -213,15 +239,70 @@ def _check_model(m: ModelSpec, src: str | None) -> None:
 def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
     f = f"models.{name}"
     _check_mapping(spec, f"'{f}'", source=src, field=f)
-    _check_keys(spec, _MODEL_KEYS, required=_MODEL_KEYS - {"provider"}, source=src, where=f)
+    provider = spec.get("provider", "sim")
+    if provider not in PROVIDERS:
+        raise SpecError(f"{provider!r} is not one of {', '.join(PROVIDERS)}", source=src, field=f"{f}.provider")
+    real = provider != "sim"
+    # A real model's prices default to the list price (genai-prices); a simulated one must state them.
+    required = _MODEL_KEYS - {"provider"} - (_PRICES if real else set())
+    _check_keys(spec, _MODEL_KEYS | (_ENDPOINT_KEYS if real else set()), required=required, source=src, where=f)
+    endpoint = _parse_endpoint(name, spec, src) if real else None
+    if real and not spec.keys() >= _PRICES:
+        from adapters.pricing import list_price
+
+        try:
+            listed = list_price(provider, endpoint.model if endpoint else name)
+        except LookupError as exc:
+            raise SpecError(
+                f"{exc}; give input_price_per_mtok and output_price_per_mtok", source=src, field=f
+            ) from None
+        spec = {"input_price_per_mtok": listed[0], "output_price_per_mtok": listed[1], **spec}
     return ModelSpec(
         name=name,
-        provider=spec.get("provider", "sim"),
+        provider=provider,
         input_price_per_mtok=_number(spec["input_price_per_mtok"], src, None, f"{f}.input_price_per_mtok"),
         output_price_per_mtok=_number(spec["output_price_per_mtok"], src, None, f"{f}.output_price_per_mtok"),
         tokens_per_s=_number(spec["tokens_per_s"], src, None, f"{f}.tokens_per_s"),
         ttft_s=_number(spec["ttft_s"], src, None, f"{f}.ttft_s"),
         max_output_tokens=_integer(spec["max_output_tokens"], src, None, f"{f}.max_output_tokens"),
+        endpoint=endpoint,
+    )
+
+
+def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endpoint:
+    f = f"models.{name}"
+
+    def text(key: str, default: str | None = None) -> str | None:
+        v = spec.get(key, default)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise SpecError("must be a non-empty string", source=src, field=f"{f}.{key}")
+        return v
+
+    def positive(key: str, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise SpecError(f"must be > 0, not {v!r}", source=src, field=f"{f}.{key}")
+        return v
+
+    def opt_int(key: str) -> int | None:
+        return None if spec.get(key) is None else _integer(spec[key], src, None, f"{f}.{key}")
+
+    def opt_num(key: str) -> float | None:
+        return None if spec.get(key) is None else _number(spec[key], src, None, f"{f}.{key}")
+
+    retries = opt_int("retries")
+    if retries is not None and retries < 1:
+        raise SpecError("must be >= 1 (1: no retry)", source=src, field=f"{f}.retries")
+    concurrency = positive("concurrency", opt_int("concurrency"))
+    return Endpoint(
+        model=text("model", name) or name,
+        base_url=text("base_url"),
+        api_key_env=text("api_key_env"),
+        api_key=text("api_key"),
+        timeout_s=positive("timeout_s", opt_num("timeout_s")) or 60.0,
+        retries=retries or 4,
+        concurrency=None if concurrency is None else int(concurrency),
+        requests_per_s=positive("requests_per_s", opt_num("requests_per_s")),
+        temperature=opt_num("temperature"),
     )
 
 
@@ -235,6 +316,18 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise SpecError("must be a list of subtask ids", source=src, subtask=sid, field="deps")
     input_tokens = _integer(spec.get("input_tokens", 0), src, sid, "input_tokens")
+    texts = {}
+    for key in ("prompt", "system", "reference"):
+        v = spec.get(key)
+        if v is not None and not isinstance(v, str):
+            raise SpecError("must be a string", source=src, subtask=sid, field=key)
+        texts[key] = v
+    wrong = spec.get("wrong", [])
+    if isinstance(wrong, str):
+        wrong = [wrong]
+    if not isinstance(wrong, list) or not all(isinstance(w, str) for w in wrong):
+        raise SpecError("must be a string or a list of strings", source=src, subtask=sid, field="wrong")
+    verifier = None if spec.get("verifier") is None else _parse_verifier(spec["verifier"], src, sid)
     profiles_raw = spec["profiles"]
     _check_mapping(profiles_raw, "'profiles'", source=src, subtask=sid, field="profiles")
     profiles: dict[str, Profile] = {}
@@ -242,7 +335,53 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
         if m not in models:
             raise UnknownModelError(f"unknown model {m!r}", source=src, subtask=sid, field=f"profiles.{m}")
         profiles[str(m)] = _parse_profile(prof, src, sid, f"profiles.{m}")
-    return Subtask(id=sid, deps=tuple(deps), input_tokens=input_tokens, profiles=profiles)
+    return Subtask(
+        id=sid,
+        deps=tuple(deps),
+        input_tokens=input_tokens,
+        profiles=profiles,
+        prompt=texts["prompt"],
+        system=texts["system"],
+        verifier=verifier,
+        reference=texts["reference"],
+        wrong=tuple(wrong),
+    )
+
+
+def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
+    """``{"exact": TEXT}``, ``{"regex": PATTERN}``, ``{"json_schema": SCHEMA}``,
+    ``{"python_tests": CODE, "timeout_s": S}`` or ``{"judge": MODEL, "rubric": QUESTION}``."""
+    _check_mapping(spec, "'verifier'", source=src, subtask=sid, field="verifier")
+    kinds = [k for k in _VERIFIER_KINDS if k in spec]
+    if len(kinds) != 1:
+        raise SpecError(f"give exactly one of {', '.join(_VERIFIER_KINDS)}", source=src, subtask=sid, field="verifier")
+    kind = kinds[0]
+    _check_keys(spec, {kind, "rubric", "timeout_s"}, required={kind}, source=src, where=f"subtask {sid!r} verifier")
+    arg = spec[kind]
+    f = f"verifier.{kind}"
+    if kind == "json_schema":
+        _check_mapping(arg, f"'{f}'", source=src, subtask=sid, field=f)
+    elif not isinstance(arg, str) or (kind != "exact" and not arg):
+        raise SpecError("must be a non-empty string", source=src, subtask=sid, field=f)
+    if kind == "regex":
+        import re
+
+        try:
+            re.compile(arg)
+        except re.error as exc:
+            raise SpecError(f"not a valid regular expression ({exc})", source=src, subtask=sid, field=f) from None
+    rubric = spec.get("rubric")
+    if (rubric is not None) != (kind == "judge") or (rubric is not None and not isinstance(rubric, str)):
+        raise SpecError(
+            "a judge needs a rubric (a string); other verifiers take none",
+            source=src,
+            subtask=sid,
+            field="verifier.rubric",
+        )
+    timeout = _number(spec.get("timeout_s", 10.0), src, sid, "verifier.timeout_s")
+    if timeout <= 0:
+        raise SpecError("must be > 0", source=src, subtask=sid, field="verifier.timeout_s")
+    return VerifierSpec(kind=kind, arg=arg, rubric=rubric, timeout_s=timeout)
 
 
 def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "Endpoint",
     "FixedTokens",
     "LogNormalTokens",
     "ModelSpec",
@@ -22,6 +23,7 @@ __all__ = [
     "PoolProfile",
     "Profile",
     "Subtask",
+    "VerifierSpec",
     "Workflow",
 ]
 
@@ -41,6 +43,35 @@ class ModelSpec:
     tokens_per_s: float
     ttft_s: float
     max_output_tokens: int
+    endpoint: Endpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a real model (``provider`` openai or anthropic) is served, and how to talk to it.
+
+    Attributes:
+        model: the endpoint's model id (defaults to the spec's model name).
+        base_url: an OpenAI- or Anthropic-compatible server; None for the vendor's own API.
+        api_key_env: the environment variable holding the key (default ``OPENAI_API_KEY`` or
+            ``ANTHROPIC_API_KEY``). Keys are read when a run starts and never logged.
+        api_key: a key given directly (from code; never put one in a spec file you commit).
+        timeout_s: the longest to wait for the next byte of a reply before retrying.
+        retries: attempts per sample while nothing has been produced (1: no retry).
+        concurrency: most requests open at once on this model (None: no limit).
+        requests_per_s: most request starts per second (None: no limit).
+        temperature: sampling temperature, if the endpoint should not use its default.
+    """
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    retries: int = 4
+    concurrency: int | None = None
+    requests_per_s: float | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +124,20 @@ Profile = ParametricProfile | PoolProfile
 
 
 @dataclass(frozen=True, slots=True)
+class VerifierSpec:
+    """How a real model's output is checked: ``kind`` is exact, regex, json_schema, python_tests or judge.
+
+    ``arg`` is the expected text, the pattern, the schema, the test code, or the judge's model name;
+    ``rubric`` is the judge's question; ``timeout_s`` bounds a sandboxed test run.
+    """
+
+    kind: str
+    arg: Any
+    rubric: str | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Subtask:
     """A node of the workflow DAG. ``profiles`` maps the models usable here to their profile."""
 
@@ -100,6 +145,11 @@ class Subtask:
     deps: tuple[str, ...]
     input_tokens: int
     profiles: Mapping[str, Profile]
+    prompt: str | None = None  # the user message; {{dep_id}} is replaced by that dependency's output
+    system: str | None = None
+    verifier: VerifierSpec | None = None
+    reference: str | None = None  # a correct output: what the simulator server returns on success
+    wrong: tuple[str, ...] = ()  # outputs that fail the verifier: what it returns on failure
 
 
 @dataclass(frozen=True, slots=True)

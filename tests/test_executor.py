@@ -198,11 +198,16 @@ def test_charge_planner_time_advances_the_virtual_clock() -> None:
     assert charged.elapsed >= plain.elapsed + 0.04
 
 
-def test_sim_adapter_is_the_default_and_other_providers_are_rejected_before_spending() -> None:
+def test_sim_adapter_is_the_default_and_unusable_providers_are_rejected_before_spending() -> None:
     spec = chain_spec(1)
-    spec["models"]["m"]["provider"] = "openai"
-    with pytest.raises(runtime.UsageError, match="provider 'openai'"):
+    spec["models"]["m"]["provider"] = "bogus"
+    with pytest.raises(runtime.SpecError, match="'bogus' is not one of sim, openai, anthropic"):
+        build(spec)
+    spec["models"]["m"].update(provider="openai", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(runtime.UsageError, match="no prompt"):  # a real model needs something to send
         runtime.run(build(spec), 1.0, 100, log=False)
+    with pytest.raises(runtime.UsageError, match="real clock"):
+        runtime.prepare(build(spec), 1.0, 100, clock="virtual")
     assert isinstance(runtime.prepare(build(chain_spec(1)), 1.0, 10).adapters[0], SimAdapter)
 
 

@@ -1,0 +1,117 @@
+"""The OpenAI chat-completions backend, through the official SDK (``AsyncOpenAI``).
+
+Works with api.openai.com and with every OpenAI-compatible server (vLLM, SGLang, Ollama, the LiteLLM proxy,
+``ontime serve-sim``) through ``base_url``. k samples go in one request with ``n=k``. Streams ask for the
+final usage chunk (``stream_options.include_usage``); a stream cut short is charged the pieces received.
+The SDK's own retries are off: :mod:`adapters.resilience` retries with the deadline and the ledger in mind.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import openai
+
+from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, remaining
+from adapters.errors import vendor_error
+from runtime._errors import ProviderError, ProviderUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["OpenAIBackend"]
+
+
+class OpenAIBackend(ChatBackend):
+    """Args:
+    api_key: the key (never logged); ``None`` reads ``OPENAI_API_KEY``.
+    base_url: an OpenAI-compatible endpoint; ``None`` is api.openai.com.
+    timeout_s: the longest a request may wait for its next byte (a hung endpoint is given up on after it).
+    max_tokens_field: ``max_completion_tokens`` (OpenAI's current name, required by reasoning models)
+        or ``max_tokens`` (what most compatible servers expect); default: the first for api.openai.com,
+        the second for any other ``base_url``.
+    """
+
+    provider: ClassVar[str] = "openai"
+    supports_n: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_tokens_field: str | None = None,
+    ) -> None:
+        try:
+            self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        except openai.OpenAIError as exc:
+            raise vendor_error(exc, self.provider) from None
+        self._secrets = (self.client.api_key,) if isinstance(self.client.api_key, str) else ()
+        self.timeout_s = timeout_s
+        self.max_tokens_field = max_tokens_field or ("max_tokens" if base_url else "max_completion_tokens")
+
+    def __repr__(self) -> str:  # the client's repr is safe, but say what matters without it
+        return f"OpenAIBackend(base_url={str(self.client.base_url)!r})"
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
+        left = remaining(request, self.provider)
+        kwargs: dict[str, Any] = {self.max_tokens_field: request.max_tokens}
+        if request.n != 1:
+            kwargs["n"] = request.n
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.tag is not None:
+            kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
+        try:
+            create: Any = (
+                self.client.chat.completions.create
+            )  # the overloads cannot follow **kwargs
+            raw = await create(
+                model=request.model,
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=self.timeout_s if left is None else min(self.timeout_s, left),
+                **kwargs,
+            )
+        except Exception as exc:
+            raise vendor_error(exc, self.provider, self._secrets) from None
+        s = ChatStream(request.n)
+        s.deltas = self._deltas(raw, s)
+        try:
+            yield s
+        finally:
+            with anyio.CancelScope(shield=True):
+                await raw.close()
+
+    async def _deltas(self, raw: Any, s: ChatStream) -> AsyncIterator[Delta]:
+        finished = 0
+        try:
+            async for chunk in raw:
+                if chunk.usage is not None:
+                    s.input_tokens = chunk.usage.prompt_tokens
+                    s.reported_output_tokens = chunk.usage.completion_tokens
+                for c in chunk.choices:
+                    text = (c.delta.content or "") if c.delta is not None else ""
+                    if text:
+                        s.output_tokens[c.index] += 1
+                    if c.finish_reason is not None:
+                        finished += 1
+                    if text or c.finish_reason is not None:
+                        yield Delta(c.index, text, c.finish_reason)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise vendor_error(exc, self.provider, self._secrets) from None
+        if finished < s.n:
+            raise ProviderUnavailableError(
+                f"{self.provider}: the stream ended before {s.n - finished} of {s.n} samples finished",
+                provider=self.provider,
+            )
+
+    async def aclose(self) -> None:
+        await self.client.close()

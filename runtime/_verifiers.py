@@ -1,0 +1,169 @@
+"""Verifiers: whether a real model's output solves its subtask (on the simulated backend the profile decides).
+
+A subtask's ``verifier`` in the spec picks one: exact match (whitespace at the ends ignored), a regular
+expression found in the output, a JSON schema the output must satisfy, Python tests run against the
+output in :mod:`tools.sandbox`, or an LLM judge. Code and JSON may come wrapped in a Markdown fence; the
+first fenced block is what gets checked. A judge is a paid call: its worst case is reserved with the sample
+(:meth:`Verifier.worst_pusd`) and what it cost is charged with the sample.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from adapters.chat import ChatRequest, Message, input_token_bound
+from runtime._errors import ProviderError, UsageError
+from runtime._money import price_per_token_pusd
+
+if TYPE_CHECKING:
+    from adapters.chat import ChatBackend
+    from runtime._workflow import ModelSpec, VerifierSpec
+
+__all__ = ["Verdict", "Verifier", "build_verifier", "extract_block"]
+
+_FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    detail: str = ""
+    cost_pusd: int = 0  # what checking cost (an LLM judge's call)
+
+
+class Verifier(ABC):
+    @abstractmethod
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        """Decide whether ``output`` passes, spending at most ``allowance_pusd`` (what was reserved)."""
+
+    def worst_pusd(self, max_output_tokens: int) -> int:
+        """The most checking one output of at most ``max_output_tokens`` tokens may cost."""
+        return 0
+
+
+def extract_block(text: str) -> str:
+    """The first Markdown-fenced block of ``text``, or all of it if it has none."""
+    m = _FENCE.search(text)
+    return m.group(1) if m else text
+
+
+class _Exact(Verifier):
+    def __init__(self, expected: str) -> None:
+        self.expected = expected.strip()
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        ok = output.strip() == self.expected
+        return Verdict(ok, "" if ok else "output differs from the expected text")
+
+
+class _Regex(Verifier):
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        ok = self.pattern.search(output) is not None
+        return Verdict(ok, "" if ok else f"no match for /{self.pattern.pattern}/")
+
+
+class _JsonSchema(Verifier):
+    def __init__(self, schema: dict[str, Any]) -> None:
+        import jsonschema
+
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise UsageError(f"not a valid JSON schema: {exc.message}") from None
+        self.validator = cls(schema)
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        try:
+            value = json.loads(extract_block(output))
+        except json.JSONDecodeError as exc:
+            return Verdict(False, f"not JSON: {exc.msg} at line {exc.lineno}")
+        error = next(iter(self.validator.iter_errors(value)), None)
+        return Verdict(error is None, "" if error is None else f"schema: {error.message}")
+
+
+class _PythonTests(Verifier):
+    def __init__(self, tests: str, timeout_s: float) -> None:
+        self.tests = tests
+        self.timeout_s = timeout_s
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        from tools.sandbox import Limits, run_tests
+
+        run = partial(run_tests, extract_block(output), self.tests, limits=Limits(wall_s=self.timeout_s))
+        # The child process is killed by its own wall-clock limit if we stop waiting for it.
+        result = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        if result.passed:
+            return Verdict(True)
+        if result.exec_fail is not None:
+            return Verdict(False, result.exec_fail)
+        first = result.failures[0] if result.failures else None
+        detail = f"{first.test_case}: {first.error_type}: {first.error_message}" if first else "tests failed"
+        return Verdict(False, f"{len(result.failures)} failing; {detail}")
+
+
+class _Judge(Verifier):
+    """Asks ``model`` whether the output meets ``rubric``; passes on a reply that starts with PASS."""
+
+    _MAX_TOKENS = 8
+    _BYTES_PER_TOKEN = 8  # outputs are budgeted at up to this many bytes a token; longer ones fail unjudged
+
+    def __init__(self, rubric: str, model: ModelSpec, backend: ChatBackend) -> None:
+        if model.endpoint is None:
+            raise UsageError(f"the judge model {model.name!r} must be a real model (provider openai or anthropic)")
+        self.rubric = rubric
+        self.model = model
+        self.backend = backend
+        self._in = price_per_token_pusd(model.input_price_per_mtok)
+        self._out = price_per_token_pusd(model.output_price_per_mtok)
+
+    def _messages(self, output: str) -> tuple[Message, ...]:
+        return (
+            Message("system", "You grade answers. Reply with PASS or FAIL only."),
+            Message("user", f"Question for the grader: {self.rubric}\n\nAnswer to grade:\n{output}"),
+        )
+
+    def worst_pusd(self, max_output_tokens: int) -> int:
+        worst_in = input_token_bound(self._messages("")) + self._BYTES_PER_TOKEN * max_output_tokens
+        return worst_in * self._in + self._MAX_TOKENS * self._out
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        messages = self._messages(output)
+        if input_token_bound(messages) * self._in + self._MAX_TOKENS * self._out > allowance_pusd:
+            return Verdict(False, "output too long to judge within what was reserved for judging it")
+        assert self.model.endpoint is not None
+        request = ChatRequest(self.model.endpoint.model, messages, self._MAX_TOKENS)
+        try:
+            reply = await self.backend.complete(request)
+        except ProviderError as exc:
+            return Verdict(False, f"judge failed: {exc}", cost_pusd=input_token_bound(messages) * self._in)
+        cost = reply.input_tokens * self._in + reply.output_tokens * self._out
+        ok = reply.choices[0].text.strip().upper().startswith("PASS")
+        return Verdict(ok, "" if ok else "the judge said FAIL", cost_pusd=cost)
+
+
+def build_verifier(spec: VerifierSpec, models: dict[str, ModelSpec], backends: dict[str, ChatBackend]) -> Verifier:
+    """The verifier a spec describes (the judge's model must be one of the workflow's real models)."""
+    if spec.kind == "exact":
+        return _Exact(spec.arg)
+    if spec.kind == "regex":
+        return _Regex(spec.arg)
+    if spec.kind == "json_schema":
+        return _JsonSchema(spec.arg)
+    if spec.kind == "python_tests":
+        return _PythonTests(spec.arg, spec.timeout_s)
+    if spec.kind == "judge":
+        if spec.arg not in models or spec.arg not in backends:
+            raise UsageError(f"the judge model {spec.arg!r} is not a real model of this workflow")
+        return _Judge(spec.rubric or "", models[spec.arg], backends[spec.arg])
+    raise UsageError(f"unknown verifier kind {spec.kind!r}")
