@@ -59,9 +59,7 @@ class AnthropicBackend(ChatBackend):
         if request.tag is not None:
             kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
         try:
-            create: Any = (
-                self.client.messages.create
-            )  # the overloads cannot follow **kwargs
+            create: Any = self.client.messages.create  # the overloads cannot follow **kwargs
             raw = await create(
                 model=request.model,
                 max_tokens=request.max_tokens,

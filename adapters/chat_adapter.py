@@ -5,7 +5,9 @@ requests in parallel. Every sample streams, so cancelling it (a sibling succeede
 closes its connection and leaves its usage so far in its :class:`SampleProgress`. With ``n=k`` the request
 is shared: each sample reads the pieces for every sample while it waits for its own, and the request is
 closed when the last of its samples has left. A request's input tokens are charged once, to the sample that
-leaves last, at the endpoint's own count if it sent one, else at the bound reserved for them.
+leaves last, at the endpoint's own count if it sent one, else at the bound reserved for them. A request
+that failed or was cancelled before it produced anything is charged nothing (vendors bill what they
+answer; ``serve-sim`` bills the same way).
 """
 
 from __future__ import annotations
@@ -109,10 +111,10 @@ class ChatAdapter(Adapter):
         return SampleOutcome(ok, progress.input_tokens, progress.output_tokens, text, check_pusd=cost)
 
     async def _own_sample(self, req: SampleRequest, progress: SampleProgress) -> tuple[str, str | None]:
-        progress.input_tokens = req.input_tokens
         parts: list[str] = []
         finish: str | None = None
         async with self.backend.stream(self._request(req, 1)) as s:
+            progress.input_tokens = req.input_tokens  # the request is being answered: its prompt is billed
             try:
                 async for d in s.deltas:
                     parts.append(d.text)

@@ -67,9 +67,7 @@ class OpenAIBackend(ChatBackend):
         if request.tag is not None:
             kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
         try:
-            create: Any = (
-                self.client.chat.completions.create
-            )  # the overloads cannot follow **kwargs
+            create: Any = self.client.chat.completions.create  # the overloads cannot follow **kwargs
             raw = await create(
                 model=request.model,
                 messages=[{"role": m.role, "content": m.content} for m in request.messages],

@@ -35,7 +35,7 @@ class RetryPolicy:
         if attempts < 1 or not (0 <= initial_s <= max_s) or jitter_s < 0:
             raise UsageError(f"bad retry policy: attempts={attempts}, initial_s={initial_s}, max_s={max_s}")
         self.attempts = attempts
-        self._backoff = wait_exponential_jitter(initial=initial_s, max=max_s, jitter=jitter_s)
+        self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=jitter_s)
         self.max_s = max_s
 
     def wait(self, state: RetryCallState) -> float:

@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
 from runtime._clock import Clock, Inbox, TaskHandle, single_error
-from runtime._errors import PlannerError
+from runtime._errors import PlannerError, ProviderRejectedError
 from runtime._events import (
     BatchFailed,
     BatchLaunched,
@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecutorOptions", "Executor"]
 
-DEADLINE, BUDGET, GAVE_UP = "deadline", "budget", "planner_gave_up"
+DEADLINE, BUDGET, GAVE_UP, REJECTED = "deadline", "budget", "planner_gave_up", "provider_rejected"
+# An endpoint that refuses the key, the permission or the model will refuse every later request too.
+_FATAL_STATUS = frozenset({401, 403, 404})
 
 # One planner thread per core is all a 2-core machine can use; more would only queue.
 _PLANNER_THREADS = anyio.CapacityLimiter(2)
@@ -105,6 +107,7 @@ class _SampleEnded:
     progress: SampleProgress
     cancelled: bool
     error: str | None
+    fatal: ProviderRejectedError | None = None
 
 
 class Executor:
@@ -159,11 +162,17 @@ class Executor:
         self._reason: str | None = None
         self._planner_reason: str | None = None
         self._rejected: set[str] = set()  # why launches of the last decision were refused
+        self._fatal: ProviderRejectedError | None = None  # an endpoint refused us for good
         self._t0 = 0.0
         self._deadline = 0.0
 
     async def run(self) -> RunResult:
-        """Run to success, the deadline, or until nothing feasible is left; never raises for those."""
+        """Run to success, the deadline, or until nothing feasible is left; never raises for those.
+
+        Raises:
+            ProviderRejectedError: an endpoint refused the key, the permission or the model (HTTP 401, 403,
+                404); the run is stopped first, everything in flight settled and ``RunFinished`` emitted.
+        """
         t = self.table
         self._t0 = self.clock.now()
         self._deadline = self._t0 + self.deadline_s
@@ -207,6 +216,8 @@ class Executor:
                 subtasks=t.n_subtasks,
             )
         )
+        if self._fatal is not None:
+            raise self._fatal
         return RunResult(
             success=success,
             reason=self._reason,
@@ -260,6 +271,10 @@ class Executor:
                 await self._cancel_all_and_drain()
                 return
             replan |= self._on_sample_ended(msg)
+            if self._fatal is not None:
+                self._reason = REJECTED
+                await self._cancel_all_and_drain()
+                return
         # Success. With cancel_siblings off, samples of completed subtasks may still be running: stop them.
         await self._cancel_all_and_drain()
 
@@ -409,17 +424,19 @@ class Executor:
             progress = SampleProgress()
             outcome: SampleOutcome | None = None
             error: str | None = None
+            fatal: ProviderRejectedError | None = None
             try:
                 outcome = await adapter.sample(req, progress)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # an adapter failure is a failed sample, never a crashed run
                 error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, ProviderRejectedError) and exc.status in _FATAL_STATUS:
+                    fatal = exc
             finally:
                 # No await here: this must run even while the task is being cancelled.
-                self._inbox.put(
-                    _SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error), (b.id, idx)
-                )
+                ended = _SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error, fatal)
+                self._inbox.put(ended, (b.id, idx))
 
         return run_sample
 
@@ -472,6 +489,8 @@ class Executor:
                 released_output_tokens=released.output_tokens,
             )
         )
+        if msg.fatal is not None and self._fatal is None:
+            self._fatal = msg.fatal
         self._cost[i] += cost
         self._open -= 1
         b.open -= 1

@@ -103,7 +103,8 @@ def run(
     speed: Annotated[
         float | None,
         typer.Option(
-            help="Play the simulated run on a real clock at this many seconds per second (default: virtual time)."
+            help="Play the simulated run on a real clock at this many seconds per second (default: virtual time; "
+            "a workflow with real endpoints always runs in real time)."
         ),
     ] = None,
     log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
@@ -126,7 +127,7 @@ def run(
         log=_event_logger(log, stack),
         cancel_siblings=not keep_siblings,
         rounds=rounds,
-        clock="virtual" if speed is None else "real",
+        clock=None if speed is None else "real",  # None: virtual for simulated models, real for endpoints
         speed=1.0 if speed is None else speed,
     )
     checked = {k: v for k, v in options.items() if k not in ("journal", "log")}
@@ -259,6 +260,89 @@ def validate(spec: Spec) -> None:
 
     wf = _guard(lambda: load_workflow(spec))
     typer.echo(f"{spec}: ok: workflow {wf.name!r}, {len(wf.subtasks)} subtasks, models {', '.join(wf.models)}")
+
+
+@app.command("serve-sim")
+def serve_sim(
+    spec: Spec,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="Divide every profile latency by this.")] = 1.0,
+    seed: Seed = 0,
+    faults: Annotated[float, typer.Option(help="Fault rate per request, split evenly over the five kinds.")] = 0.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="One kind's rate, e.g. --fault rate_limit=0.1 (kinds: rate_limit, server_error, drop, "
+            "hang, malformed); overrides --faults for that kind."
+        ),
+    ] = None,
+    retry_after: Annotated[float, typer.Option(help="Seconds a simulated 429 asks clients to wait.")] = 0.2,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Require the key held by this environment variable.", show_default=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print a line per request.")] = False,
+) -> None:
+    """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
+    import anyio
+
+    from adapters.sim_server import FAULT_KINDS, Faults, SimServer
+    from runtime._errors import UsageError
+    from runtime._spec import load_workflow
+
+    def build() -> SimServer:
+        rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))
+        for item in fault or []:
+            kind, _, value = item.partition("=")
+            if kind not in FAULT_KINDS:
+                raise UsageError(f"unknown fault kind {kind!r} (kinds: {', '.join(FAULT_KINDS)})")
+            try:
+                rates[kind] = float(value)
+            except ValueError:
+                raise UsageError(f"--fault {item!r}: the rate must be a number") from None
+        key = None
+        if api_key_env is not None:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise UsageError(f"--api-key-env {api_key_env}: that variable is not set")
+        return SimServer(
+            load_workflow(spec),
+            seed=seed,
+            speed=speed,
+            faults=Faults(**rates, retry_after_s=retry_after),
+            api_key=key,
+            on_served=None if quiet else _print_served,
+        )
+
+    server = _guard(build)
+
+    async def serve() -> None:
+        url = await server.start(host, port)
+        _err.print(
+            f"serve-sim: workflow {server.workflow.name!r} on {url} "
+            f"(OpenAI base_url {url}/v1, Anthropic base_url {url}); Ctrl-C to stop",
+            highlight=False,
+        )
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
+
+    try:
+        anyio.run(serve, backend="asyncio")  # aiohttp's server needs asyncio
+    except KeyboardInterrupt:
+        _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
+    except OSError as exc:
+        _err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _print_served(r: Any) -> None:
+    _err.print(
+        f"{r.api} {r.model} {r.subtask} n={r.n}: {r.status}, {r.input_tokens} in, {r.total_output_tokens} out",
+        highlight=False,
+    )
 
 
 bench_app = typer.Typer(help="Reproduce the papers' experiments (scripts in benchmarks/).", no_args_is_help=True)

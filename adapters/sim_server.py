@@ -1,0 +1,525 @@
+"""``ontime serve-sim``: an HTTP server speaking the OpenAI and Anthropic APIs, answering from a workflow's profiles.
+
+It makes the real adapters testable offline. ``POST /v1/chat/completions`` (OpenAI: ``n``, ``stream``,
+``stream_options.include_usage``) and ``POST /v1/messages`` (Anthropic: ``stream``) are answered in real
+time: each sample's success, length and latency are drawn from the profile of the (subtask, model) pair,
+exactly as the in-process simulator draws them (:func:`adapters.sim.draw_sample`), with latencies divided
+by ``speed``. The subtask comes from the ``x-ontime-subtask`` header our adapters send, or else from the
+subtask whose prompt starts the request's last user message. A successful sample returns the subtask's
+``reference`` output, a failed one a ``wrong`` output (default: a refusal that fails any verifier), cut into
+exactly as many stream pieces as the drawn token count; a sample longer than ``max_tokens`` is cut off
+(``length``). Usage is reported as real endpoints do (input tokens: a quarter of the prompt's bytes plus a
+few per message, never more than the client's bound).
+
+Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a connection
+dropped part-way through the stream, a hung response (no headers, ever), malformed JSON. ``GET
+/ontime/record`` returns the server's own record of every request: tokens served, how it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+from aiohttp import web
+
+from adapters.chat import SUBTASK_HEADER
+from adapters.sim import draw_sample
+from runtime._errors import UsageError
+from runtime._profiles import ProfileTable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from runtime._workflow import Workflow
+
+__all__ = ["Faults", "Served", "SimServer", "serve_in_thread"]
+
+FAULT_KINDS = ("rate_limit", "server_error", "drop", "hang", "malformed")
+REFUSAL = "I am not sure how to do this."
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Per-request probabilities of each fault (they must sum to at most 1)."""
+
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    drop: float = 0.0
+    hang: float = 0.0
+    malformed: float = 0.0
+    retry_after_s: float = 0.2  # what a 429 asks the client to wait
+
+    def __post_init__(self) -> None:
+        rates = [getattr(self, k) for k in FAULT_KINDS]
+        if any(not (0.0 <= r <= 1.0) for r in rates) or sum(rates) > 1.0 + 1e-9 or self.retry_after_s < 0:
+            raise UsageError(f"fault rates must be in [0, 1] and sum to at most 1: {self}")
+
+    @classmethod
+    def every_kind(cls, total: float, retry_after_s: float = 0.2) -> Faults:
+        """``total`` split evenly over the five kinds."""
+        return cls(**dict.fromkeys(FAULT_KINDS, total / len(FAULT_KINDS)), retry_after_s=retry_after_s)
+
+    def draw(self, rng: random.Random) -> str | None:
+        u = rng.random()
+        for kind in FAULT_KINDS:
+            u -= getattr(self, kind)
+            if u < 0:
+                return kind
+        return None
+
+
+@dataclass(slots=True)
+class Served:
+    """The server's record of one request."""
+
+    id: str
+    api: str  # "openai" or "anthropic"
+    model: str
+    subtask: str | None
+    n: int
+    stream: bool
+    input_tokens: int = 0
+    output_tokens: list[int] = field(default_factory=list)
+    status: str = "open"  # complete, cancelled, or the fault injected
+
+    @property
+    def total_output_tokens(self) -> int:
+        return sum(self.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    text_pieces: tuple[str, ...]
+    finish: str  # "stop" or "length"
+    ttft: float
+    latency: float
+
+
+class SimServer:
+    """The server for one workflow. Start it with :meth:`start` (or :func:`serve_in_thread`).
+
+    Args:
+        workflow: the workflow whose profiles and reference outputs it serves.
+        seed: seeds every draw (request by request, in arrival order).
+        speed: latencies are divided by this (2: twice as fast as the profiles say).
+        faults: fault rates.
+        api_key: if given, requests without this key are refused with 401.
+        on_served: called with each request's record when it ends.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        *,
+        seed: int = 0,
+        speed: float = 1.0,
+        faults: Faults = Faults(),
+        api_key: str | None = None,
+        on_served: Callable[[Served], None] | None = None,
+    ) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise UsageError(f"speed must be positive and finite, not {speed!r}")
+        self.workflow = workflow
+        self.table = ProfileTable.from_workflow(workflow)
+        self.seed = seed
+        self.speed = speed
+        self.faults = faults
+        self._api_key = api_key
+        self._on_served = on_served
+        self.record: list[Served] = []
+        self._count = 0
+        self._models: dict[str, int] = {}
+        for j, name in enumerate(self.table.model_names):
+            m = workflow.models[name]
+            self._models[name] = j
+            if m.endpoint is not None:
+                self._models[m.endpoint.model] = j
+        self._subtasks = {s.id: i for i, s in enumerate(workflow.subtasks)}
+        self._runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_get("/v1/models", self._list_models)
+        app.router.add_get("/ontime/record", self._record)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0: any free port); return the base URL."""
+        # handler_cancellation: a client that hangs up cancels its handler, so hung requests end too
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or ()  # aiohttp does not expose the bound port
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.url = f"http://{host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def open_requests(self) -> int:
+        return sum(1 for r in self.record if r.status == "open")
+
+    # -- shared ---------------------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": [asdict(r) for r in self.record], "open": self.open_requests}, dumps=json.dumps
+        )
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self._models]})
+
+    def _authorized(self, request: web.Request) -> bool:
+        return self._api_key is None or _given_key(request) == self._api_key
+
+    def _which_subtask(self, request: web.Request, messages: list[dict[str, Any]]) -> int | None:
+        tag = request.headers.get(SUBTASK_HEADER)
+        if tag is not None:
+            return self._subtasks.get(tag)
+        last = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        for i, s in enumerate(self.workflow.subtasks):
+            head = (s.prompt or "").split("{{")[0]
+            if head and last.startswith(head):
+                return i
+        return None
+
+    def _draw(self, i: int, j: int, max_tokens: int, rng: random.Random) -> _Sample:
+        ok, tokens, latency = draw_sample(self.table, i, j, rng)
+        s = self.workflow.subtasks[i]
+        finish = "stop"
+        if tokens > max_tokens:
+            ok, tokens, finish = False, max_tokens, "length"
+            latency = self.table.latency_of(j, tokens)
+        if ok:
+            text = s.reference if s.reference is not None else f"[sim] {s.id}: done"
+        else:
+            text = rng.choice(s.wrong) if s.wrong else REFUSAL
+        ttft = min(float(self.table.ttft_s[j]), latency)
+        return _Sample(_pieces(text, tokens), finish, ttft / self.speed, latency / self.speed)
+
+    def _prepare(
+        self, request: web.Request, body: Any, api: str
+    ) -> tuple[Served, list[_Sample], str | None] | web.Response:
+        """Check the request and draw its samples, or return the error response."""
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "model" not in body:
+            return _error(api, 400, "invalid_request_error", "the body needs 'model' and 'messages'")
+        if not self._authorized(request):
+            # Like some real servers, echo the key: clients must keep it out of their logs themselves.
+            return _error(api, 401, "authentication_error", f"invalid API key {_given_key(request)!r}")
+        j = self._models.get(str(body["model"]))
+        if j is None:
+            return _error(api, 404, "not_found_error", f"unknown model {str(body['model'])[:80]!r}")
+        messages = body["messages"]
+        i = self._which_subtask(request, messages)
+        if i is None:
+            return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
+        if self.table.kind[i, j] < 0:
+            return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
+        n = body.get("n") or 1
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not isinstance(n, int) or n < 1 or n > 128 or (api == "anthropic" and n != 1):
+            return _error(api, 400, "invalid_request_error", "n must be an integer in [1, 128] (Anthropic: no n)")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return _error(api, 400, "invalid_request_error", "max_tokens must be a positive integer")
+        self._count += 1
+        rng = random.Random(f"{self.seed}:{self._count}")
+        fault = self.faults.draw(rng)
+        system = body.get("system")
+        prompt_tokens = _prompt_tokens(messages, system if isinstance(system, str) else None)
+        served = Served(
+            id=uuid.uuid4().hex[:16],
+            api=api,
+            model=str(body["model"]),
+            subtask=self.workflow.subtasks[i].id,
+            n=n,
+            stream=bool(body.get("stream")),
+            input_tokens=prompt_tokens,
+            output_tokens=[0] * n,
+        )
+        self.record.append(served)
+        samples = [self._draw(i, j, max_tokens, rng) for _ in range(n)]
+        return served, samples, fault
+
+    async def _fault_before_reply(
+        self, api: str, served: Served, fault: str | None, stream: bool
+    ) -> web.Response | None:
+        """Faults that happen before any output: they consume nothing."""
+        if fault in ("rate_limit", "server_error", "hang") or (fault == "malformed" and not stream):
+            served.status = fault
+        if fault == "rate_limit":
+            wait = self.faults.retry_after_s
+            headers = {"retry-after-ms": str(round(wait * 1000)), "retry-after": str(math.ceil(wait))}
+            return _error(api, 429, "rate_limit_error", "rate limit reached (simulated)", headers)
+        if fault == "server_error":
+            return _error(api, 500, "api_error", "internal error (simulated)")
+        if fault == "hang":
+            await anyio.sleep_forever()
+        if fault == "malformed" and not stream:
+            return web.Response(status=200, text='{"id": "broken", "choices": [', content_type="application/json")
+        return None
+
+    async def _stream(
+        self, request: web.Request, served: Served, samples: list[_Sample], fault: str | None, encode: Any
+    ) -> web.StreamResponse:
+        """Write the pieces of every sample at their times; ``encode`` turns events into SSE text."""
+        events = sorted(
+            (
+                *(
+                    (s.ttft + (s.latency - s.ttft) * (p + 1) / len(s.text_pieces), c, p)
+                    for c, s in enumerate(samples)
+                    for p in range(len(s.text_pieces))
+                ),
+                *((s.latency, c, -1) for c, s in enumerate(samples)),
+            ),
+            key=lambda e: (e[0], e[2] < 0, e[1]),
+        )
+        cut = len(events) + 1
+        if fault == "drop":
+            cut = random.Random(f"{self.seed}:drop:{self._count}").randrange(0, max(1, len(events) // 2))
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        start = time.monotonic()
+        await resp.write(encode.start(served).encode())
+        if fault == "malformed":
+            served.status = "malformed"
+            await resp.write(b'data: {"choices": [{"index": 0, "delta": \n\n')
+            return resp
+        done = 0
+        while done < len(events):
+            if done >= cut:
+                served.status = "drop"
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            due_at = events[done][0]
+            await anyio.sleep(max(0.0, due_at - (time.monotonic() - start)))
+            now = time.monotonic() - start
+            batch = []
+            while done < len(events) and events[done][0] <= now and done < cut:
+                batch.append(events[done])
+                done += 1
+            text = "".join(
+                encode.piece(c, samples[c].text_pieces[p]) if p >= 0 else encode.finish(c, samples[c])
+                for _, c, p in batch
+            )
+            await resp.write(text.encode())
+            for _, c, p in batch:
+                if p >= 0:
+                    served.output_tokens[c] += 1
+        await resp.write(encode.end(served).encode())
+        served.status = "complete"
+        await resp.write_eof()
+        return resp
+
+    async def _serve(self, request: web.Request, api: str) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(api, 400, "invalid_request_error", "the body is not JSON")
+        prepared = self._prepare(request, body, api)
+        if isinstance(prepared, web.StreamResponse):
+            return prepared
+        served, samples, fault = prepared
+        stream = served.stream
+        try:
+            early = await self._fault_before_reply(api, served, fault, stream)
+            if early is not None:
+                return early
+            encoder: Any = _OpenAIEncoder(body) if api == "openai" else _AnthropicEncoder(body)
+            if stream:
+                return await self._stream(request, served, samples, fault, encoder)
+            await anyio.sleep(max(s.latency for s in samples))
+            served.output_tokens = [len(s.text_pieces) for s in samples]
+            served.status = "complete"
+            return web.json_response(encoder.whole(samples, served))
+        finally:
+            if served.status == "open":  # the client hung up (or the server is stopping)
+                served.status = "cancelled"
+            if served.status != "complete" and served.total_output_tokens == 0:
+                served.input_tokens = 0  # billing rule: a request is billed once it has produced output
+            if self._on_served is not None:
+                self._on_served(served)
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai")
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "anthropic")
+
+
+class _OpenAIEncoder:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        self.model = body["model"]
+        self.created = int(time.time())
+        options = body.get("stream_options") or {}
+        self.include_usage = bool(options.get("include_usage"))
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            d["usage"] = usage
+        return f"data: {json.dumps(d)}\n\n"
+
+    def start(self, served: Served) -> str:
+        return ""
+
+    def piece(self, c: int, text: str) -> str:
+        return self._chunk([{"index": c, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+
+    def finish(self, c: int, sample: _Sample) -> str:
+        return self._chunk([{"index": c, "delta": {}, "finish_reason": sample.finish}])
+
+    def _usage(self, served: Served) -> dict[str, int]:
+        out = served.total_output_tokens
+        return {
+            "prompt_tokens": served.input_tokens,
+            "completion_tokens": out,
+            "total_tokens": served.input_tokens + out,
+        }
+
+    def end(self, served: Served) -> str:
+        return (self._chunk([], self._usage(served)) if self.include_usage else "") + "data: [DONE]\n\n"
+
+    def whole(self, samples: list[_Sample], served: Served) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": c,
+                    "message": {"role": "assistant", "content": "".join(s.text_pieces)},
+                    "finish_reason": s.finish,
+                }
+                for c, s in enumerate(samples)
+            ],
+            "usage": self._usage(served),
+        }
+
+
+class _AnthropicEncoder:
+    _STOP: ClassVar[dict[str, str]] = {"stop": "end_turn", "length": "max_tokens"}
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.id = f"msg_{uuid.uuid4().hex[:20]}"
+        self.model = body["model"]
+
+    @staticmethod
+    def _event(kind: str, data: dict[str, Any]) -> str:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+    def _message(self, served: Served, content: list[dict[str, Any]], stop: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": served.input_tokens, "output_tokens": served.total_output_tokens},
+        }
+
+    def start(self, served: Served) -> str:
+        return self._event("message_start", {"message": self._message(served, [], None)}) + self._event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+
+    def piece(self, c: int, text: str) -> str:
+        return self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+
+    def finish(self, c: int, sample: _Sample) -> str:
+        return self._event("content_block_stop", {"index": 0}) + self._event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": self._STOP[sample.finish], "stop_sequence": None},
+                "usage": {"output_tokens": len(sample.text_pieces)},
+            },
+        )
+
+    def end(self, served: Served) -> str:
+        return self._event("message_stop", {})
+
+    def whole(self, samples: list[_Sample], served: Served) -> dict[str, Any]:
+        s = samples[0]
+        return self._message(served, [{"type": "text", "text": "".join(s.text_pieces)}], self._STOP[s.finish])
+
+
+def _pieces(text: str, tokens: int) -> tuple[str, ...]:
+    """``text`` cut into exactly ``tokens`` non-empty pieces (padded with spaces if it is shorter)."""
+    tokens = max(1, tokens)
+    if len(text) < tokens:
+        text = text + " " * (tokens - len(text))
+    size, extra = divmod(len(text), tokens)
+    out, at = [], 0
+    for p in range(tokens):
+        step = size + (p < extra)
+        out.append(text[at : at + step])
+        at += step
+    return tuple(out)
+
+
+def _given_key(request: web.Request) -> str:
+    return request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return ""
+
+
+def _prompt_tokens(messages: list[dict[str, Any]], system: str | None) -> int:
+    """About a quarter of the prompt's bytes, plus a few per message (below any client's byte bound)."""
+    texts = [_text(m.get("content")) for m in messages if isinstance(m, dict)] + ([system] if system else [])
+    return 3 + sum(4 + math.ceil(len(t.encode("utf-8")) / 4) for t in texts)
+
+
+def _error(api: str, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    if api == "anthropic":
+        body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    else:
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@contextmanager
+def serve_in_thread(server: SimServer, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``server`` on its own event loop in a background thread; yield its base URL."""
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal(backend="asyncio") as portal:
+        url = portal.call(server.start, host, port)
+        try:
+            yield url
+        finally:
+            with suppress(Exception):
+                portal.call(server.stop)
