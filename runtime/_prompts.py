@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from adapters.chat import Message
-
     from runtime._workflow import Subtask
 
 __all__ = ["placeholders", "render"]

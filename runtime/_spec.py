@@ -350,13 +350,18 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
 
 def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     """``{"exact": TEXT}``, ``{"regex": PATTERN}``, ``{"json_schema": SCHEMA}``,
-    ``{"python_tests": CODE, "timeout_s": S}`` or ``{"judge": MODEL, "rubric": QUESTION}``."""
+    ``{"python_tests": CODE, "timeout_s": S, "setup": CODE}`` or ``{"judge": MODEL, "rubric": QUESTION}``."""
     _check_mapping(spec, "'verifier'", source=src, subtask=sid, field="verifier")
     kinds = [k for k in _VERIFIER_KINDS if k in spec]
     if len(kinds) != 1:
         raise SpecError(f"give exactly one of {', '.join(_VERIFIER_KINDS)}", source=src, subtask=sid, field="verifier")
     kind = kinds[0]
-    _check_keys(spec, {kind, "rubric", "timeout_s"}, required={kind}, source=src, where=f"subtask {sid!r} verifier")
+    _check_keys(
+        spec, {kind, "rubric", "timeout_s", "setup"}, required={kind}, source=src, where=f"subtask {sid!r} verifier"
+    )
+    setup = spec.get("setup", "")
+    if not isinstance(setup, str) or (setup and kind != "python_tests"):
+        raise SpecError("setup is code (a string) for python_tests", source=src, subtask=sid, field="verifier.setup")
     arg = spec[kind]
     f = f"verifier.{kind}"
     if kind == "json_schema":
@@ -381,7 +386,7 @@ def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     timeout = _number(spec.get("timeout_s", 10.0), src, sid, "verifier.timeout_s")
     if timeout <= 0:
         raise SpecError("must be > 0", source=src, subtask=sid, field="verifier.timeout_s")
-    return VerifierSpec(kind=kind, arg=arg, rubric=rubric, timeout_s=timeout)
+    return VerifierSpec(kind=kind, arg=arg, rubric=rubric, timeout_s=timeout, setup=setup)
 
 
 def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:

@@ -93,14 +93,16 @@ class _JsonSchema(Verifier):
 
 
 class _PythonTests(Verifier):
-    def __init__(self, tests: str, timeout_s: float) -> None:
+    def __init__(self, tests: str, timeout_s: float, setup: str = "") -> None:
         self.tests = tests
         self.timeout_s = timeout_s
+        self.setup = setup
 
     async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
         from tools.sandbox import Limits, run_tests
 
-        run = partial(run_tests, extract_block(output), self.tests, limits=Limits(wall_s=self.timeout_s))
+        program = "\n".join(p for p in (self.setup, extract_block(output)) if p)
+        run = partial(run_tests, program, self.tests, limits=Limits(wall_s=self.timeout_s))
         # The child process is killed by its own wall-clock limit if we stop waiting for it.
         result = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
         if result.passed:
@@ -161,7 +163,7 @@ def build_verifier(spec: VerifierSpec, models: dict[str, ModelSpec], backends: d
     if spec.kind == "json_schema":
         return _JsonSchema(spec.arg)
     if spec.kind == "python_tests":
-        return _PythonTests(spec.arg, spec.timeout_s)
+        return _PythonTests(spec.arg, spec.timeout_s, spec.setup)
     if spec.kind == "judge":
         if spec.arg not in models or spec.arg not in backends:
             raise UsageError(f"the judge model {spec.arg!r} is not a real model of this workflow")

@@ -128,13 +128,15 @@ class VerifierSpec:
     """How a real model's output is checked: ``kind`` is exact, regex, json_schema, python_tests or judge.
 
     ``arg`` is the expected text, the pattern, the schema, the test code, or the judge's model name;
-    ``rubric`` is the judge's question; ``timeout_s`` bounds a sandboxed test run.
+    ``rubric`` is the judge's question; ``timeout_s`` bounds a sandboxed test run, and ``setup`` is code run
+    before the output under test (imports or helpers the tests assume).
     """
 
     kind: str
     arg: Any
     rubric: str | None = None
     timeout_s: float = 10.0
+    setup: str = ""
 
 
 @dataclass(frozen=True, slots=True)

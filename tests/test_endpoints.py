@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import runtime
 from adapters.anthropic import AnthropicBackend
@@ -214,7 +216,7 @@ def _openai(url: str, attempts: int = 3, timeout_s: float = 5.0) -> Resilient:
     ],
 )
 def test_each_fault_before_output_is_retried_then_reported_typed(kind: str, error: type[Exception]) -> None:
-    with server(example_spec("openai"), speed=50.0, faults=Faults(**{kind: 1.0}, retry_after_s=0.05)) as (srv, wf):
+    with server(example_spec("openai"), speed=50.0, faults=Faults(**{kind: 1.0}, retry_after_s=0.05)) as (srv, _):
         backend = _openai(srv.url or "", attempts=3, timeout_s=0.3)
         start = time.monotonic()
         with pytest.raises(error):
@@ -281,3 +283,26 @@ def test_openai_n_samples_come_back_with_usage() -> None:
     assert len(reply.choices) == 3 and r.n == 3
     assert [c.output_tokens for c in reply.choices] == r.output_tokens
     assert reply.input_tokens == r.input_tokens and reply.output_tokens == r.total_output_tokens
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    budget=st.floats(0.0002, 0.01),
+    fault_rate=st.floats(0.0, 0.5),
+    seed=st.integers(0, 1000),
+    width=st.sampled_from([1, 3]),
+)
+def test_spend_never_exceeds_the_budget_under_faults_retries_and_cancellation(
+    budget: float, fault_rate: float, seed: int, width: int
+) -> None:
+    data = example_spec("mixed", timeout_s=0.3)
+    with server(data, seed=seed, speed=50.0, faults=Faults.every_kind(fault_rate, 0.01)) as (srv, wf):
+        events: list[runtime.Event] = []
+        result = runtime.run(wf, budget, 20, planner=f"retry:mini:{width}", on_event=events.append, log=False)
+    ledger = runtime.replay_ledger(events)
+    assert ledger.peak_committed_pusd <= ledger.budget_pusd
+    assert ledger.spent_pusd == ledger.reported_spent_pusd == result.cost_pusd <= runtime.PUSD_PER_USD * budget
+    assert ledger.reserved_pusd == 0  # every reservation settled: nothing leaked
+    _, out = journal_usage(events)
+    served_out = sum(r.total_output_tokens for r in srv.record)
+    assert out <= served_out <= out + 8 * len(srv.record)
