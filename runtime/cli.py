@@ -426,3 +426,7 @@ def bench_mcp(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

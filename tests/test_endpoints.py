@@ -306,3 +306,34 @@ def test_spend_never_exceeds_the_budget_under_faults_retries_and_cancellation(
     _, out = journal_usage(events)
     served_out = sum(r.total_output_tokens for r in srv.record)
     assert out <= served_out <= out + 8 * len(srv.record)
+
+
+def test_ontime_serve_sim_and_ontime_run_from_a_shell(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = example_spec("mixed")
+    for m in data["models"].values():
+        m["base_url"] = f"http://127.0.0.1:{port}" + ("/v1" if m["provider"] == "openai" else "")
+    spec = tmp_path / "codegen.json"
+    spec.write_text(json.dumps(data))
+    cli = [sys.executable, "-m", "runtime.cli"]
+    server_cmd = [*cli, "serve-sim", str(spec), "--port", str(port), "--speed", "20", "--faults", "0.2"]
+    server_proc = subprocess.Popen(server_cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server_proc.stderr is not None
+        assert "serve-sim: workflow" in server_proc.stderr.readline()  # listening
+        run = subprocess.run(
+            [*cli, "run", str(spec), "-b", "0.05", "-d", "60", "--json"], capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["success"] is True
+    finally:
+        server_proc.send_signal(signal.SIGINT)
+        _, err = server_proc.communicate(timeout=20)
+    assert "complete" in err and "stopped after" in err  # a line per request, then a summary
