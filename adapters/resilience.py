@@ -36,7 +36,6 @@ class RetryPolicy:
             raise UsageError(f"bad retry policy: attempts={attempts}, initial_s={initial_s}, max_s={max_s}")
         self.attempts = attempts
         self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=jitter_s)
-        self.max_s = max_s
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None

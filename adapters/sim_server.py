@@ -135,6 +135,8 @@ class SimServer:
         self._api_key = api_key
         self._on_served = on_served
         self.record: list[Served] = []
+        self.peak_open = 0  # the most requests it was answering at once
+        self._open = 0
         self._count = 0
         self._models: dict[str, int] = {}
         for j, name in enumerate(self.table.model_names):
@@ -339,6 +341,8 @@ class SimServer:
             return prepared
         served, samples, fault = prepared
         stream = served.stream
+        self._open += 1
+        self.peak_open = max(self.peak_open, self._open)
         try:
             early = await self._fault_before_reply(api, served, fault, stream)
             if early is not None:
@@ -351,6 +355,7 @@ class SimServer:
             served.status = "complete"
             return web.json_response(encoder.whole(samples, served))
         finally:
+            self._open -= 1
             if served.status == "open":  # the client hung up (or the server is stopping)
                 served.status = "cancelled"
             if served.status != "complete" and served.total_output_tokens == 0:

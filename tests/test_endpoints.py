@@ -337,3 +337,29 @@ def test_ontime_serve_sim_and_ontime_run_from_a_shell(tmp_path: Path) -> None:
         server_proc.send_signal(signal.SIGINT)
         _, err = server_proc.communicate(timeout=20)
     assert "complete" in err and "stopped after" in err  # a line per request, then a summary
+
+
+def test_the_concurrency_limit_holds_requests_back_and_the_rate_limit_spaces_them() -> None:
+    from adapters.resilience import RateLimiter
+
+    data = example_spec("openai")
+    for m in data["models"].values():
+        m["tokens_per_s"] = 200  # about half a second per answer: requests overlap unless held back
+
+    async def many(backend: Resilient, n: int) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(backend.complete, _request())
+        finally:
+            await backend.aclose()
+
+    with server(data, speed=1.0) as (srv, _):
+        inner = OpenAIBackend(api_key="k", base_url=f"{srv.url}/v1")
+        anyio.run(many, Resilient(inner, concurrency=2), 6)
+        assert srv.peak_open == 2 and len(srv.record) == 6
+    with server(data, speed=50.0) as (srv, _):
+        inner = OpenAIBackend(api_key="k", base_url=f"{srv.url}/v1")
+        start = time.monotonic()
+        anyio.run(many, Resilient(inner, rate=RateLimiter(20.0, burst=2)), 6)
+        assert time.monotonic() - start >= (6 - 2) / 20.0  # 2 at once, then one every 50 ms
