@@ -1,7 +1,10 @@
-"""Model backends behind one interface (:class:`adapters.base.Adapter`).
+"""Model backends.
 
-Only ``sim`` (in-process, profile-driven) exists so far; backends are imported on first use, so a missing
-optional SDK never breaks the others.
+The executor runs samples through :class:`adapters.base.Adapter`: the in-process simulator
+(:mod:`adapters.sim`) or :class:`adapters.chat_adapter.ChatAdapter` on a real endpoint, which drives a
+:class:`adapters.chat.ChatBackend` (:mod:`adapters.openai`, :mod:`adapters.anthropic`) wrapped in
+:class:`adapters.resilience.Resilient`. :mod:`adapters.sim_server` serves workflow profiles over both HTTP
+APIs. Backends are imported on first use, so a workflow that needs neither SDK never loads them.
 """
 
 from __future__ import annotations
