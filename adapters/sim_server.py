@@ -161,9 +161,10 @@ class SimServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0: any free port); return the base URL."""
         # handler_cancellation: a client that hangs up cancels its handler, so hung requests end too
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        # shutdown_timeout: on stop, give requests in flight (a hung one never ends) a second, then cancel them
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or ()  # aiohttp does not expose the bound port
         bound = sockets[0].getsockname()[1] if sockets else port

@@ -284,7 +284,7 @@ def serve_sim(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print a line per request.")] = False,
 ) -> None:
     """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
-    import anyio
+    from aiohttp import web
 
     from adapters.sim_server import FAULT_KINDS, Faults, SimServer
     from runtime._errors import UsageError
@@ -315,27 +315,26 @@ def serve_sim(
         )
 
     server = _guard(build)
-
-    async def serve() -> None:
-        url = await server.start(host, port)
-        _err.print(
-            f"serve-sim: workflow {server.workflow.name!r} on {url} "
-            f"(OpenAI base_url {url}/v1, Anthropic base_url {url}); Ctrl-C to stop",
-            highlight=False,
-        )
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop()
-
+    url = f"http://{host}:{port}"
+    banner = (
+        f"serve-sim: workflow {server.workflow.name!r} on {url} "
+        f"(OpenAI base_url {url}/v1, Anthropic base_url {url}); Ctrl-C to stop"
+    )
     try:
-        anyio.run(serve, backend="asyncio")  # aiohttp's server needs asyncio
-    except KeyboardInterrupt:
-        _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
+        # aiohttp's own runner: it handles SIGINT and SIGTERM and gives requests in flight a second to end
+        web.run_app(
+            server.app(),
+            host=host,
+            port=port,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            access_log=None,
+            print=lambda _: _err.print(banner, highlight=False),
+        )
     except OSError as exc:
         _err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}", highlight=False)
         raise typer.Exit(2) from None
+    _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
 
 
 def _print_served(r: Any) -> None:

@@ -335,7 +335,12 @@ def test_ontime_serve_sim_and_ontime_run_from_a_shell(tmp_path: Path) -> None:
         assert json.loads(run.stdout)["success"] is True
     finally:
         server_proc.send_signal(signal.SIGINT)
-        _, err = server_proc.communicate(timeout=20)
+        try:
+            _, err = server_proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server_proc.kill()
+            _, err = server_proc.communicate()
+            pytest.fail(f"serve-sim did not stop within 30 s of Ctrl-C:\n{err}")
     assert "complete" in err and "stopped after" in err  # a line per request, then a summary
 
 
