@@ -164,7 +164,7 @@ class SimServer:
         # shutdown_timeout: on stop, give requests in flight (a hung one never ends) a second, then cancel them
         self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or ()  # aiohttp does not expose the bound port
         bound = sockets[0].getsockname()[1] if sockets else port

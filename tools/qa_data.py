@@ -1,0 +1,178 @@
+"""Multi-hop QA data: loaders for HotpotQA (IRCoT format), MuSiQue and 2WikiMultihopQA, and corpora.
+
+Every loader returns :class:`QAExample` values of one shape. The corpus a search agent retrieves from is
+the pooled, de-duplicated paragraphs of a data set (:func:`pool_corpus`), or a JSONL file of ``{"id",
+"title", "text"}`` rows (:func:`read_corpus`). Which paragraphs support an answer (``supporting``) is
+kept for the simulated search agent's environment and for evaluation, never for the controllers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime._errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "FORMATS",
+    "Paragraph",
+    "QAExample",
+    "load_qa",
+    "pool_corpus",
+    "read_corpus",
+    "write_corpus",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Paragraph:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class QAExample:
+    """One question with its gold answers and the paragraphs the data set gives with it.
+
+    Attributes:
+        answers: the gold answer first, then its aliases.
+        kind: the data set's question type where it has one (2Wiki: compositional, comparison, inference,
+            bridge_comparison; MuSiQue: ``2hop``...``4hop``), else ``""``.
+        supporting: ids of the paragraphs that support the answer.
+        hops: the gold decomposition's sub-questions where the data set has one (MuSiQue).
+    """
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    paragraphs: tuple[Paragraph, ...]
+    supporting: frozenset[str]
+    kind: str = ""
+    hops: tuple[str, ...] = ()
+    source: str = ""
+
+
+def _pid(title: str, text: str) -> str:
+    """A paragraph id stable across data sets: the same paragraph pooled twice is one corpus entry."""
+    return hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
+
+
+def _hotpot(d: dict[str, Any]) -> QAExample:
+    paras, support = [], set()
+    for c in d["contexts"]:
+        p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
+        paras.append(p)
+        if c.get("is_supporting"):
+            support.add(p.id)
+    answers = tuple(s for a in d["answers_objects"] for s in a.get("spans", []) if s)
+    return QAExample(str(d["question_id"]), d["question_text"], answers, tuple(paras), frozenset(support),
+                     source="hotpotqa")  # fmt: skip
+
+
+def _musique(d: dict[str, Any]) -> QAExample:
+    paras, support = [], set()
+    for c in d["paragraphs"]:
+        p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
+        paras.append(p)
+        if c.get("is_supporting"):
+            support.add(p.id)
+    hops = tuple(str(h["question"]) for h in d.get("question_decomposition", []))
+    kind = f"{len(hops)}hop" if hops else ""
+    answers = (d["answer"], *d.get("answer_aliases", []))
+    return QAExample(str(d["id"]), d["question"], tuple(answers), tuple(paras), frozenset(support), kind, hops,
+                     "musique")  # fmt: skip
+
+
+def _two_wiki(d: dict[str, Any]) -> QAExample:
+    paras, by_title = [], {}
+    for title, sentences in d["context"]:
+        text = " ".join(sentences)
+        p = Paragraph(_pid(title, text), title, text)
+        paras.append(p)
+        by_title[title] = p.id
+    support = frozenset(by_title[t] for t, _ in d.get("supporting_facts", []) if t in by_title)
+    return QAExample(str(d["_id"]), d["question"], (d["answer"],), tuple(paras), support, d.get("type", ""),
+                     source="2wikimultihopqa")  # fmt: skip
+
+
+FORMATS = {"hotpotqa": _hotpot, "musique": _musique, "2wikimultihopqa": _two_wiki}
+_KEYS = {"question_id": "hotpotqa", "question_decomposition": "musique", "_id": "2wikimultihopqa"}
+
+
+def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = None) -> list[QAExample]:
+    """Read a JSONL data set in any of :data:`FORMATS` (detected from its first row if ``fmt`` is None).
+
+    Raises:
+        UsageError: the file is missing, not JSONL, or not in a known format (the message says which row).
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read the data set ({exc.strerror or exc})") from None
+    out: list[QAExample] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if limit is not None and len(out) >= limit:
+            break
+        try:
+            row = json.loads(line)
+            if fmt is None:
+                fmt = next((f for k, f in _KEYS.items() if k in row), None)
+                if fmt is None:
+                    raise UsageError(f"{p}: row {n}: not HotpotQA, MuSiQue or 2WikiMultihopQA (keys {sorted(row)})")
+            if fmt not in FORMATS:
+                raise UsageError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+            out.append(FORMATS[fmt](row))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{p}: row {n}: not JSON ({exc.msg})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{p}: row {n}: malformed {fmt} row ({exc!r})") from None
+    return out
+
+
+def pool_corpus(examples: Iterable[QAExample]) -> list[Paragraph]:
+    """Every paragraph of ``examples`` once, in first-seen order."""
+    seen: dict[str, Paragraph] = {}
+    for ex in examples:
+        for p in ex.paragraphs:
+            seen.setdefault(p.id, p)
+    return list(seen.values())
+
+
+def read_corpus(path: str | Path) -> list[Paragraph]:
+    """A corpus file: JSONL rows ``{"id", "title", "text"}`` (``title`` may be empty)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read the corpus ({exc.strerror or exc})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(Paragraph(str(row["id"]), str(row.get("title", "")), str(row["text"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UsageError(f"{p}: row {n}: expected {{'id', 'title', 'text'}} ({exc!r})") from None
+    if not out:
+        raise UsageError(f"{p}: the corpus is empty")
+    return out
+
+
+def write_corpus(paragraphs: Sequence[Paragraph], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for para in paragraphs:
+            f.write(json.dumps({"id": para.id, "title": para.title, "text": para.text}) + "\n")
+    return p
