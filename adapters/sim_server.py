@@ -31,6 +31,7 @@ import anyio
 from aiohttp import web
 
 from adapters.chat import SUBTASK_HEADER
+from adapters.chat_agent import QA_TAG
 from adapters.sim import draw_sample
 from runtime._errors import UsageError
 from runtime._profiles import ProfileTable
@@ -38,6 +39,7 @@ from runtime._profiles import ProfileTable
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from adapters.sim_agent import AgentModel
     from runtime._workflow import Workflow
 
 __all__ = ["Faults", "Served", "SimServer", "serve_in_thread"]
@@ -113,6 +115,9 @@ class SimServer:
         faults: fault rates.
         api_key: if given, requests without this key are refused with 401.
         on_served: called with each request's record when it ends.
+        agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) that answers the
+            requests :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``): the
+            server reads the question, the trajectory, the directive and the budget back from the prompt.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class SimServer:
         faults: Faults = Faults(),
         api_key: str | None = None,
         on_served: Callable[[Served], None] | None = None,
+        agent: AgentModel | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise UsageError(f"speed must be positive and finite, not {speed!r}")
@@ -134,6 +140,7 @@ class SimServer:
         self.faults = faults
         self._api_key = api_key
         self._on_served = on_served
+        self.agent = agent
         self.record: list[Served] = []
         self.peak_open = 0  # the most requests it was answering at once
         self._open = 0
@@ -261,6 +268,32 @@ class SimServer:
         samples = [self._draw(i, j, max_tokens, rng) for _ in range(n)]
         return served, samples, fault
 
+    async def _agent_turn(
+        self, body: dict[str, Any], api: str
+    ) -> tuple[Served, list[_Sample], str | None] | web.Response:
+        """One search-agent turn: rebuild the trace from the prompt, let the agent model answer it."""
+        from adapters.chat_agent import read_turn
+
+        messages = body.get("messages")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not isinstance(messages, list) or not isinstance(max_tokens, int) or max_tokens < 1:
+            return _error(api, 400, "invalid_request_error", "the body needs 'messages' and a positive max_tokens")
+        system = body.get("system") if api == "anthropic" else None
+        system = system or "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+        user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        assert self.agent is not None
+        trace, directive, budget = read_turn(str(system), user, max_tokens)
+        turn = await self.agent.turn(trace, directive, budget)
+        tokens = max(1, min(turn.output_tokens, max_tokens))
+        self._count += 1
+        fault = self.faults.draw(random.Random(f"{self.seed}:{self._count}"))
+        served = Served(uuid.uuid4().hex[:16], api, str(body.get("model")), QA_TAG, 1, bool(body.get("stream")),
+                        _prompt_tokens(messages, system), [0])  # fmt: skip
+        self.record.append(served)
+        finish = "length" if turn.output_tokens >= max_tokens and "</" not in turn.text[-20:] else "stop"
+        latency = (0.05 + tokens / 500.0) / self.speed
+        return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault
+
     async def _fault_before_reply(
         self, api: str, served: Served, fault: str | None, stream: bool
     ) -> web.Response | None:
@@ -337,7 +370,10 @@ class SimServer:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(api, 400, "invalid_request_error", "the body is not JSON")
-        prepared = self._prepare(request, body, api)
+        if self.agent is not None and request.headers.get(SUBTASK_HEADER) == QA_TAG and isinstance(body, dict):
+            prepared = await self._agent_turn(body, api)
+        else:
+            prepared = self._prepare(request, body, api)
         if isinstance(prepared, web.StreamResponse):
             return prepared
         served, samples, fault = prepared

@@ -27,6 +27,9 @@ from runtime._errors import (
     UsageError,
 )
 from runtime._events import (
+    AgentFinished,
+    AgentStarted,
+    AgentStep,
     BatchFailed,
     BatchLaunched,
     BudgetReserved,
@@ -45,6 +48,8 @@ from runtime._ledger import Ledger, Usage
 from runtime._money import PUSD_PER_USD
 from runtime._predict import Prediction, predict
 from runtime._profiles import ProfileTable
+from runtime._qa import QAResult
+from runtime._qa_api import answer, evaluate_qa
 from runtime._result import RunResult, SubtaskOutcome
 from runtime._sinks import JournalSink, LedgerAudit, LedgerReplay, StructlogSink, read_journal, replay_ledger
 from runtime._snapshot import Decision, FailedBatch, InFlight, Launch, Snapshot
@@ -62,6 +67,9 @@ from runtime._workflow import (
 __all__ = [
     "DEFAULT_PLANNER",
     "PUSD_PER_USD",
+    "AgentFinished",
+    "AgentStarted",
+    "AgentStep",
     "BatchFailed",
     "BatchLaunched",
     "BudgetReserved",
@@ -93,6 +101,7 @@ __all__ = [
     "PlannerSpecError",
     "PoolProfile",
     "Prediction",
+    "QAResult",
     "ProfileTable",
     "ProviderError",
     "ProviderRejectedError",
@@ -116,7 +125,9 @@ __all__ = [
     "UsageError",
     "VirtualClock",
     "Workflow",
+    "answer",
     "arun",
+    "evaluate_qa",
     "load_workflow",
     "parse_workflow",
     "prepare",

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentFinished",
+    "AgentStarted",
+    "AgentStep",
     "BatchFailed",
     "BatchLaunched",
     "BudgetReserved",
@@ -172,3 +175,43 @@ class RunFinished(Event):
     elapsed_s: float
     completed: int
     subtasks: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStarted(Event):
+    """A search agent started on a question under its two caps."""
+
+    kind: ClassVar[str] = "agent_started"
+    question: str
+    controller: str
+    tool_calls: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStep(Event):
+    """One model turn of a search agent: what it was told, what it did, what is left of the caps."""
+
+    kind: ClassVar[str] = "agent_step"
+    step: int
+    directive: str | None
+    action: str
+    output_tokens: int
+    query: str | None
+    hits: tuple[str, ...]
+    answer: str | None
+    tool_calls_left: int
+    tokens_left: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentFinished(Event):
+    """The agent's final answer (after the finalizer) and its realized usage."""
+
+    kind: ClassVar[str] = "agent_finished"
+    answer: str
+    base_answer: str
+    finalized: bool
+    tool_calls: int
+    output_tokens: int
+    reason: str

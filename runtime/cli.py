@@ -262,6 +262,121 @@ def validate(spec: Spec) -> None:
     typer.echo(f"{spec}: ok: workflow {wf.name!r}, {len(wf.subtasks)} subtasks, models {', '.join(wf.models)}")
 
 
+@app.command()
+def qa(
+    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    corpus: Annotated[Path, typer.Option(help="Corpus: JSONL rows {id, title, text}.", show_default=False)],
+    tool_calls: Annotated[int, typer.Option("--tool-calls", min=0, help="Hard cap on searches.")] = 3,
+    tokens: Annotated[int, typer.Option("--tokens", min=1, help="Hard cap on output tokens.")] = 500,
+    controller: Annotated[str, typer.Option(help="voi, value-tree, budget-tracker, free, search-then-answer.")] = "voi",
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            help="A QA data set (HotpotQA, MuSiQue or 2Wiki JSONL) the simulated model knows.", show_default=False
+        ),
+    ] = None,
+    finalize: Annotated[bool, typer.Option(help="Apply the risk-controlled finalizer.")] = True,
+    backbone: Annotated[
+        str, typer.Option(help="Simulated backbone: qwen3-32b, gpt-5.4-mini, qwen3.5-122b.")
+    ] = "qwen3-32b",
+    seed: Seed = 0,
+    json_out: JsonOut = False,
+    log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
+    journal: Annotated[Path | None, typer.Option(help="Write every event to this JSONL file.")] = None,
+) -> None:
+    """Answer a multi-hop question with the search agent under a tool-call cap and an output-token cap."""
+    from adapters.sim_agent import BACKBONES
+    from runtime._qa_api import answer
+    from tools.qa_data import load_qa, read_corpus
+
+    def go() -> Any:
+        if backbone not in BACKBONES:
+            raise UsageError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
+        examples = load_qa(annotations) if annotations is not None else []
+        with ExitStack() as stack:
+            return answer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
+                          corpus=read_corpus(corpus), examples=examples, finalize=finalize, seed=seed,
+                          backbone=backbone, log=_event_logger(log, stack), journal=journal)  # fmt: skip
+
+    from runtime._errors import UsageError
+
+    r = _guard(go)
+    if json_out:
+        steps = [{"action": s.action, "directive": s.directive, "output_tokens": s.output_tokens, "query": s.query,
+                  "hits": [h.title for h in s.hits], "answer": s.answer} for s in r.trace.steps]  # fmt: skip
+        typer.echo(json.dumps({"answer": r.answer, "base_answer": r.base_answer, "refined": r.refined,
+                               "finalized": r.finalized, "tool_calls": r.tool_calls, "output_tokens": r.output_tokens,
+                               "reason": r.reason, "controller": r.controller, "steps": steps}, indent=2))  # fmt: skip
+        return
+    table = Table(title=f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens")
+    for col in ("#", "told", "did", "tokens", "query / answer", "retrieved"):
+        table.add_column(col)
+    for k, s in enumerate(r.trace.steps, 1):
+        table.add_row(str(k), s.directive or "-", s.action, str(s.output_tokens), s.answer or s.query or "",
+                      ", ".join(h.title for h in s.hits[:3]))  # fmt: skip
+    console = Console()
+    console.print(table)
+    note = f" (finalizer: {r.base_answer!r} -> {r.answer!r})" if r.finalized else ""
+    console.print(f"answer: [bold]{r.answer}[/]{note}; {r.tool_calls} tool calls, {r.output_tokens} output tokens",
+                  highlight=False)  # fmt: skip
+
+
+@app.command("qa-eval")
+def qa_eval(
+    dataset: Annotated[Path, typer.Option(help="HotpotQA, MuSiQue or 2WikiMultihopQA JSONL.", show_default=False)],
+    ladder: Annotated[bool, typer.Option(help="The paper's budget ladder (1,100) (2,200) (2,300) (3,500).")] = True,
+    tool_calls: Annotated[
+        int | None, typer.Option("--tool-calls", min=0, help="One cell instead of the ladder.")
+    ] = None,
+    tokens: Annotated[int | None, typer.Option("--tokens", min=1, help="With --tool-calls.")] = None,
+    controllers: Annotated[
+        str, typer.Option(help="Comma-separated controllers.")
+    ] = "voi,value-tree,budget-tracker,free,search-then-answer",
+    ablations: Annotated[bool, typer.Option(help="Add the Stage-1 ablations of VOI (Table 1).")] = False,
+    finalizer: Annotated[str, typer.Option(help="both, on or off.")] = "both",
+    limit: Annotated[int | None, typer.Option(min=1, help="First N questions only.", show_default=False)] = None,
+    backbone: Annotated[str, typer.Option(help="Simulated backbone.")] = "qwen3-32b",
+    seed: Seed = 0,
+    json_out: JsonOut = False,
+) -> None:
+    """Evaluate controllers on a QA data set: EM, F1 (95% intervals), tool calls, output tokens, cap violations."""
+    from runtime._errors import UsageError
+    from runtime._qa_api import ABLATIONS, LADDER, evaluate_qa
+    from tools.qa_data import load_qa
+
+    def cells() -> list[tuple[int, int]]:
+        if tool_calls is not None or tokens is not None:
+            if tool_calls is None or tokens is None:
+                raise UsageError("give both --tool-calls and --tokens for a single cell")
+            return [(tool_calls, tokens)]
+        return list(LADDER)
+
+    names = [c.strip() for c in controllers.split(",") if c.strip()] + (list(ABLATIONS) if ablations else [])
+    fins = {"both": (False, True), "on": (True,), "off": (False,)}.get(finalizer)
+    if fins is None:
+        _err.print("[red]error:[/] --finalizer is both, on or off", highlight=False)
+        raise typer.Exit(2)
+    examples = _guard(lambda: load_qa(dataset, limit=limit))
+    grid = _guard(cells)
+    total = len(examples) * len(grid) * len(names) * len(fins)
+    columns = (TextColumn("qa-eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task("qa", total=total)
+        rows = _guard(lambda: evaluate_qa(examples, controllers=names, ladder=grid, finalize=fins, backbone=backbone,
+                                          seed=seed, progress=lambda k: bar.advance(task, k)))  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{dataset.name}: {len(examples)} questions, backbone {backbone}")
+    for col in ("budget", "controller", "stage 2", "EM", "F1 [95% CI]", "tools", "tokens", "violations", "finalized"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["budget"], r["controller"], "on" if r["finalizer"] else "off", f"{r['em']:.3f}",
+                      f"{r['f1']:.3f} [{r['f1_lo']:.3f}, {r['f1_hi']:.3f}]", f"{r['tool_calls']:.2f}",
+                      f"{r['output_tokens']:.0f}", str(r["cap_violations"]), str(r["finalized"]))  # fmt: skip
+    Console().print(table)
+
+
 @app.command("serve-sim")
 def serve_sim(
     spec: Spec,

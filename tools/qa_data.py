@@ -45,7 +45,8 @@ class QAExample:
         answers: the gold answer first, then its aliases.
         kind: the data set's question type where it has one (2Wiki: compositional, comparison, inference,
             bridge_comparison; MuSiQue: ``2hop``...``4hop``), else ``""``.
-        supporting: ids of the paragraphs that support the answer.
+        supporting: ids of the paragraphs that support the answer, in hop order where the data set gives
+            one (MuSiQue's decomposition), else in the order it lists them.
         hops: the gold decomposition's sub-questions where the data set has one (MuSiQue).
     """
 
@@ -53,7 +54,7 @@ class QAExample:
     question: str
     answers: tuple[str, ...]
     paragraphs: tuple[Paragraph, ...]
-    supporting: frozenset[str]
+    supporting: tuple[str, ...]
     kind: str = ""
     hops: tuple[str, ...] = ()
     source: str = ""
@@ -65,28 +66,32 @@ def _pid(title: str, text: str) -> str:
 
 
 def _hotpot(d: dict[str, Any]) -> QAExample:
-    paras, support = [], set()
+    paras, support = [], []
     for c in d["contexts"]:
         p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
         paras.append(p)
         if c.get("is_supporting"):
-            support.add(p.id)
+            support.append(p.id)
     answers = tuple(s for a in d["answers_objects"] for s in a.get("spans", []) if s)
-    return QAExample(str(d["question_id"]), d["question_text"], answers, tuple(paras), frozenset(support),
+    return QAExample(str(d["question_id"]), d["question_text"], answers, tuple(paras), tuple(support),
                      source="hotpotqa")  # fmt: skip
 
 
 def _musique(d: dict[str, Any]) -> QAExample:
-    paras, support = [], set()
+    paras, by_idx, support = [], {}, []
     for c in d["paragraphs"]:
         p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
         paras.append(p)
+        by_idx[c.get("idx")] = p.id
         if c.get("is_supporting"):
-            support.add(p.id)
-    hops = tuple(str(h["question"]) for h in d.get("question_decomposition", []))
+            support.append(p.id)
+    decomposition = d.get("question_decomposition", [])
+    hops = tuple(str(h["question"]) for h in decomposition)
+    ordered = [by_idx[h["paragraph_support_idx"]] for h in decomposition if h.get("paragraph_support_idx") in by_idx]
+    support = list(dict.fromkeys([*ordered, *support]))  # hop order first
     kind = f"{len(hops)}hop" if hops else ""
     answers = (d["answer"], *d.get("answer_aliases", []))
-    return QAExample(str(d["id"]), d["question"], tuple(answers), tuple(paras), frozenset(support), kind, hops,
+    return QAExample(str(d["id"]), d["question"], tuple(answers), tuple(paras), tuple(support), kind, hops,
                      "musique")  # fmt: skip
 
 
@@ -97,7 +102,7 @@ def _two_wiki(d: dict[str, Any]) -> QAExample:
         p = Paragraph(_pid(title, text), title, text)
         paras.append(p)
         by_title[title] = p.id
-    support = frozenset(by_title[t] for t, _ in d.get("supporting_facts", []) if t in by_title)
+    support = tuple(dict.fromkeys(by_title[t] for t, _ in d.get("supporting_facts", []) if t in by_title))
     return QAExample(str(d["_id"]), d["question"], (d["answer"],), tuple(paras), support, d.get("type", ""),
                      source="2wikimultihopqa")  # fmt: skip
 

@@ -1,0 +1,98 @@
+"""The VOI paper's budget ladder on HotpotQA, MuSiQue and 2WikiMultihopQA, with the simulated search agent.
+
+    python -m benchmarks.qa_ladder [--data DIR] [--limit N] [--backbone qwen3-32b] [--out benchmarks/results/qa]
+
+For each data set (the corpus is its pooled paragraphs, BM25, top_k = 5): every controller with the
+finalizer off and on at the four budgets (1,100) (2,200) (2,300) (3,500); the Stage-1 ablations of Table 1
+(without penalty, normalization, structure, guards) with the finalizer on at every budget; and the
+finalizer's precision on answer-form errors made from the gold answers. Tables (EM, F1 with 95% bootstrap
+intervals, mean tool calls and output tokens, cap violations), VOI's paired F1 difference against each
+baseline per cell (95% bootstrap interval over questions), and CSV/Markdown in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._report import console, machine, rows_table, write_csv
+from runtime._qa_api import ABLATIONS, CONTROLLERS, LADDER, evaluate_qa
+from tools.qa_data import load_qa, pool_corpus
+from tools.retrieval import BM25Search
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = {
+    "hotpotqa": "hotpotqa_dev500.jsonl",
+    "musique": "musique_100.jsonl",
+    "2wikimultihopqa": "2wikimultihopqa_82.jsonl",
+}
+
+
+def paired(a: list[float], b: list[float], seed: str, reps: int = 2000) -> tuple[float, float, float]:
+    """Mean of a - b over questions and its 95% bootstrap interval."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    boots = sorted(statistics.fmean(rng.choices(d, k=len(d))) for _ in range(reps))
+    return statistics.fmean(d), boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
+
+
+def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    out = []
+    by = {(r["budget"], r["controller"], r["finalizer"]): r for r in rows}
+    for (budget, name, fin), r in by.items():
+        if name != "voi":
+            continue
+        for base in CONTROLLERS[1:]:
+            other = by.get((budget, base, fin))
+            if other is None:
+                continue
+            m, lo, hi = paired(r["f1_scores"], other["f1_scores"], f"{dataset}{budget}{base}{fin}")
+            out.append({"dataset": dataset, "budget": budget, "finalizer": fin, "vs": base,
+                        "delta_f1": round(m, 4), "lo": round(lo, 4), "hi": round(hi, 4),
+                        "significant": "above" if lo > 0 else "below" if hi < 0 else ""})  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    base = os.environ.get("ONTIME_DATA_DIR")
+    ap.add_argument(
+        "--data", type=Path, default=Path(base) / "qa" if base else None, help="folder with the JSONL files"
+    )
+    ap.add_argument("--limit", type=int, default=None, help="first N questions of each data set")
+    ap.add_argument("--backbone", default="qwen3-32b")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "qa")
+    args = ap.parse_args()
+    if args.data is None:
+        raise SystemExit("no data: pass --data or set ONTIME_DATA_DIR (the folder holding qa/)")
+    console.print(f"[bold]QA budget ladder[/] on {machine()}, backbone {args.backbone}")
+    every, deltas = [], []
+    for name, file in DATASETS.items():
+        start = time.perf_counter()
+        examples = load_qa(args.data / file, limit=args.limit)
+        index = BM25Search(pool_corpus(examples))
+        rows = evaluate_qa(examples, controllers=CONTROLLERS, ladder=LADDER, search=index, backbone=args.backbone,
+                           seed=args.seed, keep_scores=True)  # fmt: skip
+        rows += evaluate_qa(examples, controllers=ABLATIONS, ladder=LADDER, finalize=(True,), search=index,
+                            backbone=args.backbone, seed=args.seed, keep_scores=True)  # fmt: skip
+        deltas += comparisons(rows, name)
+        for r in rows:
+            r.pop("em_scores")
+            r.pop("f1_scores")
+            every.append({"dataset": name, **r})
+        shown = [{k: v for k, v in r.items() if k not in ("em_lo", "em_hi", "seconds")} for r in rows]
+        console.print(rows_table(shown, f"{name}: {len(examples)} questions ({time.perf_counter() - start:.0f} s)"))
+    console.print(rows_table(deltas, "VOI F1 minus each baseline, paired over questions (95% bootstrap)"))
+    write_csv(every, args.out / "ladder.csv")
+    write_csv(deltas, args.out / "voi_vs_baselines.csv")
+    console.print(f"wrote {args.out / 'ladder.csv'} and {args.out / 'voi_vs_baselines.csv'}")
+
+
+if __name__ == "__main__":
+    main()

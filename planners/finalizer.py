@@ -1,0 +1,142 @@
+"""The risk-controlled finalizer (VOI paper, Section 4.2, Eq. 5, Appendices B.4 and C.5).
+
+From the finished trace it builds a refined candidate without any model or tool call, then accepts it only
+in the safe set and when its branch's gain-risk test passes; otherwise it keeps the base answer. This is
+the paper's released deterministic rule (Proposition C.17):
+
+- gates: a plausible refined candidate that differs from the base; no blocked risk category (comparative
+  semantics that are not a two-option choice; an unresolved bridge: a compositional question whose base
+  answer no retrieved paragraph supports); no decomposition steps in the trace;
+- branches, in priority order, the first applicable one deciding (no fall-through):
+  yes/no or binary choice -> accept a canonical option; filler removed and nothing else changed -> accept;
+  explicit factoid completion (the refined span contains the base span) -> support gain >= 0 and at most
+  three tokens longer; typed slot (date, year, number) -> support gain >= 0.5 and at most one token
+  longer; otherwise -> support gain > 0 and at most two tokens longer. (The paper checks typed slots
+  before completions; a year completed to the full date it came from is a completion here, since the
+  typed branch's length limit would refuse it.)
+
+The refined candidate: the canonical option or polarity (from the answer, else from the model's stated
+candidate when the answer tag contradicts it), the answer without filler ("The answer is", "is the one",
+trailing clauses), the full date in the evidence that contains a bare year, or the longer name in the
+evidence or the stated candidate that completes a truncated one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from runtime._qa_forms import (
+    CHOICE,
+    DATE,
+    ENTITY,
+    NUMBER,
+    YEAR,
+    YESNO,
+    choice_options,
+    compositionality,
+    dates_in,
+    is_comparison,
+    normalize,
+    question_form,
+    years_in,
+)
+from runtime._qa_types import Trace, content_tokens
+
+__all__ = ["Finalization", "finalize", "refine"]
+
+_FILLER = re.compile(
+    r"^(?:the answer is|answer:|it is|it was|final answer:)\s+|\s+(?:is the one|is the answer)$|[.!]+$",
+    re.IGNORECASE,
+)
+_CLAUSE = re.compile(r",\s+(?:based on|because|since|as)\b.*$", re.IGNORECASE)
+TYPED = (DATE, YEAR, NUMBER)
+
+
+@dataclass(frozen=True, slots=True)
+class Finalization:
+    answer: str
+    base: str
+    refined: str | None
+    accepted: bool
+    branch: str  # which rule decided: none, blocked, decomposed, binary, typed, explicit, compact
+    support_gain: float
+
+
+def _strip(text: str) -> str:
+    out = _CLAUSE.sub("", text.strip())
+    prev = None
+    while prev != out:
+        prev, out = out, _FILLER.sub("", out).strip()
+    return out
+
+
+def refine(trace: Trace, base: str) -> str | None:
+    """The refined candidate built from the trace alone, or None if there is nothing to refine to."""
+    q = trace.question
+    form = question_form(q)
+    stated = next((s.candidate for s in reversed(trace.steps) if s.candidate), None)
+    clean = _strip(base)
+    if form == YESNO:
+        first = normalize(clean).split()[:1]
+        polarity = first[0] if first and first[0] in ("yes", "no") else None
+        said = normalize(stated or "").split()[:1]
+        belief = said[0] if said and said[0] in ("yes", "no") else None
+        return belief or polarity
+    if form == CHOICE:
+        options = choice_options(q)
+        if options is None:
+            return clean or None
+        for text in (clean, stated or ""):
+            hits = [o for o in options if normalize(o) and normalize(o) in normalize(text)]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+    if form in (DATE, YEAR):
+        years = years_in(clean)
+        if form == YEAR:  # "in 1859" -> "1859"; a longer answer may name more than the year: leave it
+            return years[-1] if years and len(clean.split()) <= 3 else clean or None
+        # complete a bare year only when the question asks for a date by name ("When ...?" is often a year)
+        if years and not dates_in(clean) and "date" in q.lower():
+            for h in trace.evidence.values():
+                for d in dates_in(h.text):
+                    if years[-1] in d and set(content_tokens(q)) & set(content_tokens(h.title + " " + h.text)):
+                        return d
+        return clean or None
+    if form == ENTITY:
+        words = normalize(clean).split()
+        if words and len(words) <= 2 and not any(w.isdigit() for w in words):
+            pool = [stated or ""] + [h.title for h in trace.evidence.values()]
+            for name in pool:
+                n = normalize(name).split()
+                if len(n) > len(words) and n[-len(words) :] == words and len(n) <= len(words) + 3:
+                    return name
+    return clean or None
+
+
+def finalize(trace: Trace, base: str) -> Finalization:
+    """Keep ``base`` or replace it by the refined candidate, by the deterministic rule above."""
+    refined = refine(trace, base)
+    if not refined or (normalize(refined) == normalize(base) and refined.strip() == base.strip()):
+        return Finalization(base, base, refined, False, "none", 0.0)
+    gain = trace.support(refined) - trace.support(base)
+    q = trace.question
+    form = question_form(q)
+    if (is_comparison(q) and form not in (YESNO, CHOICE)) or (
+        form not in (YESNO, CHOICE) and compositionality(q) >= 0.5 and trace.support(base) < 0.5 and gain <= 0
+    ):
+        return Finalization(base, base, refined, False, "blocked", gain)
+    if trace.decompositions:
+        return Finalization(base, base, refined, False, "decomposed", gain)
+    lb, lr = len(base.split()), len(refined.split())
+    if form in (YESNO, CHOICE):
+        branch, ok = "binary", True
+    elif refined == _strip(base):  # only filler removed ("The answer is X." -> "X"): the span itself is kept
+        branch, ok = "compact", True
+    elif normalize(base) and normalize(base) in normalize(refined):  # completes the span: "1859" -> a full date
+        branch, ok = "explicit", gain >= 0 and lr <= lb + 3
+    elif form in TYPED:
+        branch, ok = "typed", gain >= 0.5 and lr <= lb + 1
+    else:
+        branch, ok = "compact", gain > 0 and lr <= lb + 2
+    return Finalization(refined if ok else base, base, refined, ok, branch, gain)

@@ -1,0 +1,210 @@
+"""The search agent: a model answers a multi-hop question with a retrieval tool under two hard caps.
+
+Each turn the controller picks a directive (the action to inject and the turn's token allowance), the
+model answers with ``<thought>``, then ``<tool_call>`` or ``<answer>``, and the agent executes the call.
+Every turn's output tokens are reserved on the ledger before the model is called (at most what is left)
+and settled after; every tool call is reserved before it runs. The caps therefore cannot be exceeded: a
+model that wants a search with no tool call left is not given one, and a turn longer than its allowance
+is cut off. A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A
+malformed turn (no closing tag) is a stall; if the controller had asked for retrieval, the
+agent runs the search itself with the question's key words (the guardrail the VOI paper describes). After
+the loop, the finalizer (if on) chooses between the base answer and a refined one without any call.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from runtime._errors import LimitError, ProviderError
+from runtime._events import AgentFinished, AgentStarted, AgentStep
+from runtime._ledger import Ledger, Usage
+from runtime._qa_types import ANSWER, DECOMPOSE, SEARCH, QABudget, Step, Trace, content_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from adapters.sim_agent import AgentModel
+    from planners.finalizer import Finalization
+    from planners.qa_base import QAController
+    from runtime._events import Event
+    from tools.retrieval import Hit, SearchTool
+
+__all__ = ["QAResult", "parse_turn", "run_agent"]
+
+_TAG = {
+    name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL | re.IGNORECASE)
+    for name in ("thought", "tool_call", "answer")
+}
+_CANDIDATE = re.compile(r"Candidate:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    thought: str
+    query: str | None
+    answer: str | None
+    candidate: str | None
+
+
+def parse_turn(text: str) -> Parsed:
+    """The parts of a model turn; missing or unclosed tags are simply absent (a malformed turn)."""
+    thought = _TAG["thought"].search(text)
+    call = _TAG["tool_call"].search(text)
+    answer = _TAG["answer"].search(text)
+    t = thought.group(1).strip() if thought else ""
+    cand = _CANDIDATE.search(t)
+    query = call.group(1).strip() if call else None
+    ans = answer.group(1).strip() if answer else None
+    if ans is not None and query is not None:  # both: the answer wins, as the turn format says
+        query = None
+    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None)
+
+
+@dataclass(frozen=True, slots=True)
+class QAResult:
+    """How one question went. ``answer`` is final (after the finalizer, if it ran)."""
+
+    question: str
+    answer: str
+    base_answer: str
+    refined: str | None
+    finalized: bool
+    tool_calls: int
+    output_tokens: int
+    reason: str  # answered, budget, deadline, turns
+    controller: str
+    trace: Trace = field(repr=False)
+    finalization: Finalization | None = field(default=None, repr=False)
+
+
+async def run_agent(
+    question: str,
+    *,
+    model: AgentModel,
+    search: SearchTool,
+    controller: QAController,
+    tool_calls: int,
+    tokens: int,
+    finalize: bool = True,
+    top_k: int = 5,
+    deadline_s: float | None = None,
+    on_step: Callable[[Step, QABudget], None] | None = None,
+    emit: Callable[[Event], None] | None = None,
+) -> QAResult:
+    """Answer ``question`` within ``tool_calls`` searches and ``tokens`` output tokens (and ``deadline_s``).
+
+    ``on_step`` sees every step with the budget left after it; ``emit`` gets the typed events
+    (``AgentStarted``, one ``AgentStep`` per turn, ``AgentFinished``).
+    """
+    if isinstance(tool_calls, bool) or not isinstance(tool_calls, int) or tool_calls < 0:
+        raise LimitError(f"tool_calls must be a non-negative integer, not {tool_calls!r}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise LimitError(f"tokens must be a positive integer, not {tokens!r}")
+    ledger = Ledger(2**62, output_token_cap=tokens, tool_call_cap=tool_calls)
+    trace = Trace(question)
+    t0 = time.monotonic()
+    end = None if deadline_s is None else t0 + deadline_s
+    if emit is not None:
+        emit(AgentStarted(t=0.0, question=question, controller=controller.name, tool_calls=tool_calls, tokens=tokens))
+
+    def report(step: Step) -> None:
+        left = ledger.available
+        after = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
+        if on_step is not None:
+            on_step(step, after)
+        if emit is not None:
+            emit(AgentStep(t=time.monotonic() - t0, step=len(trace.steps), directive=step.directive,
+                           action=step.action, output_tokens=step.output_tokens, query=step.query,
+                           hits=tuple(h.title for h in step.hits), answer=step.answer,
+                           tool_calls_left=left.tool_calls, tokens_left=left.output_tokens))  # fmt: skip
+
+    reason = "turns"
+    for _ in range(4 * tool_calls + 6):
+        left = ledger.available
+        budget = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
+        if budget.tokens_left < 1:
+            reason = "budget"
+            break
+        if end is not None and time.monotonic() >= end:
+            reason = "deadline"
+            break
+        d = controller.decide(trace, budget)
+        allowance = min(d.max_tokens, budget.tokens_left)
+        if allowance < 1:
+            reason = "budget"
+            break
+        held = ledger.reserve(Usage(0, allowance))
+        assert held is not None  # allowance <= what is left
+        try:
+            with anyio.move_on_after(float("inf") if end is None else max(0.0, end - time.monotonic())) as scope:
+                turn = await model.turn(trace, d, budget)
+        except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
+            ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
+            step = Step("stall", d.action, allowance, f"model error: {exc}")
+            trace.steps.append(step)
+            report(step)
+            continue
+        if scope.cancelled_caught:
+            ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
+            reason = "deadline"
+            break
+        used = min(max(0, turn.output_tokens), allowance)
+        ledger.settle(held, Usage(0, used), Usage(0, allowance))
+        parsed = parse_turn(turn.text)
+        if parsed.answer is not None:
+            step = Step(ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate)
+            trace.steps.append(step)
+            report(step)
+            reason = "answered"
+            break
+        query = parsed.query
+        action = DECOMPOSE if d.action == DECOMPOSE and query else SEARCH
+        if query is None and d.action in (SEARCH, DECOMPOSE):  # guardrail: the retrieval the controller paid for
+            query = " ".join(content_tokens(question)) or question
+        hits: tuple[Hit, ...] = ()
+        if query is not None and ledger.available.tool_calls >= 1:
+            call = ledger.reserve(Usage(0, 0, 1))
+            assert call is not None
+            try:
+                hits = tuple(await search.search(query, top_k))
+            finally:
+                ledger.settle(call, Usage(0, 0, 1), Usage(0, 0, 1))
+            for h in hits:
+                trace.evidence.setdefault(h.id, h)
+        else:
+            action, query = "stall", None  # malformed, or a search it has no tool call left for
+        step = Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
+                    truncated=used >= allowance and parsed.answer is None and parsed.query is None)  # fmt: skip
+        trace.steps.append(step)
+        report(step)
+    spent = ledger.spent
+    base = trace.answer or trace.candidate or ""
+    fin = None
+    answer = base
+    if finalize:
+        from planners.finalizer import finalize as finalize_answer
+
+        fin = finalize_answer(trace, base)
+        answer = fin.answer
+    finalized = bool(fin and fin.accepted)
+    if emit is not None:
+        emit(AgentFinished(t=time.monotonic() - t0, answer=answer, base_answer=base, finalized=finalized,
+                           tool_calls=spent.tool_calls, output_tokens=spent.output_tokens, reason=reason))  # fmt: skip
+    return QAResult(
+        question=question,
+        answer=answer,
+        base_answer=base,
+        refined=fin.refined if fin else None,
+        finalized=finalized,
+        tool_calls=spent.tool_calls,
+        output_tokens=spent.output_tokens,
+        reason=reason,
+        controller=controller.name,
+        trace=trace,
+        finalization=fin,
+    )

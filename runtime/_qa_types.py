@@ -1,0 +1,199 @@
+"""The search agent's data: the trace so far, the budget left, the directive for the next turn.
+
+The search agent (``runtime._qa``) asks its controller (:class:`planners.qa_base.QAController`) for a
+:class:`Directive` before every model turn. A directive names the action the model is told to take
+(Search, Decompose, Answer, the budget Backstop) or None for a free-running turn, how many output tokens
+the turn may use, and whether the prompt shows the budget. Controllers read only the :class:`Trace` (what
+was asked, retrieved and answered so far) and the :class:`QABudget`; they never see gold labels.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tools.retrieval import Hit
+
+__all__ = [
+    "ANSWER",
+    "BACKSTOP",
+    "DECOMPOSE",
+    "SEARCH",
+    "Directive",
+    "QABudget",
+    "Step",
+    "Trace",
+    "content_tokens",
+]
+
+SEARCH, DECOMPOSE, ANSWER, BACKSTOP = "search", "decompose", "answer", "backstop"
+
+_WORD = re.compile(r"[a-z0-9]+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "as",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+        "them",
+        "we",
+        "you",
+        "i",
+        "me",
+        "my",
+        "our",
+        "your",
+        "not",
+        "no",
+        "yes",
+    ]
+)
+
+
+def content_tokens(text: str) -> list[str]:
+    """Lower-case word tokens of ``text`` without stop words."""
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+@dataclass(frozen=True, slots=True)
+class QABudget:
+    """Caps and what is left of them: tool calls and output tokens."""
+
+    tool_calls: int
+    tokens: int
+    tool_calls_left: int
+    tokens_left: int
+
+    @property
+    def pressure(self) -> float:
+        """rho_t = 1 - min(b_tool / B_tool, b_tok / B_tok), in [0, 1] (VOI paper, Appendix D)."""
+        tool = self.tool_calls_left / self.tool_calls if self.tool_calls else 0.0
+        tok = self.tokens_left / self.tokens if self.tokens else 0.0
+        return min(1.0, max(0.0, 1.0 - min(tool, tok)))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One model turn and what came of it."""
+
+    action: str  # what the model did: search, decompose, answer, or stall (malformed or no action)
+    directive: str | None  # what it was told to do (None: free-running)
+    output_tokens: int
+    thought: str = ""
+    query: str | None = None
+    hits: tuple[Hit, ...] = ()
+    answer: str | None = None
+    candidate: str | None = None  # the hypothesis the model stated in its thought, if any
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class Trace:
+    """The search so far: the question, every step, and the evidence retrieved (by paragraph id)."""
+
+    question: str
+    steps: list[Step] = field(default_factory=list)
+    evidence: dict[str, Hit] = field(default_factory=dict)
+
+    @property
+    def searches(self) -> int:
+        return sum(1 for s in self.steps if s.query is not None)
+
+    @property
+    def decompositions(self) -> int:
+        return sum(1 for s in self.steps if s.action == DECOMPOSE)
+
+    @property
+    def candidate(self) -> str | None:
+        """The latest hypothesis the model stated (or its latest answer)."""
+        for s in reversed(self.steps):
+            if s.answer:
+                return s.answer
+            if s.candidate:
+                return s.candidate
+        return None
+
+    @property
+    def answer(self) -> str | None:
+        return next((s.answer for s in reversed(self.steps) if s.answer is not None), None)
+
+    def new_hits_last(self) -> int:
+        """How many paragraphs the last search added to the evidence."""
+        for i in range(len(self.steps) - 1, -1, -1):
+            s = self.steps[i]
+            if s.query is not None:
+                seen = {h.id for t in self.steps[:i] for h in t.hits}
+                return sum(1 for h in s.hits if h.id not in seen)
+        return 0
+
+    def support(self, answer: str | None) -> float:
+        """The largest share of ``answer``'s content words found in one retrieved paragraph (0 to 1)."""
+        words = set(content_tokens(answer or ""))
+        if not words:
+            return 0.0
+        best = 0.0
+        for h in self.evidence.values():
+            text = set(content_tokens(f"{h.title} {h.text}"))
+            best = max(best, len(words & text) / len(words))
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """The next turn: the action to inject (None: the model decides), its token allowance, the prompt style."""
+
+    action: str | None
+    max_tokens: int
+    show_budget: bool = False

@@ -1,0 +1,286 @@
+"""The search agent: caps that cannot be exceeded, the VOI controller's guards, the finalizer's precision."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import runtime
+from adapters.sim_agent import AgentModel, ModelTurn, SimAgentModel
+from planners.finalizer import finalize
+from planners.voi import VOIController
+from runtime._qa import parse_turn, run_agent
+from runtime._qa_api import ABLATIONS, CONTROLLERS, evaluate_qa, make_controller
+from runtime._qa_forms import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form, years_in
+from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace
+from runtime.cli import app
+from tools.qa_data import QAExample, load_qa, pool_corpus
+from tools.retrieval import BM25Search, Hit
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = load_qa(ROOT / "examples" / "qa" / "questions.jsonl")
+INDEX = BM25Search(pool_corpus(QUESTIONS), cache_dir=None)
+
+
+def test_turns_parse_and_malformed_ones_have_no_action() -> None:
+    p = parse_turn("<thought>need more. Candidate: Kell</thought>\n<tool_call>architect Velmora Opera</tool_call>")
+    assert (p.query, p.answer, p.candidate) == ("architect Velmora Opera", None, "Kell")
+    assert parse_turn("<thought>done</thought><answer> Kell </answer>").answer == "Kell"
+    cut = parse_turn("<thought>I should search for the archi")
+    assert cut.query is None and cut.answer is None
+    both = parse_turn("<tool_call>x</tool_call><answer>y</answer>")
+    assert both.answer == "y" and both.query is None
+
+
+class Fuzz(AgentModel):
+    """A model that ignores its instructions: random actions, random lengths (often over the allowance)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
+        r = self.rng
+        kind = r.choice(["search", "answer", "junk", "search", "both"])
+        text = {"search": "<tool_call>Velmora opera</tool_call>", "answer": "<answer>Kell</answer>",
+                "junk": "<thought>", "both": "<tool_call>Kell</tool_call><answer>x</answer>"}[kind]  # fmt: skip
+        return ModelTurn(text, r.randint(0, 3 * directive.max_tokens + 5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tool_calls=st.integers(0, 4),
+    tokens=st.integers(1, 600),
+    controller=st.sampled_from(CONTROLLERS + ABLATIONS),
+    seed=st.integers(0, 10_000),
+    fuzz=st.booleans(),
+)
+def test_no_run_ever_exceeds_either_cap(tool_calls: int, tokens: int, controller: str, seed: int, fuzz: bool) -> None:
+    ex = QUESTIONS[seed % len(QUESTIONS)]
+    model: AgentModel = Fuzz(seed) if fuzz else SimAgentModel(QUESTIONS, seed=seed)
+    steps: list[tuple[Step, QABudget]] = []
+
+    async def go() -> runtime.QAResult:
+        return await run_agent(ex.question, model=model, search=INDEX, controller=make_controller(controller),
+                               tool_calls=tool_calls, tokens=tokens,
+                               on_step=lambda s, b: steps.append((s, b)))  # fmt: skip
+
+    r = anyio.run(go)
+    assert r.tool_calls <= tool_calls and r.output_tokens <= tokens
+    assert r.tool_calls == sum(1 for s, _ in steps if s.query is not None)
+    assert r.output_tokens == sum(s.output_tokens for s, _ in steps)
+    assert all(b.tool_calls_left >= 0 and b.tokens_left >= 0 for _, b in steps)
+
+
+def _trace(question: str, searches: int = 0, candidate: str | None = None, hits: tuple[Hit, ...] = ()) -> Trace:
+    t = Trace(question)
+    for k in range(searches):
+        t.steps.append(Step(SEARCH, SEARCH, 30, query=f"q{k}", hits=hits if k == 0 else (), candidate=candidate))
+    for h in hits:
+        t.evidence[h.id] = h
+    return t
+
+
+def test_voi_guards() -> None:
+    voi = VOIController()
+    roomy = QABudget(3, 500, 3, 500)
+    compositional = "Who designed the building where The Glass Harbour was first performed?"
+    # minimum search: no answer before a search, and two on a compositional question
+    assert voi.decide(_trace(compositional), roomy).action in (SEARCH, DECOMPOSE)
+    hit = Hit("h", "Marta Oresund", "Marta Oresund designed the Velmora Opera House.", 3.0)
+    one = _trace(compositional, 1, "Marta Oresund", (hit,))
+    assert voi.scores(one, roomy)[ANSWER] == 0.0
+    assert voi.scores(_trace(compositional, 2, "Marta Oresund", (hit,)), roomy)[ANSWER] > 0.0
+    # factoid-like questions are never decomposed
+    assert voi.scores(_trace("When was Kell founded?", 1), roomy)[DECOMPOSE] == 0.0
+    # the backstop: no tool call left, or no room for a search turn and an answer after it
+    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 0, 400)).action == BACKSTOP
+    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 2, 60)).action == BACKSTOP
+    # allowances never exceed what is left
+    assert voi.decide(_trace(compositional), QABudget(1, 100, 1, 75)).max_tokens <= 75 - 30
+    # each ablation removes one component
+    assert {make_controller(a).name for a in ABLATIONS} == set(ABLATIONS)
+    full = voi.scores(one, roomy)
+    assert VOIController(guards=False).scores(one, roomy)[ANSWER] > full[ANSWER]
+
+
+def test_question_forms() -> None:
+    assert question_form("Was the Kell Bridge completed before 1880?") == YESNO
+    assert question_form("Which river is longer, the Vess or the Tarn?") == CHOICE
+    assert choice_options("Who was born first, Ann Ro or Bo Lin?") == ("Ann Ro", "Bo Lin")
+    assert question_form("When did Ilya Zorvan die?") == DATE
+    assert exact_match("the Vess", ["Vess"]) == 1.0 and f1("Ada Brink", ["Ada Brink"]) == 1.0
+    assert f1("yes", ["no"]) == 0.0
+
+
+# -- finalizer precision: answer-form errors made from gold answers ---------------------------------------
+
+
+def _support_hits(ex: QAExample) -> tuple[Hit, ...]:
+    by_id = {p.id: p for p in ex.paragraphs}
+    return tuple(Hit(pid, by_id[pid].title, by_id[pid].text, 1.0) for pid in ex.supporting if pid in by_id)
+
+
+def _case(ex: QAExample, wrong_form: str, stated: str | None) -> Trace:
+    t = _trace(ex.question, 1, None, _support_hits(ex))
+    t.steps.append(Step(ANSWER, ANSWER, 20, answer=wrong_form, candidate=stated))
+    return t
+
+
+def corrupt(ex: QAExample) -> list[tuple[str, str, str | None]]:
+    """(kind, answer with a form error, the thought's candidate) for each error that fits the question."""
+    gold = ex.answers[0]
+    form = question_form(ex.question)
+    out: list[tuple[str, str, str | None]] = [("extra words", f"The answer is {gold}", gold)]
+    if form == YESNO:
+        out.append(("polarity", "no" if gold.lower() == "yes" else "yes", gold))
+    if form == CHOICE:
+        out.append(("choice sentence", f"{gold} is the one", None))
+    if form == DATE and years_in(gold) and len(gold.split()) > 1:
+        out.append(("slot type", years_in(gold)[-1], None))  # a year where the question asks for a date
+    words = gold.split()
+    if len(words) >= 2 and form not in (YESNO, CHOICE):
+        out.append(("truncated alias", words[-1], gold))
+    return out
+
+
+def finalizer_precision(examples: list[QAExample]) -> dict[str, Any]:
+    repaired = attempted = harmed = kept = 0
+    by_kind: dict[str, list[int]] = {}
+    for ex in examples:
+        if not ex.answers or not ex.supporting:
+            continue
+        # a correct answer must never be changed for the worse
+        fin = finalize(_case(ex, ex.answers[0], ex.answers[0]), ex.answers[0])
+        kept += 1
+        harmed += f1(fin.answer, ex.answers) < f1(ex.answers[0], ex.answers)
+        for kind, bad, stated in corrupt(ex):
+            fin = finalize(_case(ex, bad, stated), bad)
+            ok = exact_match(fin.answer, ex.answers) == 1.0
+            worse = f1(fin.answer, ex.answers) < f1(bad, ex.answers)
+            harmed += worse
+            attempted += 1
+            repaired += ok
+            by_kind.setdefault(kind, [0, 0])[0] += ok
+            by_kind[kind][1] += 1
+    return {"repaired": repaired, "attempted": attempted, "harmed": harmed, "correct_kept": kept, "by_kind": by_kind}
+
+
+def test_the_finalizer_repairs_answer_form_errors_and_never_harms() -> None:
+    stats = finalizer_precision(QUESTIONS)
+    assert stats["harmed"] == 0
+    assert stats["repaired"] >= 0.7 * stats["attempted"], stats
+
+
+def test_the_finalizer_abstains_on_comparisons_and_decomposed_traces() -> None:
+    comparative = _trace("Which is older, the one designed by Marta Oresund?", 1, "Kell Bridge")
+    comparative.steps.append(Step(ANSWER, ANSWER, 10, answer="The answer is Kell Bridge"))
+    assert not finalize(comparative, "The answer is Kell Bridge").accepted
+    hit = Hit("h", "Velmora Opera House", "The Velmora Opera House was designed by Marta Oresund.", 2.0)
+    decomposed = _trace("Who designed the building where The Glass Harbour was first performed?", 1, hits=(hit,))
+    decomposed.steps.append(Step(DECOMPOSE, DECOMPOSE, 40, query="building Glass Harbour"))
+    decomposed.steps.append(Step(ANSWER, ANSWER, 10, answer="The answer is Marta Oresund"))
+    fin = finalize(decomposed, "The answer is Marta Oresund")
+    assert not fin.accepted and fin.branch == "decomposed"
+
+
+DATA = os.environ.get("ONTIME_DATA_DIR")
+
+
+@pytest.mark.skipif(DATA is None, reason="set ONTIME_DATA_DIR for the real data sets")
+@pytest.mark.parametrize("name", ["hotpotqa_dev500", "musique_100", "2wikimultihopqa_82"])
+def test_finalizer_precision_on_real_questions(name: str) -> None:
+    stats = finalizer_precision(load_qa(Path(str(DATA)) / "qa" / f"{name}.jsonl", limit=200))
+    assert stats["harmed"] == 0, stats
+
+
+def test_answer_api_and_evaluation_on_the_example_set() -> None:
+    r = runtime.answer(QUESTIONS[3].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
+                       tool_calls=3, tokens=500)  # fmt: skip
+    assert r.tool_calls <= 3 and r.output_tokens <= 500 and r.reason in ("answered", "budget", "turns")
+    rows = evaluate_qa(QUESTIONS, controllers=["voi", "free"], ladder=[(1, 100), (3, 500)], search=INDEX)
+    assert len(rows) == 2 * 2 * 2 and all(row["cap_violations"] == 0 for row in rows)
+    assert all(row["em_lo"] <= row["em"] <= row["em_hi"] for row in rows)
+    with pytest.raises(runtime.UsageError, match="unknown controller"):
+        make_controller("magic")
+
+
+def test_qa_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    corpus = str(ROOT / "examples" / "qa" / "corpus.jsonl")
+    questions = str(ROOT / "examples" / "qa" / "questions.jsonl")
+    out = runner.invoke(app, ["qa", QUESTIONS[0].question, "--corpus", corpus, "--annotations", questions, "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["tool_calls"] <= 3 and data["output_tokens"] <= 500 and data["steps"]
+    ev = runner.invoke(app, ["qa-eval", "--dataset", questions, "--tool-calls", "1", "--tokens", "100",
+                             "--controllers", "voi", "--json"])  # fmt: skip
+    assert ev.exit_code == 0, ev.output
+    assert {r["controller"] for r in json.loads(ev.stdout)} == {"voi"}
+    bad = runner.invoke(app, ["qa", "x", "--corpus", str(tmp_path / "missing.jsonl")])
+    assert bad.exit_code == 2 and "cannot read" in bad.output
+
+
+def test_the_same_agent_runs_through_the_openai_sdk_against_serve_sim() -> None:
+    """serve-sim's agent mode answers ChatAgentModel's prompts with the same simulated model: same results."""
+    from adapters.chat_agent import ChatAgentModel
+    from adapters.openai import OpenAIBackend
+    from adapters.resilience import Resilient, RetryPolicy
+    from adapters.sim_server import Faults, SimServer, serve_in_thread
+
+    wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
+    clean = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3))
+    faulty = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3), faults=Faults.every_kind(0.2, 0.01))
+    local = SimAgentModel(QUESTIONS, seed=3)
+
+    async def go(url: str, faults: bool) -> None:
+        inner = OpenAIBackend(api_key="k", base_url=url + "/v1", timeout_s=0.5)
+        backend = Resilient(inner, retry=RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05))
+        try:
+            for ex in QUESTIONS:
+                for name in ("voi", "free"):
+                    kw: dict[str, Any] = {
+                        "search": INDEX,
+                        "controller": make_controller(name),
+                        "tool_calls": 2,
+                        "tokens": 300,
+                    }
+                    http = await run_agent(ex.question, model=ChatAgentModel(backend, "gpt-4o-mini"), **kw)
+                    assert http.tool_calls <= 2 and http.output_tokens <= 300
+                    if not faults:
+                        here = await run_agent(ex.question, model=local, **kw)
+                        assert (http.answer, http.tool_calls, http.output_tokens) == (
+                            here.answer,
+                            here.tool_calls,
+                            here.output_tokens,
+                        )
+        finally:
+            await backend.aclose()
+
+    with serve_in_thread(clean) as url:
+        anyio.run(go, url, False)
+    with serve_in_thread(faulty) as url:
+        anyio.run(go, url, True)
+    assert {r.subtask for r in clean.record} == {"qa-agent"}
+    assert any(r.status != "complete" for r in faulty.record)
+
+
+def test_answer_emits_typed_events(tmp_path: Path) -> None:
+    events: list[runtime.Event] = []
+    r = runtime.answer(QUESTIONS[0].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
+                       log=False, on_event=events.append, journal=tmp_path / "qa.jsonl")  # fmt: skip
+    kinds = [e.kind for e in events]
+    assert (
+        kinds[0] == "agent_started"
+        and kinds[-1] == "agent_finished"
+        and kinds.count("agent_step") == len(r.trace.steps)
+    )
+    assert len((tmp_path / "qa.jsonl").read_text().splitlines()) == len(events)
