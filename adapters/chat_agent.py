@@ -33,7 +33,8 @@ Rules:
 - If the instruction requires retrieval, you must produce exactly one <tool_call>.
 - If the instruction requires answering, you must not call tools.
 - Keep the final answer to a single short grounded span, not a full sentence.
-- End your thought with "Candidate: X" when you have a current best answer X."""
+- When you have a current best answer X, end your thought with "Confidence: C. Candidate: X", where C in [0, 1]
+  is how likely X is right."""
 
 INSTRUCTIONS = {
     SEARCH: "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You must call "

@@ -14,7 +14,8 @@ index, not by the simulator. Per backbone (:data:`BACKBONES`, every parameter in
 - **Answering.** With every supporting fact read the belief is right with probability ``p_correct``;
   each missing fact multiplies that by ``p_partial``. A wrong belief is another retrieved title (the other
   option, or the opposite polarity, where the question has a form). The belief is stated in the thought
-  as ``Candidate: ...``.
+  as ``Candidate: ...``, after ``Confidence: c``: the chance that the belief is right, plus Gaussian noise
+  of standard deviation ``calibration_noise`` (the self-assessment a critic would give), clipped to [0, 1].
 - **Answer-form slips.** With probability ``p_slip`` the ``<answer>`` tag carries a form error of the
   belief: extra words, a truncated alias, a year for a full date, a sentence for a binary choice, a
   flipped polarity.
@@ -77,6 +78,7 @@ class Backbone:
     p_slip: float
     p_obey: float
     p_overconfident: float
+    calibration_noise: float
     tokens: Mapping[str, tuple[float, float]]  # turn kind -> (mean, std) of output tokens
 
 
@@ -84,10 +86,10 @@ _TOKENS = {SEARCH: (38.0, 12.0), DECOMPOSE: (50.0, 15.0), ANSWER: (24.0, 8.0), "
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("qwen3-32b", 0.55, 0.75, 0.85, 0.85, 0.35, 0.15, 0.90, 0.40, _TOKENS),
-        Backbone("gpt-5.4-mini", 0.65, 0.80, 0.92, 0.90, 0.40, 0.10, 0.95, 0.30,
+        Backbone("qwen3-32b", 0.55, 0.75, 0.85, 0.85, 0.35, 0.15, 0.90, 0.40, 0.20, _TOKENS),
+        Backbone("gpt-5.4-mini", 0.65, 0.80, 0.92, 0.90, 0.40, 0.10, 0.95, 0.30, 0.15,
                  {k: (m * 0.85, s * 0.85) for k, (m, s) in _TOKENS.items()}),
-        Backbone("qwen3.5-122b", 0.62, 0.78, 0.90, 0.88, 0.38, 0.12, 0.85, 0.35,
+        Backbone("qwen3.5-122b", 0.62, 0.78, 0.90, 0.88, 0.38, 0.12, 0.85, 0.35, 0.18,
                  {k: (m * 1.15, s) for k, (m, s) in _TOKENS.items()}),
     )
 }  # fmt: skip
@@ -117,13 +119,13 @@ class SimAgentModel(AgentModel):
         read = self._read(trace, ex)
         missing = [] if ex is None else [p for p in ex.supporting if p not in read]
         action = self._choose(trace, directive, budget, ex, missing, t)
-        belief = self._belief(trace, ex, read, missing)
+        belief, chance = self._belief(trace, ex, read, missing)
         kind = "free" if directive.action is None else (ANSWER if action in (ANSWER, BACKSTOP) else action)
         mean, std = self.backbone.tokens[kind]
         if directive.show_budget:
             mean, std = mean * 0.85, std * 0.85
         tokens = _lognormal(self._rng(trace, t, "len"), mean, std)
-        thought = self._thought(trace, ex, missing, belief)
+        thought = self._thought(trace, missing, belief, chance, len(read))
         if action in (SEARCH, DECOMPOSE):
             body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, ex, read, action, t)}</tool_call>"
         else:
@@ -161,29 +163,31 @@ class SimAgentModel(AgentModel):
             return d.action
         return ANSWER if d.action in (SEARCH, DECOMPOSE) else SEARCH  # drift
 
-    def _belief(self, trace: Trace, ex: QAExample | None, read: set[str], missing: list[str]) -> str:
+    def _belief(self, trace: Trace, ex: QAExample | None, read: set[str], missing: list[str]) -> tuple[str, float]:
+        """The model's current answer and the chance that it is right."""
         if ex is None:
             best = max(trace.evidence.values(), key=lambda h: h.score, default=None)
-            return best.title if best is not None else "unknown"
+            return (best.title if best is not None else "unknown"), 0.5
         gold = ex.answers[0] if ex.answers else "unknown"
         p = self.backbone.p_correct * self.backbone.p_partial ** len(missing)
         rng = self._rng(trace, "belief", len(read))
         if rng.random() < p:
-            return gold
+            return gold, p
         form = question_form(ex.question)
         if form == YESNO:
-            return "no" if gold.lower() == "yes" else "yes"
+            return ("no" if gold.lower() == "yes" else "yes"), p
         options = choice_options(ex.question)
         if form == CHOICE and options is not None:
-            return options[1] if options[0].lower() == gold.lower() else options[0]
+            return (options[1] if options[0].lower() == gold.lower() else options[0]), p
         titles = [h.title for h in trace.evidence.values() if h.id not in ex.supporting and h.title != gold]
-        return rng.choice(titles) if titles else "unknown"
+        return (rng.choice(titles) if titles else "unknown"), p
 
-    def _thought(self, trace: Trace, ex: QAExample | None, missing: list[str], belief: str) -> str:
+    def _thought(self, trace: Trace, missing: list[str], belief: str, chance: float, n_read: int) -> str:
         gap = "the remaining bridge fact" if missing else "nothing; the evidence covers every hop"
         text = f"Still missing: {gap}."
         if trace.evidence:
-            text += f" Candidate: {belief}"
+            noise = self._rng(trace, "confidence", n_read).gauss() * self.backbone.calibration_noise
+            text += f" Confidence: {min(1.0, max(0.0, chance + noise)):.2f}. Candidate: {belief}"
         return text
 
     def _query(self, trace: Trace, ex: QAExample | None, read: set[str], action: str, t: int) -> str:

@@ -17,8 +17,11 @@ import os
 import random
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks._report import console, machine, rows_table, write_csv
 from runtime._qa_api import ABLATIONS, CONTROLLERS, LADDER, evaluate_qa
@@ -77,10 +80,14 @@ def main() -> None:
         start = time.perf_counter()
         examples = load_qa(args.data / file, limit=args.limit)
         index = BM25Search(pool_corpus(examples))
-        rows = evaluate_qa(examples, controllers=CONTROLLERS, ladder=LADDER, search=index, backbone=args.backbone,
-                           seed=args.seed, keep_scores=True)  # fmt: skip
-        rows += evaluate_qa(examples, controllers=ABLATIONS, ladder=LADDER, finalize=(True,), search=index,
-                            backbone=args.backbone, seed=args.seed, keep_scores=True)  # fmt: skip
+        total = len(examples) * len(LADDER) * (2 * len(CONTROLLERS) + len(ABLATIONS))
+        with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(name, total=total)
+            step = partial(bar.advance, task)
+            rows = evaluate_qa(examples, controllers=CONTROLLERS, ladder=LADDER, search=index, backbone=args.backbone,
+                               seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
+            rows += evaluate_qa(examples, controllers=ABLATIONS, ladder=LADDER, finalize=(True,), search=index,
+                                backbone=args.backbone, seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
         deltas += comparisons(rows, name)
         for r in rows:
             r.pop("em_scores")

@@ -15,10 +15,11 @@ the paper's released deterministic rule (Proposition C.17):
   before completions; a year completed to the full date it came from is a completion here, since the
   typed branch's length limit would refuse it.)
 
-The refined candidate: the canonical option or polarity (from the answer, else from the model's stated
-candidate when the answer tag contradicts it), the answer without filler ("The answer is", "is the one",
-trailing clauses), the full date in the evidence that contains a bare year, or the longer name in the
-evidence or the stated candidate that completes a truncated one.
+The refined candidate: the canonical option or polarity (the answer's own; the model's stated candidate
+only when the answer names none: a thought can be as wrong as the answer, so a polarity is never
+flipped), the answer without filler ("The answer is", "is the one", trailing clauses), the full date in the
+evidence that contains a bare year when the question asks for a date by name, or the longer name in the
+stated candidate or a retrieved title (without its parenthetical) that completes a truncated one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _FILLER = re.compile(
     r"^(?:the answer is|answer:|it is|it was|final answer:)\s+|\s+(?:is the one|is the answer)$|[.!]+$",
     re.IGNORECASE,
 )
+_PAREN = re.compile(r"\s*\([^)]*\)")  # a title's disambiguation, "Liaison Office (Hong Kong)"
 _CLAUSE = re.compile(r",\s+(?:based on|because|since|as)\b.*$", re.IGNORECASE)
 TYPED = (DATE, YEAR, NUMBER)
 
@@ -77,12 +79,12 @@ def refine(trace: Trace, base: str) -> str | None:
     form = question_form(q)
     stated = next((s.candidate for s in reversed(trace.steps) if s.candidate), None)
     clean = _strip(base)
-    if form == YESNO:
-        first = normalize(clean).split()[:1]
-        polarity = first[0] if first and first[0] in ("yes", "no") else None
-        said = normalize(stated or "").split()[:1]
-        belief = said[0] if said and said[0] in ("yes", "no") else None
-        return belief or polarity
+    if form == YESNO:  # the answer's own polarity, canonical; the thought's only if the answer states none
+        for text in (clean, stated or ""):
+            first = normalize(text).split()[:1]
+            if first and first[0] in ("yes", "no"):
+                return first[0]
+        return None
     if form == CHOICE:
         options = choice_options(q)
         if options is None:
@@ -106,7 +108,7 @@ def refine(trace: Trace, base: str) -> str | None:
     if form == ENTITY:
         words = normalize(clean).split()
         if words and len(words) <= 2 and not any(w.isdigit() for w in words):
-            pool = [stated or ""] + [h.title for h in trace.evidence.values()]
+            pool = [stated or ""] + [_PAREN.sub("", h.title) for h in trace.evidence.values()]
             for name in pool:
                 n = normalize(name).split()
                 if len(n) > len(words) and n[-len(words) :] == words and len(n) <= len(words) + 3:

@@ -6,8 +6,9 @@ For each feasible action k in {Search, Decompose, Answer} it forms
     r(k) = [u(k)]+ / (d(k; b) + eps)           value per unit of budget                          (Eq. 3)
     J(k) = G(k; r, s, b)                       deterministic guards                              (Eq. 4)
 
-and injects the argmax. Every feature is read from the trace: whether a candidate answer exists and how
-much of it one retrieved paragraph supports (closure), whether the last search added anything
+and injects the argmax. Every feature is read from the trace: whether a candidate answer exists, the
+model's stated confidence in it (the critic signal) capped by how much of it one retrieved paragraph
+supports (closure), whether the last search added anything
 (stagnation), how repetitive the queries are (loop pressure), how compositional the question's wording is,
 and the budget pressure rho = 1 - min(b_tool / B_tool, b_tok / B_tok). The fixed coefficients are the
 paper's: cost-penalty scale 0.7, decomposition bonus 0.14, early-answer penalty 0.18. The guards enforce a
@@ -50,7 +51,7 @@ def allowance(action: str, budget: QABudget) -> int:
 @dataclass(frozen=True, slots=True)
 class Features:
     searches: int
-    closure: float  # support of the current candidate in one retrieved paragraph (0 without a candidate)
+    closure: float  # readiness: the model's stated confidence in its candidate, else the candidate's support
     has_candidate: bool
     stagnation: float  # 1 if the last search added nothing new
     loop: float  # share of the last query's words already used by earlier queries
@@ -68,9 +69,11 @@ def features(trace: Trace) -> Features:
         loop = len(last & before) / len(last) if last else 1.0
     cand = trace.candidate
     comp = compositionality(trace.question)
+    stated = trace.confidence
+    support = trace.support(cand) if cand else 0.0
     return Features(
         searches=trace.searches,
-        closure=trace.support(cand) if cand else 0.0,
+        closure=0.0 if not cand else (min(stated, support) if stated is not None else support),
         has_candidate=bool(cand),
         stagnation=1.0 if trace.searches and trace.new_hits_last() == 0 else 0.0,
         loop=loop,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import uuid
 from functools import partial
@@ -258,13 +259,40 @@ def _setup(
 
 async def _execute(executor: Executor, journal_sink: JournalSink | None) -> RunResult:
     try:
-        return await executor.run()
+        return _finalize_answer(executor, await executor.run())
     finally:
         with anyio.CancelScope(shield=True):
             for adapter in dict.fromkeys(executor.adapters):
                 await adapter.aclose()
         if journal_sink is not None:
             journal_sink.close()
+
+
+def _finalize_answer(executor: Executor, result: RunResult) -> RunResult:
+    """For a workflow with an ``answer`` subtask: run the risk-controlled finalizer over its output.
+
+    The question is the subtask's prompt (its dependencies' outputs filled in) and the evidence is those
+    outputs; nothing is called, so nothing is spent. Without such a subtask the result is unchanged.
+    """
+    subtasks = executor.subtasks or ()
+    target = next((s for s in subtasks if s.answer), None)
+    base = None if target is None else result.outputs.get(target.id)
+    if target is None or base is None:
+        return result
+    from planners.finalizer import finalize
+    from runtime._prompts import render
+    from runtime._qa_types import Trace
+    from tools.retrieval import Hit
+
+    outputs = result.outputs
+    deps = {d: outputs.get(d) for d in target.deps}
+    messages = render(target, deps)
+    trace = Trace(messages[-1].content if messages else target.id)
+    for d, text in deps.items():
+        if text:
+            trace.evidence[d] = Hit(d, d, text, 1.0)
+    fin = finalize(trace, base.strip())
+    return dataclasses.replace(result, answer=fin.answer, base_answer=base)
 
 
 def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Any) -> RunResult:

@@ -41,6 +41,7 @@ _TAG = {
     for name in ("thought", "tool_call", "answer")
 }
 _CANDIDATE = re.compile(r"Candidate:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_CONFIDENCE = re.compile(r"Confidence:\s*([01](?:\.\d+)?)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Parsed:
     query: str | None
     answer: str | None
     candidate: str | None
+    confidence: float | None = None
 
 
 def parse_turn(text: str) -> Parsed:
@@ -62,7 +64,9 @@ def parse_turn(text: str) -> Parsed:
     ans = answer.group(1).strip() if answer else None
     if ans is not None and query is not None:  # both: the answer wins, as the turn format says
         query = None
-    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None)
+    conf = _CONFIDENCE.search(t)
+    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None,
+                  float(conf.group(1)) if conf else None)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,8 @@ async def run_agent(
         ledger.settle(held, Usage(0, used), Usage(0, allowance))
         parsed = parse_turn(turn.text)
         if parsed.answer is not None:
-            step = Step(ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate)
+            step = Step(ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate,
+                        confidence=parsed.confidence)  # fmt: skip
             trace.steps.append(step)
             report(step)
             reason = "answered"
@@ -179,6 +184,7 @@ async def run_agent(
         else:
             action, query = "stall", None  # malformed, or a search it has no tool call left for
         step = Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
+                    confidence=parsed.confidence,
                     truncated=used >= allowance and parsed.answer is None and parsed.query is None)  # fmt: skip
         trace.steps.append(step)
         report(step)

@@ -137,6 +137,7 @@ class Step:
     answer: str | None = None
     candidate: str | None = None  # the hypothesis the model stated in its thought, if any
     truncated: bool = False
+    confidence: float | None = None  # the model's own "Confidence: c" for its candidate, if it stated one
 
 
 @dataclass(slots=True)
@@ -164,6 +165,11 @@ class Trace:
             if s.candidate:
                 return s.candidate
         return None
+
+    @property
+    def confidence(self) -> float | None:
+        """The model's latest stated confidence in its candidate (the critic signal), if any."""
+        return next((s.confidence for s in reversed(self.steps) if s.confidence is not None), None)
 
     @property
     def answer(self) -> str | None:

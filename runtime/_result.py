@@ -47,6 +47,8 @@ class RunResult:
     subtasks: Mapping[str, SubtaskOutcome]
     planner_ms: tuple[float, ...]
     run_id: str
+    answer: str | None = None  # the answer subtask's output after the finalizer (workflows with one)
+    base_answer: str | None = None  # that output as the subtask produced it
 
     @property
     def outputs(self) -> dict[str, str | None]:
@@ -62,6 +64,7 @@ class RunResult:
         return {
             "run_id": self.run_id,
             "success": self.success,
+            **({"answer": self.answer, "base_answer": self.base_answer} if self.base_answer is not None else {}),
             "reason": self.reason,
             "cost": self.cost,
             "cost_pusd": self.cost_pusd,

@@ -52,7 +52,9 @@ _ENDPOINT_KEYS = {
     "temperature",
 }
 PROVIDERS = ("sim", "openai", "anthropic")
-_SUBTASK_KEYS = {"id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong"}
+_SUBTASK_KEYS = {
+    "id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong", "answer",
+}  # fmt: skip
 _VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge")
 _TOP_KEYS = {"name", "models", "subtasks"}
 
@@ -123,6 +125,9 @@ def validate_workflow(wf: Workflow) -> Workflow:
         seen.add(sid)
     for s in wf.subtasks:
         _check_subtask(s, wf.models, seen, src)
+    answers = [s.id for s in wf.subtasks if s.answer]
+    if len(answers) > 1:
+        raise SpecError(f"only one subtask may give the run's answer, not {answers}", source=src, field="answer")
     order = _topological_order(wf.subtasks, src)
     return Workflow(name=wf.name, models=dict(wf.models), subtasks=order, source=src)
 
@@ -328,6 +333,9 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
     if not isinstance(wrong, list) or not all(isinstance(w, str) for w in wrong):
         raise SpecError("must be a string or a list of strings", source=src, subtask=sid, field="wrong")
     verifier = None if spec.get("verifier") is None else _parse_verifier(spec["verifier"], src, sid)
+    is_answer = spec.get("answer", False)
+    if not isinstance(is_answer, bool):
+        raise SpecError("must be true or false", source=src, subtask=sid, field="answer")
     profiles_raw = spec["profiles"]
     _check_mapping(profiles_raw, "'profiles'", source=src, subtask=sid, field="profiles")
     profiles: dict[str, Profile] = {}
@@ -345,6 +353,7 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
         verifier=verifier,
         reference=texts["reference"],
         wrong=tuple(wrong),
+        answer=is_answer,
     )
 
 

@@ -152,6 +152,7 @@ class Subtask:
     verifier: VerifierSpec | None = None
     reference: str | None = None  # a correct output: what the simulator server returns on success
     wrong: tuple[str, ...] = ()  # outputs that fail the verifier: what it returns on failure
+    answer: bool = False  # its output is the run's answer: the finalizer may refine it (``RunResult.answer``)
 
 
 @dataclass(frozen=True, slots=True)

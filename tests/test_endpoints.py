@@ -368,3 +368,28 @@ def test_the_concurrency_limit_holds_requests_back_and_the_rate_limit_spaces_the
         start = time.monotonic()
         anyio.run(many, Resilient(inner, rate=RateLimiter(20.0, burst=2)), 6)
         assert time.monotonic() - start >= (6 - 2) / 20.0  # 2 at once, then one every 50 ms
+
+
+def test_a_workflow_whose_result_is_an_answer_is_finalized() -> None:
+    """``answer: true`` marks the subtask whose output is the run's answer; run() refines its form, free."""
+    model = {"provider": "openai", "model": "gpt-4o-mini", "tokens_per_s": 200, "ttft_s": 0.1,
+             "max_output_tokens": 100, "timeout_s": 2}  # fmt: skip
+    profile = {"m": {"p": 1.0, "output_tokens": {"fixed": 8}}}
+    data = {
+        "models": {"m": model},
+        "subtasks": [
+            {"id": "lookup", "prompt": "What is the capital of Estria?",
+             "reference": "The capital of Estria is Velmora.", "profiles": profile},
+            {"id": "final", "deps": ["lookup"], "answer": True,
+             "prompt": "Is Velmora the capital of Estria? {{lookup}}",
+             "reference": "Yes, based on the evidence", "profiles": profile},
+        ],
+    }  # fmt: skip
+    with server(data, speed=20.0) as (_, wf):
+        result = runtime.run(wf, 0.05, 60, log=False)
+    assert result.success
+    assert result.base_answer == "Yes, based on the evidence" and result.answer == "yes"
+    assert result.to_dict()["answer"] == "yes"
+    data["subtasks"][0]["answer"] = True
+    with pytest.raises(runtime.SpecError, match="only one subtask"):
+        runtime.parse_workflow(data)
