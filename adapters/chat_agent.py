@@ -34,7 +34,10 @@ Rules:
 - If the instruction requires answering, you must not call tools.
 - Keep the final answer to a single short grounded span, not a full sentence.
 - When you have a current best answer X, end your thought with "Confidence: C. Candidate: X", where C in [0, 1]
-  is how likely X is right."""
+  is how likely X is right.
+Planning: in your first turn, begin your thought with "Plan:" and a brief high-level plan: the entities,
+relations or attributes that still need evidence, direct clues apart from bridge facts. Keep it abstract;
+do not invent facts."""
 
 INSTRUCTIONS = {
     SEARCH: "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You must call "
@@ -69,6 +72,8 @@ def render_turn(trace: Trace, directive: Directive, budget: QABudget) -> tuple[M
             f"OutputTokenBudgetUsed: {budget.tokens - budget.tokens_left}/{budget.tokens}\n"
             f"OutputTokenBudgetRemaining: {budget.tokens_left}\n</budget>"
         )
+    if trace.plan is not None:
+        system += f"\n{trace.plan}"
     if directive.action is not None:
         system += "\n" + INSTRUCTIONS[directive.action]
     history = []

@@ -185,6 +185,8 @@ class SimAgentModel(AgentModel):
     def _thought(self, trace: Trace, missing: list[str], belief: str, chance: float, n_read: int) -> str:
         gap = "the remaining bridge fact" if missing else "nothing; the evidence covers every hop"
         text = f"Still missing: {gap}."
+        if not trace.steps:
+            text = "Plan: find the facts that link the question's entities, one hop at a time.\n" + text
         if trace.evidence:
             noise = self._rng(trace, "confidence", n_read).gauss() * self.backbone.calibration_noise
             text += f" Confidence: {min(1.0, max(0.0, chance + noise)):.2f}. Candidate: {belief}"

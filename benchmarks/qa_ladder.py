@@ -29,6 +29,7 @@ from tools.qa_data import load_qa, pool_corpus
 from tools.retrieval import BM25Search
 
 ROOT = Path(__file__).resolve().parent.parent
+DIFFS: dict[str, dict[str, list[list[float]]]] = {}  # baseline -> data set -> per-cell per-question F1 differences
 DATASETS = {
     "hotpotqa": "hotpotqa_dev500.jsonl",
     "musique": "musique_100.jsonl",
@@ -44,6 +45,23 @@ def paired(a: list[float], b: list[float], seed: str, reps: int = 2000) -> tuple
     return statistics.fmean(d), boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
 
 
+def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 2000) -> tuple[float, float, float]:
+    """Mean over every cell of VOI's paired F1 difference, with a 95% bootstrap over questions.
+
+    ``per_dataset[name]`` holds one list of per-question differences per cell of that data set; a bootstrap
+    draw resamples each data set's questions once and uses the same draw in all of its cells.
+    """
+    rng = random.Random(seed)
+    cells = [(name, d) for name, lists in per_dataset.items() for d in lists]
+    mean = statistics.fmean(statistics.fmean(d) for _, d in cells)
+    boots = []
+    for _ in range(reps):
+        picks = {name: [rng.randrange(len(lists[0])) for _ in lists[0]] for name, lists in per_dataset.items()}
+        boots.append(statistics.fmean(statistics.fmean(d[i] for i in picks[name]) for name, d in cells))
+    boots.sort()
+    return mean, boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
+
+
 def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     out = []
     by = {(r["budget"], r["controller"], r["finalizer"]): r for r in rows}
@@ -55,6 +73,9 @@ def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
             if other is None:
                 continue
             m, lo, hi = paired(r["f1_scores"], other["f1_scores"], f"{dataset}{budget}{base}{fin}")
+            DIFFS.setdefault(base, {}).setdefault(dataset, []).append(
+                [x - y for x, y in zip(r["f1_scores"], other["f1_scores"], strict=True)]
+            )
             out.append({"dataset": dataset, "budget": budget, "finalizer": fin, "vs": base,
                         "delta_f1": round(m, 4), "lo": round(lo, 4), "hi": round(hi, 4),
                         "significant": "above" if lo > 0 else "below" if hi < 0 else ""})  # fmt: skip
@@ -96,6 +117,15 @@ def main() -> None:
         shown = [{k: v for k, v in r.items() if k not in ("em_lo", "em_hi", "seconds")} for r in rows]
         console.print(rows_table(shown, f"{name}: {len(examples)} questions ({time.perf_counter() - start:.0f} s)"))
     console.print(rows_table(deltas, "VOI F1 minus each baseline, paired over questions (95% bootstrap)"))
+    overall = []
+    for base, per in DIFFS.items():
+        m, lo, hi = pooled(per, base)
+        cells = [d for d in deltas if d["vs"] == base]
+        overall.append({"vs": base, "cells": len(cells), "mean_delta_f1": round(m, 4), "lo": round(lo, 4),
+                        "hi": round(hi, 4), "cells_above": sum(d["significant"] == "above" for d in cells),
+                        "cells_below": sum(d["significant"] == "below" for d in cells)})  # fmt: skip
+    console.print(rows_table(overall, "VOI against each baseline, averaged over all cells (95% bootstrap)"))
+    write_csv(overall, args.out / "voi_overall.csv")
     write_csv(every, args.out / "ladder.csv")
     write_csv(deltas, args.out / "voi_vs_baselines.csv")
     console.print(f"wrote {args.out / 'ladder.csv'} and {args.out / 'voi_vs_baselines.csv'}")

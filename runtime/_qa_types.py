@@ -167,6 +167,15 @@ class Trace:
         return None
 
     @property
+    def plan(self) -> str | None:
+        """The high-level plan the model wrote in its first thought ("Plan: ..."), kept in later prompts."""
+        if not self.steps:
+            return None
+        first = self.steps[0].thought
+        i = first.find("Plan:")
+        return first[i:].split("\n")[0].strip() if i >= 0 else None
+
+    @property
     def confidence(self) -> float | None:
         """The model's latest stated confidence in its candidate (the critic signal), if any."""
         return next((s.confidence for s in reversed(self.steps) if s.confidence is not None), None)
