@@ -25,11 +25,13 @@ __all__ = [
     "ENTITY",
     "choice_options",
     "compositionality",
+    "dates_in",
     "exact_match",
     "f1",
     "is_comparison",
     "normalize",
     "question_form",
+    "years_in",
 ]
 
 YESNO, CHOICE, DATE, YEAR, NUMBER, ENTITY = "yesno", "choice", "date", "year", "number", "entity"
@@ -105,10 +107,12 @@ def compositionality(question: str) -> float:
 
 
 def dates_in(text: str) -> list[str]:
+    """Full dates in ``text`` ("10 September 1859", "September 10, 1859")."""
     return [m.group(1) for m in _DATE.finditer(text)]
 
 
 def years_in(text: str) -> list[str]:
+    """Four-digit years in ``text``."""
     return _YEAR.findall(text)
 
 

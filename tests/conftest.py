@@ -16,6 +16,12 @@ EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examp
 
 
 @pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexes built by tests go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("ONTIME_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ontime-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail any test that tries to reach an address outside loopback."""
     real_connect = socket.socket.connect
