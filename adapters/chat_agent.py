@@ -107,6 +107,9 @@ class ChatAgentModel(AgentModel):
         reply = await self.backend.complete(request)
         return ModelTurn(reply.choices[0].text, min(reply.output_tokens, directive.max_tokens))
 
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
 
 _STEP = re.compile(r"^Step \d+:\n", re.MULTILINE)
 _DOC = re.compile(r"^\[doc (\S+)\] (.*?): (.*)$", re.MULTILINE)

@@ -64,6 +64,9 @@ class AgentModel(ABC):
     async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
         """The model's output for this turn (at most ``directive.max_tokens`` output tokens)."""
 
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: the simulated model holds nothing)
+        """Close connections; :func:`runtime.answer` calls it before returning."""
+
 
 @dataclass(frozen=True, slots=True)
 class Backbone:

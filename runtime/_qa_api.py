@@ -84,7 +84,8 @@ def answer(
     Args:
         corpus: paragraphs (or a JSONL corpus file) to build a BM25 index over; or give ``search``.
         model: the agent's model; default: the simulated one (``backbone``, ``seed``), which knows the
-            annotations of ``examples`` (questions it has none for are answered generically).
+            annotations of ``examples`` (questions it has none for are answered generically). Its
+            connections are closed when ``answer`` returns.
         finalize: apply the risk-controlled finalizer to the answer.
         deadline: seconds the whole answer may take.
         log, on_event, journal: where the typed events go, as for :func:`runtime.run`.
@@ -115,8 +116,12 @@ def answer(
             sink(event)
 
     async def go() -> QAResult:
-        return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
-                               tokens=tokens, finalize=finalize, deadline_s=deadline, emit=emit)  # fmt: skip
+        try:
+            return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
+                                   tokens=tokens, finalize=finalize, deadline_s=deadline, emit=emit)  # fmt: skip
+        finally:
+            with anyio.CancelScope(shield=True):
+                await agent.aclose()
 
     try:
         return anyio.run(go)

@@ -283,6 +283,15 @@ def qa(
     json_out: JsonOut = False,
     log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
     journal: Annotated[Path | None, typer.Option(help="Write every event to this JSONL file.")] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Run the model on this OpenAI- or Anthropic-compatible base URL.", show_default=False),
+    ] = None,
+    provider: Annotated[str, typer.Option(help="With --endpoint: openai or anthropic.")] = "openai",
+    model: Annotated[str, typer.Option(help="With --endpoint: the endpoint's model id.")] = "gpt-4o-mini",
+    api_key_env: Annotated[
+        str | None, typer.Option(help="With --endpoint: the variable holding the key.", show_default=False)
+    ] = None,
 ) -> None:
     """Answer a multi-hop question with the search agent under a tool-call cap and an output-token cap."""
     from adapters.sim_agent import BACKBONES
@@ -293,10 +302,20 @@ def qa(
         if backbone not in BACKBONES:
             raise UsageError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
         examples = load_qa(annotations) if annotations is not None else []
+        agent = None
+        if endpoint is not None:
+            from adapters.chat_agent import ChatAgentModel
+            from adapters.endpoints import make_backend
+            from runtime._workflow import Endpoint, ModelSpec
+
+            if provider not in ("openai", "anthropic"):
+                raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
+            ep = Endpoint(model=model, base_url=endpoint, api_key_env=api_key_env)
+            agent = ChatAgentModel(make_backend(ModelSpec(model, provider, 0.0, 0.0, 1.0, 0.0, tokens, ep)), model)
         with ExitStack() as stack:
             return answer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
                           corpus=read_corpus(corpus), examples=examples, finalize=finalize, seed=seed,
-                          backbone=backbone, log=_event_logger(log, stack), journal=journal)  # fmt: skip
+                          backbone=backbone, log=_event_logger(log, stack), journal=journal, model=agent)  # fmt: skip
 
     from runtime._errors import UsageError
 
@@ -397,13 +416,22 @@ def serve_sim(
         str | None, typer.Option(help="Require the key held by this environment variable.", show_default=False)
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print a line per request.")] = False,
+    qa_dataset: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also answer search-agent turns (ontime qa --endpoint) for this QA data set.", show_default=False
+        ),
+    ] = None,
+    backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-dataset.")] = "qwen3-32b",
 ) -> None:
     """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
     from aiohttp import web
 
+    from adapters.sim_agent import SimAgentModel
     from adapters.sim_server import FAULT_KINDS, Faults, SimServer
     from runtime._errors import UsageError
     from runtime._spec import load_workflow
+    from tools.qa_data import load_qa
 
     def build() -> SimServer:
         rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))
@@ -427,6 +455,7 @@ def serve_sim(
             faults=Faults(**rates, retry_after_s=retry_after),
             api_key=key,
             on_served=None if quiet else _print_served,
+            agent=None if qa_dataset is None else SimAgentModel(load_qa(qa_dataset), backbone, seed),
         )
 
     server = _guard(build)

@@ -284,3 +284,36 @@ def test_answer_emits_typed_events(tmp_path: Path) -> None:
         and kinds.count("agent_step") == len(r.trace.steps)
     )
     assert len((tmp_path / "qa.jsonl").read_text().splitlines()) == len(events)
+
+
+def test_ontime_qa_through_ontime_serve_sim_matches_the_in_process_answer() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    questions = str(ROOT / "examples" / "qa" / "questions.jsonl")
+    corpus = str(ROOT / "examples" / "qa" / "corpus.jsonl")
+    cli = [sys.executable, "-m", "runtime.cli"]
+    spec = str(ROOT / "examples" / "chain.json")
+    srv = subprocess.Popen([*cli, "serve-sim", spec, "--port", str(port), "--qa-dataset", questions, "--quiet"],
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert srv.stderr is not None and "serve-sim" in srv.stderr.readline()
+        ask = [*cli, "qa", QUESTIONS[1].question, "--corpus", corpus, "--json"]
+        remote = subprocess.run([*ask, "--endpoint", f"http://127.0.0.1:{port}/v1"], capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        local = subprocess.run([*ask, "--annotations", questions], capture_output=True, text=True, timeout=120)
+    finally:
+        srv.send_signal(signal.SIGINT)
+        try:
+            srv.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.communicate()
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    a, b = json.loads(remote.stdout), json.loads(local.stdout)
+    assert (a["answer"], a["tool_calls"], a["output_tokens"]) == (b["answer"], b["tool_calls"], b["output_tokens"])
