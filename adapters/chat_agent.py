@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from adapters.chat import ChatRequest, Message
 from adapters.sim_agent import AgentModel, ModelTurn
-from runtime._qa import parse_turn
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace
+from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace, parse_turn
 from tools.retrieval import Hit
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ the loop, the finalizer (if on) chooses between the base answer and a refined on
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ import anyio
 from runtime._errors import LimitError, ProviderError
 from runtime._events import AgentFinished, AgentStarted, AgentStep
 from runtime._ledger import Ledger, Usage
-from runtime._qa_types import ANSWER, DECOMPOSE, SEARCH, QABudget, Step, Trace, content_tokens
+from runtime._qa_types import ANSWER, DECOMPOSE, SEARCH, QABudget, Step, Trace, content_tokens, parse_turn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,39 +33,7 @@ if TYPE_CHECKING:
     from runtime._events import Event
     from tools.retrieval import Hit, SearchTool
 
-__all__ = ["QAResult", "parse_turn", "run_agent"]
-
-_TAG = {
-    name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL | re.IGNORECASE)
-    for name in ("thought", "tool_call", "answer")
-}
-_CANDIDATE = re.compile(r"Candidate:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-_CONFIDENCE = re.compile(r"Confidence:\s*([01](?:\.\d+)?)", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    thought: str
-    query: str | None
-    answer: str | None
-    candidate: str | None
-    confidence: float | None = None
-
-
-def parse_turn(text: str) -> Parsed:
-    """The parts of a model turn; missing or unclosed tags are simply absent (a malformed turn)."""
-    thought = _TAG["thought"].search(text)
-    call = _TAG["tool_call"].search(text)
-    answer = _TAG["answer"].search(text)
-    t = thought.group(1).strip() if thought else ""
-    cand = _CANDIDATE.search(t)
-    query = call.group(1).strip() if call else None
-    ans = answer.group(1).strip() if answer else None
-    if ans is not None and query is not None:  # both: the answer wins, as the turn format says
-        query = None
-    conf = _CONFIDENCE.search(t)
-    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None,
-                  float(conf.group(1)) if conf else None)  # fmt: skip
+__all__ = ["QAResult", "run_agent"]
 
 
 @dataclass(frozen=True, slots=True)

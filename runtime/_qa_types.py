@@ -25,7 +25,9 @@ __all__ = [
     "QABudget",
     "Step",
     "Trace",
+    "Parsed",
     "content_tokens",
+    "parse_turn",
 ]
 
 SEARCH, DECOMPOSE, ANSWER, BACKSTOP = "search", "decompose", "answer", "backstop"
@@ -212,3 +214,36 @@ class Directive:
     action: str | None
     max_tokens: int
     show_budget: bool = False
+
+
+_TAG = {
+    name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL | re.IGNORECASE)
+    for name in ("thought", "tool_call", "answer")
+}
+_CANDIDATE = re.compile(r"Candidate:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_CONFIDENCE = re.compile(r"Confidence:\s*([01](?:\.\d+)?)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    thought: str
+    query: str | None
+    answer: str | None
+    candidate: str | None
+    confidence: float | None = None
+
+
+def parse_turn(text: str) -> Parsed:
+    """The parts of a model turn; missing or unclosed tags are simply absent (a malformed turn)."""
+    thought = _TAG["thought"].search(text)
+    call = _TAG["tool_call"].search(text)
+    answer = _TAG["answer"].search(text)
+    t = thought.group(1).strip() if thought else ""
+    cand = _CANDIDATE.search(t)
+    query = call.group(1).strip() if call else None
+    ans = answer.group(1).strip() if answer else None
+    if ans is not None and query is not None:  # both: the answer wins, as the turn format says
+        query = None
+    conf = _CONFIDENCE.search(t)
+    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None,
+                  float(conf.group(1)) if conf else None)  # fmt: skip

@@ -18,10 +18,10 @@ import runtime
 from adapters.sim_agent import AgentModel, ModelTurn, SimAgentModel
 from planners.finalizer import finalize
 from planners.voi import VOIController
-from runtime._qa import parse_turn, run_agent
+from runtime._qa import run_agent
 from runtime._qa_api import ABLATIONS, CONTROLLERS, evaluate_qa, make_controller
 from runtime._qa_forms import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form, years_in
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace
+from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace, parse_turn
 from runtime.cli import app
 from tools.qa_data import QAExample, load_qa, pool_corpus
 from tools.retrieval import BM25Search, Hit
