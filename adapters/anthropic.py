@@ -11,11 +11,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anthropic
-import anyio
 
 from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, remaining
-from adapters.errors import vendor_error
-from runtime._errors import ProviderError, ProviderUnavailableError, UsageError
+from adapters.errors import vendor_error, vendor_stream
+from runtime._errors import ProviderUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -58,44 +57,31 @@ class AnthropicBackend(ChatBackend):
             kwargs["extra_body"] = {"temperature": request.temperature}
         if request.tag is not None:
             kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
-        try:
-            create: Any = self.client.messages.create  # the overloads cannot follow **kwargs
-            raw = await create(
-                model=request.model,
-                max_tokens=request.max_tokens,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
-                stream=True,
-                timeout=self.timeout_s if left is None else min(self.timeout_s, left),
-                **kwargs,
-            )
-        except Exception as exc:
-            raise vendor_error(exc, self.provider, self._secrets) from None
-        s = ChatStream(1)
-        s.deltas = self._deltas(raw, s)
-        try:
+        create: Any = self.client.messages.create  # the overloads cannot follow **kwargs
+        opening = create(
+            model=request.model,
+            max_tokens=request.max_tokens,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            stream=True,
+            timeout=self.timeout_s if left is None else min(self.timeout_s, left),
+            **kwargs,
+        )
+        async with vendor_stream(opening, 1, self._deltas, self.provider, self._secrets) as s:
             yield s
-        finally:
-            with anyio.CancelScope(shield=True):
-                await raw.close()
 
     async def _deltas(self, raw: Any, s: ChatStream) -> AsyncIterator[Delta]:
         stop: str | None = None
-        try:
-            async for event in raw:
-                kind = event.type
-                if kind == "message_start":
-                    s.input_tokens = event.message.usage.input_tokens
-                elif kind == "content_block_delta" and getattr(event.delta, "type", None) == "text_delta":
-                    s.output_tokens[0] += 1
-                    yield Delta(0, event.delta.text)
-                elif kind == "message_delta":
-                    stop = event.delta.stop_reason or "end_turn"
-                    s.reported_output_tokens = event.usage.output_tokens
-                    s.output_tokens[0] = event.usage.output_tokens
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise vendor_error(exc, self.provider, self._secrets) from None
+        async for event in raw:
+            kind = event.type
+            if kind == "message_start":
+                s.input_tokens = event.message.usage.input_tokens
+            elif kind == "content_block_delta" and getattr(event.delta, "type", None) == "text_delta":
+                s.output_tokens[0] += 1
+                yield Delta(0, event.delta.text)
+            elif kind == "message_delta":
+                stop = event.delta.stop_reason or "end_turn"
+                s.reported_output_tokens = event.usage.output_tokens
+                s.output_tokens[0] = event.usage.output_tokens
         if stop is None:
             raise ProviderUnavailableError(
                 f"{self.provider}: the stream ended before the message did", provider=self.provider

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
+from adapters.chat import ChatStream
 from runtime._errors import ProviderError, ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-__all__ = ["redact", "retry_after_s", "vendor_error"]
+    from adapters.chat import Delta
+
+__all__ = ["redact", "retry_after_s", "vendor_error", "vendor_stream"]
 
 # Key-shaped strings of the vendors we know (sk-..., sk-ant-...), and bearer tokens in echoed headers.
 _KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._\-]{6,})")
@@ -89,3 +95,39 @@ def _short(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     text = " ".join(str(text).split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+@asynccontextmanager
+async def vendor_stream(
+    create: Awaitable[Any],
+    n: int,
+    read: Callable[[Any, ChatStream], AsyncIterator[Delta]],
+    provider: str,
+    secrets: Iterable[str] = (),
+) -> AsyncIterator[ChatStream]:
+    """Open an SDK stream as a :class:`ChatStream`, with every vendor error mapped, and close it on exit.
+
+    ``create`` is the SDK call that opens the stream; ``read(raw, stream)`` turns the SDK's events into
+    deltas and keeps the stream's usage current. Closing is shielded, so a cancelled sample still hangs up.
+    """
+    try:
+        raw = await create
+    except Exception as exc:
+        raise vendor_error(exc, provider, secrets) from None
+    s = ChatStream(n)
+    s.deltas = _mapped(read(raw, s), provider, secrets)
+    try:
+        yield s
+    finally:
+        with anyio.CancelScope(shield=True):
+            await raw.close()
+
+
+async def _mapped(deltas: AsyncIterator[Delta], provider: str, secrets: Iterable[str]) -> AsyncIterator[Delta]:
+    try:
+        async for d in deltas:
+            yield d
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise vendor_error(exc, provider, secrets) from None

@@ -11,12 +11,11 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import anyio
 import openai
 
 from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, remaining
-from adapters.errors import vendor_error
-from runtime._errors import ProviderError, ProviderUnavailableError
+from adapters.errors import vendor_error, vendor_stream
+from runtime._errors import ProviderUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,45 +65,32 @@ class OpenAIBackend(ChatBackend):
             kwargs["temperature"] = request.temperature
         if request.tag is not None:
             kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
-        try:
-            create: Any = self.client.chat.completions.create  # the overloads cannot follow **kwargs
-            raw = await create(
-                model=request.model,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                stream=True,
-                stream_options={"include_usage": True},
-                timeout=self.timeout_s if left is None else min(self.timeout_s, left),
-                **kwargs,
-            )
-        except Exception as exc:
-            raise vendor_error(exc, self.provider, self._secrets) from None
-        s = ChatStream(request.n)
-        s.deltas = self._deltas(raw, s)
-        try:
+        create: Any = self.client.chat.completions.create  # the overloads cannot follow **kwargs
+        opening = create(
+            model=request.model,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            stream=True,
+            stream_options={"include_usage": True},
+            timeout=self.timeout_s if left is None else min(self.timeout_s, left),
+            **kwargs,
+        )
+        async with vendor_stream(opening, request.n, self._deltas, self.provider, self._secrets) as s:
             yield s
-        finally:
-            with anyio.CancelScope(shield=True):
-                await raw.close()
 
     async def _deltas(self, raw: Any, s: ChatStream) -> AsyncIterator[Delta]:
         finished = 0
-        try:
-            async for chunk in raw:
-                if chunk.usage is not None:
-                    s.input_tokens = chunk.usage.prompt_tokens
-                    s.reported_output_tokens = chunk.usage.completion_tokens
-                for c in chunk.choices:
-                    text = (c.delta.content or "") if c.delta is not None else ""
-                    if text:
-                        s.output_tokens[c.index] += 1
-                    if c.finish_reason is not None:
-                        finished += 1
-                    if text or c.finish_reason is not None:
-                        yield Delta(c.index, text, c.finish_reason)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise vendor_error(exc, self.provider, self._secrets) from None
+        async for chunk in raw:
+            if chunk.usage is not None:
+                s.input_tokens = chunk.usage.prompt_tokens
+                s.reported_output_tokens = chunk.usage.completion_tokens
+            for c in chunk.choices:
+                text = (c.delta.content or "") if c.delta is not None else ""
+                if text:
+                    s.output_tokens[c.index] += 1
+                if c.finish_reason is not None:
+                    finished += 1
+                if text or c.finish_reason is not None:
+                    yield Delta(c.index, text, c.finish_reason)
         if finished < s.n:
             raise ProviderUnavailableError(
                 f"{self.provider}: the stream ended before {s.n - finished} of {s.n} samples finished",

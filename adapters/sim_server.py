@@ -249,24 +249,23 @@ class SimServer:
             return _error(api, 400, "invalid_request_error", "n must be an integer in [1, 128] (Anthropic: no n)")
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error(api, 400, "invalid_request_error", "max_tokens must be a positive integer")
+        system = body.get("system")
+        prompt_tokens = _prompt_tokens(messages, system if isinstance(system, str) else None)
+        served, rng, fault = self._record_request(api, body, self.workflow.subtasks[i].id, n, prompt_tokens)
+        samples = [self._draw(i, j, max_tokens, rng) for _ in range(n)]
+        return served, samples, fault
+
+    def _record_request(
+        self, api: str, body: dict[str, Any], subtask: str, n: int, prompt_tokens: int
+    ) -> tuple[Served, random.Random, str | None]:
+        """Record a new request; its generator (seeded by arrival order) and the fault it draws."""
         self._count += 1
         rng = random.Random(f"{self.seed}:{self._count}")
         fault = self.faults.draw(rng)
-        system = body.get("system")
-        prompt_tokens = _prompt_tokens(messages, system if isinstance(system, str) else None)
-        served = Served(
-            id=uuid.uuid4().hex[:16],
-            api=api,
-            model=str(body["model"]),
-            subtask=self.workflow.subtasks[i].id,
-            n=n,
-            stream=bool(body.get("stream")),
-            input_tokens=prompt_tokens,
-            output_tokens=[0] * n,
-        )
+        served = Served(uuid.uuid4().hex[:16], api, str(body.get("model")), subtask, n, bool(body.get("stream")),
+                        prompt_tokens, [0] * n)  # fmt: skip
         self.record.append(served)
-        samples = [self._draw(i, j, max_tokens, rng) for _ in range(n)]
-        return served, samples, fault
+        return served, rng, fault
 
     async def _agent_turn(
         self, body: dict[str, Any], api: str
@@ -285,11 +284,7 @@ class SimServer:
         trace, directive, budget = read_turn(str(system), user, max_tokens)
         turn = await self.agent.turn(trace, directive, budget)
         tokens = max(1, min(turn.output_tokens, max_tokens))
-        self._count += 1
-        fault = self.faults.draw(random.Random(f"{self.seed}:{self._count}"))
-        served = Served(uuid.uuid4().hex[:16], api, str(body.get("model")), QA_TAG, 1, bool(body.get("stream")),
-                        _prompt_tokens(messages, system), [0])  # fmt: skip
-        self.record.append(served)
+        served, _, fault = self._record_request(api, body, QA_TAG, 1, _prompt_tokens(messages, system))
         finish = "length" if turn.output_tokens >= max_tokens and "</" not in turn.text[-20:] else "stop"
         latency = (0.05 + tokens / 500.0) / self.speed
         return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault

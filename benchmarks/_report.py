@@ -25,6 +25,13 @@ def rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def data_dir(sub: str) -> Path | None:
+    """``$ONTIME_DATA_DIR/sub`` if it exists: benchmarks find the shared data only there, or by --data."""
+    base = os.environ.get("ONTIME_DATA_DIR")
+    path = Path(base) / sub if base else None
+    return path if path is not None and path.exists() else None
+
+
 def machine() -> str:
     return f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from typing import Any
 
 import runtime
 from adapters.sim_server import Faults, SimServer, serve_in_thread
-from benchmarks._report import console, machine, rows_table, write_csv
+from benchmarks._report import console, data_dir, machine, rows_table, write_csv
 from runtime._verifiers import extract_block
 from tools.sandbox import Limits, run_tests
 
@@ -43,9 +42,8 @@ _RETURN = re.compile(r"^(\s*)return\b.*$", re.MULTILINE)
 
 
 def default_data() -> Path | None:
-    base = os.environ.get("ONTIME_DATA_DIR")
-    path = Path(base) / "workflows" / "codeflowbench_repo_99.json" if base else None
-    return path if path is not None and path.exists() else None
+    """The CodeFlowBench-Repo file under ``$ONTIME_DATA_DIR/workflows``, if it is there."""
+    return data_dir("workflows/codeflowbench_repo_99.json")
 
 
 def _deps(sub: dict[str, Any]) -> list[str]:

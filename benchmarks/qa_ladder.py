@@ -13,7 +13,6 @@ baseline per cell (95% bootstrap interval over questions), and CSV/Markdown in `
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import time
@@ -23,26 +22,17 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks._report import console, machine, rows_table, write_csv
-from runtime._qa_api import ABLATIONS, CONTROLLERS, LADDER, evaluate_qa
+from benchmarks._report import console, data_dir, machine, rows_table, write_csv
+from runtime._qa_api import ABLATIONS, CONTROLLERS, LADDER, bootstrap_mean, evaluate_qa
 from tools.qa_data import load_qa, pool_corpus
 from tools.retrieval import BM25Search
 
 ROOT = Path(__file__).resolve().parent.parent
-DIFFS: dict[str, dict[str, list[list[float]]]] = {}  # baseline -> data set -> per-cell per-question F1 differences
 DATASETS = {
     "hotpotqa": "hotpotqa_dev500.jsonl",
     "musique": "musique_100.jsonl",
     "2wikimultihopqa": "2wikimultihopqa_82.jsonl",
 }
-
-
-def paired(a: list[float], b: list[float], seed: str, reps: int = 2000) -> tuple[float, float, float]:
-    """Mean of a - b over questions and its 95% bootstrap interval."""
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    rng = random.Random(seed)
-    boots = sorted(statistics.fmean(rng.choices(d, k=len(d))) for _ in range(reps))
-    return statistics.fmean(d), boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
 
 
 def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 2000) -> tuple[float, float, float]:
@@ -62,7 +52,13 @@ def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 200
     return mean, boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
 
 
-def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+def comparisons(
+    rows: list[dict[str, Any]], dataset: str, diffs: dict[str, dict[str, list[list[float]]]]
+) -> list[dict[str, Any]]:
+    """VOI's paired F1 difference with each baseline in every cell of one data set (95% bootstrap).
+
+    Each cell's per-question differences are also added to ``diffs[baseline][dataset]`` for :func:`pooled`.
+    """
     out = []
     by = {(r["budget"], r["controller"], r["finalizer"]): r for r in rows}
     for (budget, name, fin), r in by.items():
@@ -72,10 +68,9 @@ def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
             other = by.get((budget, base, fin))
             if other is None:
                 continue
-            m, lo, hi = paired(r["f1_scores"], other["f1_scores"], f"{dataset}{budget}{base}{fin}")
-            DIFFS.setdefault(base, {}).setdefault(dataset, []).append(
-                [x - y for x, y in zip(r["f1_scores"], other["f1_scores"], strict=True)]
-            )
+            d = [x - y for x, y in zip(r["f1_scores"], other["f1_scores"], strict=True)]
+            m, lo, hi = bootstrap_mean(d, random.Random(f"{dataset}{budget}{base}{fin}"), reps=2000)
+            diffs.setdefault(base, {}).setdefault(dataset, []).append(d)
             out.append({"dataset": dataset, "budget": budget, "finalizer": fin, "vs": base,
                         "delta_f1": round(m, 4), "lo": round(lo, 4), "hi": round(hi, 4),
                         "significant": "above" if lo > 0 else "below" if hi < 0 else ""})  # fmt: skip
@@ -84,10 +79,7 @@ def comparisons(rows: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    base = os.environ.get("ONTIME_DATA_DIR")
-    ap.add_argument(
-        "--data", type=Path, default=Path(base) / "qa" if base else None, help="folder with the JSONL files"
-    )
+    ap.add_argument("--data", type=Path, default=data_dir("qa"), help="folder with the JSONL files")
     ap.add_argument("--limit", type=int, default=None, help="first N questions of each data set")
     ap.add_argument("--backbone", default="qwen3-32b")
     ap.add_argument("--seed", type=int, default=0)
@@ -97,6 +89,7 @@ def main() -> None:
         raise SystemExit("no data: pass --data or set ONTIME_DATA_DIR (the folder holding qa/)")
     console.print(f"[bold]QA budget ladder[/] on {machine()}, backbone {args.backbone}")
     every, deltas = [], []
+    diffs: dict[str, dict[str, list[list[float]]]] = {}  # baseline -> data set -> per-cell F1 differences
     for name, file in DATASETS.items():
         start = time.perf_counter()
         examples = load_qa(args.data / file, limit=args.limit)
@@ -109,7 +102,7 @@ def main() -> None:
                                seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
             rows += evaluate_qa(examples, controllers=ABLATIONS, ladder=LADDER, finalize=(True,), search=index,
                                 backbone=args.backbone, seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
-        deltas += comparisons(rows, name)
+        deltas += comparisons(rows, name, diffs)
         for r in rows:
             r.pop("em_scores")
             r.pop("f1_scores")
@@ -118,7 +111,7 @@ def main() -> None:
         console.print(rows_table(shown, f"{name}: {len(examples)} questions ({time.perf_counter() - start:.0f} s)"))
     console.print(rows_table(deltas, "VOI F1 minus each baseline, paired over questions (95% bootstrap)"))
     overall = []
-    for base, per in DIFFS.items():
+    for base, per in diffs.items():
         m, lo, hi = pooled(per, base)
         cells = [d for d in deltas if d["vs"] == base]
         overall.append({"vs": base, "cells": len(cells), "mean_delta_f1": round(m, 4), "lo": round(lo, 4),

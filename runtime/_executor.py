@@ -412,7 +412,7 @@ class Executor:
             )
 
     def _messages(self, i: int) -> tuple[Message, ...] | None:
-        if self.subtasks is None:
+        if self.subtasks is None or self.subtasks[i].prompt is None:  # simulated workflows: nothing to render
             return None
         outputs = {self.table.subtask_ids[d]: self._output[d] for d in self.table.deps(i).tolist()}
         return render(self.subtasks[i], outputs)

@@ -43,14 +43,22 @@ class QAResult:
     question: str
     answer: str
     base_answer: str
-    refined: str | None
-    finalized: bool
     tool_calls: int
     output_tokens: int
     reason: str  # answered, budget, deadline, turns
     controller: str
     trace: Trace = field(repr=False)
     finalization: Finalization | None = field(default=None, repr=False)
+
+    @property
+    def refined(self) -> str | None:
+        """The finalizer's refined candidate (None if it did not run or had none)."""
+        return None if self.finalization is None else self.finalization.refined
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the finalizer replaced the base answer."""
+        return self.finalization is not None and self.finalization.accepted
 
 
 async def run_agent(
@@ -172,8 +180,6 @@ async def run_agent(
         question=question,
         answer=answer,
         base_answer=base,
-        refined=fin.refined if fin else None,
-        finalized=finalized,
         tool_calls=spent.tool_calls,
         output_tokens=spent.output_tokens,
         reason=reason,

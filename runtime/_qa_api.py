@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from tools.qa_data import Paragraph, QAExample
     from tools.retrieval import SearchTool
 
-__all__ = ["ABLATIONS", "CONTROLLERS", "LADDER", "answer", "evaluate_qa", "make_controller"]
+__all__ = ["ABLATIONS", "CONTROLLERS", "LADDER", "answer", "bootstrap_mean", "evaluate_qa", "make_controller"]
 
 LADDER = ((1, 100), (2, 200), (2, 300), (3, 500))  # (tool calls, output tokens): low .. high
 CONTROLLERS = ("voi", "value-tree", "budget-tracker", "free", "search-then-answer")
@@ -130,7 +130,7 @@ def answer(
             journal_sink.close()
 
 
-def _mean_ci(values: list[float], rng: random.Random, reps: int = 1000) -> tuple[float, float, float]:
+def bootstrap_mean(values: list[float], rng: random.Random, reps: int = 1000) -> tuple[float, float, float]:
     """Mean and a 95% bootstrap interval."""
     if not values:
         return math.nan, math.nan, math.nan
@@ -185,8 +185,8 @@ def evaluate_qa(
             if progress is not None:
                 progress(1)
         rng = random.Random(f"{seed}:{ctl.name}:{tools}:{toks}:{fin}")
-        em_m, em_lo, em_hi = _mean_ci(em, rng)
-        f1_m, f1_lo, f1_hi = _mean_ci(f, rng)
+        em_m, em_lo, em_hi = bootstrap_mean(em, rng)
+        f1_m, f1_lo, f1_hi = bootstrap_mean(f, rng)
         return {
             "budget": f"({tools},{toks})", "controller": ctl.name, "finalizer": fin, "n": len(examples),
             "em": round(em_m, 4), "em_lo": round(em_lo, 4), "em_hi": round(em_hi, 4),
