@@ -46,7 +46,7 @@ class ValueTree(QAController):
         f = features(trace)
         if f.searches and f.closure >= self.threshold:
             action = ANSWER
-        elif f.searches and not f.stagnation and f.compositional >= 0.5:
+        elif f.bridge_open:
             action = DECOMPOSE
         else:
             action = SEARCH

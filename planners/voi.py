@@ -8,10 +8,13 @@ For each feasible action k in {Search, Decompose, Answer} it forms
 
 and injects the argmax. Every feature is read from the trace: whether a candidate answer exists, the
 model's stated confidence in it (the critic signal) capped by how much of it one retrieved paragraph
-supports (closure), whether the last search added anything
-(stagnation), how repetitive the queries are (loop pressure), how compositional the question's wording is,
-and the budget pressure rho = 1 - min(b_tool / B_tool, b_tok / B_tok). The fixed coefficients are the
-paper's: cost-penalty scale 0.7, decomposition bonus 0.14, early-answer penalty 0.18. The guards enforce a
+supports (closure), whether the last search added anything (stagnation), whether a compositional question
+has an open bridge (its last retrieval found something new, so the next hop can be aimed at the bridge
+entity), how repetitive the queries are (loop pressure), how compositional the question's wording is,
+and the budget pressure rho = 1 - min(b_tool / B_tool, b_tok / B_tok). As in the paper's Table 3, an open
+bridge or stagnation after search makes Decompose more valuable than ordinary Search. The fixed
+coefficients are the paper's: cost-penalty scale 0.7, decomposition bonus 0.14, early-answer penalty 0.18.
+The guards enforce a
 minimum search (one search, two on compositional questions), suppress decomposition on factoid-like
 questions and repeated decomposition after stagnation, suppress premature answers under weak support, and
 backstop to Answer when another retrieval step no longer fits in the budget.
@@ -58,6 +61,7 @@ class Features:
     compositional: float
     factoid: bool
     last_decomposed: bool
+    bridge_open: float  # 1 on a compositional question whose last retrieval found something new
 
 
 def features(trace: Trace) -> Features:
@@ -80,6 +84,7 @@ def features(trace: Trace) -> Features:
         compositional=comp,
         factoid=comp < 0.3 and question_form(trace.question) != CHOICE,
         last_decomposed=bool(trace.steps) and trace.steps[-1].action == DECOMPOSE,
+        bridge_open=float(comp >= 0.5 and trace.searches > 0 and trace.new_hits_last() > 0),
     )
 
 
@@ -106,8 +111,8 @@ class VOIController(QAController):
         rho = budget.pressure
         unresolved = 1.0 - f.closure
         progress = {
-            SEARCH: unresolved * (1.0 - 0.5 * f.stagnation),
-            DECOMPOSE: unresolved * f.compositional * (0.5 + 0.5 * f.stagnation),
+            SEARCH: unresolved * (1.0 - 0.5 * max(f.stagnation, f.bridge_open)),
+            DECOMPOSE: unresolved * max(f.compositional * (0.5 + 0.5 * f.stagnation), f.bridge_open),
             ANSWER: f.closure,
         }
         structure = {

@@ -112,6 +112,23 @@ def test_voi_guards() -> None:
     assert VOIController(guards=False).scores(one, roomy)[ANSWER] > full[ANSWER]
 
 
+def test_voi_aims_at_an_open_bridge_and_searches_after_stagnation() -> None:
+    voi = VOIController()
+    roomy = QABudget(3, 500, 2, 440)
+    compositional = "Who designed the building where The Glass Harbour was first performed?"
+    first_hop = Hit("p", "The Glass Harbour", "The Glass Harbour premiered at the Velmora Opera House.", 3.0)
+    # the first hop was found and nothing answers the question yet: aim at the bridge entity
+    opened = _trace(compositional, 1, None, (first_hop,))
+    assert voi.decide(opened, roomy).action == DECOMPOSE
+    # the same trace on a factoid question: no bridge to open, so another plain search
+    assert voi.decide(_trace("When was Kell founded?", 1, None, (first_hop,)), roomy).action == SEARCH
+    # a second search that found nothing new closes nothing and opens nothing: the bridge signal is off
+    stalled = _trace(compositional, 2, None, (first_hop,))
+    assert stalled.new_hits_last() == 0
+    scores = voi.scores(stalled, roomy)
+    assert scores[DECOMPOSE] < voi.scores(opened, roomy)[DECOMPOSE]
+
+
 def test_question_forms() -> None:
     assert question_form("Was the Kell Bridge completed before 1880?") == YESNO
     assert question_form("Which river is longer, the Vess or the Tarn?") == CHOICE
