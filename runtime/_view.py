@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RunView", "result_table"]
 
+# Shown until the first launch: on a machine's first run the planner's numba kernels are compiled (about 30 s,
+# then cached on disk), and nothing else would say why the run has not started.
+PLANNING = "- (planning the first launch; a first run on this machine also compiles the planner's kernels, ~30 s)"
+
 
 class RunView:
     """Feed it every event (it is a sink); rich renders it through ``__rich__``."""
@@ -84,6 +88,8 @@ class RunView:
             f"{self.t:.1f}s / {self.deadline:g}s",
         )
         flying = ", ".join(list(self.in_flight.values())[:6]) + (" …" if len(self.in_flight) > 6 else "")
+        if not self.samples and self.finished is None:
+            flying = PLANNING
         return Group(Text(self.title, style="bold cyan"), grid, Text(f"in flight: {flying or '-'}", style="dim"))
 
 

@@ -44,6 +44,26 @@ def test_run_shows_progress_and_summary() -> None:
     assert ("SUCCESS" in out) or ("FAILED" in out)
 
 
+def test_the_live_view_says_why_nothing_is_in_flight_before_the_first_launch() -> None:
+    from rich.console import Console
+
+    from runtime._events import BatchLaunched, RunStarted
+    from runtime._view import PLANNING, RunView
+
+    def shown(view: RunView) -> str:
+        console = Console(width=200, record=True)
+        console.print(view)
+        return console.export_text()
+
+    view = RunView()
+    view(RunStarted(t=0.0, run_id="r", workflow="w", subtasks=2, models=("m",), budget_pusd=10**6, deadline_s=60.0,
+                    planner="mcp", seed=0, clock="virtual", cancel_siblings=True))  # fmt: skip
+    assert PLANNING in shown(view)
+    view(BatchLaunched(t=0.1, batch=1, subtask="outline", model="m", k=2, max_tokens=100))
+    text = shown(view)
+    assert PLANNING not in text and "outline (m x2)" in text
+
+
 def test_run_exit_code_is_one_when_the_run_fails() -> None:
     code, out, _ = invoke("run", CHAIN, "-b", "0.001", "-d", "600", "--json")
     assert code == 1 and json.loads(out)["reason"] == "budget"
