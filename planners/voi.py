@@ -14,10 +14,9 @@ entity), how repetitive the queries are (loop pressure), how compositional the q
 and the budget pressure rho = 1 - min(b_tool / B_tool, b_tok / B_tok). As in the paper's Table 3, an open
 bridge or stagnation after search makes Decompose more valuable than ordinary Search. The fixed
 coefficients are the paper's: cost-penalty scale 0.7, decomposition bonus 0.14, early-answer penalty 0.18.
-The guards enforce a
-minimum search (one search, two on compositional questions), suppress decomposition on factoid-like
-questions and repeated decomposition after stagnation, suppress premature answers under weak support, and
-backstop to Answer when another retrieval step no longer fits in the budget.
+The guards enforce a minimum search (one search, two on compositional questions), suppress decomposition
+on factoid-like questions and repeated decomposition after stagnation, suppress premature answers under
+weak support, and backstop to Answer when another retrieval step no longer fits in the budget.
 
 The ablation switches (``penalty``, ``normalize``, ``structure``, ``guards``) remove exactly one component
 each, as in the paper's Table 1.
