@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anthropic
 
-from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, remaining
+from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
 from adapters.errors import vendor_error, vendor_stream
 from runtime._errors import ProviderUnavailableError, UsageError
 
@@ -48,7 +48,6 @@ class AnthropicBackend(ChatBackend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
         if request.n != 1:
             raise UsageError("the Anthropic Messages API has no n: send one request per sample")
-        left = remaining(request, self.provider)
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         kwargs: dict[str, Any] = {}
         if system:
@@ -63,7 +62,7 @@ class AnthropicBackend(ChatBackend):
             max_tokens=request.max_tokens,
             messages=[{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
             stream=True,
-            timeout=self.timeout_s if left is None else min(self.timeout_s, left),
+            timeout=request_timeout(request, self.timeout_s, self.provider),
             **kwargs,
         )
         async with vendor_stream(opening, 1, self._deltas, self.provider, self._secrets) as s:

@@ -43,11 +43,11 @@ class SampleRequest:
 
 @dataclass(slots=True)
 class SampleProgress:
-    """Usage so far, kept current by the adapter while it works.
+    """The sample's usage, which the executor charges once the adapter's call has ended.
 
-    If the sample is cancelled (a sibling succeeded, or the deadline passed), the executor charges what
-    this says at the moment of cancellation; adapters must therefore update it before every await that
-    may be cancelled, and on their way out of a cancelled call.
+    The call may end by being cancelled (a sibling succeeded, or the deadline passed), so adapters must
+    leave it right on every way out: in a ``finally``, or by setting it before each await that may be
+    cancelled.
     """
 
     input_tokens: int = 0
@@ -71,8 +71,6 @@ class SampleOutcome:
 
 class Adapter(ABC):
     """A model backend."""
-
-    real_time = False  # True: it talks to something outside the run's clock, so the run needs the real clock
 
     def input_tokens(self, estimate: int, messages: tuple[Message, ...] | None) -> int:
         """The input tokens to reserve for a prompt: the spec's ``estimate``, or a bound on ``messages``."""

@@ -29,7 +29,7 @@ __all__ = [
     "Delta",
     "Message",
     "input_token_bound",
-    "remaining",
+    "request_timeout",
 ]
 
 # Chat templates add a few tokens per message and per request; these bound them for every vendor we know.
@@ -149,11 +149,11 @@ def input_token_bound(messages: Sequence[Message]) -> int:
     return _PER_REQUEST + sum(_PER_MESSAGE + len(m.content.encode("utf-8")) + len(m.role) for m in messages)
 
 
-def remaining(request: ChatRequest, provider: str) -> float | None:
-    """Seconds left before the request's deadline; raises if it has already passed."""
+def request_timeout(request: ChatRequest, timeout_s: float, provider: str) -> float:
+    """The request's timeout: ``timeout_s``, or less if its deadline is nearer; raises if that has passed."""
     if request.deadline is None:
-        return None
+        return timeout_s
     left = request.deadline - time.monotonic()
     if left <= 0:
         raise ProviderUnavailableError("the deadline passed before the request was sent", provider=provider)
-    return left
+    return min(timeout_s, left)

@@ -41,16 +41,14 @@ class _Shared:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     stream: ChatStream | None = None
-    parts: list[list[str]] = field(default_factory=list)
-    finish: list[str | None] = field(default_factory=list)
-    progress: list[SampleProgress | None] = field(default_factory=list)
-    left: int = 0
+    parts: list[list[str]] = field(init=False)
+    finish: list[str | None] = field(init=False)
+    left: int = field(init=False)  # samples still reading
     failed: ProviderError | None = None
 
     def __post_init__(self) -> None:
         self.parts = [[] for _ in range(self.k)]
         self.finish = [None] * self.k
-        self.progress = [None] * self.k
         self.left = self.k
 
 
@@ -62,8 +60,6 @@ class ChatAdapter(Adapter):
     check_worst: the most ``check`` may spend on one output of a subtask, by (subtask, max_tokens).
     temperature: sent with every request if set.
     """
-
-    real_time = True
 
     def __init__(
         self,
@@ -114,14 +110,12 @@ class ChatAdapter(Adapter):
         parts: list[str] = []
         finish: str | None = None
         async with self.backend.stream(self._request(req, 1)) as s:
-            progress.input_tokens = req.input_tokens  # the request is being answered: its prompt is billed
             try:
                 async for d in s.deltas:
                     parts.append(d.text)
-                    progress.output_tokens = min(s.output_tokens[0], req.max_tokens)
                     if d.finish_reason is not None:
                         finish = d.finish_reason
-            finally:
+            finally:  # also when cancelled: the executor charges what progress says once the sample ends
                 _usage(progress, s, 0, req, charge_input=True)
         return "".join(parts), finish
 
@@ -130,7 +124,6 @@ class ChatAdapter(Adapter):
         sh = self._shared.get(batch)
         if sh is None:
             sh = self._shared[batch] = _Shared(req.k)
-        sh.progress[idx] = progress
         try:
             while sh.finish[idx] is None:
                 await self._read_one(sh, req)
@@ -140,10 +133,8 @@ class ChatAdapter(Adapter):
             return "".join(sh.parts[idx]), sh.finish[idx]
         finally:
             sh.left -= 1
-            if sh.stream is not None:
+            if sh.stream is not None:  # else nothing was answered, and nothing is charged
                 _usage(progress, sh.stream, idx, req, charge_input=sh.left == 0)
-            else:
-                progress.input_tokens = 0
             if sh.left == 0:
                 del self._shared[batch]
                 with anyio.CancelScope(shield=True):
@@ -168,9 +159,6 @@ class ChatAdapter(Adapter):
             sh.parts[d.index].append(d.text)
             if d.finish_reason is not None:
                 sh.finish[d.index] = d.finish_reason
-            for c, p in enumerate(sh.progress):
-                if p is not None:
-                    p.output_tokens = min(sh.stream.output_tokens[c], req.max_tokens)
 
 
 def _usage(progress: SampleProgress, s: ChatStream, index: int, req: SampleRequest, *, charge_input: bool) -> None:

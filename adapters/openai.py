@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import openai
 
-from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, remaining
+from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
 from adapters.errors import vendor_error, vendor_stream
 from runtime._errors import ProviderUnavailableError
 
@@ -57,7 +57,6 @@ class OpenAIBackend(ChatBackend):
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
-        left = remaining(request, self.provider)
         kwargs: dict[str, Any] = {self.max_tokens_field: request.max_tokens}
         if request.n != 1:
             kwargs["n"] = request.n
@@ -71,7 +70,7 @@ class OpenAIBackend(ChatBackend):
             messages=[{"role": m.role, "content": m.content} for m in request.messages],
             stream=True,
             stream_options={"include_usage": True},
-            timeout=self.timeout_s if left is None else min(self.timeout_s, left),
+            timeout=request_timeout(request, self.timeout_s, self.provider),
             **kwargs,
         )
         async with vendor_stream(opening, request.n, self._deltas, self.provider, self._secrets) as s:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from runtime._qa_forms import CHOICE, DATE, ENTITY, YESNO, choice_options, question_form, years_in
 from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, content_tokens
+from runtime._workflow import LogNormalTokens
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -238,5 +239,5 @@ class SimAgentModel(AgentModel):
 
 
 def _lognormal(rng: random.Random, mean: float, std: float) -> int:
-    s2 = math.log1p((std / mean) ** 2)
-    return max(1, round(math.exp(math.log(mean) - s2 / 2 + math.sqrt(s2) * rng.gauss())))
+    mu, sigma = LogNormalTokens(mean, std).mu_sigma
+    return max(1, round(math.exp(mu + sigma * rng.gauss())))

@@ -91,6 +91,7 @@ class Served:
     input_tokens: int = 0
     output_tokens: list[int] = field(default_factory=list)
     status: str = "open"  # complete, cancelled, or the fault injected
+    seq: int = 0  # its arrival number, which seeds its draws
 
     @property
     def total_output_tokens(self) -> int:
@@ -103,6 +104,18 @@ class _Sample:
     finish: str  # "stop" or "length"
     ttft: float
     latency: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A request that passed the checks every request needs."""
+
+    body: dict[str, Any]
+    messages: list[dict[str, Any]]
+    system: str | None  # Anthropic's top-level system prompt
+    n: int
+    max_tokens: int
+    prompt_tokens: int
 
 
 class SimServer:
@@ -204,7 +217,7 @@ class SimServer:
         tag = request.headers.get(SUBTASK_HEADER)
         if tag is not None:
             return self._subtasks.get(tag)
-        last = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        last = _last_user(messages)
         for i, s in enumerate(self.workflow.subtasks):
             head = (s.prompt or "").split("{{")[0]
             if head and last.startswith(head):
@@ -225,34 +238,37 @@ class SimServer:
         ttft = min(float(self.table.ttft_s[j]), latency)
         return _Sample(_pieces(text, tokens), finish, ttft / self.speed, latency / self.speed)
 
-    def _prepare(
-        self, request: web.Request, body: Any, api: str
-    ) -> tuple[Served, list[_Sample], str | None] | web.Response:
-        """Check the request and draw its samples, or return the error response."""
+    def _parse(self, request: web.Request, body: Any, api: str) -> _Request | web.Response:
+        """Check what every request needs (shape, key, n, max_tokens), or return the error response."""
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "model" not in body:
             return _error(api, 400, "invalid_request_error", "the body needs 'model' and 'messages'")
         if not self._authorized(request):
             # Like some real servers, echo the key: clients must keep it out of their logs themselves.
             return _error(api, 401, "authentication_error", f"invalid API key {_given_key(request)!r}")
-        j = self._models.get(str(body["model"]))
-        if j is None:
-            return _error(api, 404, "not_found_error", f"unknown model {str(body['model'])[:80]!r}")
-        messages = body["messages"]
-        i = self._which_subtask(request, messages)
-        if i is None:
-            return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
-        if self.table.kind[i, j] < 0:
-            return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
         n = body.get("n") or 1
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         if not isinstance(n, int) or n < 1 or n > 128 or (api == "anthropic" and n != 1):
             return _error(api, 400, "invalid_request_error", "n must be an integer in [1, 128] (Anthropic: no n)")
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error(api, 400, "invalid_request_error", "max_tokens must be a positive integer")
-        system = body.get("system")
-        prompt_tokens = _prompt_tokens(messages, system if isinstance(system, str) else None)
-        served, rng, fault = self._record_request(api, body, self.workflow.subtasks[i].id, n, prompt_tokens)
-        samples = [self._draw(i, j, max_tokens, rng) for _ in range(n)]
+        messages = body["messages"]
+        system = _text(body.get("system")) if api == "anthropic" else None  # OpenAI's are among the messages
+        return _Request(body, messages, system, n, max_tokens, _prompt_tokens(messages, system))
+
+    def _prepare(
+        self, request: web.Request, r: _Request, api: str
+    ) -> tuple[Served, list[_Sample], str | None] | web.Response:
+        """Draw a subtask request's samples, or return the error response."""
+        j = self._models.get(str(r.body["model"]))
+        if j is None:
+            return _error(api, 404, "not_found_error", f"unknown model {str(r.body['model'])[:80]!r}")
+        i = self._which_subtask(request, r.messages)
+        if i is None:
+            return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
+        if self.table.kind[i, j] < 0:
+            return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
+        served, rng, fault = self._record_request(api, r.body, self.workflow.subtasks[i].id, r.n, r.prompt_tokens)
+        samples = [self._draw(i, j, r.max_tokens, rng) for _ in range(r.n)]
         return served, samples, fault
 
     def _record_request(
@@ -263,29 +279,21 @@ class SimServer:
         rng = random.Random(f"{self.seed}:{self._count}")
         fault = self.faults.draw(rng)
         served = Served(uuid.uuid4().hex[:16], api, str(body.get("model")), subtask, n, bool(body.get("stream")),
-                        prompt_tokens, [0] * n)  # fmt: skip
+                        prompt_tokens, [0] * n, seq=self._count)  # fmt: skip
         self.record.append(served)
         return served, rng, fault
 
-    async def _agent_turn(
-        self, body: dict[str, Any], api: str
-    ) -> tuple[Served, list[_Sample], str | None] | web.Response:
+    async def _agent_turn(self, r: _Request, api: str) -> tuple[Served, list[_Sample], str | None]:
         """One search-agent turn: rebuild the trace from the prompt, let the agent model answer it."""
         from adapters.chat_agent import read_turn
 
-        messages = body.get("messages")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(messages, list) or not isinstance(max_tokens, int) or max_tokens < 1:
-            return _error(api, 400, "invalid_request_error", "the body needs 'messages' and a positive max_tokens")
-        system = body.get("system") if api == "anthropic" else None
-        system = system or "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
-        user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        system = r.system or "".join(_text(m.get("content")) for m in r.messages if m.get("role") == "system")
         assert self.agent is not None
-        trace, directive, budget = read_turn(str(system), user, max_tokens)
+        trace, directive, budget = read_turn(system, _last_user(r.messages), r.max_tokens)
         turn = await self.agent.turn(trace, directive, budget)
-        tokens = max(1, min(turn.output_tokens, max_tokens))
-        served, _, fault = self._record_request(api, body, QA_TAG, 1, _prompt_tokens(messages, system))
-        finish = "length" if turn.output_tokens >= max_tokens and "</" not in turn.text[-20:] else "stop"
+        tokens = max(1, min(turn.output_tokens, r.max_tokens))
+        served, _, fault = self._record_request(api, r.body, QA_TAG, 1, r.prompt_tokens)
+        finish = "length" if turn.output_tokens >= r.max_tokens and "</" not in turn.text[-20:] else "stop"
         latency = (0.05 + tokens / 500.0) / self.speed
         return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault
 
@@ -324,7 +332,7 @@ class SimServer:
         )
         cut = len(events) + 1
         if fault == "drop":
-            cut = random.Random(f"{self.seed}:drop:{self._count}").randrange(0, max(1, len(events) // 2))
+            cut = random.Random(f"{self.seed}:drop:{served.seq}").randrange(0, max(1, len(events) // 2))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await resp.prepare(request)
         start = time.monotonic()
@@ -365,10 +373,13 @@ class SimServer:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(api, 400, "invalid_request_error", "the body is not JSON")
-        if self.agent is not None and request.headers.get(SUBTASK_HEADER) == QA_TAG and isinstance(body, dict):
-            prepared = await self._agent_turn(body, api)
+        parsed = self._parse(request, body, api)
+        if isinstance(parsed, web.Response):
+            return parsed
+        if self.agent is not None and request.headers.get(SUBTASK_HEADER) == QA_TAG:
+            prepared: tuple[Served, list[_Sample], str | None] | web.Response = await self._agent_turn(parsed, api)
         else:
-            prepared = self._prepare(request, body, api)
+            prepared = self._prepare(request, parsed, api)
         if isinstance(prepared, web.StreamResponse):
             return prepared
         served, samples, fault = prepared
@@ -532,6 +543,10 @@ def _text(content: Any) -> str:
     if isinstance(content, list):  # content blocks
         return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
     return ""
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    return next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def _prompt_tokens(messages: list[dict[str, Any]], system: str | None) -> int:

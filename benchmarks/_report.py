@@ -11,14 +11,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "machine", "rows_table", "write_csv"]
+__all__ = ["console", "data_dir", "machine", "rows_table", "write_csv"]
 
 console = Console(width=150)
 
 
 def rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for key in rows[0]:
+    for key in rows[0] if rows else ("(none)",):
         table.add_column(key, justify="right")
     for r in rows:
         table.add_row(*(str(v) for v in r.values()))

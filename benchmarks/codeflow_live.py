@@ -18,18 +18,21 @@ check, the run, and the ledger against the server's own record of tokens served.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 import runtime
-from adapters.sim_server import Faults, SimServer, serve_in_thread
+from adapters.sim_server import FAULT_KINDS, Faults, SimServer, serve_in_thread
 from benchmarks._report import console, data_dir, machine, rows_table, write_csv
-from runtime._verifiers import extract_block
+from benchmarks.instances import check_graph, codeflow_graph
+from runtime._verifiers import build_verifier
 from tools.sandbox import Limits, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +47,6 @@ _RETURN = re.compile(r"^(\s*)return\b.*$", re.MULTILINE)
 def default_data() -> Path | None:
     """The CodeFlowBench-Repo file under ``$ONTIME_DATA_DIR/workflows``, if it is there."""
     return data_dir("workflows/codeflowbench_repo_99.json")
-
-
-def _deps(sub: dict[str, Any]) -> list[str]:
-    deps = sub.get("dependencies") or []
-    return [str(d) for d in (ast.literal_eval(deps) if isinstance(deps, str) else deps)]
 
 
 def _asserts(name: str, cases: Any) -> str | None:
@@ -72,27 +70,27 @@ def _fence(code: str) -> str:
     return f"```python\n{code.rstrip()}\n```"
 
 
-def select(path: Path, problems: int, *, limit_scan: int = 99) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def select(path: Path, problems: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Problems whose references all pass their tests in the sandbox; and what was skipped, with why."""
-    entries = json.loads(path.read_text())
     chosen, skipped = [], []
-    for entry in entries[:limit_scan]:
+    for entry in json.loads(path.read_text()):
         if len(chosen) >= problems:
             break
         pid = str(entry.get("problem-id"))
         subs = {str(s["name"]): s for s in entry.get("subproblems", [])}
-        try:
-            order = _order(subs)
-        except ValueError as exc:
-            skipped.append({"problem": pid, "why": str(exc)})
+        graph = codeflow_graph(entry)
+        why = check_graph(graph)
+        if why is not None:
+            skipped.append({"problem": pid, "why": why})
             continue
-        tests, why = {}, None
+        order = list(TopologicalSorter(graph).static_order())  # dependencies first
+        tests = {}
         for name in order:
             asserts = _asserts(name, subs[name].get("test_code"))
             if asserts is None:
                 why = f"{name}: no runnable test cases"
                 break
-            tests[name] = "".join(str(subs[d]["solution"]) + "\n" for d in _closure(subs, name)) + asserts
+            tests[name] = "".join(str(subs[d]["solution"]) + "\n" for d in _closure(graph, name)) + asserts
         if why is None:
             jobs = [(PREAMBLE + str(subs[n]["solution"]), tests[n]) for n in order]
             with ThreadPoolExecutor(2) as pool:
@@ -104,7 +102,7 @@ def select(path: Path, problems: int, *, limit_scan: int = 99) -> tuple[list[dic
         if why is not None:
             skipped.append({"problem": pid, "why": why})
             continue
-        chosen.append({"problem": pid, "order": order, "subs": subs, "tests": tests})
+        chosen.append({"problem": pid, "order": order, "graph": graph, "subs": subs, "tests": tests})
     return chosen, skipped
 
 
@@ -115,34 +113,12 @@ def _why(result: Any) -> str:
     return f"{f.error_type}: {f.error_message}"[:80]
 
 
-def _order(subs: dict[str, dict[str, Any]]) -> list[str]:
-    order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(n: str) -> None:
-        if state.get(n) == 2:
-            return
-        if state.get(n) == 1:
-            raise ValueError(f"cycle through {n}")
-        if n not in subs:
-            raise ValueError(f"unknown dependency {n}")
-        state[n] = 1
-        for d in _deps(subs[n]):
-            visit(d)
-        state[n] = 2
-        order.append(n)
-
-    for n in subs:
-        visit(n)
-    return order
-
-
-def _closure(subs: dict[str, dict[str, Any]], name: str) -> list[str]:
+def _closure(graph: dict[str, tuple[str, ...]], name: str) -> list[str]:
     """Every subproblem ``name`` calls, directly or not, dependencies first."""
     seen: list[str] = []
 
     def walk(n: str) -> None:
-        for d in _deps(subs[n]):
+        for d in graph[n]:
             if d not in seen:
                 walk(d)
                 seen.append(d)
@@ -163,7 +139,7 @@ def build_spec(chosen: list[dict[str, Any]]) -> dict[str, Any]:
         for name in p["order"]:
             sub = p["subs"][name]
             sid = f"p{k}.{name}"
-            deps = [f"p{k}.{d}" for d in _deps(sub)]
+            deps = [f"p{k}.{d}" for d in p["graph"][name]]
             code = str(sub["solution"])
             tokens = max(8.0, len(_fence(code)) / 3.5)
             calls = "".join(f"\n\nIt may call this code:\n{{{{{d}}}}}" for d in deps)
@@ -187,11 +163,15 @@ def build_spec(chosen: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_wrong_variants(spec: dict[str, Any]) -> tuple[int, int]:
-    """(wrong variants that fail their verifier, wrong variants)."""
-    jobs = [(s["wrong"][0], s["verifier"]["python_tests"]) for s in spec["subtasks"]]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda j: run_tests(PREAMBLE + extract_block(j[0]), j[1]), jobs))
-    return sum(not r.passed for r in results), len(results)
+    """(wrong variants that fail their verifier, wrong variants), through the verifiers a run uses."""
+    wf = runtime.parse_workflow(spec)
+
+    async def verdicts() -> list[bool]:
+        checks = [(build_verifier(s.verifier, dict(wf.models), {}), s.wrong[0]) for s in wf.subtasks if s.verifier]
+        return [(await v.check(wrong)).ok for v, wrong in checks]
+
+    passed = anyio.run(verdicts)
+    return passed.count(False), len(passed)
 
 
 def live_run(
@@ -221,7 +201,7 @@ def live_run(
         "wall_s": round(wall, 2),
         **{f"samples_{k}": v for k, v in statuses.items()},
         "requests": len(served),
-        "faults": sum(r.status in ("rate_limit", "server_error", "drop", "hang", "malformed") for r in served),
+        "faults": sum(r.status in FAULT_KINDS for r in served),
         "ledger_input": sum(e.input_tokens for e in ends),
         "server_input": sum(r.input_tokens for r in served),
         "ledger_output": sum(e.output_tokens for e in ends),

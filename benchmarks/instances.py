@@ -39,6 +39,8 @@ __all__ = [
     "Instance",
     "ModelCard",
     "Suite",
+    "check_graph",
+    "codeflow_graph",
     "load_codeflow",
     "load_proofflow",
     "random_dag",
@@ -253,7 +255,7 @@ def _length_stats(texts: list[str]) -> tuple[float, float]:
     return float(np.mean(logs)), float(np.std(logs)) or 1.0
 
 
-def _check_graph(nodes: dict[str, tuple[str, ...]]) -> str | None:
+def check_graph(nodes: dict[str, tuple[str, ...]]) -> str | None:
     """Why a dependency graph is unusable (self-dependency, unknown dependency, cycle), or None."""
     for nid, deps in nodes.items():
         if nid in deps:
@@ -319,7 +321,7 @@ def load_proofflow(path: str | Path, limit: int | None = None) -> Loaded:
         except (KeyError, TypeError) as exc:
             skipped.append((eid, f"malformed entry ({exc!r})"))
             continue
-        why = _check_graph(nodes) if nodes else "empty proof graph"
+        why = check_graph(nodes) if nodes else "empty proof graph"
         if why:
             skipped.append((eid, why))
             continue
@@ -341,6 +343,17 @@ def load_proofflow(path: str | Path, limit: int | None = None) -> Loaded:
     return Loaded(out, skipped)
 
 
+def codeflow_graph(entry: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A CodeFlowBench-Repo problem's subproblems and what each calls (KeyError, TypeError, ValueError or
+    SyntaxError if the entry is malformed); :func:`check_graph` says whether the graph is usable."""
+    nodes = {}
+    for sub in entry["subproblems"]:
+        deps = sub["dependencies"]
+        deps = ast.literal_eval(deps) if isinstance(deps, str) else deps
+        nodes[str(sub["name"])] = tuple(str(d) for d in deps)
+    return nodes
+
+
 def load_codeflow(path: str | Path, limit: int | None = None) -> Loaded:
     """CodeFlowBench-Repo problems as code workflows: one code subtask per subproblem, with its real
     dependencies (a subproblem's prompt carries the code of those it calls)."""
@@ -351,18 +364,13 @@ def load_codeflow(path: str | Path, limit: int | None = None) -> Loaded:
     for k, entry in enumerate(entries):
         eid = _entry_id(entry, ("problem-id",), k, seen)
         try:
-            subs = entry["subproblems"]
-            nodes, texts, code = {}, {}, {}
-            for s in subs:
-                deps = s["dependencies"]
-                deps = ast.literal_eval(deps) if isinstance(deps, str) else deps
-                nodes[str(s["name"])] = tuple(str(d) for d in deps)
-                texts[str(s["name"])] = str(s.get("statement", ""))
-                code[str(s["name"])] = str(s.get("solution", ""))
+            nodes = codeflow_graph(entry)
+            texts = {str(s["name"]): str(s.get("statement", "")) for s in entry["subproblems"]}
+            code = {str(s["name"]): str(s.get("solution", "")) for s in entry["subproblems"]}
         except (KeyError, TypeError, ValueError, SyntaxError) as exc:
             skipped.append((eid, f"malformed entry ({exc!r})"))
             continue
-        why = _check_graph(nodes) if nodes else "no subproblems"
+        why = check_graph(nodes) if nodes else "no subproblems"
         if why:
             skipped.append((eid, why))
             continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import runtime
+from benchmarks._report import data_dir
 from benchmarks.instances import Instance, Loaded, load_codeflow, load_proofflow
 
 if TYPE_CHECKING:
@@ -569,8 +569,8 @@ def write_reports(suite: str, store: Store, out_dir: Path, analyses: Sequence[st
 
 def default_data_dir() -> Path | None:
     """$ONTIME_DATA_DIR/workflows (or $ONTIME_DATA_DIR itself) if it holds the data; None otherwise."""
-    env = os.environ.get("ONTIME_DATA_DIR")
-    for cand in [Path(env) / "workflows", Path(env)] if env else []:
-        if (cand / DATA_FILES["proofflow"]).exists():
+    for sub in ("workflows", "."):
+        cand = data_dir(sub)
+        if cand is not None and (cand / DATA_FILES["proofflow"]).exists():
             return cand
     return None

@@ -4,10 +4,11 @@
 
 For each data set (the corpus is its pooled paragraphs, BM25, top_k = 5): every controller with the
 finalizer off and on at the four budgets (1,100) (2,200) (2,300) (3,500); the Stage-1 ablations of Table 1
-(without penalty, normalization, structure, guards) with the finalizer on at every budget; and the
-finalizer's precision on answer-form errors made from the gold answers. Tables (EM, F1 with 95% bootstrap
-intervals, mean tool calls and output tokens, cap violations), VOI's paired F1 difference against each
-baseline per cell (95% bootstrap interval over questions), and CSV/Markdown in ``--out``.
+(without penalty, normalization, structure, guards) with the finalizer on at every budget. Tables (EM, F1
+with 95% bootstrap intervals, mean tool calls and output tokens, cap violations, finalizer replacements and
+how many hurt), VOI's paired F1 difference against each baseline per cell (95% bootstrap interval over
+questions) and averaged over all cells, as CSV in ``--out``. The finalizer's precision on answer-form errors
+made from gold answers is measured by ``tests/test_qa.py`` (with ``ONTIME_DATA_DIR`` set).
 """
 
 from __future__ import annotations

@@ -119,13 +119,14 @@ def refine(trace: Trace, base: str) -> str | None:
 def finalize(trace: Trace, base: str) -> Finalization:
     """Keep ``base`` or replace it by the refined candidate, by the deterministic rule above."""
     refined = refine(trace, base)
-    if not refined or (normalize(refined) == normalize(base) and refined.strip() == base.strip()):
+    if not refined or refined.strip() == base.strip():
         return Finalization(base, base, refined, False, "none", 0.0)
-    gain = trace.support(refined) - trace.support(base)
+    base_support = trace.support(base)
+    gain = trace.support(refined) - base_support
     q = trace.question
     form = question_form(q)
     if (is_comparison(q) and form not in (YESNO, CHOICE)) or (
-        form not in (YESNO, CHOICE) and compositionality(q) >= 0.5 and trace.support(base) < 0.5 and gain <= 0
+        form not in (YESNO, CHOICE) and compositionality(q) >= 0.5 and base_support < 0.5 and gain <= 0
     ):
         return Finalization(base, base, refined, False, "blocked", gain)
     if trace.decompositions:

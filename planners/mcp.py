@@ -197,14 +197,17 @@ def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
     return out
 
 
+_OPTIONS = "n, k, models, seed, ms, top, mixed, sticky, z"
+
+
 def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
     opts: dict[str, object] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise PlannerSpecError(
-                f"mcp: options are KEY=VALUE (n, k, models, seed, ms, top, mixed, sticky, z), not {arg!r}"
-            )
+            raise PlannerSpecError(f"mcp: options are KEY=VALUE ({_OPTIONS}), not {arg!r}")
+        if key not in _OPTIONS.split(", "):
+            raise PlannerSpecError(f"mcp: unknown option {key!r} ({_OPTIONS})")
         try:
             if key == "n":
                 opts["n_sims"] = int(value)
@@ -220,12 +223,10 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
                 opts["top"] = int(value)
             elif key == "z":
                 opts["z"] = float(value)
-            elif key in ("mixed", "sticky"):
+            else:  # mixed, sticky
                 if value not in ("0", "1"):
                     raise ValueError(value)
                 opts[key] = value == "1"
-            else:
-                raise PlannerSpecError(f"mcp: unknown option {key!r} (n, k, models, seed, ms, top, mixed, sticky, z)")
         except ValueError:
             known = ", ".join(table.model_names)
             raise PlannerSpecError(f"mcp: bad value in {arg!r} (models: {known})") from None

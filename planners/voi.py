@@ -30,13 +30,17 @@ from planners.qa_base import QAController
 from runtime._qa_forms import CHOICE, compositionality, question_form
 from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Trace, content_tokens
 
-__all__ = ["ALLOWANCE", "MIN_ANSWER_TOKENS", "VOIController", "feasible_retrieval"]
+__all__ = ["ALLOWANCE", "MIN_ANSWER_TOKENS", "SWITCHES", "VOIController", "allowance", "feasible_retrieval", "features"]
 
 COST_PENALTY, DECOMPOSE_BONUS, EARLY_ANSWER_PENALTY = 0.7, 0.14, 0.18
 EPS = 1e-6
 # Output tokens a turn of each kind may use (capped by what is left), and what an answer needs at least.
 ALLOWANCE = {SEARCH: 60, DECOMPOSE: 72, ANSWER: 40}
 MIN_ANSWER_TOKENS, MIN_SEARCH_TOKENS = 30, 40
+
+
+# The ablation switches (the paper's Table 1), by the short name an ablated controller's name carries.
+SWITCHES = {"penalty": "penalty", "norm": "normalize", "struct": "structure", "guards": "guards"}
 
 
 def feasible_retrieval(budget: QABudget) -> bool:
@@ -95,12 +99,12 @@ class VOIController(QAController):
         self.normalize = normalize
         self.structure = structure
         self.guards = guards
-        off = [
-            n
-            for n, on in (("penalty", penalty), ("norm", normalize), ("struct", structure), ("guards", guards))
-            if not on
-        ]
-        self.name = "voi" + "".join(f"-no-{n}" for n in off)
+        self.name = "voi" + "".join(f"-no-{short}" for short, arg in SWITCHES.items() if not getattr(self, arg))
+
+    @classmethod
+    def without(cls, short: str) -> VOIController:
+        """Full VOI less one component, by the short name its ablation carries (``voi-no-norm``)."""
+        return cls(**{SWITCHES[short]: False})
 
     def scores(self, trace: Trace, budget: QABudget) -> dict[str, float]:
         """The executable score J(k) of every feasible action (Eqs. 2-4); empty means backstop."""

@@ -18,7 +18,7 @@ from runtime._events import Event
 from runtime._executor import Executor, ExecutorOptions
 from runtime._money import check_limit, to_pusd
 from runtime._profiles import ProfileTable
-from runtime._sinks import JournalSink, Sink, StructlogSink
+from runtime._sinks import JournalSink, Sink, user_sinks
 from runtime._spec import load_workflow
 from runtime._workflow import Workflow
 
@@ -42,7 +42,7 @@ def _workflow(wf: WorkflowLike) -> Workflow:
 
 
 def _make_clock(clock: ClockLike | None, speed: float, wf: Workflow) -> Clock:
-    real = [n for n, m in wf.models.items() if m.provider != "sim"]
+    real = list(wf.real_models)
     if real and (clock == "virtual" or speed != 1.0):
         raise UsageError(
             f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
@@ -65,7 +65,7 @@ def _adapters(wf: Workflow, table: ProfileTable, clock: Clock, seed: int) -> lis
     from adapters.sim import SimAdapter
 
     sim = SimAdapter(table, clock, seed)
-    real = {name: m for name, m in wf.models.items() if m.provider != "sim"}
+    real = wf.real_models
     if not real:
         return [sim] * table.n_models
     from adapters.chat_adapter import ChatAdapter
@@ -93,13 +93,13 @@ def _adapters(wf: Workflow, table: ProfileTable, clock: Clock, seed: int) -> lis
 
     out: list[Adapter] = []
     for name in table.model_names:
-        m = wf.models[name]
-        if m.endpoint is None:
+        endpoint = wf.models[name].endpoint
+        if endpoint is None:
             out.append(sim)
         else:
             out.append(
                 ChatAdapter(
-                    backends[name], m.endpoint.model, check, check_worst=check_worst, temperature=m.endpoint.temperature
+                    backends[name], endpoint.model, check, check_worst=check_worst, temperature=endpoint.temperature
                 )
             )
     return out
@@ -232,7 +232,7 @@ async def arun(
         charge_planner_time=charge_planner_time,
         output_token_cap=output_token_cap,
     )
-    return await _execute(executor, journal_sink)
+    return await execute(executor, journal_sink)
 
 
 def _setup(
@@ -246,18 +246,12 @@ def _setup(
     **options: Any,
 ) -> tuple[Executor, JournalSink | None]:
     run_id = uuid.uuid4().hex[:12]
-    sinks: list[Sink] = []
-    if log is not False and log is not None:
-        sinks.append(StructlogSink(run_id, None if log is True else log))
-    if on_event is not None:
-        sinks.append(on_event)
-    journal_sink = JournalSink(journal) if journal is not None else None
-    if journal_sink is not None:
-        sinks.append(journal_sink)
+    sinks, journal_sink = user_sinks(run_id, log, on_event, journal)
     return prepare(workflow, budget, deadline, sinks=sinks, run_id=run_id, **options), journal_sink
 
 
-async def _execute(executor: Executor, journal_sink: JournalSink | None) -> RunResult:
+async def execute(executor: Executor, journal_sink: JournalSink | None) -> RunResult:
+    """Run a prepared executor: finalize its answer, then close its adapters and the journal."""
     try:
         return _finalize_answer(executor, await executor.run())
     finally:
@@ -337,7 +331,7 @@ async def stream(workflow: WorkflowLike, budget: float, deadline: float, **optio
 
     async def produce() -> None:
         async with send:
-            await _execute(executor, journal_sink)
+            await execute(executor, journal_sink)
 
     with single_error():
         async with anyio.create_task_group() as tg:

@@ -117,6 +117,11 @@ class ProviderError(RunError):
 class ProviderRejectedError(ProviderError):
     """The endpoint refused the request itself (authentication, permissions, unknown model, bad request)."""
 
+    @property
+    def fatal(self) -> bool:
+        """Whether every request of the run would be refused the same way (401, 403, 404): stop the run."""
+        return self.status in (401, 403, 404)
+
 
 class ProviderUnavailableError(ProviderError):
     """A transient failure: server error, timeout, dropped connection or a reply we could not parse."""

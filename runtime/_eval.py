@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import numpy as np
 
-from runtime._api import WorkflowLike, prepare
+from runtime._api import WorkflowLike, execute, prepare
 from runtime._money import PUSD_PER_USD
 from runtime._profiles import ProfileTable
 from runtime._sinks import LedgerAudit
@@ -73,7 +73,7 @@ async def _run_seeds(
             run_id=f"eval-{seed}",
             **options,
         )
-        r = await ex.run()
+        r = await execute(ex, None)
         a = audit.result()
         overspent = a.peak_committed_pusd > a.budget_pusd or r.cost_pusd > a.budget_pusd or a.reserved_pusd != 0
         late = (a.last_launch_s is not None and a.last_launch_s >= deadline) or a.last_activity_s > deadline

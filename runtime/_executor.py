@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["ExecutorOptions", "Executor"]
 
 DEADLINE, BUDGET, GAVE_UP, REJECTED = "deadline", "budget", "planner_gave_up", "provider_rejected"
-# An endpoint that refuses the key, the permission or the model will refuse every later request too.
-_FATAL_STATUS = frozenset({401, 403, 404})
 
 # One planner thread per core is all a 2-core machine can use; more would only queue.
 _PLANNER_THREADS = anyio.CapacityLimiter(2)
@@ -431,7 +429,7 @@ class Executor:
                 raise
             except Exception as exc:  # an adapter failure is a failed sample, never a crashed run
                 error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, ProviderRejectedError) and exc.status in _FATAL_STATUS:
+                if isinstance(exc, ProviderRejectedError) and exc.fatal:
                     fatal = exc
             finally:
                 # No await here: this must run even while the task is being cancelled.

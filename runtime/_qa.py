@@ -22,7 +22,9 @@ import anyio
 from runtime._errors import LimitError, ProviderError
 from runtime._events import AgentFinished, AgentStarted, AgentStep
 from runtime._ledger import Ledger, Usage
+from runtime._money import check_limit
 from runtime._qa_types import ANSWER, DECOMPOSE, SEARCH, QABudget, Step, Trace, content_tokens, parse_turn
+from tools.retrieval import DEFAULT_TOP_K
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,7 +72,7 @@ async def run_agent(
     tool_calls: int,
     tokens: int,
     finalize: bool = True,
-    top_k: int = 5,
+    top_k: int = DEFAULT_TOP_K,
     deadline_s: float | None = None,
     on_step: Callable[[Step, QABudget], None] | None = None,
     emit: Callable[[Event], None] | None = None,
@@ -84,6 +86,8 @@ async def run_agent(
         raise LimitError(f"tool_calls must be a non-negative integer, not {tool_calls!r}")
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise LimitError(f"tokens must be a positive integer, not {tokens!r}")
+    if deadline_s is not None:
+        check_limit("deadline", deadline_s)
     ledger = Ledger(2**62, output_token_cap=tokens, tool_call_cap=tool_calls)
     trace = Trace(question)
     t0 = time.monotonic()

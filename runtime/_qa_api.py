@@ -21,7 +21,7 @@ import anyio
 from runtime._errors import UsageError
 from runtime._qa import QAResult, run_agent
 from runtime._qa_forms import exact_match, f1
-from runtime._sinks import JournalSink, StructlogSink
+from runtime._sinks import user_sinks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -54,10 +54,8 @@ def make_controller(name: str) -> QAController:
     }
     if name in simple:
         return simple[name]()
-    switches = {"voi-no-penalty": "penalty", "voi-no-norm": "normalize", "voi-no-struct": "structure",
-                "voi-no-guards": "guards"}  # fmt: skip
-    if name in switches:
-        return VOIController(**{switches[name]: False})
+    if name in ABLATIONS:
+        return VOIController.without(name.removeprefix("voi-no-"))
     raise UsageError(f"unknown controller {name!r} (known: {', '.join(CONTROLLERS + ABLATIONS)})")
 
 
@@ -102,14 +100,7 @@ def answer(
     ctl = make_controller(controller) if isinstance(controller, str) else controller
     agent = model or SimAgentModel(examples, backbone, seed)
 
-    sinks: list[Callable[[Event], None]] = []
-    if log is not False and log is not None:
-        sinks.append(StructlogSink(uuid.uuid4().hex[:12], None if log is True else log))
-    if on_event is not None:
-        sinks.append(on_event)
-    journal_sink = JournalSink(journal) if journal is not None else None
-    if journal_sink is not None:
-        sinks.append(journal_sink)
+    sinks, journal_sink = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
 
     def emit(event: Event) -> None:
         for sink in sinks:

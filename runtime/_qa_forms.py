@@ -116,9 +116,12 @@ def years_in(text: str) -> list[str]:
     return _YEAR.findall(text)
 
 
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 def normalize(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    """The SQuAD normalization EM and F1 use: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower().translate(_PUNCTUATION)
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 
@@ -130,13 +133,15 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
 
 def f1(prediction: str, golds: Sequence[str]) -> float:
     best = 0.0
-    pred = normalize(prediction).split()
+    p = normalize(prediction)
+    pred = p.split()
     for g in golds:
-        gold = normalize(g).split()
+        n = normalize(g)
+        gold = n.split()
         if not pred or not gold:
             best = max(best, float(pred == gold))
             continue
-        if normalize(g) in ("yes", "no", "noanswer") and normalize(prediction) != normalize(g):
+        if n in ("yes", "no", "noanswer") and p != n:
             continue
         common = Counter(pred) & Counter(gold)
         same = sum(common.values())

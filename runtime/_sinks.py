@@ -20,7 +20,16 @@ from runtime._events import Event
 if TYPE_CHECKING:
     from os import PathLike
 
-__all__ = ["JournalSink", "LedgerAudit", "LedgerReplay", "Sink", "StructlogSink", "read_journal", "replay_ledger"]
+__all__ = [
+    "JournalSink",
+    "LedgerAudit",
+    "LedgerReplay",
+    "Sink",
+    "StructlogSink",
+    "read_journal",
+    "replay_ledger",
+    "user_sinks",
+]
 
 Sink = Callable[[Event], None]
 
@@ -60,6 +69,22 @@ class JournalSink:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
+
+
+def user_sinks(
+    run_id: str, log: bool | Any, on_event: Sink | None, journal: str | PathLike[str] | None
+) -> tuple[list[Sink], JournalSink | None]:
+    """The sinks a caller asked for (``log``, ``on_event``, ``journal``, as :func:`runtime.run` documents
+    them), and the journal among them, which the caller must close."""
+    sinks: list[Sink] = []
+    if log is not False and log is not None:
+        sinks.append(StructlogSink(run_id, None if log is True else log))
+    if on_event is not None:
+        sinks.append(on_event)
+    journal_sink = JournalSink(journal) if journal is not None else None
+    if journal_sink is not None:
+        sinks.append(journal_sink)
+    return sinks, journal_sink
 
 
 def read_journal(path: str | PathLike[str]) -> list[dict[str, Any]]:

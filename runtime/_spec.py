@@ -277,8 +277,8 @@ def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
 def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endpoint:
     f = f"models.{name}"
 
-    def text(key: str, default: str | None = None) -> str | None:
-        v = spec.get(key, default)
+    def text(key: str) -> str | None:
+        v = spec.get(key)
         if v is not None and (not isinstance(v, str) or not v):
             raise SpecError("must be a non-empty string", source=src, field=f"{f}.{key}")
         return v
@@ -297,17 +297,19 @@ def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endp
     retries = opt_int("retries")
     if retries is not None and retries < 1:
         raise SpecError("must be >= 1 (1: no retry)", source=src, field=f"{f}.retries")
-    concurrency = positive("concurrency", opt_int("concurrency"))
+    given: dict[str, Any] = {
+        "timeout_s": positive("timeout_s", opt_num("timeout_s")),
+        "retries": retries,
+        "concurrency": positive("concurrency", opt_int("concurrency")),
+        "requests_per_s": positive("requests_per_s", opt_num("requests_per_s")),
+        "temperature": opt_num("temperature"),
+    }
     return Endpoint(
-        model=text("model", name) or name,
+        model=text("model") or name,
         base_url=text("base_url"),
         api_key_env=text("api_key_env"),
         api_key=text("api_key"),
-        timeout_s=positive("timeout_s", opt_num("timeout_s")) or 60.0,
-        retries=retries or 4,
-        concurrency=None if concurrency is None else int(concurrency),
-        requests_per_s=positive("requests_per_s", opt_num("requests_per_s")),
-        temperature=opt_num("temperature"),
+        **{k: v for k, v in given.items() if v is not None},  # the rest: Endpoint's defaults
     )
 
 
@@ -392,10 +394,12 @@ def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
             subtask=sid,
             field="verifier.rubric",
         )
-    timeout = _number(spec.get("timeout_s", 10.0), src, sid, "verifier.timeout_s")
-    if timeout <= 0:
-        raise SpecError("must be > 0", source=src, subtask=sid, field="verifier.timeout_s")
-    return VerifierSpec(kind=kind, arg=arg, rubric=rubric, timeout_s=timeout, setup=setup)
+    given = {}
+    if "timeout_s" in spec:
+        given["timeout_s"] = _number(spec["timeout_s"], src, sid, "verifier.timeout_s")
+        if given["timeout_s"] <= 0:
+            raise SpecError("must be > 0", source=src, subtask=sid, field="verifier.timeout_s")
+    return VerifierSpec(kind=kind, arg=arg, rubric=rubric, setup=setup, **given)  # else its default timeout
 
 
 def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:

@@ -174,3 +174,8 @@ class Workflow:
     def subtask_ids(self) -> tuple[str, ...]:
         """Subtask ids in topological order."""
         return tuple(s.id for s in self.subtasks)
+
+    @property
+    def real_models(self) -> dict[str, ModelSpec]:
+        """The models served by a real endpoint (not simulated), by name."""
+        return {name: m for name, m in self.models.items() if m.endpoint is not None}

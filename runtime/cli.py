@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from runtime._errors import OntimeError
+from runtime._errors import OntimeError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -317,8 +317,6 @@ def qa(
                           corpus=read_corpus(corpus), examples=examples, finalize=finalize, seed=seed,
                           backbone=backbone, log=_event_logger(log, stack), journal=journal, model=agent)  # fmt: skip
 
-    from runtime._errors import UsageError
-
     r = _guard(go)
     if json_out:
         steps = [{"action": s.action, "directive": s.directive, "output_tokens": s.output_tokens, "query": s.query,
@@ -359,7 +357,6 @@ def qa_eval(
     json_out: JsonOut = False,
 ) -> None:
     """Evaluate controllers on a QA data set: EM, F1 (95% intervals), tool calls, output tokens, cap violations."""
-    from runtime._errors import UsageError
     from runtime._qa_api import ABLATIONS, LADDER, evaluate_qa
     from tools.qa_data import load_qa
 
@@ -429,7 +426,6 @@ def serve_sim(
 
     from adapters.sim_agent import SimAgentModel
     from adapters.sim_server import FAULT_KINDS, Faults, SimServer
-    from runtime._errors import UsageError
     from runtime._spec import load_workflow
     from tools.qa_data import load_qa
 

@@ -53,6 +53,11 @@ def test_bad_options_raise_planner_spec_error(spec: str) -> None:
         make_planner(spec, ctx())
 
 
+def test_an_unknown_option_is_named_as_unknown() -> None:
+    with pytest.raises(runtime.PlannerSpecError, match="unknown option 'bogus'"):
+        make_planner("mcp:bogus=1", ctx())
+
+
 def test_decisions_are_deterministic_for_a_seed() -> None:
     wf = runtime.load_workflow(EXAMPLES / "diamond.json")
     a = runtime.run(wf, 0.05, 120, planner="mcp:n=32", seed=3, log=False)

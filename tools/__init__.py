@@ -1,1 +1,2 @@
-"""Non-model steps (retrieval, a code sandbox, SQLite). None ships yet; see the open issues."""
+"""Non-model steps an agent or a verifier calls: retrieval (``retrieval``, ``qa_data``) and the code sandbox
+(``sandbox``)."""

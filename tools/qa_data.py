@@ -122,6 +122,8 @@ def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = Non
         lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise UsageError(f"{p}: cannot read the data set ({exc.strerror or exc})") from None
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     out: list[QAExample] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -130,15 +132,15 @@ def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = Non
             break
         try:
             row = json.loads(line)
-            if fmt is None:
-                fmt = next((f for k, f in _KEYS.items() if k in row), None)
-                if fmt is None:
-                    raise UsageError(f"{p}: row {n}: not HotpotQA, MuSiQue or 2WikiMultihopQA (keys {sorted(row)})")
-            if fmt not in FORMATS:
-                raise UsageError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-            out.append(FORMATS[fmt](row))
         except json.JSONDecodeError as exc:
             raise UsageError(f"{p}: row {n}: not JSON ({exc.msg})") from None
+        if fmt is None:
+            fmt = next((f for k, f in _KEYS.items() if isinstance(row, dict) and k in row), None)
+            if fmt is None:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise UsageError(f"{p}: row {n}: not HotpotQA, MuSiQue or 2WikiMultihopQA (keys {keys})")
+        try:
+            out.append(FORMATS[fmt](row))
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{p}: row {n}: malformed {fmt} row ({exc!r})") from None
     return out
