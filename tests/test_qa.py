@@ -289,6 +289,22 @@ def test_the_same_agent_runs_through_the_openai_sdk_against_serve_sim() -> None:
     assert any(r.status != "complete" for r in faulty.record)
 
 
+def test_serve_sim_checks_the_key_of_agent_turns_too() -> None:
+    import httpx
+
+    from adapters.chat import SUBTASK_HEADER
+    from adapters.chat_agent import QA_TAG
+    from adapters.sim_server import SimServer, serve_in_thread
+
+    wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
+    server = SimServer(wf, api_key="right", agent=SimAgentModel(QUESTIONS))
+    body = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": QUESTIONS[0].question}]}
+    with serve_in_thread(server) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body,
+                       headers={SUBTASK_HEADER: QA_TAG, "authorization": "Bearer wrong"})  # fmt: skip
+    assert r.status_code == 401 and server.record == []
+
+
 def test_answer_emits_typed_events(tmp_path: Path) -> None:
     events: list[runtime.Event] = []
     r = runtime.answer(QUESTIONS[0].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
