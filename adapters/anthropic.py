@@ -13,13 +13,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anthropic
 
 from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
-from adapters.errors import vendor_error, vendor_stream
-from runtime._errors import ProviderUnavailableError, UsageError
+from adapters.errors import VendorErrors, vendor_stream
+from runtime.types import ProviderUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["AnthropicBackend"]
+__all__ = ["ERRORS", "AnthropicBackend"]
+
+ERRORS = VendorErrors(
+    status=anthropic.APIStatusError,
+    transient=(anthropic.APIConnectionError, anthropic.APIResponseValidationError, anthropic.APIError),
+)
 
 
 class AnthropicBackend(ChatBackend):
@@ -36,7 +41,7 @@ class AnthropicBackend(ChatBackend):
         try:
             self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         except anthropic.AnthropicError as exc:
-            raise vendor_error(exc, self.provider) from None
+            raise UsageError(f"cannot make an Anthropic client: {exc}") from None
         key = getattr(self.client, "api_key", None)
         self._secrets = (key,) if isinstance(key, str) else ()
         self.timeout_s = timeout_s
@@ -65,7 +70,7 @@ class AnthropicBackend(ChatBackend):
             timeout=request_timeout(request, self.timeout_s, self.provider),
             **kwargs,
         )
-        async with vendor_stream(opening, 1, self._deltas, self.provider, self._secrets) as s:
+        async with vendor_stream(opening, 1, self._deltas, self.provider, ERRORS, self._secrets) as s:
             yield s
 
     async def _deltas(self, raw: Any, s: ChatStream) -> AsyncIterator[Delta]:

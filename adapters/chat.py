@@ -14,11 +14,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from runtime._errors import ProviderUnavailableError
+from runtime.types import ProviderUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from contextlib import AbstractAsyncContextManager
+
+    from runtime.types import Message
 
 __all__ = [
     "ChatBackend",
@@ -27,7 +29,6 @@ __all__ = [
     "ChatStream",
     "Choice",
     "Delta",
-    "Message",
     "input_token_bound",
     "request_timeout",
 ]
@@ -36,12 +37,6 @@ __all__ = [
 _PER_MESSAGE, _PER_REQUEST = 16, 16
 # Subtask requests carry this header so the simulator server knows which profile to draw from.
 SUBTASK_HEADER = "x-ontime-subtask"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: str  # "system", "user" or "assistant"
-    content: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from adapters.chat import ChatRequest, Message
-from adapters.sim_agent import AgentModel, ModelTurn
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace, parse_turn
-from tools.retrieval import Hit
+from adapters.chat import ChatRequest
+from runtime.types import Action, AgentModel, Directive, Hit, Message, ModelTurn, QABudget, Step, Trace, parse_turn
 
 if TYPE_CHECKING:
     from adapters.chat import ChatBackend
@@ -39,18 +37,26 @@ relations or attributes that still need evidence, direct clues apart from bridge
 do not invent facts."""
 
 INSTRUCTIONS = {
-    SEARCH: "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You must call "
-    "exactly one search tool now. Do not answer. State the most specific unresolved fact, then emit exactly one "
-    "<tool_call> with a targeted, entity-specific query.",
-    DECOMPOSE: "Instruction: DECOMPOSE.\nThe remaining uncertainty appears to be compositional. You must call exactly "
-    "one search tool now. Identify the missing bridge entity or intermediate fact and emit one <tool_call> "
-    "aimed at it, not at the full question.",
-    ANSWER: "Instruction: ANSWER.\nAnswer commitment has higher utility-per-cost than further retrieval. Do not call "
-    "tools. Verify the answer is supported by the evidence, then return <answer>FINAL_ANSWER</answer>: the "
-    "shortest grounded span; yes or no for a yes/no question; only the selected option for a binary choice.",
-    BACKSTOP: "Instruction: BUDGET BACKSTOP.\nThe remaining budget is too small for another retrieval step. You must "
-    "answer now and must not call tools. Use only the evidence already present and return "
-    "<answer>FINAL_ANSWER</answer>, as short as possible.",
+    Action.SEARCH: (
+        "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You must call "
+        "exactly one search tool now. Do not answer. State the most specific unresolved fact, then emit exactly one "
+        "<tool_call> with a targeted, entity-specific query."
+    ),
+    Action.DECOMPOSE: (
+        "Instruction: DECOMPOSE.\nThe remaining uncertainty appears to be compositional. You must call exactly "
+        "one search tool now. Identify the missing bridge entity or intermediate fact and emit one <tool_call> "
+        "aimed at it, not at the full question."
+    ),
+    Action.ANSWER: (
+        "Instruction: ANSWER.\nAnswer commitment has higher utility-per-cost than further retrieval. Do not call "
+        "tools. Verify the answer is supported by the evidence, then return <answer>FINAL_ANSWER</answer>: the "
+        "shortest grounded span; yes or no for a yes/no question; only the selected option for a binary choice."
+    ),
+    Action.BACKSTOP: (
+        "Instruction: BUDGET BACKSTOP.\nThe remaining budget is too small for another retrieval step. You must "
+        "answer now and must not call tools. Use only the evidence already present and return "
+        "<answer>FINAL_ANSWER</answer>, as short as possible."
+    ),
 }
 FORMAT = """Continue reasoning. If evidence is not yet sufficient, call exactly one search tool. If evidence is
 sufficient, answer now.
@@ -113,8 +119,7 @@ class ChatAgentModel(AgentModel):
 _STEP = re.compile(r"^Step \d+:\n", re.MULTILINE)
 _DOC = re.compile(r"^\[doc (\S+)\] (.*?): (.*)$", re.MULTILINE)
 _BUDGET = re.compile(r"(ToolBudgetUsed|OutputTokenBudgetUsed): (\d+)/(\d+)")
-_DIRECTIVES = {"Instruction: SEARCH.": SEARCH, "Instruction: DECOMPOSE.": DECOMPOSE, "Instruction: ANSWER.": ANSWER,
-               "Instruction: BUDGET BACKSTOP.": BACKSTOP}  # fmt: skip
+_DIRECTIVES = {text.split("\n")[0]: action for action, text in INSTRUCTIONS.items()}  # "Instruction: SEARCH." -> ...
 
 
 def read_turn(system: str, user: str, max_tokens: int) -> tuple[Trace, Directive, QABudget]:
@@ -125,7 +130,7 @@ def read_turn(system: str, user: str, max_tokens: int) -> tuple[Trace, Directive
         block = block.split("\n\nContinue reasoning.")[0]
         parsed = parse_turn(block)
         hits = tuple(Hit(m.group(1), m.group(2), m.group(3), 0.0) for m in _DOC.finditer(block))
-        action = SEARCH if parsed.query is not None else "stall"
+        action = Action.SEARCH if parsed.query is not None else Action.STALL
         trace.steps.append(
             Step(action, None, 0, parsed.thought, query=parsed.query, hits=hits, candidate=parsed.candidate)
         )

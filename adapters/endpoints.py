@@ -6,11 +6,11 @@ import os
 from typing import TYPE_CHECKING
 
 from adapters.resilience import RateLimiter, Resilient, RetryPolicy
-from runtime._errors import UsageError
+from runtime.types import UsageError
 
 if TYPE_CHECKING:
     from adapters.chat import ChatBackend
-    from runtime._workflow import ModelSpec
+    from runtime.types import ModelSpec
 
 __all__ = ["make_backend"]
 

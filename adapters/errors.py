@@ -1,34 +1,64 @@
-"""Vendor errors mapped to ontime's typed errors, in one place, with secrets scrubbed from every message.
+"""Vendor errors mapped to ontime's typed errors, in one boundary, with secrets scrubbed from every message.
 
-The OpenAI and Anthropic SDKs raise their own classes (and, mid-stream, the raw exceptions of their HTTP
+The OpenAI and Anthropic SDKs raise their own classes (and, mid-stream, the exceptions of their HTTP
 transport); the executor and the retry wrapper only ever see :class:`runtime.ProviderError` subclasses:
 rejected (do not retry), unavailable (retry) and rate limited (retry after the time the endpoint asked for).
+Each backend names its SDK's classes (:class:`VendorErrors`), so only it imports its SDK. An exception that
+is none of these is a bug and propagates as it is. The mapped error keeps the vendor's as its cause, with
+the message redacted.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from adapters.chat import ChatStream
-from runtime._errors import ProviderError, ProviderRejectedError, ProviderUnavailableError, RateLimitedError
+from runtime.types import ProviderError, ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
     from adapters.chat import Delta
 
-__all__ = ["redact", "retry_after_s", "vendor_error", "vendor_stream"]
+__all__ = ["VendorErrors", "redact", "retry_after_s", "vendor_error", "vendor_stream"]
 
 # Key-shaped strings of the vendors we know (sk-..., sk-ant-...), and bearer tokens in echoed headers.
 _KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._\-]{6,})")
-_TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "anyio", "aiohttp", "h11", "ssl")
 _MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class VendorErrors:
+    """An SDK's error classes: ``status`` is an HTTP error answer (``status_code``, ``response``);
+    ``transient`` are connection failures, timeouts and replies the SDK could not read."""
+
+    status: type[Exception]
+    transient: tuple[type[Exception], ...]
+
+
+class _VendorCause(Exception):
+    """The vendor's own exception, kept as a mapped error's cause with secrets scrubbed from its message."""
+
+
+@cache
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What the SDKs' HTTP transports (httpx, httpx2) raise mid-stream, plus a reply that is not JSON."""
+    found: list[type[BaseException]] = [TimeoutError, ConnectionError, json.JSONDecodeError]
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).HTTPError)
+        except ImportError:  # pragma: no cover (httpx is a dependency; httpx2 comes with newer SDKs)
+            continue
+    return tuple(found)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -64,31 +94,38 @@ def retry_after_s(headers: Any) -> float | None:
         return None
 
 
-def vendor_error(exc: BaseException, provider: str, secrets: Iterable[str] = ()) -> ProviderError:
-    """The typed error for anything an SDK or its transport raised; never includes a secret."""
+def vendor_error(
+    exc: BaseException, provider: str, vendor: VendorErrors, secrets: Iterable[str] = ()
+) -> ProviderError | None:
+    """The typed error for what an SDK or its transport raised (never with a secret), or None if it is
+    neither: then it is a bug, to let through."""
     if isinstance(exc, ProviderError):
         return exc
-    status = getattr(exc, "status_code", None)
-    response = getattr(exc, "response", None)
     name = type(exc).__name__
     detail = redact(_short(exc), secrets)
-    if isinstance(status, int):
+    if isinstance(exc, vendor.status):
+        status = getattr(exc, "status_code", 0)
         msg = f"{provider} answered HTTP {status} ({name}): {detail}"
         if status == 429:
-            retry = retry_after_s(getattr(response, "headers", None))
+            retry = retry_after_s(getattr(getattr(exc, "response", None), "headers", None))
             return RateLimitedError(msg, provider=provider, status=status, retry_after=retry)
         if status in (408, 409) or status >= 500:
             return ProviderUnavailableError(msg, provider=provider, status=status)
         return ProviderRejectedError(msg, provider=provider, status=status)
-    module = type(exc).__module__.split(".")[0]
-    transient = (
-        isinstance(exc, TimeoutError | ConnectionError | json.JSONDecodeError | EOFError)
-        or module in _TRANSPORT_MODULES
-        or name in {"APIConnectionError", "APITimeoutError", "APIResponseValidationError", "APIError"}
-    )
-    if transient:
+    if isinstance(exc, vendor.transient + _transport_errors()):
         return ProviderUnavailableError(f"{provider}: {name}: {detail}", provider=provider)
-    return ProviderRejectedError(f"{provider}: unexpected {name}: {detail}", provider=provider)
+    return None
+
+
+def _mapped_or_raise(exc: Exception, provider: str, vendor: VendorErrors, secrets: Iterable[str]) -> ProviderError:
+    """``exc`` as its typed error, its cause the redacted original; re-raises ``exc`` if it is not a vendor's."""
+    mapped = vendor_error(exc, provider, vendor, secrets)
+    if mapped is None:
+        raise exc
+    if mapped is not exc:
+        cause = _VendorCause(f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}")
+        mapped.__cause__ = cause.with_traceback(exc.__traceback__)
+    return mapped
 
 
 def _short(exc: BaseException) -> str:
@@ -103,6 +140,7 @@ async def vendor_stream(
     n: int,
     read: Callable[[Any, ChatStream], AsyncIterator[Delta]],
     provider: str,
+    vendor: VendorErrors,
     secrets: Iterable[str] = (),
 ) -> AsyncIterator[ChatStream]:
     """Open an SDK stream as a :class:`ChatStream`, with every vendor error mapped, and close it on exit.
@@ -113,9 +151,10 @@ async def vendor_stream(
     try:
         raw = await create
     except Exception as exc:
-        raise vendor_error(exc, provider, secrets) from None
+        mapped = _mapped_or_raise(exc, provider, vendor, secrets)
+        raise mapped from mapped.__cause__
     s = ChatStream(n)
-    s.deltas = _mapped(read(raw, s), provider, secrets)
+    s.deltas = _mapped(read(raw, s), provider, vendor, secrets)
     try:
         yield s
     finally:
@@ -123,11 +162,14 @@ async def vendor_stream(
             await raw.close()
 
 
-async def _mapped(deltas: AsyncIterator[Delta], provider: str, secrets: Iterable[str]) -> AsyncIterator[Delta]:
+async def _mapped(
+    deltas: AsyncIterator[Delta], provider: str, vendor: VendorErrors, secrets: Iterable[str]
+) -> AsyncIterator[Delta]:
     try:
         async for d in deltas:
             yield d
     except ProviderError:
         raise
     except Exception as exc:
-        raise vendor_error(exc, provider, secrets) from None
+        mapped = _mapped_or_raise(exc, provider, vendor, secrets)
+        raise mapped from mapped.__cause__

@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import openai
 
 from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
-from adapters.errors import vendor_error, vendor_stream
-from runtime._errors import ProviderUnavailableError
+from adapters.errors import VendorErrors, vendor_stream
+from runtime.types import ProviderUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["ERRORS", "OpenAIBackend"]
+
+ERRORS = VendorErrors(
+    status=openai.APIStatusError,
+    transient=(openai.APIConnectionError, openai.APIResponseValidationError, openai.APIError),
+)
 
 
 class OpenAIBackend(ChatBackend):
@@ -47,7 +52,7 @@ class OpenAIBackend(ChatBackend):
         try:
             self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         except openai.OpenAIError as exc:
-            raise vendor_error(exc, self.provider) from None
+            raise UsageError(f"cannot make an OpenAI client: {exc}") from None
         self._secrets = (self.client.api_key,) if isinstance(self.client.api_key, str) else ()
         self.timeout_s = timeout_s
         self.max_tokens_field = max_tokens_field or ("max_tokens" if base_url else "max_completion_tokens")
@@ -73,7 +78,7 @@ class OpenAIBackend(ChatBackend):
             timeout=request_timeout(request, self.timeout_s, self.provider),
             **kwargs,
         )
-        async with vendor_stream(opening, request.n, self._deltas, self.provider, self._secrets) as s:
+        async with vendor_stream(opening, request.n, self._deltas, self.provider, ERRORS, self._secrets) as s:
             yield s
 
     async def _deltas(self, raw: Any, s: ChatStream) -> AsyncIterator[Delta]:

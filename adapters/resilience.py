@@ -20,7 +20,7 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta
-from runtime._errors import ProviderUnavailableError, RateLimitedError, UsageError
+from runtime.types import ProviderUnavailableError, RateLimitedError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

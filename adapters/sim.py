@@ -1,9 +1,11 @@
 """The simulated backend: samples drawn from the workflow's profiles, latency slept on the run's clock.
 
 Each sample's draws come from a generator seeded by ``(run seed, batch, sample index)``, so the same seed
-gives the same run whatever order the event loop starts tasks in. A sample's output tokens stream out
-linearly between its time to first token and its end, which is what a cancelled sample is charged for.
-Input tokens are charged in full as soon as a sample starts (the prompt is processed first).
+gives the same run whatever order the event loop starts tasks in. A batch's samples end in the order of
+their latencies (ties by index), each reported at its own wake-up on the clock. A sample's output tokens
+stream out linearly between its time to first token and its end, which is what a cancelled sample is charged
+for. Input tokens are charged in full as soon as a sample starts (the prompt is processed first). The draw
+says whether the sample passes (``SampleEnd.passed``): the simulation is its own verifier.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import math
 import random
 from typing import TYPE_CHECKING
 
-from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
-from runtime._profiles import KIND_FIXED, KIND_LOGNORMAL, KIND_POOL, ProfileTable
+from runtime.types import KIND_FIXED, KIND_LOGNORMAL, KIND_POOL, Adapter, Finish, SampleEnd, UsageError
 
 if TYPE_CHECKING:
-    from runtime._clock import Clock
+    from runtime.types import Batch, Clock, ProfileTable, Report
 
 __all__ = ["SimAdapter", "draw_sample", "tokens_at"]
 
@@ -35,13 +36,13 @@ def draw_sample(table: ProfileTable, i: int, j: int, rng: random.Random) -> tupl
         tokens = int(table.pool_tokens[r])
         latency = float(table.pool_latency[r])
     elif kind == KIND_FIXED:
-        ok = rng.random() < table.p_draw[i, j]
+        ok = bool(rng.random() < table.p_draw[i, j])
         tokens = int(table.fixed_tokens[i, j])
     elif kind == KIND_LOGNORMAL:
-        ok = rng.random() < table.p_draw[i, j]
+        ok = bool(rng.random() < table.p_draw[i, j])
         tokens = max(1, round(math.exp(table.ln_mu[i, j] + table.ln_sigma[i, j] * rng.gauss())))
     else:
-        raise ValueError(f"model {table.model_names[j]!r} cannot run subtask {table.subtask_ids[i]!r}")
+        raise UsageError(f"model {table.model_names[j]!r} cannot run subtask {table.subtask_ids[i]!r}")
     if tokens > cap:
         ok, tokens = False, cap
     if math.isnan(latency):
@@ -68,27 +69,37 @@ class SimAdapter(Adapter):
         seed: the run's seed.
     """
 
+    simulated = True
+
     def __init__(self, table: ProfileTable, clock: Clock, seed: int) -> None:
         self.table = table
         self.clock = clock
         self.seed = seed
 
-    async def sample(self, request: SampleRequest, progress: SampleProgress) -> SampleOutcome:
-        batch, index = request.key
-        rng = random.Random(f"{self.seed}:{batch}:{index}")
-        ok, tokens, latency = draw_sample(self.table, request.subtask, request.model, rng)
-        tokens = min(tokens, request.max_tokens)
-        progress.input_tokens = request.input_tokens
+    async def run(self, batch: Batch, report: Report) -> None:
+        i, j = batch.subtask, batch.model
+        draws = [
+            draw_sample(self.table, i, j, random.Random(f"{self.seed}:{batch.id}:{idx}")) for idx in range(batch.k)
+        ]
+        pending = sorted(range(batch.k), key=lambda idx: (draws[idx][2], idx))
         start = self.clock.now()
         try:
-            await self.clock.sleep_until(start + latency, order=request.key)
-        finally:
-            ttft = float(self.table.ttft_s[request.model])
-            progress.output_tokens = tokens_at(self.clock.now() - start, tokens, latency, ttft)
-        return SampleOutcome(
-            success=ok,
-            input_tokens=request.input_tokens,
-            output_tokens=tokens,
-            output=f"[sim] {request.subtask_id} on {request.model_name}: {tokens} tokens, "
-            + ("passed" if ok else "failed"),
-        )
+            while pending:
+                idx = pending[0]
+                ok, tokens, latency = draws[idx]
+                await self.clock.sleep_until(start + latency, order=(batch.id, idx))
+                pending.pop(0)
+                tokens = min(tokens, batch.max_tokens)
+                output = f"[sim] {batch.tag} on {self.table.model_names[j]}: {tokens} tokens, " + (
+                    "passed" if ok else "failed"
+                )
+                report(SampleEnd(index=idx, finish=Finish.COMPLETE, input_tokens=batch.input_tokens,
+                                 output_tokens=tokens, output=output, passed=ok))  # fmt: skip
+        finally:  # cancelled: each of the others is charged what it has produced by now
+            elapsed = self.clock.now() - start
+            ttft = float(self.table.ttft_s[j])
+            for idx in sorted(pending):
+                _, tokens, latency = draws[idx]
+                produced = tokens_at(elapsed, min(tokens, batch.max_tokens), latency, ttft)
+                report(SampleEnd(index=idx, finish=Finish.CANCELLED, input_tokens=batch.input_tokens,
+                                 output_tokens=produced))  # fmt: skip

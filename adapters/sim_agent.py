@@ -35,38 +35,19 @@ from __future__ import annotations
 
 import math
 import random
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runtime._qa_forms import CHOICE, DATE, ENTITY, YESNO, choice_options, question_form, years_in
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, content_tokens
-from runtime._workflow import LogNormalTokens
+from runtime.types import Action, AgentModel, LogNormalTokens, ModelTurn, UsageError, content_tokens
+from runtime.types.answers import CHOICE, DATE, ENTITY, YESNO, choice_options, question_form, years_in
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from runtime._qa_types import Directive, QABudget, Trace
+    from runtime.types import Directive, QABudget, Trace
     from tools.qa_data import QAExample
 
-__all__ = ["BACKBONES", "AgentModel", "Backbone", "ModelTurn", "SimAgentModel"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelTurn:
-    text: str
-    output_tokens: int
-
-
-class AgentModel(ABC):
-    """The LLM behind a search agent: one turn from the trace, the directive and the budget."""
-
-    @abstractmethod
-    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
-        """The model's output for this turn (at most ``directive.max_tokens`` output tokens)."""
-
-    async def aclose(self) -> None:  # noqa: B027 (optional hook: the simulated model holds nothing)
-        """Close connections; :func:`runtime.answer` calls it before returning."""
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "SimAgentModel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +67,12 @@ class Backbone:
     tokens: Mapping[str, tuple[float, float]]  # turn kind -> (mean, std) of output tokens
 
 
-_TOKENS = {SEARCH: (38.0, 12.0), DECOMPOSE: (50.0, 15.0), ANSWER: (24.0, 8.0), "free": (75.0, 30.0)}
+_TOKENS = {
+    Action.SEARCH: (38.0, 12.0),
+    Action.DECOMPOSE: (50.0, 15.0),
+    Action.ANSWER: (24.0, 8.0),
+    "free": (75.0, 30.0),
+}
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
@@ -110,6 +96,8 @@ class SimAgentModel(AgentModel):
     """
 
     def __init__(self, examples: Sequence[QAExample], backbone: str | Backbone = DEFAULT_BACKBONE, seed: int = 0):
+        if isinstance(backbone, str) and backbone not in BACKBONES:
+            raise UsageError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
         self.backbone = BACKBONES[backbone] if isinstance(backbone, str) else backbone
         self.seed = seed
         self._by_question = {ex.question.strip(): ex for ex in examples}
@@ -124,13 +112,17 @@ class SimAgentModel(AgentModel):
         missing = [] if ex is None else [p for p in ex.supporting if p not in read]
         action = self._choose(trace, directive, budget, ex, missing, t)
         belief, chance = self._belief(trace, ex, read, missing)
-        kind = "free" if directive.action is None else (ANSWER if action in (ANSWER, BACKSTOP) else action)
+        kind = (
+            "free"
+            if directive.action is None
+            else (Action.ANSWER if action in (Action.ANSWER, Action.BACKSTOP) else action)
+        )
         mean, std = self.backbone.tokens[kind]
         if directive.show_budget:
             mean, std = mean * 0.85, std * 0.85
         tokens = _lognormal(self._rng(trace, t, "len"), mean, std)
         thought = self._thought(trace, missing, belief, chance, len(read))
-        if action in (SEARCH, DECOMPOSE):
+        if action in (Action.SEARCH, Action.DECOMPOSE):
             body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, ex, read, action, t)}</tool_call>"
         else:
             body = f"<thought>{thought}</thought>\n<answer>{self._slip(trace, belief, t)}</answer>"
@@ -155,17 +147,17 @@ class SimAgentModel(AgentModel):
         rng = self._rng(trace, t, "act")
         if d.action is None:  # free-running: its own judgement
             if d.show_budget and (
-                budget.tool_calls_left == 0 or budget.tokens_left < 2 * self.backbone.tokens[ANSWER][0]
+                budget.tool_calls_left == 0 or budget.tokens_left < 2 * self.backbone.tokens[Action.ANSWER][0]
             ):
-                return ANSWER
+                return Action.ANSWER
             if trace.searches == 0:
-                return SEARCH
+                return Action.SEARCH
             if ex is not None and not missing:
-                return ANSWER
-            return ANSWER if rng.random() < self.backbone.p_overconfident else SEARCH
+                return Action.ANSWER
+            return Action.ANSWER if rng.random() < self.backbone.p_overconfident else Action.SEARCH
         if rng.random() < self.backbone.p_obey:
             return d.action
-        return ANSWER if d.action in (SEARCH, DECOMPOSE) else SEARCH  # drift
+        return Action.ANSWER if d.action in (Action.SEARCH, Action.DECOMPOSE) else Action.SEARCH  # drift
 
     def _belief(self, trace: Trace, ex: QAExample | None, read: set[str], missing: list[str]) -> tuple[str, float]:
         """The model's current answer and the chance that it is right."""
@@ -200,7 +192,7 @@ class SimAgentModel(AgentModel):
         rng = self._rng(trace, t, "query")
         words = content_tokens(trace.question)
         if ex is not None:
-            p = self.backbone.p_bridge_query if action == DECOMPOSE else self.backbone.p_good_query
+            p = self.backbone.p_bridge_query if action == Action.DECOMPOSE else self.backbone.p_good_query
             target = self._target(ex, read)
             if target is not None and rng.random() < p:
                 title = next(para.title for para in ex.paragraphs if para.id == target)

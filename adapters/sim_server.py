@@ -33,14 +33,12 @@ from aiohttp import web
 from adapters.chat import SUBTASK_HEADER
 from adapters.chat_agent import QA_TAG
 from adapters.sim import draw_sample
-from runtime._errors import UsageError
-from runtime._profiles import ProfileTable
+from runtime.types import ProfileTable, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from adapters.sim_agent import AgentModel
-    from runtime._workflow import Workflow
+    from runtime.types import AgentModel, Workflow
 
 __all__ = ["Faults", "Served", "SimServer", "serve_in_thread"]
 

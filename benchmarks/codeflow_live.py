@@ -32,8 +32,8 @@ import runtime
 from adapters.sim_server import FAULT_KINDS, Faults, SimServer, serve_in_thread
 from benchmarks._report import console, data_dir, machine, rows_table, write_csv
 from benchmarks.instances import check_graph, codeflow_graph
-from runtime._verifiers import build_verifier
 from tools.sandbox import Limits, run_tests
+from tools.verifiers import build_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imports the reference solutions assume from their original modules; run before the code under test.
@@ -72,7 +72,8 @@ def _fence(code: str) -> str:
 
 def select(path: Path, problems: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Problems whose references all pass their tests in the sandbox; and what was skipped, with why."""
-    chosen, skipped = [], []
+    chosen: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for entry in json.loads(path.read_text()):
         if len(chosen) >= problems:
             break
@@ -108,7 +109,7 @@ def select(path: Path, problems: int) -> tuple[list[dict[str, Any]], list[dict[s
 
 def _why(result: Any) -> str:
     if result.exec_fail:
-        return result.exec_fail.splitlines()[0][:80]
+        return str(result.exec_fail).splitlines()[0][:80]
     f = result.failures[0]
     return f"{f.error_type}: {f.error_message}"[:80]
 
@@ -185,7 +186,7 @@ def live_run(
             m["base_url"] = url + "/v1"
         wf = runtime.parse_workflow(spec)
         start = time.monotonic()
-        result = runtime.run(wf, budget, deadline, seed=seed, on_event=events.append, log=False)
+        result = runtime.run(wf, budget, deadline, seed=seed, on_event=events.append)
         wall = time.monotonic() - start
     ledger = runtime.replay_ledger(events)
     ends = [e for e in events if isinstance(e, runtime.SampleFinished)]

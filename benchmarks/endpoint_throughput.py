@@ -1,15 +1,21 @@
-"""Completions per second through ``serve-sim`` with the OpenAI SDK, against a plain httpx loop.
+"""Completions per second through ``serve-sim``: a plain httpx loop, the bare OpenAI SDK, and ontime's executor.
 
     python -m benchmarks.endpoint_throughput [--concurrency 1,64,512] [--requests 2000] [--tokens 16]
 
-The server runs as its own process (``ontime serve-sim``, as a user would start it) with a one-subtask
-workflow whose answers are ``--tokens`` tokens long and take no time (``--speed`` 1e6), so what is measured
-is the client and the HTTP path, not the profile's latency. Each client streams every request (the path the
-runtime takes: ``stream=True`` with usage) and keeps ``concurrency`` requests in flight until ``--requests``
-are done. ``sdk`` is ``AsyncOpenAI.chat.completions.create``; ``httpx`` is one ``httpx.AsyncClient`` posting
-the same JSON and reading the server-sent events by hand. Both have a 1000-connection pool.
+The server runs as its own process (``ontime serve-sim``, as a user would start it) with a workflow whose
+answers are ``--tokens`` tokens long and take no time (``--speed`` 1e6), so what is measured is the client
+and the HTTP path, not the profile's latency. Each client streams every request (``stream=True`` with usage)
+and keeps ``concurrency`` requests in flight until ``--requests`` are done:
 
-Both clients and the server share the machine's cores: read the ratio, not the absolute numbers.
+- ``httpx``: one ``httpx.AsyncClient`` posting the JSON and reading the server-sent events by hand;
+- ``sdk``: ``AsyncOpenAI.chat.completions.create`` from ``concurrency`` workers;
+- ``ontime``: ``runtime.run`` of a workflow with one subtask per completion (no dependencies, no verifier),
+  each launched as one batch of k = 1 by ``retry:m:1``, through the whole runtime: executor, ledger, events,
+  the chat adapter, retries, and the model's ``concurrency`` limit, which keeps that many requests open.
+  Its latency column is left out: a sample's latency there includes the wait for a free connection.
+
+All have a 1000-connection pool. The clients and the server share the machine's cores: read the ratios, not
+the absolute numbers.
 """
 
 from __future__ import annotations
@@ -29,20 +35,22 @@ import anyio
 import httpx
 import openai
 
+import runtime
 from benchmarks._report import console, machine, rows_table, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
-BODY_MESSAGES = [{"role": "user", "content": "Say something short."}]
 
 
-def _spec(tokens: int) -> dict[str, Any]:
+def _spec(tokens: int, subtasks: int, base_url: str = "http://127.0.0.1:1/v1", concurrency: int = 1) -> dict[str, Any]:
+    """``subtasks`` independent one-prompt subtasks on one model; prices are nominal, so no budget binds."""
     return {
         "name": "throughput",
-        "models": {"m": {"provider": "openai", "model": MODEL, "base_url": "http://127.0.0.1:1/v1",
-                         "tokens_per_s": 1000, "ttft_s": 0.0, "max_output_tokens": 4 * tokens}},
-        "subtasks": [{"id": "say", "prompt": "Say something short.", "reference": "ok " * tokens,
-                      "profiles": {"m": {"p": 1.0, "output_tokens": {"fixed": tokens}}}}],
+        "models": {"m": {"provider": "openai", "model": MODEL, "base_url": base_url, "concurrency": concurrency,
+                         "input_price_per_mtok": 0.01, "output_price_per_mtok": 0.01, "tokens_per_s": 1000,
+                         "ttft_s": 0.0, "max_output_tokens": 4 * tokens}},
+        "subtasks": [{"id": f"say{i}", "prompt": "Say something short.", "reference": "ok " * tokens,
+                      "profiles": {"m": {"p": 1.0, "output_tokens": {"fixed": tokens}}}} for i in range(subtasks)],
     }  # fmt: skip
 
 
@@ -72,11 +80,11 @@ def _start_server(spec_path: Path, port: int) -> subprocess.Popen[bytes]:
 async def _sdk_one(client: openai.AsyncOpenAI, tokens: int) -> int:
     stream = await client.chat.completions.create(
         model=MODEL,
-        messages=BODY_MESSAGES,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "Say something short."}],
         max_tokens=4 * tokens,
         stream=True,
         stream_options={"include_usage": True},
-        extra_headers={"x-ontime-subtask": "say"},
+        extra_headers={"x-ontime-subtask": "say0"},
     )
     pieces = 0
     async for chunk in stream:
@@ -85,10 +93,11 @@ async def _sdk_one(client: openai.AsyncOpenAI, tokens: int) -> int:
 
 
 async def _httpx_one(client: httpx.AsyncClient, url: str, tokens: int) -> int:
-    body = {"model": MODEL, "messages": BODY_MESSAGES, "max_tokens": 4 * tokens, "stream": True,
+    messages = [{"role": "user", "content": "Say something short."}]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 4 * tokens, "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
     pieces = 0
-    async with client.stream("POST", url, json=body, headers={"x-ontime-subtask": "say"}) as resp:
+    async with client.stream("POST", url, json=body, headers={"x-ontime-subtask": "say0"}) as resp:
         resp.raise_for_status()
         async for line in resp.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -98,7 +107,22 @@ async def _httpx_one(client: httpx.AsyncClient, url: str, tokens: int) -> int:
     return pieces
 
 
+async def _through_ontime(base: str, concurrency: int, requests: int, tokens: int) -> dict[str, Any]:
+    wf = runtime.parse_workflow(_spec(tokens, requests, base + "/v1", concurrency))
+    start = time.perf_counter()
+    result = await runtime.arun(wf, 1000.0, 600.0, planner="retry:m:1")
+    wall = time.perf_counter() - start
+    produced = [o.output for o in result.subtasks.values()]
+    if not result.success or any(out is None or len(out.split()) != tokens for out in produced):
+        raise RuntimeError(f"ontime: {result.completed}/{requests} completions ({result.reason})")
+    return {"client": "ontime", "concurrency": concurrency, "requests": requests,
+            "completions_per_s": round(requests / wall, 1), "p50_ms": None, "p95_ms": None,
+            "wall_s": round(wall, 2)}  # fmt: skip
+
+
 async def _measure(kind: str, base: str, concurrency: int, requests: int, tokens: int) -> dict[str, Any]:
+    if kind == "ontime":
+        return await _through_ontime(base, concurrency, requests, tokens)
     latencies: list[float] = []
     sent = 0
     if kind == "sdk":
@@ -152,7 +176,7 @@ def main() -> None:
     console.print(f"[bold]serve-sim throughput[/] on {machine()}, {args.tokens} tokens per completion")
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "throughput.json"
-        spec_path.write_text(json.dumps(_spec(args.tokens)))
+        spec_path.write_text(json.dumps(_spec(args.tokens, max(args.requests, *levels))))
         port = _free_port()
         proc = _start_server(spec_path, port)
         try:
@@ -160,18 +184,19 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             for c in levels:
                 n = max(c, args.requests // 10 if c == 1 else args.requests)
-                for kind in ("httpx", "sdk"):
+                for kind in ("httpx", "sdk", "ontime"):
                     anyio.run(_measure, kind, base, min(c, 8), min(n, 200), args.tokens)  # warm up
                     row = anyio.run(_measure, kind, base, c, n, args.tokens)
                     rows.append(row)
-                    console.print(f"  {kind:5} x{c:<4} {row['completions_per_s']:>8} /s  p50 {row['p50_ms']} ms")
+                    console.print(f"  {kind:6} x{c:<4} {row['completions_per_s']:>8} /s  p50 {row['p50_ms']} ms")
         finally:
             proc.terminate()
             proc.wait(timeout=10)
     by = {(r["client"], r["concurrency"]): r for r in rows}
     for r in rows:
-        base_rate = by[("httpx", r["concurrency"])]["completions_per_s"]
-        r["vs_httpx"] = round(r["completions_per_s"] / base_rate, 2) if base_rate else None
+        for other in ("httpx", "sdk"):
+            base_rate = by[(other, r["concurrency"])]["completions_per_s"]
+            r[f"vs_{other}"] = round(r["completions_per_s"] / base_rate, 2) if base_rate else None
     console.print(rows_table(rows, "completions per second through serve-sim (streamed, usage on)"))
     console.print(f"wrote {write_csv(rows, args.out / 'throughput.csv')}")
 

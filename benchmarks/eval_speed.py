@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks._report import console, machine, rows_table, write_csv
-from runtime._eval import evaluate
-from runtime._spec import load_workflow
+from runtime import evaluate, load_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +40,15 @@ def main() -> None:
             rows.append(
                 {
                     "workflow": wf.name,
-                    "planner": report["planner"],
+                    "planner": report.planner,
                     "workers": workers,
                     "runs": args.runs,
                     "wall_s": round(wall, 2),
                     "runs_per_s": round(args.runs / wall, 1),
-                    "p_success": report["p_success"],
-                    "decisions": report["planner_ms"]["decisions"],
-                    "overspend_runs": report["overspend_runs"],
-                    "late_runs": report["late_runs"],
+                    "p_success": report.p_success,
+                    "decisions": report.planner_ms.decisions,
+                    "overspend_runs": report.overspend_runs,
+                    "late_runs": report.late_runs,
                 }
             )
     title = f"ontime eval: {args.runs} runs of {wf.name} (${args.budget:g}, {args.deadline:g}s)"

@@ -1,7 +1,7 @@
 """Benchmark workflows: the MCP paper's ProofFlow and CodeFlow suites, built from their real dependency
 graphs, and random DAGs for scaling studies.
 
-The graphs are real (../shared/data/workflows: ProofFlow lemma DAGs, CodeFlowBench-Repo subproblems); the
+The graphs are real ($ONTIME_DATA_DIR/workflows: ProofFlow lemma DAGs, CodeFlowBench-Repo subproblems); the
 model catalogs are the paper's, with list prices from genai-prices; the execution profiles are 512-sample
 empirical pools per (subtask, model) drawn from the generative model below, because the paper's recorded
 pools are not public. benchmarks/README.md states every assumption and how the scales were matched to the

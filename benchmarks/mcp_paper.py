@@ -140,12 +140,13 @@ def perturbed(table_wf: runtime.Workflow, noise: tuple[str, float], seed: int) -
 
 def run_task(task: Task, data_dir: str | Path) -> list[dict[str, Any]]:
     """Play every planner of the task on the instance; one row per planner."""
-    from planners import PlannerContext, make_planner
+    from planners import make_planner
     from planners.mcp import MCPPlanner
+    from runtime import PlannerContext
 
     inst = _instance(task.suite, task.instance, data_dir)
     table = runtime.ProfileTable.from_workflow(inst.workflow)
-    budget_pusd = runtime._money.to_pusd(task.budget)
+    budget_pusd = runtime.types.to_pusd(task.budget)
     deadline = 60.0 * task.deadline_min
     start = runtime.Snapshot.at_start(table, budget_pusd, deadline, rounds=task.rounds)
     seed = zlib.crc32(f"{task.suite}|{task.instance}|{task.seed}".encode())

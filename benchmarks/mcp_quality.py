@@ -23,8 +23,9 @@ from typing import Any
 
 import runtime
 from benchmarks._report import console, machine, rows_table, write_csv
-from planners import PlannerContext, make_planner
+from planners import make_planner
 from planners.exact import ExactPlanner
+from runtime import PlannerContext
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -47,7 +48,7 @@ SAFE_CELLS = (
 
 def exact_value(wf: runtime.Workflow, budget: float, deadline: float) -> float:
     table = runtime.ProfileTable.from_workflow(wf)
-    pusd = runtime._money.to_pusd(budget)
+    pusd = runtime.types.to_pusd(budget)
     planner = make_planner("exact", PlannerContext(table, pusd, deadline, 0))
     assert isinstance(planner, ExactPlanner)
     return planner.optimum(pusd)

@@ -69,7 +69,7 @@ def snapshots(wf: runtime.Workflow, budget: float, deadline: float, runs: int = 
 
     mid = table.model_names[min(1, table.n_models - 1)]
     for seed in range(runs):
-        runtime.run(wf, budget, deadline, planner=Spy(table, table.model_index(mid), 2), seed=seed, log=False)
+        runtime.run(wf, budget, deadline, planner=Spy(table, table.model_index(mid), 2), seed=seed)
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import runtime
 from benchmarks._report import console, machine, rows_table, write_csv
-from runtime._eval import evaluate
+from runtime import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,8 +48,8 @@ def main() -> None:
                 pred = runtime.predict(wf, budget, deadline, planner=args.planner, runs=args.runs, workers=args.workers)
                 t1 = time.perf_counter()
                 real = evaluate(wf, budget, deadline, planner=args.planner, runs=args.runs, workers=args.workers)
-                p, r = pred.p_success, real["p_success"]
-                sd = math.sqrt(p * (1 - p) / pred.runs + r * (1 - r) / real["runs"])
+                p, r = pred.p_success, real.p_success
+                sd = math.sqrt(p * (1 - p) / pred.runs + r * (1 - r) / real.runs)
                 rows.append(
                     {
                         "spec": spec,
@@ -62,9 +62,9 @@ def main() -> None:
                         "gap_pts": round(100 * (p - r), 2),
                         "gap_sd_pts": round(100 * sd, 2),
                         "pred_cost": round(pred.expected_cost, 5),
-                        "real_cost": round(real["mean_cost"], 5),
+                        "real_cost": round(real.mean_cost, 5),
                         "pred_elapsed": round(pred.expected_elapsed, 1),
-                        "real_elapsed": round(real["mean_elapsed"], 1),
+                        "real_elapsed": round(real.mean_elapsed, 1),
                         "predict_s": round(t1 - t0, 1),
                         "method": pred.method,
                     }

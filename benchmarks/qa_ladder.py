@@ -24,7 +24,8 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks._report import console, data_dir, machine, rows_table, write_csv
-from runtime._qa_api import ABLATIONS, CONTROLLERS, LADDER, bootstrap_mean, evaluate_qa
+from planners import ABLATIONS, CONTROLLERS
+from runtime._qa_api import LADDER, QACell, bootstrap_mean, evaluate_qa
 from tools.qa_data import load_qa, pool_corpus
 from tools.retrieval import BM25Search
 
@@ -54,22 +55,22 @@ def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 200
 
 
 def comparisons(
-    rows: list[dict[str, Any]], dataset: str, diffs: dict[str, dict[str, list[list[float]]]]
+    rows: list[QACell], dataset: str, diffs: dict[str, dict[str, list[list[float]]]]
 ) -> list[dict[str, Any]]:
     """VOI's paired F1 difference with each baseline in every cell of one data set (95% bootstrap).
 
     Each cell's per-question differences are also added to ``diffs[baseline][dataset]`` for :func:`pooled`.
     """
     out = []
-    by = {(r["budget"], r["controller"], r["finalizer"]): r for r in rows}
+    by = {(r.budget, r.controller, r.finalizer): r for r in rows}
     for (budget, name, fin), r in by.items():
         if name != "voi":
             continue
-        for base in CONTROLLERS[1:]:
+        for base in list(CONTROLLERS)[1:]:
             other = by.get((budget, base, fin))
             if other is None:
                 continue
-            d = [x - y for x, y in zip(r["f1_scores"], other["f1_scores"], strict=True)]
+            d = [x - y for x, y in zip(r.f1_scores, other.f1_scores, strict=True)]
             m, lo, hi = bootstrap_mean(d, random.Random(f"{dataset}{budget}{base}{fin}"), reps=2000)
             diffs.setdefault(base, {}).setdefault(dataset, []).append(d)
             out.append({"dataset": dataset, "budget": budget, "finalizer": fin, "vs": base,
@@ -99,16 +100,14 @@ def main() -> None:
         with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task(name, total=total)
             step = partial(bar.advance, task)
-            rows = evaluate_qa(examples, controllers=CONTROLLERS, ladder=LADDER, search=index, backbone=args.backbone,
-                               seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
+            rows = evaluate_qa(examples, controllers=list(CONTROLLERS), ladder=LADDER, search=index,
+                               backbone=args.backbone, seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
             rows += evaluate_qa(examples, controllers=ABLATIONS, ladder=LADDER, finalize=(True,), search=index,
                                 backbone=args.backbone, seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
         deltas += comparisons(rows, name, diffs)
-        for r in rows:
-            r.pop("em_scores")
-            r.pop("f1_scores")
-            every.append({"dataset": name, **r})
-        shown = [{k: v for k, v in r.items() if k not in ("em_lo", "em_hi", "seconds")} for r in rows]
+        cells = [{"dataset": name, **r.to_dict()} for r in rows]
+        every += cells
+        shown = [{k: v for k, v in c.items() if k not in ("dataset", "em_lo", "em_hi", "seconds")} for c in cells]
         console.print(rows_table(shown, f"{name}: {len(examples)} questions ({time.perf_counter() - start:.0f} s)"))
     console.print(rows_table(deltas, "VOI F1 minus each baseline, paired over questions (95% bootstrap)"))
     overall = []

@@ -1,22 +1,36 @@
 """The MCP paper's baselines: Retry-k (online, a fixed local rule) and Uniform (static budget split).
 
 Both name one model "family"; on a subtask that model cannot run they fall back to the cheapest model
-that can, so a family baseline is defined on every workflow.
+that can, so a family baseline is defined on every workflow. ``best-retry`` and ``best-uniform`` pick the
+family (and width) that simulation says is best for the run's budget and deadline, as the paper reports its
+baselines.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from planners.base import Decision, Launch, Planner, Snapshot
+from runtime.types import Decision, Launch, Planner, PlannerSpecError, Reason, Snapshot
 
 if TYPE_CHECKING:
-    from planners.base import Played
-    from runtime._profiles import ProfileTable
+    from collections.abc import Sequence
 
-__all__ = ["MAX_WIDTH", "RetryPlanner", "UniformPlanner"]
+    from runtime.types import PlannerContext, Played, ProfileTable
 
-MAX_WIDTH = 64  # the widest batch either baseline launches at once (the paper's largest K)
+__all__ = [
+    "DEFAULT_WIDTHS",
+    "MAX_WIDTH",
+    "RetryPlanner",
+    "UniformPlanner",
+    "best_retry_from_spec",
+    "best_uniform_from_spec",
+    "retry_from_spec",
+    "uniform_from_spec",
+]
+
+DEFAULT_WIDTHS = (1, 4, 16, 64)  # the paper's width portfolio K
+MAX_WIDTH = DEFAULT_WIDTHS[-1]  # the widest batch either baseline launches at once
+_SELECTION_SIMS = 2000  # closed-loop simulations per candidate when best-retry or best-uniform chooses
 
 
 def _width(table: ProfileTable, i: int, j: int, want: int, left_pusd: int, left_tokens: int | None) -> int:
@@ -57,7 +71,7 @@ class RetryPlanner(Planner):
                 launches[i] = Launch(j, k)
                 left -= k * int(self.table.worst_cost[i, j])
                 tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
-        return Decision(launches, reason=None if launches else "budget")
+        return Decision(launches, reason=None if launches else Reason.BUDGET)
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
         from planners.kernels import SnapshotSim
@@ -97,9 +111,73 @@ class UniformPlanner(Planner):
                 left -= k * int(self.table.worst_cost[i, j])
                 tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         # Out of rollouts or out of ledger: either way this static split has no money left for the subtask.
-        return Decision(launches, reason=None if launches else "budget")
+        return Decision(launches, reason=None if launches else Reason.BUDGET)
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
         from planners.kernels import SnapshotSim
 
         return SnapshotSim(start)({}, self.model, MAX_WIDTH, count, seed, rollouts=self.rollouts, first_sim=first)
+
+
+def _model_arg(ctx: PlannerContext, args: Sequence[str], spec: str) -> int:
+    if not args or not args[0]:
+        return 0
+    try:
+        return ctx.table.model_index(args[0])
+    except ValueError:
+        known = ", ".join(ctx.table.model_names)
+        raise PlannerSpecError(f"planner {spec!r}: unknown model {args[0]!r} (models: {known})") from None
+
+
+def retry_from_spec(args: Sequence[str], ctx: PlannerContext) -> RetryPlanner:
+    """``retry[:MODEL[:K]]`` (default: the first model, K = 1)."""
+    spec = ":".join(["retry", *args])
+    if len(args) > 2:
+        raise PlannerSpecError(f"planner {spec!r}: expected retry[:MODEL[:K]]")
+    k = 1
+    if len(args) == 2:
+        k = int(args[1]) if args[1].isdigit() else 0
+        if k < 1:
+            raise PlannerSpecError(f"planner {spec!r}: K must be a positive integer, not {args[1]!r}")
+    return RetryPlanner(ctx.table, _model_arg(ctx, args, spec), k)
+
+
+def uniform_from_spec(args: Sequence[str], ctx: PlannerContext) -> UniformPlanner:
+    """``uniform[:MODEL]`` (default: the first model)."""
+    spec = ":".join(["uniform", *args])
+    if len(args) > 1:
+        raise PlannerSpecError(f"planner {spec!r}: expected uniform[:MODEL]")
+    return UniformPlanner(ctx.table, _model_arg(ctx, args, spec), ctx.budget_pusd)
+
+
+def best_retry_from_spec(args: Sequence[str], ctx: PlannerContext) -> RetryPlanner:
+    """The Retry-k of the best (model, K) by simulation, as the paper reports its Retry baseline."""
+    from planners.kernels import simulate_snapshot
+
+    if args:
+        raise PlannerSpecError("planner 'best-retry' takes no options")
+    snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
+    values = {
+        (j, k): float(simulate_snapshot(snap, {}, j, k, _SELECTION_SIMS, ctx.seed)[0].mean())
+        for j in range(ctx.table.n_models)
+        for k in DEFAULT_WIDTHS
+    }
+    j, k = max(values, key=lambda jk: values[jk])
+    return RetryPlanner(ctx.table, j, k)
+
+
+def best_uniform_from_spec(args: Sequence[str], ctx: PlannerContext) -> UniformPlanner:
+    """The Uniform of the best model by simulation, as the paper reports its Uniform baseline."""
+    from planners.kernels import simulate_snapshot
+
+    if args:
+        raise PlannerSpecError("planner 'best-uniform' takes no options")
+    snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
+    best, best_value = None, -1.0
+    for j in range(ctx.table.n_models):
+        p = UniformPlanner(ctx.table, j, ctx.budget_pusd)
+        ok = simulate_snapshot(snap, {}, j, MAX_WIDTH, _SELECTION_SIMS, ctx.seed, rollouts=p.rollouts)[0]
+        if ok.mean() > best_value:
+            best, best_value = p, float(ok.mean())
+    assert best is not None
+    return best

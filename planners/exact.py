@@ -16,15 +16,13 @@ import weakref
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from planners.base import Decision, Launch, Planner, Snapshot
-from planners.mcp import DEFAULT_WIDTHS
-from runtime._errors import PlannerSpecError
-from runtime._profiles import KIND_FIXED, ProfileTable
+from planners.baselines import DEFAULT_WIDTHS
+from runtime.types import KIND_FIXED, Decision, Launch, Planner, PlannerSpecError, ProfileTable, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from planners import PlannerContext
+    from runtime.types import PlannerContext
 
 __all__ = ["ExactPlanner", "from_spec"]
 

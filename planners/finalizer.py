@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runtime._qa_forms import (
+from runtime.types import Trace, content_tokens
+from runtime.types.answers import (
     CHOICE,
     DATE,
     ENTITY,
@@ -42,7 +43,6 @@ from runtime._qa_forms import (
     question_form,
     years_in,
 )
-from runtime._qa_types import Trace, content_tokens
 
 __all__ = ["Finalization", "finalize", "refine"]
 

@@ -33,8 +33,7 @@ from numba import njit
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from runtime._profiles import ProfileTable
-    from runtime._snapshot import Launch, Snapshot
+    from runtime.types import Launch, ProfileTable, Snapshot
 
 __all__ = ["SnapshotSim", "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]
 

@@ -41,21 +41,17 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from planners.base import Decision, Launch, Planner, Snapshot
+from planners.baselines import DEFAULT_WIDTHS
 from planners.kernels import seq_models, snapshot_arrays, table_arrays
 from planners.mcp_kernel import closed_loop, decide
-from runtime._errors import PlannerSpecError
+from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from planners import PlannerContext
-    from planners.base import Played
-    from runtime._profiles import ProfileTable
+    from runtime.types import PlannerContext, Played, ProfileTable
 
-__all__ = ["DEFAULT_WIDTHS", "MCPPlanner", "Policy", "from_spec"]
-
-DEFAULT_WIDTHS = (1, 4, 16, 64)
+__all__ = ["MCPPlanner", "Policy", "from_spec"]
 
 
 class Policy(NamedTuple):
@@ -197,7 +193,28 @@ def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
     return out
 
 
-_OPTIONS = "n, k, models, seed, ms, top, mixed, sticky, z"
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError(value)
+    return value == "1"
+
+
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in value.split(",") if x]
+
+
+# option -> (MCPPlanner keyword, parser, what a good value looks like)
+_OPTIONS: dict[str, tuple[str, Callable[[str], object], str]] = {
+    "n": ("n_sims", int, "an integer"),
+    "k": ("widths", _ints, "integers separated by commas"),
+    "models": ("models", str, "model names separated by commas"),
+    "seed": ("seed", int, "an integer"),
+    "ms": ("compute_ms", float, "a number of milliseconds"),
+    "top": ("top", int, "an integer"),
+    "mixed": ("mixed", _flag, "0 or 1"),
+    "sticky": ("sticky", _flag, "0 or 1"),
+    "z": ("z", float, "a number"),
+}
 
 
 def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
@@ -205,31 +222,21 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise PlannerSpecError(f"mcp: options are KEY=VALUE ({_OPTIONS}), not {arg!r}")
-        if key not in _OPTIONS.split(", "):
-            raise PlannerSpecError(f"mcp: unknown option {key!r} ({_OPTIONS})")
+            raise PlannerSpecError(f"mcp: options are KEY=VALUE ({', '.join(_OPTIONS)}), not {arg!r}")
+        if key not in _OPTIONS:
+            raise PlannerSpecError(f"mcp: unknown option {key!r} (options: {', '.join(_OPTIONS)})")
+        keyword, parse, want = _OPTIONS[key]
         try:
-            if key == "n":
-                opts["n_sims"] = int(value)
-            elif key == "k":
-                opts["widths"] = [int(x) for x in value.split(",") if x]
-            elif key == "models":
-                opts["models"] = [table.model_index(x) for x in value.split(",") if x]
-            elif key == "seed":
-                opts["seed"] = int(value)
-            elif key == "ms":
-                opts["compute_ms"] = float(value)
-            elif key == "top":
-                opts["top"] = int(value)
-            elif key == "z":
-                opts["z"] = float(value)
-            else:  # mixed, sticky
-                if value not in ("0", "1"):
-                    raise ValueError(value)
-                opts[key] = value == "1"
+            opts[keyword] = parse(value)
         except ValueError:
-            known = ", ".join(table.model_names)
-            raise PlannerSpecError(f"mcp: bad value in {arg!r} (models: {known})") from None
+            raise PlannerSpecError(f"mcp: option {key} must be {want}, not {value!r}") from None
+        if key == "models":
+            names = [x for x in value.split(",") if x]
+            unknown = [x for x in names if x not in table.model_names]
+            if unknown:
+                known = ", ".join(table.model_names)
+                raise PlannerSpecError(f"mcp: option models names unknown model {unknown[0]!r} (models: {known})")
+            opts[keyword] = [table.model_index(x) for x in names]
     return opts
 
 

@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-from planners.qa_base import QAController
 from planners.voi import allowance, feasible_retrieval, features
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Trace
+from runtime.types import Action, Directive, QABudget, QAController, Trace
 
 __all__ = ["BudgetTracker", "FreeRunning", "SearchThenAnswer", "ValueTree"]
 
@@ -42,14 +41,14 @@ class ValueTree(QAController):
 
     def decide(self, trace: Trace, budget: QABudget) -> Directive:
         if not feasible_retrieval(budget):
-            return Directive(BACKSTOP, allowance(BACKSTOP, budget), show_budget=True)
+            return Directive(Action.BACKSTOP, allowance(Action.BACKSTOP, budget), show_budget=True)
         f = features(trace)
         if f.searches and f.closure >= self.threshold:
-            action = ANSWER
+            action = Action.ANSWER
         elif f.bridge_open:
-            action = DECOMPOSE
+            action = Action.DECOMPOSE
         else:
-            action = SEARCH
+            action = Action.SEARCH
         return Directive(action, allowance(action, budget), show_budget=True)
 
 
@@ -58,5 +57,5 @@ class SearchThenAnswer(QAController):
 
     def decide(self, trace: Trace, budget: QABudget) -> Directive:
         if trace.searches == 0 and feasible_retrieval(budget):
-            return Directive(SEARCH, allowance(SEARCH, budget))
-        return Directive(BACKSTOP, allowance(BACKSTOP, budget))
+            return Directive(Action.SEARCH, allowance(Action.SEARCH, budget))
+        return Directive(Action.BACKSTOP, allowance(Action.BACKSTOP, budget))

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planners.qa_base import QAController
-from runtime._qa_forms import CHOICE, compositionality, question_form
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Trace, content_tokens
+from runtime.types import Action, Directive, QABudget, QAController, Trace, content_tokens
+from runtime.types.answers import CHOICE, compositionality, question_form
 
 __all__ = ["ALLOWANCE", "MIN_ANSWER_TOKENS", "SWITCHES", "VOIController", "allowance", "feasible_retrieval", "features"]
 
 COST_PENALTY, DECOMPOSE_BONUS, EARLY_ANSWER_PENALTY = 0.7, 0.14, 0.18
 EPS = 1e-6
 # Output tokens a turn of each kind may use (capped by what is left), and what an answer needs at least.
-ALLOWANCE = {SEARCH: 60, DECOMPOSE: 72, ANSWER: 40}
+ALLOWANCE = {Action.SEARCH: 60, Action.DECOMPOSE: 72, Action.ANSWER: 40}
 MIN_ANSWER_TOKENS, MIN_SEARCH_TOKENS = 30, 40
 
 
@@ -48,10 +47,10 @@ def feasible_retrieval(budget: QABudget) -> bool:
     return budget.tool_calls_left >= 1 and budget.tokens_left >= MIN_SEARCH_TOKENS + MIN_ANSWER_TOKENS
 
 
-def allowance(action: str, budget: QABudget) -> int:
+def allowance(action: Action, budget: QABudget) -> int:
     """The turn's token allowance: its default, less what the answer after it will need."""
-    keep = MIN_ANSWER_TOKENS if action in (SEARCH, DECOMPOSE) else 0
-    return max(1, min(ALLOWANCE[ANSWER if action == BACKSTOP else action], budget.tokens_left - keep))
+    keep = MIN_ANSWER_TOKENS if action in (Action.SEARCH, Action.DECOMPOSE) else 0
+    return max(1, min(ALLOWANCE[Action.ANSWER if action == Action.BACKSTOP else action], budget.tokens_left - keep))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +85,7 @@ def features(trace: Trace) -> Features:
         loop=loop,
         compositional=comp,
         factoid=comp < 0.3 and question_form(trace.question) != CHOICE,
-        last_decomposed=bool(trace.steps) and trace.steps[-1].action == DECOMPOSE,
+        last_decomposed=bool(trace.steps) and trace.steps[-1].action == Action.DECOMPOSE,
         bridge_open=float(comp >= 0.5 and trace.searches > 0 and trace.new_hits_last() > 0),
     )
 
@@ -106,7 +105,7 @@ class VOIController(QAController):
         """Full VOI less one component, by the short name its ablation carries (``voi-no-norm``)."""
         return cls(**{SWITCHES[short]: False})
 
-    def scores(self, trace: Trace, budget: QABudget) -> dict[str, float]:
+    def scores(self, trace: Trace, budget: QABudget) -> dict[Action, float]:
         """The executable score J(k) of every feasible action (Eqs. 2-4); empty means backstop."""
         if not feasible_retrieval(budget):
             return {}
@@ -114,44 +113,45 @@ class VOIController(QAController):
         rho = budget.pressure
         unresolved = 1.0 - f.closure
         progress = {
-            SEARCH: unresolved * (1.0 - 0.5 * max(f.stagnation, f.bridge_open)),
-            DECOMPOSE: unresolved * max(f.compositional * (0.5 + 0.5 * f.stagnation), f.bridge_open),
-            ANSWER: f.closure,
+            Action.SEARCH: unresolved * (1.0 - 0.5 * max(f.stagnation, f.bridge_open)),
+            Action.DECOMPOSE: unresolved * max(f.compositional * (0.5 + 0.5 * f.stagnation), f.bridge_open),
+            Action.ANSWER: f.closure,
         }
         structure = {
-            SEARCH: 0.1 - 0.2 * f.loop,
-            DECOMPOSE: DECOMPOSE_BONUS * f.compositional * (1.0 if f.searches else 0.5),
-            ANSWER: 0.1 * f.has_candidate - EARLY_ANSWER_PENALTY * f.compositional * max(0.0, 1.0 - f.searches / 2),
+            Action.SEARCH: 0.1 - 0.2 * f.loop,
+            Action.DECOMPOSE: DECOMPOSE_BONUS * f.compositional * (1.0 if f.searches else 0.5),
+            Action.ANSWER: 0.1 * f.has_candidate
+            - EARLY_ANSWER_PENALTY * f.compositional * max(0.0, 1.0 - f.searches / 2),
         }
         tok_left, tool_left = max(1, budget.tokens_left), max(1, budget.tool_calls_left)
-        charge = {k: ALLOWANCE[k] / tok_left + (1.0 / tool_left if k != ANSWER else 0.0) for k in ALLOWANCE}
+        charge = {k: ALLOWANCE[k] / tok_left + (1.0 / tool_left if k != Action.ANSWER else 0.0) for k in ALLOWANCE}
         penalty = {
-            SEARCH: COST_PENALTY * rho * charge[SEARCH] / 2,
-            DECOMPOSE: COST_PENALTY * rho * charge[DECOMPOSE] / 2,
-            ANSWER: -COST_PENALTY * rho * f.closure / 2,  # signed: tight budgets favour a supported answer
+            Action.SEARCH: COST_PENALTY * rho * charge[Action.SEARCH] / 2,
+            Action.DECOMPOSE: COST_PENALTY * rho * charge[Action.DECOMPOSE] / 2,
+            Action.ANSWER: -COST_PENALTY * rho * f.closure / 2,  # signed: tight budgets favour a supported answer
         }
         scale = {k: 0.5 + charge[k] / 2 for k in ALLOWANCE}
-        out = {}
-        for k in (SEARCH, DECOMPOSE, ANSWER):
+        out: dict[Action, float] = {}
+        for k in (Action.SEARCH, Action.DECOMPOSE, Action.ANSWER):
             u = progress[k] + (structure[k] if self.structure else 0.0) - (penalty[k] if self.penalty else 0.0)
             out[k] = max(0.0, u) / (scale[k] + EPS) if self.normalize else max(0.0, u)
         if self.guards:
             min_searches = 2 if f.compositional >= 0.5 and budget.tool_calls >= 2 else 1
             if f.searches < min_searches:
-                out[ANSWER] = 0.0  # minimum search
+                out[Action.ANSWER] = 0.0  # minimum search
             if f.factoid:
-                out[DECOMPOSE] = 0.0  # no decomposition of factoid-like questions
+                out[Action.DECOMPOSE] = 0.0  # no decomposition of factoid-like questions
             if f.last_decomposed and f.stagnation:
-                out[DECOMPOSE] *= 0.5  # repeated decomposition after stagnation
+                out[Action.DECOMPOSE] *= 0.5  # repeated decomposition after stagnation
             if not f.has_candidate or f.closure < 0.34:
-                out[ANSWER] *= 0.25  # premature answer under weak support
+                out[Action.ANSWER] *= 0.25  # premature answer under weak support
         return out
 
     def decide(self, trace: Trace, budget: QABudget) -> Directive:
         scores = self.scores(trace, budget)
         if not scores:
-            return Directive(BACKSTOP, allowance(BACKSTOP, budget), show_budget=True)
-        best = max(scores, key=lambda k: (scores[k], k == SEARCH))
+            return Directive(Action.BACKSTOP, allowance(Action.BACKSTOP, budget), show_budget=True)
+        best = max(scores, key=lambda k: (scores[k], k == Action.SEARCH))
         if scores[best] <= 0.0:
-            best = SEARCH
+            best = Action.SEARCH
         return Directive(best, allowance(best, budget), show_budget=True)

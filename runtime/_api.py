@@ -1,35 +1,74 @@
-"""The public entry points: ``run`` (sync), ``arun`` (async) and ``stream`` (events as they happen)."""
+"""The public entry points. :func:`open_run` owns one run: its planner, clock, adapters, clients and sinks,
+closed when its ``async with`` ends, on every path. :func:`arun`, :func:`run` (sync) and :func:`stream`
+(the run's events as they happen) go through it.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import uuid
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from os import PathLike
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 import anyio
+import sniffio
 
-from runtime._clock import Clock, RealClock, VirtualClock, single_error
-from runtime._errors import UsageError
-from runtime._events import Event
+from adapters.chat_adapter import ChatAdapter
+from adapters.endpoints import make_backend
+from adapters.sim import SimAdapter
+from planners import make_planner
+from planners.finalizer import finalize
 from runtime._executor import Executor, ExecutorOptions
-from runtime._money import check_limit, to_pusd
-from runtime._profiles import ProfileTable
-from runtime._sinks import JournalSink, Sink, user_sinks
-from runtime._spec import load_workflow
-from runtime._workflow import Workflow
+from runtime._prompts import render
+from runtime._sinks import user_sinks
+from runtime._spec import load_workflow, validate_workflow
+from runtime.types import (
+    Adapter,
+    Clock,
+    Event,
+    Hit,
+    LimitError,
+    Planner,
+    PlannerContext,
+    ProfileTable,
+    RealClock,
+    Trace,
+    UsageError,
+    VirtualClock,
+    Workflow,
+    check_budget,
+    check_limit,
+)
+from runtime.types._clock import single_error
+from tools.verifiers import build_verifier
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from types import TracebackType
 
-    from adapters.base import Adapter, SampleRequest
-    from planners.base import Planner
+    from anyio.streams.memory import MemoryObjectReceiveStream
+    from structlog.typing import FilteringBoundLogger
+
+    from adapters.chat import ChatBackend
     from runtime._result import RunResult
+    from runtime.types import Verifier
 
-__all__ = ["DEFAULT_PLANNER", "arun", "prepare", "run", "stream"]
+__all__ = [
+    "DEFAULT_PLANNER",
+    "EventStream",
+    "PlanOptions",
+    "Run",
+    "RunOptions",
+    "arun",
+    "check_plan_options",
+    "check_run",
+    "open_run",
+    "run",
+    "stream",
+]
 
 DEFAULT_PLANNER = "mcp"
 
@@ -37,247 +76,255 @@ WorkflowLike = Workflow | str | PathLike[str]
 ClockLike = Literal["virtual", "real"] | Clock
 
 
-def _workflow(wf: WorkflowLike) -> Workflow:
-    return wf if isinstance(wf, Workflow) else load_workflow(wf)
+class PlanOptions(TypedDict, total=False):
+    """What decides how a run unfolds: the options :func:`runtime.evaluate` and :func:`runtime.predict` take."""
+
+    planner: str | Planner | None
+    cancel_siblings: bool
+    rounds: bool
+    charge_planner_time: bool
+    output_token_cap: int | None
 
 
-def _make_clock(clock: ClockLike | None, speed: float, wf: Workflow) -> Clock:
-    real = list(wf.real_models)
-    if real and (clock == "virtual" or speed != 1.0):
-        raise UsageError(
-            f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
-            f"not clock={clock!r}, speed={speed!r}"
-        )
-    if clock is None:
-        clock = "real" if real else "virtual"
-    if isinstance(clock, Clock):
-        return clock
-    if clock == "virtual":
-        return VirtualClock()
-    if clock == "real":
-        check_limit("speed", speed)
-        return RealClock(speed)
-    raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
+class RunOptions(PlanOptions, total=False):
+    """How a run is carried out. Every key is optional; :func:`open_run` documents each one."""
+
+    seed: int
+    clock: ClockLike | None
+    speed: float
+    journal: str | PathLike[str] | None
+    on_event: Callable[[Event], None] | None
+    log: bool | FilteringBoundLogger
+    adapters: Mapping[str, Adapter]
+    table: ProfileTable
+    run_id: str
 
 
-def _adapters(wf: Workflow, table: ProfileTable, clock: Clock, seed: int) -> list[Adapter]:
-    """One adapter per model: the simulated one, or a chat adapter on the model's endpoint."""
-    from adapters.sim import SimAdapter
+_BOOLS = ("cancel_siblings", "rounds", "charge_planner_time")
 
-    sim = SimAdapter(table, clock, seed)
-    real = wf.real_models
-    if not real:
-        return [sim] * table.n_models
-    from adapters.chat_adapter import ChatAdapter
-    from adapters.endpoints import make_backend
-    from runtime._verifiers import build_verifier
 
-    for s in wf.subtasks:
-        if s.prompt is None and any(m in real for m in s.profiles):
-            raise UsageError(f"subtask {s.id!r} may run on a real model but has no prompt")
-    backends = {name: make_backend(m) for name, m in real.items()}
-    verifiers = [
-        None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends) for s in wf.subtasks
-    ]
+class _Setup:
+    """A run's inputs, checked, with what can be derived from them without I/O."""
 
-    async def check(req: SampleRequest, output: str) -> tuple[bool, int]:
-        v = verifiers[req.subtask]
-        if v is None:  # no verifier: an answer that finished by itself passes
-            return True, 0
-        verdict = await v.check(output, req.check_pusd)
-        return verdict.ok, verdict.cost_pusd
+    __slots__ = ("budget_pusd", "deadline_s", "options", "seed", "table", "workflow")
 
-    def check_worst(i: int, max_tokens: int) -> int:
-        v = verifiers[i]
-        return 0 if v is None else v.worst_pusd(max_tokens)
+    def __init__(self, workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> None:
+        unknown = sorted(set(options) - set(RunOptions.__annotations__))
+        if unknown:
+            raise UsageError(f"unknown run option {unknown[0]!r} (options: {', '.join(RunOptions.__annotations__)})")
+        self.workflow = validate_workflow(workflow) if isinstance(workflow, Workflow) else load_workflow(workflow)
+        self.budget_pusd = check_budget(budget)
+        check_limit("deadline", deadline)
+        self.deadline_s = float(deadline)
+        self.options = options
+        self.seed = options.get("seed", 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"seed must be a non-negative integer, not {self.seed!r}")
+        cap = options.get("output_token_cap")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
+            raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
+        for name in _BOOLS:
+            if not isinstance(options.get(name, False), bool):
+                raise UsageError(f"{name} must be True or False, not {options.get(name)!r}")
+        planner = options.get("planner")
+        if planner is not None and not isinstance(planner, str | Planner):
+            raise UsageError(f"planner must be a spec string or a Planner, not {planner!r}")
+        log = options.get("log", False)
+        if not isinstance(log, bool) and not hasattr(log, "bind"):
+            raise UsageError(f"log must be True, False or a structlog logger, not {log!r}")
+        self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
+        self._check_models()
+        table = options.get("table")
+        self.table = table if table is not None else ProfileTable.from_workflow(self.workflow)
 
-    out: list[Adapter] = []
-    for name in table.model_names:
-        endpoint = wf.models[name].endpoint
-        if endpoint is None:
-            out.append(sim)
-        else:
-            out.append(
-                ChatAdapter(
-                    backends[name], endpoint.model, check, check_worst=check_worst, temperature=endpoint.temperature
-                )
+    def _check_models(self) -> None:
+        given = self.options.get("adapters", {})
+        unknown = [m for m in given if m not in self.workflow.models]
+        if unknown:
+            raise UsageError(f"adapters: {unknown[0]!r} is not a model of workflow {self.workflow.name!r}")
+        real = [m for m in self.workflow.real_models if m not in given]
+        for s in self.workflow.subtasks:
+            if s.prompt is None and any(m in real for m in s.profiles):
+                raise UsageError(f"subtask {s.id!r} may run on a real model but has no prompt")
+
+    def clock(self) -> Clock:
+        """The run's clock: virtual when every model is simulated, real (at speed 1) when any is not."""
+        clock, speed = self.options.get("clock"), self.options.get("speed", 1.0)
+        real = [m for m in self.workflow.real_models if m not in self.options.get("adapters", {})]
+        if real and (clock == "virtual" or speed != 1.0):
+            raise UsageError(
+                f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
+                f"not clock={clock!r}, speed={speed!r}"
             )
-    return out
+        if isinstance(clock, Clock):
+            return clock
+        if clock is None:
+            clock = "real" if real else "virtual"
+        if clock == "virtual":
+            return VirtualClock()
+        if clock == "real":
+            return RealClock(speed)
+        raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
+
+    def planner(self) -> Planner:
+        """The run's planner: the instance given, or a fresh one from its spec (which may simulate to choose)."""
+        given = self.options.get("planner")
+        if isinstance(given, Planner):
+            return given
+        ctx = PlannerContext(self.table, self.budget_pusd, self.deadline_s, self.seed)
+        return make_planner(given or DEFAULT_PLANNER, ctx)
+
+    def executor_options(self) -> ExecutorOptions:
+        o = self.options
+        return ExecutorOptions(
+            cancel_siblings=o.get("cancel_siblings", True),
+            charge_planner_time=o.get("charge_planner_time", False),
+            output_token_cap=o.get("output_token_cap"),
+            rounds=o.get("rounds", False),
+        )
 
 
-def prepare(
-    workflow: WorkflowLike,
-    budget: float,
-    deadline: float,
-    *,
-    planner: str | Planner | None = None,
-    seed: int = 0,
-    clock: ClockLike | None = None,
-    speed: float = 1.0,
-    sinks: Sequence[Sink] = (),
-    cancel_siblings: bool = True,
-    rounds: bool = False,
-    charge_planner_time: bool = False,
-    output_token_cap: int | None = None,
-    table: ProfileTable | None = None,
-    run_id: str | None = None,
-) -> Executor:
-    """Check every input and build the executor of one run, without starting it.
-
-    Everything :func:`run` can reject is rejected here, before any money is spent. ``table`` lets a
-    caller that runs the same workflow many times build its :class:`ProfileTable` once.
-    """
-    from planners import PlannerContext, make_planner
-    from planners.base import Planner
-
-    wf = _workflow(workflow)
-    check_limit("budget", budget)
-    check_limit("deadline", deadline)
-    if output_token_cap is not None and (not isinstance(output_token_cap, int) or output_token_cap < 1):
-        raise UsageError(f"output_token_cap must be a positive integer, not {output_token_cap!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, not {seed!r}")
-    table = table or ProfileTable.from_workflow(wf)
-    budget_pusd = to_pusd(budget)
-    if isinstance(planner, Planner):
-        pl = planner
-    else:
-        pl = make_planner(planner or DEFAULT_PLANNER, PlannerContext(table, budget_pusd, float(deadline), seed))
-    clk = _make_clock(clock, speed, wf)
-    adapters = _adapters(wf, table, clk, seed)
-    sink_list = list(sinks)
-
-    def emit(event: Event) -> None:
-        for s in sink_list:
-            s(event)
-
-    return Executor(
-        table=table,
-        workflow_name=wf.name,
-        planner=pl,
-        adapters=adapters,
-        clock=clk,
-        budget_pusd=budget_pusd,
-        deadline_s=float(deadline),
-        seed=seed,
-        run_id=run_id or uuid.uuid4().hex[:12],
-        emit=emit,
-        options=ExecutorOptions(
-            cancel_siblings=cancel_siblings,
-            charge_planner_time=charge_planner_time,
-            output_token_cap=output_token_cap,
-            rounds=rounds,
-        ),
-        subtasks=wf.subtasks,
-    )
+def check_run(workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> _Setup:
+    """Check every input of a run, building nothing that holds a resource; raises :class:`UsageError`."""
+    return _Setup(workflow, budget, deadline, options)
 
 
-async def arun(
-    workflow: WorkflowLike,
-    budget: float,
-    deadline: float,
-    *,
-    planner: str | Planner | None = None,
-    seed: int = 0,
-    clock: ClockLike | None = None,
-    speed: float = 1.0,
-    journal: str | PathLike[str] | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    log: bool | Any = True,
-    cancel_siblings: bool = True,
-    rounds: bool = False,
-    charge_planner_time: bool = False,
-    output_token_cap: int | None = None,
-) -> RunResult:
-    """Run a workflow within ``budget`` US dollars and ``deadline`` seconds; return how it went.
+def check_plan_options(options: PlanOptions, who: str, *, instance: bool = False) -> None:
+    """Refuse what a caller of many runs (``who``) cannot take: callbacks, files, clocks, backends, and
+    unless ``instance``, a planner instance (each run through the executor needs a fresh one)."""
+    extra = sorted(set(options) - set(PlanOptions.__annotations__))
+    if extra:
+        raise UsageError(f"{who} cannot take {extra[0]!r} (it takes {', '.join(PlanOptions.__annotations__)})")
+    if not instance and isinstance(options.get("planner"), Planner):
+        raise UsageError(f"{who} builds a fresh planner for every run: give the planner as a spec string")
+
+
+class Run:
+    """One run, opened by :func:`open_run`: call :meth:`execute` once, inside the ``async with``."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._started = False
+
+    @property
+    def run_id(self) -> str:
+        return self._executor.run_id
+
+    @property
+    def planner(self) -> Planner:
+        return self._executor.planner
+
+    @property
+    def workflow(self) -> Workflow:
+        return self._executor.workflow
+
+    async def execute(self) -> RunResult:
+        """Run the workflow to its end and return how it went (see :func:`open_run` for what it raises)."""
+        if self._started:
+            raise UsageError("a run executes once; open another with runtime.open_run")
+        self._started = True
+        return _finalize_answer(self._executor.workflow, await self._executor.run())
+
+
+@asynccontextmanager
+async def open_run(
+    workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]
+) -> AsyncIterator[Run]:
+    """Check a run's inputs and open what it needs; leaving the ``async with`` closes all of it.
+
+        async with runtime.open_run(wf, budget=1.00, deadline=600) as run:
+            result = await run.execute()
 
     Args:
-        workflow: a :class:`Workflow` or the path of a spec file.
-        budget: hard cap on dollars spent; never exceeded (the worst case of every batch is reserved first).
+        workflow: a :class:`Workflow` (checked and put in topological order here) or a spec file's path.
+        budget: hard cap on US dollars spent, at most :data:`runtime.MAX_BUDGET_USD`; never exceeded (the
+            worst case of every batch is reserved first).
         deadline: seconds from the start; no attempt starts after it and in-flight work is cancelled at it.
-        planner: a planner spec (default :data:`DEFAULT_PLANNER`, ``"mcp"``; see README "Planners"), or a
-            :class:`planners.base.Planner` instance to use for this one run.
-        seed: seeds the simulated backend; the same seed on a virtual clock gives the same run.
-        clock: ``"virtual"`` (discrete-event time), ``"real"``, or a :class:`Clock`. Default: virtual when
-            every model is simulated, real when any model is a real endpoint (which requires it).
-        speed: with ``clock="real"``, clock seconds per wall second (replays a simulated run faster).
-        journal: a path to write every event to, one JSON object per line.
-        on_event: called with every event, in order, on the event loop; must not block.
-        log: log every event through structlog (``True``: the ``"ontime"`` logger of the app's structlog
-            configuration; a structlog logger: that one; ``False``: no logging).
-        cancel_siblings: cancel the rest of a batch when one sample succeeds (else let them finish).
-        rounds: synchronized rounds (the MCP paper's execution): ask the planner only once nothing is in
-            flight, so a round lasts as long as its slowest batch; off, it is asked after every event that
-            changes what is possible.
-        charge_planner_time: advance the clock by the planner's wall time before each launch.
-        output_token_cap: cap on total output tokens, reserved and settled like dollars.
+        options: how to carry the run out (:class:`RunOptions`), all optional:
+
+            - ``planner``: a planner spec (default ``"mcp"``; README "Planners") or a :class:`Planner`.
+            - ``seed`` (0): seeds the simulated backend and the planner; same seed on a virtual clock, same run.
+            - ``clock``: ``"virtual"`` (discrete-event time), ``"real"``, or a :class:`Clock`; default virtual
+              when every model is simulated, real when any model is a real endpoint (which requires it).
+            - ``speed`` (1.0): with the real clock, clock seconds per wall second (replays a simulated run
+              faster).
+            - ``journal``: a path to write every event to, one JSON object per line.
+            - ``on_event``: called with every event, in order, on the event loop; must not block.
+            - ``log`` (False): also log every event through structlog (True: the ``"ontime"`` logger of the
+              app's structlog configuration; or the logger to use).
+            - ``cancel_siblings`` (True): cancel the rest of a batch when one sample succeeds.
+            - ``rounds`` (False): synchronized rounds (the MCP paper's execution): ask the planner only once
+              nothing is in flight.
+            - ``charge_planner_time`` (False): advance the clock by the planner's wall time before each launch.
+            - ``output_token_cap``: a cap on total output tokens, reserved and settled like dollars.
+            - ``adapters``: backends to use for some models (by name) instead of the built-in ones; the run
+              does not close them.
+            - ``table``: the workflow's :class:`ProfileTable`, for a caller that builds it once for many runs.
+            - ``run_id``: the id events carry (default: a fresh random one).
 
     Raises:
-        UsageError: bad input (spec, limits, planner, options), before any money is spent.
-        RunError: a planner returned an invalid decision, or an invariant would have been broken.
+        UsageError: bad input (spec, limits, planner, options), before anything is spent.
+        ProviderRejectedError: from ``execute``, when an endpoint refused the key, the permission or the model.
+        RunError: from ``execute``, when a planner returned an invalid decision or an invariant would break.
     """
-    executor, journal_sink = _setup(
-        workflow,
-        budget,
-        deadline,
-        journal=journal,
-        on_event=on_event,
-        log=log,
-        planner=planner,
-        seed=seed,
-        clock=clock,
-        speed=speed,
-        cancel_siblings=cancel_siblings,
-        rounds=rounds,
-        charge_planner_time=charge_planner_time,
-        output_token_cap=output_token_cap,
-    )
-    return await execute(executor, journal_sink)
+    setup = check_run(workflow, budget, deadline, options)
+    wf, table = setup.workflow, setup.table
+    run_id = options.get("run_id") or uuid.uuid4().hex[:12]
+    async with AsyncExitStack() as stack:
+        emit, close_journal = user_sinks(run_id, options.get("log", False), options.get("on_event"),
+                                         options.get("journal"))  # fmt: skip
+        stack.callback(close_journal)
+        planner = setup.planner()
+        clock = setup.clock()
+        given = options.get("adapters", {})
+        backends = {name: make_backend(m) for name, m in wf.real_models.items() if name not in given}
+        stack.push_async_callback(_aclose, backends.values())
+        sim = SimAdapter(table, clock, setup.seed)
+        adapters = [given.get(name) or _adapter(wf, name, backends, sim) for name in table.model_names]
+        executor = Executor(
+            workflow=wf,
+            table=table,
+            planner=planner,
+            adapters=adapters,
+            verifiers=_verifiers(wf, backends),
+            clock=clock,
+            budget_pusd=setup.budget_pusd,
+            deadline_s=setup.deadline_s,
+            seed=setup.seed,
+            run_id=run_id,
+            emit=emit,
+            options=setup.executor_options(),
+        )
+        yield Run(executor)
 
 
-def _setup(
-    workflow: WorkflowLike,
-    budget: float,
-    deadline: float,
-    *,
-    journal: str | PathLike[str] | None,
-    on_event: Callable[[Event], None] | None,
-    log: bool | Any,
-    **options: Any,
-) -> tuple[Executor, JournalSink | None]:
-    run_id = uuid.uuid4().hex[:12]
-    sinks, journal_sink = user_sinks(run_id, log, on_event, journal)
-    return prepare(workflow, budget, deadline, sinks=sinks, run_id=run_id, **options), journal_sink
+def _adapter(wf: Workflow, name: str, backends: Mapping[str, ChatBackend], sim: SimAdapter) -> Adapter:
+    endpoint = wf.models[name].endpoint
+    if endpoint is None:
+        return sim
+    return ChatAdapter(backends[name], endpoint.model, temperature=endpoint.temperature)
 
 
-async def execute(executor: Executor, journal_sink: JournalSink | None) -> RunResult:
-    """Run a prepared executor: finalize its answer, then close its adapters and the journal."""
-    try:
-        return _finalize_answer(executor, await executor.run())
-    finally:
-        with anyio.CancelScope(shield=True):
-            for adapter in dict.fromkeys(executor.adapters):
-                await adapter.aclose()
-        if journal_sink is not None:
-            journal_sink.close()
+def _verifiers(wf: Workflow, backends: Mapping[str, ChatBackend]) -> list[Verifier | None]:
+    return [None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends) for s in wf.subtasks]
 
 
-def _finalize_answer(executor: Executor, result: RunResult) -> RunResult:
+async def _aclose(backends: Iterable[ChatBackend]) -> None:
+    with anyio.CancelScope(shield=True):
+        for backend in backends:
+            await backend.aclose()
+
+
+def _finalize_answer(wf: Workflow, result: RunResult) -> RunResult:
     """For a workflow with an ``answer`` subtask: run the risk-controlled finalizer over its output.
 
     The question is the subtask's prompt (its dependencies' outputs filled in) and the evidence is those
     outputs; nothing is called, so nothing is spent. Without such a subtask the result is unchanged.
     """
-    subtasks = executor.subtasks or ()
-    target = next((s for s in subtasks if s.answer), None)
+    target = next((s for s in wf.subtasks if s.answer), None)
     base = None if target is None else result.outputs.get(target.id)
     if target is None or base is None:
         return result
-    from planners.finalizer import finalize
-    from runtime._prompts import render
-    from runtime._qa_types import Trace
-    from tools.retrieval import Hit
-
     outputs = result.outputs
     deps = {d: outputs.get(d) for d in target.deps}
     messages = render(target, deps)
@@ -289,56 +336,90 @@ def _finalize_answer(executor: Executor, result: RunResult) -> RunResult:
     return dataclasses.replace(result, answer=fin.answer, base_answer=base)
 
 
-def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Any) -> RunResult:
+async def arun(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult:
+    """Run a workflow within ``budget`` US dollars and ``deadline`` seconds; return how it went.
+
+    Takes the options of :func:`open_run`, and raises what it raises.
+    """
+    async with open_run(workflow, budget, deadline, **options) as r:
+        return await r.execute()
+
+
+def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult:
     """Synchronous :func:`arun`: starts an event loop, runs the workflow, returns the result.
 
-    Takes the same keyword options as :func:`arun`. Inside async code, await :func:`arun` instead.
+    Raises:
+        UsageError: called where an event loop is already running (Jupyter, async code): await
+            :func:`arun` there instead. And what :func:`open_run` raises.
     """
+    refuse_inside_event_loop("runtime.run()", "await runtime.arun(...)")
     return anyio.run(partial(arun, workflow, budget, deadline, **options))
 
 
-async def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: Any) -> AsyncIterator[Event]:
-    """The events of a run as they happen; the last one is :class:`RunFinished`.
-
-    Takes the same keyword options as :func:`arun` (except ``on_event``). If you may stop iterating
-    early, wrap the call in ``contextlib.aclosing`` so the run is cancelled in the task that started it.
-    """
-    if "on_event" in options:
-        raise UsageError("stream() delivers the events itself; on_event is not accepted here")
-    send, receive = anyio.create_memory_object_stream[Event](math.inf)
-    journal = options.pop("journal", None)
-    log = options.pop("log", True)
-
-    def deliver(event: Event) -> None:
-        # If the consumer stopped listening, the run is being cancelled: drop the event.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.send_nowait(event)
-
+def refuse_inside_event_loop(what: str, instead: str) -> None:
+    """Raise a :class:`UsageError` if an event loop is running in this thread (a sync entry point would fail)."""
     try:
-        executor, journal_sink = _setup(
-            workflow,
-            budget,
-            deadline,
-            journal=journal,
-            on_event=deliver,
-            log=log,
-            **options,
-        )
-    except BaseException:
-        send.close()
-        receive.close()
-        raise
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    raise UsageError(f"{what} cannot run inside a running {library} event loop (Jupyter, async code): use {instead}")
 
-    async def produce() -> None:
-        async with send:
-            await execute(executor, journal_sink)
 
-    with single_error():
-        async with anyio.create_task_group() as tg:
+def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> EventStream:
+    """The events of a run as they happen, the last one :class:`RunFinished`::
+
+        async with runtime.stream(wf, budget=1.00, deadline=600) as events:
+            async for event in events:
+                ...
+
+    Leaving the ``async with`` early (a ``break``, an exception) stops the run in the task that started it:
+    everything in flight is cancelled and settled, and ``RunFinished`` says ``cancelled``. Takes the options
+    of :func:`open_run`; ``on_event``, if given, sees every event too.
+    """
+    return EventStream(workflow, budget, deadline, options)
+
+
+class EventStream:
+    """A run's events; an async context manager over them (see :func:`stream`)."""
+
+    def __init__(self, workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> None:
+        self._workflow, self._budget, self._deadline = workflow, budget, deadline
+        self._options = options
+        self._stack: AsyncExitStack | None = None
+
+    def __aiter__(self) -> EventStream:
+        raise UsageError("iterate a run's events inside `async with runtime.stream(...) as events:`")
+
+    async def __aenter__(self) -> MemoryObjectReceiveStream[Event]:
+        user = self._options.get("on_event")
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+
+        def deliver(event: Event) -> None:
+            if user is not None:
+                user(event)
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the consumer has left
+                send.send_nowait(event)
+
+        async with AsyncExitStack() as stack:
+            stack.enter_context(single_error())
+            stack.enter_context(send)
+            stack.enter_context(receive)
+            options: RunOptions = {**self._options, "on_event": deliver}
+            r = await stack.enter_async_context(open_run(self._workflow, self._budget, self._deadline, **options))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)  # leaving early stops the run
+
+            async def produce() -> None:
+                with send:
+                    await r.execute()
+
             tg.start_soon(produce)
-            try:
-                async with receive:
-                    async for event in receive:
-                        yield event
-            finally:
-                tg.cancel_scope.cancel()  # the consumer stopped early: stop the run too
+            self._stack = stack.pop_all()
+        return receive
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        assert self._stack is not None, "EventStream exited before it was entered"
+        stack, self._stack = self._stack, None
+        return bool(await stack.__aexit__(exc_type, exc, tb))

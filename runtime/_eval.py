@@ -10,23 +10,24 @@ import math
 import multiprocessing
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
 import numpy as np
 
-from runtime._api import WorkflowLike, execute, prepare
-from runtime._money import PUSD_PER_USD
-from runtime._profiles import ProfileTable
+from runtime._api import check_plan_options, check_run, open_run
+from runtime._executor import usable_cpus
 from runtime._sinks import LedgerAudit
-from runtime._spec import load_workflow
-from runtime._workflow import Workflow
+from runtime.types import PUSD_PER_USD, ProfileTable, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["RunSummary", "evaluate", "run_seeds", "summarize", "wilson_interval"]
+    from runtime._api import PlanOptions, RunOptions, WorkflowLike
+    from runtime.types import Reason, Workflow
+
+__all__ = ["EvalReport", "PlannerTimes", "RunSummary", "evaluate", "run_seeds", "summarize", "wilson_interval"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +36,48 @@ class RunSummary:
 
     seed: int
     success: bool
-    reason: str | None
+    reason: Reason | None
     cost_pusd: int
     elapsed: float
     overspent: bool
     late: bool
     planner_ms: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerTimes:
+    """How long the planner's decisions took, in milliseconds of wall time."""
+
+    decisions: int
+    p50: float
+    p95: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    """N audited runs summarized: the chance of finishing (with its Wilson 95% interval), what runs cost and
+    took (US dollars, seconds), how many overspent or ran late (both 0 by construction; audited from each
+    run's own events), why the others failed, and the planner's decision times."""
+
+    planner: str
+    budget: float
+    deadline: float
+    runs: int
+    successes: int
+    p_success: float
+    ci95: tuple[float, float]
+    mean_cost: float
+    max_cost: float
+    mean_elapsed: float
+    overspend_runs: int
+    late_runs: int
+    failure_reasons: dict[str, int]
+    planner_ms: PlannerTimes
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (what ``ontime eval --json`` prints)."""
+        return asdict(self) | {"ci95": list(self.ci95)}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -56,24 +93,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
 
 
 async def _run_seeds(
-    wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: Sequence[int], options: dict[str, Any]
+    wf: Workflow, budget: float, deadline: float, seeds: Sequence[int], options: PlanOptions
 ) -> list[RunSummary]:
     table = ProfileTable.from_workflow(wf)
     out = []
     for seed in seeds:
         audit = LedgerAudit()
-        ex = prepare(
-            wf,
-            budget,
-            deadline,
-            planner=planner,
-            seed=seed,
-            table=table,
-            sinks=[audit],
-            run_id=f"eval-{seed}",
-            **options,
-        )
-        r = await execute(ex, None)
+        each = cast("RunOptions", {**options, "seed": seed, "table": table, "on_event": audit,
+                                   "run_id": f"eval-{seed}", "clock": "virtual"})  # fmt: skip
+        async with open_run(wf, budget, deadline, **each) as run:
+            r = await run.execute()
         a = audit.result()
         overspent = a.peak_committed_pusd > a.budget_pusd or r.cost_pusd > a.budget_pusd or a.reserved_pusd != 0
         late = (a.last_launch_s is not None and a.last_launch_s >= deadline) or a.last_activity_s > deadline
@@ -83,9 +112,9 @@ async def _run_seeds(
 
 
 def _chunk_worker(
-    wf: Workflow, budget: float, deadline: float, planner: str | None, seeds: list[int], options: dict[str, Any]
+    wf: Workflow, budget: float, deadline: float, seeds: list[int], options: PlanOptions
 ) -> list[RunSummary]:
-    return anyio.run(_run_seeds, wf, budget, deadline, planner, seeds, options)
+    return anyio.run(_run_seeds, wf, budget, deadline, seeds, options)
 
 
 def evaluate(
@@ -93,44 +122,52 @@ def evaluate(
     budget: float,
     deadline: float,
     *,
-    planner: str | None = None,
     runs: int = 1000,
     seed: int = 0,
-    workers: int = 1,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Run ``runs`` seeds and return the summary dict ``ontime eval --json`` prints.
+    **options: Unpack[PlanOptions],
+) -> EvalReport:
+    """Run ``runs`` seeds (``seed`` .. ``seed + runs - 1``) in virtual time and summarize them.
 
-    ``workers > 1`` spreads the runs over that many processes; results do not depend on it.
-    ``progress`` is called with the number of runs just finished.
+    ``workers`` processes share the runs (default: one per usable CPU); results do not depend on it.
+    ``progress`` is called with the number of runs just finished. ``options`` are those of
+    :func:`runtime.open_run` that make sense for many runs in other processes (:class:`runtime.PlanOptions`;
+    the planner as a spec string, since each run builds its own).
+
+    Raises:
+        UsageError: bad input, before any run starts.
     """
-    workflow = load_workflow(workflow) if not isinstance(workflow, Workflow) else workflow
-    # Validate everything once, up front, so a bad input fails before any worker starts.
-    planner_name = prepare(workflow, budget, deadline, planner=planner, seed=seed, **options).planner.name
+    check_plan_options(options, "evaluate")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise UsageError(f"runs must be a positive integer, not {runs!r}")
+    setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
+    name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
     seeds = list(range(seed, seed + runs))
-    summaries = run_seeds(workflow, budget, deadline, planner, seeds, workers=workers, progress=progress, **options)
-    return summarize(summaries, budget=budget, deadline=deadline, planner=planner_name)
+    summaries = run_seeds(setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, **options)
+    return summarize(summaries, budget=budget, deadline=deadline, planner=name)
 
 
 def run_seeds(
     workflow: Workflow,
     budget: float,
     deadline: float,
-    planner: str | None,
     seeds: Sequence[int],
     *,
-    workers: int = 1,
+    workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     stop: Callable[[Sequence[RunSummary]], bool] | None = None,
     stop_every: int = 100,
-    **options: Any,
+    **options: Unpack[PlanOptions],
 ) -> list[RunSummary]:
     """One audited virtual-time run per seed, in ``workers`` processes; summaries in seed order.
 
     ``stop`` is asked after every ``stop_every`` runs, in seed order, whether that is enough; if so the
     rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
     """
+    workers = workers or usable_cpus()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     runs = len(seeds)
     size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
     chunks = [list(seeds[lo : lo + size]) for lo in range(0, runs, size)]
@@ -150,14 +187,14 @@ def run_seeds(
                 return True
         return False
 
-    if workers <= 1:
+    if workers == 1 or len(chunks) == 1:
         for chunk in chunks:
-            if take(_chunk_worker(workflow, budget, deadline, planner, chunk, options)):
+            if take(_chunk_worker(workflow, budget, deadline, chunk, options)):
                 break
         return done
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_chunk_worker, workflow, budget, deadline, planner, c, options) for c in chunks]
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+        futures = [pool.submit(_chunk_worker, workflow, budget, deadline, c, options) for c in chunks]
         for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
             if take(fut.result()):
                 for rest in futures:
@@ -166,33 +203,32 @@ def run_seeds(
     return done
 
 
-def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> dict[str, Any]:
+def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> EvalReport:
     """Aggregate run summaries into the eval report."""
     n = len(summaries)
     wins = sum(s.success for s in summaries)
     costs = np.array([s.cost_pusd for s in summaries], dtype=np.float64) / PUSD_PER_USD
     elapsed = np.array([s.elapsed for s in summaries])
     ms = np.array([m for s in summaries for m in s.planner_ms]) if n else np.zeros(0)
-    lo, hi = wilson_interval(wins, n)
-    reasons = Counter(s.reason for s in summaries if not s.success)
-    return {
-        "planner": planner,
-        "budget": budget,
-        "deadline": deadline,
-        "runs": n,
-        "successes": wins,
-        "p_success": wins / n if n else 0.0,
-        "ci95": [lo, hi],
-        "mean_cost": float(costs.mean()) if n else 0.0,
-        "max_cost": float(costs.max()) if n else 0.0,
-        "mean_elapsed": float(elapsed.mean()) if n else 0.0,
-        "overspend_runs": sum(s.overspent for s in summaries),
-        "late_runs": sum(s.late for s in summaries),
-        "failure_reasons": dict(sorted((str(k), v) for k, v in reasons.items())),
-        "planner_ms": {
-            "decisions": int(ms.size),
-            "p50": float(np.percentile(ms, 50)) if ms.size else 0.0,
-            "p95": float(np.percentile(ms, 95)) if ms.size else 0.0,
-            "max": float(ms.max()) if ms.size else 0.0,
-        },
-    }
+    reasons = Counter(str(s.reason) for s in summaries if not s.success)
+    return EvalReport(
+        planner=planner,
+        budget=budget,
+        deadline=deadline,
+        runs=n,
+        successes=wins,
+        p_success=wins / n if n else 0.0,
+        ci95=wilson_interval(wins, n),
+        mean_cost=float(costs.mean()) if n else 0.0,
+        max_cost=float(costs.max()) if n else 0.0,
+        mean_elapsed=float(elapsed.mean()) if n else 0.0,
+        overspend_runs=sum(s.overspent for s in summaries),
+        late_runs=sum(s.late for s in summaries),
+        failure_reasons=dict(sorted(reasons.items())),
+        planner_ms=PlannerTimes(
+            decisions=int(ms.size),
+            p50=float(np.percentile(ms, 50)) if ms.size else 0.0,
+            p95=float(np.percentile(ms, 95)) if ms.size else 0.0,
+            max=float(ms.max()) if ms.size else 0.0,
+        ),
+    )

@@ -3,57 +3,90 @@
 It follows the execution model of DESIGN.md. A decision is asked for at the start and whenever what is
 possible changes (a subtask completes, a batch ends), or, with ``rounds``, only once nothing is in flight
 (synchronized rounds, as the MCP paper executes); each launch is re-checked against the ledger and the
-clock; a batch's samples run as tasks on the run's clock; the first success completes the subtask and, with
-``cancel_siblings``, cancels the rest of its batch (charged for what they produced). At the deadline
-every sample in flight is cancelled at once. The executor reads time only from its clock.
+clock; a batch runs as one task on the run's clock, through its model's adapter, which reports each
+sample's end. Success is decided here, in one place: a sample cut off at ``max_tokens`` fails, a simulated
+one carries its draw, any other output is checked by its subtask's verifier. The first success completes
+the subtask and, with ``cancel_siblings``, cancels the rest of its batch (charged for what they produced).
+At the deadline every sample in flight is cancelled at once. The executor reads time only from its clock.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
-from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
-from runtime._clock import Clock, Inbox, TaskHandle, single_error
-from runtime._errors import PlannerError, ProviderRejectedError
-from runtime._events import (
+from runtime._ledger import Ledger, Reservation, Usage
+from runtime._prompts import render
+from runtime._result import RunResult, SubtaskOutcome
+from runtime.types import (
+    Batch,
     BatchFailed,
     BatchLaunched,
     BudgetReserved,
     BudgetSettled,
     DeadlineHit,
+    Decision,
     DecisionMade,
-    Event,
+    FailedBatch,
+    Finish,
+    InFlight,
+    InvariantError,
     LaunchRejected,
+    OntimeError,
+    PlannerError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    Reason,
     RunFinished,
     RunStarted,
+    SampleEnd,
     SampleFinished,
+    SampleStatus,
+    Snapshot,
     SubtaskCompleted,
+    Verdict,
+    to_usd,
 )
-from runtime._ledger import Ledger, Reservation, Usage
-from runtime._money import to_usd
-from runtime._prompts import render
-from runtime._result import RunResult, SubtaskOutcome
-from runtime._snapshot import Decision, FailedBatch, InFlight, Launch, Snapshot
+from runtime.types._clock import Clock, Inbox, TaskHandle, single_error
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
-    from adapters.chat import Message
-    from planners.base import Planner
-    from runtime._profiles import ProfileTable
-    from runtime._workflow import Subtask
+    from runtime.types import Adapter, Event, Launch, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
-__all__ = ["ExecutorOptions", "Executor"]
+__all__ = ["UNREACHABLE_AFTER", "Executor", "ExecutorOptions", "usable_cpus"]
 
-DEADLINE, BUDGET, GAVE_UP, REJECTED = "deadline", "budget", "planner_gave_up", "provider_rejected"
+# Samples in a row that must fail to reach a model that has never answered before the run stops using it.
+UNREACHABLE_AFTER = 3
 
-# One planner thread per core is all a 2-core machine can use; more would only queue.
-_PLANNER_THREADS = anyio.CapacityLimiter(2)
+_PLANNER_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("ontime_planner_threads")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _planner_threads() -> anyio.CapacityLimiter:
+    """The worker threads planners decide in, one per usable CPU, shared by the runs of one event loop."""
+    try:
+        return _PLANNER_THREADS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(usable_cpus())
+        _PLANNER_THREADS.set(limiter)
+        return limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +113,23 @@ class ExecutorOptions:
 
 
 class _Batch:
-    __slots__ = ("done", "handles", "id", "k", "model", "open", "reservation", "share", "started_at", "subtask")
+    __slots__ = (
+        "cancelled",
+        "check_pusd",
+        "done",
+        "handle",
+        "id",
+        "k",
+        "model",
+        "open",
+        "reservation",
+        "share",
+        "started_at",
+        "subtask",
+    )
 
     def __init__(
-        self, bid: int, subtask: int, model: int, k: int, started_at: float, res: Reservation, share: Usage
+        self, bid: int, subtask: int, model: int, k: int, started_at: float, res: Reservation, share: Usage, check: int
     ) -> None:
         self.id = bid
         self.subtask = subtask
@@ -92,32 +138,32 @@ class _Batch:
         self.started_at = started_at
         self.reservation = res
         self.share = share  # what one sample may use at most; the reservation holds k of these
-        self.open = k
+        self.check_pusd = check  # what checking one output may cost at most (an LLM judge)
+        self.open = k  # samples whose end has not been settled yet
         self.done = False  # its subtask completed
-        self.handles: list[TaskHandle | None] = []
+        self.cancelled = False
+        self.handle: TaskHandle | None = None
 
 
-@dataclass(slots=True)
-class _SampleEnded:
+@dataclass(frozen=True, slots=True)
+class _Ended:
     batch: _Batch
-    index: int
-    outcome: SampleOutcome | None
-    progress: SampleProgress
-    cancelled: bool
-    error: str | None
-    fatal: ProviderRejectedError | None = None
+    end: SampleEnd
+    status: SampleStatus
+    check_pusd: int
 
 
 class Executor:
-    """Runs one workflow once. Build a fresh executor per run."""
+    """Runs one workflow once; built and owned by :func:`runtime.open_run`. Build a fresh executor per run."""
 
     def __init__(
         self,
         *,
+        workflow: Workflow,
         table: ProfileTable,
-        workflow_name: str,
         planner: Planner,
         adapters: Sequence[Adapter],
+        verifiers: Sequence[Verifier | None],
         clock: Clock,
         budget_pusd: int,
         deadline_s: float,
@@ -125,22 +171,21 @@ class Executor:
         run_id: str,
         emit: Callable[[Event], None],
         options: ExecutorOptions = ExecutorOptions(),
-        subtasks: Sequence[Subtask] | None = None,
     ) -> None:
+        self.workflow = workflow
         self.table = table
-        self.workflow_name = workflow_name
         self.planner = planner
-        self.adapters = adapters
+        self.adapters = adapters  # per model
+        self.verifiers = verifiers  # per subtask; None: an output that ended by itself passes
         self.clock = clock
         self.deadline_s = deadline_s
         self.seed = seed
         self.run_id = run_id
         self.options = options
-        self.subtasks = subtasks  # the workflow's subtasks in table order, for their prompts
         self._emit = emit
         self.ledger = Ledger(budget_pusd, output_token_cap=options.output_token_cap)
-        n = table.n_subtasks
-        self._inbox: Inbox[_SampleEnded] = clock.inbox()
+        n, m = table.n_subtasks, table.n_models
+        self._inbox: Inbox[_Ended] = clock.inbox()
         self._complete = [False] * n
         self._n_complete = 0
         self._deps_left = [len(table.deps(i)) for i in range(n)]
@@ -148,7 +193,7 @@ class Executor:
         self._in_flight: dict[int, _Batch] = {}
         self._failed: list[FailedBatch] = []
         self._open = 0  # samples in flight
-        self._cancelling = 0  # samples cancelled whose report has not arrived yet
+        self._cancelling = 0  # samples of cancelled batches whose end has not been settled yet
         self._next_batch = 0
         self._samples_launched = [0] * n
         self._batches = [0] * n
@@ -157,19 +202,28 @@ class Executor:
         self._completed_at: list[float | None] = [None] * n
         self._output: list[str | None] = [None] * n
         self._planner_ms: list[float] = []
-        self._reason: str | None = None
-        self._planner_reason: str | None = None
-        self._rejected: set[str] = set()  # why launches of the last decision were refused
+        self._reason: Reason | None = None
+        self._detail: str | None = None
+        self._planner_reason: Reason | None = None
+        self._rejected: set[Reason] = set()  # why launches of the last decision were refused
         self._fatal: ProviderRejectedError | None = None  # an endpoint refused us for good
+        self._bug: Exception | None = None  # a plug-in raised: the run stops and the exception goes on
+        self._answered = [False] * m  # the model's endpoint has answered a request
+        self._failing = [0] * m  # samples in a row whose endpoint could not be reached
+        self._down: dict[int, str] = {}  # models no longer launched on, with why
         self._t0 = 0.0
         self._deadline = 0.0
 
     async def run(self) -> RunResult:
         """Run to success, the deadline, or until nothing feasible is left; never raises for those.
 
+        Cancelling the run (from outside) stops every sample, settles what each used and emits
+        ``RunFinished`` before the cancellation goes on; so does an error, which is then re-raised.
+
         Raises:
             ProviderRejectedError: an endpoint refused the key, the permission or the model (HTTP 401, 403,
                 404); the run is stopped first, everything in flight settled and ``RunFinished`` emitted.
+            PlannerError: the planner returned a decision the executor cannot carry out.
         """
         t = self.table
         self._t0 = self.clock.now()
@@ -178,7 +232,7 @@ class Executor:
             RunStarted(
                 t=0.0,
                 run_id=self.run_id,
-                workflow=self.workflow_name,
+                workflow=self.workflow.name,
                 subtasks=t.n_subtasks,
                 models=t.model_names,
                 budget_pusd=self.ledger.budget_pusd,
@@ -190,38 +244,32 @@ class Executor:
                 rounds=self.options.rounds,
             )
         )
-        with self.clock.participate(), single_error():
-            async with anyio.create_task_group() as tg:
-                try:
-                    await self._drive(tg)
-                finally:
-                    tg.cancel_scope.cancel()
-        success = self._n_complete == t.n_subtasks
-        if success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
-            elapsed = max(c for c in self._completed_at if c is not None)
-        else:
-            elapsed = min(self._elapsed(), self.deadline_s)
-        spent = self.ledger.spent.pusd
-        self._emit(
-            RunFinished(
-                t=self._elapsed(),
-                success=success,
-                reason=self._reason,
-                spent_pusd=spent,
-                cost_usd=to_usd(spent),
-                elapsed_s=elapsed,
-                completed=self._n_complete,
-                subtasks=t.n_subtasks,
-            )
-        )
+        try:
+            with self.clock.participate(), single_error():
+                async with anyio.create_task_group() as tg:
+                    try:
+                        await self._drive(tg)
+                    finally:
+                        tg.cancel_scope.cancel()
+        except BaseException as exc:
+            # Every task of the run has ended and reported: settle what they used, then let the error go on.
+            while len(self._inbox):
+                self._on_sample_ended(self._inbox.take())
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
+            self._reason = Reason.CANCELLED if cancelled else Reason.ERROR
+            self._detail = None if cancelled else f"{type(exc).__name__}: {exc}"
+            self._emit(self._finished())
+            raise
+        self._emit(self._finished())
         if self._fatal is not None:
             raise self._fatal
         return RunResult(
-            success=success,
+            success=self._success,
             reason=self._reason,
-            cost=to_usd(spent),
-            cost_pusd=spent,
-            elapsed=elapsed,
+            detail=self._detail,
+            cost=to_usd(self.ledger.spent.pusd),
+            cost_pusd=self.ledger.spent.pusd,
+            elapsed=self._result_elapsed(),
             budget=to_usd(self.ledger.budget_pusd),
             deadline=self.deadline_s,
             seed=self.seed,
@@ -230,7 +278,7 @@ class Executor:
                 sid: SubtaskOutcome(
                     id=sid,
                     completed=self._complete[i],
-                    model=self._model_name(self._model_done[i]),
+                    model=_name(t.model_names, self._model_done[i]),
                     completed_at=self._completed_at[i],
                     batches=self._batches[i],
                     samples=self._samples_launched[i],
@@ -243,8 +291,28 @@ class Executor:
             run_id=self.run_id,
         )
 
-    def _model_name(self, j: int | None) -> str | None:
-        return None if j is None else self.table.model_names[j]
+    @property
+    def _success(self) -> bool:
+        return self._n_complete == self.table.n_subtasks
+
+    def _result_elapsed(self) -> float:
+        if self._success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
+            return max(c for c in self._completed_at if c is not None)
+        return min(self._elapsed(), self.deadline_s)
+
+    def _finished(self) -> RunFinished:
+        spent = self.ledger.spent.pusd
+        return RunFinished(
+            t=self._elapsed(),
+            success=self._success,
+            reason=self._reason,
+            spent_pusd=spent,
+            cost_usd=to_usd(spent),
+            elapsed_s=self._result_elapsed(),
+            completed=self._n_complete,
+            subtasks=self.table.n_subtasks,
+            detail=self._detail,
+        )
 
     def _elapsed(self) -> float:
         return self.clock.now() - self._t0
@@ -254,7 +322,7 @@ class Executor:
         rounds = self.options.rounds
         await self._plan(tg)
         replan = False
-        while self._n_complete < n:
+        while self._n_complete < n and self._bug is None:
             # In rounds, a change waits (replan stays set) until the last sample in flight has ended.
             if replan and self._cancelling == 0 and not (rounds and self._open):
                 replan = False
@@ -264,20 +332,20 @@ class Executor:
                 return
             msg = await self._inbox.get(until=self._deadline)
             if msg is None:
-                self._reason = DEADLINE
+                self._reason = Reason.DEADLINE
                 self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
                 await self._cancel_all_and_drain()
                 return
             replan |= self._on_sample_ended(msg)
             if self._fatal is not None:
-                self._reason = REJECTED
+                self._reason, self._detail = Reason.PROVIDER_REJECTED, str(self._fatal)
                 await self._cancel_all_and_drain()
                 return
         # Success. With cancel_siblings off, samples of completed subtasks may still be running: stop them.
         await self._cancel_all_and_drain()
 
     async def _cancel_all_and_drain(self) -> None:
-        for b in self._in_flight.values():
+        for b in list(self._in_flight.values()):
             self._cancel_batch(b)
         while self._open:
             msg = await self._inbox.get()
@@ -285,11 +353,10 @@ class Executor:
                 self._on_sample_ended(msg)
 
     def _cancel_batch(self, b: _Batch) -> None:
-        for idx, h in enumerate(b.handles):
-            if h is not None:
-                b.handles[idx] = None
-                self._cancelling += 1
-                h.cancel()
+        if not b.cancelled and b.handle is not None:
+            b.cancelled = True
+            self._cancelling += b.open
+            b.handle.cancel()
 
     # -- planning -------------------------------------------------------------------------------------
 
@@ -321,7 +388,7 @@ class Executor:
         snap = self._snapshot()
         start = time.perf_counter()
         if self.planner.in_thread:
-            decision = await anyio.to_thread.run_sync(self.planner.decide, snap, limiter=_PLANNER_THREADS)
+            decision = await anyio.to_thread.run_sync(self.planner.decide, snap, limiter=_planner_threads())
         else:
             decision = self.planner.decide(snap)
         ms = (time.perf_counter() - start) * 1000.0
@@ -360,119 +427,157 @@ class Executor:
             out.append((int(i), a))
         return out
 
+    def _reject(self, i: int, j: int, k: int, reason: Reason) -> None:
+        self._rejected.add(reason)
+        t = self.table
+        self._emit(
+            LaunchRejected(t=self._elapsed(), subtask=t.subtask_ids[i], model=t.model_names[j], k=k, reason=reason)
+        )
+
     def _launch(self, tg: anyio.abc.TaskGroup, i: int, a: Launch) -> None:
         t = self.table
         j, k = a.model, a.k
         now = self.clock.now()
-        sid, model = t.subtask_ids[i], t.model_names[j]
         if i not in self._ready:  # the subtask's state changed while the planner was being charged
             return
         if now + float(t.min_latency[i, j]) > self._deadline:
-            self._rejected.add(DEADLINE)
-            self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=DEADLINE))
-            return
+            return self._reject(i, j, k, Reason.DEADLINE)
+        if j in self._down:
+            return self._reject(i, j, k, Reason.UNREACHABLE)
         max_tokens = int(t.max_tokens[j])
         adapter = self.adapters[j]
         messages = self._messages(i)
         input_tokens = adapter.input_tokens(int(t.input_tokens[i]), messages)
-        check_pusd = adapter.check_pusd(i, max_tokens)
+        verifier = None if adapter.simulated else self.verifiers[i]
+        check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
         worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
         share = Usage(worst, max_tokens)
         res = self.ledger.reserve(share * k)
         if res is None:
-            self._rejected.add(BUDGET)
-            self._emit(LaunchRejected(t=now - self._t0, subtask=sid, model=model, k=k, reason=BUDGET))
-            return
+            return self._reject(i, j, k, Reason.BUDGET)
         self._next_batch += 1
-        b = _Batch(self._next_batch, i, j, k, now, res, share)
+        b = _Batch(self._next_batch, i, j, k, now, res, share, check_pusd)
+        sid, rel = t.subtask_ids[i], now - self._t0
         self._emit(
             BudgetReserved(
-                t=now - self._t0,
-                reservation=res.id,
-                batch=b.id,
-                pusd=res.held.pusd,
-                output_tokens=res.held.output_tokens,
+                t=rel, reservation=res.id, batch=b.id, pusd=res.held.pusd, output_tokens=res.held.output_tokens
             )
         )
-        self._emit(BatchLaunched(t=now - self._t0, batch=b.id, subtask=sid, model=model, k=k, max_tokens=max_tokens))
+        self._emit(BatchLaunched(t=rel, batch=b.id, subtask=sid, model=t.model_names[j], k=k, max_tokens=max_tokens))
         self._ready.discard(i)
         self._in_flight[b.id] = b
         self._open += k
         self._samples_launched[i] += k
         self._batches[i] += 1
-        deadline = self.clock.wall_time_of(self._deadline)
-        for idx in range(k):
-            req = SampleRequest(
-                i, sid, j, model, input_tokens, max_tokens, (b.id, idx), k, messages, deadline, check_pusd
-            )
-            b.handles.append(
-                self.clock.spawn(tg, self._sample_runner(adapter, req, b, idx), name=f"{sid}#{b.id}.{idx}")
-            )
+        batch = Batch(
+            id=b.id,
+            subtask=i,
+            tag=sid,
+            model=j,
+            k=k,
+            max_tokens=max_tokens,
+            input_tokens=input_tokens,
+            messages=messages,
+            deadline=self.clock.wall_time_of(self._deadline),
+        )
+        b.handle = self.clock.spawn(tg, partial(self._run_batch, adapter, verifier, b, batch), name=f"{sid}#{b.id}")
 
     def _messages(self, i: int) -> tuple[Message, ...] | None:
-        if self.subtasks is None or self.subtasks[i].prompt is None:  # simulated workflows: nothing to render
+        subtask = self.workflow.subtasks[i]
+        if subtask.prompt is None:  # simulated workflows: nothing to render
             return None
         outputs = {self.table.subtask_ids[d]: self._output[d] for d in self.table.deps(i).tolist()}
-        return render(self.subtasks[i], outputs)
+        return render(subtask, outputs)
 
-    def _sample_runner(
-        self, adapter: Adapter, req: SampleRequest, b: _Batch, idx: int
-    ) -> Callable[[], Awaitable[None]]:
-        async def run_sample() -> None:
-            progress = SampleProgress()
-            outcome: SampleOutcome | None = None
-            error: str | None = None
-            fatal: ProviderRejectedError | None = None
-            try:
-                outcome = await adapter.sample(req, progress)
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception as exc:  # an adapter failure is a failed sample, never a crashed run
-                error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, ProviderRejectedError) and exc.fatal:
-                    fatal = exc
-            finally:
-                # No await here: this must run even while the task is being cancelled.
-                ended = _SampleEnded(b, idx, outcome, progress, outcome is None and error is None, error, fatal)
-                self._inbox.put(ended, (b.id, idx))
+    # -- a batch in flight ----------------------------------------------------------------------------
 
-        return run_sample
+    async def _run_batch(self, adapter: Adapter, verifier: Verifier | None, b: _Batch, batch: Batch) -> None:
+        """Run one batch through its adapter; every sample's end goes to the inbox exactly once."""
+        reported = [False] * b.k
+        with single_error():
+            async with anyio.create_task_group() as checks:
+                report = partial(self._report, adapter, verifier, b, reported, checks)
+                try:
+                    await adapter.run(batch, report)
+                except ProviderError as exc:  # the batch's request failed before it produced anything
+                    self._report_rest(b, reported, report, Finish.ERROR, exc)
+                except Exception as exc:
+                    self._bug = exc  # the drive loop stops before it acts on what is reported below
+                    raise
+                else:
+                    if not all(reported):
+                        raise InvariantError(f"{type(adapter).__name__} returned without reporting every sample")
+                finally:  # cancelled before the adapter could report them
+                    self._report_rest(b, reported, report, Finish.CANCELLED)
+
+    def _report(
+        self,
+        adapter: Adapter,
+        verifier: Verifier | None,
+        b: _Batch,
+        reported: list[bool],
+        checks: anyio.abc.TaskGroup,
+        end: SampleEnd,
+    ) -> None:
+        """What an adapter calls when a sample ends: decide its success, or start the check that will."""
+        if not 0 <= end.index < b.k or reported[end.index]:
+            raise InvariantError(f"{type(adapter).__name__} reported sample {end.index} of batch {b.id} twice")
+        reported[end.index] = True
+        if verifier is not None and end.finish is Finish.COMPLETE and end.passed is None:
+            self.clock.spawn(checks, partial(self._check, verifier, b, end), name=f"check#{b.id}.{end.index}")
+            return
+        ok = end.finish is Finish.COMPLETE and (end.passed is None or bool(end.passed))
+        status = _STATUS.get(end.finish, SampleStatus.SUCCEEDED if ok else SampleStatus.FAILED)
+        self._inbox.put(_Ended(b, end, status, 0), (b.id, end.index))
+
+    @staticmethod
+    def _report_rest(
+        b: _Batch, reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None
+    ) -> None:
+        for idx in range(b.k):
+            if not reported[idx]:
+                report(SampleEnd(index=idx, finish=finish, input_tokens=0, output_tokens=0, error=error))
+
+    async def _check(self, verifier: Verifier, b: _Batch, end: SampleEnd) -> None:
+        verdict: Verdict | None = None
+        try:
+            verdict = await verifier.check(end.output or "", b.check_pusd)
+        except OntimeError as exc:  # a check that cannot decide says no (and may have spent its worst case)
+            verdict = Verdict(False, f"the check failed: {exc}", cost_pusd=b.check_pusd)
+        finally:
+            if verdict is None:  # cancelled while checking: charge the worst the check may have cost
+                status, cost = SampleStatus.CANCELLED, b.check_pusd
+            else:
+                status = SampleStatus.SUCCEEDED if verdict.ok else SampleStatus.FAILED
+                cost = min(verdict.cost_pusd, b.check_pusd)
+            self._inbox.put(_Ended(b, end, status, cost), (b.id, end.index))
 
     # -- events ---------------------------------------------------------------------------------------
 
-    def _on_sample_ended(self, msg: _SampleEnded) -> bool:
+    def _on_sample_ended(self, msg: _Ended) -> bool:
         """Settle one sample; return True if what is possible changed (so the planner must be asked)."""
         t = self.table
-        b = msg.batch
+        b, end = msg.batch, msg.end
         i, j = b.subtask, b.model
         now = self.clock.now()
         rel = now - self._t0
-        if msg.cancelled:
-            self._cancelling -= 1
-        elif b.handles[msg.index] is None:
-            self._cancelling -= 1  # cancelled, but it had finished before the cancellation reached it
-        b.handles[msg.index] = None
-        if msg.outcome is not None:
-            inp, out, check = msg.outcome.input_tokens, msg.outcome.output_tokens, msg.outcome.check_pusd
-            status = "succeeded" if msg.outcome.success else "failed"
-        else:
-            inp, out, check = msg.progress.input_tokens, msg.progress.output_tokens, msg.progress.check_pusd
-            status = "cancelled" if msg.cancelled else "error"
-        cost = int(inp * t.in_price[j] + out * t.out_price[j]) + check
+        inp, out = end.input_tokens, end.output_tokens
+        cost = int(inp * t.in_price[j] + out * t.out_price[j]) + msg.check_pusd
         released = self.ledger.settle(b.reservation, Usage(cost, out), b.share)
         sid, model = t.subtask_ids[i], t.model_names[j]
+        error = None if end.error is None else f"{type(end.error).__name__}: {end.error}"
         self._emit(
             SampleFinished(
                 t=rel,
                 batch=b.id,
-                sample=msg.index,
+                sample=end.index,
                 subtask=sid,
                 model=model,
-                status=status,
+                status=msg.status,
                 input_tokens=inp,
                 output_tokens=out,
                 latency_s=now - b.started_at,
-                error=msg.error,
+                error=error,
             )
         )
         self._emit(
@@ -480,21 +585,22 @@ class Executor:
                 t=rel,
                 reservation=b.reservation.id,
                 batch=b.id,
-                sample=msg.index,
+                sample=end.index,
                 pusd=cost,
                 output_tokens=out,
                 released_pusd=released.pusd,
                 released_output_tokens=released.output_tokens,
             )
         )
-        if msg.fatal is not None and self._fatal is None:
-            self._fatal = msg.fatal
+        self._track_endpoint(j, end)
         self._cost[i] += cost
         self._open -= 1
         b.open -= 1
+        if b.cancelled:
+            self._cancelling -= 1
         changed = False
-        if status == "succeeded" and not self._complete[i] and now <= self._deadline:
-            self._complete_subtask(b, msg, rel)
+        if msg.status is SampleStatus.SUCCEEDED and not self._complete[i] and now <= self._deadline:
+            self._complete_subtask(b, end.output, rel)
             changed = True
             if self.options.cancel_siblings:
                 self._cancel_batch(b)
@@ -507,14 +613,34 @@ class Executor:
             changed = True  # a batch ended: its reservation is free again
         return changed
 
-    def _complete_subtask(self, b: _Batch, msg: _SampleEnded, rel: float) -> None:
+    def _track_endpoint(self, j: int, end: SampleEnd) -> None:
+        """Stop a run on a refused key; stop launching on a model whose endpoint cannot be reached."""
+        if isinstance(end.error, ProviderRejectedError) and end.error.fatal and self._fatal is None:
+            self._fatal = end.error
+        if end.finish in (Finish.COMPLETE, Finish.CUT_OFF):
+            self._answered[j], self._failing[j] = True, 0
+        unreachable = isinstance(end.error, ProviderUnavailableError) and not isinstance(end.error, RateLimitedError)
+        if not unreachable:
+            return
+        self._failing[j] += 1
+        if self._answered[j] or self._failing[j] < UNREACHABLE_AFTER or j in self._down:
+            return
+        name = self.table.model_names[j]
+        endpoint = self.workflow.models[name].endpoint
+        where = f" at {endpoint.base_url}" if endpoint is not None and endpoint.base_url else ""
+        self._down[j] = (
+            f"model {name!r}{where}: {self._failing[j]} requests in a row failed and none was ever answered "
+            f"(last: {end.error})"
+        )
+
+    def _complete_subtask(self, b: _Batch, output: str | None, rel: float) -> None:
         i = b.subtask
         b.done = True
         self._complete[i] = True
         self._n_complete += 1
         self._model_done[i] = b.model
         self._completed_at[i] = rel
-        self._output[i] = msg.outcome.output if msg.outcome is not None else None
+        self._output[i] = output
         self._emit(
             SubtaskCompleted(
                 t=rel, subtask=self.table.subtask_ids[i], batch=b.id, model=self.table.model_names[b.model]
@@ -525,11 +651,14 @@ class Executor:
             if self._deps_left[c] == 0:
                 self._ready.add(c)
 
-    def _why_stuck(self) -> str:
+    def _why_stuck(self) -> Reason:
         """Nothing is in flight and nothing was launched: say why the run cannot go on."""
         t = self.table
         if self.clock.now() >= self._deadline:
-            return DEADLINE
+            return Reason.DEADLINE
+        if Reason.UNREACHABLE in self._rejected:
+            self._detail = "; ".join(self._down.values())
+            return Reason.UNREACHABLE
         avail = self.ledger.available
         time_left = self._deadline - self.clock.now()
         affordable = timely = False
@@ -541,11 +670,18 @@ class Executor:
                     affordable = True
                     timely |= float(t.min_latency[i, j]) <= time_left
         if not affordable:
-            return BUDGET
-        if not timely or DEADLINE in self._rejected:
-            return DEADLINE
-        if BUDGET in self._rejected:
-            return BUDGET
-        if self._planner_reason in (BUDGET, DEADLINE):
+            return Reason.BUDGET
+        if not timely or Reason.DEADLINE in self._rejected:
+            return Reason.DEADLINE
+        if Reason.BUDGET in self._rejected:
+            return Reason.BUDGET
+        if self._planner_reason in (Reason.BUDGET, Reason.DEADLINE):
             return self._planner_reason
-        return GAVE_UP
+        return Reason.PLANNER_GAVE_UP
+
+
+_STATUS = {Finish.CANCELLED: SampleStatus.CANCELLED, Finish.ERROR: SampleStatus.ERROR}
+
+
+def _name(names: tuple[str, ...], j: int | None) -> str | None:
+    return None if j is None else names[j]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime._errors import InvariantError
+from runtime.types import InvariantError
 
 __all__ = ["Ledger", "Reservation", "Usage"]
 

@@ -5,7 +5,7 @@ planner, replanning after every event exactly as a real run would, on the workfl
 the ones that finish within both limits. The estimate is as good as the profiles: on the simulated backend
 it is the success rate ``ontime eval`` measures, up to Monte Carlo error, which the 95% interval states.
 
-A planner with a kernel form (MCP, Retry, Uniform: :meth:`planners.base.Planner.play`) is played whole in a
+A planner with a kernel form (MCP, Retry, Uniform: :meth:`runtime.types.Planner.play`) is played whole in a
 numba kernel that follows the executor's execution model, in threads (the kernels release the GIL); any
 other planner is played through the executor itself, in processes. Predicted runs use seeds of their own
 (``PREDICT_SEED_OFFSET`` on), so a prediction never replays the runs an evaluation with small seeds
@@ -15,26 +15,22 @@ measures.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import numpy as np
 
-from runtime._api import WorkflowLike, prepare
-from runtime._errors import UsageError
+from runtime._api import check_plan_options, check_run
 from runtime._eval import run_seeds, wilson_interval
-from runtime._money import PUSD_PER_USD
-from runtime._snapshot import Snapshot
-from runtime._spec import load_workflow
-from runtime._workflow import Workflow
+from runtime._executor import usable_cpus
+from runtime.types import PUSD_PER_USD, Planner, Snapshot, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from planners.base import Planner
+    from runtime._api import PlanOptions, RunOptions, WorkflowLike
     from runtime._eval import RunSummary
 
 __all__ = ["PREDICT_SEED_OFFSET", "Prediction", "predict"]
@@ -79,13 +75,12 @@ def predict(
     budget: float,
     deadline: float,
     *,
-    planner: str | None = None,
     runs: int = 1000,
     precision: float | None = None,
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
-    **options: Any,
+    **options: Unpack[PlanOptions],
 ) -> Prediction:
     """Predict the chance that ``run(workflow, budget, deadline, planner=...)`` finishes within both limits.
 
@@ -94,10 +89,14 @@ def predict(
         precision: stop early, at a multiple of 100 runs, once the 95% interval's half-width is at most
             this (e.g. 0.03); None runs all ``runs``.
         seed: seeds the simulations (the planner's too); the same seed gives the same prediction.
-        workers: threads (kernel) or processes (executor) to simulate in; default all cores for the
-            kernel, 1 for the executor. The prediction does not depend on it.
+        workers: threads (kernel) or processes (executor) to simulate in; default one thread per usable CPU,
+            or one process. The prediction does not depend on it.
         progress: called with the number of simulations just finished.
-        options: as for :func:`runtime.run` (``cancel_siblings``, ``rounds``, ``output_token_cap``, ...).
+        options: those of :func:`runtime.open_run` that shape a run (``planner``, ``cancel_siblings``,
+            ``rounds``, ``charge_planner_time``, ``output_token_cap``).
+
+    Raises:
+        UsageError: bad input, before any simulation.
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise UsageError(f"runs must be a positive integer, not {runs!r}")
@@ -105,12 +104,12 @@ def predict(
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
+    check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form
     started = time.perf_counter()
-    wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
-    executor = prepare(wf, budget, deadline, planner=planner, seed=seed, **options)
-    pl = executor.planner
+    setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
+    pl = setup.planner()
     start = dataclasses.replace(
-        Snapshot.at_start(executor.table, executor.ledger.budget_pusd, float(deadline)),
+        Snapshot.at_start(setup.table, setup.budget_pusd, setup.deadline_s),
         output_tokens_left=options.get("output_token_cap"),
         cancel_siblings=options.get("cancel_siblings", True),
         rounds=options.get("rounds", False),
@@ -122,14 +121,16 @@ def predict(
 
     # Planner time charged to the clock changes a run, and only the executor measures it.
     played = None if options.get("charge_planner_time") else _play_in_threads(
-        pl, start, seed, runs, workers, progress, precise_enough
+        pl, start, seed, runs, workers or usable_cpus(), progress, precise_enough
     )  # fmt: skip
+    if played is None:
+        check_plan_options(options, "predict through the executor (this planner has no kernel form)")
     if played is not None:
         ok, spent, elapsed = played
         method = "kernel"
     else:
         summaries = run_seeds(
-            wf, budget, deadline, planner, range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs),
+            setup.workflow, budget, deadline, range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs),
             workers=workers or 1, progress=progress, stop_every=CHECKPOINT,
             stop=(lambda done: precise_enough(sum(s.success for s in done), len(done))) if precision else None,
             **options,
@@ -157,7 +158,7 @@ def _play_in_threads(
     start: Snapshot,
     seed: int,
     runs: int,
-    workers: int | None,
+    workers: int,
     progress: Callable[[int], None] | None,
     enough: Callable[[int, int], bool],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -173,7 +174,7 @@ def _play_in_threads(
     if progress:
         progress(done)
     bounds = [(lo, min(runs, lo + _CHUNK)) for lo in range(done, runs, _CHUNK)]
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(pl.play, start, stream, lo, hi - lo) for lo, hi in bounds]
         try:
             for fut in futures:

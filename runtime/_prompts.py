@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from runtime.types import Message
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from adapters.chat import Message
-    from runtime._workflow import Subtask
+    from runtime.types import Subtask
 
 __all__ = ["placeholders", "render"]
 
@@ -28,8 +29,6 @@ def render(subtask: Subtask, outputs: Mapping[str, str | None]) -> tuple[Message
     """The messages of ``subtask`` given its dependencies' outputs, or None if it has no prompt."""
     if subtask.prompt is None:
         return None
-    from adapters.chat import Message  # adapters.chat needs runtime's errors: import it once runtime is loaded
-
     user = _SLOT.sub(lambda m: outputs.get(m.group(1)) or "", subtask.prompt)
     system = () if subtask.system is None else (Message("system", subtask.system),)
     return (*system, Message("user", user))

@@ -13,27 +13,38 @@ the loop, the finalizer (if on) chooses between the base answer and a refined on
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
 
-from runtime._errors import LimitError, ProviderError
-from runtime._events import AgentFinished, AgentStarted, AgentStep
+from planners import finalizer
 from runtime._ledger import Ledger, Usage
-from runtime._money import check_limit
-from runtime._qa_types import ANSWER, DECOMPOSE, SEARCH, QABudget, Step, Trace, content_tokens, parse_turn
-from tools.retrieval import DEFAULT_TOP_K
+from runtime.types import (
+    DEFAULT_TOP_K,
+    Action,
+    AgentFinished,
+    AgentStarted,
+    AgentStep,
+    LimitError,
+    ProviderError,
+    QABudget,
+    RealClock,
+    Step,
+    StopReason,
+    Trace,
+    check_limit,
+    content_tokens,
+    parse_turn,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from adapters.sim_agent import AgentModel
     from planners.finalizer import Finalization
-    from planners.qa_base import QAController
-    from runtime._events import Event
-    from tools.retrieval import Hit, SearchTool
+    from runtime.types import AgentModel, Clock, Event, Hit, QAController, SearchTool
 
 __all__ = ["QAResult", "run_agent"]
 
@@ -47,7 +58,7 @@ class QAResult:
     base_answer: str
     tool_calls: int
     output_tokens: int
-    reason: str  # answered, budget, deadline, turns
+    reason: StopReason
     controller: str
     trace: Trace = field(repr=False)
     finalization: Finalization | None = field(default=None, repr=False)
@@ -74,10 +85,12 @@ async def run_agent(
     finalize: bool = True,
     top_k: int = DEFAULT_TOP_K,
     deadline_s: float | None = None,
+    clock: Clock | None = None,
     on_step: Callable[[Step, QABudget], None] | None = None,
     emit: Callable[[Event], None] | None = None,
 ) -> QAResult:
-    """Answer ``question`` within ``tool_calls`` searches and ``tokens`` output tokens (and ``deadline_s``).
+    """Answer ``question`` within ``tool_calls`` searches and ``tokens`` output tokens (and ``deadline_s``
+    on ``clock``, by default the real one).
 
     ``on_step`` sees every step with the budget left after it; ``emit`` gets the typed events
     (``AgentStarted``, one ``AgentStep`` per turn, ``AgentFinished``).
@@ -90,8 +103,10 @@ async def run_agent(
         check_limit("deadline", deadline_s)
     ledger = Ledger(2**62, output_token_cap=tokens, tool_call_cap=tool_calls)
     trace = Trace(question)
-    t0 = time.monotonic()
+    clock = clock or RealClock()
+    t0 = clock.now()
     end = None if deadline_s is None else t0 + deadline_s
+    wall_end = None if end is None else clock.wall_time_of(end)
     if emit is not None:
         emit(AgentStarted(t=0.0, question=question, controller=controller.name, tool_calls=tool_calls, tokens=tokens))
 
@@ -101,54 +116,57 @@ async def run_agent(
         if on_step is not None:
             on_step(step, after)
         if emit is not None:
-            emit(AgentStep(t=time.monotonic() - t0, step=len(trace.steps), directive=step.directive,
+            emit(AgentStep(t=clock.now() - t0, step=len(trace.steps), directive=step.directive,
                            action=step.action, output_tokens=step.output_tokens, query=step.query,
                            hits=tuple(h.title for h in step.hits), answer=step.answer,
                            tool_calls_left=left.tool_calls, tokens_left=left.output_tokens))  # fmt: skip
 
-    reason = "turns"
+    reason = StopReason.TURNS
     for _ in range(4 * tool_calls + 6):
         left = ledger.available
         budget = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
         if budget.tokens_left < 1:
-            reason = "budget"
+            reason = StopReason.BUDGET
             break
-        if end is not None and time.monotonic() >= end:
-            reason = "deadline"
+        if end is not None and clock.now() >= end:
+            reason = StopReason.DEADLINE
             break
         d = controller.decide(trace, budget)
         allowance = min(d.max_tokens, budget.tokens_left)
         if allowance < 1:
-            reason = "budget"
+            reason = StopReason.BUDGET
             break
         held = ledger.reserve(Usage(0, allowance))
         assert held is not None  # allowance <= what is left
         try:
-            with anyio.move_on_after(float("inf") if end is None else max(0.0, end - time.monotonic())) as scope:
+            with anyio.move_on_after(math.inf if wall_end is None else max(0.0, wall_end - time.monotonic())) as scope:
                 turn = await model.turn(trace, d, budget)
         except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
-            step = Step("stall", d.action, allowance, f"model error: {exc}")
+            step = Step(Action.STALL, d.action, allowance, f"model error: {exc}")
             trace.steps.append(step)
             report(step)
             continue
         if scope.cancelled_caught:
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
-            reason = "deadline"
+            reason = StopReason.DEADLINE
             break
         used = min(max(0, turn.output_tokens), allowance)
         ledger.settle(held, Usage(0, used), Usage(0, allowance))
         parsed = parse_turn(turn.text)
         if parsed.answer is not None:
-            step = Step(ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate,
+            step = Step(Action.ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate,
                         confidence=parsed.confidence)  # fmt: skip
             trace.steps.append(step)
             report(step)
-            reason = "answered"
+            reason = StopReason.ANSWERED
             break
         query = parsed.query
-        action = DECOMPOSE if d.action == DECOMPOSE and query else SEARCH
-        if query is None and d.action in (SEARCH, DECOMPOSE):  # guardrail: the retrieval the controller paid for
+        action = Action.DECOMPOSE if d.action == Action.DECOMPOSE and query else Action.SEARCH
+        if query is None and d.action in (
+            Action.SEARCH,
+            Action.DECOMPOSE,
+        ):  # guardrail: the retrieval the controller paid for
             query = " ".join(content_tokens(question)) or question
         hits: tuple[Hit, ...] = ()
         if query is not None and ledger.available.tool_calls >= 1:
@@ -161,7 +179,7 @@ async def run_agent(
             for h in hits:
                 trace.evidence.setdefault(h.id, h)
         else:
-            action, query = "stall", None  # malformed, or a search it has no tool call left for
+            action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
         step = Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
                     confidence=parsed.confidence,
                     truncated=used >= allowance and parsed.answer is None and parsed.query is None)  # fmt: skip
@@ -172,13 +190,11 @@ async def run_agent(
     fin = None
     answer = base
     if finalize:
-        from planners.finalizer import finalize as finalize_answer
-
-        fin = finalize_answer(trace, base)
+        fin = finalizer.finalize(trace, base)
         answer = fin.answer
     finalized = bool(fin and fin.accepted)
     if emit is not None:
-        emit(AgentFinished(t=time.monotonic() - t0, answer=answer, base_answer=base, finalized=finalized,
+        emit(AgentFinished(t=clock.now() - t0, answer=answer, base_answer=base, finalized=finalized,
                            tool_calls=spent.tool_calls, output_tokens=spent.output_tokens, reason=reason))  # fmt: skip
     return QAResult(
         question=question,

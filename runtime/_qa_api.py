@@ -1,9 +1,10 @@
-"""Search-agent QA from Python: ``answer`` one question, ``evaluate_qa`` a data set over the budget ladder.
+"""Search-agent QA from Python: ``aanswer`` (or ``answer``) one question, ``evaluate_qa`` a data set over the
+budget ladder.
 
-Both run the agent of ``runtime._qa`` with a controller by name (:data:`CONTROLLERS`) on the simulated
-search-agent model (offline) over a BM25 index of the corpus. Every result is audited: realized tool calls
-and output tokens are compared with the caps, and a run over either counts as a cap violation (there are
-none by construction; the audit is what proves it).
+Both run the agent of ``runtime._qa`` with a controller by name (``planners.CONTROLLERS``) on the simulated
+search-agent model (offline) over a BM25 index of the corpus, unless given a model and a search tool. Every
+result is audited: realized tool calls and output tokens are compared with the caps, and a run over either
+counts as a cap violation (there are none by construction; the audit is what proves it).
 """
 
 from __future__ import annotations
@@ -13,53 +14,58 @@ import random
 import statistics
 import time
 import uuid
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 
-from runtime._errors import UsageError
+from adapters.sim_agent import DEFAULT_BACKBONE, SimAgentModel
+from planners import CONTROLLERS, make_controller
+from runtime._api import refuse_inside_event_loop
 from runtime._qa import QAResult, run_agent
-from runtime._qa_forms import exact_match, f1
 from runtime._sinks import user_sinks
+from runtime.types import UsageError
+from runtime.types.answers import exact_match, f1
+from tools.qa_data import pool_corpus, read_corpus
+from tools.retrieval import BM25Search
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from adapters.sim_agent import AgentModel
-    from planners.qa_base import QAController
-    from runtime._events import Event
-    from tools.qa_data import Paragraph, QAExample
-    from tools.retrieval import SearchTool
+    from structlog.typing import FilteringBoundLogger
 
-__all__ = ["ABLATIONS", "CONTROLLERS", "LADDER", "answer", "bootstrap_mean", "evaluate_qa", "make_controller"]
+    from runtime.types import AgentModel, Clock, Event, QAController, SearchTool
+    from tools.qa_data import Paragraph, QAExample
+
+__all__ = ["LADDER", "AnswerOptions", "QACell", "aanswer", "answer", "bootstrap_mean", "evaluate_qa"]
 
 LADDER = ((1, 100), (2, 200), (2, 300), (3, 500))  # (tool calls, output tokens): low .. high
-CONTROLLERS = ("voi", "value-tree", "budget-tracker", "free", "search-then-answer")
-ABLATIONS = ("voi-no-penalty", "voi-no-norm", "voi-no-struct", "voi-no-guards")
 
 
-def make_controller(name: str) -> QAController:
-    """A controller by name: one of :data:`CONTROLLERS` or :data:`ABLATIONS`."""
-    from planners.qa_baselines import BudgetTracker, FreeRunning, SearchThenAnswer, ValueTree
-    from planners.voi import VOIController
+class AnswerOptions(TypedDict, total=False):
+    """The keywords of :func:`aanswer` (and :func:`answer`); :func:`aanswer` documents each one."""
 
-    simple: dict[str, Callable[[], QAController]] = {
-        "voi": VOIController,
-        "value-tree": ValueTree,
-        "budget-tracker": BudgetTracker,
-        "free": FreeRunning,
-        "search-then-answer": SearchThenAnswer,
-    }
-    if name in simple:
-        return simple[name]()
-    if name in ABLATIONS:
-        return VOIController.without(name.removeprefix("voi-no-"))
-    raise UsageError(f"unknown controller {name!r} (known: {', '.join(CONTROLLERS + ABLATIONS)})")
+    tool_calls: int
+    tokens: int
+    controller: str | QAController
+    corpus: Sequence[Paragraph] | str | Path | None
+    search: SearchTool | None
+    model: AgentModel | None
+    examples: Sequence[QAExample]
+    finalize: bool
+    deadline: float | None
+    clock: Clock | None
+    seed: int
+    backbone: str
+    log: bool | FilteringBoundLogger
+    on_event: Callable[[Event], None] | None
+    journal: str | PathLike[str] | None
 
 
-def answer(
+async def aanswer(
     question: str,
     *,
     tool_calls: int = 3,
@@ -71,54 +77,52 @@ def answer(
     examples: Sequence[QAExample] = (),
     finalize: bool = True,
     deadline: float | None = None,
+    clock: Clock | None = None,
     seed: int = 0,
-    backbone: str = "qwen3-32b",
-    log: bool | Any = True,
+    backbone: str = DEFAULT_BACKBONE,
+    log: bool | FilteringBoundLogger = False,
     on_event: Callable[[Event], None] | None = None,
     journal: str | PathLike[str] | None = None,
 ) -> QAResult:
     """Answer one question within ``tool_calls`` searches and ``tokens`` output tokens.
 
     Args:
+        controller: a controller by name (voi, value-tree, budget-tracker, free, search-then-answer, or an
+            ablation of voi) or an instance.
         corpus: paragraphs (or a JSONL corpus file) to build a BM25 index over; or give ``search``.
         model: the agent's model; default: the simulated one (``backbone``, ``seed``), which knows the
-            annotations of ``examples`` (questions it has none for are answered generically). Its
-            connections are closed when ``answer`` returns.
+            annotations of ``examples`` (questions it has none for are answered generically). The caller
+            owns a model it passes (and closes it).
         finalize: apply the risk-controlled finalizer to the answer.
-        deadline: seconds the whole answer may take.
-        log, on_event, journal: where the typed events go, as for :func:`runtime.run`.
-    """
-    from adapters.sim_agent import SimAgentModel
-    from tools.qa_data import read_corpus
-    from tools.retrieval import BM25Search
+        deadline: seconds the whole answer may take, on ``clock`` (default: the real one).
+        log, on_event, journal: where the typed events go, as for :func:`runtime.open_run`.
 
+    Raises:
+        UsageError: bad input (no corpus, an unknown controller or backbone, bad caps).
+    """
     if search is None:
         if corpus is None:
             raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
-        paragraphs = read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus
-        search = BM25Search(paragraphs)
+        search = BM25Search(read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus)
     ctl = make_controller(controller) if isinstance(controller, str) else controller
     agent = model or SimAgentModel(examples, backbone, seed)
-
-    sinks, journal_sink = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
-
-    def emit(event: Event) -> None:
-        for sink in sinks:
-            sink(event)
-
-    async def go() -> QAResult:
-        try:
-            return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
-                                   tokens=tokens, finalize=finalize, deadline_s=deadline, emit=emit)  # fmt: skip
-        finally:
-            with anyio.CancelScope(shield=True):
-                await agent.aclose()
-
+    emit, close_journal = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
     try:
-        return anyio.run(go)
+        return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
+                               tokens=tokens, finalize=finalize, deadline_s=deadline, clock=clock,
+                               emit=emit)  # fmt: skip
     finally:
-        if journal_sink is not None:
-            journal_sink.close()
+        close_journal()
+
+
+def answer(question: str, **options: Unpack[AnswerOptions]) -> QAResult:
+    """Synchronous :func:`aanswer` (same keywords): starts an event loop and answers.
+
+    Raises:
+        UsageError: called where an event loop is already running: await :func:`aanswer` there instead.
+    """
+    refuse_inside_event_loop("runtime.answer()", "await runtime.aanswer(...)")
+    return anyio.run(partial(aanswer, question, **options))
 
 
 def bootstrap_mean(values: list[float], rng: random.Random, reps: int = 1000) -> tuple[float, float, float]:
@@ -131,33 +135,69 @@ def bootstrap_mean(values: list[float], rng: random.Random, reps: int = 1000) ->
     return mean, boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
 
 
+@dataclass(frozen=True, slots=True)
+class QACell:
+    """One controller at one budget with the finalizer on or off, over a data set.
+
+    EM and F1 are means with 95% bootstrap intervals; ``tool_calls`` and ``output_tokens`` are means;
+    ``cap_violations`` counts runs over either cap (scored 0); ``finalized`` how often the finalizer
+    replaced the answer and ``finalizer_harmed`` how often that lowered F1. ``em_scores`` and ``f1_scores``
+    hold each question's scores when asked for (paired comparisons).
+    """
+
+    budget: str
+    controller: str
+    finalizer: bool
+    n: int
+    em: float
+    em_lo: float
+    em_hi: float
+    f1: float
+    f1_lo: float
+    f1_hi: float
+    tool_calls: float
+    output_tokens: float
+    cap_violations: int
+    finalized: int
+    finalizer_harmed: int
+    seconds: float
+    em_scores: list[float] = field(default_factory=list, repr=False)
+    f1_scores: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (what ``ontime qa-eval --json`` prints), without the per-question scores."""
+        d = asdict(self)
+        del d["em_scores"], d["f1_scores"]
+        return d
+
+
 def evaluate_qa(
     examples: Sequence[QAExample],
     *,
-    controllers: Sequence[str] = CONTROLLERS,
+    controllers: Sequence[str] = tuple(CONTROLLERS),
     ladder: Sequence[tuple[int, int]] = LADDER,
     finalize: Sequence[bool] = (False, True),
     search: SearchTool | None = None,
-    backbone: str = "qwen3-32b",
+    backbone: str = DEFAULT_BACKBONE,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     keep_scores: bool = False,
-) -> list[dict[str, Any]]:
-    """One row per (budget, controller, finalizer setting): EM, F1 (with 95% intervals), mean tool calls and
-    output tokens, cap violations, how often the finalizer replaced the answer and how often that hurt.
-    ``keep_scores`` adds each question's scores (``em_scores``, ``f1_scores``) for paired comparisons."""
-    from adapters.sim_agent import SimAgentModel
-    from tools.qa_data import pool_corpus
-    from tools.retrieval import BM25Search
+) -> list[QACell]:
+    """One cell per (budget, controller, finalizer setting), on the simulated model.
 
+    ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``).
+
+    Raises:
+        UsageError: no questions, an unknown controller or backbone; or called inside a running event loop.
+    """
+    refuse_inside_event_loop("runtime.evaluate_qa()", "a worker thread (anyio.to_thread.run_sync)")
     if not examples:
         raise UsageError("no questions to evaluate")
     index = search or BM25Search(pool_corpus(examples))
     model = SimAgentModel(examples, backbone, seed)
     ctls = [make_controller(c) for c in controllers]
-    rows: list[dict[str, Any]] = []
 
-    async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> dict[str, Any]:
+    async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> QACell:
         em, f, calls, used, violations, replaced, harmed = [], [], [], [], 0, 0, 0
         start = time.perf_counter()
         for ex in examples:
@@ -165,8 +205,7 @@ def evaluate_qa(
                                 tokens=toks, finalize=fin)  # fmt: skip
             over = r.tool_calls > tools or r.output_tokens > toks
             violations += over
-            score_em = 0.0 if over else exact_match(r.answer, ex.answers)
-            em.append(score_em)
+            em.append(0.0 if over else exact_match(r.answer, ex.answers))
             f.append(0.0 if over else f1(r.answer, ex.answers))
             calls.append(r.tool_calls)
             used.append(r.output_tokens)
@@ -178,20 +217,17 @@ def evaluate_qa(
         rng = random.Random(f"{seed}:{ctl.name}:{tools}:{toks}:{fin}")
         em_m, em_lo, em_hi = bootstrap_mean(em, rng)
         f1_m, f1_lo, f1_hi = bootstrap_mean(f, rng)
-        return {
-            "budget": f"({tools},{toks})", "controller": ctl.name, "finalizer": fin, "n": len(examples),
-            "em": round(em_m, 4), "em_lo": round(em_lo, 4), "em_hi": round(em_hi, 4),
-            "f1": round(f1_m, 4), "f1_lo": round(f1_lo, 4), "f1_hi": round(f1_hi, 4),
-            "tool_calls": round(statistics.fmean(calls), 3), "output_tokens": round(statistics.fmean(used), 1),
-            "cap_violations": violations, "finalized": replaced, "finalizer_harmed": harmed,
-            "seconds": round(time.perf_counter() - start, 2),
-        } | ({"em_scores": em, "f1_scores": f} if keep_scores else {})  # fmt: skip
+        return QACell(
+            budget=f"({tools},{toks})", controller=ctl.name, finalizer=fin, n=len(examples),
+            em=round(em_m, 4), em_lo=round(em_lo, 4), em_hi=round(em_hi, 4),
+            f1=round(f1_m, 4), f1_lo=round(f1_lo, 4), f1_hi=round(f1_hi, 4),
+            tool_calls=round(statistics.fmean(calls), 3), output_tokens=round(statistics.fmean(used), 1),
+            cap_violations=violations, finalized=replaced, finalizer_harmed=harmed,
+            seconds=round(time.perf_counter() - start, 2),
+            em_scores=em if keep_scores else [], f1_scores=f if keep_scores else [],
+        )  # fmt: skip
 
-    async def all_cells() -> None:
-        for tools, toks in ladder:
-            for ctl in ctls:
-                for fin in finalize:
-                    rows.append(await cell(ctl, tools, toks, fin))
+    async def all_cells() -> list[QACell]:
+        return [await cell(ctl, tools, toks, fin) for tools, toks in ladder for ctl in ctls for fin in finalize]
 
-    anyio.run(all_cells)
-    return rows
+    return anyio.run(all_cells)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from runtime.types import Reason
+
 __all__ = ["RunResult", "SubtaskOutcome"]
 
 
@@ -30,13 +32,13 @@ class RunResult:
     """The outcome of one run.
 
     ``success`` means every subtask completed before the deadline within the budget. Otherwise
-    ``reason`` says why not: ``"deadline"`` (time ran out), ``"budget"`` (no affordable launch was left),
-    or ``"planner_gave_up"`` (the planner launched nothing while nothing was in flight).
-    Money is in US dollars (``cost_pusd`` is the exact amount in pico-dollars), times in seconds.
+    ``reason`` (a :class:`runtime.Reason`) says why not, and ``detail`` names the cause where there is one
+    to name (the endpoint that could not be reached, and its last error). Money is in US dollars
+    (``cost_pusd`` is the exact amount in pico-dollars), times in seconds.
     """
 
     success: bool
-    reason: str | None
+    reason: Reason | None
     cost: float
     cost_pusd: int
     elapsed: float
@@ -47,6 +49,7 @@ class RunResult:
     subtasks: Mapping[str, SubtaskOutcome]
     planner_ms: tuple[float, ...]
     run_id: str
+    detail: str | None = None
     answer: str | None = None  # the answer subtask's output after the finalizer (workflows with one)
     base_answer: str | None = None  # that output as the subtask produced it
 
@@ -66,6 +69,7 @@ class RunResult:
             "success": self.success,
             **({"answer": self.answer, "base_answer": self.base_answer} if self.base_answer is not None else {}),
             "reason": self.reason,
+            "detail": self.detail,
             "cost": self.cost,
             "cost_pusd": self.cost_pusd,
             "elapsed": self.elapsed,

@@ -14,11 +14,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from runtime._errors import InvariantError
-from runtime._events import Event
+from runtime.types import Event, InvariantError
 
 if TYPE_CHECKING:
     from os import PathLike
+
+    from structlog.typing import FilteringBoundLogger
 
 __all__ = [
     "JournalSink",
@@ -43,7 +44,7 @@ class StructlogSink:
 
     __slots__ = ("_log",)
 
-    def __init__(self, run_id: str, logger: Any = None) -> None:
+    def __init__(self, run_id: str, logger: FilteringBoundLogger | None = None) -> None:
         self._log = (logger or structlog.get_logger("ontime")).bind(run_id=run_id)
 
     def __call__(self, event: Event) -> None:
@@ -72,19 +73,28 @@ class JournalSink:
 
 
 def user_sinks(
-    run_id: str, log: bool | Any, on_event: Sink | None, journal: str | PathLike[str] | None
-) -> tuple[list[Sink], JournalSink | None]:
-    """The sinks a caller asked for (``log``, ``on_event``, ``journal``, as :func:`runtime.run` documents
-    them), and the journal among them, which the caller must close."""
+    run_id: str, log: bool | FilteringBoundLogger, on_event: Sink | None, journal: str | PathLike[str] | None
+) -> tuple[Sink, Callable[[], None]]:
+    """One sink for what a caller asked for (``log``, ``on_event``, ``journal``, as :class:`runtime.RunOptions`
+    documents them), and the function that closes the journal, which the caller must call."""
     sinks: list[Sink] = []
-    if log is not False and log is not None:
+    if log is not False:
         sinks.append(StructlogSink(run_id, None if log is True else log))
     if on_event is not None:
         sinks.append(on_event)
     journal_sink = JournalSink(journal) if journal is not None else None
     if journal_sink is not None:
         sinks.append(journal_sink)
-    return sinks, journal_sink
+
+    def emit(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return emit, (journal_sink.close if journal_sink is not None else _nothing)
+
+
+def _nothing() -> None:
+    return None
 
 
 def read_journal(path: str | PathLike[str]) -> list[dict[str, Any]]:

@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime._errors import CycleError, SpecError, UnknownDependencyError, UnknownModelError
-from runtime._workflow import (
+from adapters.pricing import list_price
+from runtime._prompts import placeholders
+from runtime.types import (
+    CycleError,
     Endpoint,
     FixedTokens,
     LogNormalTokens,
@@ -21,7 +23,10 @@ from runtime._workflow import (
     ParametricProfile,
     PoolProfile,
     Profile,
+    SpecError,
     Subtask,
+    UnknownDependencyError,
+    UnknownModelError,
     VerifierSpec,
     Workflow,
 )
@@ -29,7 +34,7 @@ from runtime._workflow import (
 if TYPE_CHECKING:
     from os import PathLike
 
-__all__ = ["load_workflow", "parse_workflow", "validate_workflow"]
+__all__ = ["load_workflow", "never_succeeds", "parse_workflow", "validate_workflow"]
 
 _MODEL_KEYS = {
     "provider",
@@ -169,8 +174,6 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
         if d not in ids:
             raise UnknownDependencyError(f"unknown dependency {d!r}", source=src, subtask=s.id, field="deps")
     if s.prompt is not None:
-        from runtime._prompts import placeholders
-
         for ref in placeholders(s.prompt):
             if ref not in s.deps:
                 raise SpecError(
@@ -253,8 +256,6 @@ def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
     _check_keys(spec, _MODEL_KEYS | (_ENDPOINT_KEYS if real else set()), required=required, source=src, where=f)
     endpoint = _parse_endpoint(name, spec, src) if real else None
     if real and not spec.keys() >= _PRICES:
-        from adapters.pricing import list_price
-
         try:
             listed = list_price(provider, endpoint.model if endpoint else name)
         except LookupError as exc:
@@ -487,3 +488,23 @@ def _is_int(v: Any) -> bool:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def never_succeeds(wf: Workflow) -> list[str]:
+    """Why each subtask that no model can ever complete cannot (its chance, truncation included, is 0 on every
+    model that may run it); a valid spec, but one no budget or deadline can make succeed."""
+    out = []
+    for s in wf.subtasks:
+        why = []
+        for name, prof in s.profiles.items():
+            cap = wf.models[name].max_output_tokens
+            if isinstance(prof, PoolProfile):
+                if not any(ok and tokens <= cap for ok, tokens, _ in prof.samples):
+                    why.append(f"{name}: no successful sample in its pool fits in max_output_tokens ({cap})")
+            elif prof.p == 0:
+                why.append(f"{name}: p = 0")
+            elif isinstance(prof.output_tokens, FixedTokens) and prof.output_tokens.tokens > cap:
+                why.append(f"{name}: its {prof.output_tokens.tokens} output tokens exceed max_output_tokens ({cap})")
+        if len(why) == len(s.profiles):
+            out.append(f"subtask {s.id!r} can never succeed: {'; '.join(why)}")
+    return out

@@ -9,7 +9,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from runtime._events import (
+from runtime.types import (
     BatchFailed,
     BatchLaunched,
     BudgetReserved,
@@ -18,8 +18,8 @@ from runtime._events import (
     RunFinished,
     RunStarted,
     SubtaskCompleted,
+    to_usd,
 )
-from runtime._money import to_usd
 
 if TYPE_CHECKING:
     from runtime._result import RunResult
@@ -113,4 +113,6 @@ def result_table(r: RunResult) -> RenderableType:
         f"{verdict}: {r.completed}/{len(r.subtasks)} subtasks, cost ${r.cost:.4f} of ${r.budget:.2f}, "
         f"elapsed {r.elapsed:.1f}s of {r.deadline:g}s, {len(r.planner_ms)} decisions"
     )
-    return Group(table, line)
+    if r.detail is None:
+        return Group(table, line)
+    return Group(table, line, Text(r.detail, style="red"))

@@ -1,6 +1,7 @@
-"""The ``ontime`` command line: run, eval, predict and validate workflows from a shell.
+"""The ``ontime`` command line: run, eval, predict and validate workflows, and search-agent QA, from a shell.
 
-Bad input exits with status 2 and one line on stderr (``error: ...``), never a traceback.
+Bad input exits with status 2 and one line on stderr (``error: ...``), never a traceback. Other packages
+add sub-commands through the ``ontime.commands`` entry point group (``ontime bench`` comes from benchmarks).
 """
 
 from __future__ import annotations
@@ -9,28 +10,38 @@ import json
 import os
 import sys
 from contextlib import ExitStack
-from functools import partial
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import anyio
 import structlog
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from runtime._errors import OntimeError, UsageError
+from adapters.chat_agent import ChatAgentModel
+from adapters.endpoints import make_backend
+from adapters.sim_agent import SimAgentModel
+from adapters.sim_server import FAULT_KINDS, Faults, SimServer
+from planners import ABLATIONS
+from runtime._api import open_run
+from runtime._eval import evaluate
+from runtime._predict import predict as predict_run
+from runtime._qa_api import LADDER, aanswer, evaluate_qa
+from runtime._spec import load_workflow, never_succeeds
+from runtime._view import RunView, result_table
+from runtime.types import Endpoint, ModelSpec, OntimeError, UsageError, to_usd
+from tools.qa_data import load_qa, read_corpus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from runtime._api import RunOptions
+    from runtime._result import RunResult
+    from runtime.types import Workflow
 
 __all__ = ["app", "main"]
 
@@ -91,6 +102,21 @@ def _event_logger(path: str | None, stack: ExitStack) -> Any:
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ontime {version('ontime')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    """Run LLM agent workflows that must finish on time and within budget."""
+
+
 @app.command()
 def run(
     spec: Spec,
@@ -112,37 +138,46 @@ def run(
     rounds: Rounds = False,
 ) -> None:
     """Run a workflow once within a budget and a deadline, with a live progress display."""
-    from runtime._api import prepare
-    from runtime._api import run as run_workflow
-    from runtime._spec import load_workflow
-    from runtime._view import RunView, result_table
-
     wf = _guard(lambda: load_workflow(spec))
     view = RunView()
-    stack = ExitStack()
-    options: dict[str, Any] = dict(
-        planner=planner,
-        seed=seed,
-        journal=journal,
-        log=_event_logger(log, stack),
-        cancel_siblings=not keep_siblings,
-        rounds=rounds,
-        clock=None if speed is None else "real",  # None: virtual for simulated models, real for endpoints
-        speed=1.0 if speed is None else speed,
-    )
-    checked = {k: v for k, v in options.items() if k not in ("journal", "log")}
-    with stack:
-        _guard(lambda: prepare(wf, budget, deadline, **checked))  # reject bad input before drawing anything
-        if json_out:
-            result = _guard(lambda: run_workflow(wf, budget, deadline, **options))
-            typer.echo(json.dumps(result.to_dict(), indent=2))
-        else:
-            console = Console()
-            with Live(view, console=console, refresh_per_second=10, transient=False):
-                result = _guard(lambda: run_workflow(wf, budget, deadline, on_event=view, **options))
-            console.print()
-            console.print(result_table(result))
+    with ExitStack() as stack:
+        options: RunOptions = {
+            "planner": planner,
+            "seed": seed,
+            "journal": journal,
+            "log": _event_logger(log, stack),
+            "cancel_siblings": not keep_siblings,
+            "rounds": rounds,
+            "clock": None if speed is None else "real",  # None: virtual for simulated models, real for endpoints
+            "speed": 1.0 if speed is None else speed,
+            "on_event": view,
+        }
+        try:
+            result = _guard(lambda: anyio.run(_run_live, wf, budget, deadline, options, view, json_out))
+        except KeyboardInterrupt:
+            _err.print(
+                f"interrupted at {view.t:.1f}s: spent ${to_usd(view.spent):.4f} of ${to_usd(view.budget):.2f}, "
+                f"${to_usd(view.reserved):.4f} still held; {view.done}/{view.n} subtasks done",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console = Console()
+        console.print()
+        console.print(result_table(result))
     raise typer.Exit(0 if result.success else 1)
+
+
+async def _run_live(
+    wf: Workflow, budget: float, deadline: float, options: RunOptions, view: RunView, quiet: bool
+) -> RunResult:
+    async with open_run(wf, budget, deadline, **options) as r:  # bad input fails here, before the display starts
+        if quiet:
+            return await r.execute()
+        with Live(view, console=Console(), refresh_per_second=10, transient=False):
+            return await r.execute()
 
 
 @app.command("eval")
@@ -153,14 +188,14 @@ def eval_(
     planner: PlannerOpt = None,
     runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Number of runs (seeds SEED..SEED+N-1).")] = 1000,
     seed: Seed = 0,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per CPU).", show_default=False),
+    ] = None,
     json_out: JsonOut = False,
     rounds: Rounds = False,
 ) -> None:
     """Estimate the probability of finishing: N independent runs in virtual time, summarized."""
-    from runtime._eval import evaluate
-    from runtime._spec import load_workflow
-
     wf = _guard(lambda: load_workflow(spec))
     columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=_err, transient=True) as bar:
@@ -179,10 +214,10 @@ def eval_(
             )
         )
     if json_out:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     table = Table(show_header=False, show_edge=False)
-    for key, value in report.items():
+    for key, value in report.to_dict().items():
         if isinstance(value, float):
             value = f"{value:.4g}"
         elif isinstance(value, list):
@@ -219,9 +254,6 @@ def predict(
     rounds: Rounds = False,
 ) -> None:
     """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
-    from runtime._predict import predict as predict_run
-    from runtime._spec import load_workflow
-
     wf = _guard(lambda: load_workflow(spec))
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=_err, transient=True) as bar:
@@ -255,11 +287,11 @@ def predict(
 
 @app.command()
 def validate(spec: Spec) -> None:
-    """Check a workflow spec and print what it holds."""
-    from runtime._spec import load_workflow
-
+    """Check a workflow spec and print what it holds, with a warning for each subtask that can never succeed."""
     wf = _guard(lambda: load_workflow(spec))
     typer.echo(f"{spec}: ok: workflow {wf.name!r}, {len(wf.subtasks)} subtasks, models {', '.join(wf.models)}")
+    for warning in never_succeeds(wf):
+        _err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -294,28 +326,30 @@ def qa(
     ] = None,
 ) -> None:
     """Answer a multi-hop question with the search agent under a tool-call cap and an output-token cap."""
-    from adapters.sim_agent import BACKBONES
-    from runtime._qa_api import answer
-    from tools.qa_data import load_qa, read_corpus
+    if endpoint is None:
+        who = f"the simulated {backbone} search agent (no model is called; --endpoint URL runs a real one)"
+    else:
+        who = f"{model} at {endpoint}"
 
-    def go() -> Any:
-        if backbone not in BACKBONES:
-            raise UsageError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
-        examples = load_qa(annotations) if annotations is not None else []
+    async def ask(stack: ExitStack) -> Any:
+        if provider not in ("openai", "anthropic"):
+            raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
         agent = None
         if endpoint is not None:
-            from adapters.chat_agent import ChatAgentModel
-            from adapters.endpoints import make_backend
-            from runtime._workflow import Endpoint, ModelSpec
-
-            if provider not in ("openai", "anthropic"):
-                raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
             ep = Endpoint(model=model, base_url=endpoint, api_key_env=api_key_env)
             agent = ChatAgentModel(make_backend(ModelSpec(model, provider, 0.0, 0.0, 1.0, 0.0, tokens, ep)), model)
+        try:
+            return await aanswer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
+                                 corpus=read_corpus(corpus), model=agent, finalize=finalize, seed=seed,
+                                 examples=load_qa(annotations) if annotations is not None else [],
+                                 backbone=backbone, log=_event_logger(log, stack), journal=journal)  # fmt: skip
+        finally:
+            if agent is not None:
+                await agent.aclose()
+
+    def go() -> Any:
         with ExitStack() as stack:
-            return answer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
-                          corpus=read_corpus(corpus), examples=examples, finalize=finalize, seed=seed,
-                          backbone=backbone, log=_event_logger(log, stack), journal=journal, model=agent)  # fmt: skip
+            return anyio.run(ask, stack)
 
     r = _guard(go)
     if json_out:
@@ -323,9 +357,10 @@ def qa(
                   "hits": [h.title for h in s.hits], "answer": s.answer} for s in r.trace.steps]  # fmt: skip
         typer.echo(json.dumps({"answer": r.answer, "base_answer": r.base_answer, "refined": r.refined,
                                "finalized": r.finalized, "tool_calls": r.tool_calls, "output_tokens": r.output_tokens,
-                               "reason": r.reason, "controller": r.controller, "steps": steps}, indent=2))  # fmt: skip
+                               "reason": r.reason, "controller": r.controller, "model": who,
+                               "steps": steps}, indent=2))  # fmt: skip
         return
-    table = Table(title=f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens")
+    table = Table(title=f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
     for col in ("#", "told", "did", "tokens", "query / answer", "retrieved"):
         table.add_column(col)
     for k, s in enumerate(r.trace.steps, 1):
@@ -357,8 +392,6 @@ def qa_eval(
     json_out: JsonOut = False,
 ) -> None:
     """Evaluate controllers on a QA data set: EM, F1 (95% intervals), tool calls, output tokens, cap violations."""
-    from runtime._qa_api import ABLATIONS, LADDER, evaluate_qa
-    from tools.qa_data import load_qa
 
     def cells() -> list[tuple[int, int]]:
         if tool_calls is not None or tokens is not None:
@@ -381,15 +414,15 @@ def qa_eval(
         rows = _guard(lambda: evaluate_qa(examples, controllers=names, ladder=grid, finalize=fins, backbone=backbone,
                                           seed=seed, progress=lambda k: bar.advance(task, k)))  # fmt: skip
     if json_out:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
     table = Table(title=f"{dataset.name}: {len(examples)} questions, backbone {backbone}")
     for col in ("budget", "controller", "stage 2", "EM", "F1 [95% CI]", "tools", "tokens", "violations", "finalized"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["budget"], r["controller"], "on" if r["finalizer"] else "off", f"{r['em']:.3f}",
-                      f"{r['f1']:.3f} [{r['f1_lo']:.3f}, {r['f1_hi']:.3f}]", f"{r['tool_calls']:.2f}",
-                      f"{r['output_tokens']:.0f}", str(r["cap_violations"]), str(r["finalized"]))  # fmt: skip
+        table.add_row(r.budget, r.controller, "on" if r.finalizer else "off", f"{r.em:.3f}",
+                      f"{r.f1:.3f} [{r.f1_lo:.3f}, {r.f1_hi:.3f}]", f"{r.tool_calls:.2f}",
+                      f"{r.output_tokens:.0f}", str(r.cap_violations), str(r.finalized))  # fmt: skip
     Console().print(table)
 
 
@@ -422,12 +455,7 @@ def serve_sim(
     backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-dataset.")] = "qwen3-32b",
 ) -> None:
     """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
-    from aiohttp import web
-
-    from adapters.sim_agent import SimAgentModel
-    from adapters.sim_server import FAULT_KINDS, Faults, SimServer
-    from runtime._spec import load_workflow
-    from tools.qa_data import load_qa
+    from aiohttp import web  # the server's own runner (SIGINT, SIGTERM); only this command needs it
 
     def build() -> SimServer:
         rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))
@@ -484,82 +512,8 @@ def _print_served(r: Any) -> None:
     )
 
 
-bench_app = typer.Typer(help="Reproduce the papers' experiments (scripts in benchmarks/).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("mcp")
-def bench_mcp(
-    quick: Annotated[bool, typer.Option("--quick", help="The main grid on 24 instances per suite.")] = False,
-    suite: Annotated[str, typer.Option(help="Comma-separated suites: proofflow, codeflow.")] = "proofflow,codeflow",
-    analyses: Annotated[
-        str, typer.Option(help="Comma-separated: main, n, noise, portfolio, widths, rounds (size comes with main).")
-    ] = "main",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder holding proofflow_124.json and codeflowbench_repo_99.json "
-            "(default: $ONTIME_DATA_DIR/workflows).",
-            show_default=False,
-        ),
-    ] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Runs per instance and planner.")] = 8,
-    instances: Annotated[
-        int | None,
-        typer.Option(min=1, help="Instances per suite in the main grid (all; 24 with --quick).", show_default=False),
-    ] = None,
-    analysis_instances: Annotated[int, typer.Option(min=1, help="Instances per suite in the other analyses.")] = 24,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
-    ray: Annotated[
-        str | None, typer.Option("--ray", help="Run on Ray: a cluster address, or 'local' to start one here.")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Results folder (one subfolder per suite).")] = Path("benchmarks/results"),
-) -> None:
-    """The MCP paper's experiments on ProofFlow and CodeFlow graphs: resumable, in processes or on Ray."""
-    from benchmarks import mcp_paper as mp
-
-    data = data_dir or mp.default_data_dir()
-    if data is None:
-        why = "no data: pass --data-dir or set ONTIME_DATA_DIR (the folder with proofflow_124.json)"
-        _err.print(f"[red]error:[/] {why}", highlight=False)
-        raise typer.Exit(2)
-    wanted = [a.strip() for a in analyses.split(",") if a.strip()]
-    bad = [a for a in wanted if a not in mp.ANALYSES]
-    suites = [x.strip() for x in suite.split(",") if x.strip()]
-    bad += [x for x in suites if x not in mp.DATA_FILES]
-    if bad:
-        _err.print(f"[red]error:[/] unknown {', '.join(bad)} (analyses: {', '.join(mp.ANALYSES)})", highlight=False)
-        raise typer.Exit(2)
-    n_main = instances or (24 if quick else None)
-    n_other = min(analysis_instances, 8) if quick else analysis_instances
-    console = Console()
-    for name in suites:
-        loaded = _guard(partial(mp.load_suite, name, data))
-        for eid, why in loaded.skipped:
-            console.print(f"{name}: skipped entry {eid}: {why}")
-        folder = out / name / ("quick" if quick else "")
-        store = mp.Store(folder / "tasks.jsonl")
-        tasks = []
-        for analysis in wanted:
-            if analysis == "main":
-                tasks += mp.main_tasks(name, mp.subset(loaded, n_main), runs)
-            else:
-                tasks += mp.analysis_tasks(analysis, name, mp.subset(loaded, n_other), runs)
-        columns = (TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())  # fmt: skip
-        with Progress(*columns, console=_err) as bar:
-            task_id = bar.add_task(name, total=len([t for t in tasks if t.key not in store.done]))
-
-            def advance(done: int, _total: int, bar: Progress = bar, task_id: Any = task_id) -> None:
-                bar.update(task_id, completed=done)
-
-            ran = mp.run_tasks(tasks, store, data, workers=workers, ray_address=ray, progress=advance)
-        console.print(f"{name}: {ran} tasks run, {len(tasks) - ran} already done; results in {folder}")
-        for path in mp.write_reports(name, store, folder, wanted):
-            console.print(f"  wrote {path}")
-        md = folder / "main_grid.md"
-        if "main" in wanted and md.exists():
-            typer.echo(md.read_text())
+for _plugin in entry_points(group="ontime.commands"):
+    app.add_typer(_plugin.load(), name=_plugin.name)
 
 
 def main() -> None:

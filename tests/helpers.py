@@ -1,16 +1,23 @@
-"""Small helpers shared by the executor tests."""
+"""Small helpers shared by the tests: collecting a run's events, and serve-sim with a workflow pointed at it."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import runtime
+from adapters.sim_server import SimServer, serve_in_thread
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def run_collect(wf: Any, budget: float, deadline: float, **kw: Any) -> tuple[runtime.RunResult, list[runtime.Event]]:
     """Run once in virtual time and return the result with every event it emitted."""
     events: list[runtime.Event] = []
-    result = runtime.run(wf, budget, deadline, on_event=events.append, log=False, **kw)
+    result = runtime.run(wf, budget, deadline, on_event=events.append, **kw)
     return result, events
 
 
@@ -27,3 +34,36 @@ def comparable(events: list[runtime.Event]) -> list[dict[str, Any]]:
         d.pop("planner_ms", None)
         out.append(d)
     return out
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "codegen.json"
+MODEL_IDS = {
+    "openai": {"mini": "gpt-4o-mini", "haiku": "gpt-4.1-nano"},
+    "anthropic": {"mini": "claude-haiku-4-5", "haiku": "claude-sonnet-4-6"},
+}
+
+
+def example_spec(provider: str = "mixed", *, timeout_s: float = 1.0) -> dict[str, Any]:
+    """examples/codegen.json with every model on ``provider`` (mixed: as shipped, one of each)."""
+    data: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    for name, m in data["models"].items():
+        if provider != "mixed":
+            m["provider"] = provider
+            m["model"] = MODEL_IDS[provider][name]
+        m["timeout_s"] = timeout_s
+    return data
+
+
+def pointed_at(data: dict[str, Any], url: str) -> runtime.Workflow:
+    """The spec with every model's base_url on the server at ``url``."""
+    data = json.loads(json.dumps(data))
+    for m in data["models"].values():
+        m["base_url"] = url + "/v1" if m["provider"] == "openai" else url
+    return runtime.parse_workflow(data)
+
+
+@contextmanager
+def server(data: dict[str, Any], **kw: Any) -> Iterator[tuple[SimServer, runtime.Workflow]]:
+    srv = SimServer(runtime.parse_workflow(data), **kw)
+    with serve_in_thread(srv) as url:
+        yield srv, pointed_at(data, url)

@@ -23,7 +23,7 @@ def node(nid: str, deps: list[str], text: str = "We assume: x > 0. Therefore y >
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    """A small data folder shaped like ../shared/data/workflows, bad entries included."""
+    """A small data folder shaped like $ONTIME_DATA_DIR/workflows, bad entries included."""
     proofs = [
         {"origin": "a", "id": 1, "proof_graph": [node("tc_1", []), node("l1", ["tc_1"]), node("ts_1", ["l1", "tc_1"])]},
         {

@@ -47,8 +47,8 @@ def test_run_shows_progress_and_summary() -> None:
 def test_the_live_view_says_why_nothing_is_in_flight_before_the_first_launch() -> None:
     from rich.console import Console
 
-    from runtime._events import BatchLaunched, RunStarted
     from runtime._view import PLANNING, RunView
+    from runtime.types import BatchLaunched, RunStarted
 
     def shown(view: RunView) -> str:
         console = Console(width=200, record=True)

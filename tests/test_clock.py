@@ -5,10 +5,16 @@ These run on both asyncio and trio: library code uses anyio only.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import TYPE_CHECKING
+
 import anyio
 import pytest
 
 from runtime import RealClock, VirtualClock
+
+if TYPE_CHECKING:
+    from runtime.types._clock import Inbox
 
 pytestmark = pytest.mark.anyio
 
@@ -31,8 +37,8 @@ async def test_virtual_time_jumps_and_orders_wakeups() -> None:
         async with anyio.create_task_group() as tg:
             for key, (name, t) in enumerate([("c", 3600.0), ("a2", 5.0), ("b", 60.0), ("a", 5.0)]):
                 # Ties at 5.0 go by key, not by the order trio happens to start the tasks in.
-                clock.spawn(tg, lambda n=name, t=t, k=-key: sleeper(n, t, k))
-            inbox = clock.inbox()
+                clock.spawn(tg, partial(sleeper, name, t, -key))
+            inbox: Inbox[str] = clock.inbox()
             assert await inbox.get(until=10_000.0) is None  # nothing arrives: times out in virtual time
     assert log == [("a", 5.0), ("a2", 5.0), ("b", 60.0), ("c", 3600.0)]
     assert clock.now() == 10_000.0
@@ -103,7 +109,7 @@ async def test_real_clock_measures_wall_time_and_speed_scales_it() -> None:
     wall = anyio.current_time() - t0
     assert clock.now() >= 2.0
     assert wall < 1.0
-    inbox = clock.inbox()
+    inbox: Inbox[str] = clock.inbox()
     assert await inbox.get(until=clock.now() + 1.0) is None
 
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from runtime._eval import evaluate
+from runtime import evaluate
 from tests.conftest import build, chain_spec
 
 P = 0.5
@@ -37,8 +37,8 @@ def test_eval_matches_closed_form(budget: float, deadline: float, binding: str) 
     expected = p_two_successes(n)
     wf = build(chain_spec(2, p=P, tokens=100, inp=100))  # prices 1 and 2 $/Mtok, 100 tok/s, ttft 0.5 s
     report = evaluate(wf, budget, deadline, planner="retry:m:1", runs=4000, seed=0)
-    lo, hi = report["ci95"]
-    assert lo <= expected <= hi, (binding, n, expected, report["p_success"])
-    assert report["overspend_runs"] == 0 and report["late_runs"] == 0
-    assert report["max_cost"] <= budget
-    assert set(report["failure_reasons"]) <= {"budget", "deadline"}
+    lo, hi = report.ci95
+    assert lo <= expected <= hi, (binding, n, expected, report.p_success)
+    assert report.overspend_runs == 0 and report.late_runs == 0
+    assert report.max_cost <= budget
+    assert set(report.failure_reasons) <= {"budget", "deadline"}

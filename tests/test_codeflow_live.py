@@ -1,4 +1,4 @@
-"""CodeFlowBench-Repo problems end to end through serve-sim and the sandbox (needs ../shared data: skipped without)."""
+"""CodeFlowBench-Repo problems end to end through serve-sim and the sandbox (needs ONTIME_DATA_DIR: skipped without)."""
 
 from __future__ import annotations
 

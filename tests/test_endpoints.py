@@ -10,8 +10,6 @@ import io
 import json
 import time
 from collections import Counter
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,45 +20,15 @@ from hypothesis import strategies as st
 
 import runtime
 from adapters.anthropic import AnthropicBackend
-from adapters.chat import ChatRequest, Message
+from adapters.chat import ChatRequest
 from adapters.openai import OpenAIBackend
 from adapters.resilience import Resilient, RetryPolicy
-from adapters.sim_server import Faults, SimServer, serve_in_thread
+from adapters.sim_server import Faults
+from runtime import Message
+from tests.helpers import example_spec, server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "codegen.json"
-MODEL_IDS = {
-    "openai": {"mini": "gpt-4o-mini", "haiku": "gpt-4.1-nano"},
-    "anthropic": {"mini": "claude-haiku-4-5", "haiku": "claude-sonnet-4-6"},
-}
-
-
-def example_spec(provider: str = "mixed", *, timeout_s: float = 1.0) -> dict[str, Any]:
-    """examples/codegen.json with every model on ``provider`` (mixed: as shipped, one of each)."""
-    data = json.loads(EXAMPLE.read_text())
-    for name, m in data["models"].items():
-        if provider != "mixed":
-            m["provider"] = provider
-            m["model"] = MODEL_IDS[provider][name]
-        m["timeout_s"] = timeout_s
-    return data
-
-
-def pointed_at(data: dict[str, Any], url: str) -> runtime.Workflow:
-    """The spec with every model's base_url on the server at ``url``."""
-    data = json.loads(json.dumps(data))
-    for m in data["models"].values():
-        m["base_url"] = url + "/v1" if m["provider"] == "openai" else url
-    return runtime.parse_workflow(data)
-
-
-@contextmanager
-def server(data: dict[str, Any], **kw: Any) -> Iterator[tuple[SimServer, runtime.Workflow]]:
-    srv = SimServer(runtime.parse_workflow(data), **kw)
-    with serve_in_thread(srv) as url:
-        yield srv, pointed_at(data, url)
+    from pathlib import Path
 
 
 def journal_usage(events: list[runtime.Event]) -> tuple[int, int]:
@@ -81,7 +49,7 @@ def test_runs_finish_through_the_sdks_despite_faults_and_the_ledger_matches_the_
         for seed in range(5):
             before = len(srv.record)
             events: list[runtime.Event] = []
-            result = runtime.run(wf, 0.05, 120, planner="retry:haiku:1", seed=seed, on_event=events.append, log=False)
+            result = runtime.run(wf, 0.05, 120, planner="retry:haiku:1", seed=seed, on_event=events.append)
             assert result.success, result.reason
             ledger = runtime.replay_ledger(events)
             assert ledger.spent_pusd == ledger.reported_spent_pusd == result.cost_pusd
@@ -106,7 +74,7 @@ def test_the_default_planner_with_n_samples_and_cancelled_siblings() -> None:
     data = example_spec("openai")
     with server(data, seed=5, speed=20.0) as (srv, wf):
         events: list[runtime.Event] = []
-        result = runtime.run(wf, 0.05, 60, planner="retry:mini:4", on_event=events.append, log=False)
+        result = runtime.run(wf, 0.05, 60, planner="retry:mini:4", on_event=events.append)
         assert result.success
         deadline = time.monotonic() + 2.0
         while srv.open_requests and time.monotonic() < deadline:
@@ -129,7 +97,7 @@ def test_the_deadline_stops_streams_in_flight_within_a_fraction_of_a_second(prov
     with server(data, seed=1, speed=1.0) as (srv, wf):
         events: list[runtime.Event] = []
         start = time.monotonic()
-        result = runtime.run(wf, 0.05, 1.5, planner="retry:mini:2", on_event=events.append, log=False)
+        result = runtime.run(wf, 0.05, 1.5, planner="retry:mini:2", on_event=events.append)
         wall = time.monotonic() - start
         stop = time.monotonic() + 0.5
         while srv.open_requests and time.monotonic() < stop:
@@ -180,7 +148,7 @@ def test_no_api_key_reaches_logs_events_journals_or_errors(tmp_path: Path, monke
 def test_a_hung_endpoint_is_given_up_on_and_the_run_still_finishes() -> None:
     data = example_spec("anthropic", timeout_s=0.3)
     with server(data, seed=4, speed=20.0, faults=Faults(hang=0.5)) as (srv, wf):
-        result = runtime.run(wf, 0.05, 60, planner="retry:haiku:1", log=False)
+        result = runtime.run(wf, 0.05, 60, planner="retry:haiku:1")
     assert result.success
     assert Counter(r.status for r in srv.record)["hang"] >= 1
 
@@ -240,7 +208,6 @@ def test_a_retry_never_starts_past_the_deadline() -> None:
 
 def test_a_stream_dropped_after_output_is_not_retried_and_is_charged_what_arrived() -> None:
     with server(example_spec("openai"), seed=11, speed=50.0, faults=Faults(drop=1.0)) as (srv, _):
-        produced = [r for r in srv.record]
         backend = _openai(srv.url or "", attempts=4)
         with pytest.raises(runtime.ProviderUnavailableError):
             anyio.run(_complete, backend, _request())
@@ -298,7 +265,7 @@ def test_spend_never_exceeds_the_budget_under_faults_retries_and_cancellation(
     data = example_spec("mixed", timeout_s=0.3)
     with server(data, seed=seed, speed=50.0, faults=Faults.every_kind(fault_rate, 0.01)) as (srv, wf):
         events: list[runtime.Event] = []
-        result = runtime.run(wf, budget, 20, planner=f"retry:mini:{width}", on_event=events.append, log=False)
+        result = runtime.run(wf, budget, 20, planner=f"retry:mini:{width}", on_event=events.append)
     ledger = runtime.replay_ledger(events)
     assert ledger.peak_committed_pusd <= ledger.budget_pusd
     assert ledger.spent_pusd == ledger.reported_spent_pusd == result.cost_pusd <= runtime.PUSD_PER_USD * budget
@@ -375,7 +342,7 @@ def test_a_workflow_whose_result_is_an_answer_is_finalized() -> None:
     model = {"provider": "openai", "model": "gpt-4o-mini", "tokens_per_s": 200, "ttft_s": 0.1,
              "max_output_tokens": 100, "timeout_s": 2}  # fmt: skip
     profile = {"m": {"p": 1.0, "output_tokens": {"fixed": 8}}}
-    data = {
+    data: dict[str, Any] = {
         "models": {"m": model},
         "subtasks": [
             {"id": "lookup", "prompt": "What is the capital of Estria?",
@@ -386,7 +353,7 @@ def test_a_workflow_whose_result_is_an_answer_is_finalized() -> None:
         ],
     }  # fmt: skip
     with server(data, speed=20.0) as (_, wf):
-        result = runtime.run(wf, 0.05, 60, log=False)
+        result = runtime.run(wf, 0.05, 60)
     assert result.success
     assert result.base_answer == "Yes, based on the evidence" and result.answer == "yes"
     assert result.to_dict()["answer"] == "yes"

@@ -9,8 +9,8 @@ import pytest
 
 import runtime
 from benchmarks.mcp_quality import exact_value
-from planners import PlannerContext, make_planner
-from runtime._eval import evaluate
+from planners import make_planner
+from runtime import PlannerContext, evaluate
 from tests.conftest import EXAMPLES, build, chain_spec, mixed_diamond
 
 
@@ -29,7 +29,7 @@ def test_dynamic_program_matches_the_executor(budget: float, deadline: float) ->
     runs = 1500
     report = evaluate(wf, budget, deadline, planner="exact", runs=runs, seed=0)
     se = math.sqrt(v * (1 - v) / runs) + 1e-3
-    assert abs(report["p_success"] - v) < 4 * se, (report["p_success"], v)
+    assert abs(report.p_success - v) < 4 * se, (report.p_success, v)
 
 
 @pytest.mark.parametrize(("budget", "deadline"), [(0.03, 30.0), (0.03, 45.0), (0.02, 45.0), (0.05, 30.0)])

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
 
 import runtime
-from adapters.base import Adapter, SampleOutcome, SampleProgress, SampleRequest
-from adapters.sim import SimAdapter, tokens_at
-from planners.base import Decision, Launch, Planner, Snapshot
+from adapters.sim import tokens_at
 from runtime import (
     BatchLaunched,
     BudgetSettled,
@@ -19,6 +16,7 @@ from runtime import (
     SampleFinished,
     SubtaskCompleted,
 )
+from runtime.types import Adapter, Batch, Decision, Finish, Launch, Planner, Report, SampleEnd, Snapshot
 from tests.conftest import build, chain_spec, model
 from tests.helpers import of, run_collect
 
@@ -98,11 +96,11 @@ def test_budget_below_one_worst_case_launches_nothing() -> None:
 
 def test_output_token_cap_is_reserved_like_money() -> None:
     spec = chain_spec(2, p=1.0, tokens=50, max_tokens=100)
-    ok = runtime.run(build(spec), 1.0, 100, output_token_cap=200, log=False)
+    ok = runtime.run(build(spec), 1.0, 100, output_token_cap=200)
     assert ok.success
-    short = runtime.run(build(spec), 1.0, 100, output_token_cap=150, log=False, planner="retry:m:2")
+    short = runtime.run(build(spec), 1.0, 100, output_token_cap=150, planner="retry:m:2")
     assert short.success  # a width-2 batch needs 200 tokens held; retry shrinks it to width 1
-    starved = runtime.run(build(spec), 1.0, 100, output_token_cap=99, log=False)
+    starved = runtime.run(build(spec), 1.0, 100, output_token_cap=99)
     assert not starved.success and starved.reason == "budget"
 
 
@@ -131,7 +129,7 @@ class BadPlanner(Planner):
 )
 def test_invalid_decisions_raise_planner_error(launch: dict[int, Launch]) -> None:
     with pytest.raises(runtime.PlannerError):
-        runtime.run(build(chain_spec(2)), 1.0, 100, planner=BadPlanner(launch), log=False)
+        runtime.run(build(chain_spec(2)), 1.0, 100, planner=BadPlanner(launch))
 
 
 def test_planner_runs_in_a_worker_thread_when_it_asks_to() -> None:
@@ -147,29 +145,47 @@ def test_planner_runs_in_a_worker_thread_when_it_asks_to() -> None:
             threads.append(threading.current_thread().name)
             return Decision({i: Launch(0, 1) for i in snapshot.ready})
 
-    result = runtime.run(build(chain_spec(2, p=1.0)), 1.0, 100, planner=Threaded(), log=False)
+    result = runtime.run(build(chain_spec(2, p=1.0)), 1.0, 100, planner=Threaded())
     assert result.success
     assert threads and all(t != threading.main_thread().name for t in threads)
 
 
-class Exploding(Adapter):
-    async def sample(self, request: SampleRequest, progress: SampleProgress) -> SampleOutcome:
-        progress.input_tokens = request.input_tokens
-        raise ConnectionError("boom")
+class Unreachable(Adapter):
+    """Every sample's request is sent (input charged) and fails with a transport error."""
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        error = runtime.ProviderUnavailableError("boom", provider="test")
+        for idx in range(batch.k):
+            report(SampleEnd(index=idx, finish=Finish.ERROR, input_tokens=batch.input_tokens, output_tokens=0,
+                             error=error))  # fmt: skip
 
 
-def test_adapter_errors_fail_the_sample_not_the_run() -> None:
+class Broken(Adapter):
+    async def run(self, batch: Batch, report: Report) -> None:
+        raise ZeroDivisionError("a bug")
+
+
+def test_endpoint_errors_fail_the_sample_not_the_run() -> None:
     wf = build(chain_spec(1))
     table = runtime.ProfileTable.from_workflow(wf)
-    events: list[runtime.Event] = []
-    ex = runtime.prepare(wf, 0.01, 100, sinks=[events.append])
-    ex.adapters = [Exploding()]
-    result = anyio.run(ex.run)
+    result, events = run_collect(wf, 0.01, 100, adapters={"m": Unreachable()}, planner="retry:m:1")
     assert not result.success
     errors = [e for e in of(events, SampleFinished) if e.status == "error"]
-    assert errors and errors[0].error == "ConnectionError: boom"
+    assert errors and errors[0].error == "ProviderUnavailableError: boom"
     # Input tokens were sent, so they are charged; the ledger still balances.
     assert result.cost_pusd == len(errors) * table.cost_of(0, 0, 0)
+    assert runtime.replay_ledger(events).spent_pusd == result.cost_pusd
+
+
+def test_an_adapter_bug_propagates_after_the_run_is_settled() -> None:
+    """An exception that is not an endpoint's failure is a bug: it stops the run instead of failing samples."""
+    events: list[runtime.Event] = []
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        runtime.run(build(chain_spec(1)), 0.01, 100, adapters={"m": Broken()}, on_event=events.append)
+    (finished,) = of(events, runtime.RunFinished)
+    assert finished.reason == runtime.Reason.ERROR and finished.detail == "ZeroDivisionError: a bug"
+    replay = runtime.replay_ledger(events)
+    assert replay.reserved_pusd == 0 and replay.spent_pusd == finished.spent_pusd == 0
 
 
 def test_subtask_outcomes_and_outputs() -> None:
@@ -193,8 +209,8 @@ def test_charge_planner_time_advances_the_virtual_clock() -> None:
             return Decision({i: Launch(0, 1) for i in snapshot.ready})
 
     wf = build(chain_spec(2, p=1.0))
-    plain = runtime.run(wf, 1.0, 100, planner=Slow(), log=False)
-    charged = runtime.run(wf, 1.0, 100, planner=Slow(), log=False, charge_planner_time=True)
+    plain = runtime.run(wf, 1.0, 100, planner=Slow())
+    charged = runtime.run(wf, 1.0, 100, planner=Slow(), charge_planner_time=True)
     assert charged.elapsed >= plain.elapsed + 0.04
 
 
@@ -205,29 +221,28 @@ def test_sim_adapter_is_the_default_and_unusable_providers_are_rejected_before_s
         build(spec)
     spec["models"]["m"].update(provider="openai", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(runtime.UsageError, match="no prompt"):  # a real model needs something to send
-        runtime.run(build(spec), 1.0, 100, log=False)
+        runtime.run(build(spec), 1.0, 100)
     with pytest.raises(runtime.UsageError, match="real clock"):
-        runtime.prepare(build(spec), 1.0, 100, clock="virtual")
-    assert isinstance(runtime.prepare(build(chain_spec(1)), 1.0, 10).adapters[0], SimAdapter)
+        runtime.run(build(spec), 1.0, 100, clock="virtual")
 
 
 @pytest.mark.parametrize("budget", [0, -1, float("nan"), float("inf")])
 def test_bad_budgets_raise_limit_error(budget: float) -> None:
     with pytest.raises(runtime.LimitError):
-        runtime.run(build(chain_spec(1)), budget, 100, log=False)
+        runtime.run(build(chain_spec(1)), budget, 100)
 
 
 @pytest.mark.parametrize("deadline", [0, -5, float("nan"), float("inf")])
 def test_bad_deadlines_raise_limit_error(deadline: float) -> None:
     with pytest.raises(runtime.LimitError):
-        runtime.run(build(chain_spec(1)), 1.0, deadline, log=False)
+        runtime.run(build(chain_spec(1)), 1.0, deadline)
 
 
 def test_models_may_be_missing_from_profiles() -> None:
     spec: dict[str, Any] = chain_spec(2, p=1.0)
     spec["models"]["other"] = model()
     spec["subtasks"][1]["profiles"] = {"other": {"p": 1.0, "output_tokens": {"fixed": 10}}}
-    result = runtime.run(build(spec), 1.0, 100, planner="retry:m:1", log=False)
+    result = runtime.run(build(spec), 1.0, 100, planner="retry:m:1")
     assert result.success
     assert result.subtasks["s1"].model == "other"  # the family falls back to a model that can run it
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runtime
-from planners.base import Decision, Launch, Planner, Snapshot
 from runtime import BatchLaunched, BudgetReserved, SampleFinished
+from runtime.types import Decision, Launch, Planner, Snapshot
 from tests.conftest import build, model
 from tests.helpers import comparable, of
 
@@ -113,7 +113,7 @@ def _run(
     events: list[runtime.Event] = []
     if options["planner"] == "greedy":
         options = {**options, "planner": Greedy(options["seed"])}
-    result = runtime.run(build(spec), budget, deadline, on_event=events.append, journal=journal, log=False, **options)
+    result = runtime.run(build(spec), budget, deadline, on_event=events.append, journal=journal, **options)
     return result, events
 
 
@@ -124,7 +124,7 @@ def test_invariants_hold_on_random_runs(scenario: tuple[dict[str, Any], float, f
     with tempfile.TemporaryDirectory() as tmp:
         journal = Path(tmp) / "run.jsonl"
         result, events = _run(spec, budget, deadline, options, journal)
-        budget_pusd = runtime.prepare(build(spec), budget, deadline).ledger.budget_pusd
+        budget_pusd = runtime.types.to_pusd(budget)
 
         # 1. Never overspend: at every event, spent + reserved <= budget; at the end nothing is held.
         live = runtime.replay_ledger(events)

@@ -4,6 +4,7 @@ often, spends as much and takes as long as ``retry:m:k`` run through the real ex
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import runtime
 from planners.baselines import RetryPlanner
 from planners.kernels import SnapshotSim, simulate_snapshot
-from runtime._eval import evaluate
+from runtime import evaluate
 from tests.conftest import EXAMPLES
 
 CASES = [  # (spec, budget, deadline, model, k, executor runs): kept small, the executor is the slow side
@@ -29,7 +30,7 @@ def start_snapshot(
     table: runtime.ProfileTable, budget: float, deadline: float, cancel: bool = True, rounds: bool = False
 ) -> runtime.Snapshot:
     return runtime.Snapshot.at_start(
-        table, runtime._money.to_pusd(budget), deadline, cancel_siblings=cancel, rounds=rounds
+        table, runtime.types.to_pusd(budget), deadline, cancel_siblings=cancel, rounds=rounds
     )
 
 
@@ -41,12 +42,12 @@ def test_kernel_matches_the_executor(spec: str, budget: float, deadline: float, 
         start_snapshot(table, budget, deadline), {}, table.model_index(model), k, 4000, 1
     )
     report = evaluate(wf, budget, deadline, planner=f"retry:{model}:{k}", runs=runs, seed=0)
-    p_sim, p_run = ok.mean(), report["p_success"]
+    p_sim, p_run = ok.mean(), report.p_success
     se = math.sqrt(p_sim * (1 - p_sim) / 4000 + p_run * (1 - p_run) / runs) + 1e-3
     assert abs(p_sim - p_run) < 4 * se, (p_sim, p_run)
-    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
-    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
-    assert spent.max() <= runtime._money.to_pusd(budget)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.05, abs=1e-6)
+    assert end.mean() == pytest.approx(report.mean_elapsed, rel=0.05)
+    assert spent.max() <= runtime.types.to_pusd(budget)
     assert end.max() <= deadline
 
 
@@ -59,10 +60,10 @@ def test_kernel_matches_the_executor_when_siblings_run_on(
     snap = start_snapshot(table, budget, deadline, cancel=False)
     ok, spent, end = simulate_snapshot(snap, {}, table.model_index(model), k, 4000, 1)
     report = evaluate(wf, budget, deadline, planner=f"retry:{model}:{k}", runs=1500, seed=0, cancel_siblings=False)
-    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report["p_success"] * (1 - report["p_success"]) / 1500)
-    assert abs(ok.mean() - report["p_success"]) < 4 * se + 1e-3, (ok.mean(), report["p_success"])
-    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05)
-    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report.p_success * (1 - report.p_success) / 1500)
+    assert abs(ok.mean() - report.p_success) < 4 * se + 1e-3, (ok.mean(), report.p_success)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.05)
+    assert end.mean() == pytest.approx(report.mean_elapsed, rel=0.05)
 
 
 ROUNDS_CASES = [  # (spec, budget, deadline, model, k, cancel_siblings, executor runs)
@@ -85,11 +86,11 @@ def test_kernel_matches_the_executor_in_synchronized_rounds(
     report = evaluate(
         wf, budget, deadline, planner=f"retry:{model}:{k}", runs=runs, seed=0, cancel_siblings=cancel, rounds=True
     )
-    p_sim, p_run = ok.mean(), report["p_success"]
+    p_sim, p_run = ok.mean(), report.p_success
     se = math.sqrt(p_sim * (1 - p_sim) / 4000 + p_run * (1 - p_run) / runs) + 1e-3
     assert abs(p_sim - p_run) < 4 * se, (p_sim, p_run)
-    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
-    assert end.mean() == pytest.approx(report["mean_elapsed"], rel=0.05)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.05, abs=1e-6)
+    assert end.mean() == pytest.approx(report.mean_elapsed, rel=0.05)
     # and the rule is in force: the rounds run is no faster than the event-driven one on the same draws
     _, _, end_events = simulate_snapshot(start_snapshot(table, budget, deadline, cancel), {}, j, k, 4000, 1)
     assert end.mean() > end_events.mean()
@@ -110,7 +111,9 @@ def test_samples_in_flight_are_drawn_given_that_they_are_still_running(subtask: 
     ok, _spent, end = simulate_snapshot(snap, {}, j, 0, 20000, 5)  # no continuation: the batch alone
     from adapters.sim import draw_sample
 
-    rng, first_ends, first_ok = __import__("random").Random(0), [], []
+    rng = random.Random(0)
+    first_ends: list[float] = []
+    first_ok: list[bool] = []
     while len(first_ends) < 20000:  # the same by rejection: three samples that last longer than age
         draws = [draw_sample(table, i, j, rng) for _ in range(3)]
         if all(lat > age for _, _, lat in draws):
@@ -141,13 +144,13 @@ def test_kernel_matches_the_executor_for_uniform(spec: str, budget: float, deadl
     wf = runtime.load_workflow(EXAMPLES / spec)
     table = runtime.ProfileTable.from_workflow(wf)
     j = table.model_index(model)
-    rollouts = UniformPlanner(table, j, runtime._money.to_pusd(budget)).rollouts
+    rollouts = UniformPlanner(table, j, runtime.types.to_pusd(budget)).rollouts
     snap = start_snapshot(table, budget, deadline)
     ok, spent, _end = simulate_snapshot(snap, {}, j, MAX_WIDTH, 4000, 1, rollouts=rollouts)
     report = evaluate(wf, budget, deadline, planner=f"uniform:{model}", runs=800, seed=0)
-    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report["p_success"] * (1 - report["p_success"]) / 800) + 1e-3
-    assert abs(ok.mean() - report["p_success"]) < 4 * se, (ok.mean(), report["p_success"])
-    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report["mean_cost"], rel=0.05, abs=1e-6)
+    se = math.sqrt(ok.mean() * (1 - ok.mean()) / 4000 + report.p_success * (1 - report.p_success) / 800) + 1e-3
+    assert abs(ok.mean() - report.p_success) < 4 * se, (ok.mean(), report.p_success)
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.05, abs=1e-6)
 
 
 def test_explicit_first_action_equals_the_policy_deciding_itself() -> None:
@@ -192,7 +195,7 @@ def test_in_flight_batches_are_continued_from_a_mid_run_snapshot() -> None:
             snaps.append(snapshot)
             return super().decide(snapshot)
 
-    runtime.run(wf, 2.0, 1200, planner=Spy(table, table.model_index("mid"), 2), seed=4, log=False)
+    runtime.run(wf, 2.0, 1200, planner=Spy(table, table.model_index("mid"), 2), seed=4)
     mid = next(s for s in snaps if s.in_flight and s.completed)
     ok, spent, end = simulate_snapshot(mid, {}, table.model_index("mid"), 2, 500, 2)
     assert 0.0 < ok.mean() <= 1.0

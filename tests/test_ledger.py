@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime import InvariantError, Ledger, Usage
+
+if TYPE_CHECKING:
+    from runtime._ledger import Reservation
 
 
 def test_reserve_settle_release() -> None:
@@ -53,7 +58,7 @@ def test_spent_plus_reserved_never_exceeds_caps(
     budget: int, token_cap: int | None, steps: list[tuple[str, int, int, float]]
 ) -> None:
     led = Ledger(budget, output_token_cap=token_cap)
-    open_: list[tuple[object, Usage, int]] = []  # reservation, per-sample share, samples left
+    open_: list[tuple[Reservation, Usage, int]] = []  # reservation, per-sample share, samples left
     for op, amount, k, frac in steps:
         if op == "reserve":
             share = Usage(amount, amount // 4)
@@ -63,7 +68,7 @@ def test_spent_plus_reserved_never_exceeds_caps(
         elif open_:
             res, share, left = open_.pop(0)
             used = Usage(int(share.pusd * frac), int(share.output_tokens * frac))
-            led.settle(res, used, share)  # type: ignore[arg-type]
+            led.settle(res, used, share)
             if left > 1:
                 open_.insert(0, (res, share, left - 1))
         assert led.spent.pusd + led.reserved.pusd <= budget

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import runtime
-from planners import PlannerContext, make_planner
+from planners import make_planner
 from planners.kernels import simulate_snapshot, snapshot_arrays
 from planners.mcp import MCPPlanner
 from planners.mcp_kernel import decide
-from runtime._eval import evaluate
+from runtime import PlannerContext, evaluate
 from tests.conftest import EXAMPLES, mixed_diamond
 from tests.test_kernels import start_snapshot
 
@@ -28,7 +28,8 @@ def test_options_parse() -> None:
     assert (p.n_sims, p.widths, p.seed, p.compute_ms) == (32, (1, 8), 5, 50.0)
     assert [p.table.model_names[j] for j in p.models] == ["mini", "large"]
     assert [(x.name, x.k) for x in p.portfolio] == [(m, k) for m in ("mini", "large", "value") for k in (1, 8)]
-    assert len(make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx()).portfolio) == 4  # the paper's
+    paper = make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx())
+    assert isinstance(paper, MCPPlanner) and len(paper.portfolio) == 4  # the paper's
     assert make_planner("mcp", ctx()).name == "mcp:n=64:k=1,4,16,64:models=mini,mid,large"
 
 
@@ -53,15 +54,19 @@ def test_bad_options_raise_planner_spec_error(spec: str) -> None:
         make_planner(spec, ctx())
 
 
-def test_an_unknown_option_is_named_as_unknown() -> None:
+def test_a_bad_option_is_named() -> None:
     with pytest.raises(runtime.PlannerSpecError, match="unknown option 'bogus'"):
         make_planner("mcp:bogus=1", ctx())
+    with pytest.raises(runtime.PlannerSpecError, match="option n must be an integer, not 'abc'"):
+        make_planner("mcp:n=abc", ctx())
+    with pytest.raises(runtime.PlannerSpecError, match="unknown model 'nope'"):
+        make_planner("mcp:models=nope", ctx())
 
 
 def test_decisions_are_deterministic_for_a_seed() -> None:
     wf = runtime.load_workflow(EXAMPLES / "diamond.json")
-    a = runtime.run(wf, 0.05, 120, planner="mcp:n=32", seed=3, log=False)
-    b = runtime.run(wf, 0.05, 120, planner="mcp:n=32", seed=3, log=False)
+    a = runtime.run(wf, 0.05, 120, planner="mcp:n=32", seed=3)
+    b = runtime.run(wf, 0.05, 120, planner="mcp:n=32", seed=3)
     assert a.to_dict()["subtasks"] == b.to_dict()["subtasks"] and a.cost_pusd == b.cost_pusd
 
 
@@ -167,9 +172,9 @@ def test_safe_improvement_over_the_best_base_policy() -> None:
         wf = mixed_diamond() if spec == "mixed_diamond" else runtime.load_workflow(EXAMPLES / spec)
         mcp = evaluate(wf, budget, deadline, planner="mcp", runs=runs, seed=0)
         base = evaluate(wf, budget, deadline, planner="best-retry", runs=runs, seed=0)
-        p, b = mcp["p_success"], base["p_success"]
+        p, b = mcp.p_success, base.p_success
         se = math.sqrt(max(p * (1 - p) + b * (1 - b), 0.02) / runs)
         assert p >= b - 3 * se, (spec, budget, deadline, p, b)
-        assert mcp["overspend_runs"] == 0 and mcp["late_runs"] == 0
+        assert mcp.overspend_runs == 0 and mcp.late_runs == 0
         gains.append(p - b)
     assert sum(gains) / len(gains) > 0.02, gains

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import runtime
-from planners import BUILTIN, PlannerContext, make_planner
+from planners import PLANNERS, make_planner
 from planners.baselines import MAX_WIDTH, RetryPlanner, UniformPlanner
+from runtime import PlannerContext
 from tests.conftest import EXAMPLES, build, chain_spec, model
 
 
@@ -38,7 +39,7 @@ def test_specs_parse() -> None:
     assert make_planner("retry", c).name == "retry:mini:1"
     assert make_planner("retry:large:16", c).name == "retry:large:16"
     assert make_planner("uniform:mid", c).name == "uniform:mid"
-    assert {"retry", "uniform"} <= set(BUILTIN)
+    assert {"retry", "uniform", "mcp", "exact", "best-retry", "best-uniform"} <= set(PLANNERS)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,14 @@ def test_specs_parse() -> None:
 def test_bad_specs_raise_planner_spec_error(spec: str) -> None:
     with pytest.raises(runtime.PlannerSpecError):
         make_planner(spec, ctx(build(chain_spec(1))))
+
+
+def test_an_unknown_planner_lists_every_planner() -> None:
+    """Issue 15: the message named only the planners built into the package's __init__, not mcp or exact."""
+    with pytest.raises(runtime.PlannerSpecError) as caught:
+        make_planner("foo", ctx(build(chain_spec(1))))
+    assert str(caught.value) == f"unknown planner 'foo' (known: {', '.join(sorted(PLANNERS))})"
+    assert {"mcp", "exact", "retry", "uniform", "best-retry", "best-uniform"} <= set(PLANNERS)
 
 
 def test_retry_shrinks_to_what_the_budget_covers() -> None:
@@ -90,5 +99,5 @@ def test_family_falls_back_to_the_cheapest_model_that_can_run_the_subtask() -> N
 
 def test_uniform_and_retry_complete_the_examples_with_money_to_spare() -> None:
     for planner in ("retry:large:2", "uniform:large"):
-        r = runtime.run(EXAMPLES / "release20.json", 20.0, 3600, planner=planner, log=False)
+        r = runtime.run(EXAMPLES / "release20.json", 20.0, 3600, planner=planner)
         assert r.success and r.cost < 20.0

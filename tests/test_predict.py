@@ -11,7 +11,7 @@ import math
 import pytest
 
 import runtime
-from runtime._eval import evaluate
+from runtime import evaluate
 from tests.conftest import EXAMPLES, mixed_diamond
 
 
@@ -28,19 +28,20 @@ from tests.conftest import EXAMPLES, mixed_diamond
     ],
 )
 def test_prediction_agrees_with_the_success_rate_eval_measures(
-    spec: str, budget: float, deadline: float, planner: str, options: dict[str, object]
+    spec: str, budget: float, deadline: float, planner: str, options: runtime.PlanOptions
 ) -> None:
     """predict plays these planners in kernels; eval runs them through the executor."""
     wf = runtime.load_workflow(EXAMPLES / spec)
-    pred = runtime.predict(wf, budget, deadline, planner=planner, runs=1000, **options)
+    plan: runtime.PlanOptions = {**options, "planner": planner}
+    pred = runtime.predict(wf, budget, deadline, runs=1000, **plan)
     assert pred.method == "kernel"
     runs = 400
-    real = evaluate(wf, budget, deadline, planner=planner, runs=runs, **options)
-    p, r = pred.p_success, real["p_success"]
+    real = evaluate(wf, budget, deadline, runs=runs, **plan)
+    p, r = pred.p_success, real.p_success
     sd = math.sqrt(max(p * (1 - p), 0.01) / pred.runs + max(r * (1 - r), 0.01) / runs)
     assert abs(p - r) <= 4 * sd, (p, r)
-    assert pred.expected_cost == pytest.approx(real["mean_cost"], rel=0.1)
-    assert pred.expected_elapsed == pytest.approx(real["mean_elapsed"], rel=0.1)
+    assert pred.expected_cost == pytest.approx(real.mean_cost, rel=0.1)
+    assert pred.expected_elapsed == pytest.approx(real.mean_elapsed, rel=0.1)
     assert pred.ci95[0] <= p <= pred.ci95[1] and pred.runs == 1000
 
 
@@ -55,10 +56,11 @@ def test_the_answer_does_not_depend_on_the_threads() -> None:
 
 @pytest.mark.parametrize(("planner", "options"), [("exact", {}), ("mcp:n=8", {"charge_planner_time": True})])
 def test_planners_without_a_kernel_form_are_played_through_the_executor(
-    planner: str, options: dict[str, object]
+    planner: str, options: runtime.PlanOptions
 ) -> None:
     wf = mixed_diamond()  # fixed output tokens, so the exact solver applies
-    pred = runtime.predict(wf, 0.03, 30, planner=planner, runs=100, **options)
+    plan: runtime.PlanOptions = {**options, "planner": planner}
+    pred = runtime.predict(wf, 0.03, 30, runs=100, **plan)
     assert pred.method == "executor" and pred.runs == 100 and 0 < pred.p_success < 1
 
 
@@ -68,7 +70,7 @@ def test_prediction_is_a_function_of_the_seed_and_uses_seeds_eval_does_not() -> 
     b = runtime.predict(wf, 0.02, 40, planner="mcp:n=8", runs=100, seed=1)
     assert (a.p_success, a.expected_cost, a.expected_elapsed) == (b.p_success, b.expected_cost, b.expected_elapsed)
     real = evaluate(wf, 0.02, 40, planner="mcp:n=8", runs=100, seed=1)
-    assert (a.expected_cost, a.expected_elapsed) != (real["mean_cost"], real["mean_elapsed"])
+    assert (a.expected_cost, a.expected_elapsed) != (real.mean_cost, real.mean_elapsed)
 
 
 def test_precision_stops_at_a_checkpoint_once_the_interval_is_narrow_enough() -> None:

@@ -15,16 +15,17 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import runtime
-from adapters.sim_agent import AgentModel, ModelTurn, SimAgentModel
+from adapters.sim_agent import SimAgentModel
+from planners import ABLATIONS, CONTROLLERS, make_controller
 from planners.finalizer import finalize
 from planners.voi import VOIController
+from runtime import AgentModel, Hit, ModelTurn, evaluate_qa
 from runtime._qa import run_agent
-from runtime._qa_api import ABLATIONS, CONTROLLERS, evaluate_qa, make_controller
-from runtime._qa_forms import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form, years_in
-from runtime._qa_types import ANSWER, BACKSTOP, DECOMPOSE, SEARCH, Directive, QABudget, Step, Trace, parse_turn
 from runtime.cli import app
+from runtime.types import Action, Directive, QABudget, Step, Trace, parse_turn
+from runtime.types.answers import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form, years_in
 from tools.qa_data import QAExample, load_qa, pool_corpus
-from tools.retrieval import BM25Search, Hit
+from tools.retrieval import BM25Search
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = load_qa(ROOT / "examples" / "qa" / "questions.jsonl")
@@ -59,7 +60,7 @@ class Fuzz(AgentModel):
 @given(
     tool_calls=st.integers(0, 4),
     tokens=st.integers(1, 600),
-    controller=st.sampled_from(CONTROLLERS + ABLATIONS),
+    controller=st.sampled_from([*CONTROLLERS, *ABLATIONS]),
     seed=st.integers(0, 10_000),
     fuzz=st.booleans(),
 )
@@ -83,7 +84,9 @@ def test_no_run_ever_exceeds_either_cap(tool_calls: int, tokens: int, controller
 def _trace(question: str, searches: int = 0, candidate: str | None = None, hits: tuple[Hit, ...] = ()) -> Trace:
     t = Trace(question)
     for k in range(searches):
-        t.steps.append(Step(SEARCH, SEARCH, 30, query=f"q{k}", hits=hits if k == 0 else (), candidate=candidate))
+        t.steps.append(
+            Step(Action.SEARCH, Action.SEARCH, 30, query=f"q{k}", hits=hits if k == 0 else (), candidate=candidate)
+        )
     for h in hits:
         t.evidence[h.id] = h
     return t
@@ -94,22 +97,22 @@ def test_voi_guards() -> None:
     roomy = QABudget(3, 500, 3, 500)
     compositional = "Who designed the building where The Glass Harbour was first performed?"
     # minimum search: no answer before a search, and two on a compositional question
-    assert voi.decide(_trace(compositional), roomy).action in (SEARCH, DECOMPOSE)
+    assert voi.decide(_trace(compositional), roomy).action in (Action.SEARCH, Action.DECOMPOSE)
     hit = Hit("h", "Marta Oresund", "Marta Oresund designed the Velmora Opera House.", 3.0)
     one = _trace(compositional, 1, "Marta Oresund", (hit,))
-    assert voi.scores(one, roomy)[ANSWER] == 0.0
-    assert voi.scores(_trace(compositional, 2, "Marta Oresund", (hit,)), roomy)[ANSWER] > 0.0
+    assert voi.scores(one, roomy)[Action.ANSWER] == 0.0
+    assert voi.scores(_trace(compositional, 2, "Marta Oresund", (hit,)), roomy)[Action.ANSWER] > 0.0
     # factoid-like questions are never decomposed
-    assert voi.scores(_trace("When was Kell founded?", 1), roomy)[DECOMPOSE] == 0.0
+    assert voi.scores(_trace("When was Kell founded?", 1), roomy)[Action.DECOMPOSE] == 0.0
     # the backstop: no tool call left, or no room for a search turn and an answer after it
-    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 0, 400)).action == BACKSTOP
-    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 2, 60)).action == BACKSTOP
+    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 0, 400)).action == Action.BACKSTOP
+    assert voi.decide(_trace(compositional, 1), QABudget(3, 500, 2, 60)).action == Action.BACKSTOP
     # allowances never exceed what is left
     assert voi.decide(_trace(compositional), QABudget(1, 100, 1, 75)).max_tokens <= 75 - 30
     # each ablation removes one component
     assert {make_controller(a).name for a in ABLATIONS} == set(ABLATIONS)
     full = voi.scores(one, roomy)
-    assert VOIController(guards=False).scores(one, roomy)[ANSWER] > full[ANSWER]
+    assert VOIController(guards=False).scores(one, roomy)[Action.ANSWER] > full[Action.ANSWER]
 
 
 def test_voi_aims_at_an_open_bridge_but_not_after_a_stalled_search() -> None:
@@ -119,13 +122,13 @@ def test_voi_aims_at_an_open_bridge_but_not_after_a_stalled_search() -> None:
     first_hop = Hit("p", "The Glass Harbour", "The Glass Harbour premiered at the Velmora Opera House.", 3.0)
     # the first hop was found and nothing answers the question yet: aim at the bridge entity
     opened = _trace(compositional, 1, None, (first_hop,))
-    assert voi.decide(opened, roomy).action == DECOMPOSE
+    assert voi.decide(opened, roomy).action == Action.DECOMPOSE
     # the same trace on a factoid question: no bridge to open, so another plain search
-    assert voi.decide(_trace("When was Kell founded?", 1, None, (first_hop,)), roomy).action == SEARCH
+    assert voi.decide(_trace("When was Kell founded?", 1, None, (first_hop,)), roomy).action == Action.SEARCH
     # a second search that found nothing new leaves no open bridge: Decompose is worth less than above
     stalled = _trace(compositional, 2, None, (first_hop,))
     assert stalled.new_hits_last() == 0
-    assert voi.scores(stalled, roomy)[DECOMPOSE] < voi.scores(opened, roomy)[DECOMPOSE]
+    assert voi.scores(stalled, roomy)[Action.DECOMPOSE] < voi.scores(opened, roomy)[Action.DECOMPOSE]
 
 
 def test_question_forms() -> None:
@@ -147,7 +150,7 @@ def _support_hits(ex: QAExample) -> tuple[Hit, ...]:
 
 def _case(ex: QAExample, wrong_form: str, stated: str | None) -> Trace:
     t = _trace(ex.question, 1, None, _support_hits(ex))
-    t.steps.append(Step(ANSWER, ANSWER, 20, answer=wrong_form, candidate=stated))
+    t.steps.append(Step(Action.ANSWER, Action.ANSWER, 20, answer=wrong_form, candidate=stated))
     return t
 
 
@@ -198,12 +201,12 @@ def test_the_finalizer_repairs_answer_form_errors_and_never_harms() -> None:
 
 def test_the_finalizer_abstains_on_comparisons_and_decomposed_traces() -> None:
     comparative = _trace("Which is older, the one designed by Marta Oresund?", 1, "Kell Bridge")
-    comparative.steps.append(Step(ANSWER, ANSWER, 10, answer="The answer is Kell Bridge"))
+    comparative.steps.append(Step(Action.ANSWER, Action.ANSWER, 10, answer="The answer is Kell Bridge"))
     assert not finalize(comparative, "The answer is Kell Bridge").accepted
     hit = Hit("h", "Velmora Opera House", "The Velmora Opera House was designed by Marta Oresund.", 2.0)
     decomposed = _trace("Who designed the building where The Glass Harbour was first performed?", 1, hits=(hit,))
-    decomposed.steps.append(Step(DECOMPOSE, DECOMPOSE, 40, query="building Glass Harbour"))
-    decomposed.steps.append(Step(ANSWER, ANSWER, 10, answer="The answer is Marta Oresund"))
+    decomposed.steps.append(Step(Action.DECOMPOSE, Action.DECOMPOSE, 40, query="building Glass Harbour"))
+    decomposed.steps.append(Step(Action.ANSWER, Action.ANSWER, 10, answer="The answer is Marta Oresund"))
     fin = finalize(decomposed, "The answer is Marta Oresund")
     assert not fin.accepted and fin.branch == "decomposed"
 
@@ -223,8 +226,8 @@ def test_answer_api_and_evaluation_on_the_example_set() -> None:
                        tool_calls=3, tokens=500)  # fmt: skip
     assert r.tool_calls <= 3 and r.output_tokens <= 500 and r.reason in ("answered", "budget", "turns")
     rows = evaluate_qa(QUESTIONS, controllers=["voi", "free"], ladder=[(1, 100), (3, 500)], search=INDEX)
-    assert len(rows) == 2 * 2 * 2 and all(row["cap_violations"] == 0 for row in rows)
-    assert all(row["em_lo"] <= row["em"] <= row["em_hi"] for row in rows)
+    assert len(rows) == 2 * 2 * 2 and all(row.cap_violations == 0 for row in rows)
+    assert all(row.em_lo <= row.em <= row.em_hi for row in rows)
     with pytest.raises(runtime.UsageError, match="unknown controller"):
         make_controller("magic")
 
@@ -308,7 +311,7 @@ def test_serve_sim_checks_the_key_of_agent_turns_too() -> None:
 def test_answer_emits_typed_events(tmp_path: Path) -> None:
     events: list[runtime.Event] = []
     r = runtime.answer(QUESTIONS[0].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
-                       log=False, on_event=events.append, journal=tmp_path / "qa.jsonl")  # fmt: skip
+                       on_event=events.append, journal=tmp_path / "qa.jsonl")  # fmt: skip
     kinds = [e.kind for e in events]
     assert (
         kinds[0] == "agent_started"

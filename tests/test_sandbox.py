@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tools.sandbox import Limits, SandboxError, run_tests
+import runtime
+from tools.sandbox import Limits, run_tests
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,7 +25,9 @@ def test_passing_program() -> None:
 def test_failing_assertion_is_reported_with_its_line_and_traceback() -> None:
     r = run_tests("def inc(x):\n    return x\n", ["assert inc(0) == 0\n", "assert inc(1) == 2, 'off by one'\n"])
     assert not r.passed and r.exec_fail is None
-    [case] = r.to_exec_code()  # type: ignore[misc]
+    cases = r.to_exec_code()
+    assert isinstance(cases, list)
+    [case] = cases
     assert case["test_case"] == "assert inc(1) == 2, 'off by one'"
     assert (case["error_type"], case["error_message"]) == ("AssertionError", "off by one")
     assert any("<program>" in line for line in case["traceback"])
@@ -50,7 +53,8 @@ class T(unittest.TestCase):
 
 
 def test_syntax_and_runtime_errors_are_exec_failures() -> None:
-    assert "SyntaxError" in run_tests("def f(x)\n    return x\n", limits=FAST).to_exec_code()["exec_fail_case"]  # type: ignore[index]
+    failed = run_tests("def f(x)\n    return x\n", limits=FAST).to_exec_code()
+    assert isinstance(failed, dict) and "SyntaxError" in failed["exec_fail_case"]
     r = run_tests("1 / 0\n", "assert True\n", limits=FAST)
     assert not r.passed and r.exec_fail == "ZeroDivisionError: division by zero"
 
@@ -152,9 +156,9 @@ def test_exiting_early_or_forging_the_report_does_not_pass(code: str) -> None:
 
 
 def test_bad_limits_raise() -> None:
-    with pytest.raises(SandboxError):
+    with pytest.raises(runtime.LimitError):
         Limits(wall_s=0)
-    with pytest.raises(SandboxError):
+    with pytest.raises(runtime.LimitError):
         Limits(memory_mb=1)
 
 

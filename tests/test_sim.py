@@ -85,9 +85,7 @@ def test_same_seed_same_run_on_asyncio_and_trio() -> None:
     def events(seed: int, backend: str) -> list[dict[str, object]]:
         out: list[runtime.Event] = []
         anyio.run(
-            functools.partial(
-                runtime.arun, wf, 1.0, 600, seed=seed, planner="retry:small:4", log=False, on_event=out.append
-            ),
+            functools.partial(runtime.arun, wf, 1.0, 600, seed=seed, planner="retry:small:4", on_event=out.append),
             backend=backend,
         )
         return comparable(out)

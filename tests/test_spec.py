@@ -91,7 +91,7 @@ def test_topological_order_is_stable() -> None:
 
 
 def _mutated(fn: Any) -> dict[str, Any]:
-    spec = json.loads(json.dumps(ISSUE_EXAMPLE))
+    spec: dict[str, Any] = json.loads(json.dumps(ISSUE_EXAMPLE))
     fn(spec)
     return spec
 

@@ -12,11 +12,13 @@ import openai
 import pytest
 
 import runtime
-from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta, Message, input_token_bound
-from adapters.errors import redact, retry_after_s, vendor_error
+from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta, input_token_bound
+from adapters.errors import redact, retry_after_s, vendor_error, vendor_stream
+from adapters.openai import ERRORS
+from runtime import Message
 from runtime._prompts import render
-from runtime._verifiers import build_verifier, extract_block
-from runtime._workflow import VerifierSpec
+from runtime.types import VerifierSpec
+from tools.verifiers import build_verifier, extract_block
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -190,15 +192,49 @@ def test_vendor_errors_map_to_typed_errors_without_secrets() -> None:
         resp = httpx2.Response(code, headers=headers or {}, request=req)
         return openai.APIStatusError("Incorrect API key provided: sk-live-abcdef123456", response=resp, body=None)
 
-    limited = vendor_error(status_error(429, {"retry-after": "3"}), "openai")
+    limited = vendor_error(status_error(429, {"retry-after": "3"}), "openai", ERRORS)
     assert isinstance(limited, runtime.RateLimitedError) and limited.retry_after == 3.0
-    assert isinstance(vendor_error(status_error(503), "openai"), runtime.ProviderUnavailableError)
-    rejected = vendor_error(status_error(401), "openai", ["sk-live-abcdef123456"])
+    assert isinstance(vendor_error(status_error(503), "openai", ERRORS), runtime.ProviderUnavailableError)
+    rejected = vendor_error(status_error(401), "openai", ERRORS, ["sk-live-abcdef123456"])
     assert isinstance(rejected, runtime.ProviderRejectedError) and rejected.status == 401
     assert "sk-live" not in str(rejected) and "***" in str(rejected)
-    assert isinstance(vendor_error(httpx.ReadTimeout("slow"), "openai"), runtime.ProviderUnavailableError)
-    assert isinstance(vendor_error(json.JSONDecodeError("x", "{", 0), "openai"), runtime.ProviderUnavailableError)
+    assert isinstance(vendor_error(httpx.ReadTimeout("slow"), "openai", ERRORS), runtime.ProviderUnavailableError)
+    malformed = json.JSONDecodeError("x", "{", 0)
+    assert isinstance(vendor_error(malformed, "openai", ERRORS), runtime.ProviderUnavailableError)
     assert redact("Bearer abcdef123456 and sk-ant-xyz98765", []) == "*** and ***"
+    # Anything else is not an endpoint's failure but a bug: it is not mapped.
+    assert vendor_error(KeyError("choices"), "openai", ERRORS) is None
+
+
+async def _open(create: Any) -> None:
+    async with vendor_stream(create, 1, _no_deltas, "openai", ERRORS, ["sk-live-abcdef123456"]):
+        pass
+
+
+async def _no_deltas(raw: Any, s: ChatStream) -> AsyncIterator[Delta]:
+    return
+    yield
+
+
+def test_the_boundary_keeps_the_vendors_error_as_a_redacted_cause_and_lets_bugs_through() -> None:
+    import httpx2
+
+    async def refused() -> None:
+        req = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+        resp = httpx2.Response(401, request=req)
+        raise openai.AuthenticationError("Incorrect API key provided: sk-live-abcdef123456", response=resp, body=None)
+
+    with pytest.raises(runtime.ProviderRejectedError) as caught:
+        anyio.run(_open, refused())
+    cause = caught.value.__cause__
+    assert cause is not None and "openai.AuthenticationError" in str(cause)
+    assert "sk-live" not in str(cause) and "sk-live" not in str(caught.value)
+
+    async def buggy() -> None:
+        raise KeyError("a bug in our code")
+
+    with pytest.raises(KeyError, match="a bug in our code"):
+        anyio.run(_open, buggy())
 
 
 def test_retry_after_accepts_seconds_milliseconds_and_dates() -> None:

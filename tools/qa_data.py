@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime._errors import UsageError
+from runtime.types import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -11,34 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from runtime._errors import ProviderUnavailableError, UsageError
+from runtime.types import DEFAULT_TOP_K, Hit, ProviderUnavailableError, SearchTool, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tools.qa_data import Paragraph
 
-__all__ = ["BM25Search", "Hit", "RemoteSearch", "SearchTool", "default_cache_dir"]
-
-DEFAULT_TOP_K = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    id: str
-    title: str
-    text: str
-    score: float
-
-
-class SearchTool(Protocol):
-    async def search(self, query: str, top_k: int = DEFAULT_TOP_K) -> list[Hit]:
-        """The ``top_k`` best paragraphs for ``query``, best first."""
-        ...
+__all__ = ["BM25Search", "RemoteSearch", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -53,7 +36,7 @@ def _tokenize(texts: list[str]) -> Any:
     return bm25s.tokenize(texts, stopwords="en", show_progress=False)
 
 
-class BM25Search:
+class BM25Search(SearchTool):
     """BM25 over ``paragraphs``, built once per distinct corpus and cached in ``cache_dir`` (None: no cache).
 
     Args:
@@ -108,7 +91,7 @@ class BM25Search:
         return self.search_now(query, top_k)
 
 
-class RemoteSearch:
+class RemoteSearch(SearchTool):
     """A search endpoint over HTTP (see the module docstring for the protocol).
 
     Args:

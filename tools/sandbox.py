@@ -33,20 +33,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from runtime._errors import OntimeError
+from runtime.types import LimitError, SandboxError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Failure", "Limits", "SandboxError", "SandboxResult", "run_tests"]
+__all__ = ["Failure", "Limits", "SandboxResult", "run_tests"]
 
 _HARNESS = Path(__file__).with_name("_sandbox_harness.py")
 _OUTPUT_CAP = 64 * 1024  # bytes of the program's stdout and stderr kept
-
-
-class SandboxError(OntimeError):
-    """The sandbox itself could not run (bad limits, no interpreter); never raised for the program's own
-    failures, which are results."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +55,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if not (self.wall_s > 0 and self.cpu_s >= 1 and self.memory_mb >= 64 and self.file_mb >= 1):
-            raise SandboxError(f"sandbox limits out of range: {self} (wall_s > 0, cpu_s >= 1, memory_mb >= 64)")
+            raise LimitError(f"sandbox limits out of range: {self} (wall_s > 0, cpu_s >= 1, memory_mb >= 64)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio
 import anyio.lowlevel
 
+from runtime.types._errors import LimitError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
@@ -144,8 +146,8 @@ class RealClock(Clock):
     """
 
     def __init__(self, speed: float = 1.0) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, not {speed!r}")
+        if not (isinstance(speed, int | float) and 0 < speed < float("inf")):
+            raise LimitError(f"speed must be positive and finite, not {speed!r}")
         self._t0 = time.monotonic()
         self._speed = speed
 
@@ -170,8 +172,10 @@ class VirtualClock(Clock):
     """Discrete-event time: jumps to the next wake-up when every task of the run waits on the clock.
 
     Wake-ups at the same instant are delivered one at a time: sleeps before timeouts, then by their
-    ``order`` key, then in the order they were registered. With distinct keys a run is a deterministic
-    function of its seed whatever the event loop (trio, for one, varies the order it starts tasks in).
+    ``order`` key, then in the order they were registered. A sleep until the current instant is a wake-up
+    like any other (it waits its turn), so a task that ends several things at one instant reports them in
+    key order among everyone else's. With distinct keys a run is a deterministic function of its seed
+    whatever the event loop (trio, for one, varies the order it starts tasks in).
     """
 
     _SLEEP, _TIMEOUT = 0, 1
@@ -186,7 +190,7 @@ class VirtualClock(Clock):
         return self._now
 
     async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
-        if t <= self._now:
+        if t < self._now:
             await anyio.lowlevel.checkpoint()
             return
         w = _Waiter()
@@ -277,6 +281,10 @@ class Inbox(Generic[T]):
         if w is not None:
             self._waiter = None
             self._clock._wake(w)
+
+    def take(self) -> T:
+        """The next item, without waiting; the inbox must not be empty."""
+        return heapq.heappop(self._items)[2]
 
     async def get(self, until: float | None = None) -> T | None:
         """The next item, or None if the time ``until`` comes first."""

@@ -1,4 +1,4 @@
-"""What a planner sees (:class:`Snapshot`) and what it answers (:class:`Decision`).
+"""The planner interface: what a planner sees (:class:`Snapshot`) and what it answers (:class:`Decision`).
 
 A snapshot is an immutable view of one instant of a run; planners may keep it, hand it to another thread
 or simulate from it. Subtasks and models are indices into ``snapshot.table``.
@@ -6,15 +6,21 @@ or simulate from it. Subtasks and models are indices into ``snapshot.table``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from runtime._profiles import ProfileTable
+    from runtime.types._events import Reason
+    from runtime.types._profiles import ProfileTable
 
-__all__ = ["Decision", "FailedBatch", "InFlight", "Launch", "Snapshot"]
+__all__ = ["Decision", "FailedBatch", "InFlight", "Launch", "Played", "Planner", "PlannerContext", "Snapshot"]
+
+Played = tuple[np.ndarray, np.ndarray, np.ndarray]  # closed-loop runs: success, pico-dollars spent, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +35,12 @@ class Launch:
 class Decision:
     """One :class:`Launch` per ready subtask to start now; a ready subtask left out waits ("not now").
 
-    ``reason`` says why a planner launches nothing (``"budget"``, ``"deadline"``); the executor reports
-    it as the run's failure reason when nothing is left in flight.
+    ``reason`` says why a planner launches nothing (``Reason.BUDGET``, ``Reason.DEADLINE``); the executor
+    reports it as the run's failure reason when nothing is left in flight.
     """
 
     launches: Mapping[int, Launch] = field(default_factory=dict)
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +115,43 @@ class Snapshot:
             cancel_siblings=cancel_siblings,
             rounds=rounds,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerContext:
+    """What a planner factory may use: the profiles, the limits of the run and its seed."""
+
+    table: ProfileTable
+    budget_pusd: int
+    deadline_s: float
+    seed: int
+
+
+class Planner(ABC):
+    """Decides, at each event that changes what is possible, what to launch on each ready subtask.
+
+    The executor creates one planner per run and calls :meth:`decide` at the start of the run and after
+    every subtask completion and batch failure (in synchronized rounds, ``snapshot.rounds``, only once
+    nothing is in flight). It re-checks each launch against the ledger and the clock, so a planner cannot
+    overspend; a launch on a subtask that is not ready, a model that cannot run it, or ``k < 1`` raises
+    :class:`runtime.PlannerError`.
+
+    Attributes:
+        name: the spec string that made this planner (``retry:small:4``); appears in events.
+        in_thread: whether ``decide`` is heavy enough to run in a worker thread (the event loop keeps
+            consuming events meanwhile). Cheap rules set it to False to save the thread hop.
+    """
+
+    name: str = "planner"
+    in_thread: bool = True
+
+    @abstractmethod
+    def decide(self, snapshot: Snapshot) -> Decision:
+        """Return the launches to make now; may be called from a worker thread."""
+
+    def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played | None:
+        """Runs ``first`` .. ``first + count - 1`` of this planner from ``start``, played whole in a
+        simulation kernel (the executor's execution model, on the profiles), each from its own random
+        stream of ``seed``; or None when the planner has no kernel form. predict uses it to avoid the
+        executor's per-event cost; it must release the GIL, as predict plays chunks in threads."""
+        return None

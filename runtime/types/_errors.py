@@ -11,13 +11,15 @@
     └── RunError                    something went wrong while a run was under way
         ├── PlannerError            a planner returned a decision the executor cannot carry out
         ├── InvariantError          a safety invariant would be broken (a bug: please report it)
+        ├── SandboxError            the code sandbox could not run a program (its own failures are results)
         └── ProviderError           a model endpoint failed; the message never contains an API key
             ├── ProviderRejectedError   4xx other than 429 (bad key, unknown model, bad request): do not retry
             └── ProviderUnavailableError  5xx, timeouts, dropped connections, malformed replies: worth retrying
                 └── RateLimitedError    429; ``retry_after`` says how long the endpoint asked us to wait
 
 Run *outcomes* such as "the deadline passed" or "the budget ran out" are not exceptions: they are
-reported in ``RunResult.reason``.
+reported in ``RunResult.reason``. An exception that is not an :class:`OntimeError` is a bug in ontime or in a
+plug-in (planner, adapter, verifier) and propagates as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RateLimitedError",
     "RunError",
+    "SandboxError",
     "SpecError",
     "UnknownDependencyError",
     "UnknownModelError",
@@ -105,6 +108,11 @@ class InvariantError(RunError):
     """A safety invariant (budget, deadline, accounting) would be broken."""
 
 
+class SandboxError(RunError):
+    """The sandbox could not run a program (no interpreter, cannot start a process); never raised for the
+    program's own failures, which are results."""
+
+
 class ProviderError(RunError):
     """A model endpoint failed. ``provider`` and ``status`` (HTTP status, if any) say where and how."""
 
@@ -130,6 +138,8 @@ class ProviderUnavailableError(ProviderError):
 class RateLimitedError(ProviderUnavailableError):
     """HTTP 429: the endpoint asked us to slow down, for ``retry_after`` seconds if it said."""
 
-    def __init__(self, message: str, *, provider: str, status: int | None = 429, retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
         self.retry_after = retry_after
         super().__init__(message, provider=provider, status=status)

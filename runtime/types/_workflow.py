@@ -1,8 +1,8 @@
 """The workflow model: models, subtasks and their (subtask, model) profiles.
 
-These are plain frozen dataclasses built by :func:`runtime.load_workflow` (or by hand, then checked with
-:meth:`Workflow.validate`). Planners and the simulator read the same data as numpy arrays through
-:class:`runtime.ProfileTable`.
+These are plain frozen dataclasses built by :func:`runtime.load_workflow`, or by hand (a run checks and
+orders a hand-built workflow before it starts: :func:`runtime.validate_workflow`). Planners and the
+simulator read the same data as numpy arrays through :class:`runtime.ProfileTable`.
 """
 
 from __future__ import annotations
@@ -163,12 +163,6 @@ class Workflow:
     models: Mapping[str, ModelSpec]
     subtasks: tuple[Subtask, ...]
     source: str | None = field(default=None, compare=False)
-
-    def validate(self) -> Workflow:
-        """Check the workflow; return it in topological order, or raise a :class:`SpecError`."""
-        from runtime._spec import validate_workflow
-
-        return validate_workflow(self)
 
     @property
     def subtask_ids(self) -> tuple[str, ...]:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from runtime.types._qa import Action, StopReason
 
 __all__ = [
     "AgentFinished",
@@ -23,11 +27,34 @@ __all__ = [
     "DecisionMade",
     "Event",
     "LaunchRejected",
+    "Reason",
     "RunFinished",
     "RunStarted",
     "SampleFinished",
+    "SampleStatus",
     "SubtaskCompleted",
 ]
+
+
+class Reason(StrEnum):
+    """Why a run ended without success, or why a launch was refused."""
+
+    DEADLINE = "deadline"  # time ran out (or no attempt could end before the deadline)
+    BUDGET = "budget"  # no affordable launch was left
+    PLANNER_GAVE_UP = "planner_gave_up"  # the planner launched nothing while nothing was in flight
+    PROVIDER_REJECTED = "provider_rejected"  # an endpoint refused the key, the permission or the model
+    UNREACHABLE = "unreachable"  # the only models left failed to answer several requests in a row
+    CANCELLED = "cancelled"  # the caller stopped the run (Ctrl-C, a cancelled task, leaving a stream)
+    ERROR = "error"  # an exception stopped the run (an invalid decision, or a bug in ontime or a plug-in)
+
+
+class SampleStatus(StrEnum):
+    """How one sample ended."""
+
+    SUCCEEDED = "succeeded"  # it passed its verifier (or the simulated draw)
+    FAILED = "failed"  # it ended by itself and did not pass, or was cut off at max_tokens
+    CANCELLED = "cancelled"  # the executor stopped it: a sibling succeeded, or the deadline passed
+    ERROR = "error"  # its endpoint failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +116,7 @@ class LaunchRejected(Event):
     subtask: str
     model: str
     k: int
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,14 +140,14 @@ class BatchLaunched(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SampleFinished(Event):
-    """One sample ended: ``status`` is succeeded, failed, cancelled or error."""
+    """One sample ended, with the tokens it was charged for."""
 
     kind: ClassVar[str] = "sample_finished"
     batch: int
     sample: int
     subtask: str
     model: str
-    status: str
+    status: SampleStatus
     input_tokens: int
     output_tokens: int
     latency_s: float
@@ -167,14 +194,17 @@ class DeadlineHit(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
+    """The run is over; ``detail`` names the cause of an unreachable endpoint or a cancellation."""
+
     kind: ClassVar[str] = "run_finished"
     success: bool
-    reason: str | None
+    reason: Reason | None
     spent_pusd: int
     cost_usd: float
     elapsed_s: float
     completed: int
     subtasks: int
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,8 +224,8 @@ class AgentStep(Event):
 
     kind: ClassVar[str] = "agent_step"
     step: int
-    directive: str | None
-    action: str
+    directive: Action | None
+    action: Action
     output_tokens: int
     query: str | None
     hits: tuple[str, ...]
@@ -214,4 +244,4 @@ class AgentFinished(Event):
     finalized: bool
     tool_calls: int
     output_tokens: int
-    reason: str
+    reason: StopReason

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from runtime._money import price_per_token_pusd
-from runtime._workflow import FixedTokens, ModelSpec, ParametricProfile, Workflow
+from runtime.types._money import price_per_token_pusd
+from runtime.types._workflow import FixedTokens, ModelSpec, ParametricProfile, Workflow
 
 __all__ = ["KIND_FIXED", "KIND_LOGNORMAL", "KIND_POOL", "ProfileTable"]
 

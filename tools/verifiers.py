@@ -1,4 +1,4 @@
-"""Verifiers: whether a real model's output solves its subtask (on the simulated backend the profile decides).
+"""Verifiers (:class:`runtime.types.Verifier`): whether a real model's output solves its subtask.
 
 A subtask's ``verifier`` in the spec picks one: exact match (whitespace at the ends ignored), a regular
 expression found in the output, a JSON schema the output must satisfy, Python tests run against the
@@ -11,41 +11,24 @@ from __future__ import annotations
 
 import json
 import re
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from adapters.chat import ChatRequest, Message, input_token_bound
-from runtime._errors import ProviderError, UsageError
-from runtime._money import price_per_token_pusd
+from adapters.chat import ChatRequest, input_token_bound
+from runtime.types import Message, ProviderError, UsageError, Verdict, Verifier, price_per_token_pusd
+from tools.sandbox import Limits, run_tests
 
 if TYPE_CHECKING:
-    from adapters.chat import ChatBackend
-    from runtime._workflow import ModelSpec, VerifierSpec
+    from collections.abc import Mapping
 
-__all__ = ["Verdict", "Verifier", "build_verifier", "extract_block"]
+    from adapters.chat import ChatBackend
+    from runtime.types import ModelSpec, VerifierSpec
+
+__all__ = ["build_verifier", "extract_block"]
 
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    ok: bool
-    detail: str = ""
-    cost_pusd: int = 0  # what checking cost (an LLM judge's call)
-
-
-class Verifier(ABC):
-    @abstractmethod
-    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
-        """Decide whether ``output`` passes, spending at most ``allowance_pusd`` (what was reserved)."""
-
-    def worst_pusd(self, max_output_tokens: int) -> int:
-        """The most checking one output of at most ``max_output_tokens`` tokens may cost."""
-        return 0
 
 
 def extract_block(text: str) -> str:
@@ -99,7 +82,6 @@ class _PythonTests(Verifier):
         self.setup = setup
 
     async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
-        from tools.sandbox import Limits, run_tests
 
         program = "\n".join(p for p in (self.setup, extract_block(output)) if p)
         run = partial(run_tests, program, self.tests, limits=Limits(wall_s=self.timeout_s))
@@ -154,7 +136,9 @@ class _Judge(Verifier):
         return Verdict(ok, "" if ok else "the judge said FAIL", cost_pusd=cost)
 
 
-def build_verifier(spec: VerifierSpec, models: dict[str, ModelSpec], backends: dict[str, ChatBackend]) -> Verifier:
+def build_verifier(
+    spec: VerifierSpec, models: Mapping[str, ModelSpec], backends: Mapping[str, ChatBackend]
+) -> Verifier:
     """The verifier a spec describes (the judge's model must be one of the workflow's real models)."""
     if spec.kind == "exact":
         return _Exact(spec.arg)

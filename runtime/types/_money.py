@@ -2,18 +2,21 @@
 
 Floats would let ``spent + reserved`` creep one ulp past the budget and make a journal replay differ from
 the live ledger in the last digit. One US dollar is 10**12 pico-dollars ("pusd"), which resolves every list
-price (dollars per million tokens) to the token and still fits budgets up to $9 million in an int64.
+price (dollars per million tokens) to the token and fits $9 million in an int64. Budgets are capped at
+:data:`MAX_BUDGET_USD` so that sums of budgets, reservations and costs in the ledger and in the planners'
+kernels never overflow.
 """
 
 from __future__ import annotations
 
 import math
 
-from runtime._errors import LimitError
+from runtime.types._errors import LimitError
 
-__all__ = ["PUSD_PER_USD", "check_limit", "price_per_token_pusd", "to_pusd", "to_usd"]
+__all__ = ["MAX_BUDGET_USD", "PUSD_PER_USD", "check_budget", "check_limit", "price_per_token_pusd", "to_pusd", "to_usd"]
 
 PUSD_PER_USD = 10**12
+MAX_BUDGET_USD = 1_000_000  # a budget no run of ontime's can reach; larger ones are refused, not rounded
 
 
 def to_pusd(usd: float) -> int:
@@ -37,3 +40,11 @@ def check_limit(name: str, value: float) -> None:
         raise LimitError(f"{name} must be a number, not {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise LimitError(f"{name} must be positive and finite, not {value!r}")
+
+
+def check_budget(budget: float) -> int:
+    """A dollar budget as pico-dollars; raise :class:`LimitError` unless it is in (0, :data:`MAX_BUDGET_USD`]."""
+    check_limit("budget", budget)
+    if budget > MAX_BUDGET_USD:
+        raise LimitError(f"budget must be at most ${MAX_BUDGET_USD:,} (MAX_BUDGET_USD), not ${budget:g}")
+    return to_pusd(budget)

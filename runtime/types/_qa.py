@@ -1,107 +1,68 @@
-"""The search agent's data: the trace so far, the budget left, the directive for the next turn.
+"""The search agent's data and interfaces: the trace so far, the budget left, the directive for the next
+turn, and the three parts a search agent is made of (:class:`QAController`, :class:`AgentModel`,
+:class:`SearchTool`).
 
-The search agent (``runtime._qa``) asks its controller (:class:`planners.qa_base.QAController`) for a
-:class:`Directive` before every model turn. A directive names the action the model is told to take
-(Search, Decompose, Answer, the budget Backstop) or None for a free-running turn, how many output tokens
-the turn may use, and whether the prompt shows the budget. Controllers read only the :class:`Trace` (what
-was asked, retrieved and answered so far) and the :class:`QABudget`; they never see gold labels.
+The search agent (``runtime.answer``) asks its controller for a :class:`Directive` before every model turn.
+A directive names the action the model is told to take (Search, Decompose, Answer, the budget Backstop) or
+None for a free-running turn, how many output tokens the turn may use, and whether the prompt shows the
+budget. Controllers read only the :class:`Trace` (what was asked, retrieved and answered so far) and the
+:class:`QABudget`; they never see gold labels.
 """
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tools.retrieval import Hit
+from enum import StrEnum
 
 __all__ = [
-    "ANSWER",
-    "BACKSTOP",
-    "DECOMPOSE",
-    "SEARCH",
+    "DEFAULT_TOP_K",
+    "Action",
+    "AgentModel",
     "Directive",
-    "QABudget",
-    "Step",
-    "Trace",
+    "Hit",
+    "ModelTurn",
     "Parsed",
+    "QABudget",
+    "QAController",
+    "SearchTool",
+    "Step",
+    "StopReason",
+    "Trace",
     "content_tokens",
     "parse_turn",
 ]
 
-SEARCH, DECOMPOSE, ANSWER, BACKSTOP = "search", "decompose", "answer", "backstop"
+DEFAULT_TOP_K = 5  # paragraphs a search returns
+
+
+class Action(StrEnum):
+    """What a turn does (a step's action) or is told to do (a directive's)."""
+
+    SEARCH = "search"
+    DECOMPOSE = "decompose"  # a search aimed at the missing bridge entity of a compositional question
+    ANSWER = "answer"
+    BACKSTOP = "backstop"  # answer now: too little budget is left for another retrieval (directives only)
+    STALL = "stall"  # the turn was malformed or asked for a search it had no tool call left for (steps only)
+
+
+class StopReason(StrEnum):
+    """Why the agent stopped."""
+
+    ANSWERED = "answered"
+    BUDGET = "budget"  # no output tokens left for another turn
+    DEADLINE = "deadline"
+    TURNS = "turns"  # the most turns the caps allow went by without an answer
+
 
 _WORD = re.compile(r"[a-z0-9]+")
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "that",
-        "this",
-        "these",
-        "those",
-        "it",
-        "its",
-        "as",
-        "than",
-        "then",
-        "there",
-        "their",
-        "they",
-        "he",
-        "she",
-        "his",
-        "her",
-        "him",
-        "them",
-        "we",
-        "you",
-        "i",
-        "me",
-        "my",
-        "our",
-        "your",
-        "not",
-        "no",
-        "yes",
-    ]
+_STOPWORDS = (
+    "a an the of in on at to for from by with and or but is are was were be been being do does did has have had "
+    "what which who whom whose when where why how that this these those it its as than then there their they he "
+    "she his her him them we you i me my our your not no yes"
 )
+STOPWORDS = frozenset(_STOPWORDS.split())
 
 
 def content_tokens(text: str) -> list[str]:
@@ -130,8 +91,8 @@ class QABudget:
 class Step:
     """One model turn and what came of it."""
 
-    action: str  # what the model did: search, decompose, answer, or stall (malformed or no action)
-    directive: str | None  # what it was told to do (None: free-running)
+    action: Action  # what the model did: search, decompose, answer, or stall
+    directive: Action | None  # what it was told to do (None: free-running)
     output_tokens: int
     thought: str = ""
     query: str | None = None
@@ -156,7 +117,7 @@ class Trace:
 
     @property
     def decompositions(self) -> int:
-        return sum(1 for s in self.steps if s.action == DECOMPOSE)
+        return sum(1 for s in self.steps if s.action is Action.DECOMPOSE)
 
     @property
     def candidate(self) -> str | None:
@@ -211,7 +172,7 @@ class Trace:
 class Directive:
     """The next turn: the action to inject (None: the model decides), its token allowance, the prompt style."""
 
-    action: str | None
+    action: Action | None
     max_tokens: int
     show_budget: bool = False
 
@@ -247,3 +208,61 @@ def parse_turn(text: str) -> Parsed:
     conf = _CONFIDENCE.search(t)
     return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None,
                   float(conf.group(1)) if conf else None)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A retrieved paragraph."""
+
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+class SearchTool(ABC):
+    """A retrieval tool. One call is one tool call: the search agent reserves and settles it, never the tool."""
+
+    @abstractmethod
+    async def search(self, query: str, top_k: int = DEFAULT_TOP_K) -> list[Hit]:
+        """The ``top_k`` best paragraphs for ``query``, best first.
+
+        Raises:
+            ProviderUnavailableError: a remote search endpoint failed.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: an in-memory index holds nothing)
+        """Close connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTurn:
+    """What the model wrote in one turn, and how many output tokens it took."""
+
+    text: str
+    output_tokens: int
+
+
+class AgentModel(ABC):
+    """The LLM behind a search agent: one turn from the trace, the directive and the budget."""
+
+    @abstractmethod
+    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
+        """The model's output for this turn (at most ``directive.max_tokens`` output tokens).
+
+        Raises:
+            ProviderError: the endpoint failed (the agent charges the turn's whole allowance and goes on).
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: the simulated model holds nothing)
+        """Close connections; the search agent's owner calls it when the answer is done."""
+
+
+class QAController(ABC):
+    """Decides the next directive of a search agent from its trace and the budget left."""
+
+    name: str = "controller"
+
+    @abstractmethod
+    def decide(self, trace: Trace, budget: QABudget) -> Directive:
+        """The next turn's directive. Must not ask for more tokens than ``budget.tokens_left``."""

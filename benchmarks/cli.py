@@ -1,0 +1,101 @@
+"""``ontime bench``: the papers' experiments from the command line.
+
+The engine does not import benchmarks; this sub-command reaches ``ontime`` through the ``ontime.commands``
+entry point group (pyproject.toml), which the CLI loads at start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from runtime.types import OntimeError
+
+__all__ = ["app"]
+
+_err = Console(stderr=True)
+
+app = typer.Typer(help="Reproduce the papers' experiments (scripts in benchmarks/).", no_args_is_help=True)
+
+
+@app.command("mcp")
+def bench_mcp(
+    quick: Annotated[bool, typer.Option("--quick", help="The main grid on 24 instances per suite.")] = False,
+    suite: Annotated[str, typer.Option(help="Comma-separated suites: proofflow, codeflow.")] = "proofflow,codeflow",
+    analyses: Annotated[
+        str, typer.Option(help="Comma-separated: main, n, noise, portfolio, widths, rounds (size comes with main).")
+    ] = "main",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder holding proofflow_124.json and codeflowbench_repo_99.json "
+            "(default: $ONTIME_DATA_DIR/workflows).",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per instance and planner.")] = 8,
+    instances: Annotated[
+        int | None,
+        typer.Option(min=1, help="Instances per suite in the main grid (all; 24 with --quick).", show_default=False),
+    ] = None,
+    analysis_instances: Annotated[int, typer.Option(min=1, help="Instances per suite in the other analyses.")] = 24,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="Run on Ray: a cluster address, or 'local' to start one here.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results folder (one subfolder per suite).")] = Path("benchmarks/results"),
+) -> None:
+    """The MCP paper's experiments on ProofFlow and CodeFlow graphs: resumable, in processes or on Ray."""
+    from benchmarks import mcp_paper as mp
+
+    data = data_dir or mp.default_data_dir()
+    if data is None:
+        why = "no data: pass --data-dir or set ONTIME_DATA_DIR (the folder with proofflow_124.json)"
+        _err.print(f"[red]error:[/] {why}", highlight=False)
+        raise typer.Exit(2)
+    wanted = [a.strip() for a in analyses.split(",") if a.strip()]
+    bad = [a for a in wanted if a not in mp.ANALYSES]
+    suites = [x.strip() for x in suite.split(",") if x.strip()]
+    bad += [x for x in suites if x not in mp.DATA_FILES]
+    if bad:
+        _err.print(f"[red]error:[/] unknown {', '.join(bad)} (analyses: {', '.join(mp.ANALYSES)})", highlight=False)
+        raise typer.Exit(2)
+    n_main = instances or (24 if quick else None)
+    n_other = min(analysis_instances, 8) if quick else analysis_instances
+    console = Console()
+    for name in suites:
+        try:
+            loaded = mp.load_suite(name, data)
+        except OntimeError as exc:
+            _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        for eid, why in loaded.skipped:
+            console.print(f"{name}: skipped entry {eid}: {why}")
+        folder = out / name / ("quick" if quick else "")
+        store = mp.Store(folder / "tasks.jsonl")
+        tasks = []
+        for analysis in wanted:
+            if analysis == "main":
+                tasks += mp.main_tasks(name, mp.subset(loaded, n_main), runs)
+            else:
+                tasks += mp.analysis_tasks(analysis, name, mp.subset(loaded, n_other), runs)
+        columns = (TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())  # fmt: skip
+        with Progress(*columns, console=_err) as bar:
+            task_id = bar.add_task(name, total=len([t for t in tasks if t.key not in store.done]))
+
+            def advance(done: int, _total: int, bar: Progress = bar, task_id: Any = task_id) -> None:
+                bar.update(task_id, completed=done)
+
+            ran = mp.run_tasks(tasks, store, data, workers=workers, ray_address=ray, progress=advance)
+        console.print(f"{name}: {ran} tasks run, {len(tasks) - ran} already done; results in {folder}")
+        for path in mp.write_reports(name, store, folder, wanted):
+            console.print(f"  wrote {path}")
+        md = folder / "main_grid.md"
+        if "main" in wanted and md.exists():
+            typer.echo(md.read_text())

@@ -1,0 +1,149 @@
+"""What a new user hit, fixed in the same API (issue 15): each test fails on the code before the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import runtime
+from runtime import _eval
+from runtime._executor import UNREACHABLE_AFTER, usable_cpus
+from runtime.cli import app
+from tests.conftest import EXAMPLES, build, chain_spec
+
+CHAIN = str(EXAMPLES / "chain.json")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def nowhere(retries: int = 2) -> dict[str, Any]:
+    """A one-model workflow whose endpoint is a closed port on loopback: every connection is refused."""
+    return {
+        "name": "nowhere",
+        "models": {"m": {"provider": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1",
+                         "retries": retries, "tokens_per_s": 50, "ttft_s": 0.2, "max_output_tokens": 64}},
+        "subtasks": [{"id": "a", "prompt": "Say hi.", "profiles": {"m": {"p": 0.9, "output_tokens": {"fixed": 8}}}}],
+    }  # fmt: skip
+
+
+def test_an_unreachable_endpoint_ends_the_run_at_once_with_its_cause() -> None:
+    """It burned the whole deadline in connection errors and reported only "deadline"."""
+    events: list[runtime.Event] = []
+    start = time.monotonic()
+    result = runtime.run(build(nowhere()), 1.0, 60, planner="retry:m:1", on_event=events.append)
+    assert time.monotonic() - start < 20
+    assert not result.success and result.reason == runtime.Reason.UNREACHABLE
+    assert result.detail is not None and "'m' at http://127.0.0.1:9/v1" in result.detail
+    assert "none was ever answered" in result.detail
+    errors = [e for e in events if isinstance(e, runtime.SampleFinished) and e.status == "error"]
+    assert len(errors) == UNREACHABLE_AFTER
+    (rejected,) = [e for e in events if isinstance(e, runtime.LaunchRejected)]
+    assert rejected.reason == runtime.Reason.UNREACHABLE
+    assert result.to_dict()["detail"] == result.detail
+
+
+def test_the_cli_names_an_unreachable_endpoint(tmp_path: Path) -> None:
+    spec = tmp_path / "nowhere.json"
+    spec.write_text(json.dumps(nowhere()))
+    code, out, _ = invoke("run", str(spec), "-b", "1", "-d", "60", "-p", "retry:m:1", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["reason"] == "unreachable" and "127.0.0.1:9" in data["detail"]
+    code, out, _ = invoke("run", str(spec), "-b", "1", "-d", "60", "-p", "retry:m:1")
+    assert code == 1 and "FAILED (unreachable)" in out and "none was ever answered" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("budget", [1e8, 1e300])
+def test_an_effectively_unlimited_budget_is_refused_with_one_clean_line(budget: float) -> None:
+    """MCP raised 110 lines of numba TypingError at $1e8 and an OverflowError at $1e300."""
+    with pytest.raises(runtime.LimitError, match="at most \\$1,000,000"):
+        runtime.run(CHAIN, budget, 60)
+    code, _, err = invoke("run", CHAIN, "-b", str(budget), "-d", "60")
+    assert code == 2 and err.startswith("error: budget must be at most $1,000,000") and len(err.splitlines()) == 1
+
+
+def test_the_largest_budget_runs_with_mcp_and_predicts() -> None:
+    assert runtime.run(CHAIN, runtime.MAX_BUDGET_USD, 60, planner="mcp:n=16").success
+    assert runtime.predict(CHAIN, runtime.MAX_BUDGET_USD, 60, planner="mcp:n=16", runs=20).p_success > 0.9
+
+
+def test_version() -> None:
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.strip() == f"ontime {runtime_version()}"
+
+
+def runtime_version() -> str:
+    from importlib.metadata import version
+
+    return version("ontime")
+
+
+def test_validate_warns_when_a_subtask_can_never_succeed(tmp_path: Path) -> None:
+    spec = chain_spec(3)
+    spec["subtasks"][1]["profiles"]["m"]["p"] = 0.0
+    spec["subtasks"][2]["profiles"]["m"]["output_tokens"] = {"fixed": 5000}  # above max_output_tokens 2000
+    path = tmp_path / "never.json"
+    path.write_text(json.dumps(spec))
+    code, out, err = invoke("validate", str(path))
+    assert code == 0 and "ok" in out
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 2
+    assert "subtask 's1' can never succeed: m: p = 0" in warnings[0]
+    assert "subtask 's2' can never succeed: m: its 5000 output tokens exceed max_output_tokens (2000)" in warnings[1]
+    assert invoke("validate", CHAIN)[2] == ""
+
+
+def test_ontime_qa_says_when_its_model_is_simulated() -> None:
+    question = "Who founded the company that makes the Quill phone?"
+    args = ["qa", question, "--corpus", str(EXAMPLES / "qa" / "corpus.jsonl"),
+            "--annotations", str(EXAMPLES / "qa" / "questions.jsonl")]  # fmt: skip
+    code, out, _ = invoke(*args, "--json")
+    assert code == 0 and json.loads(out)["model"].startswith("the simulated qwen3-32b search agent")
+    code, out, _ = invoke(*args)
+    assert code == 0 and "answered by the simulated qwen3-32b search agent" in " ".join(out.split())
+
+
+def test_eval_uses_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval ran in one process unless told otherwise, while predict used every core."""
+    seen: list[int] = []
+
+    class Recording(ProcessPoolExecutor):
+        def __init__(self, max_workers: int, **kw: Any) -> None:
+            seen.append(max_workers)
+            super().__init__(max_workers, **kw)
+
+    monkeypatch.setattr(_eval, "ProcessPoolExecutor", Recording)
+    monkeypatch.setattr(_eval, "usable_cpus", lambda: 2)
+    parallel = runtime.evaluate(CHAIN, 0.02, 40, planner="retry:small:2", runs=60)
+    assert seen == [2]
+    alone = runtime.evaluate(CHAIN, 0.02, 40, planner="retry:small:2", runs=60, workers=1)
+    assert dataclasses.replace(parallel, planner_ms=alone.planner_ms) == alone  # wall times aside
+    assert usable_cpus() >= 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_on_ontime_run_says_what_was_spent_and_held_then_exits_130() -> None:
+    argv = [sys.executable, "-m", "runtime.cli", "run", str(EXAMPLES / "release20.json"), "-b", "2", "-d", "1200",
+            "-p", "retry:mid:2", "--speed", "10", "--json"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "120"})  # fmt: skip
+    time.sleep(6)  # long enough to import, start and launch; the run itself would take about 80 s
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at" in err and "spent $" in err and "still held" in err and "Traceback" not in err
+    assert out == ""
