@@ -91,20 +91,8 @@ def _planner_threads() -> anyio.CapacityLimiter:
 
 @dataclass(frozen=True, slots=True)
 class ExecutorOptions:
-    """Per-run options.
-
-    Attributes:
-        cancel_siblings: when a sample succeeds, cancel the rest of its batch (charged for the tokens
-            they produced so far) rather than let them finish.
-        charge_planner_time: advance the run's clock by the planner's wall time before launching what it
-            decided, so benchmarks pay for planning. Off by default: wall time would make virtual-time
-            runs depend on machine speed.
-        output_token_cap: a cap on total output tokens across the run, reserved like dollars.
-        rounds: synchronized rounds, as the MCP paper executes: ask the planner only once nothing is in
-            flight any more, so what it launches starts together at the start of a round and a round lasts
-            as long as its slowest batch (siblings left to finish included). Off: ask after every event that
-            changes what is possible.
-    """
+    """The options of :class:`runtime.PlanOptions` that the executor itself follows (``open_run`` says what
+    each one does)."""
 
     cancel_siblings: bool = True
     charge_planner_time: bool = False
@@ -112,37 +100,20 @@ class ExecutorOptions:
     rounds: bool = False
 
 
+@dataclass(slots=True, eq=False)
 class _Batch:
-    __slots__ = (
-        "cancelled",
-        "check_pusd",
-        "done",
-        "handle",
-        "id",
-        "k",
-        "model",
-        "open",
-        "reservation",
-        "share",
-        "started_at",
-        "subtask",
-    )
-
-    def __init__(
-        self, bid: int, subtask: int, model: int, k: int, started_at: float, res: Reservation, share: Usage, check: int
-    ) -> None:
-        self.id = bid
-        self.subtask = subtask
-        self.model = model
-        self.k = k
-        self.started_at = started_at
-        self.reservation = res
-        self.share = share  # what one sample may use at most; the reservation holds k of these
-        self.check_pusd = check  # what checking one output may cost at most (an LLM judge)
-        self.open = k  # samples whose end has not been settled yet
-        self.done = False  # its subtask completed
-        self.cancelled = False
-        self.handle: TaskHandle | None = None
+    id: int
+    subtask: int
+    model: int
+    k: int
+    started_at: float
+    reservation: Reservation
+    share: Usage  # what one sample may use at most; the reservation holds k of these
+    check_pusd: int  # what checking one output may cost at most (an LLM judge)
+    open: int  # samples whose end has not been settled yet
+    done: bool = False  # its subtask completed
+    cancelled: bool = False
+    handle: TaskHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +427,7 @@ class Executor:
         if res is None:
             return self._reject(i, j, k, Reason.BUDGET)
         self._next_batch += 1
-        b = _Batch(self._next_batch, i, j, k, now, res, share, check_pusd)
+        b = _Batch(self._next_batch, i, j, k, now, res, share, check_pusd, open=k)
         sid, rel = t.subtask_ids[i], now - self._t0
         self._emit(
             BudgetReserved(

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from contextlib import ExitStack
+from functools import partial
 from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -85,6 +86,14 @@ def _guard(fn: Callable[[], T]) -> T:
     except OntimeError as exc:
         _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _with_progress(label: str, total: int, work: Callable[[Callable[[int], None]], T]) -> T:
+    """``work(advance)`` under a progress bar on stderr, its bad input reported as by :func:`_guard`."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        return _guard(lambda: work(partial(bar.advance, task)))
 
 
 def _event_logger(path: str | None, stack: ExitStack) -> Any:
@@ -197,22 +206,8 @@ def eval_(
 ) -> None:
     """Estimate the probability of finishing: N independent runs in virtual time, summarized."""
     wf = _guard(lambda: load_workflow(spec))
-    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=_err, transient=True) as bar:
-        task = bar.add_task("eval", total=runs)
-        report = _guard(
-            lambda: evaluate(
-                wf,
-                budget,
-                deadline,
-                planner=planner,
-                runs=runs,
-                seed=seed,
-                workers=workers,
-                progress=lambda k: bar.advance(task, k),
-                rounds=rounds,
-            )
-        )
+    report = _with_progress("eval", runs, lambda step: evaluate(wf, budget, deadline, planner=planner, runs=runs,
+                            seed=seed, workers=workers, progress=step, rounds=rounds))  # fmt: skip
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -255,23 +250,9 @@ def predict(
 ) -> None:
     """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
     wf = _guard(lambda: load_workflow(spec))
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=_err, transient=True) as bar:
-        task = bar.add_task("predict", total=runs)
-        result = _guard(
-            lambda: predict_run(
-                wf,
-                budget,
-                deadline,
-                planner=planner,
-                runs=runs,
-                precision=precision,
-                seed=seed,
-                workers=workers,
-                progress=lambda k: bar.advance(task, k),
-                rounds=rounds,
-            )
-        )
+    result = _with_progress("predict", runs, lambda step: predict_run(wf, budget, deadline, planner=planner,
+                            runs=runs, precision=precision, seed=seed, workers=workers, progress=step,
+                            rounds=rounds))  # fmt: skip
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -408,11 +389,8 @@ def qa_eval(
     examples = _guard(lambda: load_qa(dataset, limit=limit))
     grid = _guard(cells)
     total = len(examples) * len(grid) * len(names) * len(fins)
-    columns = (TextColumn("qa-eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=_err, transient=True) as bar:
-        task = bar.add_task("qa", total=total)
-        rows = _guard(lambda: evaluate_qa(examples, controllers=names, ladder=grid, finalize=fins, backbone=backbone,
-                                          seed=seed, progress=lambda k: bar.advance(task, k)))  # fmt: skip
+    rows = _with_progress("qa-eval", total, lambda step: evaluate_qa(examples, controllers=names, ladder=grid,
+                          finalize=fins, backbone=backbone, seed=seed, progress=step))  # fmt: skip
     if json_out:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import pytest
+
+if TYPE_CHECKING:
+    import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -26,10 +30,10 @@ def test_every_python_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     namespace: dict[str, Any] = {}
     for k, source in enumerate(SNIPPETS, 1):
         code = compile(source, f"README.md snippet {k}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        if code.co_flags & 0x80:  # CO_COROUTINE: it awaits at the top level, like a notebook cell
-            anyio.run(lambda: eval(code, namespace))  # noqa: S307 (the README's own code)
+        if code.co_flags & inspect.CO_COROUTINE:  # it awaits at the top level, like a notebook cell
+            anyio.run(partial(eval, code, namespace))
         else:
-            exec(code, namespace)  # noqa: S102 (the README's own code)
+            exec(code, namespace)
     assert namespace["result"].success and (tmp_path / "run.jsonl").exists()
 
 

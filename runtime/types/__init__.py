@@ -1,180 +1,31 @@
 """The leaf of ontime: the public data types and interfaces every other package shares.
 
 Planners, adapters and tools import this package and nothing else of ``runtime``; it imports nothing of
-theirs, nor the engine (the executor, the API, the command line). ``runtime.types.answers`` holds the answer
-forms and scores of multi-hop QA.
+theirs, nor the engine (the executor, the API, the command line). Each private module lists what it
+exports in its ``__all__``; ``runtime.types.answers`` holds the answer forms and scores of multi-hop QA.
 """
 
 from __future__ import annotations
 
-from runtime.types._adapter import Adapter, Batch, Finish, Message, Report, SampleEnd
+from runtime.types import _adapter, _errors, _events, _money, _plan, _profiles, _qa, _verifier, _workflow
+from runtime.types._adapter import *  # noqa: F403
 from runtime.types._clock import Clock, RealClock, VirtualClock
-from runtime.types._errors import (
-    CycleError,
-    InvariantError,
-    LimitError,
-    OntimeError,
-    PlannerError,
-    PlannerSpecError,
-    ProviderError,
-    ProviderRejectedError,
-    ProviderUnavailableError,
-    RateLimitedError,
-    RunError,
-    SandboxError,
-    SpecError,
-    UnknownDependencyError,
-    UnknownModelError,
-    UsageError,
-)
-from runtime.types._events import (
-    AgentFinished,
-    AgentStarted,
-    AgentStep,
-    BatchFailed,
-    BatchLaunched,
-    BudgetReserved,
-    BudgetSettled,
-    DeadlineHit,
-    DecisionMade,
-    Event,
-    LaunchRejected,
-    Reason,
-    RunFinished,
-    RunStarted,
-    SampleFinished,
-    SampleStatus,
-    SubtaskCompleted,
-)
-from runtime.types._money import (
-    MAX_BUDGET_USD,
-    PUSD_PER_USD,
-    check_budget,
-    check_limit,
-    price_per_token_pusd,
-    to_pusd,
-    to_usd,
-)
-from runtime.types._plan import Decision, FailedBatch, InFlight, Launch, Planner, PlannerContext, Played, Snapshot
-from runtime.types._profiles import KIND_FIXED, KIND_LOGNORMAL, KIND_POOL, ProfileTable
-from runtime.types._qa import (
-    DEFAULT_TOP_K,
-    Action,
-    AgentModel,
-    Directive,
-    Hit,
-    ModelTurn,
-    Parsed,
-    QABudget,
-    QAController,
-    SearchTool,
-    Step,
-    StopReason,
-    Trace,
-    content_tokens,
-    parse_turn,
-)
-from runtime.types._verifier import Verdict, Verifier
-from runtime.types._workflow import (
-    Endpoint,
-    FixedTokens,
-    LogNormalTokens,
-    ModelSpec,
-    ParametricProfile,
-    PoolProfile,
-    Profile,
-    Subtask,
-    VerifierSpec,
-    Workflow,
-)
+from runtime.types._errors import *  # noqa: F403
+from runtime.types._events import *  # noqa: F403
+from runtime.types._money import *  # noqa: F403
+from runtime.types._plan import *  # noqa: F403
+from runtime.types._profiles import *  # noqa: F403
+from runtime.types._qa import *  # noqa: F403
+from runtime.types._verifier import *  # noqa: F403
+from runtime.types._workflow import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_TOP_K",
-    "KIND_FIXED",
-    "KIND_LOGNORMAL",
-    "KIND_POOL",
-    "MAX_BUDGET_USD",
-    "PUSD_PER_USD",
-    "Action",
-    "Adapter",
-    "AgentFinished",
-    "AgentModel",
-    "AgentStarted",
-    "AgentStep",
-    "Batch",
-    "BatchFailed",
-    "BatchLaunched",
-    "BudgetReserved",
-    "BudgetSettled",
-    "Clock",
-    "CycleError",
-    "DeadlineHit",
-    "Decision",
-    "DecisionMade",
-    "Directive",
-    "Endpoint",
-    "Event",
-    "FailedBatch",
-    "Finish",
-    "FixedTokens",
-    "Hit",
-    "InFlight",
-    "InvariantError",
-    "Launch",
-    "LaunchRejected",
-    "LimitError",
-    "LogNormalTokens",
-    "Message",
-    "ModelSpec",
-    "ModelTurn",
-    "OntimeError",
-    "ParametricProfile",
-    "Parsed",
-    "Played",
-    "Planner",
-    "PlannerContext",
-    "PlannerError",
-    "PlannerSpecError",
-    "PoolProfile",
-    "Profile",
-    "ProfileTable",
-    "ProviderError",
-    "ProviderRejectedError",
-    "ProviderUnavailableError",
-    "QABudget",
-    "QAController",
-    "RateLimitedError",
-    "RealClock",
-    "Reason",
-    "Report",
-    "RunError",
-    "RunFinished",
-    "RunStarted",
-    "SampleEnd",
-    "SampleFinished",
-    "SampleStatus",
-    "SandboxError",
-    "SearchTool",
-    "Snapshot",
-    "SpecError",
-    "Step",
-    "StopReason",
-    "Subtask",
-    "SubtaskCompleted",
-    "Trace",
-    "UnknownDependencyError",
-    "UnknownModelError",
-    "UsageError",
-    "Verdict",
-    "Verifier",
-    "VerifierSpec",
-    "VirtualClock",
-    "Workflow",
-    "check_budget",
-    "check_limit",
-    "content_tokens",
-    "parse_turn",
-    "price_per_token_pusd",
-    "to_pusd",
-    "to_usd",
-]
+__all__ = ["Clock", "RealClock", "VirtualClock"]
+__all__ += _adapter.__all__
+__all__ += _errors.__all__
+__all__ += _events.__all__
+__all__ += _money.__all__
+__all__ += _plan.__all__
+__all__ += _profiles.__all__
+__all__ += _qa.__all__
+__all__ += _verifier.__all__
+__all__ += _workflow.__all__
