@@ -4,9 +4,10 @@ A batch of k samples is one request with ``n=k`` when the backend has ``n`` (Ope
 in parallel. Every request streams, so cancelling the batch (a sibling succeeded, the deadline passed)
 closes its connections and leaves each sample charged for what it produced. A sample is reported as soon
 as its last piece arrives, except the last one of a request, which waits for the end of the stream: it
-carries the request's input tokens (billed once per request), at the endpoint's own count if it sent one,
-else at the bound reserved for them. A request that failed or was cancelled before it produced anything is
-charged nothing (vendors bill what they answer; ``serve-sim`` bills the same way).
+carries the request's input tokens (billed once per request) and whatever of the endpoint's reported output
+the pieces counted for the others did not cover, at the endpoint's own counts if it sent them, else at the
+bound reserved for the input. A request that failed or was cancelled before it produced anything is charged
+nothing (vendors bill what they answer; ``serve-sim`` bills the same way).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from adapters.chat import ChatRequest, ChatStream, input_token_bound
-from runtime.types import Adapter, Finish, ProviderError, SampleEnd, UsageError
+from runtime.types import Adapter, Finish, ProviderError, ProviderUnavailableError, SampleEnd, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,7 +61,7 @@ class ChatAdapter(Adapter):
 
     async def _request(self, batch: Batch, indices: Sequence[int], report: Report) -> None:
         """One request for the samples ``indices`` of ``batch``; reports each of them exactly once."""
-        if batch.messages is None:
+        if batch.messages is None:  # the executor never sends one (``input_tokens`` refuses it first)
             raise UsageError("a subtask run on a real model needs a prompt")
         n = len(indices)
         request = ChatRequest(
@@ -69,27 +70,38 @@ class ChatAdapter(Adapter):
         parts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         left = set(range(n))
+        charged = 0  # output tokens charged to the request's samples reported so far
         stream: ChatStream | None = None
 
         def end(c: int, how: Finish, error: ProviderError | None = None) -> None:
+            nonlocal charged
+            if finish[c] is not None:  # it had finished: a later failure of the request is not its own
+                how, error = _finish(finish[c]), None
             left.discard(c)
             out = in_ = 0
             if stream is not None:  # else nothing was answered, and nothing is charged
                 out = stream.output_tokens[c]
-                if n == 1 and stream.reported_output_tokens is not None:
-                    out = stream.reported_output_tokens
-                if not left:  # the request's last sample carries its input tokens
+                if not left:  # the last sample carries the request's input, and the rest of its reported output
                     in_ = batch.input_tokens if stream.input_tokens is None else stream.input_tokens
-            text = "".join(parts[c]) if how in (Finish.COMPLETE, Finish.CUT_OFF) else None
+                    if stream.reported_output_tokens is not None:
+                        out = max(0, stream.reported_output_tokens - charged)
             # An endpoint bills at most max_tokens of output, and the input bound holds for every byte-level BPE.
+            out = min(out, batch.max_tokens)
+            charged += out
+            text = "".join(parts[c]) if how in (Finish.COMPLETE, Finish.CUT_OFF) else None
             report(SampleEnd(index=indices[c], finish=how, input_tokens=min(in_, batch.input_tokens),
-                             output_tokens=min(out, batch.max_tokens), output=text, error=error))  # fmt: skip
+                             output_tokens=out, output=text, error=error))  # fmt: skip
 
         try:
             async with self.backend.stream(request) as stream:
                 async for d in stream.deltas:
+                    if not 0 <= d.index < n:
+                        raise ProviderUnavailableError(
+                            f"{self.backend.provider}: a reply for sample {d.index} of {n}",
+                            provider=self.backend.provider,
+                        )
                     parts[d.index].append(d.text)
-                    if d.finish_reason is not None:
+                    if d.finish_reason is not None and finish[d.index] is None:
                         finish[d.index] = d.finish_reason
                         if len(left) > 1:  # the last one waits for the endpoint's usage at the end
                             end(d.index, _finish(d.finish_reason))

@@ -123,8 +123,11 @@ def _mapped_or_raise(exc: Exception, provider: str, vendor: VendorErrors, secret
     if mapped is None:
         raise exc
     if mapped is not exc:
-        cause = _VendorCause(f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}")
-        mapped.__cause__ = cause.with_traceback(exc.__traceback__)
+        # Its message, scrubbed; not its traceback, whose frames hold the request (headers, key) for any
+        # error reporter that shows local variables.
+        mapped.__cause__ = _VendorCause(
+            f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}"
+        )
     return mapped
 
 

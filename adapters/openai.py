@@ -88,6 +88,10 @@ class OpenAIBackend(ChatBackend):
                 s.input_tokens = chunk.usage.prompt_tokens
                 s.reported_output_tokens = chunk.usage.completion_tokens
             for c in chunk.choices:
+                if not 0 <= c.index < s.n:
+                    raise ProviderUnavailableError(
+                        f"{self.provider}: a choice {c.index} of {s.n}", provider=self.provider
+                    )
                 text = (c.delta.content or "") if c.delta is not None else ""
                 if text:
                     s.output_tokens[c.index] += 1

@@ -89,12 +89,15 @@ class SimAdapter(Adapter):
                 ok, tokens, latency = draws[idx]
                 await self.clock.sleep_until(start + latency, order=(batch.id, idx))
                 pending.pop(0)
+                finish = (
+                    Finish.COMPLETE if tokens <= batch.max_tokens else Finish.CUT_OFF
+                )  # a tighter cap than the table's
                 tokens = min(tokens, batch.max_tokens)
                 output = f"[sim] {batch.tag} on {self.table.model_names[j]}: {tokens} tokens, " + (
                     "passed" if ok else "failed"
                 )
-                report(SampleEnd(index=idx, finish=Finish.COMPLETE, input_tokens=batch.input_tokens,
-                                 output_tokens=tokens, output=output, passed=ok))  # fmt: skip
+                report(SampleEnd(index=idx, finish=finish, input_tokens=batch.input_tokens, output_tokens=tokens,
+                                 output=output, passed=ok))  # fmt: skip
         finally:  # cancelled: each of the others is charged what it has produced by now
             elapsed = self.clock.now() - start
             ttft = float(self.table.ttft_s[j])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Reason, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from runtime.types import PlannerContext, Played, ProfileTable
 
@@ -46,6 +46,21 @@ def _model_for(table: ProfileTable, i: int, model: int) -> int:
     return model if table.kind[i, model] >= 0 else int(table.cheapest[i])
 
 
+def _decide(table: ProfileTable, snapshot: Snapshot, model: int, want: Callable[[int], int]) -> Decision:
+    """A batch on ``model`` (else the cheapest model that can run it) for each ready subtask ``i``, ``want(i)``
+    wide or as wide as what is left of the budget and the token cap covers; "budget" if none fits."""
+    left, tokens = snapshot.budget_left_pusd, snapshot.output_tokens_left
+    launches: dict[int, Launch] = {}
+    for i in snapshot.ready:
+        j = _model_for(table, i, model)
+        k = _width(table, i, j, want(i), left, tokens)
+        if k >= 1:
+            launches[i] = Launch(j, k)
+            left -= k * int(table.worst_cost[i, j])
+            tokens = None if tokens is None else tokens - k * int(table.max_tokens[j])
+    return Decision(launches, reason=None if launches else Reason.BUDGET)
+
+
 class RetryPlanner(Planner):
     """Retry-k: every ready subtask gets ``k`` samples on ``model``, as many times as it takes.
 
@@ -62,16 +77,7 @@ class RetryPlanner(Planner):
         self.name = f"retry:{table.model_names[model]}:{k}"
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        left, tokens = snapshot.budget_left_pusd, snapshot.output_tokens_left
-        launches: dict[int, Launch] = {}
-        for i in snapshot.ready:
-            j = _model_for(self.table, i, self.model)
-            k = _width(self.table, i, j, self.k, left, tokens)
-            if k >= 1:
-                launches[i] = Launch(j, k)
-                left -= k * int(self.table.worst_cost[i, j])
-                tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
-        return Decision(launches, reason=None if launches else Reason.BUDGET)
+        return _decide(self.table, snapshot, self.model, lambda i: self.k)
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
         from planners.kernels import SnapshotSim
@@ -100,18 +106,10 @@ class UniformPlanner(Planner):
         )
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        left, tokens = snapshot.budget_left_pusd, snapshot.output_tokens_left
-        launches: dict[int, Launch] = {}
-        for i in snapshot.ready:
-            j = _model_for(self.table, i, self.model)
-            remaining = self.rollouts[i] - snapshot.samples_launched[i]
-            k = _width(self.table, i, j, min(remaining, MAX_WIDTH), left, tokens)
-            if k >= 1:
-                launches[i] = Launch(j, k)
-                left -= k * int(self.table.worst_cost[i, j])
-                tokens = None if tokens is None else tokens - k * int(self.table.max_tokens[j])
         # Out of rollouts or out of ledger: either way this static split has no money left for the subtask.
-        return Decision(launches, reason=None if launches else Reason.BUDGET)
+        return _decide(
+            self.table, snapshot, self.model, lambda i: min(self.rollouts[i] - snapshot.samples_launched[i], MAX_WIDTH)
+        )
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played:
         from planners.kernels import SnapshotSim

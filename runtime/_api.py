@@ -14,6 +14,7 @@ from os import PathLike
 from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 import anyio
+import anyio.to_thread
 import sniffio
 
 from adapters.chat_adapter import ChatAdapter
@@ -21,7 +22,7 @@ from adapters.endpoints import make_backend
 from adapters.sim import SimAdapter
 from planners import make_planner
 from planners.finalizer import finalize
-from runtime._executor import Executor, ExecutorOptions
+from runtime._executor import Executor, ExecutorOptions, planner_threads
 from runtime._prompts import render
 from runtime._sinks import user_sinks
 from runtime._spec import load_workflow, validate_workflow
@@ -132,6 +133,10 @@ class _Setup:
         log = options.get("log", False)
         if not isinstance(log, bool) and not hasattr(log, "bind"):
             raise UsageError(f"log must be True, False or a structlog logger, not {log!r}")
+        for name, ok in (("on_event", callable), ("journal", lambda v: isinstance(v, str | PathLike)),
+                         ("run_id", lambda v: isinstance(v, str) and v)):  # fmt: skip
+            if options.get(name) is not None and not ok(options.get(name)):
+                raise UsageError(f"{name} cannot be {options.get(name)!r}")
         self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
         self._check_models()
         table = options.get("table")
@@ -150,7 +155,11 @@ class _Setup:
     def clock(self) -> Clock:
         """The run's clock: virtual when every model is simulated, real (at speed 1) when any is not."""
         clock, speed = self.options.get("clock"), self.options.get("speed", 1.0)
-        real = [m for m in self.workflow.real_models if m not in self.options.get("adapters", {})]
+        check_limit("speed", speed)
+        if speed != 1.0 and clock != "real":
+            raise UsageError(f"speed sets the pace of the real clock (clock='real'), not of clock={clock!r}")
+        given = self.options.get("adapters", {})
+        real = [m for m in self.workflow.real_models if m not in given]
         if real and (clock == "virtual" or speed != 1.0):
             raise UsageError(
                 f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
@@ -158,8 +167,8 @@ class _Setup:
             )
         if isinstance(clock, Clock):
             return clock
-        if clock is None:
-            clock = "real" if real else "virtual"
+        if clock is None:  # an adapter of one's own may do real I/O, which virtual time would not wait for
+            clock = "real" if real or any(not a.simulated for a in given.values()) else "virtual"
         if clock == "virtual":
             return VirtualClock()
         if clock == "real":
@@ -205,6 +214,7 @@ class Run:
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
         self._started = False
+        self._closed = False
 
     @property
     def run_id(self) -> str:
@@ -220,6 +230,8 @@ class Run:
 
     async def execute(self) -> RunResult:
         """Run the workflow to its end and return how it went (see :func:`open_run` for what it raises)."""
+        if self._closed:
+            raise UsageError("this run is closed: execute it inside its `async with runtime.open_run(...)`")
         if self._started:
             raise UsageError("a run executes once; open another with runtime.open_run")
         self._started = True
@@ -258,7 +270,7 @@ async def open_run(
             - ``charge_planner_time`` (False): advance the clock by the planner's wall time before each launch.
             - ``output_token_cap``: a cap on total output tokens, reserved and settled like dollars.
             - ``adapters``: backends to use for some models (by name) instead of the built-in ones; the run
-              does not close them.
+              does not close them, and runs on the real clock unless each says it is ``simulated``.
             - ``table``: the workflow's :class:`ProfileTable`, for a caller that builds it once for many runs.
             - ``run_id``: the id events carry (default: a fresh random one).
 
@@ -274,13 +286,17 @@ async def open_run(
         emit, close_journal = user_sinks(run_id, options.get("log", False), options.get("on_event"),
                                          options.get("journal"))  # fmt: skip
         stack.callback(close_journal)
-        planner = setup.planner()
+        # Building a planner may take a while (best-retry simulates to choose): not on the event loop.
+        planner = await anyio.to_thread.run_sync(setup.planner, limiter=planner_threads())
         clock = setup.clock()
         given = options.get("adapters", {})
-        backends = {name: make_backend(m) for name, m in wf.real_models.items() if name not in given}
-        stack.push_async_callback(_aclose, backends.values())
+        backends: dict[str, ChatBackend] = {}
+        stack.push_async_callback(_aclose, backends.values())  # whatever gets built, if a later one fails too
+        for name, model in wf.real_models.items():
+            if name not in given:
+                backends[name] = make_backend(model)
         sim = SimAdapter(table, clock, setup.seed)
-        adapters = [given.get(name) or _adapter(wf, name, backends, sim) for name in table.model_names]
+        adapters = [given[name] if name in given else _adapter(wf, name, backends, sim) for name in table.model_names]
         executor = Executor(
             workflow=wf,
             table=table,
@@ -295,7 +311,11 @@ async def open_run(
             emit=emit,
             options=setup.executor_options(),
         )
-        yield Run(executor)
+        run = Run(executor)
+        try:
+            yield run
+        finally:
+            run._closed = True
 
 
 def _adapter(wf: Workflow, name: str, backends: Mapping[str, ChatBackend], sim: SimAdapter) -> Adapter:
@@ -310,9 +330,11 @@ def _verifiers(wf: Workflow, backends: Mapping[str, ChatBackend]) -> list[Verifi
 
 
 async def _aclose(backends: Iterable[ChatBackend]) -> None:
+    """Close every backend, even when one fails to (its error goes on once all are closed)."""
     with anyio.CancelScope(shield=True):
-        for backend in backends:
-            await backend.aclose()
+        async with AsyncExitStack() as stack:
+            for backend in backends:
+                stack.push_async_callback(backend.aclose)
 
 
 def _finalize_answer(wf: Workflow, result: RunResult) -> RunResult:
@@ -380,17 +402,23 @@ def stream(workflow: WorkflowLike, budget: float, deadline: float, **options: Un
 
 
 class EventStream:
-    """A run's events; an async context manager over them (see :func:`stream`)."""
+    """A run's events; an async context manager over them (see :func:`stream`). An error that ends the run
+    is raised when the ``async with`` is left, after every event before it has been delivered."""
 
     def __init__(self, workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> None:
         self._workflow, self._budget, self._deadline = workflow, budget, deadline
         self._options = options
         self._stack: AsyncExitStack | None = None
+        self._entered = False
+        self._error: Exception | None = None
 
     def __aiter__(self) -> EventStream:
         raise UsageError("iterate a run's events inside `async with runtime.stream(...) as events:`")
 
     async def __aenter__(self) -> MemoryObjectReceiveStream[Event]:
+        if self._entered:
+            raise UsageError("a stream is read once; call runtime.stream again for another run")
+        self._entered = True
         user = self._options.get("on_event")
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
 
@@ -411,7 +439,10 @@ class EventStream:
 
             async def produce() -> None:
                 with send:
-                    await r.execute()
+                    try:
+                        await r.execute()
+                    except Exception as exc:  # raised on leaving, once the consumer has every event
+                        self._error = exc
 
             tg.start_soon(produce)
             self._stack = stack.pop_all()
@@ -420,6 +451,10 @@ class EventStream:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        assert self._stack is not None, "EventStream exited before it was entered"
+        if self._stack is None:
+            raise UsageError("a stream is left only after it was entered")
         stack, self._stack = self._stack, None
-        return bool(await stack.__aexit__(exc_type, exc, tb))
+        suppressed = bool(await stack.__aexit__(exc_type, exc, tb))
+        if self._error is not None and exc is None:
+            raise self._error
+        return suppressed

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 import anyio
 import numpy as np
 
-from runtime._api import check_plan_options, check_run, open_run
+from runtime._api import check_plan_options, check_run, open_run, refuse_inside_event_loop
 from runtime._executor import usable_cpus
 from runtime._sinks import LedgerAudit
 from runtime.types import PUSD_PER_USD, ProfileTable, UsageError
@@ -165,6 +165,7 @@ def run_seeds(
     ``stop`` is asked after every ``stop_every`` runs, in seed order, whether that is enough; if so the
     rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
     """
+    refuse_inside_event_loop("runtime.evaluate() (or predict through the executor)", "a worker thread")
     workers = workers or usable_cpus()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
@@ -192,14 +193,16 @@ def run_seeds(
             if take(_chunk_worker(workflow, budget, deadline, chunk, options)):
                 break
         return done
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = [pool.submit(_chunk_worker, workflow, budget, deadline, c, options) for c in chunks]
         for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
             if take(fut.result()):
-                for rest in futures:
-                    rest.cancel()
                 break
+    except BaseException:  # interrupted (Ctrl-C): do not wait for the chunks still queued
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(cancel_futures=True)  # enough (``stop``) or all done
     return done
 
 

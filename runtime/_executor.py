@@ -12,6 +12,7 @@ At the deadline every sample in flight is cancelled at once. The executor reads 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -63,10 +64,11 @@ if TYPE_CHECKING:
 
     from runtime.types import Adapter, Event, Launch, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
-__all__ = ["UNREACHABLE_AFTER", "Executor", "ExecutorOptions", "usable_cpus"]
+__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
-# Samples in a row that must fail to reach a model that has never answered before the run stops using it.
-UNREACHABLE_AFTER = 3
+# Requests in a row that must fail before the run stops sending them: to a model whose endpoint never answered,
+# or for a subtask whose request a model keeps refusing (a prompt too long for it, say).
+GIVE_UP_AFTER = 3
 
 _PLANNER_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("ontime_planner_threads")
 
@@ -79,7 +81,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _planner_threads() -> anyio.CapacityLimiter:
+def planner_threads() -> anyio.CapacityLimiter:
     """The worker threads planners decide in, one per usable CPU, shared by the runs of one event loop."""
     try:
         return _PLANNER_THREADS.get()
@@ -109,6 +111,7 @@ class _Batch:
     started_at: float
     reservation: Reservation
     share: Usage  # what one sample may use at most; the reservation holds k of these
+    input_tokens: int  # the input tokens reserved for each sample's prompt
     check_pusd: int  # what checking one output may cost at most (an LLM judge)
     open: int  # samples whose end has not been settled yet
     done: bool = False  # its subtask completed
@@ -153,7 +156,7 @@ class Executor:
         self.seed = seed
         self.run_id = run_id
         self.options = options
-        self._emit = emit
+        self._sinks = emit
         self.ledger = Ledger(budget_pusd, output_token_cap=options.output_token_cap)
         n, m = table.n_subtasks, table.n_models
         self._inbox: Inbox[_Ended] = clock.inbox()
@@ -181,7 +184,9 @@ class Executor:
         self._bug: Exception | None = None  # a plug-in raised: the run stops and the exception goes on
         self._answered = [False] * m  # the model's endpoint has answered a request
         self._failing = [0] * m  # samples in a row whose endpoint could not be reached
-        self._down: dict[int, str] = {}  # models no longer launched on, with why
+        self._refusals: dict[tuple[int, int], int] = {}  # (subtask, model): requests refused in a row
+        # No longer launched on, with why: a model (unreachable) or a (subtask, model) (refused).
+        self._down: dict[int | tuple[int, int], tuple[Reason, str]] = {}
         self._t0 = 0.0
         self._deadline = 0.0
 
@@ -222,16 +227,20 @@ class Executor:
                         await self._drive(tg)
                     finally:
                         tg.cancel_scope.cancel()
+            if self._bug is not None:  # a sink raised: the drive stopped at its next step
+                raise self._bug
         except BaseException as exc:
             # Every task of the run has ended and reported: settle what they used, then let the error go on.
             while len(self._inbox):
-                self._on_sample_ended(self._inbox.take())
+                self._on_sample_ended(self._inbox.take(), stopped=True)
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
             self._reason = Reason.CANCELLED if cancelled else Reason.ERROR
             self._detail = None if cancelled else f"{type(exc).__name__}: {exc}"
             self._emit(self._finished())
             raise
         self._emit(self._finished())
+        if self._bug is not None:  # a sink raised at the last event
+            raise self._bug
         if self._fatal is not None:
             raise self._fatal
         return RunResult(
@@ -261,6 +270,13 @@ class Executor:
             planner_ms=tuple(self._planner_ms),
             run_id=self.run_id,
         )
+
+    def _emit(self, event: Event) -> None:
+        """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
+        try:
+            self._sinks(event)
+        except Exception as exc:
+            self._bug = self._bug or exc
 
     @property
     def _success(self) -> bool:
@@ -354,12 +370,12 @@ class Executor:
         )
 
     async def _plan(self, tg: anyio.abc.TaskGroup) -> None:
-        if not self._ready or self.clock.now() >= self._deadline:
+        if not self._ready or self.clock.now() >= self._deadline or self._bug is not None:
             return
         snap = self._snapshot()
         start = time.perf_counter()
         if self.planner.in_thread:
-            decision = await anyio.to_thread.run_sync(self.planner.decide, snap, limiter=_planner_threads())
+            decision = await anyio.to_thread.run_sync(self.planner.decide, snap, limiter=planner_threads())
         else:
             decision = self.planner.decide(snap)
         ms = (time.perf_counter() - start) * 1000.0
@@ -377,6 +393,8 @@ class Executor:
         )
         if self.options.charge_planner_time:
             await self.clock.sleep_until(self.clock.now() + ms / 1000.0)
+        if self._bug is not None:  # a sink refused the decision: launch nothing
+            return
         for i, launch in launches:
             self._launch(tg, i, launch)
 
@@ -413,12 +431,15 @@ class Executor:
             return
         if now + float(t.min_latency[i, j]) > self._deadline:
             return self._reject(i, j, k, Reason.DEADLINE)
-        if j in self._down:
-            return self._reject(i, j, k, Reason.UNREACHABLE)
+        down = self._down.get(j) or self._down.get((i, j))
+        if down is not None:
+            return self._reject(i, j, k, down[0])
         max_tokens = int(t.max_tokens[j])
         adapter = self.adapters[j]
         messages = self._messages(i)
         input_tokens = adapter.input_tokens(int(t.input_tokens[i]), messages)
+        if not (isinstance(input_tokens, int) and input_tokens >= 0):
+            raise InvariantError(f"{type(adapter).__name__}.input_tokens gave {input_tokens!r}, not a count")
         verifier = None if adapter.simulated else self.verifiers[i]
         check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
         worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
@@ -427,7 +448,7 @@ class Executor:
         if res is None:
             return self._reject(i, j, k, Reason.BUDGET)
         self._next_batch += 1
-        b = _Batch(self._next_batch, i, j, k, now, res, share, check_pusd, open=k)
+        b = _Batch(self._next_batch, i, j, k, now, res, share, input_tokens, check_pusd, open=k)
         sid, rel = t.subtask_ids[i], now - self._t0
         self._emit(
             BudgetReserved(
@@ -465,38 +486,48 @@ class Executor:
     async def _run_batch(self, adapter: Adapter, verifier: Verifier | None, b: _Batch, batch: Batch) -> None:
         """Run one batch through its adapter; every sample's end goes to the inbox exactly once."""
         reported = [False] * b.k
+        if verifier is None:  # nothing to check (a simulated backend, or a subtask without a verifier)
+            await self._ends(adapter, b, batch, reported, partial(self._report, adapter, b, reported, None))
+            return
         with single_error():
             async with anyio.create_task_group() as checks:
-                report = partial(self._report, adapter, verifier, b, reported, checks)
-                try:
-                    await adapter.run(batch, report)
-                except ProviderError as exc:  # the batch's request failed before it produced anything
-                    self._report_rest(b, reported, report, Finish.ERROR, exc)
-                except Exception as exc:
-                    self._bug = exc  # the drive loop stops before it acts on what is reported below
-                    raise
-                else:
-                    if not all(reported):
-                        raise InvariantError(f"{type(adapter).__name__} returned without reporting every sample")
-                finally:  # cancelled before the adapter could report them
-                    self._report_rest(b, reported, report, Finish.CANCELLED)
 
-    def _report(
-        self,
-        adapter: Adapter,
-        verifier: Verifier | None,
-        b: _Batch,
-        reported: list[bool],
-        checks: anyio.abc.TaskGroup,
-        end: SampleEnd,
-    ) -> None:
+                def check(end: SampleEnd) -> None:
+                    self.clock.spawn(checks, partial(self._check, verifier, b, end), name=f"check#{b.id}.{end.index}")
+
+                await self._ends(adapter, b, batch, reported, partial(self._report, adapter, b, reported, check))
+
+    async def _ends(self, adapter: Adapter, b: _Batch, batch: Batch, reported: list[bool], report: Report) -> None:
+        try:
+            try:
+                await adapter.run(batch, report)
+            except ProviderError as exc:  # the batch's request failed before it produced anything
+                self._report_rest(b, reported, report, Finish.ERROR, exc)
+            except anyio.get_cancelled_exc_class():
+                if anyio.current_effective_deadline() != -math.inf:  # nobody cancelled it: the adapter's own doing
+                    raise InvariantError(f"{type(adapter).__name__} raised a cancellation nobody asked for") from None
+                raise
+            if not all(reported):
+                raise InvariantError(f"{type(adapter).__name__} returned without reporting every sample")
+        except Exception as exc:
+            self._bug = exc  # the drive loop stops before it acts on what is reported below
+            raise
+        finally:  # cancelled before the adapter could report them
+            self._report_rest(b, reported, report, Finish.CANCELLED)
+
+    def _report(self, adapter: Adapter, b: _Batch, reported: list[bool], check: Report | None, end: SampleEnd) -> None:
         """What an adapter calls when a sample ends: decide its success, or start the check that will."""
+        name = type(adapter).__name__
         if not 0 <= end.index < b.k or reported[end.index]:
-            raise InvariantError(f"{type(adapter).__name__} reported sample {end.index} of batch {b.id} twice")
+            raise InvariantError(f"{name} reported sample {end.index} of batch {b.id} twice, or of k={b.k}")
+        if not (0 <= end.input_tokens <= b.input_tokens and 0 <= end.output_tokens <= b.share.output_tokens):
+            raise InvariantError(
+                f"{name} reported {end.input_tokens} input and {end.output_tokens} output tokens for a sample of "
+                f"batch {b.id}, outside the {b.input_tokens} and {b.share.output_tokens} reserved for it"
+            )
         reported[end.index] = True
-        if verifier is not None and end.finish is Finish.COMPLETE and end.passed is None:
-            self.clock.spawn(checks, partial(self._check, verifier, b, end), name=f"check#{b.id}.{end.index}")
-            return
+        if check is not None and end.finish is Finish.COMPLETE and end.passed is None:
+            return check(end)
         ok = end.finish is Finish.COMPLETE and (end.passed is None or bool(end.passed))
         status = _STATUS.get(end.finish, SampleStatus.SUCCEEDED if ok else SampleStatus.FAILED)
         self._inbox.put(_Ended(b, end, status, 0), (b.id, end.index))
@@ -515,6 +546,9 @@ class Executor:
             verdict = await verifier.check(end.output or "", b.check_pusd)
         except OntimeError as exc:  # a check that cannot decide says no (and may have spent its worst case)
             verdict = Verdict(False, f"the check failed: {exc}", cost_pusd=b.check_pusd)
+        except Exception as exc:
+            self._bug = exc
+            raise
         finally:
             if verdict is None:  # cancelled while checking: charge the worst the check may have cost
                 status, cost = SampleStatus.CANCELLED, b.check_pusd
@@ -525,8 +559,13 @@ class Executor:
 
     # -- events ---------------------------------------------------------------------------------------
 
-    def _on_sample_ended(self, msg: _Ended) -> bool:
-        """Settle one sample; return True if what is possible changed (so the planner must be asked)."""
+    def _on_sample_ended(self, msg: _Ended, *, stopped: bool = False) -> bool:
+        """Settle one sample; return True if what is possible changed (so the planner must be asked).
+
+        Once the run has been ``stopped`` (cancelled, or a plug-in raised), a sample is settled but completes
+        nothing.
+        """
+        stopped = stopped or self._bug is not None
         t = self.table
         b, end = msg.batch, msg.end
         i, j = b.subtask, b.model
@@ -563,14 +602,14 @@ class Executor:
                 released_output_tokens=released.output_tokens,
             )
         )
-        self._track_endpoint(j, end)
+        self._track_endpoint(i, j, end)
         self._cost[i] += cost
         self._open -= 1
         b.open -= 1
         if b.cancelled:
             self._cancelling -= 1
         changed = False
-        if msg.status is SampleStatus.SUCCEEDED and not self._complete[i] and now <= self._deadline:
+        if msg.status is SampleStatus.SUCCEEDED and not self._complete[i] and now <= self._deadline and not stopped:
             self._complete_subtask(b, end.output, rel)
             changed = True
             if self.options.cancel_siblings:
@@ -584,25 +623,26 @@ class Executor:
             changed = True  # a batch ended: its reservation is free again
         return changed
 
-    def _track_endpoint(self, j: int, end: SampleEnd) -> None:
-        """Stop a run on a refused key; stop launching on a model whose endpoint cannot be reached."""
-        if isinstance(end.error, ProviderRejectedError) and end.error.fatal and self._fatal is None:
-            self._fatal = end.error
+    def _track_endpoint(self, i: int, j: int, end: SampleEnd) -> None:
+        """Stop a run on a refused key; stop sending requests that keep failing (see :data:`GIVE_UP_AFTER`)."""
+        error, name = end.error, self.table.model_names[j]
+        if isinstance(error, ProviderRejectedError) and error.fatal and self._fatal is None:
+            self._fatal = error
         if end.finish in (Finish.COMPLETE, Finish.CUT_OFF):
-            self._answered[j], self._failing[j] = True, 0
-        unreachable = isinstance(end.error, ProviderUnavailableError) and not isinstance(end.error, RateLimitedError)
-        if not unreachable:
-            return
-        self._failing[j] += 1
-        if self._answered[j] or self._failing[j] < UNREACHABLE_AFTER or j in self._down:
-            return
-        name = self.table.model_names[j]
-        endpoint = self.workflow.models[name].endpoint
-        where = f" at {endpoint.base_url}" if endpoint is not None and endpoint.base_url else ""
-        self._down[j] = (
-            f"model {name!r}{where}: {self._failing[j]} requests in a row failed and none was ever answered "
-            f"(last: {end.error})"
-        )
+            self._answered[j], self._failing[j], self._refusals[i, j] = True, 0, 0
+        elif isinstance(error, ProviderRejectedError):
+            n = self._refusals[i, j] = self._refusals.get((i, j), 0) + 1
+            if n >= GIVE_UP_AFTER:
+                sid = self.table.subtask_ids[i]
+                why = f"model {name!r} refused subtask {sid!r} {n} times in a row (last: {error})"
+                self._down.setdefault((i, j), (Reason.PROVIDER_REJECTED, why))
+        elif isinstance(error, ProviderUnavailableError) and not isinstance(error, RateLimitedError):
+            self._failing[j] += 1
+            if not self._answered[j] and self._failing[j] >= GIVE_UP_AFTER:
+                endpoint = self.workflow.models[name].endpoint
+                where = f" at {endpoint.base_url}" if endpoint is not None and endpoint.base_url else ""
+                why = f"model {name!r}{where}: {self._failing[j]} requests in a row failed and none was ever answered"
+                self._down.setdefault(j, (Reason.UNREACHABLE, f"{why} (last: {error})"))
 
     def _complete_subtask(self, b: _Batch, output: str | None, rel: float) -> None:
         i = b.subtask
@@ -627,9 +667,10 @@ class Executor:
         t = self.table
         if self.clock.now() >= self._deadline:
             return Reason.DEADLINE
-        if Reason.UNREACHABLE in self._rejected:
-            self._detail = "; ".join(self._down.values())
-            return Reason.UNREACHABLE
+        for reason in (Reason.UNREACHABLE, Reason.PROVIDER_REJECTED):
+            if reason in self._rejected:
+                self._detail = "; ".join(why for r, why in self._down.values() if r is reason)
+                return reason
         avail = self.ledger.available
         time_left = self._deadline - self.clock.now()
         affordable = timely = False

@@ -30,6 +30,7 @@ from runtime.types import (
     AgentStep,
     LimitError,
     ProviderError,
+    ProviderRejectedError,
     QABudget,
     RealClock,
     Step,
@@ -94,6 +95,11 @@ async def run_agent(
 
     ``on_step`` sees every step with the budget left after it; ``emit`` gets the typed events
     (``AgentStarted``, one ``AgentStep`` per turn, ``AgentFinished``).
+
+    Raises:
+        LimitError: bad caps or deadline.
+        ProviderRejectedError: the model's endpoint refused the key, the permission or the model (a turn
+            whose endpoint fails otherwise is a stall, charged its whole allowance).
     """
     if isinstance(tool_calls, bool) or not isinstance(tool_calls, int) or tool_calls < 0:
         raise LimitError(f"tool_calls must be a non-negative integer, not {tool_calls!r}")
@@ -143,6 +149,8 @@ async def run_agent(
                 turn = await model.turn(trace, d, budget)
         except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
+            if isinstance(exc, ProviderRejectedError) and exc.fatal:  # every later turn would be refused too
+                raise
             step = Step(Action.STALL, d.action, allowance, f"model error: {exc}")
             trace.steps.append(step)
             report(step)

@@ -122,6 +122,9 @@ def answer(question: str, **options: Unpack[AnswerOptions]) -> QAResult:
         UsageError: called where an event loop is already running: await :func:`aanswer` there instead.
     """
     refuse_inside_event_loop("runtime.answer()", "await runtime.aanswer(...)")
+    unknown = sorted(set(options) - set(AnswerOptions.__annotations__))
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r} (options: {', '.join(AnswerOptions.__annotations__)})")
     return anyio.run(partial(aanswer, question, **options))
 
 

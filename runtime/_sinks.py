@@ -76,19 +76,27 @@ def user_sinks(
     run_id: str, log: bool | FilteringBoundLogger, on_event: Sink | None, journal: str | PathLike[str] | None
 ) -> tuple[Sink, Callable[[], None]]:
     """One sink for what a caller asked for (``log``, ``on_event``, ``journal``, as :class:`runtime.RunOptions`
-    documents them), and the function that closes the journal, which the caller must call."""
-    sinks: list[Sink] = []
+    documents them), and the function that closes the journal, which the caller must call.
+
+    Every event reaches every sink, the journal first, even when one of them raises; the first error is
+    raised once all have been called.
+    """
+    journal_sink = JournalSink(journal) if journal is not None else None
+    sinks: list[Sink] = [] if journal_sink is None else [journal_sink]
     if log is not False:
         sinks.append(StructlogSink(run_id, None if log is True else log))
     if on_event is not None:
         sinks.append(on_event)
-    journal_sink = JournalSink(journal) if journal is not None else None
-    if journal_sink is not None:
-        sinks.append(journal_sink)
 
     def emit(event: Event) -> None:
+        failed: Exception | None = None
         for sink in sinks:
-            sink(event)
+            try:
+                sink(event)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     return emit, (journal_sink.close if journal_sink is not None else _nothing)
 

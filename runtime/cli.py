@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import anyio
 import structlog
 import typer
+from aiohttp import web
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -433,7 +434,6 @@ def serve_sim(
     backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-dataset.")] = "qwen3-32b",
 ) -> None:
     """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
-    from aiohttp import web  # the server's own runner (SIGINT, SIGTERM); only this command needs it
 
     def build() -> SimServer:
         rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))

@@ -14,7 +14,7 @@ import runtime
 from adapters.endpoints import make_backend
 from adapters.resilience import Resilient
 from runtime import _api
-from runtime._executor import _planner_threads, usable_cpus
+from runtime._executor import planner_threads, usable_cpus
 from runtime.types import Decision, Launch, Planner, Snapshot
 from tests.conftest import build, chain_spec
 from tests.helpers import example_spec, of, server
@@ -136,6 +136,17 @@ def test_bad_input_opens_nothing(opened: list[ChatBackend]) -> None:
     assert opened == []
 
 
+def test_a_failure_while_opening_closes_what_was_opened_before_it(
+    opened: list[ChatBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = example_spec("mixed")
+    del data["models"]["haiku"]["base_url"]  # Anthropic's own API, and no key for it
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(runtime.UsageError, match="no API key"):
+        runtime.run(runtime.parse_workflow(data), 0.05, 60, planner="retry:mini:1")
+    assert len(opened) == 1 and _closed(opened) == [True]
+
+
 def test_a_run_executes_once() -> None:
     async def twice() -> None:
         async with runtime.open_run(slow_chain(), 1.0, 100) as r:
@@ -172,7 +183,7 @@ def test_threaded_planners_run_on_asyncio_then_on_trio_in_one_process() -> None:
         assert result.success and planner.threads and threading.main_thread().name not in planner.threads
 
     async def size() -> float:
-        return _planner_threads().total_tokens
+        return planner_threads().total_tokens
 
     assert anyio.run(size, backend="trio") == usable_cpus() >= 1
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import runtime
 from runtime import _eval
-from runtime._executor import UNREACHABLE_AFTER, usable_cpus
+from runtime._executor import GIVE_UP_AFTER, usable_cpus
 from runtime.cli import app
 from tests.conftest import EXAMPLES, build, chain_spec
 
@@ -51,7 +51,7 @@ def test_an_unreachable_endpoint_ends_the_run_at_once_with_its_cause() -> None:
     assert result.detail is not None and "'m' at http://127.0.0.1:9/v1" in result.detail
     assert "none was ever answered" in result.detail
     errors = [e for e in events if isinstance(e, runtime.SampleFinished) and e.status == "error"]
-    assert len(errors) == UNREACHABLE_AFTER
+    assert len(errors) == GIVE_UP_AFTER
     (rejected,) = [e for e in events if isinstance(e, runtime.LaunchRejected)]
     assert rejected.reason == runtime.Reason.UNREACHABLE
     assert result.to_dict()["detail"] == result.detail

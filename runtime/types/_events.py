@@ -1,7 +1,7 @@
 """Typed, immutable run events.
 
 Every event carries ``t``, seconds since the run started on the run's clock. Money is in integer
-pico-dollars (``*_pusd``; see ``runtime._money``) so that a journal replays the ledger exactly. ``to_dict``
+pico-dollars (``*_pusd``; see ``runtime.types._money``) so that a journal replays the ledger exactly. ``to_dict``
 gives the flat JSON-ready form used by the structlog and journal sinks.
 """
 

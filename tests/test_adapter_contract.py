@@ -1,0 +1,202 @@
+"""The batch-level adapter contract, held against adapters and endpoints that misbehave (issue 15's review).
+
+An endpoint's fault is a typed, settled sample error; a plug-in's bug stops the run at once, settled, and
+propagates; a request a model keeps refusing stops being sent.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+import pytest
+
+import runtime
+from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta
+from adapters.chat_adapter import ChatAdapter
+from runtime.types import Adapter, Batch, Decision, Finish, Launch, ModelTurn, Planner, Report, SampleEnd, Snapshot
+from tests.conftest import build, chain_spec
+from tests.helpers import of, run_collect
+from tools.qa_data import Paragraph
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+
+def prompted(n: int = 1) -> runtime.Workflow:
+    spec = chain_spec(n, p=1.0)
+    for s in spec["subtasks"]:
+        s["prompt"] = "Say hi."
+    return build(spec)
+
+
+class Replies(ChatBackend):
+    """Streams the given deltas for every request (each request's usage: 10 in, 1 token per piece)."""
+
+    provider: ClassVar[str] = "openai"
+    supports_n: ClassVar[bool] = True
+
+    def __init__(self, deltas: Sequence[Delta]) -> None:
+        self.deltas = deltas
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
+        s = ChatStream(request.n)
+        s.input_tokens = 10
+
+        async def deltas() -> AsyncIterator[Delta]:
+            for d in self.deltas:
+                if 0 <= d.index < request.n and d.text:
+                    s.output_tokens[d.index] += 1
+                yield d
+
+        s.deltas = deltas()
+        yield s
+
+
+class Wide(Planner):
+    """k samples of every ready subtask on model 0."""
+
+    in_thread = False
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision({i: Launch(0, self.k) for i in snapshot.ready})
+
+
+def test_a_repeated_finish_from_the_endpoint_reports_each_sample_once() -> None:
+    backend = Replies([Delta(0, "a", "stop"), Delta(0, "", "stop"), Delta(1, "b", "stop"), Delta(2, "c", "stop")])
+    result, events = run_collect(prompted(), 1.0, 60, planner=Wide(3), adapters={"m": ChatAdapter(backend, "x")})
+    assert result.success
+    ends = of(events, runtime.SampleFinished)
+    assert sorted(e.sample for e in ends) == [0, 1, 2]
+    assert runtime.replay_ledger(events).reserved_pusd == 0
+
+
+def test_a_reply_for_a_sample_that_was_not_asked_for_is_a_typed_endpoint_error() -> None:
+    backend = Replies([Delta(0, "a", None), Delta(5, "z", "stop")])
+    result, events = run_collect(prompted(), 1.0, 60, planner=Wide(2), adapters={"m": ChatAdapter(backend, "x")})
+    assert not result.success and result.reason == runtime.Reason.UNREACHABLE
+    errors = [e.error for e in of(events, runtime.SampleFinished)]
+    assert errors and all(e is not None and e.startswith("ProviderUnavailableError") for e in errors)
+
+
+class Refusing(Adapter):
+    """The endpoint answers every request with HTTP 400 (a prompt too long for the model, say)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        self.batches += 1
+        error = runtime.ProviderRejectedError("context too long", provider="test", status=400)
+        for idx in range(batch.k):
+            report(SampleEnd(index=idx, finish=Finish.ERROR, input_tokens=0, output_tokens=0, error=error))
+
+
+def test_a_request_the_model_keeps_refusing_stops_being_sent() -> None:
+    """It was sent again and again until the deadline (251 requests in 3 s), and the run said "deadline"."""
+    refusing = Refusing()
+    result = runtime.run(prompted(), 1.0, 60, planner="retry:m:1", adapters={"m": refusing})
+    assert refusing.batches == 3
+    assert result.reason == runtime.Reason.PROVIDER_REJECTED
+    assert result.detail is not None and "model 'm' refused subtask 's0' 3 times in a row" in result.detail
+
+
+class Silent(Adapter):
+    """Returns without reporting anything: a bug in the adapter."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        self.calls += 1
+
+
+class PassesThenBreaks(Adapter):
+    async def run(self, batch: Batch, report: Report) -> None:
+        report(SampleEnd(index=0, finish=Finish.COMPLETE, input_tokens=1, output_tokens=1, passed=True))
+        raise ValueError("a bug after a success")
+
+
+def test_an_adapter_bug_stops_the_run_before_anything_else_is_launched_or_completed() -> None:
+    silent = Silent()
+    with pytest.raises(runtime.InvariantError, match="returned without reporting"):
+        runtime.run(prompted(), 1.0, 60, planner="retry:m:1", adapters={"m": silent})
+    assert silent.calls == 1
+    events: list[runtime.Event] = []
+    with pytest.raises(ValueError, match="a bug after a success"):
+        runtime.run(prompted(), 1.0, 60, planner="retry:m:1", adapters={"m": PassesThenBreaks()},
+                    on_event=events.append)  # fmt: skip
+    (finished,) = of(events, runtime.RunFinished)
+    assert not finished.success and finished.reason == runtime.Reason.ERROR and finished.completed == 0
+    assert runtime.replay_ledger(events).reserved_pusd == 0
+
+
+class BadDecision(Planner):
+    in_thread = False
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision({0: Launch(0, 0)})
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_stream_delivers_every_event_before_the_error_that_ended_its_run(backend: str) -> None:
+    """The failing run cancelled the reader before it could see RunFinished."""
+    seen: list[runtime.Event] = []
+
+    async def read() -> None:
+        async with runtime.stream(prompted(), 1.0, 60, planner=BadDecision()) as events:
+            async for event in events:
+                seen.append(event)
+
+    with pytest.raises(runtime.PlannerError):
+        anyio.run(read, backend=backend)
+    assert isinstance(seen[-1], runtime.RunFinished) and seen[-1].reason == runtime.Reason.ERROR
+
+
+def test_a_run_cannot_execute_once_its_context_has_closed() -> None:
+    async def late() -> None:
+        async with runtime.open_run(prompted(), 1.0, 60) as r:
+            pass
+        await r.execute()
+
+    with pytest.raises(runtime.UsageError, match="closed"):
+        anyio.run(late)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"on_event": "x"}, {"journal": 123}, {"run_id": 5}, {"speed": 2.0}, {"speed": -1.0}, {"clock": "bogus"}],
+)
+def test_bad_options_are_refused_before_anything_runs(options: dict[str, object]) -> None:
+    with pytest.raises(runtime.UsageError):
+        runtime.run(prompted(), 1.0, 60, **options)  # type: ignore[arg-type]
+
+
+def test_the_sync_qa_entry_point_refuses_an_unknown_keyword() -> None:
+    with pytest.raises(runtime.UsageError, match="unknown option 'tool_cals'"):
+        runtime.answer("Who?", tool_cals=2)  # type: ignore[call-arg]
+
+
+async def _inside_a_loop() -> None:
+    with pytest.raises(runtime.UsageError, match="worker thread"):
+        runtime.evaluate(prompted(), 1.0, 60, planner="retry:m:1", runs=5, workers=1)
+
+
+def test_evaluate_refuses_a_running_event_loop() -> None:
+    anyio.run(_inside_a_loop)
+
+
+class RefusedKey(runtime.AgentModel):
+    async def turn(self, trace: runtime.Trace, directive: runtime.Directive, budget: runtime.QABudget) -> ModelTurn:
+        raise runtime.ProviderRejectedError("invalid key", provider="test", status=401)
+
+
+def test_the_qa_agent_stops_on_a_refused_key() -> None:
+    """It stalled through every turn and answered '' with reason "budget"."""
+    with pytest.raises(runtime.ProviderRejectedError):
+        runtime.answer("Who makes the Quill?", corpus=[Paragraph("p", "Quill", "made by Ardent")], model=RefusedKey())
