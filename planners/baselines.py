@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_WIDTHS",
+    "MAX_BATCH",
     "MAX_WIDTH",
     "RetryPlanner",
     "UniformPlanner",
@@ -30,6 +31,7 @@ __all__ = [
 
 DEFAULT_WIDTHS = (1, 4, 16, 64)  # the paper's width portfolio K
 MAX_WIDTH = DEFAULT_WIDTHS[-1]  # the widest batch either baseline launches at once
+MAX_BATCH = 10_000  # the widest batch a spec may ask for (no endpoint takes more in one go)
 _SELECTION_SIMS = 2000  # closed-loop simulations per candidate when best-retry or best-uniform chooses
 
 
@@ -135,8 +137,8 @@ def retry_from_spec(args: Sequence[str], ctx: PlannerContext) -> RetryPlanner:
     k = 1
     if len(args) == 2:
         k = int(args[1]) if args[1].isdigit() else 0
-        if k < 1:
-            raise PlannerSpecError(f"planner {spec!r}: K must be a positive integer, not {args[1]!r}")
+        if not 1 <= k <= MAX_BATCH:
+            raise PlannerSpecError(f"planner {spec!r}: K must be an integer in 1..{MAX_BATCH}, not {args[1]!r}")
     return RetryPlanner(ctx.table, _model_arg(ctx, args, spec), k)
 
 

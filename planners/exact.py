@@ -16,7 +16,7 @@ import weakref
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from planners.baselines import DEFAULT_WIDTHS
+from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
 from runtime.types import KIND_FIXED, Decision, Launch, Planner, PlannerSpecError, ProfileTable, Snapshot
 
 if TYPE_CHECKING:
@@ -169,6 +169,6 @@ def from_spec(args: Sequence[str], ctx: PlannerContext) -> ExactPlanner:
             widths = [int(x) for x in value.split(",") if x]
         except ValueError:
             raise PlannerSpecError(f"exact: bad widths {value!r}") from None
-        if not widths or min(widths) < 1:
-            raise PlannerSpecError(f"exact: widths must be positive integers, not {value!r}")
+        if not widths or min(widths) < 1 or max(widths) > MAX_BATCH:
+            raise PlannerSpecError(f"exact: widths must be integers in 1..{MAX_BATCH}, not {value!r}")
     return ExactPlanner(ctx.table, ctx.deadline_s, widths)

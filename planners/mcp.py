@@ -36,12 +36,13 @@ against the ``top`` best continuation policies. In simulation s every batch draw
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from planners.baselines import DEFAULT_WIDTHS
+from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
 from planners.kernels import seq_models, snapshot_arrays, table_arrays
 from planners.mcp_kernel import closed_loop, decide
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
 
     from runtime.types import PlannerContext, Played, ProfileTable
 
-__all__ = ["MCPPlanner", "Policy", "from_spec"]
+__all__ = ["MAX_SIMS", "MCPPlanner", "Policy", "from_spec"]
+
+MAX_SIMS = 100_000  # simulations per candidate: far beyond what a decision in milliseconds can use
 
 
 class Policy(NamedTuple):
@@ -105,10 +108,12 @@ class MCPPlanner(Planner):
         z: float = 1.0,
         sticky: bool = True,
     ) -> None:
-        if n_sims < 1:
-            raise PlannerSpecError(f"mcp: n must be at least 1, not {n_sims}")
-        if not widths or any(k < 1 for k in widths):
-            raise PlannerSpecError(f"mcp: widths must be a non-empty set of positive integers, not {list(widths)}")
+        if not 1 <= n_sims <= MAX_SIMS:
+            raise PlannerSpecError(f"mcp: n must be in 1..{MAX_SIMS}, not {n_sims}")
+        if not widths or any(not 1 <= k <= MAX_BATCH for k in widths):
+            raise PlannerSpecError(f"mcp: widths must be integers in 1..{MAX_BATCH}, not {list(widths)}")
+        if not 0 <= seed < 2**62 or not 1 <= top <= 10**4:
+            raise PlannerSpecError(f"mcp: seed must be in 0..2**62 and top in 1..10000, not {seed} and {top}")
         models = list(range(table.n_models)) if models is None else list(models)
         if not models:
             raise PlannerSpecError("mcp: no models to plan with")
@@ -116,7 +121,7 @@ class MCPPlanner(Planner):
             raise PlannerSpecError(f"mcp: model indices must be in 0..{table.n_models - 1}, not {models}")
         if compute_ms is not None and not compute_ms > 0:
             raise PlannerSpecError(f"mcp: ms must be positive, not {compute_ms}")
-        if not z >= 0:
+        if not 0 <= z < math.inf:
             raise PlannerSpecError(f"mcp: z must be a non-negative number, not {z}")
         self.table = table
         self.n_sims = n_sims

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from os import PathLike
-from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import anyio
 import anyio.to_thread
@@ -25,7 +26,7 @@ from planners.finalizer import finalize
 from runtime._executor import Executor, ExecutorOptions, planner_threads
 from runtime._prompts import render
 from runtime._sinks import user_sinks
-from runtime._spec import load_workflow, validate_workflow
+from runtime._spec import load_workflow, parse_workflow, validate_workflow
 from runtime.types import (
     Adapter,
     Clock,
@@ -47,7 +48,7 @@ from runtime.types._clock import single_error
 from tools.verifiers import build_verifier
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -73,7 +74,7 @@ __all__ = [
 
 DEFAULT_PLANNER = "mcp"
 
-WorkflowLike = Workflow | str | PathLike[str]
+WorkflowLike = Workflow | str | PathLike[str] | Mapping[str, Any]  # a spec's decoded data too
 ClockLike = Literal["virtual", "real"] | Clock
 
 
@@ -113,14 +114,14 @@ class _Setup:
         unknown = sorted(set(options) - set(RunOptions.__annotations__))
         if unknown:
             raise UsageError(f"unknown run option {unknown[0]!r} (options: {', '.join(RunOptions.__annotations__)})")
-        self.workflow = validate_workflow(workflow) if isinstance(workflow, Workflow) else load_workflow(workflow)
+        self.workflow = _workflow(workflow)
         self.budget_pusd = check_budget(budget)
         check_limit("deadline", deadline)
         self.deadline_s = float(deadline)
         self.options = options
         self.seed = options.get("seed", 0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UsageError(f"seed must be a non-negative integer, not {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
+            raise UsageError(f"seed must be an integer in 0..2**62, not {self.seed!r}")
         cap = options.get("output_token_cap")
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
             raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
@@ -141,9 +142,16 @@ class _Setup:
         self._check_models()
         table = options.get("table")
         self.table = table if table is not None else ProfileTable.from_workflow(self.workflow)
+        if not isinstance(self.table, ProfileTable) or (self.table.subtask_ids, self.table.model_names) != (
+            self.workflow.subtask_ids,
+            tuple(self.workflow.models),
+        ):
+            raise UsageError(f"table must be the ProfileTable of workflow {self.workflow.name!r}")
 
     def _check_models(self) -> None:
         given = self.options.get("adapters", {})
+        if not isinstance(given, Mapping) or not all(isinstance(a, Adapter) for a in given.values()):
+            raise UsageError(f"adapters must map model names to runtime.Adapter objects, not {given!r}")
         unknown = [m for m in given if m not in self.workflow.models]
         if unknown:
             raise UsageError(f"adapters: {unknown[0]!r} is not a model of workflow {self.workflow.name!r}")
@@ -156,6 +164,8 @@ class _Setup:
         """The run's clock: virtual when every model is simulated, real (at speed 1) when any is not."""
         clock, speed = self.options.get("clock"), self.options.get("speed", 1.0)
         check_limit("speed", speed)
+        if not 1e-3 <= speed <= 1e6:
+            raise UsageError(f"speed must be between 0.001 and 1,000,000, not {speed!r}")
         if speed != 1.0 and clock != "real":
             raise UsageError(f"speed sets the pace of the real clock (clock='real'), not of clock={clock!r}")
         given = self.options.get("adapters", {})
@@ -175,12 +185,13 @@ class _Setup:
             return RealClock(speed)
         raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
 
-    def planner(self) -> Planner:
-        """The run's planner: the instance given, or a fresh one from its spec (which may simulate to choose)."""
+    def planner(self, table: ProfileTable | None = None) -> Planner:
+        """The run's planner: the instance given, or a fresh one from its spec (which may simulate to choose),
+        on ``table`` (default: the workflow's)."""
         given = self.options.get("planner")
         if isinstance(given, Planner):
             return given
-        ctx = PlannerContext(self.table, self.budget_pusd, self.deadline_s, self.seed)
+        ctx = PlannerContext(table or self.table, self.budget_pusd, self.deadline_s, self.seed)
         return make_planner(given or DEFAULT_PLANNER, ctx)
 
     def executor_options(self) -> ExecutorOptions:
@@ -191,6 +202,17 @@ class _Setup:
             output_token_cap=o.get("output_token_cap"),
             rounds=o.get("rounds", False),
         )
+
+
+def _workflow(workflow: WorkflowLike) -> Workflow:
+    """A workflow checked and in topological order: as given, from a spec's decoded data, or from its file."""
+    if isinstance(workflow, Workflow):
+        return validate_workflow(workflow)
+    if isinstance(workflow, Mapping):
+        return parse_workflow(workflow)
+    if isinstance(workflow, str | PathLike):
+        return load_workflow(workflow)
+    raise UsageError(f"workflow must be a Workflow, a spec's data or a spec file's path, not {workflow!r}")
 
 
 def check_run(workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> _Setup:
@@ -310,6 +332,7 @@ async def open_run(
             run_id=run_id,
             emit=emit,
             options=setup.executor_options(),
+            replanner=None if isinstance(options.get("planner"), Planner) else setup.planner,
         )
         run = Run(executor)
         try:

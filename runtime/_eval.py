@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from runtime._api import PlanOptions, RunOptions, WorkflowLike
     from runtime.types import Reason, Workflow
 
-__all__ = ["EvalReport", "PlannerTimes", "RunSummary", "evaluate", "run_seeds", "summarize", "wilson_interval"]
+__all__ = [
+    "MAX_RUNS",
+    "EvalReport",
+    "PlannerTimes",
+    "RunSummary",
+    "check_many",
+    "evaluate",
+    "run_seeds",
+    "summarize",
+    "wilson_interval",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,19 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (what ``ontime eval --json`` prints)."""
         return asdict(self) | {"ci95": list(self.ci95)}
+
+
+MAX_RUNS = 10_000_000  # runs per evaluation or prediction at most: a 95% interval of ±0.03 points
+
+
+def check_many(runs: int, workers: int | None, progress: Callable[[int], None] | None) -> None:
+    """Raise :class:`UsageError` unless the numbers of runs and workers and the progress callback are usable."""
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
+        raise UsageError(f"runs must be an integer in 1..{MAX_RUNS:,}, not {runs!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers must be a positive integer, not {workers!r}")
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress must be a function of the number of runs just done, not {progress!r}")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -139,8 +162,7 @@ def evaluate(
         UsageError: bad input, before any run starts.
     """
     check_plan_options(options, "evaluate")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise UsageError(f"runs must be a positive integer, not {runs!r}")
+    check_many(runs, workers, progress)
     setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
     seeds = list(range(seed, seed + runs))
@@ -166,9 +188,8 @@ def run_seeds(
     rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
     """
     refuse_inside_event_loop("runtime.evaluate() (or predict through the executor)", "a worker thread")
+    check_many(len(seeds), workers, progress)
     workers = workers or usable_cpus()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     runs = len(seeds)
     size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
     chunks = [list(seeds[lo : lo + size]) for lo in range(0, runs, size)]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from anyio.lowlevel import RunVar
 
 from runtime._ledger import Ledger, Reservation, Usage
@@ -145,10 +146,13 @@ class Executor:
         run_id: str,
         emit: Callable[[Event], None],
         options: ExecutorOptions = ExecutorOptions(),
+        replanner: Callable[[ProfileTable], Planner] | None = None,
     ) -> None:
         self.workflow = workflow
         self.table = table
         self.planner = planner
+        self._replanner = replanner  # a fresh planner for a table without what went out of reach
+        self._plan_table = table  # what the planner plans with: the table less what is out of reach
         self.adapters = adapters  # per model
         self.verifiers = verifiers  # per subtask; None: an output that ended by itself passes
         self.clock = clock
@@ -181,12 +185,14 @@ class Executor:
         self._planner_reason: Reason | None = None
         self._rejected: set[Reason] = set()  # why launches of the last decision were refused
         self._fatal: ProviderRejectedError | None = None  # an endpoint refused us for good
-        self._bug: Exception | None = None  # a plug-in raised: the run stops and the exception goes on
+        self._bug: BaseException | None = None  # a plug-in raised: the run stops and the exception goes on
         self._answered = [False] * m  # the model's endpoint has answered a request
         self._failing = [0] * m  # samples in a row whose endpoint could not be reached
         self._refusals: dict[tuple[int, int], int] = {}  # (subtask, model): requests refused in a row
         # No longer launched on, with why: a model (unreachable) or a (subtask, model) (refused).
         self._down: dict[int | tuple[int, int], tuple[Reason, str]] = {}
+        self._masked = 0  # how many of ``_down`` the planner's table leaves out
+        self._stranded: tuple[Reason, str] | None = None  # why a subtask left can run nowhere any more
         self._t0 = 0.0
         self._deadline = 0.0
 
@@ -275,7 +281,7 @@ class Executor:
         """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
         try:
             self._sinks(event)
-        except Exception as exc:
+        except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
             self._bug = self._bug or exc
 
     @property
@@ -314,6 +320,10 @@ class Executor:
             if replan and self._cancelling == 0 and not (rounds and self._open):
                 replan = False
                 await self._plan(tg)
+            if self._stranded is not None:  # a subtask nothing within reach can run: the run cannot succeed
+                self._reason, self._detail = self._stranded
+                await self._cancel_all_and_drain()
+                return
             if self._open == 0:
                 self._reason = self._why_stuck()
                 return
@@ -351,7 +361,7 @@ class Executor:
         now = self._elapsed()
         avail = self.ledger.available
         return Snapshot(
-            table=self.table,
+            table=self._plan_table,
             now=now,
             time_left=self.deadline_s - now,
             budget_pusd=self.ledger.budget_pusd,
@@ -372,6 +382,10 @@ class Executor:
     async def _plan(self, tg: anyio.abc.TaskGroup) -> None:
         if not self._ready or self.clock.now() >= self._deadline or self._bug is not None:
             return
+        if self._masked < len(self._down):
+            await self._leave_out_what_is_down()
+            if self._stranded is not None:
+                return
         snap = self._snapshot()
         start = time.perf_counter()
         if self.planner.in_thread:
@@ -397,6 +411,27 @@ class Executor:
             return
         for i, launch in launches:
             self._launch(tg, i, launch)
+
+    async def _leave_out_what_is_down(self) -> None:
+        """Plan on without the models (and subtask-model pairs) out of reach: a fresh planner for a planner
+        given as a spec; one given as an instance keeps planning, and its launches there are refused."""
+        t = self.table
+        unusable = np.zeros((t.n_subtasks, t.n_models), np.bool_)
+        for key in self._down:
+            unusable[key if isinstance(key, tuple) else (slice(None), key)] = True
+        self._masked = len(self._down)
+        self._plan_table = t.without(unusable)
+        stranded = [i for i in range(t.n_subtasks) if not self._complete[i] and (self._plan_table.kind[i] < 0).all()]
+        if stranded:
+            i = stranded[0]
+            why = [
+                e for key, e in self._down.items() if (key[0] == i if isinstance(key, tuple) else t.kind[i, key] >= 0)
+            ]
+            detail = "; ".join(w for _, w in why) + f"; nothing else can run subtask {t.subtask_ids[i]!r}"
+            self._stranded = (why[0][0] if why else Reason.UNREACHABLE, detail)
+            return
+        if self._replanner is not None:
+            self.planner = await anyio.to_thread.run_sync(self._replanner, self._plan_table, limiter=planner_threads())
 
     def _checked(self, decision: Decision, snap: Snapshot) -> list[tuple[int, Launch]]:
         if not isinstance(decision, Decision):
@@ -637,12 +672,13 @@ class Executor:
                 why = f"model {name!r} refused subtask {sid!r} {n} times in a row (last: {error})"
                 self._down.setdefault((i, j), (Reason.PROVIDER_REJECTED, why))
         elif isinstance(error, ProviderUnavailableError) and not isinstance(error, RateLimitedError):
-            self._failing[j] += 1
-            if not self._answered[j] and self._failing[j] >= GIVE_UP_AFTER:
+            n = self._failing[j] = self._failing[j] + 1
+            if n >= GIVE_UP_AFTER:
                 endpoint = self.workflow.models[name].endpoint
                 where = f" at {endpoint.base_url}" if endpoint is not None and endpoint.base_url else ""
-                why = f"model {name!r}{where}: {self._failing[j]} requests in a row failed and none was ever answered"
-                self._down.setdefault(j, (Reason.UNREACHABLE, f"{why} (last: {error})"))
+                never = "" if self._answered[j] else " (none was ever answered)"
+                why = f"model {name!r}{where}: the last {n} requests failed{never}; last: {error}"
+                self._down.setdefault(j, (Reason.UNREACHABLE, why))
 
     def _complete_subtask(self, b: _Batch, output: str | None, rel: float) -> None:
         i = b.subtask

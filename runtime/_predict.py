@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 import numpy as np
 
 from runtime._api import check_plan_options, check_run
-from runtime._eval import run_seeds, wilson_interval
+from runtime._eval import check_many, run_seeds, wilson_interval
 from runtime._executor import usable_cpus
 from runtime.types import PUSD_PER_USD, Planner, Snapshot, UsageError
 
@@ -98,12 +98,9 @@ def predict(
     Raises:
         UsageError: bad input, before any simulation.
     """
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise UsageError(f"runs must be a positive integer, not {runs!r}")
+    check_many(runs, workers, progress)
     if precision is not None and not (isinstance(precision, int | float) and 0 < precision < 1):
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form
     started = time.perf_counter()
     setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from planners import finalizer
+from runtime._executor import GIVE_UP_AFTER
 from runtime._ledger import Ledger, Usage
 from runtime.types import (
     DEFAULT_TOP_K,
@@ -31,7 +32,9 @@ from runtime.types import (
     LimitError,
     ProviderError,
     ProviderRejectedError,
+    ProviderUnavailableError,
     QABudget,
+    RateLimitedError,
     RealClock,
     Step,
     StopReason,
@@ -52,7 +55,8 @@ __all__ = ["QAResult", "run_agent"]
 
 @dataclass(frozen=True, slots=True)
 class QAResult:
-    """How one question went. ``answer`` is final (after the finalizer, if it ran)."""
+    """How one question went. ``answer`` is final (after the finalizer, if it ran); ``detail`` is the last
+    endpoint error when the agent stopped because its model could not be reached."""
 
     question: str
     answer: str
@@ -63,6 +67,7 @@ class QAResult:
     controller: str
     trace: Trace = field(repr=False)
     finalization: Finalization | None = field(default=None, repr=False)
+    detail: str | None = None
 
     @property
     def refined(self) -> str | None:
@@ -127,7 +132,7 @@ async def run_agent(
                            hits=tuple(h.title for h in step.hits), answer=step.answer,
                            tool_calls_left=left.tool_calls, tokens_left=left.output_tokens))  # fmt: skip
 
-    reason = StopReason.TURNS
+    reason, failing, detail = StopReason.TURNS, 0, None
     for _ in range(4 * tool_calls + 6):
         left = ledger.available
         budget = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
@@ -154,7 +159,13 @@ async def run_agent(
             step = Step(Action.STALL, d.action, allowance, f"model error: {exc}")
             trace.steps.append(step)
             report(step)
+            out_of_reach = isinstance(exc, ProviderUnavailableError) and not isinstance(exc, RateLimitedError)
+            failing = failing + 1 if out_of_reach else 0
+            if failing >= GIVE_UP_AFTER:  # the endpoint is out of reach: stop spending the caps on it
+                reason, detail = StopReason.UNREACHABLE, f"the last {failing} turns failed; last: {exc}"
+                break
             continue
+        failing = 0
         if scope.cancelled_caught:
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
             reason = StopReason.DEADLINE
@@ -213,5 +224,6 @@ async def run_agent(
         reason=reason,
         controller=controller.name,
         trace=trace,
+        detail=detail,
         finalization=fin,
     )

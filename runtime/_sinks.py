@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from runtime.types import Event, InvariantError
+from runtime.types import Event, InvariantError, UsageError
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -54,22 +54,27 @@ class StructlogSink:
 
 
 class JournalSink:
-    """Writes every event as one JSON line to a file (created at the first event); :meth:`close` flushes it."""
+    """Writes every event as one JSON line to a file; :meth:`close` flushes it.
+
+    Raises:
+        UsageError: the file cannot be written (a directory, a missing folder, no permission), before the
+            run starts.
+    """
 
     __slots__ = ("_f", "path")
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = Path(path)
-        self._f: IO[str] | None = None
+        try:
+            self._f: IO[str] = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the journal {str(path)!r}: {exc.strerror or exc}") from None
 
     def __call__(self, event: Event) -> None:
-        if self._f is None:
-            self._f = self.path.open("w", encoding="utf-8")
         self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+        self._f.close()
 
 
 def user_sinks(
@@ -89,11 +94,11 @@ def user_sinks(
         sinks.append(on_event)
 
     def emit(event: Event) -> None:
-        failed: Exception | None = None
+        failed: BaseException | None = None
         for sink in sinks:
             try:
                 sink(event)
-            except Exception as exc:
+            except BaseException as exc:  # a Ctrl-C too: the other sinks still get the event
                 failed = failed or exc
         if failed is not None:
             raise failed

@@ -35,13 +35,14 @@ from runtime._predict import predict as predict_run
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
-from runtime.types import Endpoint, ModelSpec, OntimeError, UsageError, to_usd
+from runtime.types import Endpoint, ModelSpec, OntimeError, StopReason, UsageError, to_usd
 from tools.qa_data import load_qa, read_corpus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from runtime._api import RunOptions
+    from runtime._qa import QAResult
     from runtime._result import RunResult
     from runtime.types import Workflow
 
@@ -313,7 +314,7 @@ def qa(
     else:
         who = f"{model} at {endpoint}"
 
-    async def ask(stack: ExitStack) -> Any:
+    async def ask(stack: ExitStack) -> QAResult:
         if provider not in ("openai", "anthropic"):
             raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
         agent = None
@@ -329,7 +330,7 @@ def qa(
             if agent is not None:
                 await agent.aclose()
 
-    def go() -> Any:
+    def go() -> QAResult:
         with ExitStack() as stack:
             return anyio.run(ask, stack)
 
@@ -339,10 +340,17 @@ def qa(
                   "hits": [h.title for h in s.hits], "answer": s.answer} for s in r.trace.steps]  # fmt: skip
         typer.echo(json.dumps({"answer": r.answer, "base_answer": r.base_answer, "refined": r.refined,
                                "finalized": r.finalized, "tool_calls": r.tool_calls, "output_tokens": r.output_tokens,
-                               "reason": r.reason, "controller": r.controller, "model": who,
+                               "reason": r.reason, "detail": r.detail, "controller": r.controller, "model": who,
                                "steps": steps}, indent=2))  # fmt: skip
-        return
-    table = Table(title=f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
+    else:
+        _print_answer(r, f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
+    if r.reason is StopReason.UNREACHABLE:
+        _err.print(f"[red]error:[/] the model could not be reached: {r.detail}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _print_answer(r: QAResult, title: str) -> None:
+    table = Table(title=title)
     for col in ("#", "told", "did", "tokens", "query / answer", "retrieved"):
         table.add_column(col)
     for k, s in enumerate(r.trace.steps, 1):

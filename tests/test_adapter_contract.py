@@ -6,6 +6,7 @@ propagates; a request a model keeps refusing stops being sent.
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, ClassVar
 
@@ -21,6 +22,7 @@ from tests.helpers import of, run_collect
 from tools.qa_data import Paragraph
 
 if TYPE_CHECKING:
+    import pathlib
     from collections.abc import AsyncIterator, Sequence
 
 
@@ -200,3 +202,87 @@ def test_the_qa_agent_stops_on_a_refused_key() -> None:
     """It stalled through every turn and answered '' with reason "budget"."""
     with pytest.raises(runtime.ProviderRejectedError):
         runtime.answer("Who makes the Quill?", corpus=[Paragraph("p", "Quill", "made by Ardent")], model=RefusedKey())
+
+
+class NegativeBound(Adapter):
+    def input_tokens(self, estimate: int, messages: tuple[runtime.Message, ...] | None) -> int:
+        return -(10**9)  # would reserve a negative amount, and so free budget for everyone else
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        raise AssertionError("never launched")
+
+
+class Overreporting(Adapter):
+    def __init__(self, output_tokens: int) -> None:
+        self.output_tokens = output_tokens
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        for idx in range(batch.k):
+            report(SampleEnd(index=idx, finish=Finish.COMPLETE, input_tokens=1, output_tokens=self.output_tokens))
+
+
+@pytest.mark.parametrize(
+    ("adapter", "message"),
+    [
+        (NegativeBound(), "input_tokens gave -1000000000"),
+        (Overreporting(10**6), "outside the"),
+        (Overreporting(-5), "outside the"),
+    ],
+)
+def test_usage_outside_what_was_reserved_is_a_bug_and_the_ledger_stays_whole(adapter: Adapter, message: str) -> None:
+    events: list[runtime.Event] = []
+    with pytest.raises(runtime.InvariantError, match=message):
+        runtime.run(prompted(), 0.05, 60, planner=Wide(2), adapters={"m": adapter}, on_event=events.append)
+    replay = runtime.replay_ledger(events)
+    assert replay.reserved_pusd == 0 and replay.peak_committed_pusd <= replay.budget_pusd
+    assert len(of(events, runtime.RunFinished)) == 1
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("at", ["run_started", "budget_reserved", "sample_finished", "run_finished"])
+def test_an_event_callback_that_raises_stops_the_run_which_still_settles_and_journals_all(
+    at: str, tmp_path: pathlib.Path
+) -> None:
+    """It left the run unsettled, without RunFinished, in the journal too."""
+
+    def on_event(event: runtime.Event) -> None:
+        if event.kind == at:
+            raise _Stop(at)
+
+    journal = tmp_path / "run.jsonl"
+    with pytest.raises(_Stop):
+        runtime.run(prompted(3), 1.0, 600, planner="retry:m:2", on_event=on_event, journal=journal)
+    written = runtime.read_journal(journal)
+    assert written[-1]["event"] == "run_finished"
+    replay = runtime.replay_ledger(written)
+    assert replay.reserved_pusd == 0 and replay.spent_pusd == written[-1]["spent_pusd"]
+
+
+class StrayCancellation(Adapter):
+    async def run(self, batch: Batch, report: Report) -> None:
+        raise anyio.get_cancelled_exc_class()()  # what awaiting a future someone else cancelled looks like
+
+
+def test_a_cancellation_nobody_asked_for_is_a_bug_not_a_silent_stop() -> None:
+    with pytest.raises(runtime.InvariantError, match="cancellation nobody asked for"):
+        runtime.run(prompted(), 1.0, 60, planner="retry:m:1", adapters={"m": StrayCancellation()})
+
+
+class Sleepy(Adapter):
+    """Does real I/O (here a sleep), which virtual time would not wait for."""
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        await anyio.sleep(5)
+        report(SampleEnd(index=0, finish=Finish.COMPLETE, input_tokens=1, output_tokens=1))
+
+
+def test_an_adapter_of_ones_own_runs_on_the_real_clock_so_the_deadline_holds() -> None:
+    """On the virtual clock (the default for a simulated spec) the 1 s deadline never came."""
+    events: list[runtime.Event] = []
+    start = time.monotonic()
+    result = runtime.run(prompted(), 1.0, 1.0, planner="retry:m:1", adapters={"m": Sleepy()}, on_event=events.append)
+    assert result.reason == runtime.Reason.DEADLINE and time.monotonic() - start < 4
+    assert of(events, runtime.RunStarted)[0].clock == "RealClock"

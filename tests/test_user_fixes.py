@@ -20,7 +20,9 @@ import runtime
 from runtime import _eval
 from runtime._executor import GIVE_UP_AFTER, usable_cpus
 from runtime.cli import app
+from runtime.types import Adapter, Batch, Finish, Report, SampleEnd
 from tests.conftest import EXAMPLES, build, chain_spec
+from tests.helpers import example_spec, server
 
 CHAIN = str(EXAMPLES / "chain.json")
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,9 +54,49 @@ def test_an_unreachable_endpoint_ends_the_run_at_once_with_its_cause() -> None:
     assert "none was ever answered" in result.detail
     errors = [e for e in events if isinstance(e, runtime.SampleFinished) and e.status == "error"]
     assert len(errors) == GIVE_UP_AFTER
-    (rejected,) = [e for e in events if isinstance(e, runtime.LaunchRejected)]
-    assert rejected.reason == runtime.Reason.UNREACHABLE
+    assert "nothing else can run subtask 'a'" in result.detail
     assert result.to_dict()["detail"] == result.detail
+
+
+def test_when_one_model_is_out_of_reach_the_planner_plans_on_with_the_others() -> None:
+    """MCP and best-retry kept choosing the dead model, and the run ended without trying the live one."""
+    data = example_spec("mixed", timeout_s=1.0)
+    with server(data, seed=1, speed=5.0) as (_, live):
+        dead = json.loads(json.dumps(data))
+        dead["models"]["mini"]["base_url"] = "http://127.0.0.1:9/v1"
+        dead["models"]["haiku"]["base_url"] = live.models["haiku"].endpoint.base_url  # type: ignore[union-attr]
+        for planner in ("mcp", "best-retry"):
+            events: list[runtime.Event] = []
+            result = runtime.run(runtime.parse_workflow(dead), 0.05, 60, planner=planner, on_event=events.append)
+            assert result.success, (planner, result.reason, result.detail)
+            assert {e.model for e in events if isinstance(e, runtime.BatchLaunched)} == {"mini", "haiku"}
+
+
+class Dies(Adapter):
+    """Answers its first two batches, then its endpoint is gone."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        self.batches += 1
+        if self.batches <= 2:
+            report(SampleEnd(index=0, finish=Finish.COMPLETE, input_tokens=1, output_tokens=1, output="ok"))
+            return
+        error = runtime.ProviderUnavailableError("connection refused", provider="test")
+        report(SampleEnd(index=0, finish=Finish.ERROR, input_tokens=0, output_tokens=0, error=error))
+
+
+def test_an_endpoint_that_answered_and_then_died_ends_the_run_too() -> None:
+    """It was retried until the deadline, and the run said "deadline"."""
+    spec = chain_spec(5, p=1.0)
+    for sub in spec["subtasks"]:
+        sub["prompt"] = "Say hi."
+    dies = Dies()
+    result = runtime.run(build(spec), 1.0, 60, planner="retry:m:1", adapters={"m": dies})
+    assert result.reason == runtime.Reason.UNREACHABLE and dies.batches == 2 + GIVE_UP_AFTER
+    assert result.detail is not None and f"the last {GIVE_UP_AFTER} requests failed" in result.detail
+    assert "never" not in result.detail and result.completed == 2
 
 
 def test_the_cli_names_an_unreachable_endpoint(tmp_path: Path) -> None:

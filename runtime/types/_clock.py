@@ -304,13 +304,21 @@ class Inbox(Generic[T]):
 
 @contextmanager
 def single_error() -> Iterator[None]:
-    """Re-raise a task group's lone error on its own, so callers can ``except OntimeError``."""
+    """Re-raise a task group's lone error on its own, so callers can ``except OntimeError``; a Ctrl-C
+    (``KeyboardInterrupt``) among several errors wins, so ``except KeyboardInterrupt`` sees it."""
     try:
         yield
     except BaseExceptionGroup as group:
-        errors = group.exceptions
-        while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
-            errors = errors[0].exceptions
-        if len(errors) == 1:
-            raise errors[0] from None
+        leaves = list(_leaves(group))
+        interrupts = [e for e in leaves if isinstance(e, KeyboardInterrupt)]
+        if interrupts or len(leaves) == 1:
+            raise (interrupts or leaves)[0] from None
         raise
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for e in error.exceptions:
+            yield from _leaves(e)
+    else:
+        yield error

@@ -38,7 +38,11 @@ def check_limit(name: str, value: float) -> None:
     """Raise :class:`LimitError` unless ``value`` is a positive finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LimitError(f"{name} must be a number, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not finite or value <= 0:
         raise LimitError(f"{name} must be positive and finite, not {value!r}")
 
 

@@ -7,6 +7,7 @@ Index ``i`` is a subtask in topological order, ``j`` a model in spec order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -88,6 +89,22 @@ class ProfileTable:
     def latency_of(self, j: int, tokens: int) -> float:
         """Latency of an attempt of ``tokens`` output tokens on model j when none was recorded."""
         return float(self.ttft_s[j] + tokens / self.tokens_per_s[j])
+
+    def without(self, unusable: B) -> ProfileTable:
+        """This table with the ``[i, j]`` pairs where ``unusable`` is True taken out (a planner's view once a
+        model's endpoint is out of reach, or refuses a subtask): they can no longer run, nor be the fallback."""
+        kind = np.where(unusable, np.int8(KIND_NONE), self.kind).astype(np.int8)
+        usable = kind >= 0
+        return dataclasses.replace(
+            self,
+            kind=kind,
+            p=np.where(usable, self.p, 0.0),
+            worst_cost=np.where(usable, self.worst_cost, 0),
+            mean_cost=np.where(usable, self.mean_cost, 0),
+            mean_latency=np.where(usable, self.mean_latency, np.inf),
+            min_latency=np.where(usable, self.min_latency, np.inf),
+            cheapest=np.argmin(np.where(usable, self.mean_cost, np.iinfo(np.int64).max), axis=1).astype(np.int64),
+        )
 
     def cost_of(self, i: int, j: int, output_tokens: int) -> int:
         """Pico-dollars charged for one attempt of subtask i on model j."""

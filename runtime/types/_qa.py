@@ -54,6 +54,7 @@ class StopReason(StrEnum):
     BUDGET = "budget"  # no output tokens left for another turn
     DEADLINE = "deadline"
     TURNS = "turns"  # the most turns the caps allow went by without an answer
+    UNREACHABLE = "unreachable"  # the model's endpoint failed several turns in a row
 
 
 _WORD = re.compile(r"[a-z0-9]+")
