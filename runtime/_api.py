@@ -25,7 +25,7 @@ from planners import make_planner
 from planners.finalizer import finalize
 from runtime._executor import Executor, ExecutorOptions, planner_threads
 from runtime._prompts import render
-from runtime._sinks import user_sinks
+from runtime._sinks import check_sinks, user_sinks
 from runtime._spec import load_workflow, parse_workflow, validate_workflow
 from runtime.types import (
     Adapter,
@@ -131,13 +131,10 @@ class _Setup:
         planner = options.get("planner")
         if planner is not None and not isinstance(planner, str | Planner):
             raise UsageError(f"planner must be a spec string or a Planner, not {planner!r}")
-        log = options.get("log", False)
-        if not isinstance(log, bool) and not hasattr(log, "bind"):
-            raise UsageError(f"log must be True, False or a structlog logger, not {log!r}")
-        for name, ok in (("on_event", callable), ("journal", lambda v: isinstance(v, str | PathLike)),
-                         ("run_id", lambda v: isinstance(v, str) and v)):  # fmt: skip
-            if options.get(name) is not None and not ok(options.get(name)):
-                raise UsageError(f"{name} cannot be {options.get(name)!r}")
+        check_sinks(options.get("log", False), options.get("on_event"), options.get("journal"))
+        run_id = options.get("run_id")
+        if run_id is not None and not (isinstance(run_id, str) and run_id):
+            raise UsageError(f"run_id must be a non-empty string, not {run_id!r}")
         self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
         self._check_models()
         table = options.get("table")

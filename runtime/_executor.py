@@ -553,6 +553,12 @@ class Executor:
     def _report(self, adapter: Adapter, b: _Batch, reported: list[bool], check: Report | None, end: SampleEnd) -> None:
         """What an adapter calls when a sample ends: decide its success, or start the check that will."""
         name = type(adapter).__name__
+        if not isinstance(end, SampleEnd) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (end.index, end.input_tokens, end.output_tokens)
+        ):
+            raise InvariantError(f"{name} reported {end!r}: a SampleEnd with integer index and token counts")
+        if not isinstance(end.finish, Finish) or (end.error is not None and not isinstance(end.error, ProviderError)):
+            raise InvariantError(f"{name} reported finish {end.finish!r} and error {end.error!r} for batch {b.id}")
         if not 0 <= end.index < b.k or reported[end.index]:
             raise InvariantError(f"{name} reported sample {end.index} of batch {b.id} twice, or of k={b.k}")
         if not (0 <= end.input_tokens <= b.input_tokens and 0 <= end.output_tokens <= b.share.output_tokens):
@@ -561,9 +567,9 @@ class Executor:
                 f"batch {b.id}, outside the {b.input_tokens} and {b.share.output_tokens} reserved for it"
             )
         reported[end.index] = True
-        if check is not None and end.finish is Finish.COMPLETE and end.passed is None:
+        if check is not None and end.finish == Finish.COMPLETE and end.passed is None:
             return check(end)
-        ok = end.finish is Finish.COMPLETE and (end.passed is None or bool(end.passed))
+        ok = end.finish == Finish.COMPLETE and (end.passed is None or bool(end.passed))
         status = _STATUS.get(end.finish, SampleStatus.SUCCEEDED if ok else SampleStatus.FAILED)
         self._inbox.put(_Ended(b, end, status, 0), (b.id, end.index))
 

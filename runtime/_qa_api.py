@@ -26,7 +26,7 @@ from planners import CONTROLLERS, make_controller
 from runtime._api import refuse_inside_event_loop
 from runtime._qa import QAResult, run_agent
 from runtime._sinks import user_sinks
-from runtime.types import UsageError
+from runtime.types import AgentModel, Clock, QAController, SearchTool, UsageError
 from runtime.types.answers import exact_match, f1
 from tools.qa_data import pool_corpus, read_corpus
 from tools.retrieval import BM25Search
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from structlog.typing import FilteringBoundLogger
 
-    from runtime.types import AgentModel, Clock, Event, QAController, SearchTool
+    from runtime.types import Event
     from tools.qa_data import Paragraph, QAExample
 
 __all__ = ["LADDER", "AnswerOptions", "QACell", "aanswer", "answer", "bootstrap_mean", "evaluate_qa"]
@@ -98,8 +98,10 @@ async def aanswer(
         log, on_event, journal: where the typed events go, as for :func:`runtime.open_run`.
 
     Raises:
-        UsageError: bad input (no corpus, an unknown controller or backbone, bad caps).
+        UsageError: bad input (no corpus, an unknown controller or backbone, an argument of the wrong type).
+        LimitError: bad caps or deadline.
     """
+    _check_inputs(question, controller, search, model, clock, seed, finalize)
     if search is None:
         if corpus is None:
             raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
@@ -113,6 +115,24 @@ async def aanswer(
                                emit=emit)  # fmt: skip
     finally:
         close_journal()
+
+
+def _check_inputs(question: object, controller: object, search: object, model: object, clock: object,
+                  seed: object, finalize: object) -> None:  # fmt: skip
+    if not isinstance(question, str) or not question.strip():
+        raise UsageError(f"question must be a non-empty string, not {question!r}")
+    for name, value, kind, want in (
+        ("controller", controller, str | QAController, "a controller's name or a runtime.QAController"),
+        ("search", search, SearchTool, "a runtime.SearchTool"),
+        ("model", model, AgentModel, "a runtime.AgentModel"),
+        ("clock", clock, Clock, "a runtime.Clock"),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise UsageError(f"{name} must be {want}, not {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
+        raise UsageError(f"seed must be an integer in 0..2**62, not {seed!r}")
+    if not isinstance(finalize, bool):
+        raise UsageError(f"finalize must be True or False, not {finalize!r}")
 
 
 def answer(question: str, **options: Unpack[AnswerOptions]) -> QAResult:

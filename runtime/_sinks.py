@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -17,8 +18,6 @@ import structlog
 from runtime.types import Event, InvariantError, UsageError
 
 if TYPE_CHECKING:
-    from os import PathLike
-
     from structlog.typing import FilteringBoundLogger
 
 __all__ = [
@@ -29,6 +28,7 @@ __all__ = [
     "StructlogSink",
     "read_journal",
     "replay_ledger",
+    "check_sinks",
     "user_sinks",
 ]
 
@@ -77,6 +77,21 @@ class JournalSink:
         self._f.close()
 
 
+def check_sinks(log: object, on_event: object, journal: object) -> None:
+    """Refuses sink options of the wrong type (before anything is opened).
+
+    Raises:
+        UsageError: ``log`` is not a bool or a structlog logger, ``on_event`` not callable, ``journal`` not a
+            path.
+    """
+    if not isinstance(log, bool) and not hasattr(log, "bind"):
+        raise UsageError(f"log must be True, False or a structlog logger, not {log!r}")
+    if on_event is not None and not callable(on_event):
+        raise UsageError(f"on_event must be a function of one event, not {on_event!r}")
+    if journal is not None and not isinstance(journal, str | PathLike):
+        raise UsageError(f"journal must be a file path, not {journal!r}")
+
+
 def user_sinks(
     run_id: str, log: bool | FilteringBoundLogger, on_event: Sink | None, journal: str | PathLike[str] | None
 ) -> tuple[Sink, Callable[[], None]]:
@@ -86,6 +101,7 @@ def user_sinks(
     Every event reaches every sink, the journal first, even when one of them raises; the first error is
     raised once all have been called.
     """
+    check_sinks(log, on_event, journal)
     journal_sink = JournalSink(journal) if journal is not None else None
     sinks: list[Sink] = [] if journal_sink is None else [journal_sink]
     if log is not False:

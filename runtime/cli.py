@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from functools import partial
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import structlog
@@ -82,12 +82,17 @@ Rounds = Annotated[
 ]
 
 
+def _fail(message: object) -> NoReturn:
+    """Ends the command on bad input: one error line, exit status 2."""
+    _err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except OntimeError as exc:
-        _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(exc)
 
 
 def _with_progress(label: str, total: int, work: Callable[[Callable[[int], None]], T]) -> T:
@@ -99,10 +104,14 @@ def _with_progress(label: str, total: int, work: Callable[[Callable[[int], None]
 
 
 def _event_logger(path: str | None, stack: ExitStack) -> Any:
-    """A structlog logger writing JSON lines to ``path`` ('-' for stderr), or False for no logging."""
+    """A structlog logger writing JSON lines to ``path`` ('-' for stderr), or False for no logging; a file that
+    cannot be opened ends the command with one error line."""
     if path is None:
         return False
-    stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))  # noqa: SIM115 (closed by the stack)
+    try:
+        stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))  # noqa: SIM115 (closed by the stack)
+    except OSError as exc:
+        _fail(f"cannot write the log {path!r}: {exc.strerror or exc}")
     return structlog.wrap_logger(
         structlog.WriteLogger(stream),
         processors=[
@@ -345,7 +354,7 @@ def qa(
     else:
         _print_answer(r, f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
     if r.reason is StopReason.UNREACHABLE:
-        _err.print(f"[red]error:[/] the model could not be reached: {r.detail}", highlight=False, soft_wrap=True)
+        _err.print(f"[red]error:[/] {who} could not be reached: {r.detail}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -416,7 +425,7 @@ def qa_eval(
 @app.command("serve-sim")
 def serve_sim(
     spec: Spec,
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Divide every profile latency by this.")] = 1.0,
     seed: Seed = 0,
@@ -486,8 +495,7 @@ def serve_sim(
             print=lambda _: _err.print(banner, highlight=False),
         )
     except OSError as exc:
-        _err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
 
 

@@ -184,6 +184,31 @@ def test_the_sync_qa_entry_point_refuses_an_unknown_keyword() -> None:
         runtime.answer("Who?", tool_cals=2)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize(
+    ("question", "options"),
+    [
+        (3, {}),
+        ("  ", {}),
+        ("Who?", {"controller": 5}),
+        ("Who?", {"search": "bm25"}),
+        ("Who?", {"model": "gpt"}),
+        ("Who?", {"clock": "real"}),
+        ("Who?", {"seed": -1}),
+        ("Who?", {"finalize": "yes"}),
+        ("Who?", {"log": 3}),
+        ("Who?", {"on_event": 3}),
+        ("Who?", {"journal": 3}),
+        ("Who?", {"corpus": ["not a paragraph"]}),
+        ("Who?", {"corpus": "no-such-corpus.jsonl"}),
+    ],
+)
+def test_answer_refuses_bad_input_with_a_usage_error(question: object, options: dict[str, object]) -> None:
+    """These raised AttributeError or TypeError from deep inside the agent loop, or were ignored."""
+    options.setdefault("corpus", [Paragraph("p", "Quill", "made by Ardent")])
+    with pytest.raises(runtime.UsageError):
+        runtime.answer(question, **options)  # type: ignore[arg-type]
+
+
 async def _inside_a_loop() -> None:
     with pytest.raises(runtime.UsageError, match="worker thread"):
         runtime.evaluate(prompted(), 1.0, 60, planner="retry:m:1", runs=5, workers=1)
@@ -286,3 +311,28 @@ def test_an_adapter_of_ones_own_runs_on_the_real_clock_so_the_deadline_holds() -
     result = runtime.run(prompted(), 1.0, 1.0, planner="retry:m:1", adapters={"m": Sleepy()}, on_event=events.append)
     assert result.reason == runtime.Reason.DEADLINE and time.monotonic() - start < 4
     assert of(events, runtime.RunStarted)[0].clock == "RealClock"
+
+
+class Malformed(Adapter):
+    def __init__(self, end: object) -> None:
+        self.end = end
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        report(self.end)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        "complete",
+        SampleEnd(index="0", finish=Finish.COMPLETE, input_tokens=1, output_tokens=1),  # type: ignore[arg-type]
+        SampleEnd(index=0, finish="complete", input_tokens=1, output_tokens=1),  # type: ignore[arg-type]
+        SampleEnd(index=0, finish=Finish.COMPLETE, input_tokens=1.5, output_tokens=1),  # type: ignore[arg-type]
+        SampleEnd(index=0, finish=Finish.ERROR, input_tokens=1, output_tokens=1, error="down"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_malformed_sample_end_is_a_bug_and_the_ledger_stays_whole(end: object) -> None:
+    events: list[runtime.Event] = []
+    with pytest.raises(runtime.InvariantError, match="Malformed reported"):
+        runtime.run(prompted(), 0.05, 60, planner=Wide(1), adapters={"m": Malformed(end)}, on_event=events.append)
+    assert runtime.replay_ledger(events).reserved_pusd == 0 and len(of(events, runtime.RunFinished)) == 1

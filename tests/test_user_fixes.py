@@ -109,6 +109,24 @@ def test_the_cli_names_an_unreachable_endpoint(tmp_path: Path) -> None:
     assert code == 1 and "FAILED (unreachable)" in out and "none was ever answered" in " ".join(out.split())
 
 
+def test_the_cli_qa_names_an_unreachable_model() -> None:
+    code, _, err = invoke("qa", "Who?", "--corpus", str(EXAMPLES / "qa" / "corpus.jsonl"),
+                          "--endpoint", "http://127.0.0.1:9/v1", "--api-key-env", "PATH")  # fmt: skip
+    assert code == 1 and "gpt-4o-mini at http://127.0.0.1:9/v1 could not be reached" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", CHAIN, "-b", "1", "-d", "60", "--log", "."],  # a folder: it raised IsADirectoryError
+        ["serve-sim", CHAIN, "--port", "70000"],  # it raised OverflowError from the socket layer
+    ],
+)
+def test_the_cli_refuses_bad_files_and_ports_with_a_short_error(args: list[str]) -> None:
+    code, _, err = invoke(*args)
+    assert code == 2 and ("error" in err.lower()) and len(err.strip().splitlines()) <= 8
+
+
 @pytest.mark.parametrize("budget", [1e8, 1e300])
 def test_an_effectively_unlimited_budget_is_refused_with_one_clean_line(budget: float) -> None:
     """MCP raised 110 lines of numba TypingError at $1e8 and an OverflowError at $1e300."""

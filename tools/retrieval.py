@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.types import DEFAULT_TOP_K, Hit, ProviderUnavailableError, SearchTool, UsageError
+from tools.qa_data import Paragraph
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from tools.qa_data import Paragraph
 
 __all__ = ["BM25Search", "RemoteSearch", "default_cache_dir"]
 
@@ -49,6 +48,8 @@ class BM25Search(SearchTool):
 
         if not paragraphs:
             raise UsageError("the corpus is empty")
+        if isinstance(paragraphs, str | bytes) or not all(isinstance(p, Paragraph) for p in paragraphs):
+            raise UsageError("a corpus is a sequence of Paragraph (or, to aanswer, a JSONL file's path)")
         ids = [p.id for p in paragraphs]
         if len(set(ids)) != len(ids):
             raise UsageError("paragraph ids must be unique in a corpus")
