@@ -26,6 +26,8 @@ def make_backend(model: ModelSpec) -> ChatBackend:
     ep = model.endpoint
     if ep is None:
         raise UsageError(f"model {model.name!r} is simulated; it has no endpoint")
+    if model.provider not in _KEY_ENV:
+        raise UsageError(f"model {model.name!r}: unknown provider {model.provider!r}")
     env = ep.api_key_env or _KEY_ENV[model.provider]
     key = ep.api_key or os.environ.get(env)
     if not key:
@@ -37,11 +39,9 @@ def make_backend(model: ModelSpec) -> ChatBackend:
         from adapters.openai import OpenAIBackend
 
         backend = OpenAIBackend(api_key=key, base_url=ep.base_url, timeout_s=ep.timeout_s)
-    elif model.provider == "anthropic":
+    else:
         from adapters.anthropic import AnthropicBackend
 
         backend = AnthropicBackend(api_key=key, base_url=ep.base_url, timeout_s=ep.timeout_s)
-    else:
-        raise UsageError(f"model {model.name!r}: unknown provider {model.provider!r}")
     rate = None if ep.requests_per_s is None else RateLimiter(ep.requests_per_s, burst=max(1, int(ep.requests_per_s)))
     return Resilient(backend, retry=RetryPolicy(attempts=ep.retries), concurrency=ep.concurrency, rate=rate)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -54,10 +54,8 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     """What the SDKs' HTTP transports (httpx, httpx2) raise mid-stream, plus a reply that is not JSON."""
     found: list[type[BaseException]] = [TimeoutError, ConnectionError, json.JSONDecodeError]
     for name in ("httpx", "httpx2"):
-        try:
+        with suppress(ImportError):  # httpx is a dependency; httpx2 comes with newer SDKs
             found.append(importlib.import_module(name).HTTPError)
-        except ImportError:  # pragma: no cover (httpx is a dependency; httpx2 comes with newer SDKs)
-            continue
     return tuple(found)
 
 
@@ -73,19 +71,13 @@ def retry_after_s(headers: Any) -> float | None:
     """The wait a ``Retry-After`` (or ``retry-after-ms``) header asks for, in seconds, if any."""
     if headers is None:
         return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            with suppress(ValueError):
+                return max(0.0, float(value) / scale)
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
     try:  # an HTTP date
         from datetime import UTC, datetime
 
@@ -117,8 +109,8 @@ def vendor_error(
     return None
 
 
-def _mapped_or_raise(exc: Exception, provider: str, vendor: VendorErrors, secrets: Iterable[str]) -> ProviderError:
-    """``exc`` as its typed error, its cause the redacted original; re-raises ``exc`` if it is not a vendor's."""
+def _raise_mapped(exc: Exception, provider: str, vendor: VendorErrors, secrets: Iterable[str]) -> NoReturn:
+    """Raise ``exc`` as its typed error, its cause the redacted original; re-raise ``exc`` if it is not a vendor's."""
     mapped = vendor_error(exc, provider, vendor, secrets)
     if mapped is None:
         raise exc
@@ -128,7 +120,7 @@ def _mapped_or_raise(exc: Exception, provider: str, vendor: VendorErrors, secret
         mapped.__cause__ = _VendorCause(
             f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}"
         )
-    return mapped
+    raise mapped from mapped.__cause__
 
 
 def _short(exc: BaseException) -> str:
@@ -154,8 +146,7 @@ async def vendor_stream(
     try:
         raw = await create
     except Exception as exc:
-        mapped = _mapped_or_raise(exc, provider, vendor, secrets)
-        raise mapped from mapped.__cause__
+        _raise_mapped(exc, provider, vendor, secrets)
     s = ChatStream(n)
     s.deltas = _mapped(read(raw, s), provider, vendor, secrets)
     try:
@@ -174,5 +165,4 @@ async def _mapped(
     except ProviderError:
         raise
     except Exception as exc:
-        mapped = _mapped_or_raise(exc, provider, vendor, secrets)
-        raise mapped from mapped.__cause__
+        _raise_mapped(exc, provider, vendor, secrets)

@@ -23,7 +23,7 @@ from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta
 from runtime.types import ProviderUnavailableError, RateLimitedError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
 __all__ = ["RateLimiter", "Resilient", "RetryPolicy"]
 
@@ -98,29 +98,25 @@ class Resilient(ChatBackend):
         self.attempts = 0  # requests sent, retries included
         self.retried = 0
 
-    def _stop(self, request: ChatRequest) -> Callable[[RetryCallState], bool]:
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
         def stop(state: RetryCallState) -> bool:
             if state.attempt_number >= self.retry.attempts:
                 return True
             # tenacity computes the wait before it asks whether to stop: do not sleep past the deadline
             return request.deadline is not None and time.monotonic() + state.upcoming_sleep >= request.deadline
 
-        return stop
-
-    @asynccontextmanager
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
         async with AsyncExitStack() as stack:
             if self._slots is not None:
                 await stack.enter_async_context(self._slots)
             opened: tuple[ChatStream, Delta | None] | None = None
-            retrying = AsyncRetrying(
+            async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(ProviderUnavailableError),
                 wait=self.retry.wait,
-                stop=self._stop(request),
+                stop=stop,
                 sleep=anyio.sleep,
                 reraise=True,
-            )
-            async for attempt in retrying:
+            ):
                 with attempt:
                     self.retried += attempt.retry_state.attempt_number > 1
                     opened = await self._attempt(request, stack)

@@ -89,9 +89,8 @@ class SimAdapter(Adapter):
                 ok, tokens, latency = draws[idx]
                 await self.clock.sleep_until(start + latency, order=(batch.id, idx))
                 pending.pop(0)
-                finish = (
-                    Finish.COMPLETE if tokens <= batch.max_tokens else Finish.CUT_OFF
-                )  # a tighter cap than the table's
+                # cut off by a tighter cap than the table's
+                finish = Finish.COMPLETE if tokens <= batch.max_tokens else Finish.CUT_OFF
                 tokens = min(tokens, batch.max_tokens)
                 output = f"[sim] {batch.tag} on {self.table.model_names[j]}: {tokens} tokens, " + (
                     "passed" if ok else "failed"

@@ -112,15 +112,12 @@ class SimAgentModel(AgentModel):
         missing = [] if ex is None else [p for p in ex.supporting if p not in read]
         action = self._choose(trace, directive, budget, ex, missing, t)
         belief, chance = self._belief(trace, ex, read, missing)
-        kind = (
-            "free"
-            if directive.action is None
-            else (Action.ANSWER if action in (Action.ANSWER, Action.BACKSTOP) else action)
-        )
-        mean, std = self.backbone.tokens[kind]
+        kind = Action.ANSWER if action in (Action.ANSWER, Action.BACKSTOP) else action
+        mean, std = self.backbone.tokens["free" if directive.action is None else kind]
         if directive.show_budget:
             mean, std = mean * 0.85, std * 0.85
-        tokens = _lognormal(self._rng(trace, t, "len"), mean, std)
+        mu, sigma = LogNormalTokens(mean, std).mu_sigma
+        tokens = max(1, round(math.exp(mu + sigma * self._rng(trace, t, "len").gauss())))
         thought = self._thought(trace, missing, belief, chance, len(read))
         if action in (Action.SEARCH, Action.DECOMPOSE):
             body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, ex, read, action, t)}</tool_call>"
@@ -228,8 +225,3 @@ class SimAgentModel(AgentModel):
         if form == ENTITY and len(words) > 1 and rng.random() < 0.5:
             return words[-1]  # a truncated alias
         return f"The answer is {belief}"
-
-
-def _lognormal(rng: random.Random, mean: float, std: float) -> int:
-    mu, sigma = LogNormalTokens(mean, std).mu_sigma
-    return max(1, round(math.exp(mu + sigma * rng.gauss())))

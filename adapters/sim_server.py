@@ -25,13 +25,15 @@ import time
 import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 from aiohttp import web
 
 from adapters.chat import SUBTASK_HEADER
-from adapters.chat_agent import QA_TAG
+from adapters.chat_agent import QA_TAG, read_turn
 from adapters.sim import draw_sample
 from runtime.types import ProfileTable, UsageError
 
@@ -170,8 +172,8 @@ class SimServer:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._openai)
-        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/chat/completions", partial(self._serve, api="openai"))
+        app.router.add_post("/v1/messages", partial(self._serve, api="anthropic"))
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/ontime/record", self._record)
         return app
@@ -201,15 +203,10 @@ class SimServer:
     # -- shared ---------------------------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"requests": [asdict(r) for r in self.record], "open": self.open_requests}, dumps=json.dumps
-        )
+        return web.json_response({"requests": [asdict(r) for r in self.record], "open": self.open_requests})
 
     async def _list_models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self._models]})
-
-    def _authorized(self, request: web.Request) -> bool:
-        return self._api_key is None or _given_key(request) == self._api_key
 
     def _which_subtask(self, request: web.Request, messages: list[dict[str, Any]]) -> int | None:
         tag = request.headers.get(SUBTASK_HEADER)
@@ -240,7 +237,7 @@ class SimServer:
         """Check what every request needs (shape, key, n, max_tokens), or return the error response."""
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "model" not in body:
             return _error(api, 400, "invalid_request_error", "the body needs 'model' and 'messages'")
-        if not self._authorized(request):
+        if self._api_key is not None and _given_key(request) != self._api_key:
             # Like some real servers, echo the key: clients must keep it out of their logs themselves.
             return _error(api, 401, "authentication_error", f"invalid API key {_given_key(request)!r}")
         n = body.get("n") or 1
@@ -265,41 +262,34 @@ class SimServer:
             return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
         if self.table.kind[i, j] < 0:
             return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
-        served, rng, fault = self._record_request(api, r.body, self.workflow.subtasks[i].id, r.n, r.prompt_tokens)
-        samples = [self._draw(i, j, r.max_tokens, rng) for _ in range(r.n)]
-        return served, samples, fault
+        served, rng, fault = self._record_request(api, r, self.workflow.subtasks[i].id, r.n)
+        return served, [self._draw(i, j, r.max_tokens, rng) for _ in range(r.n)], fault
 
-    def _record_request(
-        self, api: str, body: dict[str, Any], subtask: str, n: int, prompt_tokens: int
-    ) -> tuple[Served, random.Random, str | None]:
+    def _record_request(self, api: str, r: _Request, subtask: str, n: int) -> tuple[Served, random.Random, str | None]:
         """Record a new request; its generator (seeded by arrival order) and the fault it draws."""
         self._count += 1
         rng = random.Random(f"{self.seed}:{self._count}")
         fault = self.faults.draw(rng)
-        served = Served(uuid.uuid4().hex[:16], api, str(body.get("model")), subtask, n, bool(body.get("stream")),
-                        prompt_tokens, [0] * n, seq=self._count)  # fmt: skip
+        served = Served(uuid.uuid4().hex[:16], api, str(r.body.get("model")), subtask, n, bool(r.body.get("stream")),
+                        r.prompt_tokens, [0] * n, seq=self._count)  # fmt: skip
         self.record.append(served)
         return served, rng, fault
 
     async def _agent_turn(self, r: _Request, api: str) -> tuple[Served, list[_Sample], str | None]:
         """One search-agent turn: rebuild the trace from the prompt, let the agent model answer it."""
-        from adapters.chat_agent import read_turn
-
         system = r.system or "".join(_text(m.get("content")) for m in r.messages if m.get("role") == "system")
         assert self.agent is not None
         trace, directive, budget = read_turn(system, _last_user(r.messages), r.max_tokens)
         turn = await self.agent.turn(trace, directive, budget)
         tokens = max(1, min(turn.output_tokens, r.max_tokens))
-        served, _, fault = self._record_request(api, r.body, QA_TAG, 1, r.prompt_tokens)
+        served, _, fault = self._record_request(api, r, QA_TAG, 1)
         finish = "length" if turn.output_tokens >= r.max_tokens and "</" not in turn.text[-20:] else "stop"
         latency = (0.05 + tokens / 500.0) / self.speed
         return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault
 
-    async def _fault_before_reply(
-        self, api: str, served: Served, fault: str | None, stream: bool
-    ) -> web.Response | None:
+    async def _fault_before_reply(self, api: str, served: Served, fault: str | None) -> web.Response | None:
         """Faults that happen before any output: they consume nothing."""
-        if fault in ("rate_limit", "server_error", "hang") or (fault == "malformed" and not stream):
+        if fault in ("rate_limit", "server_error", "hang") or (fault == "malformed" and not served.stream):
             served.status = fault
         if fault == "rate_limit":
             wait = self.faults.retry_after_s
@@ -309,7 +299,7 @@ class SimServer:
             return _error(api, 500, "api_error", "internal error (simulated)")
         if fault == "hang":
             await anyio.sleep_forever()
-        if fault == "malformed" and not stream:
+        if fault == "malformed" and not served.stream:
             return web.Response(status=200, text='{"id": "broken", "choices": [', content_type="application/json")
         return None
 
@@ -317,18 +307,12 @@ class SimServer:
         self, request: web.Request, served: Served, samples: list[_Sample], fault: str | None, encode: Any
     ) -> web.StreamResponse:
         """Write the pieces of every sample at their times; ``encode`` turns events into SSE text."""
-        events = sorted(
-            (
-                *(
-                    (s.ttft + (s.latency - s.ttft) * (p + 1) / len(s.text_pieces), c, p)
-                    for c, s in enumerate(samples)
-                    for p in range(len(s.text_pieces))
-                ),
-                *((s.latency, c, -1) for c, s in enumerate(samples)),
-            ),
-            key=lambda e: (e[0], e[2] < 0, e[1]),
-        )
-        cut = len(events) + 1
+        events = [(s.latency, c, -1) for c, s in enumerate(samples)]  # piece -1: the sample's finish
+        for c, s in enumerate(samples):
+            k = len(s.text_pieces)
+            events += [(s.ttft + (s.latency - s.ttft) * (p + 1) / k, c, p) for p in range(k)]
+        events.sort(key=lambda e: (e[0], e[2] < 0, e[1]))
+        cut = len(events)
         if fault == "drop":
             cut = random.Random(f"{self.seed}:drop:{served.seq}").randrange(0, max(1, len(events) // 2))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
@@ -340,17 +324,11 @@ class SimServer:
             await resp.write(b'data: {"choices": [{"index": 0, "delta": \n\n')
             return resp
         done = 0
-        while done < len(events):
-            if done >= cut:
-                served.status = "drop"
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            due_at = events[done][0]
-            await anyio.sleep(max(0.0, due_at - (time.monotonic() - start)))
+        while done < cut:
+            await anyio.sleep(max(0.0, events[done][0] - (time.monotonic() - start)))
             now = time.monotonic() - start
             batch = []
-            while done < len(events) and events[done][0] <= now and done < cut:
+            while done < cut and events[done][0] <= now:
                 batch.append(events[done])
                 done += 1
             text = "".join(
@@ -361,6 +339,11 @@ class SimServer:
             for _, c, p in batch:
                 if p >= 0:
                     served.output_tokens[c] += 1
+        if cut < len(events):
+            served.status = "drop"
+            assert request.transport is not None
+            request.transport.close()
+            return resp
         await resp.write(encode.end(served).encode())
         served.status = "complete"
         await resp.write_eof()
@@ -381,15 +364,14 @@ class SimServer:
         if isinstance(prepared, web.StreamResponse):
             return prepared
         served, samples, fault = prepared
-        stream = served.stream
         self._open += 1
         self.peak_open = max(self.peak_open, self._open)
         try:
-            early = await self._fault_before_reply(api, served, fault, stream)
+            early = await self._fault_before_reply(api, served, fault)
             if early is not None:
                 return early
             encoder: Any = _OpenAIEncoder(body) if api == "openai" else _AnthropicEncoder(body)
-            if stream:
+            if served.stream:
                 return await self._stream(request, served, samples, fault, encoder)
             await anyio.sleep(max(s.latency for s in samples))
             served.output_tokens = [len(s.text_pieces) for s in samples]
@@ -404,12 +386,6 @@ class SimServer:
             if self._on_served is not None:
                 self._on_served(served)
 
-    async def _openai(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "openai")
-
-    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "anthropic")
-
 
 class _OpenAIEncoder:
     def __init__(self, body: dict[str, Any]) -> None:
@@ -419,17 +395,12 @@ class _OpenAIEncoder:
         options = body.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
 
+    def _body(self, kind: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
+        body = {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+        return body if usage is None else {**body, "usage": usage}
+
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
-        d: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if usage is not None:
-            d["usage"] = usage
-        return f"data: {json.dumps(d)}\n\n"
+        return f"data: {json.dumps(self._body('chat.completion.chunk', choices, usage))}\n\n"
 
     def start(self, served: Served) -> str:
         return ""
@@ -452,21 +423,11 @@ class _OpenAIEncoder:
         return (self._chunk([], self._usage(served)) if self.include_usage else "") + "data: [DONE]\n\n"
 
     def whole(self, samples: list[_Sample], served: Served) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": c,
-                    "message": {"role": "assistant", "content": "".join(s.text_pieces)},
-                    "finish_reason": s.finish,
-                }
-                for c, s in enumerate(samples)
-            ],
-            "usage": self._usage(served),
-        }
+        choices = [
+            {"index": c, "message": {"role": "assistant", "content": "".join(s.text_pieces)}, "finish_reason": s.finish}
+            for c, s in enumerate(samples)
+        ]
+        return self._body("chat.completion", choices, self._usage(served))
 
 
 class _AnthropicEncoder:
@@ -520,15 +481,10 @@ class _AnthropicEncoder:
 def _pieces(text: str, tokens: int) -> tuple[str, ...]:
     """``text`` cut into exactly ``tokens`` non-empty pieces (padded with spaces if it is shorter)."""
     tokens = max(1, tokens)
-    if len(text) < tokens:
-        text = text + " " * (tokens - len(text))
+    text = text.ljust(tokens)
     size, extra = divmod(len(text), tokens)
-    out, at = [], 0
-    for p in range(tokens):
-        step = size + (p < extra)
-        out.append(text[at : at + step])
-        at += step
-    return tuple(out)
+    ends = [p * size + min(p, extra) for p in range(tokens + 1)]
+    return tuple(text[a:b] for a, b in pairwise(ends))
 
 
 def _given_key(request: web.Request) -> str:

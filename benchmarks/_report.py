@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import platform
@@ -11,9 +12,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "data_dir", "machine", "rows_table", "write_csv"]
+__all__ = ["EXAMPLES", "RESULTS", "ROOT", "console", "data_dir", "machine", "parser", "rows_table", "write_csv"]
 
+ROOT = Path(__file__).resolve().parent.parent  # the project folder
+EXAMPLES = ROOT / "examples"
+RESULTS = ROOT / "benchmarks" / "results"
 console = Console(width=150)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's argument parser, with its docstring shown as written in --help."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def rows_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -87,7 +87,8 @@ def bench_mcp(
         columns = (TextColumn(f"{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=_err) as bar:
-            task_id = bar.add_task(name, total=len([t for t in tasks if t.key not in store.done]))
+            done = store.done
+            task_id = bar.add_task(name, total=sum(t.key not in done for t in tasks))
 
             def advance(done: int, _total: int, bar: Progress = bar, task_id: Any = task_id) -> None:
                 bar.update(task_id, completed=done)

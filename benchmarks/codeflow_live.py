@@ -17,7 +17,6 @@ check, the run, and the ledger against the server's own record of tokens served.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -30,12 +29,11 @@ import anyio
 
 import runtime
 from adapters.sim_server import FAULT_KINDS, Faults, SimServer, serve_in_thread
-from benchmarks._report import console, data_dir, machine, rows_table, write_csv
+from benchmarks._report import RESULTS, console, data_dir, machine, parser, rows_table, write_csv
 from benchmarks.instances import check_graph, codeflow_graph
 from tools.sandbox import Limits, run_tests
 from tools.verifiers import build_verifier
 
-ROOT = Path(__file__).resolve().parent.parent
 # Imports the reference solutions assume from their original modules; run before the code under test.
 PREAMBLE = (
     "import collections, functools, itertools, json, math, os, re, string, urllib.parse\n"
@@ -81,10 +79,7 @@ def select(path: Path, problems: int) -> tuple[list[dict[str, Any]], list[dict[s
         subs = {str(s["name"]): s for s in entry.get("subproblems", [])}
         graph = codeflow_graph(entry)
         why = check_graph(graph)
-        if why is not None:
-            skipped.append({"problem": pid, "why": why})
-            continue
-        order = list(TopologicalSorter(graph).static_order())  # dependencies first
+        order = [] if why else list(TopologicalSorter(graph).static_order())  # dependencies first
         tests = {}
         for name in order:
             asserts = _asserts(name, subs[name].get("test_code"))
@@ -96,10 +91,9 @@ def select(path: Path, problems: int) -> tuple[list[dict[str, Any]], list[dict[s
             jobs = [(PREAMBLE + str(subs[n]["solution"]), tests[n]) for n in order]
             with ThreadPoolExecutor(2) as pool:
                 results = list(pool.map(lambda job: run_tests(*job, limits=Limits(wall_s=10)), jobs))
-            failed = [n for n, r in zip(order, results, strict=True) if not r.passed]
+            failed = [(n, r) for n, r in zip(order, results, strict=True) if not r.passed]
             if failed:
-                r = results[order.index(failed[0])]
-                why = f"{failed[0]}: reference fails in the sandbox ({_why(r)})"
+                why = f"{failed[0][0]}: reference fails in the sandbox ({_why(failed[0][1])})"
         if why is not None:
             skipped.append({"problem": pid, "why": why})
             continue
@@ -139,14 +133,13 @@ def build_spec(chosen: list[dict[str, Any]]) -> dict[str, Any]:
     for k, p in enumerate(chosen):
         for name in p["order"]:
             sub = p["subs"][name]
-            sid = f"p{k}.{name}"
             deps = [f"p{k}.{d}" for d in p["graph"][name]]
             code = str(sub["solution"])
             tokens = max(8.0, len(_fence(code)) / 3.5)
             calls = "".join(f"\n\nIt may call this code:\n{{{{{d}}}}}" for d in deps)
             subtasks.append(
                 {
-                    "id": sid,
+                    "id": f"p{k}.{name}",
                     "deps": deps,
                     "input_tokens": int(len(str(sub.get("statement", ""))) / 4) + 40 * len(deps),
                     "system": "You write correct Python. Answer with one fenced code block, nothing else.",
@@ -188,7 +181,6 @@ def live_run(
         start = time.monotonic()
         result = runtime.run(wf, budget, deadline, seed=seed, on_event=events.append)
         wall = time.monotonic() - start
-    ledger = runtime.replay_ledger(events)
     ends = [e for e in events if isinstance(e, runtime.SampleFinished)]
     statuses = {s: sum(1 for e in ends if e.status == s) for s in ("succeeded", "failed", "cancelled", "error")}
     served = server.record
@@ -207,12 +199,12 @@ def live_run(
         "server_input": sum(r.input_tokens for r in served),
         "ledger_output": sum(e.output_tokens for e in ends),
         "server_output": sum(r.total_output_tokens for r in served),
-        "peak_committed_usd": ledger.peak_committed_pusd / runtime.PUSD_PER_USD,
+        "peak_committed_usd": runtime.replay_ledger(events).peak_committed_pusd / runtime.PUSD_PER_USD,
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--data", type=Path, default=default_data(), help="codeflowbench_repo_99.json")
     ap.add_argument("--problems", type=int, default=10)
     ap.add_argument("--budget", type=float, default=0.05)
@@ -220,7 +212,7 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=10.0)
     ap.add_argument("--faults", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "endpoints")
+    ap.add_argument("--out", type=Path, default=RESULTS / "endpoints")
     args = ap.parse_args()
     if args.data is None:
         raise SystemExit("no data: pass --data or set ONTIME_DATA_DIR (the folder holding workflows/)")
@@ -242,8 +234,7 @@ def main() -> None:
                budget=args.budget, deadline=args.deadline, speed=args.speed, fault_rate=args.faults)  # fmt: skip
     table = [{"": k, "value": v} for k, v in row.items()]
     console.print(rows_table(table, "one run through serve-sim (OpenAI SDK over loopback) and the sandbox"))
-    path = write_csv([row], args.out / "codeflow_live.csv")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {write_csv([row], args.out / 'codeflow_live.csv')}")
 
 
 if __name__ == "__main__":

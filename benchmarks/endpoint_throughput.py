@@ -20,7 +20,6 @@ the absolute numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import statistics
@@ -36,9 +35,8 @@ import httpx
 import openai
 
 import runtime
-from benchmarks._report import console, machine, rows_table, write_csv
+from benchmarks._report import RESULTS, ROOT, console, machine, parser, rows_table, write_csv
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 
 
@@ -93,9 +91,8 @@ async def _sdk_one(client: openai.AsyncOpenAI, tokens: int) -> int:
 
 
 async def _httpx_one(client: httpx.AsyncClient, url: str, tokens: int) -> int:
-    messages = [{"role": "user", "content": "Say something short."}]
-    body = {"model": MODEL, "messages": messages, "max_tokens": 4 * tokens, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say something short."}],
+            "max_tokens": 4 * tokens, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
     pieces = 0
     async with client.stream("POST", url, json=body, headers={"x-ontime-subtask": "say0"}) as resp:
         resp.raise_for_status()
@@ -112,8 +109,7 @@ async def _through_ontime(base: str, concurrency: int, requests: int, tokens: in
     start = time.perf_counter()
     result = await runtime.arun(wf, 1000.0, 600.0, planner="retry:m:1")
     wall = time.perf_counter() - start
-    produced = [o.output for o in result.subtasks.values()]
-    if not result.success or any(out is None or len(out.split()) != tokens for out in produced):
+    if not result.success or any(o.output is None or len(o.output.split()) != tokens for o in result.subtasks.values()):
         raise RuntimeError(f"ontime: {result.completed}/{requests} completions ({result.reason})")
     return {"client": "ontime", "concurrency": concurrency, "requests": requests,
             "completions_per_s": round(requests / wall, 1), "p50_ms": None, "p95_ms": None,
@@ -166,11 +162,11 @@ async def _measure(kind: str, base: str, concurrency: int, requests: int, tokens
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--concurrency", default="1,64,512", help="comma-separated levels")
     ap.add_argument("--requests", type=int, default=2000, help="requests per level and client (1: a tenth)")
     ap.add_argument("--tokens", type=int, default=16, help="output tokens (stream pieces) per completion")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "endpoints")
+    ap.add_argument("--out", type=Path, default=RESULTS / "endpoints")
     args = ap.parse_args()
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
     console.print(f"[bold]serve-sim throughput[/] on {machine()}, {args.tokens} tokens per completion")

@@ -9,25 +9,21 @@ machine with them.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-from benchmarks._report import console, machine, rows_table, write_csv
+from benchmarks._report import EXAMPLES, RESULTS, console, machine, parser, rows_table, write_csv
 from runtime import evaluate, load_workflow
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec", default=str(ROOT / "examples" / "release20.json"))
+    ap = parser(__doc__)
+    ap.add_argument("--spec", default=str(EXAMPLES / "release20.json"))
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--deadline", type=float, default=600.0)
     ap.add_argument("--planners", default="retry:mini:1,retry:mid:4,uniform:mini")
     ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed.csv"))
+    ap.add_argument("--out", default=str(RESULTS / "eval_speed.csv"))
     args = ap.parse_args()
 
     wf = load_workflow(args.spec)

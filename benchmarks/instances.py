@@ -175,12 +175,9 @@ def _price(card: ModelCard) -> tuple[float, float]:
     """(input, output) US dollars per million tokens, from genai-prices' bundled snapshot (no network)."""
     from genai_prices import data_snapshot
 
-    snap = data_snapshot.get_snapshot()
-    for provider in snap.providers:
-        if provider.id != card.price_provider:
-            continue
+    for provider in data_snapshot.get_snapshot().providers:
         for model in provider.models:
-            if model.id == card.price_model:
+            if (provider.id, model.id) == (card.price_provider, card.price_model):
                 prices = model.prices
                 if isinstance(prices, list):  # conditional prices: the unconditional (first) one
                     prices = prices[0].prices
@@ -197,14 +194,8 @@ def _models(suite: Suite) -> dict[str, dict[str, Any]]:
     out = {}
     for card in suite.models:
         inp, outp = _price(card)
-        out[card.name] = {
-            "provider": "sim",
-            "input_price_per_mtok": inp,
-            "output_price_per_mtok": outp,
-            "tokens_per_s": card.tokens_per_s,
-            "ttft_s": card.ttft_s,
-            "max_output_tokens": card.max_output_tokens,
-        }
+        speed = {"tokens_per_s": card.tokens_per_s, "ttft_s": card.ttft_s, "max_output_tokens": card.max_output_tokens}
+        out[card.name] = {"provider": "sim", "input_price_per_mtok": inp, "output_price_per_mtok": outp, **speed}
     return out
 
 
@@ -214,8 +205,7 @@ def _seed(*parts: object) -> int:
 
 def _pool(card: ModelCard, kind: str, difficulty: float, z_len: float, rng: np.random.Generator) -> list[list[Any]]:
     """512 attempts of one step on one model: [success, output tokens, latency s]."""
-    p = 1.0 / (1.0 + math.exp(-(card.strength[kind] - difficulty)))
-    p = min(0.98, max(0.002, p))
+    p = min(0.98, max(0.002, 1.0 / (1.0 + math.exp(-(card.strength[kind] - difficulty)))))
     ok = rng.random(POOL_SIZE) < p
     median = card.median_tokens[kind] * math.exp(0.3 * z_len)
     tokens = np.exp(np.log(median) + card.spread * rng.standard_normal(POOL_SIZE)) * np.where(ok, 1.0, 1.3)
@@ -238,14 +228,8 @@ def _build(suite: Suite, instance_id: str, steps: list[Step], stats: tuple[float
                 _seed(suite.name, instance_id, s.id, card.name)))}
             for card in suite.models
         }  # fmt: skip
-        subtasks.append(
-            {
-                "id": s.id,
-                "deps": list(s.deps),
-                "input_tokens": suite.prompt_tokens + len(s.text) // 4 + s.context,
-                "profiles": profiles,
-            }
-        )
+        tokens = suite.prompt_tokens + len(s.text) // 4 + s.context
+        subtasks.append({"id": s.id, "deps": list(s.deps), "input_tokens": tokens, "profiles": profiles})
     spec = {"name": f"{suite.name}-{instance_id}", "models": _models(suite), "subtasks": subtasks}
     return runtime.parse_workflow(spec, source=f"{suite.name}:{instance_id}")
 
@@ -396,22 +380,18 @@ def random_dag(n: int, *, width: float = 2.0, fan_in: float = 1.5, seed: int = 0
     if n < 1:
         raise ValueError(f"a DAG needs at least one subtask, not {n}")
     rng = np.random.default_rng(_seed("random", n, width, fan_in, seed))
-    layers: list[list[str]] = []
     steps = []
     k = 0
     while k < n:
         size = min(n - k, max(1, int(rng.poisson(width - 1)) + 1))
-        layer = [f"s{k + x}" for x in range(size)]
-        for sid in layer:
-            earlier = [s for lay in layers for s in lay]
+        earlier = [f"s{x}" for x in range(k)]  # the steps of the earlier layers
+        for x in range(k, k + size):
             deps: tuple[str, ...] = ()
             if earlier:
                 count = min(len(earlier), max(1, int(rng.poisson(fan_in - 1)) + 1))
                 recent = earlier[-max(count, int(2 * width)) :]
                 deps = tuple(sorted(rng.choice(recent, size=min(count, len(recent)), replace=False).tolist()))
-            text = "x" * int(rng.lognormal(5.0, 0.6))
-            steps.append(Step(sid, "prove" if int(sid[1:]) % 2 else "formalize", deps, text))
-        layers.append(layer)
+            steps.append(Step(f"s{x}", "prove" if x % 2 else "formalize", deps, "x" * int(rng.lognormal(5.0, 0.6))))
         k += size
     stats = _length_stats([s.text for s in steps])
     iid = f"n{n}-w{width:g}-f{fan_in:g}-s{seed}"
@@ -426,18 +406,17 @@ def scale_check(loaded: Loaded, recorded: str | Path) -> list[dict[str, Any]]:
     prover, one pass over a problem's steps) give total output tokens and time per problem; the pools give,
     per problem, the same pass: the sum over its prove steps of one attempt's mean tokens and latency.
     """
+
+    def medians(source: str, tokens: list[float], times: list[float]) -> dict[str, Any]:
+        tok, secs = round(float(np.median(tokens))), round(float(np.median(times)), 1)
+        return {"source": source, "problems": len(tokens), "median_tokens": tok, "median_time_s": secs}
+
     data = json.loads(Path(recorded).read_text(encoding="utf-8"))
     rows = []
     for key in ("benchmark_stepproof_think", "benchmark_stepproof_nothink"):
         runs = data[key]["rows"]
-        rows.append(
-            {
-                "source": f"recorded {key.removeprefix('benchmark_')}",
-                "problems": len(runs),
-                "median_tokens": round(float(np.median([r["total_tokens"] for r in runs]))),
-                "median_time_s": round(float(np.median([r["total_time"] for r in runs])), 1),
-            }
-        )
+        source = f"recorded {key.removeprefix('benchmark_')}"
+        rows.append(medians(source, [r["total_tokens"] for r in runs], [r["total_time"] for r in runs]))
     for card in PROOFFLOW.models:
         tokens, times = [], []
         for inst in loaded.instances:
@@ -451,12 +430,5 @@ def scale_check(loaded: Loaded, recorded: str | Path) -> list[dict[str, Any]]:
                     lat += float(table.pool_latency[lo:hi].mean())
             tokens.append(tok)
             times.append(lat)
-        rows.append(
-            {
-                "source": f"generated pools, {card.name}, one attempt per prove step",
-                "problems": len(tokens),
-                "median_tokens": round(float(np.median(tokens))),
-                "median_time_s": round(float(np.median(times)), 1),
-            }
-        )
+        rows.append(medians(f"generated pools, {card.name}, one attempt per prove step", tokens, times))
     return rows

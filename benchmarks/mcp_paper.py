@@ -24,18 +24,19 @@ import multiprocessing
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import runtime
-from benchmarks._report import data_dir
+from benchmarks._report import ROOT, data_dir, write_csv
 from benchmarks.instances import Instance, Loaded, load_codeflow, load_proofflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Generator, Iterable, Sequence
 
 __all__ = ["ANALYSES", "BUDGETS", "DEADLINES_MIN", "Task", "main_tasks", "run_tasks", "run_task"]
 
@@ -77,8 +78,7 @@ def load_suite(suite: str, data_dir: str | Path) -> Loaded:
     """The instances of a suite (cached per process: building 512-sample pools takes seconds)."""
     key = (suite, str(data_dir))
     if key not in _LOADED:
-        path = Path(data_dir) / DATA_FILES[suite]
-        _LOADED[key] = (load_proofflow if suite == "proofflow" else load_codeflow)(path)
+        _LOADED[key] = (load_proofflow if suite == "proofflow" else load_codeflow)(Path(data_dir) / DATA_FILES[suite])
     return _LOADED[key]
 
 
@@ -121,20 +121,14 @@ def perturbed(table_wf: runtime.Workflow, noise: tuple[str, float], seed: int) -
                 want = round(min(1 - eps, max(eps, sum(r[0] for r in rows) / n + sigma * rng.standard_normal())) * n)
                 have = [k for k, r in enumerate(rows) if r[0]]
                 lack = [k for k, r in enumerate(rows) if not r[0]]
-                if want > len(have):
-                    for k in rng.choice(lack, size=want - len(have), replace=False):
-                        rows[k][0] = True
-                elif want < len(have):
-                    for k in rng.choice(have, size=len(have) - want, replace=False):
-                        rows[k][0] = False
+                if want != len(have):
+                    flip, label = (lack, True) if want > len(have) else (have, False)
+                    for k in rng.choice(flip, size=abs(want - len(have)), replace=False):
+                        rows[k][0] = label
             profiles[name] = {"samples": [[int(r[0]), int(r[1]), r[2]] for r in rows]}
         subtasks.append({"id": s.id, "deps": list(s.deps), "input_tokens": s.input_tokens, "profiles": profiles})
-    models = {
-        n: {"provider": m.provider, "input_price_per_mtok": m.input_price_per_mtok,
-            "output_price_per_mtok": m.output_price_per_mtok, "tokens_per_s": m.tokens_per_s, "ttft_s": m.ttft_s,
-            "max_output_tokens": m.max_output_tokens}
-        for n, m in table_wf.models.items()
-    }  # fmt: skip
+    keys = ("provider", "input_price_per_mtok", "output_price_per_mtok", "tokens_per_s", "ttft_s", "max_output_tokens")
+    models = {n: {k: getattr(m, k) for k in keys} for n, m in table_wf.models.items()}
     return runtime.parse_workflow({"name": table_wf.name, "models": models, "subtasks": subtasks})
 
 
@@ -199,9 +193,7 @@ class Store:
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    self.rows.append(json.loads(line))
+            self.rows += [json.loads(ln) for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
     @property
     def done(self) -> set[str]:
@@ -209,13 +201,41 @@ class Store:
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in rows)
         self.rows.extend(rows)
 
 
-def _worker(task: Task, data_dir: str) -> list[dict[str, Any]]:
-    return run_task(task, data_dir)
+def _results(
+    todo: list[Task], data_dir: str | Path, workers: int, ray_address: str | None
+) -> Generator[list[dict[str, Any]]]:
+    """Each task's rows as it finishes: on Ray, in worker processes, or in this process."""
+    if ray_address is None and workers <= 1:
+        for t in todo:
+            yield run_task(t, data_dir)
+    elif ray_address is None:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(run_task, t, str(data_dir)) for t in todo]):
+                yield fut.result()
+    else:
+        import ray
+
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            env = {"env_vars": {"PYTHONPATH": str(ROOT)}}
+            if ray_address == "local":
+                ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, log_to_driver=False)
+            else:
+                ray.init(address=ray_address, runtime_env=env, log_to_driver=False)
+        remote = ray.remote(run_task)
+        pending = {remote.remote(t, str(data_dir)): t for t in todo}
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                pending.pop(ref)
+                yield ray.get(ref)
+        finally:
+            if started_ray:
+                ray.shutdown()
 
 
 def run_tasks(
@@ -234,58 +254,17 @@ def run_tasks(
     """
     done = store.done
     todo = [t for t in tasks if t.key not in done]
-    total = len(todo)
     if not todo:
         return 0
-    finished = 0
-    if ray_address is not None:
-        import ray
-
-        started_ray = not ray.is_initialized()
-        if started_ray:
-            env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}}
-            if ray_address == "local":
-                ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, log_to_driver=False)
-            else:
-                ray.init(address=ray_address, runtime_env=env, log_to_driver=False)
-        remote = ray.remote(_worker)
-        pending = {remote.remote(t, str(data_dir)): t for t in todo}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    pending.pop(ref)
-                    store.add(ray.get(ref))
-                    finished += 1
-                    if progress:
-                        progress(finished, total)
-        finally:
-            if started_ray:
-                ray.shutdown()
-        return finished
-    if workers <= 1:
-        for t in todo:
-            store.add(run_task(t, data_dir))
-            finished += 1
+    with closing(_results(todo, data_dir, workers, ray_address)) as results:
+        for finished, rows in enumerate(results, 1):
+            store.add(rows)
             if progress:
-                progress(finished, total)
-        return finished
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_worker, t, str(data_dir)) for t in todo]
-        for fut in as_completed(futures):
-            store.add(fut.result())
-            finished += 1
-            if progress:
-                progress(finished, total)
-    return finished
+                progress(finished, len(todo))
+    return len(todo)
 
 
 # -- the experiments --------------------------------------------------------------------------------------
-
-
-def baseline_specs(models: Sequence[str]) -> tuple[str, ...]:
-    return tuple(f"retry:{m}:{k}" for m in models for k in WIDTHS) + tuple(f"uniform:{m}" for m in models)
 
 
 def subset(loaded: Loaded, count: int | None) -> list[Instance]:
@@ -300,50 +279,44 @@ def subset(loaded: Loaded, count: int | None) -> list[Instance]:
 def main_tasks(suite: str, instances: Sequence[Instance], runs: int) -> list[Task]:
     """The paper's Figure 2 grid: budgets x deadlines, MCP and every baseline configuration."""
     models = tuple(instances[0].workflow.models)
-    planners = ("mcp", *baseline_specs(models))
+    planners = ("mcp", *(f"retry:{m}:{k}" for m in models for k in WIDTHS), *(f"uniform:{m}" for m in models))
     return [Task(suite, inst.id, b, d, planners, runs) for inst in instances for b in BUDGETS for d in DEADLINES_MIN]
 
 
 def analysis_tasks(analysis: str, suite: str, instances: Sequence[Instance], runs: int) -> list[Task]:
     """The paper's analyses, each on ``instances`` (a subset) at the cells the paper reports."""
     models = tuple(instances[0].workflow.models)
-    out = []
+    mcp = Task(suite, "", 0.0, 0, ("mcp",), runs)  # each variant, played on every instance and cell below
+    budgets: tuple[float, ...] = BUDGETS
+    deadlines: tuple[int, ...] = (5, 15, 60)
     if analysis == "n":  # Table 3: Monte Carlo budget (on 4 of the 7 deadlines: N=256 costs 4x the default)
-        for inst in instances:
-            for b in BUDGETS:
-                for d in (1, 5, 15, 60):
-                    specs = tuple(f"mcp:n={n}" for n in (16, 32, 64, 128, 256))
-                    out.append(Task(suite, inst.id, b, d, specs, runs, variant="n"))
+        deadlines = (1, 5, 15, 60)
+        variants = [replace(mcp, planners=tuple(f"mcp:n={n}" for n in (16, 32, 64, 128, 256)), variant="n")]
     elif analysis == "noise":  # Table 1: the planner sees perturbed pools; runs use the true ones
-        for inst in instances:
-            for b in (0.05, 1.0):  # the paper does not say its budget; at $1 ours are mostly near certain
-                for d in (10, 30, 120):
-                    out.append(Task(suite, inst.id, b, d, ("mcp",), runs, variant="noise:none"))
-                    for what, sigmas in (("length", (3.0, 4.0, 5.0)), ("success", (0.1, 0.2, 0.3))):
-                        for sigma in sigmas:
-                            out.append(Task(suite, inst.id, b, d, ("mcp",), runs,
-                                            variant=f"noise:{what}:{sigma:g}", noise=(what, sigma)))  # fmt: skip
+        budgets = (0.05, 1.0)  # the paper does not say its budget; at $1 ours are mostly near certain
+        deadlines = (10, 30, 120)
+        variants = [replace(mcp, variant="noise:none")] + [
+            replace(mcp, variant=f"noise:{what}:{sigma:g}", noise=(what, sigma))
+            for what, sigmas in (("length", (3.0, 4.0, 5.0)), ("success", (0.1, 0.2, 0.3)))
+            for sigma in sigmas
+        ]
     elif analysis == "portfolio":  # Figure 3: one, two or three models
         specs = tuple(f"mcp:models={','.join(models[:size])}" for size in range(1, len(models) + 1))
-        for inst in instances:
-            for b in BUDGETS:
-                for d in (5, 15, 60):
-                    out.append(Task(suite, inst.id, b, d, specs, runs, variant="portfolio"))
+        variants = [replace(mcp, planners=specs, variant="portfolio")]
     elif analysis == "widths":  # Figure 4: width portfolios
         specs = tuple(f"mcp:k={','.join(map(str, WIDTHS[:size]))}" for size in range(1, len(WIDTHS) + 1))
-        for inst in instances:
-            for b in BUDGETS:
-                for d in (5, 15, 60):
-                    out.append(Task(suite, inst.id, b, d, specs, runs, variant="widths"))
+        variants = [replace(mcp, planners=specs, variant="widths")]
     elif analysis == "rounds":  # the paper's synchronized rounds against event-driven execution
-        for inst in instances:
-            for b in BUDGETS:
-                for d in (5, 15, 60):
-                    out.append(Task(suite, inst.id, b, d, ("mcp",), runs, variant="rounds", rounds=True))
-                    out.append(Task(suite, inst.id, b, d, ("mcp",), runs, variant="events"))
+        variants = [replace(mcp, variant="rounds", rounds=True), replace(mcp, variant="events")]
     else:
         raise ValueError(f"unknown analysis {analysis!r} (known: {', '.join(ANALYSES)})")
-    return out
+    return [
+        replace(v, instance=inst.id, budget=b, deadline_min=d)
+        for inst in instances
+        for b in budgets
+        for d in deadlines
+        for v in variants
+    ]
 
 
 # -- tables and plots -----------------------------------------------------------------------------------
@@ -390,9 +363,8 @@ def main_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Figure 2 as rows: per cell, MCP, the best Retry and the best Uniform configuration (the best over the
     suite, as the paper picks them), and MCP's gain over the better of the two with its 95% interval."""
     rates = cell_rates([r for r in rows if r["variant"] == ""])
-    cells = sorted({(b, d) for (_, b, d, _) in rates})
     table = []
-    for b, d in cells:
+    for b, d in sorted({(b, d) for (_, b, d, _) in rates}):
         here = {p: v for (var, bb, dd, p), v in rates.items() if (bb, dd) == (b, d)}
         if "mcp" not in here:
             continue
@@ -453,10 +425,7 @@ def plot_main(table: Sequence[dict[str, Any]], suite: str, path: Path) -> None:
             if name in rs[0]:
                 ax.plot(x, [r[name] for r in rs], style, label=name.replace("_", " "))
                 ax.fill_between(x, [r[f"{name}_lo"] for r in rs], [r[f"{name}_hi"] for r in rs], alpha=0.15)
-        ax.set_xscale("log")
-        ax.set_title(f"{suite}: budget ${b:g}")
-        ax.set_xlabel("deadline (min)")
-        ax.set_ylim(0, 1.02)
+        ax.set(xscale="log", title=f"{suite}: budget ${b:g}", xlabel="deadline (min)", ylim=(0, 1.02))
     axes[0].set_ylabel("completion probability")
     axes[0].legend(loc="lower right", fontsize=8)
     deadlines = sorted({r["deadline_min"] for r in table})
@@ -468,8 +437,7 @@ def plot_main(table: Sequence[dict[str, Any]], suite: str, path: Path) -> None:
     ax.set_yticks(range(len(budgets)), [f"${b:g}" for b in budgets])
     for (y, x), v in np.ndenumerate(grid):
         ax.text(x, y, f"{v:+.1f}", ha="center", va="center", fontsize=7)
-    ax.set_title("MCP gain over best baseline (pts)")
-    ax.set_xlabel("deadline (min)")
+    ax.set(title="MCP gain over best baseline (pts)", xlabel="deadline (min)")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -478,30 +446,11 @@ def plot_main(table: Sequence[dict[str, Any]], suite: str, path: Path) -> None:
 
 def analysis_table(analysis: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of one analysis, aggregated per setting and cell."""
-    out: list[dict[str, Any]] = []
     if analysis == "size":
-        bins = ((1, 8), (9, 16), (17, 24), (25, 10**6))
-        by_bin: dict[tuple[Any, ...], list[float]] = {}
-        for r in rows:
-            if r["variant"] != "":
-                continue
-            lo_hi = next(b for b in bins if b[0] <= r["subtasks"] <= b[1])
-            by_bin.setdefault((lo_hi, r["budget"], r["deadline_min"], r["planner"]), []).append(
-                r["successes"] / r["runs"]
-            )
-        for (lo_hi, b, d, p), v in sorted(by_bin.items()):
-            if p == "mcp" or p.startswith(("retry:", "uniform:")):
-                out.append({"subtasks": f"{lo_hi[0]}-{lo_hi[1]}", "budget": b, "deadline_min": d, "planner": p,
-                            "instances": len(v), "p": round(float(np.mean(v)), 4)})  # fmt: skip
-        return _best_per_group(out)
-    variants = {"n": ("n",), "portfolio": ("portfolio",), "widths": ("widths",), "rounds": ("rounds", "events")}
-    if analysis == "noise":
-        keep = [r for r in rows if r["variant"].startswith("noise:")]
-    else:
-        keep = [r for r in rows if r["variant"] in variants[analysis]]
-    rates = cell_rates(keep)
+        return _size_table(rows)
+    wanted = ("rounds", "events") if analysis == "rounds" else (analysis,)  # noise variants: noise:<what>:<sigma>
     out = []
-    for (var, b, d, p), cell in sorted(rates.items()):
+    for (var, b, d, p), cell in sorted(cell_rates([r for r in rows if r["variant"].split(":")[0] in wanted]).items()):
         out.append(
             {
                 "setting": var if analysis in ("noise", "rounds") else p,
@@ -521,50 +470,49 @@ def analysis_table(analysis: str, rows: Sequence[dict[str, Any]]) -> list[dict[s
     return out
 
 
-def _best_per_group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (size bin, cell): MCP and the best Retry/Uniform configuration of that bin."""
+def _size_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per size bin (subtasks) and cell of the main grid: MCP and the best Retry/Uniform configuration of that bin."""
+    bins = ((1, 8), (9, 16), (17, 24), (25, 10**6))
+    rates: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+    for r in rows:
+        if r["variant"] == "" and (r["planner"] == "mcp" or r["planner"].startswith(("retry:", "uniform:"))):
+            lo, hi = next(b for b in bins if b[0] <= r["subtasks"] <= b[1])
+            per = rates.setdefault((f"{lo}-{hi}", r["budget"], r["deadline_min"]), {})
+            per.setdefault(r["planner"], []).append(r["successes"] / r["runs"])
     out = []
-    keys = sorted({(r["subtasks"], r["budget"], r["deadline_min"]) for r in rows})
-    for key in keys:
-        here = [r for r in rows if (r["subtasks"], r["budget"], r["deadline_min"]) == key]
-        mcp = next((r for r in here if r["planner"] == "mcp"), None)
-        base = max((r for r in here if r["planner"] != "mcp"), key=lambda r: r["p"], default=None)
-        if mcp and base:
-            out.append({"subtasks": key[0], "budget": key[1], "deadline_min": key[2], "instances": mcp["instances"],
-                        "mcp": mcp["p"], "best_baseline": base["p"], "baseline": base["planner"],
-                        "gain_pts": round(100 * (mcp["p"] - base["p"]), 1)})  # fmt: skip
+    for (size, b, d), per in sorted(rates.items()):
+        p = {name: round(float(np.mean(v)), 4) for name, v in sorted(per.items())}  # ties: the first name wins
+        base = max((name for name in p if name != "mcp"), key=p.__getitem__, default=None)
+        if "mcp" in p and base:
+            out.append({"subtasks": size, "budget": b, "deadline_min": d, "instances": len(per["mcp"]),
+                        "mcp": p["mcp"], "best_baseline": p[base], "baseline": base,
+                        "gain_pts": round(100 * (p["mcp"] - p[base]), 1)})  # fmt: skip
     return out
 
 
 def write_reports(suite: str, store: Store, out_dir: Path, analyses: Sequence[str]) -> list[Path]:
     """CSV and markdown per analysis, and the main grid's plot, from every row stored so far."""
-    from benchmarks._report import write_csv
+    written: list[Path] = []
 
-    written = []
-    if "main" in analyses:
-        table = main_table(store.rows)
-        if table:
-            written.append(write_csv(table, out_dir / "main_grid.csv"))
-            md = out_dir / "main_grid.md"
-            md.write_text(markdown(table, ["budget", "deadline_min", "instances", "mcp", "best_retry",
-                                           "best_retry_config", "best_uniform", "best_uniform_config", "gain_pts",
-                                           "gain_lo", "gain_hi", "planner_ms_per_decision"]))  # fmt: skip
-            written.append(md)
-            (out_dir / "planner_time.md").write_text(markdown(planner_time_table(table)))
-            written.append(out_dir / "planner_time.md")
-            plot_main(table, suite, out_dir / "main_grid.png")
-            written.append(out_dir / "main_grid.png")
-            size = analysis_table("size", store.rows)
-            if size:
-                written.append(write_csv(size, out_dir / "size.csv"))
-                (out_dir / "size.md").write_text(markdown(size))
+    def tables(table: list[dict[str, Any]], stem: str, columns: Sequence[str] | None = None) -> None:
+        written.append(write_csv(table, out_dir / f"{stem}.csv"))  # first: it makes the folder
+        (out_dir / f"{stem}.md").write_text(markdown(table, columns))
+
+    main = main_table(store.rows) if "main" in analyses else []
+    if main:
+        tables(main, "main_grid", ["budget", "deadline_min", "instances", "mcp", "best_retry", "best_retry_config",
+                                   "best_uniform", "best_uniform_config", "gain_pts", "gain_lo", "gain_hi",
+                                   "planner_ms_per_decision"])  # fmt: skip
+        (out_dir / "planner_time.md").write_text(markdown(planner_time_table(main)))
+        plot_main(main, suite, out_dir / "main_grid.png")
+        written += [out_dir / "main_grid.md", out_dir / "planner_time.md", out_dir / "main_grid.png"]
+        size = analysis_table("size", store.rows)
+        if size:
+            tables(size, "size")
     for analysis in analyses:
-        if analysis == "main":
-            continue
-        table = analysis_table(analysis, store.rows)
+        table = analysis_table(analysis, store.rows) if analysis != "main" else []
         if table:
-            written.append(write_csv(table, out_dir / f"{analysis}.csv"))
-            (out_dir / f"{analysis}.md").write_text(markdown(table))
+            tables(table, analysis)
     return written
 
 

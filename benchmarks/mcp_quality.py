@@ -16,19 +16,16 @@ agreement with runs through the executor is checked by ``tests/test_predict.py``
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 import runtime
-from benchmarks._report import console, machine, rows_table, write_csv
+from benchmarks._report import EXAMPLES, RESULTS, console, machine, parser, rows_table, write_csv
 from planners import make_planner
 from planners.exact import ExactPlanner
 from runtime import PlannerContext
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 EXACT_GRID = ((0.02, 0.03, 0.05, 0.08), (30.0, 45.0, 60.0))
 SAFE_CELLS = (
@@ -65,31 +62,29 @@ def fmt(p: runtime.Prediction) -> str:
 def versus_exact(runs: int) -> list[dict[str, Any]]:
     wf = runtime.load_workflow(EXAMPLES / "mixed_diamond.json")
     rows = []
-    budgets, deadlines = EXACT_GRID
-    for budget in budgets:
-        for deadline in deadlines:
-            t0 = time.perf_counter()
-            v = exact_value(wf, budget, deadline)
-            mcp = rate(wf, budget, deadline, "mcp", runs)
-            paper = rate(wf, budget, deadline, "mcp:mixed=0", runs)
-            retry = rate(wf, budget, deadline, "best-retry", runs)
-            uniform = rate(wf, budget, deadline, "best-uniform", runs)
-            rows.append(
-                {
-                    "budget": budget,
-                    "deadline": deadline,
-                    "exact": round(v, 4),
-                    "mcp": fmt(mcp),
-                    "gap_pts": round(100 * (v - mcp.p_success), 1),
-                    "mcp_paper_portfolio": fmt(paper),
-                    "paper_gap_pts": round(100 * (v - paper.p_success), 1),
-                    "best_retry": fmt(retry),
-                    "best_uniform": fmt(uniform),
-                    "runs": runs,
-                    "seconds": round(time.perf_counter() - t0, 1),
-                }
-            )
-            console.print(rows[-1])
+    for budget, deadline in itertools.product(*EXACT_GRID):
+        t0 = time.perf_counter()
+        v = exact_value(wf, budget, deadline)
+        mcp = rate(wf, budget, deadline, "mcp", runs)
+        paper = rate(wf, budget, deadline, "mcp:mixed=0", runs)
+        retry = rate(wf, budget, deadline, "best-retry", runs)
+        uniform = rate(wf, budget, deadline, "best-uniform", runs)
+        rows.append(
+            {
+                "budget": budget,
+                "deadline": deadline,
+                "exact": round(v, 4),
+                "mcp": fmt(mcp),
+                "gap_pts": round(100 * (v - mcp.p_success), 1),
+                "mcp_paper_portfolio": fmt(paper),
+                "paper_gap_pts": round(100 * (v - paper.p_success), 1),
+                "best_retry": fmt(retry),
+                "best_uniform": fmt(uniform),
+                "runs": runs,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        console.print(rows[-1])
     return rows
 
 
@@ -120,10 +115,10 @@ def safe_improvement(runs: int, release_runs: int) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--runs", type=int, default=4000, help="closed-loop runs per planner and cell")
     ap.add_argument("--release-runs", type=int, default=400, help="runs per cell on release20 (slower)")
-    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out-dir", default=str(RESULTS))
     args = ap.parse_args()
     exact = versus_exact(args.runs)
     console.print(rows_table(exact, title="MCP against the exact optimum (mixed_diamond)"))

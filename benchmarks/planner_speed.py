@@ -18,30 +18,27 @@ Quote medians from one run: the machine is shared and noisy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import runtime
-from benchmarks._report import console, machine, rows_table, write_csv
+from benchmarks._report import EXAMPLES, RESULTS, ROOT, console, machine, parser, rows_table, write_csv
 from planners.baselines import RetryPlanner
 from planners.mcp import MCPPlanner
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 20.0
 
 
-def with_xl_model(path: Path) -> runtime.Workflow:
-    """The workflow with a fourth model ``xl``: large's failure rate x 0.6, twice its price, 30% slower."""
-    data = json.loads(path.read_text())
+def with_xl_model(name: str) -> runtime.Workflow:
+    """An example workflow with a fourth model ``xl``: large's failure rate x 0.6, twice its price, 30% slower."""
+    data = json.loads((EXAMPLES / name).read_text())
     large = data["models"]["large"]
     data["models"]["xl"] = {
         **large,
@@ -53,7 +50,7 @@ def with_xl_model(path: Path) -> runtime.Workflow:
         prof = dict(sub["profiles"]["large"])
         prof["p"] = round(1 - 0.6 * (1 - prof["p"]), 4)
         sub["profiles"]["xl"] = prof
-    return runtime.parse_workflow(data, source=f"{path.name}+xl")
+    return runtime.parse_workflow(data, source=f"{name}+xl")
 
 
 def snapshots(wf: runtime.Workflow, budget: float, deadline: float, runs: int = 4) -> list[runtime.Snapshot]:
@@ -89,7 +86,10 @@ def time_decisions(planner: MCPPlanner, snaps: list[runtime.Snapshot]) -> list[f
     return times
 
 
-def row(label: str, wf: runtime.Workflow, planner: MCPPlanner, ms: list[float], ready: float) -> dict[str, Any]:
+def row(
+    label: str, wf: runtime.Workflow, planner: MCPPlanner, snaps: list[runtime.Snapshot], ms: list[float]
+) -> dict[str, Any]:
+    """The decision times ``ms`` of ``planner`` on ``snaps``; ``ready``: the mean number of ready subtasks."""
     return {
         "case": label,
         "subtasks": len(wf.subtasks),
@@ -97,7 +97,7 @@ def row(label: str, wf: runtime.Workflow, planner: MCPPlanner, ms: list[float], 
         "policies": len(planner.portfolio),
         "n_sims": planner.n_sims,
         "widths": "/".join(map(str, planner.widths)),
-        "ready": ready,
+        "ready": round(statistics.fmean(len(s.ready) for s in snaps), 2),
         "decisions": len(ms),
         "p50_ms": round(statistics.median(ms), 1),
         "p95_ms": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 1),
@@ -118,17 +118,16 @@ def first_call_seconds(cache_dir: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument(
         "--repeats",
         type=int,
         default=12,
         help="snapshots timed per ready count (3x as many over all stages and in the grid)",
     )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "planner_speed.csv"))
+    ap.add_argument("--out", default=str(RESULTS / "planner_speed.csv"))
     args = ap.parse_args()
-    examples = ROOT / "examples"
-    big = with_xl_model(examples / "release20.json")
+    big = with_xl_model("release20.json")
     big_table = runtime.ProfileTable.from_workflow(big)
     big_snaps = snapshots(big, 2.0, 1200.0)
     MCPPlanner(big_table, n_sims=4).decide(big_snaps[0])  # compile or load the kernels once, untimed
@@ -145,55 +144,44 @@ def main() -> None:
         if not group:
             continue
         planner = MCPPlanner(big_table, n_sims=64, widths=full, seed=1)
-        ms = time_decisions(planner, group)
-        ready = round(statistics.fmean(len(s.ready) for s in group), 2)
-        target.append(row(f"ready {label}", big, planner, ms, ready))
+        target.append(row(f"ready {label}", big, planner, group, time_decisions(planner, group)))
     paper = MCPPlanner(big_table, n_sims=64, widths=full, seed=1, mixed=False)
-    target.append(row("all stages, mixed=0", big, paper, time_decisions(paper, everything), target[-1]["ready"]))
+    target.append(row("all stages, mixed=0", big, paper, everything, time_decisions(paper, everything)))
     console.print(
         rows_table(target, f"speed target: N=64, K=1/4/16/64, 4 models, 20 subtasks (target {TARGET_MS:g} ms)")
     )
 
     # 2. Versus N, |K|, models and workflow size.
     grid = []
-    three = runtime.load_workflow(examples / "release20.json")
+    three = runtime.load_workflow(EXAMPLES / "release20.json")
     cases = [
         ("release20+xl", big, big_snaps),
         ("release20", three, snapshots(three, 2.0, 1200.0)),
-        ("diamond", runtime.load_workflow(examples / "diamond.json"), []),
-        ("chain", runtime.load_workflow(examples / "chain.json"), []),
+        ("diamond", runtime.load_workflow(EXAMPLES / "diamond.json"), []),
+        ("chain", runtime.load_workflow(EXAMPLES / "chain.json"), []),
     ]
     for label, wf, snaps in cases:
         table = runtime.ProfileTable.from_workflow(wf)
         snaps = pick(snaps or snapshots(wf, 0.05, 120.0, runs=12), 3 * args.repeats)
-        ready = round(statistics.fmean(len(s.ready) for s in snaps), 2)
         for n_sims in (16, 64, 256):
             for widths in ((1, 4), full):
                 if label in ("diamond", "chain") and (n_sims, widths) != (64, full):
                     continue
                 planner = MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1)
-                grid.append(row(label, wf, planner, time_decisions(planner, snaps), ready))
+                grid.append(row(label, wf, planner, snaps, time_decisions(planner, snaps)))
     console.print(rows_table(grid, "decision time vs N, |K|, models and workflow size"))
 
     # 3. Two runs planning at once, each in its own thread, against one alone (fresh planners, same seeds;
     # the median ratio over three rounds, as the machine is shared).
     ratios, solo, pair = [], [], []
-    results: list[list[float]] = [[], []]
     for _ in range(3):
         t0 = time.perf_counter()
         time_decisions(MCPPlanner(big_table, n_sims=64, widths=full, seed=1), everything)
         one = time.perf_counter() - t0
         planners = [MCPPlanner(big_table, n_sims=64, widths=full, seed=s) for s in (1, 2)]
-        results = [[], []]
-        threads = [
-            threading.Thread(target=lambda p=p, out=out: out.extend(time_decisions(p, everything)))
-            for p, out in zip(planners, results, strict=True)
-        ]
         t0 = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda p: time_decisions(p, everything), planners))
         both = time.perf_counter() - t0
         ratios.append(both / one)
         solo.append(1000 * one / len(everything))
@@ -204,7 +192,7 @@ def main() -> None:
         f"{statistics.median(solo):.1f} ms for one decision alone (ratio {ratio:.2f}; 1.0 = perfect parallelism, "
         "2.0 = none)"
     )
-    threaded = row("2 threads", big, planners[0], results[0] + results[1], target[-2]["ready"])
+    threaded = row("2 threads", big, planners[0], everything, results[0] + results[1])
 
     # 4. First call in a fresh process.
     with tempfile.TemporaryDirectory() as cache:
@@ -214,33 +202,25 @@ def main() -> None:
         f"first decision in a fresh process: {cold:.1f} s compiling (empty cache), {warm:.2f} s from the cache"
     )
     # 5. Whole closed-loop runs, as predict plays them.
-    release = runtime.load_workflow(examples / "release20.json")
-    runtime.predict(release, 1.0, 900.0, runs=20, workers=1)
+    runtime.predict(three, 1.0, 900.0, runs=20, workers=1)
     loops = []
     for workers in (1, 2):
         t0 = time.perf_counter()
-        pred = runtime.predict(release, 1.0, 900.0, runs=200, workers=workers)
+        pred = runtime.predict(three, 1.0, 900.0, runs=200, workers=workers)
         wall = time.perf_counter() - t0
         loops.append(
             {"threads": workers, "runs": pred.runs, "wall_s": round(wall, 1), "runs_per_s": round(pred.runs / wall, 2)}
         )
     console.print(rows_table(loops, "predict on release20 ($1, 900 s), default MCP"))
     console.print(machine())
-    rows = (
-        [{**r, "threads": 1, "table": "target"} for r in target]
-        + [{**r, "threads": 1, "table": "grid"} for r in grid]
-        + [
-            {
-                **threaded,
-                "threads": 2,
-                "table": f"threads ratio {ratio:.2f}; compile {cold:.1f} s, cache {warm:.2f} s",
-            }
-        ]
-        + [
-            {"case": "predict release20", "threads": r["threads"], "table": f"{r['runs_per_s']} closed-loop runs/s"}
-            for r in loops
-        ]
-    )
+    rows = [{**r, "threads": 1, "table": "target"} for r in target]
+    rows += [{**r, "threads": 1, "table": "grid"} for r in grid]
+    note = f"threads ratio {ratio:.2f}; compile {cold:.1f} s, cache {warm:.2f} s"
+    rows.append({**threaded, "threads": 2, "table": note})
+    rows += [
+        {"case": "predict release20", "threads": r["threads"], "table": f"{r['runs_per_s']} closed-loop runs/s"}
+        for r in loops
+    ]
     console.print(f"wrote {write_csv(rows, args.out)}")
 
 

@@ -13,7 +13,6 @@ made from gold answers is measured by ``tests/test_qa.py`` (with ``ONTIME_DATA_D
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
@@ -23,13 +22,12 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks._report import console, data_dir, machine, rows_table, write_csv
+from benchmarks._report import RESULTS, console, data_dir, machine, parser, rows_table, write_csv
 from planners import ABLATIONS, CONTROLLERS
 from runtime._qa_api import LADDER, QACell, bootstrap_mean, evaluate_qa
 from tools.qa_data import load_qa, pool_corpus
 from tools.retrieval import BM25Search
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {
     "hotpotqa": "hotpotqa_dev500.jsonl",
     "musique": "musique_100.jsonl",
@@ -80,12 +78,12 @@ def comparisons(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--data", type=Path, default=data_dir("qa"), help="folder with the JSONL files")
     ap.add_argument("--limit", type=int, default=None, help="first N questions of each data set")
     ap.add_argument("--backbone", default="qwen3-32b")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "qa")
+    ap.add_argument("--out", type=Path, default=RESULTS / "qa")
     args = ap.parse_args()
     if args.data is None:
         raise SystemExit("no data: pass --data or set ONTIME_DATA_DIR (the folder holding qa/)")
@@ -96,9 +94,8 @@ def main() -> None:
         start = time.perf_counter()
         examples = load_qa(args.data / file, limit=args.limit)
         index = BM25Search(pool_corpus(examples))
-        total = len(examples) * len(LADDER) * (2 * len(CONTROLLERS) + len(ABLATIONS))
         with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task(name, total=total)
+            task = bar.add_task(name, total=len(examples) * len(LADDER) * (2 * len(CONTROLLERS) + len(ABLATIONS)))
             step = partial(bar.advance, task)
             rows = evaluate_qa(examples, controllers=list(CONTROLLERS), ladder=LADDER, search=index,
                                backbone=args.backbone, seed=args.seed, keep_scores=True, progress=step)  # fmt: skip
@@ -118,9 +115,8 @@ def main() -> None:
                         "hi": round(hi, 4), "cells_above": sum(d["significant"] == "above" for d in cells),
                         "cells_below": sum(d["significant"] == "below" for d in cells)})  # fmt: skip
     console.print(rows_table(overall, "VOI against each baseline, averaged over all cells (95% bootstrap)"))
-    write_csv(overall, args.out / "voi_overall.csv")
-    write_csv(every, args.out / "ladder.csv")
-    write_csv(deltas, args.out / "voi_vs_baselines.csv")
+    for table, file in ((overall, "voi_overall.csv"), (every, "ladder.csv"), (deltas, "voi_vs_baselines.csv")):
+        write_csv(table, args.out / file)
     console.print(f"wrote {args.out / 'ladder.csv'} and {args.out / 'voi_vs_baselines.csv'}")
 
 

@@ -35,15 +35,6 @@ MAX_BATCH = 10_000  # the widest batch a spec may ask for (no endpoint takes mor
 _SELECTION_SIMS = 2000  # closed-loop simulations per candidate when best-retry or best-uniform chooses
 
 
-def _width(table: ProfileTable, i: int, j: int, want: int, left_pusd: int, left_tokens: int | None) -> int:
-    """The widest batch up to ``want`` whose worst case fits what is left of the budget and token cap."""
-    worst = int(table.worst_cost[i, j])
-    k = min(want, left_pusd // worst) if worst > 0 else want
-    if left_tokens is not None:
-        k = min(k, left_tokens // int(table.max_tokens[j]))
-    return k
-
-
 def _model_for(table: ProfileTable, i: int, model: int) -> int:
     return model if table.kind[i, model] >= 0 else int(table.cheapest[i])
 
@@ -55,10 +46,13 @@ def _decide(table: ProfileTable, snapshot: Snapshot, model: int, want: Callable[
     launches: dict[int, Launch] = {}
     for i in snapshot.ready:
         j = _model_for(table, i, model)
-        k = _width(table, i, j, want(i), left, tokens)
+        worst = int(table.worst_cost[i, j])
+        k = min(want(i), left // worst) if worst > 0 else want(i)
+        if tokens is not None:
+            k = min(k, tokens // int(table.max_tokens[j]))
         if k >= 1:
             launches[i] = Launch(j, k)
-            left -= k * int(table.worst_cost[i, j])
+            left -= k * worst
             tokens = None if tokens is None else tokens - k * int(table.max_tokens[j])
     return Decision(launches, reason=None if launches else Reason.BUDGET)
 

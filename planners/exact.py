@@ -20,7 +20,7 @@ from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
 from runtime.types import KIND_FIXED, Decision, Launch, Planner, PlannerSpecError, ProfileTable, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from runtime.types import PlannerContext
 
@@ -68,7 +68,7 @@ class ExactPlanner(Planner):
         shared = _SOLVED.setdefault(table, {})
         if key not in shared:
             shared[key] = lru_cache(maxsize=None)(self._value_uncached)
-        self._value = shared[key]
+        self._value: Callable[[int, tuple[Batch, ...], int, float], tuple[float, dict[int, Launch]]] = shared[key]
 
     # -- the dynamic program ---------------------------------------------------------------------------
 
@@ -78,10 +78,7 @@ class ExactPlanner(Planner):
 
     def value(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> float:
         """The optimal probability of finishing from a decision point."""
-        return self._best(done, batches, avail, now)[0]
-
-    def _best(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> tuple[float, dict[int, Launch]]:
-        return self._value(done, batches, avail, now)  # type: ignore[no-any-return]
+        return self._value(done, batches, avail, now)[0]
 
     def _value_uncached(
         self, done: int, batches: tuple[Batch, ...], avail: int, now: float
@@ -141,9 +138,9 @@ class ExactPlanner(Planner):
         q = 1.0 - (1.0 - float(t.p[i, j])) ** k
         v = 0.0
         if q > 0:
-            v += q * self._best(done | 1 << i, rest, freed, end)[0]
+            v += q * self.value(done | 1 << i, rest, freed, end)
         if q < 1:
-            v += (1 - q) * self._best(done, rest, freed, end)[0]
+            v += (1 - q) * self.value(done, rest, freed, end)
         return v
 
     # -- the planner -----------------------------------------------------------------------------------
@@ -155,7 +152,7 @@ class ExactPlanner(Planner):
             for b in sorted(snapshot.in_flight, key=lambda b: b.batch)
             if not b.done
         )
-        return Decision(self._best(done, batches, snapshot.budget_left_pusd, snapshot.now)[1])
+        return Decision(self._value(done, batches, snapshot.budget_left_pusd, snapshot.now)[1])
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> ExactPlanner:

@@ -104,8 +104,7 @@ def refine(trace: Trace, base: str) -> str | None:
                 for d in dates_in(h.text):
                     if years[-1] in d and set(content_tokens(q)) & set(content_tokens(h.title + " " + h.text)):
                         return d
-        return clean or None
-    if form == ENTITY:
+    elif form == ENTITY:
         words = normalize(clean).split()
         if words and len(words) <= 2 and not any(w.isdigit() for w in words):
             pool = [stated or ""] + [_PAREN.sub("", h.title) for h in trace.evidence.values()]

@@ -89,18 +89,15 @@ def _uniform(state):
 @njit(cache=True, nogil=True, inline="always")
 def _upper_quantile(w):
     """The standard normal z with P(Z > z) = w, for w in (0, 1]."""
-    if w < _Q_TAIL:
-        q = math.sqrt(-2.0 * math.log(w))
-        num = ((((_QC[0] * q + _QC[1]) * q + _QC[2]) * q + _QC[3]) * q + _QC[4]) * q + _QC[5]
-        return -num / ((((_QD[0] * q + _QD[1]) * q + _QD[2]) * q + _QD[3]) * q + 1.0)
-    if w <= 1.0 - _Q_TAIL:
+    if _Q_TAIL <= w <= 1.0 - _Q_TAIL:
         q = 0.5 - w
         r = q * q
         num = (((((_QA[0] * r + _QA[1]) * r + _QA[2]) * r + _QA[3]) * r + _QA[4]) * r + _QA[5]) * q
         return num / (((((_QB[0] * r + _QB[1]) * r + _QB[2]) * r + _QB[3]) * r + _QB[4]) * r + 1.0)
-    q = math.sqrt(-2.0 * math.log(1.0 - w))
+    q = math.sqrt(-2.0 * math.log(min(w, 1.0 - w)))  # the tails are symmetric: z(w) = -z(1 - w)
     num = ((((_QC[0] * q + _QC[1]) * q + _QC[2]) * q + _QC[3]) * q + _QC[4]) * q + _QC[5]
-    return num / ((((_QD[0] * q + _QD[1]) * q + _QD[2]) * q + _QD[3]) * q + 1.0)
+    z = num / ((((_QD[0] * q + _QD[1]) * q + _QD[2]) * q + _QD[3]) * q + 1.0)
+    return -z if w < _Q_TAIL else z
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -131,6 +128,21 @@ def _streamed(elapsed, ttft, tps, cap):
     if elapsed <= ttft:
         return 0
     return min(cap, int(math.floor((elapsed - ttft) * tps + 1e-9)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def fit_width(k, worst, cap, money, tokens):
+    """The widest batch up to ``k`` whose worst case (``worst`` pusd and ``cap`` output tokens a sample) fits
+    ``money`` and ``tokens`` (-1: no cap), and what is left of both after it (Retry's shrinking rule)."""
+    if worst > 0:
+        k = min(k, money // worst)
+    if tokens >= 0:
+        k = min(k, tokens // cap)
+    if k >= 1:
+        money -= k * worst
+        if tokens >= 0:
+            tokens -= k * cap
+    return k, money, tokens
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -165,17 +177,13 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     for i in range(n):
         if completed[i]:
             state0[i] = 3
-    for i in range(n):
-        if state0[i] != 3:
-            for q in range(dep_ptr[i], dep_ptr[i + 1]):
-                if state0[dep_idx[q]] != 3:
-                    deps_left0[i] += 1
-            if deps_left0[i] == 0:
-                state0[i] = 1
-    n_done0 = 0
-    for i in range(n):
-        if state0[i] == 3:
-            n_done0 += 1
+            continue
+        for q in range(dep_ptr[i], dep_ptr[i + 1]):
+            if not completed[dep_idx[q]]:
+                deps_left0[i] += 1
+        if deps_left0[i] == 0:
+            state0[i] = 1
+    n_done0 = completed.sum()
     # Batches in flight at the snapshot: their open samples are drawn conditioned on not having ended before
     # the age they have reached, i.e. from the upper tail mass fl_w of the latency distribution from that
     # age on (a sample ending exactly now has not been handled yet). A batch no draw could still be running
@@ -250,21 +258,16 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 continue
             b_model[i], b_seq[i], b_start[i], b_left[i] = fl_model[f], n_batches, -fl_elapsed[f], fl_open[f]
             n_batches += 1
-            b = i
-            b_rng[b] = _batch_stream(rng, i, attempts[i])
+            b_rng[i] = _batch_stream(rng, i, attempts[i])
             attempts[i] += 1
-            b_w[b], b_done[b], b_dead[b], b_pending[b] = fl_w[f], fl_done[f], fl_w[f] <= 0.0, True
-            open_b[n_open] = b
+            b_w[i], b_done[i], b_dead[i], b_pending[i] = fl_w[f], fl_done[f], fl_w[f] <= 0.0, True
+            open_b[n_open] = i
             n_open += 1
         use_action = act_sub.shape[0] > 0
         changed = True
-        result = False
         decided = False
         stopped = False
-        while True:
-            if n_done == n:
-                result = True
-                break
+        while n_done < n:
             # The snapshot is a decision point; after it, a change in synchronized rounds waits (``changed``
             # stays set) until the last open batch has ended, as the executor's does.
             if changed and not (decided and rounds and n_open > 0):
@@ -284,9 +287,9 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         for a in range(act_sub.shape[0]):
                             if act_sub[a] == i:
                                 j, k = act_model[a], act_k[a]
+                    elif cont_k == 0:
+                        continue
                     else:
-                        if cont_k == 0:
-                            continue
                         j = cont_models[i]
                         if cont_fallback.shape[0] > 0 and now + min_latency[i, j] > time_left:
                             for r in range(cont_fallback.shape[1]):  # too late for it: the next that can make it
@@ -294,36 +297,25 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                                 if jj >= 0 and now + min_latency[i, jj] <= time_left:
                                     j = jj
                                     break
-                        w = worst_cost[i, j]
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
                             k = min(k, cont_rollouts[i] - launched[i])
-                        if w > 0:
-                            k = min(k, p_left // w)
-                        if p_tok >= 0:
-                            k = min(k, p_tok // max_tokens[j])
-                        if k >= 1:
-                            p_left -= k * w
-                            if p_tok >= 0:
-                                p_tok -= k * max_tokens[j]
-                    if k < 1 or j < 0:
-                        continue
-                    if now + min_latency[i, j] > time_left:
+                        k, p_left, p_tok = fit_width(k, worst_cost[i, j], max_tokens[j], p_left, p_tok)
+                    if k < 1 or j < 0 or now + min_latency[i, j] > time_left:
                         continue
                     if k * worst_cost[i, j] > avail or (tok_avail >= 0 and k * max_tokens[j] > tok_avail):
                         continue
                     avail -= k * worst_cost[i, j]
                     if tok_avail >= 0:
                         tok_avail -= k * max_tokens[j]
-                    b = i
-                    b_model[b], b_seq[b], b_start[b], b_left[b] = j, n_batches, now, k
+                    b_model[i], b_seq[i], b_start[i], b_left[i] = j, n_batches, now, k
                     n_batches += 1
-                    b_rng[b] = _batch_stream(rng, i, attempts[i])
+                    b_rng[i] = _batch_stream(rng, i, attempts[i])
                     attempts[i] += 1
-                    b_w[b], b_done[b], b_dead[b], b_pending[b] = 1.0, False, False, True
+                    b_w[i], b_done[i], b_dead[i], b_pending[i] = 1.0, False, False, True
                     state[i] = 2
                     launched[i] += k
-                    open_b[n_open] = b
+                    open_b[n_open] = i
                     n_open += 1
                 use_action = False
             if n_open == 0:
@@ -360,9 +352,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         else:
                             z = _upper_quantile(w)
                             tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * z))))
-                    if tokens > cap:
-                        ok = False
-                        tokens = cap
+                    if tokens > cap:  # a capped attempt fails
+                        ok, tokens = False, cap
                     if math.isnan(latency):
                         latency = ttft[j] + tokens / tps[j]
                     h_end[b] = max(b_start[b] + latency, 0.0)
@@ -375,8 +366,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             if best_end > time_left:
                 now = time_left  # the deadline: what is in flight is cancelled (below)
                 break
-            a = bi
-            b = open_b[a]
+            b = open_b[bi]
             now = best_end
             i, j = b, b_model[b]
             tokens = h_tokens[b]
@@ -397,14 +387,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         state[ch] = 1
                 if cancel_siblings and b_left[b] > 0:
                     m = b_left[b]
-                    el = now - b_start[b]
-                    if kind[i, j] == _KIND_POOL:
-                        b_rng[b], c, tk = _cancel_pool(b_rng[b], b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
-                                                  pool_latency, input_tokens, in_price, out_price, ttft, tps,
-                                                  max_tokens)  # fmt: skip
-                    else:
-                        tk = m * _streamed(el, ttft[j], tps[j], max_tokens[j])
-                        c = m * input_tokens[i] * in_price[j] + tk * out_price[j]
+                    b_rng[b], c, tk = _cancel(tab, b_rng[b], b_w[b], m, now - b_start[b], i, j)
                     spent += c
                     avail += m * worst_cost[i, j] - c
                     if tok_avail >= 0:
@@ -412,7 +395,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                     b_left[b] = 0
             if b_left[b] == 0:
                 n_open -= 1
-                open_b[a] = open_b[n_open]
+                open_b[bi] = open_b[n_open]
                 changed = True
                 if not b_done[b]:
                     state[i] = 1
@@ -427,29 +410,16 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             if not b_pending[b]:
                 spent += input_tokens[i] * in_price[j]
                 spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b], ttft[j]) * out_price[j]
-            m = b_left[b]
-            if m > 0 and kind[i, j] == _KIND_POOL:
-                b_rng[b], c, tk = _cancel_pool(b_rng[b], b_w[b], m, el, i, j, pool_start, pool_len, pool_tokens,
-                                               pool_latency, input_tokens, in_price, out_price, ttft, tps,
-                                               max_tokens)  # fmt: skip
-            else:
-                tk = m * _streamed(el, ttft[j], tps[j], max_tokens[j])
-                c = m * input_tokens[i] * in_price[j] + tk * out_price[j]
-            spent += c
-        success[s] = result
+            spent += _cancel(tab, b_rng[b], b_w[b], b_left[b], el, i, j)[1]
+        success[s] = n_done == n
         spent_out[s] = spent
         end_out[s] = now
         done_out[s] = n_done
         if stop_at_change:
-            status = 0 if stopped else (1 if result else 2)
-            fl = np.empty(n_open, np.int64)
-            seq = np.empty(n_open, np.int64)
-            for a in range(n_open):
-                fl[a], seq[a] = open_b[a], b_seq[open_b[a]]
-            fl = fl[np.argsort(seq)]  # in launch order, which orders their ties at the next step too
-            opens = np.empty(n_open, np.int64)
-            for a in range(n_open):
-                opens[a] = b_left[fl[a]] + (0 if b_pending[fl[a]] else 1)
+            status = 0 if stopped else (1 if n_done == n else 2)
+            opened = open_b[:n_open]
+            fl = opened[np.argsort(b_seq[opened])]  # in launch order, which orders their ties at the next step too
+            opens = b_left[fl] + np.where(b_pending[fl], 0, 1)  # a drawn head is still open
             last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
                     time_left - now, cancel_siblings, rounds)  # fmt: skip
     return success, spent_out, end_out, done_out, last, status
@@ -476,9 +446,8 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
     common random numbers and a planner can score a candidate on the first simulations, then extend to more
     without replaying those.
     """
-    ok, spent, end, done, _, _ = _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k,
-                                       cont_rollouts, first_sim, n_sims, seed, False)  # fmt: skip
-    return ok, spent, end, done
+    return _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim,
+                 n_sims, seed, False)[:4]  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -496,16 +465,17 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     return nxt, spent[0], end[0], status
 
 
-@njit(cache=True, nogil=True)
-def _cancel_pool(rng, w, m, elapsed, i, j, pool_start, pool_len, pool_tokens, pool_latency, input_tokens,
-                 in_price, out_price, ttft, tps, max_tokens):  # fmt: skip
-    """Pico-dollars and output tokens that the ``m`` samples of a pool batch not drawn yet (all ending after
-    its last drawn one, of upper tail mass ``w``) have produced when cancelled ``elapsed`` into the batch.
-
-    Rows may have recorded their own latency, so each is drawn, in order, and charged what it streamed.
-    (Samples whose latency follows from their length have all streamed the same: see ``_streamed``.)
-    """
+@njit(cache=True, nogil=True, inline="always")
+def _cancel(tab, rng, w, m, elapsed, i, j):
+    """The generator state, pico-dollars and output tokens of the ``m`` samples not drawn yet of a batch of
+    model j on subtask i (all ending after its last drawn one, of upper tail mass ``w``), cancelled
+    ``elapsed`` into the batch: see :func:`_play` for how each kind is charged."""
+    input_tokens, in_price, out_price, tps, ttft, max_tokens = tab[5], tab[6], tab[7], tab[8], tab[9], tab[10]
     cap = max_tokens[j]
+    if tab[11][i, j] != _KIND_POOL:
+        tokens = m * _streamed(elapsed, ttft[j], tps[j], cap)
+        return rng, m * input_tokens[i] * in_price[j] + tokens * out_price[j], tokens
+    pool_start, pool_len, pool_tokens, pool_latency = tab[16], tab[17], tab[19], tab[20]
     cost, total = 0, 0
     length = pool_len[i, j]
     for x in range(m):

@@ -167,8 +167,7 @@ class MCPPlanner(Planner):
         decisions depend on the machine, so then there is no kernel form."""
         if self.compute_ms is not None:
             return None
-        ok, spent, elapsed, _ = self.closed_loop(start, seed, first, count)
-        return ok, spent, elapsed
+        return self.closed_loop(start, seed, first, count)[:3]
 
     def closed_loop(
         self, start: Snapshot, seed: int, first: int, count: int, plan_table: ProfileTable | None = None

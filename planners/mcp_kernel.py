@@ -18,7 +18,7 @@ import time
 import numpy as np
 from numba import njit, objmode
 
-from planners.kernels import NO_ROLLOUTS, simulate, step
+from planners.kernels import NO_ROLLOUTS, fit_width, simulate, step
 
 __all__ = ["closed_loop", "decide"]
 
@@ -44,6 +44,21 @@ def _beats(value, margin, cost, other_value, other_margin, other_cost):
 
 
 @njit(cache=True, nogil=True)
+def _ranked(v, g, c):
+    """Indices best first by :func:`_beats` of (value, margin, cost), equals in index order (a stable
+    insertion sort)."""
+    order = np.arange(v.shape[0])
+    for a in range(1, order.shape[0]):
+        x = order[a]
+        b = a
+        while b > 0 and _beats(v[x], g[x], c[x], v[order[b - 1]], g[order[b - 1]], c[order[b - 1]]):
+            order[b] = order[b - 1]
+            b -= 1
+        order[b] = x
+    return order
+
+
+@njit(cache=True, nogil=True)
 def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
     """Per-simulation success, pico-dollars spent and margin, simulations first..first+count-1, of the action
     then portfolio policy p (``port`` is (models per policy and subtask, fallback order, widths)).
@@ -58,15 +73,8 @@ def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
     hopeless.)
     """
     models, fallback, k = port[0][p], port[1], port[2][p]
-    r = ready.shape[0]
-    launch_m = np.zeros(r, np.int64)
-    launch_k = np.zeros(r, np.int64)
-    for a in range(r):
-        i = ready[a]
-        if act_m[i] >= 0:
-            launch_m[a], launch_k[a] = act_m[i], act_k[i]
-    ok, spent, end, done = simulate(tab, snap, ready, launch_m, launch_k, models, fallback, k, NO_ROLLOUTS, first,
-                                    count, seed)  # fmt: skip
+    ok, spent, end, done = simulate(tab, snap, ready, act_m[ready], act_k[ready], models, fallback, k, NO_ROLLOUTS,
+                                    first, count, seed)  # fmt: skip
     left, time_left, n = snap[7], snap[9], tab[11].shape[0]
     margin = np.zeros(count)
     for s in range(count):
@@ -80,6 +88,17 @@ def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
         else:
             margin[s] = done[s] / n - 1.0
     return ok, spent, margin
+
+
+@njit(cache=True, nogil=True)
+def _all_runs(tab, snap, ready, act_m, act_k, port, p, screen, n_all, seed):
+    """:func:`_runs` on all ``n_all`` simulations, given ``screen``, its scores on the first of them."""
+    h = screen[0].shape[0]
+    ok, sp, mg = np.zeros(n_all, np.bool_), np.zeros(n_all, np.int64), np.zeros(n_all)
+    ok[:h], sp[:h], mg[:h] = screen
+    if n_all > h:
+        ok[h:], sp[h:], mg[h:] = _runs(tab, snap, ready, act_m, act_k, port, p, h, n_all - h, seed)
+    return ok, sp, mg
 
 
 @njit(cache=True, nogil=True)
@@ -138,15 +157,9 @@ def _retry_action(tab, snap, ready, models, fallback, k):
                 if fallback[i, r] >= 0 and min_latency[i, fallback[i, r]] <= time_left:
                     j = fallback[i, r]
                     break
-        w = worst_cost[i, j]
-        kk = min(k, left // w) if w > 0 else k
-        if tokens >= 0:
-            kk = min(kk, tokens // max_tokens[j])
+        kk, left, tokens = fit_width(k, worst_cost[i, j], max_tokens[j], left, tokens)
         if kk >= 1:
             act_m[i], act_k[i] = j, kk
-            left -= kk * w
-            if tokens >= 0:
-                tokens -= kk * max_tokens[j]
     return act_m, act_k
 
 
@@ -160,30 +173,17 @@ def _make_room(tab, snap, act_m, act_k, i, model, k):
     cheap batch everywhere to one strong sample on the bottleneck plus a narrower cheap batch.
     """
     max_tokens, worst_cost = tab[10], tab[21]
-    money, tokens = snap[7], snap[8]
     out_m = np.full(act_m.shape[0], -1, np.int64)
     out_k = np.zeros(act_m.shape[0], np.int64)
-    w, cap = worst_cost[i, model], max_tokens[model]
-    kk = min(k, money // w) if w > 0 else k
-    if tokens >= 0:
-        kk = min(kk, tokens // cap)
+    kk, money, tokens = fit_width(k, worst_cost[i, model], max_tokens[model], snap[7], snap[8])
     if kk < 1:
         return False, out_m, out_k
-    money -= kk * w
-    if tokens >= 0:
-        tokens -= kk * cap
     for o in range(act_m.shape[0]):
         if o == i or act_m[o] < 0:
             continue
-        w, cap = worst_cost[o, act_m[o]], max_tokens[act_m[o]]
-        k2 = min(act_k[o], money // w) if w > 0 else act_k[o]
-        if tokens >= 0:
-            k2 = min(k2, tokens // cap)
+        k2, money, tokens = fit_width(act_k[o], worst_cost[o, act_m[o]], max_tokens[act_m[o]], money, tokens)
         if k2 >= 1:
             out_m[o], out_k[o] = act_m[o], k2
-            money -= k2 * w
-            if tokens >= 0:
-                tokens -= k2 * cap
     out_m[i], out_k[i] = model, kk
     return True, out_m, out_k
 
@@ -222,7 +222,6 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     n_port = port_k.shape[0]
     port = (port_models, fallback, port_k)
     n_screen = max(1, n_all // 4)
-    rest = n_all - n_screen
 
     # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
     base_m = np.full((n_port, n), -1, np.int64)
@@ -237,18 +236,10 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
         scr_ok[p], scr_sp[p], scr_mg[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
         n_ok[p], n_mg[p], n_sp[p] = scr_ok[p].sum(), scr_mg[p].sum(), scr_sp[p].sum()
-    order = np.arange(n_port)
-    for a in range(1, n_port):  # stable insertion sort, best first
-        x = order[a]
-        b = a
-        while b > 0 and _beats(n_ok[x], n_mg[x], n_sp[x], n_ok[order[b - 1]], n_mg[order[b - 1]], n_sp[order[b - 1]]):
-            order[b] = order[b - 1]
-            b -= 1
-        order[b] = x
+    order = _ranked(n_ok, n_mg, n_sp)
     lead = float(n_ok[order[0]])
     behind = 2.0 * math.sqrt(lead * (n_screen - lead) / n_screen) + 1.0
     keep = max(2, n_port // 4)
-    best_v, best_g, best_c = -1.0, 0.0, 0.0
     best_ok = np.zeros(n_all, np.bool_)  # the incumbent, simulation by simulation
     best_sp = np.zeros(n_all, np.int64)
     best_mg = np.zeros(n_all)
@@ -268,17 +259,13 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         if p != hold and (rank >= keep or n_ok[p] < lead - behind):  # ranked after the finalists
             pol_v[p], pol_g[p], pol_c[p] = n_ok[p] / n_screen - 1.0, n_mg[p] / n_screen, n_sp[p] / n_screen
             continue
-        ok = np.concatenate((scr_ok[p], np.zeros(rest, np.bool_)))
-        sp = np.concatenate((scr_sp[p], np.zeros(rest, np.int64)))
-        mg = np.concatenate((scr_mg[p], np.zeros(rest)))
-        if rest > 0:
-            ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p,
-                                                                n_screen, rest, seed)  # fmt: skip
+        screen = (scr_ok[p], scr_sp[p], scr_mg[p])
+        ok, sp, mg = _all_runs(tab, snap, ready, base_m[p], base_k[p], port, p, screen, n_all, seed)
         pol_v[p], pol_g[p], pol_c[p] = ok.sum() / n_all, mg.mean(), sp.mean()
         if best_p < 0:
             take = True
         elif hold < 0:
-            take = _beats(pol_v[p], pol_g[p], pol_c[p], best_v, best_g, best_c)
+            take = _beats(pol_v[p], pol_g[p], pol_c[p], pol_v[best_p], pol_g[best_p], pol_c[best_p])
         else:
             take = _clearly_better(ok, sp, mg, best_ok, best_sp, best_mg, z) == 2
             if take:
@@ -286,30 +273,17 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                                        best_k, best_cont, fresh)  # fmt: skip
         if take:
             best_p = best_cont = p
-            best_v, best_g, best_c, best_ok, best_sp, best_mg = pol_v[p], pol_g[p], pol_c[p], ok, sp, mg
+            best_ok, best_sp, best_mg = ok, sp, mg
             best_m[:] = base_m[p]
             best_k[:] = base_k[p]
-    conts = np.arange(n_port)
-    for a in range(1, n_port):  # the continuation policies, best first
-        x = conts[a]
-        b = a
-        while b > 0 and _beats(pol_v[x], pol_g[x], pol_c[x], pol_v[conts[b - 1]], pol_g[conts[b - 1]],
-                               pol_c[conts[b - 1]]):  # fmt: skip
-            conts[b] = conts[b - 1]
-            b -= 1
-        conts[b] = x
-    for a in range(n_port):  # the incumbent's policy continues the mixed actions first
-        if conts[a] == best_p:
-            conts[1 : a + 1] = conts[:a].copy()
-            conts[0] = best_p
-            break
+    conts = _ranked(pol_v, pol_g, pol_c)  # the continuation policies, best first
+    a = np.nonzero(conts == best_p)[0][0]  # the incumbent's policy continues the mixed actions first
+    conts[1 : a + 1] = conts[:a].copy()
+    conts[0] = best_p
     conts = conts[: min(max(1, top), n_port)]
 
     # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better.
-    c_cont = best_cont
-    seen = np.empty(64, np.uint64)
-    seen[0] = _key(best_m, best_k)
-    n_seen = 1
+    seen = {_key(best_m, best_k)}
     improved = True
     timed_out = time_limit > 0 and _clock() >= time_limit
     while improved and not timed_out:
@@ -329,43 +303,22 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     if not fits:
                         continue
                 key = _key(cand_m, cand_k)
-                dup = False
-                for x in range(n_seen):
-                    if seen[x] == key:
-                        dup = True
-                        break
-                if dup:
+                if key in seen:
                     continue
-                if n_seen == seen.shape[0]:
-                    grown = np.empty(2 * n_seen, np.uint64)
-                    grown[:n_seen] = seen
-                    seen = grown
-                seen[n_seen] = key
-                n_seen += 1
+                seen.add(key)
                 # Screened on the first simulations under the best continuation; then, if it beats the
                 # incumbent there, scored on all of them under each of the top continuations.
-                c_ok = np.zeros(n_all, np.bool_)
-                c_sp = np.zeros(n_all, np.int64)
-                c_mg = np.zeros(n_all)
-                c_ok[:n_screen], c_sp[:n_screen], c_mg[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port,
-                                                                          conts[0], 0, n_screen, seed)  # fmt: skip
+                screen = _runs(tab, snap, ready, cand_m, cand_k, port, conts[0], 0, n_screen, seed)
                 h = n_screen
-                if not _beats(c_ok[:h].sum(), c_mg[:h].sum(), c_sp[:h].sum(), best_ok[:h].sum(), best_mg[:h].sum(),
+                if not _beats(screen[0].sum(), screen[2].sum(), screen[1].sum(), best_ok[:h].sum(), best_mg[:h].sum(),
                               best_sp[:h].sum()):  # fmt: skip
                     continue
-                for x in range(conts.shape[0]):
-                    ok = np.zeros(n_all, np.bool_)
-                    sp = np.zeros(n_all, np.int64)
-                    mg = np.zeros(n_all)
-                    if x == 0:
-                        ok[:n_screen], sp[:n_screen], mg[:n_screen] = c_ok[:n_screen], c_sp[:n_screen], c_mg[:n_screen]
-                    else:
-                        ok[:n_screen], sp[:n_screen], mg[:n_screen] = _runs(tab, snap, ready, cand_m, cand_k, port,
-                                                                            conts[x], 0, n_screen, seed)  # fmt: skip
-                    if rest > 0:
-                        ok[n_screen:], sp[n_screen:], mg[n_screen:] = _runs(tab, snap, ready, cand_m, cand_k, port,
-                                                                            conts[x], n_screen, rest, seed)  # fmt: skip
-                    if x == 0 or _beats(ok.sum(), mg.sum(), sp.sum(), c_ok.sum(), c_mg.sum(), c_sp.sum()):
+                c_ok, c_sp, c_mg = _all_runs(tab, snap, ready, cand_m, cand_k, port, conts[0], screen, n_all, seed)
+                c_cont = conts[0]
+                for x in range(1, conts.shape[0]):
+                    screen = _runs(tab, snap, ready, cand_m, cand_k, port, conts[x], 0, n_screen, seed)
+                    ok, sp, mg = _all_runs(tab, snap, ready, cand_m, cand_k, port, conts[x], screen, n_all, seed)
+                    if _beats(ok.sum(), mg.sum(), sp.sum(), c_ok.sum(), c_mg.sum(), c_sp.sum()):
                         c_ok, c_sp, c_mg, c_cont = ok, sp, mg, conts[x]
                 better = _clearly_better(c_ok, c_sp, c_mg, best_ok, best_sp, best_mg, z)
                 if better > 0:
@@ -386,20 +339,22 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
 
 
 @njit(cache=True, nogil=True)
-def _ready(tab, completed, in_flight):
-    dep_ptr, dep_idx = tab[0], tab[1]
-    n = completed.shape[0]
-    out = np.empty(n, np.int64)
+def _ready(tab, snap):
+    """The ready subtasks at ``snap``: not complete, not in flight, every dependency complete."""
+    dep_ptr, dep_idx, completed = tab[0], tab[1], snap[0]
+    busy = completed.copy()
+    for f in range(snap[1].shape[0]):
+        if not snap[5][f]:
+            busy[snap[1][f]] = True
+    out = np.empty(busy.shape[0], np.int64)
     r = 0
-    for i in range(n):
-        if completed[i] or in_flight[i]:
+    for i in range(busy.shape[0]):
+        if busy[i]:
             continue
-        ok = True
         for q in range(dep_ptr[i], dep_ptr[i + 1]):
             if not completed[dep_idx[q]]:
-                ok = False
                 break
-        if ok:
+        else:
             out[r] = i
             r += 1
     return out[:r]
@@ -431,15 +386,10 @@ def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top,
         snap = start
         made = 0
         hold = hold0
-        total, t = 0, 0.0
         status = 0
         stream = 0
         while status == 0:
-            in_flight = np.zeros(n, np.bool_)
-            for f in range(snap[1].shape[0]):
-                if not snap[5][f]:
-                    in_flight[snap[1][f]] = True
-            ready = _ready(tab, snap[0], in_flight)
+            ready = _ready(tab, snap)
             act_m = np.full(n, -1, np.int64)
             act_k = np.zeros(n, np.int64)
             if ready.shape[0] > 0 and snap[9] > 0:
@@ -449,19 +399,10 @@ def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top,
                                          hold)  # fmt: skip
                 if sticky:
                     hold = p
-            subs = np.empty(ready.shape[0], np.int64)
-            models = np.zeros(ready.shape[0], np.int64)
-            widths = np.zeros(ready.shape[0], np.int64)
-            for a in range(ready.shape[0]):
-                subs[a] = ready[a]
-                if act_m[ready[a]] >= 0:
-                    models[a], widths[a] = act_m[ready[a]], act_k[ready[a]]
-            snap, cost, dt, status = step(tab, snap, subs, models, widths, run_seeds[r], stream)
+            snap, cost, dt, status = step(tab, snap, ready, act_m[ready], act_k[ready], run_seeds[r], stream)
             stream += 1
-            total += cost
-            t += dt
+            spent[r] += cost
+            elapsed[r] += dt
         success[r] = status == 1
-        spent[r] = total
-        elapsed[r] = t
         decisions[r] = made
     return success, spent, elapsed, decisions

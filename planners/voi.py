@@ -125,11 +125,8 @@ class VOIController(QAController):
         }
         tok_left, tool_left = max(1, budget.tokens_left), max(1, budget.tool_calls_left)
         charge = {k: ALLOWANCE[k] / tok_left + (1.0 / tool_left if k != Action.ANSWER else 0.0) for k in ALLOWANCE}
-        penalty = {
-            Action.SEARCH: COST_PENALTY * rho * charge[Action.SEARCH] / 2,
-            Action.DECOMPOSE: COST_PENALTY * rho * charge[Action.DECOMPOSE] / 2,
-            Action.ANSWER: -COST_PENALTY * rho * f.closure / 2,  # signed: tight budgets favour a supported answer
-        }
+        penalty = {k: COST_PENALTY * rho * charge[k] / 2 for k in (Action.SEARCH, Action.DECOMPOSE)}
+        penalty[Action.ANSWER] = -COST_PENALTY * rho * f.closure / 2  # signed: tight budgets favour a supported answer
         scale = {k: 0.5 + charge[k] / 2 for k in ALLOWANCE}
         out: dict[Action, float] = {}
         for k in (Action.SEARCH, Action.DECOMPOSE, Action.ANSWER):

@@ -553,12 +553,15 @@ class Executor:
     def _report(self, adapter: Adapter, b: _Batch, reported: list[bool], check: Report | None, end: SampleEnd) -> None:
         """What an adapter calls when a sample ends: decide its success, or start the check that will."""
         name = type(adapter).__name__
-        if not isinstance(end, SampleEnd) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in (end.index, end.input_tokens, end.output_tokens)
+        if not (
+            type(end) is SampleEnd
+            and type(end.index) is type(end.input_tokens) is type(end.output_tokens) is int
+            and type(end.finish) is Finish
+            and (end.error is None or isinstance(end.error, ProviderError))
         ):
-            raise InvariantError(f"{name} reported {end!r}: a SampleEnd with integer index and token counts")
-        if not isinstance(end.finish, Finish) or (end.error is not None and not isinstance(end.error, ProviderError)):
-            raise InvariantError(f"{name} reported finish {end.finish!r} and error {end.error!r} for batch {b.id}")
+            raise InvariantError(
+                f"{name} reported a malformed sample end (int counts, a Finish, a ProviderError): {end!r}"
+            )
         if not 0 <= end.index < b.k or reported[end.index]:
             raise InvariantError(f"{name} reported sample {end.index} of batch {b.id} twice, or of k={b.k}")
         if not (0 <= end.input_tokens <= b.input_tokens and 0 <= end.output_tokens <= b.share.output_tokens):
@@ -669,8 +672,10 @@ class Executor:
         error, name = end.error, self.table.model_names[j]
         if isinstance(error, ProviderRejectedError) and error.fatal and self._fatal is None:
             self._fatal = error
-        if end.finish in (Finish.COMPLETE, Finish.CUT_OFF):
-            self._answered[j], self._failing[j], self._refusals[i, j] = True, 0, 0
+        if end.finish is Finish.COMPLETE or end.finish is Finish.CUT_OFF:
+            self._answered[j], self._failing[j] = True, 0
+            if self._refusals:
+                self._refusals.pop((i, j), None)
         elif isinstance(error, ProviderRejectedError):
             n = self._refusals[i, j] = self._refusals.get((i, j), 0) + 1
             if n >= GIVE_UP_AFTER:

@@ -108,6 +108,9 @@ def user_sinks(
         sinks.append(StructlogSink(run_id, None if log is True else log))
     if on_event is not None:
         sinks.append(on_event)
+    close = journal_sink.close if journal_sink is not None else _nothing
+    if len(sinks) <= 1:  # most runs: one sink or none, called directly
+        return (sinks[0] if sinks else _ignore), close
 
     def emit(event: Event) -> None:
         failed: BaseException | None = None
@@ -119,10 +122,14 @@ def user_sinks(
         if failed is not None:
             raise failed
 
-    return emit, (journal_sink.close if journal_sink is not None else _nothing)
+    return emit, close
 
 
 def _nothing() -> None:
+    return None
+
+
+def _ignore(event: Event) -> None:
     return None
 
 

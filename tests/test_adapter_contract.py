@@ -16,6 +16,7 @@ import pytest
 import runtime
 from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta
 from adapters.chat_adapter import ChatAdapter
+from adapters.endpoints import make_backend
 from runtime.types import Adapter, Batch, Decision, Finish, Launch, ModelTurn, Planner, Report, SampleEnd, Snapshot
 from tests.conftest import build, chain_spec
 from tests.helpers import of, run_collect
@@ -336,3 +337,10 @@ def test_a_malformed_sample_end_is_a_bug_and_the_ledger_stays_whole(end: object)
     with pytest.raises(runtime.InvariantError, match="Malformed reported"):
         runtime.run(prompted(), 0.05, 60, planner=Wide(1), adapters={"m": Malformed(end)}, on_event=events.append)
     assert runtime.replay_ledger(events).reserved_pusd == 0 and len(of(events, runtime.RunFinished)) == 1
+
+
+def test_a_model_of_an_unknown_provider_is_a_usage_error() -> None:
+    """It raised KeyError from the key lookup."""
+    spec = runtime.ModelSpec("m", "cohere", 0.0, 0.0, 1.0, 0.0, 100, runtime.Endpoint(model="command"))
+    with pytest.raises(runtime.UsageError, match="unknown provider 'cohere'"):
+        make_backend(spec)

@@ -72,14 +72,13 @@ def _guard(workdir: str, readable: tuple[str, ...]) -> None:
         if event == "open":
             path, mode, flags = args
             writes = (mode is not None and any(c in str(mode) for c in "wax+")) or (flags or 0) & _WRITE_FLAGS
-            allowed = (workdir,) if writes else (workdir, *readable)
-            if path is not None and not inside(path, allowed):
-                raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
         elif event in _LISTING or event in _CHANGES:
-            allowed = (workdir, *readable) if event in _LISTING else (workdir,)
             path = args[0] if args else None
-            if path is not None and not inside(path, allowed):
-                raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
+            writes = event in _CHANGES
+        else:
+            return
+        if path is not None and not inside(path, (workdir,) if writes else (workdir, *readable)):
+            raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
 
     sys.addaudithook(hook)
 
@@ -112,24 +111,18 @@ class _Collect(unittest.TestResult):
         super().__init__()
         self.cases: list[dict[str, Any]] = []
 
-    def _add(self, test: unittest.TestCase, err: Any) -> None:
-        if len(self.cases) >= MAX_CASES:
-            return
-        self.cases.append(_case(err[1], test.id()))
-
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
-        self._add(test, err)
+        if len(self.cases) < MAX_CASES:
+            self.cases.append(_case(err[1], test.id()))
 
-    def addError(self, test: unittest.TestCase, err: Any) -> None:
-        self._add(test, err)
+    addError = addFailure
 
 
 def _run(source: str) -> dict[str, Any]:
     linecache.cache[PROGRAM] = (len(source), None, source.splitlines(True), PROGRAM)
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     try:
-        code = compile(source, PROGRAM, "exec")
-        exec(code, namespace)
+        exec(compile(source, PROGRAM, "exec"), namespace)
     except AssertionError as exc:
         return {"failures": [_case(exc)]}
     except SystemExit as exc:

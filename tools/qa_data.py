@@ -19,15 +19,7 @@ from runtime.types import UsageError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = [
-    "FORMATS",
-    "Paragraph",
-    "QAExample",
-    "load_qa",
-    "pool_corpus",
-    "read_corpus",
-    "write_corpus",
-]
+__all__ = ["FORMATS", "Paragraph", "QAExample", "load_qa", "pool_corpus", "read_corpus", "write_corpus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,26 +57,22 @@ def _pid(title: str, text: str) -> str:
     return hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
 
 
+def _ircot(rows: list[dict[str, Any]]) -> tuple[list[Paragraph], list[str]]:
+    """The paragraphs of IRCoT-style rows (HotpotQA, MuSiQue) and the ids of those marked supporting."""
+    paras = [Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"]) for c in rows]
+    return paras, [p.id for p, c in zip(paras, rows, strict=True) if c.get("is_supporting")]
+
+
 def _hotpot(d: dict[str, Any]) -> QAExample:
-    paras, support = [], []
-    for c in d["contexts"]:
-        p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
-        paras.append(p)
-        if c.get("is_supporting"):
-            support.append(p.id)
+    paras, support = _ircot(d["contexts"])
     answers = tuple(s for a in d["answers_objects"] for s in a.get("spans", []) if s)
     return QAExample(str(d["question_id"]), d["question_text"], answers, tuple(paras), tuple(support),
                      source="hotpotqa")  # fmt: skip
 
 
 def _musique(d: dict[str, Any]) -> QAExample:
-    paras, by_idx, support = [], {}, []
-    for c in d["paragraphs"]:
-        p = Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"])
-        paras.append(p)
-        by_idx[c.get("idx")] = p.id
-        if c.get("is_supporting"):
-            support.append(p.id)
+    paras, support = _ircot(d["paragraphs"])
+    by_idx = {c.get("idx"): p.id for c, p in zip(d["paragraphs"], paras, strict=True)}
     decomposition = d.get("question_decomposition", [])
     hops = tuple(str(h["question"]) for h in decomposition)
     ordered = [by_idx[h["paragraph_support_idx"]] for h in decomposition if h.get("paragraph_support_idx") in by_idx]

@@ -62,7 +62,6 @@ class BM25Search(SearchTool):
         path = folder / self.key if folder is not None else None
         self.cached = path is not None and (path / "params.index.json").exists()
         if self.cached:
-            assert path is not None
             self._index = bm25s.BM25.load(str(path), show_progress=False)
         else:
             self._index = bm25s.BM25()
@@ -119,9 +118,9 @@ class RemoteSearch(SearchTool):
         try:
             resp = await self._client.post(self.url, json={"query": query, "top_k": top_k})
             resp.raise_for_status()
-            rows = resp.json()["hits"]
             return [
-                Hit(str(r["id"]), str(r.get("title", "")), str(r["text"]), float(r.get("score", 0.0))) for r in rows
+                Hit(str(r["id"]), str(r.get("title", "")), str(r["text"]), float(r.get("score", 0.0)))
+                for r in resp.json()["hits"]
             ]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise ProviderUnavailableError(

@@ -133,13 +133,10 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
             proc.communicate()
         finally:
             _kill_group(proc.pid)  # whatever the program left behind
-        out, err = _head(out_f, _OUTPUT_CAP), _head(err_f, _OUTPUT_CAP)
-        raw = _head(report_f, None)
-    elapsed = time.monotonic() - start
-    stdout = out.decode("utf-8", "replace")
-    stderr = err.decode("utf-8", "replace")
-    report = _report(raw, nonce)
-    result = SandboxResult(False, stdout=stdout, stderr=stderr, duration_s=elapsed)
+        stdout = _head(out_f, _OUTPUT_CAP).decode("utf-8", "replace")
+        stderr = _head(err_f, _OUTPUT_CAP).decode("utf-8", "replace")
+        report = _report(_head(report_f), nonce)
+    result = SandboxResult(False, stdout=stdout, stderr=stderr, duration_s=time.monotonic() - start)
     if timed_out:
         return replace(result, exec_fail=f"timed out after {limits.wall_s:g} s (wall clock)")
     if report is None:
@@ -153,9 +150,9 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
     return replace(result, passed=not failures, failures=failures, tests_run=int(report.get("tests_run", 0)))
 
 
-def _head(f: IO[bytes], size: int | None) -> bytes:
+def _head(f: IO[bytes], size: int = -1) -> bytes:
     f.seek(0)
-    return f.read() if size is None else f.read(size)
+    return f.read(size)
 
 
 def _kill_group(pid: int) -> None:
@@ -169,9 +166,7 @@ def _report(raw: bytes, nonce: str) -> dict[str, Any] | None:
         report = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(report, dict) or report.get("nonce") != nonce:
-        return None
-    return report
+    return report if isinstance(report, dict) and report.get("nonce") == nonce else None
 
 
 def _death(returncode: int | None, limits: Limits) -> str:

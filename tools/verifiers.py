@@ -82,7 +82,6 @@ class _PythonTests(Verifier):
         self.setup = setup
 
     async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
-
         program = "\n".join(p for p in (self.setup, extract_block(output)) if p)
         run = partial(run_tests, program, self.tests, limits=Limits(wall_s=self.timeout_s))
         # The child process is killed by its own wall-clock limit if we stop waiting for it.
@@ -126,9 +125,8 @@ class _Judge(Verifier):
         if input_token_bound(messages) * self._in + self._MAX_TOKENS * self._out > allowance_pusd:
             return Verdict(False, "output too long to judge within what was reserved for judging it")
         assert self.model.endpoint is not None
-        request = ChatRequest(self.model.endpoint.model, messages, self._MAX_TOKENS)
         try:
-            reply = await self.backend.complete(request)
+            reply = await self.backend.complete(ChatRequest(self.model.endpoint.model, messages, self._MAX_TOKENS))
         except ProviderError as exc:
             return Verdict(False, f"judge failed: {exc}", cost_pusd=input_token_bound(messages) * self._in)
         cost = reply.input_tokens * self._in + reply.output_tokens * self._out
