@@ -1,8 +1,8 @@
 """The Anthropic messages backend, through the official SDK (``AsyncAnthropic``).
 
-The Messages API has no ``n``: k samples are k parallel requests. Streams report input tokens at
-``message_start`` and cumulative output tokens at ``message_delta``, so a stream cut short is charged the
-endpoint's own count when it sent one, else the pieces received. System messages go in ``system``.
+The Messages API has no ``n``: k samples are k parallel requests. Streams report input tokens at ``message_start`` and
+cumulative output tokens at ``message_delta``, so a stream cut short is charged the endpoint's own count when it sent
+one, else the pieces received. System messages go in ``system``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ERRORS", "AnthropicBackend"]
 
-ERRORS = VendorErrors(
-    status=anthropic.APIStatusError,
-    transient=(anthropic.APIConnectionError, anthropic.APIResponseValidationError, anthropic.APIError),
-)
+# Every other APIError is transient: connection failures, timeouts, replies the SDK could not read.
+ERRORS = VendorErrors(status=anthropic.APIStatusError, transient=(anthropic.APIError,))
 
 
 class AnthropicBackend(ChatBackend):

@@ -89,10 +89,9 @@ class ChatResponse:
 class ChatStream:
     """A live stream of deltas with its usage so far.
 
-    ``output_tokens[i]`` counts sample i's tokens as they arrive (one per content piece, the unit every
-    OpenAI- and Anthropic-style stream we know sends); when the endpoint reports its own usage at the end,
-    that replaces the count. ``input_tokens`` is the endpoint's figure once known, else ``None`` (the
-    caller then charges its upper bound).
+    ``output_tokens[i]`` counts sample i's tokens as they arrive (one per content piece, the unit every OpenAI- and
+    Anthropic-style stream we know sends); when the endpoint reports its own usage at the end, that replaces the count.
+    ``input_tokens`` is the endpoint's figure once known, else ``None`` (the caller then charges its upper bound).
     """
 
     n: int

@@ -1,13 +1,12 @@
 """Runs batches on a real chat endpoint, through a :class:`adapters.chat.ChatBackend`.
 
-A batch of k samples is one request with ``n=k`` when the backend has ``n`` (OpenAI-style), else k requests
-in parallel. Every request streams, so cancelling the batch (a sibling succeeded, the deadline passed)
-closes its connections and leaves each sample charged for what it produced. A sample is reported as soon
-as its last piece arrives, except the last one of a request, which waits for the end of the stream: it
-carries the request's input tokens (billed once per request) and whatever of the endpoint's reported output
-the pieces counted for the others did not cover, at the endpoint's own counts if it sent them, else at the
-bound reserved for the input. A request that failed or was cancelled before it produced anything is charged
-nothing (vendors bill what they answer; ``serve-sim`` bills the same way).
+A batch of k samples is one request with ``n=k`` when the backend has ``n`` (OpenAI-style), else k requests in
+parallel. Every request streams, so cancelling the batch (a sibling succeeded, the deadline passed) closes its
+connections and leaves each sample charged for what it produced. A sample is reported as soon as its last piece
+arrives, except the last one of a request, which waits for the end of the stream: it carries the request's input
+tokens (billed once per request) and the endpoint's reported output the others' pieces did not cover (the endpoint's
+own counts if it sent them, else the bound reserved for the input). A request that failed or was cancelled before it
+produced anything is charged nothing (vendors bill what they answer; ``serve-sim`` too).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The search agent's model on a real chat endpoint: the VOI paper's prompts (B.1-B.3) over a ChatBackend.
 
-Each turn is one request: the system prompt of B.1 (with the ``<budget>`` block when the directive shows
-the budget, and the controller's dynamic instruction of B.3 when it injects one), and a user turn with the
-question, the trajectory so far and the B.3 output format. The trajectory lists every earlier step: its
-thought, its query and the retrieved documents (``[doc ID] Title: text``), or that it took no action.
-``max_tokens`` is the directive's allowance; the endpoint's own usage is what is charged.
+Each turn is one request: the system prompt of B.1 (with the ``<budget>`` block when the directive shows the budget,
+and the controller's dynamic instruction of B.3 when it injects one), and a user turn with the question, the
+trajectory so far and the B.3 output format. The trajectory lists every earlier step: its thought, its query and the
+retrieved documents (``[doc ID] Title: text``), or that it took no action. ``max_tokens`` is the directive's
+allowance; the endpoint's own usage is what is charged.
 """
 
 from __future__ import annotations
@@ -37,26 +37,18 @@ relations or attributes that still need evidence, direct clues apart from bridge
 do not invent facts."""
 
 INSTRUCTIONS = {
-    Action.SEARCH: (
-        "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You must call "
-        "exactly one search tool now. Do not answer. State the most specific unresolved fact, then emit exactly one "
-        "<tool_call> with a targeted, entity-specific query."
-    ),
-    Action.DECOMPOSE: (
-        "Instruction: DECOMPOSE.\nThe remaining uncertainty appears to be compositional. You must call exactly "
-        "one search tool now. Identify the missing bridge entity or intermediate fact and emit one <tool_call> "
-        "aimed at it, not at the full question."
-    ),
-    Action.ANSWER: (
-        "Instruction: ANSWER.\nAnswer commitment has higher utility-per-cost than further retrieval. Do not call "
-        "tools. Verify the answer is supported by the evidence, then return <answer>FINAL_ANSWER</answer>: the "
-        "shortest grounded span; yes or no for a yes/no question; only the selected option for a binary choice."
-    ),
-    Action.BACKSTOP: (
-        "Instruction: BUDGET BACKSTOP.\nThe remaining budget is too small for another retrieval step. You must "
-        "answer now and must not call tools. Use only the evidence already present and return "
-        "<answer>FINAL_ANSWER</answer>, as short as possible."
-    ),
+    Action.SEARCH: "Instruction: SEARCH.\nThe expected marginal utility of one more retrieval step is highest. You "
+    "must call exactly one search tool now. Do not answer. State the most specific unresolved fact, then emit exactly "
+    "one <tool_call> with a targeted, entity-specific query.",
+    Action.DECOMPOSE: "Instruction: DECOMPOSE.\nThe remaining uncertainty appears to be compositional. You must call "
+    "exactly one search tool now. Identify the missing bridge entity or intermediate fact and emit one <tool_call> "
+    "aimed at it, not at the full question.",
+    Action.ANSWER: "Instruction: ANSWER.\nAnswer commitment has higher utility-per-cost than further retrieval. Do not "
+    "call tools. Verify the answer is supported by the evidence, then return <answer>FINAL_ANSWER</answer>: the "
+    "shortest grounded span; yes or no for a yes/no question; only the selected option for a binary choice.",
+    Action.BACKSTOP: "Instruction: BUDGET BACKSTOP.\nThe remaining budget is too small for another retrieval step. You "
+    "must answer now and must not call tools. Use only the evidence already present and return "
+    "<answer>FINAL_ANSWER</answer>, as short as possible.",
 }
 FORMAT = """Continue reasoning. If evidence is not yet sufficient, call exactly one search tool. If evidence is
 sufficient, answer now.
@@ -87,9 +79,8 @@ def render_turn(trace: Trace, directive: Directive, budget: QABudget) -> tuple[M
         if s.thought:
             part.append(f"<thought>{s.thought}</thought>")
         if s.query is not None:
-            part.append(f"<tool_call>{s.query}</tool_call>")
             docs = "\n".join(f"[doc {h.id}] {h.title}: {h.text}" for h in s.hits)
-            part.append(f"<documents>\n{docs}\n</documents>")
+            part += [f"<tool_call>{s.query}</tool_call>", f"<documents>\n{docs}\n</documents>"]
         elif s.answer is None:
             part.append("(no action)")
         history.append("\n".join(part))

@@ -1,11 +1,10 @@
 """Vendor errors mapped to ontime's typed errors, in one boundary, with secrets scrubbed from every message.
 
-The OpenAI and Anthropic SDKs raise their own classes (and, mid-stream, the exceptions of their HTTP
-transport); the executor and the retry wrapper only ever see :class:`runtime.ProviderError` subclasses:
-rejected (do not retry), unavailable (retry) and rate limited (retry after the time the endpoint asked for).
-Each backend names its SDK's classes (:class:`VendorErrors`), so only it imports its SDK. An exception that
-is none of these is a bug and propagates as it is. The mapped error keeps the vendor's as its cause, with
-the message redacted.
+The OpenAI and Anthropic SDKs raise their own classes (and, mid-stream, the exceptions of their HTTP transport); the
+executor and the retry wrapper only ever see :class:`runtime.ProviderError` subclasses: rejected (do not retry),
+unavailable (retry) and rate limited (retry after the time the endpoint asked for). Each backend names its SDK's
+classes (:class:`VendorErrors`), so only it imports its SDK. Any other exception is a bug and propagates as it is. A
+mapped error keeps the vendor's as its cause, redacted.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import json
 import re
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -79,8 +79,6 @@ def retry_after_s(headers: Any) -> float | None:
     if value is None:
         return None
     try:  # an HTTP date
-        from datetime import UTC, datetime
-
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
@@ -110,17 +108,13 @@ def vendor_error(
 
 
 def _raise_mapped(exc: Exception, provider: str, vendor: VendorErrors, secrets: Iterable[str]) -> NoReturn:
-    """Raise ``exc`` as its typed error, its cause the redacted original; re-raise ``exc`` if it is not a vendor's."""
+    """Raise ``exc`` as its typed error, its cause the redacted original; re-raise it if it is typed or a bug."""
     mapped = vendor_error(exc, provider, vendor, secrets)
-    if mapped is None:
+    if mapped is None or mapped is exc:
         raise exc
-    if mapped is not exc:
-        # Its message, scrubbed; not its traceback, whose frames hold the request (headers, key) for any
-        # error reporter that shows local variables.
-        mapped.__cause__ = _VendorCause(
-            f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}"
-        )
-    raise mapped from mapped.__cause__
+    # Its message, scrubbed; not its traceback, whose frames hold the request (headers, key) for any error
+    # reporter that shows local variables.
+    raise mapped from _VendorCause(f"{type(exc).__module__}.{type(exc).__qualname__}: {redact(_short(exc), secrets)}")
 
 
 def _short(exc: BaseException) -> str:
@@ -162,7 +156,5 @@ async def _mapped(
     try:
         async for d in deltas:
             yield d
-    except ProviderError:
-        raise
     except Exception as exc:
         _raise_mapped(exc, provider, vendor, secrets)

@@ -1,9 +1,9 @@
 """The OpenAI chat-completions backend, through the official SDK (``AsyncOpenAI``).
 
-Works with api.openai.com and with every OpenAI-compatible server (vLLM, SGLang, Ollama, the LiteLLM proxy,
-``ontime serve-sim``) through ``base_url``. k samples go in one request with ``n=k``. Streams ask for the
-final usage chunk (``stream_options.include_usage``); a stream cut short is charged the pieces received.
-The SDK's own retries are off: :mod:`adapters.resilience` retries with the deadline and the ledger in mind.
+Works with api.openai.com and every OpenAI-compatible server (vLLM, SGLang, Ollama, the LiteLLM proxy, serve-sim)
+through ``base_url``. k samples go in one request with ``n=k``. Streams ask for the final usage chunk
+(``stream_options.include_usage``); a stream cut short is charged the pieces received. The SDK's own retries are off:
+:mod:`adapters.resilience` retries with the deadline and the ledger in mind.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ERRORS", "OpenAIBackend"]
 
-ERRORS = VendorErrors(
-    status=openai.APIStatusError,
-    transient=(openai.APIConnectionError, openai.APIResponseValidationError, openai.APIError),
-)
+# Every other APIError is transient: connection failures, timeouts, replies the SDK could not read.
+ERRORS = VendorErrors(status=openai.APIStatusError, transient=(openai.APIError,))
 
 
 class OpenAIBackend(ChatBackend):

@@ -1,11 +1,11 @@
 """The simulated backend: samples drawn from the workflow's profiles, latency slept on the run's clock.
 
-Each sample's draws come from a generator seeded by ``(run seed, batch, sample index)``, so the same seed
-gives the same run whatever order the event loop starts tasks in. A batch's samples end in the order of
-their latencies (ties by index), each reported at its own wake-up on the clock. A sample's output tokens
-stream out linearly between its time to first token and its end, which is what a cancelled sample is charged
-for. Input tokens are charged in full as soon as a sample starts (the prompt is processed first). The draw
-says whether the sample passes (``SampleEnd.passed``): the simulation is its own verifier.
+Each sample's draws come from a generator seeded by ``(run seed, batch, sample index)``, so the same seed gives the
+same run whatever order the event loop starts tasks in. A batch's samples end in the order of their latencies (ties by
+index), each reported at its own wake-up on the clock. A sample's output tokens stream out linearly between its time
+to first token and its end, which is what a cancelled sample is charged for; its input tokens are charged in full from
+its start (the prompt is processed first). The draw says whether the sample passes (``SampleEnd.passed``): the
+simulation is its own verifier.
 """
 
 from __future__ import annotations
@@ -92,9 +92,8 @@ class SimAdapter(Adapter):
                 # cut off by a tighter cap than the table's
                 finish = Finish.COMPLETE if tokens <= batch.max_tokens else Finish.CUT_OFF
                 tokens = min(tokens, batch.max_tokens)
-                output = f"[sim] {batch.tag} on {self.table.model_names[j]}: {tokens} tokens, " + (
-                    "passed" if ok else "failed"
-                )
+                verdict = "passed" if ok else "failed"
+                output = f"[sim] {batch.tag} on {self.table.model_names[j]}: {tokens} tokens, {verdict}"
                 report(SampleEnd(index=idx, finish=finish, input_tokens=batch.input_tokens, output_tokens=tokens,
                                  output=output, passed=ok))  # fmt: skip
         finally:  # cancelled: each of the others is charged what it has produced by now

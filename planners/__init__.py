@@ -1,9 +1,8 @@
-"""Decision makers behind one interface (:class:`runtime.types.Planner`), made from a spec string, and the
-search agent's controllers (:class:`runtime.types.QAController`), made from a name.
+"""Planners (:class:`runtime.types.Planner`) made from a spec string, search-agent controllers from a name.
 
-``make_planner("retry:small:4", ctx)`` parses ``NAME[:ARG...]`` and calls the factory :data:`PLANNERS`
-names for NAME. A factory lives in its own module and is imported on first use (the kernels behind ``mcp``
-compile on their first call), so a new planner is one new module and one line here.
+``make_planner("retry:small:4", ctx)`` parses ``NAME[:ARG...]`` and calls the factory :data:`PLANNERS` names for NAME.
+A factory lives in its own module and is imported on first use (the kernels behind ``mcp`` compile on their first
+call), so a new planner is one new module and one line here.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from runtime.types import Planner, PlannerContext, QAController
-
-    Factory = Callable[[Sequence[str], PlannerContext], Planner]
 
 __all__ = ["ABLATIONS", "CONTROLLERS", "PLANNERS", "make_controller", "make_planner"]
 
@@ -57,7 +54,7 @@ def make_planner(spec: str, ctx: PlannerContext) -> Planner:
     target = PLANNERS.get(name)
     if target is None:
         raise PlannerSpecError(f"unknown planner {spec!r} (known: {', '.join(sorted(PLANNERS))})")
-    factory: Factory = _load(target)  # type: ignore[assignment]
+    factory: Callable[[Sequence[str], PlannerContext], Planner] = _load(target)  # type: ignore[assignment]
     return factory(args, ctx)
 
 

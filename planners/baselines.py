@@ -1,19 +1,18 @@
 """The MCP paper's baselines: Retry-k (online, a fixed local rule) and Uniform (static budget split).
 
-Both name one model "family"; on a subtask that model cannot run they fall back to the cheapest model
-that can, so a family baseline is defined on every workflow. ``best-retry`` and ``best-uniform`` pick the
-family (and width) that simulation says is best for the run's budget and deadline, as the paper reports its
-baselines.
+Both name one model "family"; on a subtask that model cannot run they fall back to the cheapest model that can, so a
+family baseline is defined on every workflow. ``best-retry`` and ``best-uniform`` pick the family (and width) that
+simulation says is best for the run's budget and deadline, as the paper reports its baselines.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Reason, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from runtime.types import PlannerContext, Played, ProfileTable
 
@@ -33,6 +32,7 @@ DEFAULT_WIDTHS = (1, 4, 16, 64)  # the paper's width portfolio K
 MAX_WIDTH = DEFAULT_WIDTHS[-1]  # the widest batch either baseline launches at once
 MAX_BATCH = 10_000  # the widest batch a spec may ask for (no endpoint takes more in one go)
 _SELECTION_SIMS = 2000  # closed-loop simulations per candidate when best-retry or best-uniform chooses
+_P = TypeVar("_P", "RetryPlanner", "UniformPlanner")
 
 
 def _model_for(table: ProfileTable, i: int, model: int) -> int:
@@ -58,11 +58,8 @@ def _decide(table: ProfileTable, snapshot: Snapshot, model: int, want: Callable[
 
 
 class RetryPlanner(Planner):
-    """Retry-k: every ready subtask gets ``k`` samples on ``model``, as many times as it takes.
-
-    When the budget left (after reservations) cannot cover ``k`` worst-case samples, the batch shrinks to
-    what it can cover, and to nothing when not even one fits.
-    """
+    """Retry-k: every ready subtask gets ``k`` samples on ``model`` (fewer if the budget left cannot cover ``k``
+    worst cases), as many times as it takes."""
 
     in_thread = False
 
@@ -82,12 +79,9 @@ class RetryPlanner(Planner):
 
 
 class UniformPlanner(Planner):
-    """Uniform: before the run, split the budget evenly across subtasks and turn each share into a fixed
-    number of rollouts (share / expected cost of one attempt on ``model``).
-
-    A ready subtask launches its remaining rollouts (at most :data:`MAX_WIDTH` at a time, and no more than
-    the ledger can cover) until one succeeds or its rollouts run out. It never moves budget between
-    subtasks: that is what makes it static.
+    """Uniform: before the run, split the budget evenly across subtasks, each share a fixed number of rollouts
+    (share / expected cost of one attempt on ``model``), launched at most :data:`MAX_WIDTH` at a time (and no more
+    than the ledger covers) until one succeeds or they run out. Budget never moves between subtasks (static).
     """
 
     in_thread = False
@@ -146,32 +140,19 @@ def uniform_from_spec(args: Sequence[str], ctx: PlannerContext) -> UniformPlanne
 
 def best_retry_from_spec(args: Sequence[str], ctx: PlannerContext) -> RetryPlanner:
     """The Retry-k of the best (model, K) by simulation, as the paper reports its Retry baseline."""
-    from planners.kernels import simulate_snapshot
-
-    if args:
-        raise PlannerSpecError("planner 'best-retry' takes no options")
-    snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
-    values = {
-        (j, k): float(simulate_snapshot(snap, {}, j, k, _SELECTION_SIMS, ctx.seed)[0].mean())
-        for j in range(ctx.table.n_models)
-        for k in DEFAULT_WIDTHS
-    }
-    j, k = max(values, key=lambda jk: values[jk])
-    return RetryPlanner(ctx.table, j, k)
+    models = range(ctx.table.n_models)
+    return _best("best-retry", args, ctx, (RetryPlanner(ctx.table, j, k) for j in models for k in DEFAULT_WIDTHS))
 
 
 def best_uniform_from_spec(args: Sequence[str], ctx: PlannerContext) -> UniformPlanner:
     """The Uniform of the best model by simulation, as the paper reports its Uniform baseline."""
-    from planners.kernels import simulate_snapshot
+    models = range(ctx.table.n_models)
+    return _best("best-uniform", args, ctx, (UniformPlanner(ctx.table, j, ctx.budget_pusd) for j in models))
 
+
+def _best(name: str, args: Sequence[str], ctx: PlannerContext, candidates: Iterable[_P]) -> _P:
+    """The first of the candidates that succeed most often in closed-loop simulations from the run's start."""
     if args:
-        raise PlannerSpecError("planner 'best-uniform' takes no options")
+        raise PlannerSpecError(f"planner {name!r} takes no options")
     snap = Snapshot.at_start(ctx.table, ctx.budget_pusd, ctx.deadline_s)
-    best, best_value = None, -1.0
-    for j in range(ctx.table.n_models):
-        p = UniformPlanner(ctx.table, j, ctx.budget_pusd)
-        ok = simulate_snapshot(snap, {}, j, MAX_WIDTH, _SELECTION_SIMS, ctx.seed, rollouts=p.rollouts)[0]
-        if ok.mean() > best_value:
-            best, best_value = p, float(ok.mean())
-    assert best is not None
-    return best
+    return max(candidates, key=lambda p: float(p.play(snap, ctx.seed, 0, _SELECTION_SIMS)[0].mean()))

@@ -1,14 +1,12 @@
 """The search agent: a model answers a multi-hop question with a retrieval tool under two hard caps.
 
-Each turn the controller picks a directive (the action to inject and the turn's token allowance), the
-model answers with ``<thought>``, then ``<tool_call>`` or ``<answer>``, and the agent executes the call.
-Every turn's output tokens are reserved on the ledger before the model is called (at most what is left)
-and settled after; every tool call is reserved before it runs. The caps therefore cannot be exceeded: a
-model that wants a search with no tool call left is not given one, and a turn longer than its allowance
-is cut off. A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A
-malformed turn (no closing tag) is a stall; if the controller had asked for retrieval, the
-agent runs the search itself with the question's key words (the guardrail the VOI paper describes). After
-the loop, the finalizer (if on) chooses between the base answer and a refined one without any call.
+Each turn the controller picks a directive (the action to inject and the turn's token allowance), the model answers
+with ``<thought>``, then ``<tool_call>`` or ``<answer>``, and the agent executes the call. Every turn's output tokens
+(at most what is left) and every tool call are reserved on the ledger before they are spent, so the caps cannot be
+exceeded: a model that wants a search with no tool call left is not given one, and a turn longer than its allowance is
+cut off. A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A malformed turn
+(no closing tag) is a stall; if the controller asked for retrieval, the agent searches the question's key words itself
+(the VOI paper's guardrail). Then the finalizer (if on) picks the base or a refined answer, without a call.
 """
 
 from __future__ import annotations
@@ -103,8 +101,7 @@ async def run_agent(
 
     Raises:
         LimitError: bad caps or deadline.
-        ProviderRejectedError: the model's endpoint refused the key, the permission or the model (a turn
-            whose endpoint fails otherwise is a stall, charged its whole allowance).
+        ProviderRejectedError: the model's endpoint refused the key, the permission or the model.
     """
     if isinstance(tool_calls, bool) or not isinstance(tool_calls, int) or tool_calls < 0:
         raise LimitError(f"tool_calls must be a non-negative integer, not {tool_calls!r}")
@@ -121,7 +118,8 @@ async def run_agent(
     if emit is not None:
         emit(AgentStarted(t=0.0, question=question, controller=controller.name, tool_calls=tool_calls, tokens=tokens))
 
-    def report(step: Step) -> None:
+    def record(step: Step) -> None:
+        trace.steps.append(step)
         left = ledger.available
         after = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
         if on_step is not None:
@@ -156,9 +154,7 @@ async def run_agent(
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
             if isinstance(exc, ProviderRejectedError) and exc.fatal:  # every later turn would be refused too
                 raise
-            step = Step(Action.STALL, d.action, allowance, f"model error: {exc}")
-            trace.steps.append(step)
-            report(step)
+            record(Step(Action.STALL, d.action, allowance, f"model error: {exc}"))
             out_of_reach = isinstance(exc, ProviderUnavailableError) and not isinstance(exc, RateLimitedError)
             failing = failing + 1 if out_of_reach else 0
             if failing >= GIVE_UP_AFTER:  # the endpoint is out of reach: stop spending the caps on it
@@ -174,18 +170,13 @@ async def run_agent(
         ledger.settle(held, Usage(0, used), Usage(0, allowance))
         parsed = parse_turn(turn.text)
         if parsed.answer is not None:
-            step = Step(Action.ANSWER, d.action, used, parsed.thought, answer=parsed.answer, candidate=parsed.candidate,
-                        confidence=parsed.confidence)  # fmt: skip
-            trace.steps.append(step)
-            report(step)
+            record(Step(Action.ANSWER, d.action, used, parsed.thought, answer=parsed.answer,
+                        candidate=parsed.candidate, confidence=parsed.confidence))  # fmt: skip
             reason = StopReason.ANSWERED
             break
         query = parsed.query
         action = Action.DECOMPOSE if d.action == Action.DECOMPOSE and query else Action.SEARCH
-        if query is None and d.action in (
-            Action.SEARCH,
-            Action.DECOMPOSE,
-        ):  # guardrail: the retrieval the controller paid for
+        if query is None and d.action in (Action.SEARCH, Action.DECOMPOSE):  # guardrail: the search it paid for
             query = " ".join(content_tokens(question)) or question
         hits: tuple[Hit, ...] = ()
         if query is not None and ledger.available.tool_calls >= 1:
@@ -199,21 +190,14 @@ async def run_agent(
                 trace.evidence.setdefault(h.id, h)
         else:
             action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
-        step = Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
-                    confidence=parsed.confidence,
-                    truncated=used >= allowance and parsed.answer is None and parsed.query is None)  # fmt: skip
-        trace.steps.append(step)
-        report(step)
+        record(Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
+                    confidence=parsed.confidence, truncated=used >= allowance and parsed.query is None))  # fmt: skip
     spent = ledger.spent
     base = trace.answer or trace.candidate or ""
-    fin = None
-    answer = base
-    if finalize:
-        fin = finalizer.finalize(trace, base)
-        answer = fin.answer
-    finalized = bool(fin and fin.accepted)
+    fin = finalizer.finalize(trace, base) if finalize else None
+    answer = base if fin is None else fin.answer
     if emit is not None:
-        emit(AgentFinished(t=clock.now() - t0, answer=answer, base_answer=base, finalized=finalized,
+        emit(AgentFinished(t=clock.now() - t0, answer=answer, base_answer=base, finalized=bool(fin and fin.accepted),
                            tool_calls=spent.tool_calls, output_tokens=spent.output_tokens, reason=reason))  # fmt: skip
     return QAResult(
         question=question,

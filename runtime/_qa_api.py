@@ -1,10 +1,8 @@
-"""Search-agent QA from Python: ``aanswer`` (or ``answer``) one question, ``evaluate_qa`` a data set over the
-budget ladder.
+"""Search-agent QA from Python: ``aanswer`` (or ``answer``) one question, ``evaluate_qa`` a data set.
 
-Both run the agent of ``runtime._qa`` with a controller by name (``planners.CONTROLLERS``) on the simulated
-search-agent model (offline) over a BM25 index of the corpus, unless given a model and a search tool. Every
-result is audited: realized tool calls and output tokens are compared with the caps, and a run over either
-counts as a cap violation (there are none by construction; the audit is what proves it).
+Both run the agent of ``runtime._qa`` on the simulated model over a BM25 index unless given a model and a
+search tool. ``evaluate_qa`` audits every result against the caps: a run over either counts as a cap
+violation (there are none by construction; the audit is what proves it).
 """
 
 from __future__ import annotations
@@ -87,8 +85,7 @@ async def aanswer(
     """Answer one question within ``tool_calls`` searches and ``tokens`` output tokens.
 
     Args:
-        controller: a controller by name (voi, value-tree, budget-tracker, free, search-then-answer, or an
-            ablation of voi) or an instance.
+        controller: a controller's name (one of ``planners.CONTROLLERS`` or ``planners.ABLATIONS``) or an instance.
         corpus: paragraphs (or a JSONL corpus file) to build a BM25 index over; or give ``search``.
         model: the agent's model; default: the simulated one (``backbone``, ``seed``), which knows the
             annotations of ``examples`` (questions it has none for are answered generically). The caller
@@ -101,24 +98,6 @@ async def aanswer(
         UsageError: bad input (no corpus, an unknown controller or backbone, an argument of the wrong type).
         LimitError: bad caps or deadline.
     """
-    _check_inputs(question, controller, search, model, clock, seed, finalize)
-    if search is None:
-        if corpus is None:
-            raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
-        search = BM25Search(read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus)
-    ctl = make_controller(controller) if isinstance(controller, str) else controller
-    agent = model or SimAgentModel(examples, backbone, seed)
-    emit, close_journal = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
-    try:
-        return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
-                               tokens=tokens, finalize=finalize, deadline_s=deadline, clock=clock,
-                               emit=emit)  # fmt: skip
-    finally:
-        close_journal()
-
-
-def _check_inputs(question: object, controller: object, search: object, model: object, clock: object,
-                  seed: object, finalize: object) -> None:  # fmt: skip
     if not isinstance(question, str) or not question.strip():
         raise UsageError(f"question must be a non-empty string, not {question!r}")
     for name, value, kind, want in (
@@ -133,6 +112,19 @@ def _check_inputs(question: object, controller: object, search: object, model: o
         raise UsageError(f"seed must be an integer in 0..2**62, not {seed!r}")
     if not isinstance(finalize, bool):
         raise UsageError(f"finalize must be True or False, not {finalize!r}")
+    if search is None:
+        if corpus is None:
+            raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
+        search = BM25Search(read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus)
+    ctl = make_controller(controller) if isinstance(controller, str) else controller
+    agent = model or SimAgentModel(examples, backbone, seed)
+    emit, close_journal = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
+    try:
+        return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
+                               tokens=tokens, finalize=finalize, deadline_s=deadline, clock=clock,
+                               emit=emit)  # fmt: skip
+    finally:
+        close_journal()
 
 
 def answer(question: str, **options: Unpack[AnswerOptions]) -> QAResult:
@@ -152,10 +144,8 @@ def bootstrap_mean(values: list[float], rng: random.Random, reps: int = 1000) ->
     """Mean and a 95% bootstrap interval."""
     if not values:
         return math.nan, math.nan, math.nan
-    mean = statistics.fmean(values)
-    n = len(values)
-    boots = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(reps))
-    return mean, boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
+    boots = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(reps))
+    return statistics.fmean(values), boots[int(0.025 * reps)], boots[int(0.975 * reps) - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,18 +222,16 @@ def evaluate_qa(
             f.append(0.0 if over else f1(r.answer, ex.answers))
             calls.append(r.tool_calls)
             used.append(r.output_tokens)
-            if r.finalized:
-                replaced += 1
-                harmed += f1(r.answer, ex.answers) < f1(r.base_answer, ex.answers)
+            replaced += r.finalized
+            harmed += r.finalized and f1(r.answer, ex.answers) < f1(r.base_answer, ex.answers)
             if progress is not None:
                 progress(1)
         rng = random.Random(f"{seed}:{ctl.name}:{tools}:{toks}:{fin}")
-        em_m, em_lo, em_hi = bootstrap_mean(em, rng)
-        f1_m, f1_lo, f1_hi = bootstrap_mean(f, rng)
+        em_m, em_lo, em_hi = (round(x, 4) for x in bootstrap_mean(em, rng))
+        f1_m, f1_lo, f1_hi = (round(x, 4) for x in bootstrap_mean(f, rng))
         return QACell(
             budget=f"({tools},{toks})", controller=ctl.name, finalizer=fin, n=len(examples),
-            em=round(em_m, 4), em_lo=round(em_lo, 4), em_hi=round(em_hi, 4),
-            f1=round(f1_m, 4), f1_lo=round(f1_lo, 4), f1_hi=round(f1_hi, 4),
+            em=em_m, em_lo=em_lo, em_hi=em_hi, f1=f1_m, f1_lo=f1_lo, f1_hi=f1_hi,
             tool_calls=round(statistics.fmean(calls), 3), output_tokens=round(statistics.fmean(used), 1),
             cap_violations=violations, finalized=replaced, finalizer_harmed=harmed,
             seconds=round(time.perf_counter() - start, 2),
