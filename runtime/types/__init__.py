@@ -1,8 +1,7 @@
 """The leaf of ontime: the public data types and interfaces every other package shares.
 
 Planners, adapters and tools import this package and nothing else of ``runtime``; it imports nothing of
-theirs, nor the engine (the executor, the API, the command line). Each private module lists what it
-exports in its ``__all__``; ``runtime.types.answers`` holds the answer forms and scores of multi-hop QA.
+theirs, nor the engine. ``runtime.types.answers`` holds the answer forms and scores of multi-hop QA.
 """
 
 from __future__ import annotations
@@ -20,12 +19,5 @@ from runtime.types._verifier import *  # noqa: F403
 from runtime.types._workflow import *  # noqa: F403
 
 __all__ = ["Clock", "RealClock", "VirtualClock"]
-__all__ += _adapter.__all__
-__all__ += _errors.__all__
-__all__ += _events.__all__
-__all__ += _money.__all__
-__all__ += _plan.__all__
-__all__ += _profiles.__all__
-__all__ += _qa.__all__
-__all__ += _verifier.__all__
-__all__ += _workflow.__all__
+__all__ += _adapter.__all__ + _errors.__all__ + _events.__all__ + _money.__all__ + _plan.__all__
+__all__ += _profiles.__all__ + _qa.__all__ + _verifier.__all__ + _workflow.__all__

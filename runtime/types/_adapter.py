@@ -1,9 +1,8 @@
 """The model backend interface: one async method that runs a batch of k samples and reports each one's end.
 
-Adapters never see budgets or verifiers. The executor reserves a batch's worst case before it calls
-:meth:`Adapter.run` and passes ``max_tokens`` from that reservation; it turns the usage each sample reports
-into cost, and it decides whether a sample's output passes. How the k samples reach the model (one request
-with ``n=k``, k requests in parallel, a simulation) is the adapter's own business.
+Adapters never see budgets or verifiers: the executor reserves the batch's worst case (hence ``max_tokens``),
+prices the usage each sample reports and decides whether its output passes. How the k samples reach the
+model (one request with ``n=k``, k parallel requests, a simulation) is the adapter's own business.
 """
 
 from __future__ import annotations
@@ -111,11 +110,10 @@ class Adapter(ABC):
     async def run(self, batch: Batch, report: Report) -> None:
         """Run the batch's k samples and call ``report`` once per sample index as that sample ends.
 
-        ``report`` is synchronous and never blocks. The call returns once every sample has been reported.
-        If it is cancelled (a sibling succeeded, the deadline passed), every sample not yet reported must
-        be reported before it returns, as :attr:`Finish.CANCELLED` with the usage it had reached: from a
-        ``finally``, without awaiting. An endpoint failure is a sample that ended in :attr:`Finish.ERROR`
-        (with the usage it had reached and the :class:`runtime.ProviderError`); raising a
-        ``ProviderError`` instead ends every sample not yet reported in that error with nothing charged.
-        Any other exception is a bug and stops the run.
+        ``report`` is synchronous and never blocks; the call returns once every sample has been reported.
+        If it is cancelled (a sibling succeeded, the deadline passed), each sample not yet reported must be
+        reported as :attr:`Finish.CANCELLED` with the usage it had reached, from a ``finally``, without
+        awaiting. An endpoint failure is a sample that ended in :attr:`Finish.ERROR` (with its usage and the
+        :class:`runtime.ProviderError`); raising a ``ProviderError`` instead ends every sample not yet
+        reported in that error with nothing charged. Any other exception is a bug and stops the run.
         """

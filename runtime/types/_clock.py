@@ -1,14 +1,13 @@
 """Clocks: the executor reads time only through one of these.
 
-:class:`RealClock` is monotonic wall time. :class:`VirtualClock` is a discrete-event clock: it counts the
-run's tasks that are not waiting on it, and when that count reaches zero it jumps straight to the next
-wake-up. The simulated adapter sleeps on the clock, so the executor that runs against real endpoints is the
-same code that evaluates a two-hour deadline in milliseconds.
+:class:`RealClock` is monotonic wall time. :class:`VirtualClock` is a discrete-event clock: when none of the
+run's tasks is busy it jumps straight to the next wake-up, so the executor that runs against real endpoints
+evaluates a two-hour deadline of the simulated adapter in milliseconds.
 
 Everything that waits in a run must wait through the clock (``sleep_until``, :class:`Inbox`) and every task
-must be started with :meth:`Clock.spawn`; otherwise the virtual clock could jump while that task still had
-work to do at the current instant. Waiting on anything else (a planner in a worker thread, a slow event
-consumer) keeps the task counted as busy, which freezes virtual time: exactly what we want.
+must be started with :meth:`Clock.spawn`, or virtual time could jump while a task still had work to do at
+the current instant. Waiting on anything else (a planner thread, a slow event consumer) keeps the task
+busy, which freezes virtual time: exactly what we want.
 """
 
 from __future__ import annotations
@@ -74,11 +73,7 @@ class Clock(ABC):
 
     @abstractmethod
     async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
-        """Return at time ``t`` (at once if it has passed).
-
-        ``order`` breaks ties between wake-ups at the same instant on the virtual clock (smaller first);
-        give each task a distinct one and a run no longer depends on the order tasks happened to start in.
-        """
+        """Return at time ``t`` (at once if it has passed); ``order`` breaks ties on the virtual clock."""
 
     def spawn(self, tg: TaskGroup, fn: Callable[[], Awaitable[None]], *, name: str | None = None) -> TaskHandle:
         """Start ``fn`` in ``tg`` as a task this clock knows about, inside its own cancel scope."""
@@ -96,9 +91,14 @@ class Clock(ABC):
         tg.start_soon(runner, name=name)
         return handle
 
-    def participate(self) -> _Participation:
+    @contextmanager
+    def participate(self) -> Iterator[None]:
         """Count the calling task as one of the run's tasks for as long as the context is open."""
-        return _Participation(self)
+        self._enter()
+        try:
+            yield
+        finally:
+            self._exit()
 
     def inbox(self) -> Inbox[T]:
         """A queue whose ``get`` waits through this clock."""
@@ -122,19 +122,6 @@ class Clock(ABC):
     @abstractmethod
     async def _wait(self, w: _Waiter, until: float | None) -> None:
         """Block until ``w`` is woken or the time ``until`` comes."""
-
-
-class _Participation:
-    __slots__ = ("_clock",)
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-
-    def __enter__(self) -> None:
-        self._clock._enter()
-
-    def __exit__(self, *exc: object) -> None:
-        self._clock._exit()
 
 
 class RealClock(Clock):
@@ -161,10 +148,7 @@ class RealClock(Clock):
         await anyio.sleep(max(0.0, (t - self.now()) / self._speed))
 
     async def _wait(self, w: _Waiter, until: float | None) -> None:
-        if until is None:
-            await w.event.wait()
-            return
-        with anyio.move_on_after(max(0.0, (until - self.now()) / self._speed)):
+        with anyio.move_on_after(None if until is None else max(0.0, (until - self.now()) / self._speed)):
             await w.event.wait()
 
 
@@ -172,10 +156,9 @@ class VirtualClock(Clock):
     """Discrete-event time: jumps to the next wake-up when every task of the run waits on the clock.
 
     Wake-ups at the same instant are delivered one at a time: sleeps before timeouts, then by their
-    ``order`` key, then in the order they were registered. A sleep until the current instant is a wake-up
-    like any other (it waits its turn), so a task that ends several things at one instant reports them in
-    key order among everyone else's. With distinct keys a run is a deterministic function of its seed
-    whatever the event loop (trio, for one, varies the order it starts tasks in).
+    ``order`` key, then first registered first; a sleep until the current instant also waits its turn. With
+    distinct keys a run is a deterministic function of its seed whatever the event loop (trio, for one,
+    varies the order it starts tasks in).
     """
 
     _SLEEP, _TIMEOUT = 0, 1
@@ -226,9 +209,8 @@ class VirtualClock(Clock):
 
     def _wake(self, w: _Waiter) -> None:
         if not w.fired:
-            w.fired = True
             self._running += 1
-            w.event.set()
+        super()._wake(w)
 
     def _advance(self) -> None:
         while self._running == 0 and self._heap:
@@ -258,9 +240,8 @@ class VirtualClock(Clock):
 class Inbox(Generic[T]):
     """An unbounded single-consumer queue whose ``get`` waits through the clock.
 
-    Items waiting together come out smallest ``order`` first (then first in, first out). On the virtual
-    clock everything waiting together was put at the same instant, so this makes the consumer's view
-    independent of the order in which the producers happened to run.
+    Items waiting together come out smallest ``order`` first, then first in, first out: on the virtual clock
+    they were put at the same instant, so the consumer's view does not depend on the order producers ran in.
     """
 
     __slots__ = ("_clock", "_items", "_seq", "_waiter")
@@ -292,8 +273,7 @@ class Inbox(Generic[T]):
             if until is not None and self._clock.now() >= until:
                 await anyio.lowlevel.checkpoint()
             else:
-                w = _Waiter()
-                self._waiter = w
+                w = self._waiter = _Waiter()
                 try:
                     await self._clock._wait(w, until)
                 finally:
@@ -309,16 +289,14 @@ def single_error() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
+        leaves = _leaves(group)
         interrupts = [e for e in leaves if isinstance(e, KeyboardInterrupt)]
         if interrupts or len(leaves) == 1:
             raise (interrupts or leaves)[0] from None
         raise
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
+def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
-        for e in error.exceptions:
-            yield from _leaves(e)
-    else:
-        yield error
+        return [leaf for e in error.exceptions for leaf in _leaves(e)]
+    return [error]

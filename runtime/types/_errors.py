@@ -56,23 +56,13 @@ class SpecError(UsageError):
     """A workflow spec is malformed; the message names the file, the subtask and the field."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        subtask: str | None = None,
-        field: str | None = None,
+        self, message: str, *, source: str | None = None, subtask: str | None = None, field: str | None = None
     ) -> None:
         self.source = source
         self.subtask = subtask
         self.field = field
-        where = []
-        if source:
-            where.append(source)
-        if subtask is not None:
-            where.append(f"subtask {subtask!r}")
-        if field:
-            where.append(f"field {field!r}")
+        parts = (source or "", "" if subtask is None else f"subtask {subtask!r}", f"field {field!r}" if field else "")
+        where = [p for p in parts if p]
         super().__init__(f"{': '.join(where)}: {message}" if where else message)
 
 
@@ -109,8 +99,7 @@ class InvariantError(RunError):
 
 
 class SandboxError(RunError):
-    """The sandbox could not run a program (no interpreter, cannot start a process); never raised for the
-    program's own failures, which are results."""
+    """The sandbox could not start a program; never raised for the program's own failures, which are results."""
 
 
 class ProviderError(RunError):

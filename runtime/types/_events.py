@@ -1,8 +1,7 @@
-"""Typed, immutable run events.
+"""Typed, immutable run events; ``to_dict`` is the flat form the structlog and journal sinks write.
 
 Every event carries ``t``, seconds since the run started on the run's clock. Money is in integer
-pico-dollars (``*_pusd``; see ``runtime.types._money``) so that a journal replays the ledger exactly. ``to_dict``
-gives the flat JSON-ready form used by the structlog and journal sinks.
+pico-dollars (``*_pusd``) so that a journal replays the ledger exactly.
 """
 
 from __future__ import annotations
@@ -67,20 +66,16 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The event as a flat dict: ``{"event": kind, "t": ..., field: value, ...}``."""
         d: dict[str, Any] = {"event": self.kind}
-        for name in _field_names(type(self)):
+        names = _FIELDS.get(type(self))
+        if names is None:
+            names = _FIELDS[type(self)] = tuple(f.name for f in dataclasses.fields(self))
+        for name in names:
             v = getattr(self, name)
             d[name] = list(v) if isinstance(v, tuple) else v
         return d
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+_FIELDS: dict[type, tuple[str, ...]] = {}  # each event class's field names, which to_dict reads often
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,10 +1,8 @@
-"""Money in integer pico-dollars, so the ledger's arithmetic is exact.
+"""Money in integer pico-dollars ("pusd", 10**12 per US dollar), so the ledger's arithmetic is exact.
 
 Floats would let ``spent + reserved`` creep one ulp past the budget and make a journal replay differ from
-the live ledger in the last digit. One US dollar is 10**12 pico-dollars ("pusd"), which resolves every list
-price (dollars per million tokens) to the token and fits $9 million in an int64. Budgets are capped at
-:data:`MAX_BUDGET_USD` so that sums of budgets, reservations and costs in the ledger and in the planners'
-kernels never overflow.
+the live ledger. A pico-dollar resolves every list price to the token, and budgets are capped at
+:data:`MAX_BUDGET_USD` so that the int64 sums of the ledger and the planners' kernels never overflow.
 """
 
 from __future__ import annotations

@@ -150,8 +150,7 @@ class Planner(ABC):
         """Return the launches to make now; may be called from a worker thread."""
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played | None:
-        """Runs ``first`` .. ``first + count - 1`` of this planner from ``start``, played whole in a
-        simulation kernel (the executor's execution model, on the profiles), each from its own random
-        stream of ``seed``; or None when the planner has no kernel form. predict uses it to avoid the
-        executor's per-event cost; it must release the GIL, as predict plays chunks in threads."""
+        """Runs ``first`` .. ``first + count - 1`` of this planner from ``start`` whole in a simulation kernel,
+        each on its own random stream of ``seed``; None if the planner has no kernel form. predict uses it
+        to skip the executor's per-event cost, in threads: it must release the GIL."""
         return None

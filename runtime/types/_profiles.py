@@ -1,8 +1,7 @@
 """The profile table: every (subtask, model) profile as flat numpy arrays.
 
-Planners (and later the numba kernels) need the profiles without Python objects in their loops, and the
-simulated adapter draws from the same arrays, so what a planner simulates is what the simulator executes.
-Index ``i`` is a subtask in topological order, ``j`` a model in spec order.
+Planners and their numba kernels read them without Python objects in their loops; the simulated adapter draws
+from the same arrays, so what a planner simulates is what runs. ``i`` is a subtask (topological order), ``j`` a model.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.types._money import price_per_token_pusd
-from runtime.types._workflow import FixedTokens, ModelSpec, ParametricProfile, Workflow
+from runtime.types._workflow import FixedTokens, ParametricProfile, Workflow
 
 __all__ = ["KIND_FIXED", "KIND_LOGNORMAL", "KIND_POOL", "ProfileTable"]
 
@@ -130,14 +129,8 @@ class ProfileTable:
         child_ptr = np.cumsum([0] + [len(k) for k in kids]).astype(np.int64)
 
         kind = np.full((n, m), KIND_NONE, np.int8)
-        p = np.zeros((n, m))
-        ln_mu = np.zeros((n, m))
-        ln_sigma = np.zeros((n, m))
-        fixed = np.zeros((n, m), np.int64)
-        pool_start = np.zeros((n, m), np.int64)
-        pool_len = np.zeros((n, m), np.int64)
-        mean_tokens = np.zeros((n, m))
-        mean_latency = np.zeros((n, m))
+        p, ln_mu, ln_sigma, mean_tokens, mean_latency = (np.zeros((n, m)) for _ in range(5))
+        fixed, pool_start, pool_len = (np.zeros((n, m), np.int64) for _ in range(3))
         min_latency = np.full((n, m), np.inf)
         trunc = np.zeros((n, m))  # probability that an attempt is truncated at max_tokens
         ps: list[int] = []
@@ -176,17 +169,18 @@ class ProfileTable:
                     pool_len[i, j] = len(prof.samples)
                     # Rows are stored by the latency an attempt really has: a uniform row is still a uniform
                     # draw, and the kernels draw a batch's samples in the order they end from it.
-                    lat = [_pool_latency(model, row) for row in prof.samples]
+                    lat = [
+                        model.ttft_s + min(tokens, cap) / model.tokens_per_s if latency is None else latency
+                        for _, tokens, latency in prof.samples
+                    ]
                     by_latency = sorted(range(len(lat)), key=lat.__getitem__)
                     rows = [prof.samples[r] for r in by_latency]
                     lat = [lat[r] for r in by_latency]
-                    n_ok = 0
-                    for ok, tokens, latency in rows:
-                        ps.append(int(ok))
-                        pt.append(tokens)
-                        pl.append(math.nan if latency is None else latency)
-                        n_ok += int(ok and tokens <= cap)
-                    p[i, j] = n_ok / len(prof.samples)  # truncated rows already count as failures
+                    ps.extend(int(ok) for ok, _, _ in rows)
+                    pt.extend(tokens for _, tokens, _ in rows)
+                    pl.extend(math.nan if latency is None else latency for _, _, latency in rows)
+                    # truncated rows count as failures
+                    p[i, j] = sum(ok and tokens <= cap for ok, tokens, _ in rows) / len(rows)
                     mean_tokens[i, j] = float(np.mean(np.minimum(pt[-len(prof.samples) :], cap)))
                     mean_latency[i, j] = float(np.mean(lat))
                     min_latency[i, j] = float(np.min(lat))
@@ -196,12 +190,9 @@ class ProfileTable:
         out_price = np.array([price_per_token_pusd(x.output_price_per_mtok) for x in models], np.int64)
         max_tokens = np.array([x.max_output_tokens for x in models], np.int64)
         usable = kind >= 0
-        worst = np.where(
-            usable, input_tokens[:, None] * in_price[None, :] + max_tokens[None, :] * out_price[None, :], 0
-        )
-        mean_cost = np.where(
-            usable, np.round(input_tokens[:, None] * in_price[None, :] + mean_tokens * out_price[None, :]), 0
-        ).astype(np.int64)
+        in_cost = input_tokens[:, None] * in_price[None, :]
+        worst = np.where(usable, in_cost + max_tokens[None, :] * out_price[None, :], 0)
+        mean_cost = np.where(usable, np.round(in_cost + mean_tokens * out_price[None, :]), 0).astype(np.int64)
         # Parametric success is independent of length, so truncation removes successes proportionally.
         p_draw = p.copy()
         p = np.where(kind == KIND_POOL, p, p * (1.0 - trunc))
@@ -235,14 +226,6 @@ class ProfileTable:
             min_latency=min_latency,
             cheapest=np.argmin(np.where(usable, mean_cost, np.iinfo(np.int64).max), axis=1).astype(np.int64),
         )
-
-
-def _pool_latency(model: ModelSpec, row: tuple[bool, int, float | None]) -> float:
-    """A pool row's latency: as recorded, or from its output tokens (capped) when it was not."""
-    latency = row[2]
-    if latency is not None:
-        return latency
-    return model.ttft_s + min(row[1], model.max_output_tokens) / model.tokens_per_s
 
 
 def _normal_cdf(x: float) -> float:

@@ -1,12 +1,8 @@
-"""The search agent's data and interfaces: the trace so far, the budget left, the directive for the next
-turn, and the three parts a search agent is made of (:class:`QAController`, :class:`AgentModel`,
+"""The search agent's data and the three parts it is made of (:class:`QAController`, :class:`AgentModel`,
 :class:`SearchTool`).
 
 The search agent (``runtime.answer``) asks its controller for a :class:`Directive` before every model turn.
-A directive names the action the model is told to take (Search, Decompose, Answer, the budget Backstop) or
-None for a free-running turn, how many output tokens the turn may use, and whether the prompt shows the
-budget. Controllers read only the :class:`Trace` (what was asked, retrieved and answered so far) and the
-:class:`QABudget`; they never see gold labels.
+Controllers read only the :class:`Trace` and the :class:`QABudget`; they never see gold labels.
 """
 
 from __future__ import annotations
@@ -123,19 +119,12 @@ class Trace:
     @property
     def candidate(self) -> str | None:
         """The latest hypothesis the model stated (or its latest answer)."""
-        for s in reversed(self.steps):
-            if s.answer:
-                return s.answer
-            if s.candidate:
-                return s.candidate
-        return None
+        return next((s.answer or s.candidate for s in reversed(self.steps) if s.answer or s.candidate), None)
 
     @property
     def plan(self) -> str | None:
         """The high-level plan the model wrote in its first thought ("Plan: ..."), kept in later prompts."""
-        if not self.steps:
-            return None
-        first = self.steps[0].thought
+        first = self.steps[0].thought if self.steps else ""
         i = first.find("Plan:")
         return first[i:].split("\n")[0].strip() if i >= 0 else None
 
@@ -150,8 +139,7 @@ class Trace:
 
     def new_hits_last(self) -> int:
         """How many paragraphs the last search added to the evidence."""
-        for i in range(len(self.steps) - 1, -1, -1):
-            s = self.steps[i]
+        for i, s in reversed(list(enumerate(self.steps))):
             if s.query is not None:
                 seen = {h.id for t in self.steps[:i] for h in t.hits}
                 return sum(1 for h in s.hits if h.id not in seen)
@@ -162,11 +150,8 @@ class Trace:
         words = set(content_tokens(answer or ""))
         if not words:
             return 0.0
-        best = 0.0
-        for h in self.evidence.values():
-            text = set(content_tokens(f"{h.title} {h.text}"))
-            best = max(best, len(words & text) / len(words))
-        return best
+        shares = (len(words & set(content_tokens(f"{h.title} {h.text}"))) / len(words) for h in self.evidence.values())
+        return max(shares, default=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,20 +180,19 @@ class Parsed:
     confidence: float | None = None
 
 
+def _group(pattern: re.Pattern[str], text: str) -> str | None:
+    m = pattern.search(text)
+    return m.group(1).strip() if m else None
+
+
 def parse_turn(text: str) -> Parsed:
     """The parts of a model turn; missing or unclosed tags are simply absent (a malformed turn)."""
-    thought = _TAG["thought"].search(text)
-    call = _TAG["tool_call"].search(text)
-    answer = _TAG["answer"].search(text)
-    t = thought.group(1).strip() if thought else ""
-    cand = _CANDIDATE.search(t)
-    query = call.group(1).strip() if call else None
-    ans = answer.group(1).strip() if answer else None
-    if ans is not None and query is not None:  # both: the answer wins, as the turn format says
-        query = None
-    conf = _CONFIDENCE.search(t)
-    return Parsed(t, query or None, ans, cand.group(1).strip() if cand else None,
-                  float(conf.group(1)) if conf else None)  # fmt: skip
+    t = _group(_TAG["thought"], text) or ""
+    ans = _group(_TAG["answer"], text)
+    # both an answer and a tool call: the answer wins, as the turn format says
+    query = None if ans is not None else _group(_TAG["tool_call"], text)
+    conf = _group(_CONFIDENCE, t)
+    return Parsed(t, query or None, ans, _group(_CANDIDATE, t), float(conf) if conf else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,7 @@
-"""The verifier interface: whether a sample's output solves its subtask.
+"""The verifier interface: whether a sample's output solves its subtask (no verifier: any complete output does).
 
-The executor decides every sample's success in one place: a sample cut off at ``max_tokens`` fails, a
-simulated sample carries its draw, and any other output is checked by the subtask's verifier (no verifier:
-an output that ended by itself passes). A check that may cost money (an LLM judge) states its worst case, which
-is reserved with the batch, and reports what it really cost, which is charged with the sample.
+A check that may cost money (an LLM judge) states its worst case, reserved with the batch, and reports what
+it really cost, charged with the sample.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The workflow model: models, subtasks and their (subtask, model) profiles.
 
-These are plain frozen dataclasses built by :func:`runtime.load_workflow`, or by hand (a run checks and
-orders a hand-built workflow before it starts: :func:`runtime.validate_workflow`). Planners and the
-simulator read the same data as numpy arrays through :class:`runtime.ProfileTable`.
+Plain frozen dataclasses built by :func:`runtime.load_workflow` or by hand (a run checks a hand-built one
+with :func:`runtime.validate_workflow`); planners read them as arrays through :class:`runtime.ProfileTable`.
 """
 
 from __future__ import annotations

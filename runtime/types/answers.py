@@ -1,9 +1,7 @@
 """Answer forms of multi-hop questions, and the standard QA scores.
 
-:func:`question_form` tells what shape an answer must have from the question text alone (yes/no, a choice
-between two named options, a date, a year, a number, an entity), which the finalizer and the simulated
-model both need. :func:`exact_match` and :func:`f1` are the usual SQuAD-style scores (lower case, no
-punctuation or articles, best over the gold answer and its aliases).
+:func:`question_form` tells from the question alone what shape its answer takes (the finalizer and the
+simulated model need it); :func:`exact_match` and :func:`f1` are the SQuAD-style scores over the gold aliases.
 """
 
 from __future__ import annotations
@@ -47,9 +45,8 @@ _BRIDGE = re.compile(
     r"|\bof the\b|'s\b",
     re.IGNORECASE,
 )
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december")  # fmt: skip
-_MONTH = "|".join(MONTHS)
+_MONTH = "january|february|march|april|may|june|july|august|september|october|november|december"
+MONTHS = tuple(_MONTH.split("|"))
 _DATE = re.compile(rf"\b(\d{{1,2}}\s+(?:{_MONTH})\s+\d{{3,4}}|(?:{_MONTH})\s+\d{{1,2}},?\s+\d{{3,4}})\b", re.IGNORECASE)
 _YEAR = re.compile(r"\b(1\d{3}|20\d{2})\b")
 
@@ -57,10 +54,9 @@ _YEAR = re.compile(r"\b(1\d{3}|20\d{2})\b")
 def question_form(question: str) -> str:
     """The answer form a question asks for (one of the module's constants)."""
     q = question.strip().lower()
-    first = q.split(" ", 1)[0] if q else ""
     if choice_options(question) is not None:
         return CHOICE
-    if first in _AUX:
+    if q.split(" ", 1)[0] in _AUX:
         return YESNO
     if q.startswith(("what year", "which year", "in what year", "in which year")):
         return YEAR
@@ -73,18 +69,11 @@ def question_form(question: str) -> str:
 
 def choice_options(question: str) -> tuple[str, str] | None:
     """The two options of a question like "Who was born first, Ann Ro or Bo Lin?", if it is one."""
-    if " or " not in question:
-        return None
-    m = _CHOICE.search(question.strip())
+    m = _CHOICE.search(question.strip()) if " or " in question else None
     if m is None:
         return None
+    # The options hold no comma, so a match lies after the question's last comma, if it has one.
     a, b = m.group(1).strip(), m.group(2).strip()
-    # "A or B" must follow a comma or a verb phrase: take what follows the last comma if there is one
-    if "," in question:
-        head = question.rsplit(",", 1)[1]
-        m2 = _CHOICE.search(head.strip())
-        if m2 is not None:
-            a, b = m2.group(1).strip(), m2.group(2).strip()
     if not a or not b or len(a.split()) > 8 or len(b.split()) > 8:
         return None
     return a, b
@@ -96,13 +85,8 @@ def is_comparison(question: str) -> bool:
 
 def compositionality(question: str) -> float:
     """How multi-hop a question looks, in [0, 1], from its wording alone (bridge and comparison cues)."""
-    score = 0.0
-    if _BRIDGE.search(question):
-        score += 0.5
-    if is_comparison(question):
-        score += 0.3
-    words = len(question.split())
-    score += min(0.3, max(0.0, (words - 8) / 40))
+    score = (0.5 if _BRIDGE.search(question) else 0.0) + (0.3 if is_comparison(question) else 0.0)
+    score += min(0.3, max(0.0, (len(question.split()) - 8) / 40))
     return min(1.0, score)
 
 
@@ -143,8 +127,7 @@ def f1(prediction: str, golds: Sequence[str]) -> float:
             continue
         if n in ("yes", "no", "noanswer") and p != n:
             continue
-        common = Counter(pred) & Counter(gold)
-        same = sum(common.values())
+        same = sum((Counter(pred) & Counter(gold)).values())
         if same == 0:
             continue
         precision, recall = same / len(pred), same / len(gold)
