@@ -156,8 +156,7 @@ class Executor:
         self.ledger = Ledger(budget_pusd, output_token_cap=options.output_token_cap)
         n, m = table.n_subtasks, table.n_models
         self._inbox: Inbox[_Ended] = clock.inbox()
-        self._complete = [False] * n
-        self._n_complete = 0
+        self._complete: set[int] = set()  # the subtasks completed
         self._deps_left = [len(table.deps(i)) for i in range(n)]
         self._ready = {i for i in range(n) if self._deps_left[i] == 0}  # deps done, not complete, none in flight
         self._in_flight: dict[int, _Batch] = {}
@@ -254,7 +253,7 @@ class Executor:
             subtasks={
                 sid: SubtaskOutcome(
                     id=sid,
-                    completed=self._complete[i],
+                    completed=i in self._complete,
                     model=self._model_done[i],
                     completed_at=self._completed_at[i],
                     batches=self._batches[i],
@@ -276,7 +275,7 @@ class Executor:
             self._bug = self._bug or exc
 
     def _finished(self) -> RunFinished:
-        spent, success = self.ledger.spent.pusd, self._n_complete == self.table.n_subtasks
+        spent, success = self.ledger.spent.pusd, len(self._complete) == self.table.n_subtasks
         elapsed = min(self._elapsed(), self.deadline_s)
         if success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
             elapsed = max(c for c in self._completed_at if c is not None)
@@ -287,7 +286,7 @@ class Executor:
             spent_pusd=spent,
             cost_usd=to_usd(spent),
             elapsed_s=elapsed,
-            completed=self._n_complete,
+            completed=len(self._complete),
             subtasks=self.table.n_subtasks,
             detail=self._detail,
         )
@@ -299,7 +298,7 @@ class Executor:
         rounds = self.options.rounds
         await self._plan(tg)
         replan = False
-        while self._n_complete < self.table.n_subtasks and self._bug is None:
+        while len(self._complete) < self.table.n_subtasks and self._bug is None:
             # Not while cancelled samples are still settling; in rounds, not until nothing is in flight.
             if replan and not (rounds and self._open) and not any(b.cancelled for b in self._in_flight.values()):
                 replan = False
@@ -344,7 +343,7 @@ class Executor:
             budget_pusd=self.ledger.budget_pusd,
             budget_left_pusd=avail.pusd,
             output_tokens_left=None if self.options.output_token_cap is None else avail.output_tokens,
-            completed=frozenset(i for i, c in enumerate(self._complete) if c),
+            completed=frozenset(self._complete),
             ready=tuple(sorted(self._ready)),
             in_flight=tuple(
                 InFlight(b.id, b.subtask, b.model, b.k, b.started_at - self._t0, b.open, b.done)
@@ -397,7 +396,7 @@ class Executor:
             unusable[key if isinstance(key, tuple) else (slice(None), key)] = True
         self._masked = len(self._down)
         self._plan_table = t.without(unusable)
-        stranded = [i for i in range(t.n_subtasks) if not self._complete[i] and (self._plan_table.kind[i] < 0).all()]
+        stranded = [i for i in range(t.n_subtasks) if i not in self._complete and (self._plan_table.kind[i] < 0).all()]
         if stranded:
             i = stranded[0]
             why = [
@@ -610,7 +609,7 @@ class Executor:
         self._open -= 1
         b.open -= 1
         changed = False
-        if msg.status is SampleStatus.SUCCEEDED and not self._complete[i] and now <= self._deadline and not stopped:
+        if msg.status is SampleStatus.SUCCEEDED and i not in self._complete and now <= self._deadline and not stopped:
             self._complete_subtask(b, end.output, rel)
             changed = True
             if self.options.cancel_siblings:
@@ -650,8 +649,7 @@ class Executor:
     def _complete_subtask(self, b: _Batch, output: str | None, rel: float) -> None:
         t, i = self.table, b.subtask
         b.done = True
-        self._complete[i] = True
-        self._n_complete += 1
+        self._complete.add(i)
         self._model_done[i] = model = t.model_names[b.model]
         self._completed_at[i] = rel
         self._output[i] = output
