@@ -1,13 +1,8 @@
-"""The executor: runs one workflow under a budget and a deadline, driven by a planner.
+"""The executor: runs one workflow under a budget and a deadline, driven by a planner (DESIGN.md).
 
-It follows the execution model of DESIGN.md. A decision is asked for at the start and whenever what is
-possible changes (a subtask completes, a batch ends), or, with ``rounds``, only once nothing is in flight
-(synchronized rounds, as the MCP paper executes); each launch is re-checked against the ledger and the
-clock; a batch runs as one task on the run's clock, through its model's adapter, which reports each
-sample's end. Success is decided here, in one place: a sample cut off at ``max_tokens`` fails, a simulated
-one carries its draw, any other output is checked by its subtask's verifier. The first success completes
-the subtask and, with ``cancel_siblings``, cancels the rest of its batch (charged for what they produced).
-At the deadline every sample in flight is cancelled at once. The executor reads time only from its clock.
+A batch runs as one task on the run's clock, through its model's adapter, which reports each sample's end.
+Success is decided here, in one place: a sample cut off at ``max_tokens`` fails, a simulated one carries
+its draw, any other output is checked by its subtask's verifier. The executor reads time only from its clock.
 """
 
 from __future__ import annotations
@@ -55,7 +50,6 @@ from runtime.types import (
     SampleStatus,
     Snapshot,
     SubtaskCompleted,
-    Verdict,
     to_usd,
 )
 from runtime.types._clock import Clock, Inbox, TaskHandle, single_error
@@ -63,7 +57,7 @@ from runtime.types._clock import Clock, Inbox, TaskHandle, single_error
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from runtime.types import Adapter, Event, Launch, Message, Planner, ProfileTable, Report, Verifier, Workflow
+    from runtime.types import Adapter, Event, Launch, Planner, ProfileTable, Report, Verifier, Workflow
 
 __all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
@@ -84,18 +78,16 @@ def usable_cpus() -> int:
 
 def planner_threads() -> anyio.CapacityLimiter:
     """The worker threads planners decide in, one per usable CPU, shared by the runs of one event loop."""
-    try:
-        return _PLANNER_THREADS.get()
-    except LookupError:
+    limiter = _PLANNER_THREADS.get(None)
+    if limiter is None:
         limiter = anyio.CapacityLimiter(usable_cpus())
         _PLANNER_THREADS.set(limiter)
-        return limiter
+    return limiter
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutorOptions:
-    """The options of :class:`runtime.PlanOptions` that the executor itself follows (``open_run`` says what
-    each one does)."""
+    """The options of :class:`runtime.PlanOptions` the executor itself follows (``open_run`` says what each does)."""
 
     cancel_siblings: bool = True
     charge_planner_time: bool = False
@@ -164,19 +156,17 @@ class Executor:
         self.ledger = Ledger(budget_pusd, output_token_cap=options.output_token_cap)
         n, m = table.n_subtasks, table.n_models
         self._inbox: Inbox[_Ended] = clock.inbox()
-        self._complete = [False] * n
-        self._n_complete = 0
+        self._complete: set[int] = set()  # the subtasks completed
         self._deps_left = [len(table.deps(i)) for i in range(n)]
         self._ready = {i for i in range(n) if self._deps_left[i] == 0}  # deps done, not complete, none in flight
         self._in_flight: dict[int, _Batch] = {}
         self._failed: list[FailedBatch] = []
         self._open = 0  # samples in flight
-        self._cancelling = 0  # samples of cancelled batches whose end has not been settled yet
         self._next_batch = 0
         self._samples_launched = [0] * n
         self._batches = [0] * n
         self._cost = [0] * n
-        self._model_done: list[int | None] = [None] * n
+        self._model_done: list[str | None] = [None] * n
         self._completed_at: list[float | None] = [None] * n
         self._output: list[str | None] = [None] * n
         self._planner_ms: list[float] = []
@@ -203,8 +193,7 @@ class Executor:
         ``RunFinished`` before the cancellation goes on; so does an error, which is then re-raised.
 
         Raises:
-            ProviderRejectedError: an endpoint refused the key, the permission or the model (HTTP 401, 403,
-                404); the run is stopped first, everything in flight settled and ``RunFinished`` emitted.
+            ProviderRejectedError: an endpoint refused the key, the permission or the model (HTTP 401, 403, 404).
             PlannerError: the planner returned a decision the executor cannot carry out.
         """
         t = self.table
@@ -244,18 +233,19 @@ class Executor:
             self._detail = None if cancelled else f"{type(exc).__name__}: {exc}"
             self._emit(self._finished())
             raise
-        self._emit(self._finished())
+        finished = self._finished()
+        self._emit(finished)
         if self._bug is not None:  # a sink raised at the last event
             raise self._bug
         if self._fatal is not None:
             raise self._fatal
         return RunResult(
-            success=self._success,
-            reason=self._reason,
-            detail=self._detail,
-            cost=to_usd(self.ledger.spent.pusd),
-            cost_pusd=self.ledger.spent.pusd,
-            elapsed=self._result_elapsed(),
+            success=finished.success,
+            reason=finished.reason,
+            detail=finished.detail,
+            cost=finished.cost_usd,
+            cost_pusd=finished.spent_pusd,
+            elapsed=finished.elapsed_s,
             budget=to_usd(self.ledger.budget_pusd),
             deadline=self.deadline_s,
             seed=self.seed,
@@ -263,8 +253,8 @@ class Executor:
             subtasks={
                 sid: SubtaskOutcome(
                     id=sid,
-                    completed=self._complete[i],
-                    model=_name(t.model_names, self._model_done[i]),
+                    completed=i in self._complete,
+                    model=self._model_done[i],
                     completed_at=self._completed_at[i],
                     batches=self._batches[i],
                     samples=self._samples_launched[i],
@@ -284,25 +274,19 @@ class Executor:
         except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
             self._bug = self._bug or exc
 
-    @property
-    def _success(self) -> bool:
-        return self._n_complete == self.table.n_subtasks
-
-    def _result_elapsed(self) -> float:
-        if self._success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
-            return max(c for c in self._completed_at if c is not None)
-        return min(self._elapsed(), self.deadline_s)
-
     def _finished(self) -> RunFinished:
-        spent = self.ledger.spent.pusd
+        spent, success = self.ledger.spent.pusd, len(self._complete) == self.table.n_subtasks
+        elapsed = min(self._elapsed(), self.deadline_s)
+        if success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
+            elapsed = max(c for c in self._completed_at if c is not None)
         return RunFinished(
             t=self._elapsed(),
-            success=self._success,
+            success=success,
             reason=self._reason,
             spent_pusd=spent,
             cost_usd=to_usd(spent),
-            elapsed_s=self._result_elapsed(),
-            completed=self._n_complete,
+            elapsed_s=elapsed,
+            completed=len(self._complete),
             subtasks=self.table.n_subtasks,
             detail=self._detail,
         )
@@ -311,37 +295,30 @@ class Executor:
         return self.clock.now() - self._t0
 
     async def _drive(self, tg: anyio.abc.TaskGroup) -> None:
-        n = self.table.n_subtasks
         rounds = self.options.rounds
         await self._plan(tg)
         replan = False
-        while self._n_complete < n and self._bug is None:
-            # In rounds, a change waits (replan stays set) until the last sample in flight has ended.
-            if replan and self._cancelling == 0 and not (rounds and self._open):
+        while len(self._complete) < self.table.n_subtasks and self._bug is None:
+            # Not while cancelled samples are still settling; in rounds, not until nothing is in flight.
+            if replan and not (rounds and self._open) and not any(b.cancelled for b in self._in_flight.values()):
                 replan = False
                 await self._plan(tg)
             if self._stranded is not None:  # a subtask nothing within reach can run: the run cannot succeed
                 self._reason, self._detail = self._stranded
-                await self._cancel_all_and_drain()
-                return
+                break
             if self._open == 0:
                 self._reason = self._why_stuck()
-                return
+                break
             msg = await self._inbox.get(until=self._deadline)
             if msg is None:
                 self._reason = Reason.DEADLINE
                 self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
-                await self._cancel_all_and_drain()
-                return
+                break
             replan |= self._on_sample_ended(msg)
             if self._fatal is not None:
                 self._reason, self._detail = Reason.PROVIDER_REJECTED, str(self._fatal)
-                await self._cancel_all_and_drain()
-                return
-        # Success. With cancel_siblings off, samples of completed subtasks may still be running: stop them.
-        await self._cancel_all_and_drain()
-
-    async def _cancel_all_and_drain(self) -> None:
+                break
+        # Stop what still runs (on success too: with cancel_siblings off, siblings may still be running).
         for b in list(self._in_flight.values()):
             self._cancel_batch(b)
         while self._open:
@@ -352,7 +329,6 @@ class Executor:
     def _cancel_batch(self, b: _Batch) -> None:
         if not b.cancelled and b.handle is not None:
             b.cancelled = True
-            self._cancelling += b.open
             b.handle.cancel()
 
     # -- planning -------------------------------------------------------------------------------------
@@ -367,7 +343,7 @@ class Executor:
             budget_pusd=self.ledger.budget_pusd,
             budget_left_pusd=avail.pusd,
             output_tokens_left=None if self.options.output_token_cap is None else avail.output_tokens,
-            completed=frozenset(i for i, c in enumerate(self._complete) if c),
+            completed=frozenset(self._complete),
             ready=tuple(sorted(self._ready)),
             in_flight=tuple(
                 InFlight(b.id, b.subtask, b.model, b.k, b.started_at - self._t0, b.open, b.done)
@@ -394,14 +370,13 @@ class Executor:
             decision = self.planner.decide(snap)
         ms = (time.perf_counter() - start) * 1000.0
         self._planner_ms.append(ms)
-        names = self.table.model_names
         launches = self._checked(decision, snap)
         self._planner_reason = decision.reason
         self._rejected.clear()
         self._emit(
             DecisionMade(
                 t=self._elapsed(),
-                launches=tuple((self.table.subtask_ids[i], names[a.model], a.k) for i, a in launches),
+                launches=tuple((self.table.subtask_ids[i], self.table.model_names[a.model], a.k) for i, a in launches),
                 planner_ms=ms,
             )
         )
@@ -421,7 +396,7 @@ class Executor:
             unusable[key if isinstance(key, tuple) else (slice(None), key)] = True
         self._masked = len(self._down)
         self._plan_table = t.without(unusable)
-        stranded = [i for i in range(t.n_subtasks) if not self._complete[i] and (self._plan_table.kind[i] < 0).all()]
+        stranded = [i for i in range(t.n_subtasks) if i not in self._complete and (self._plan_table.kind[i] < 0).all()]
         if stranded:
             i = stranded[0]
             why = [
@@ -434,29 +409,23 @@ class Executor:
             self.planner = await anyio.to_thread.run_sync(self._replanner, self._plan_table, limiter=planner_threads())
 
     def _checked(self, decision: Decision, snap: Snapshot) -> list[tuple[int, Launch]]:
+        t, who = self.table, f"planner {self.planner.name!r}"
         if not isinstance(decision, Decision):
-            raise PlannerError(f"planner {self.planner.name!r} returned {type(decision).__name__}, not a Decision")
-        ready = set(snap.ready)
-        out = []
+            raise PlannerError(f"{who} returned {type(decision).__name__}, not a Decision")
         for i, a in decision.launches.items():
-            if i not in ready:
-                raise PlannerError(f"planner {self.planner.name!r} launched subtask {i}, which is not ready")
-            if not (isinstance(a.k, int) and a.k >= 1) or not 0 <= a.model < self.table.n_models:
-                raise PlannerError(f"planner {self.planner.name!r} returned an invalid launch {a}")
-            if self.table.kind[i, a.model] < 0:
-                raise PlannerError(
-                    f"planner {self.planner.name!r} put subtask {self.table.subtask_ids[i]!r} on model "
-                    f"{self.table.model_names[a.model]!r}, which cannot run it"
-                )
-            out.append((int(i), a))
-        return out
+            if i not in snap.ready:
+                raise PlannerError(f"{who} launched subtask {i}, which is not ready")
+            if not (isinstance(a.k, int) and a.k >= 1) or not 0 <= a.model < t.n_models:
+                raise PlannerError(f"{who} returned an invalid launch {a}")
+            if t.kind[i, a.model] < 0:
+                where = f"subtask {t.subtask_ids[i]!r} on model {t.model_names[a.model]!r}"
+                raise PlannerError(f"{who} put {where}, which cannot run it")
+        return [(int(i), a) for i, a in decision.launches.items()]
 
     def _reject(self, i: int, j: int, k: int, reason: Reason) -> None:
         self._rejected.add(reason)
-        t = self.table
-        self._emit(
-            LaunchRejected(t=self._elapsed(), subtask=t.subtask_ids[i], model=t.model_names[j], k=k, reason=reason)
-        )
+        sid, model = self.table.subtask_ids[i], self.table.model_names[j]
+        self._emit(LaunchRejected(t=self._elapsed(), subtask=sid, model=model, k=k, reason=reason))
 
     def _launch(self, tg: anyio.abc.TaskGroup, i: int, a: Launch) -> None:
         t = self.table
@@ -470,8 +439,10 @@ class Executor:
         if down is not None:
             return self._reject(i, j, k, down[0])
         max_tokens = int(t.max_tokens[j])
-        adapter = self.adapters[j]
-        messages = self._messages(i)
+        adapter, subtask = self.adapters[j], self.workflow.subtasks[i]
+        messages = None  # simulated workflows have no prompt to render
+        if subtask.prompt is not None:
+            messages = render(subtask, {t.subtask_ids[d]: self._output[d] for d in t.deps(i).tolist()})
         input_tokens = adapter.input_tokens(int(t.input_tokens[i]), messages)
         if not (isinstance(input_tokens, int) and input_tokens >= 0):
             raise InvariantError(f"{type(adapter).__name__}.input_tokens gave {input_tokens!r}, not a count")
@@ -509,13 +480,6 @@ class Executor:
         )
         b.handle = self.clock.spawn(tg, partial(self._run_batch, adapter, verifier, b, batch), name=f"{sid}#{b.id}")
 
-    def _messages(self, i: int) -> tuple[Message, ...] | None:
-        subtask = self.workflow.subtasks[i]
-        if subtask.prompt is None:  # simulated workflows: nothing to render
-            return None
-        outputs = {self.table.subtask_ids[d]: self._output[d] for d in self.table.deps(i).tolist()}
-        return render(subtask, outputs)
-
     # -- a batch in flight ----------------------------------------------------------------------------
 
     async def _run_batch(self, adapter: Adapter, verifier: Verifier | None, b: _Batch, batch: Batch) -> None:
@@ -537,7 +501,7 @@ class Executor:
             try:
                 await adapter.run(batch, report)
             except ProviderError as exc:  # the batch's request failed before it produced anything
-                self._report_rest(b, reported, report, Finish.ERROR, exc)
+                self._report_rest(reported, report, Finish.ERROR, exc)
             except anyio.get_cancelled_exc_class():
                 if anyio.current_effective_deadline() != -math.inf:  # nobody cancelled it: the adapter's own doing
                     raise InvariantError(f"{type(adapter).__name__} raised a cancellation nobody asked for") from None
@@ -548,7 +512,7 @@ class Executor:
             self._bug = exc  # the drive loop stops before it acts on what is reported below
             raise
         finally:  # cancelled before the adapter could report them
-            self._report_rest(b, reported, report, Finish.CANCELLED)
+            self._report_rest(reported, report, Finish.CANCELLED)
 
     def _report(self, adapter: Adapter, b: _Batch, reported: list[bool], check: Report | None, end: SampleEnd) -> None:
         """What an adapter calls when a sample ends: decide its success, or start the check that will."""
@@ -577,28 +541,23 @@ class Executor:
         self._inbox.put(_Ended(b, end, status, 0), (b.id, end.index))
 
     @staticmethod
-    def _report_rest(
-        b: _Batch, reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None
-    ) -> None:
-        for idx in range(b.k):
-            if not reported[idx]:
+    def _report_rest(reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None) -> None:
+        for idx, done in enumerate(reported):
+            if not done:
                 report(SampleEnd(index=idx, finish=finish, input_tokens=0, output_tokens=0, error=error))
 
     async def _check(self, verifier: Verifier, b: _Batch, end: SampleEnd) -> None:
-        verdict: Verdict | None = None
+        status, cost = SampleStatus.CANCELLED, b.check_pusd  # cancelled while checking: charge its worst case
         try:
             verdict = await verifier.check(end.output or "", b.check_pusd)
-        except OntimeError as exc:  # a check that cannot decide says no (and may have spent its worst case)
-            verdict = Verdict(False, f"the check failed: {exc}", cost_pusd=b.check_pusd)
+            status = SampleStatus.SUCCEEDED if verdict.ok else SampleStatus.FAILED
+            cost = min(verdict.cost_pusd, b.check_pusd)
+        except OntimeError:  # a check that cannot decide says no (and may have spent its worst case)
+            status = SampleStatus.FAILED
         except Exception as exc:
             self._bug = exc
             raise
         finally:
-            if verdict is None:  # cancelled while checking: charge the worst the check may have cost
-                status, cost = SampleStatus.CANCELLED, b.check_pusd
-            else:
-                status = SampleStatus.SUCCEEDED if verdict.ok else SampleStatus.FAILED
-                cost = min(verdict.cost_pusd, b.check_pusd)
             self._inbox.put(_Ended(b, end, status, cost), (b.id, end.index))
 
     # -- events ---------------------------------------------------------------------------------------
@@ -606,8 +565,7 @@ class Executor:
     def _on_sample_ended(self, msg: _Ended, *, stopped: bool = False) -> bool:
         """Settle one sample; return True if what is possible changed (so the planner must be asked).
 
-        Once the run has been ``stopped`` (cancelled, or a plug-in raised), a sample is settled but completes
-        nothing.
+        Once the run is ``stopped`` (cancelled, or a plug-in raised), a sample is settled but completes nothing.
         """
         stopped = stopped or self._bug is not None
         t = self.table
@@ -650,10 +608,8 @@ class Executor:
         self._cost[i] += cost
         self._open -= 1
         b.open -= 1
-        if b.cancelled:
-            self._cancelling -= 1
         changed = False
-        if msg.status is SampleStatus.SUCCEEDED and not self._complete[i] and now <= self._deadline and not stopped:
+        if msg.status is SampleStatus.SUCCEEDED and i not in self._complete and now <= self._deadline and not stopped:
             self._complete_subtask(b, end.output, rel)
             changed = True
             if self.options.cancel_siblings:
@@ -674,8 +630,7 @@ class Executor:
             self._fatal = error
         if end.finish is Finish.COMPLETE or end.finish is Finish.CUT_OFF:
             self._answered[j], self._failing[j] = True, 0
-            if self._refusals:
-                self._refusals.pop((i, j), None)
+            self._refusals.pop((i, j), None)
         elif isinstance(error, ProviderRejectedError):
             n = self._refusals[i, j] = self._refusals.get((i, j), 0) + 1
             if n >= GIVE_UP_AFTER:
@@ -692,19 +647,14 @@ class Executor:
                 self._down.setdefault(j, (Reason.UNREACHABLE, why))
 
     def _complete_subtask(self, b: _Batch, output: str | None, rel: float) -> None:
-        i = b.subtask
+        t, i = self.table, b.subtask
         b.done = True
-        self._complete[i] = True
-        self._n_complete += 1
-        self._model_done[i] = b.model
+        self._complete.add(i)
+        self._model_done[i] = model = t.model_names[b.model]
         self._completed_at[i] = rel
         self._output[i] = output
-        self._emit(
-            SubtaskCompleted(
-                t=rel, subtask=self.table.subtask_ids[i], batch=b.id, model=self.table.model_names[b.model]
-            )
-        )
-        for c in self.table.children(i).tolist():
+        self._emit(SubtaskCompleted(t=rel, subtask=t.subtask_ids[i], batch=b.id, model=model))
+        for c in t.children(i).tolist():
             self._deps_left[c] -= 1
             if self._deps_left[c] == 0:
                 self._ready.add(c)
@@ -723,9 +673,7 @@ class Executor:
         affordable = timely = False
         for i in self._ready:
             for j in range(t.n_models):
-                if t.kind[i, j] < 0:
-                    continue
-                if Usage(int(t.worst_cost[i, j]), int(t.max_tokens[j])).fits_in(avail):
+                if t.kind[i, j] >= 0 and Usage(int(t.worst_cost[i, j]), int(t.max_tokens[j])).fits_in(avail):
                     affordable = True
                     timely |= float(t.min_latency[i, j]) <= time_left
         if not affordable:
@@ -740,7 +688,3 @@ class Executor:
 
 
 _STATUS = {Finish.CANCELLED: SampleStatus.CANCELLED, Finish.ERROR: SampleStatus.ERROR}
-
-
-def _name(names: tuple[str, ...], j: int | None) -> str | None:
-    return None if j is None else names[j]

@@ -54,13 +54,7 @@ class Reservation:
 
 
 class Ledger:
-    """Tracks spent and reserved amounts against the budget and the optional caps.
-
-    Args:
-        budget_pusd: the dollar budget, in pico-dollars.
-        output_token_cap: total output tokens allowed, or None for no cap.
-        tool_call_cap: total tool calls allowed, or None for no cap.
-    """
+    """Tracks spent and reserved amounts against the budget (in pico-dollars) and the optional caps (None: none)."""
 
     __slots__ = ("_caps", "_next_id", "reserved", "spent")
 
@@ -96,10 +90,7 @@ class Ledger:
         return Reservation(self._next_id, amount)
 
     def settle(self, res: Reservation, used: Usage, share: Usage) -> Usage:
-        """Debit ``used`` against ``share`` of ``res`` and release the rest of that share.
-
-        Returns the amount released back to the available pool.
-        """
+        """Debit ``used`` against ``share`` of ``res``; release and return the rest of that share."""
         if not share.fits_in(res.held):
             raise InvariantError(f"settling {share} from reservation {res.id} that holds only {res.held}")
         if not used.fits_in(share) or min(used.pusd, used.output_tokens, used.tool_calls) < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -80,16 +80,5 @@ class RunResult:
             "completed": self.completed,
             "decisions": len(self.planner_ms),
             "planner_ms_total": sum(self.planner_ms),
-            "subtasks": {
-                sid: {
-                    "completed": o.completed,
-                    "model": o.model,
-                    "completed_at": o.completed_at,
-                    "batches": o.batches,
-                    "samples": o.samples,
-                    "cost": o.cost,
-                    "output": o.output,
-                }
-                for sid, o in self.subtasks.items()
-            },
+            "subtasks": {sid: {k: v for k, v in asdict(o).items() if k != "id"} for sid, o in self.subtasks.items()},
         }

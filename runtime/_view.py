@@ -72,21 +72,14 @@ class RunView:
         grid.add_column(style="bold", width=9)
         grid.add_column(width=24)
         grid.add_column()
-        grid.add_row(
-            "subtasks",
-            ProgressBar(total=max(1, self.n), completed=self.done, width=24),
-            f"{self.done}/{self.n} done, {self.samples} samples",
+        money = f"${to_usd(self.spent):.4f} + ${to_usd(self.reserved):.4f} held / ${to_usd(self.budget):.2f}"
+        rows = (  # name, progress bar (total, completed), text
+            ("subtasks", max(1, self.n), self.done, f"{self.done}/{self.n} done, {self.samples} samples"),
+            ("budget", self.budget, self.spent + self.reserved, money),
+            ("time", self.deadline, min(self.t, self.deadline), f"{self.t:.1f}s / {self.deadline:g}s"),
         )
-        grid.add_row(
-            "budget",
-            ProgressBar(total=self.budget, completed=self.spent + self.reserved, width=24),
-            f"${to_usd(self.spent):.4f} + ${to_usd(self.reserved):.4f} held / ${to_usd(self.budget):.2f}",
-        )
-        grid.add_row(
-            "time",
-            ProgressBar(total=self.deadline, completed=min(self.t, self.deadline), width=24),
-            f"{self.t:.1f}s / {self.deadline:g}s",
-        )
+        for name, total, completed, text in rows:
+            grid.add_row(name, ProgressBar(total=total, completed=completed, width=24), text)
         flying = ", ".join(list(self.in_flight.values())[:6]) + (" …" if len(self.in_flight) > 6 else "")
         if not self.samples and self.finished is None:
             flying = PLANNING
