@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from adapters.chat import ChatBackend
     from runtime._result import RunResult
-    from runtime.types import Verifier
+
 
 __all__ = [
     "DEFAULT_PLANNER",
@@ -64,9 +64,9 @@ __all__ = [
     "PlanOptions",
     "Run",
     "RunOptions",
+    "RunSetup",
     "arun",
     "check_plan_options",
-    "check_run",
     "open_run",
     "run",
     "stream",
@@ -102,11 +102,9 @@ class RunOptions(PlanOptions, total=False):
     run_id: str
 
 
-_BOOLS = ("cancel_siblings", "rounds", "charge_planner_time")
-
-
-class _Setup:
-    """A run's inputs, checked, with what can be derived from them without I/O."""
+class RunSetup:
+    """A run's inputs, checked (raises :class:`UsageError`) without building anything that holds a resource,
+    with what can be derived from them without I/O."""
 
     __slots__ = ("budget_pusd", "deadline_s", "options", "seed", "table", "workflow")
 
@@ -125,7 +123,7 @@ class _Setup:
         cap = options.get("output_token_cap")
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
             raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
-        for name in _BOOLS:
+        for name in ("cancel_siblings", "rounds", "charge_planner_time"):
             if not isinstance(options.get(name, False), bool):
                 raise UsageError(f"{name} must be True or False, not {options.get(name)!r}")
         planner = options.get("planner")
@@ -136,26 +134,22 @@ class _Setup:
         if run_id is not None and not (isinstance(run_id, str) and run_id):
             raise UsageError(f"run_id must be a non-empty string, not {run_id!r}")
         self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
-        self._check_models()
-        table = options.get("table")
-        self.table = table if table is not None else ProfileTable.from_workflow(self.workflow)
-        if not isinstance(self.table, ProfileTable) or (self.table.subtask_ids, self.table.model_names) != (
-            self.workflow.subtask_ids,
-            tuple(self.workflow.models),
-        ):
-            raise UsageError(f"table must be the ProfileTable of workflow {self.workflow.name!r}")
-
-    def _check_models(self) -> None:
-        given = self.options.get("adapters", {})
+        wf = self.workflow
+        given = options.get("adapters", {})
         if not isinstance(given, Mapping) or not all(isinstance(a, Adapter) for a in given.values()):
             raise UsageError(f"adapters must map model names to runtime.Adapter objects, not {given!r}")
-        unknown = [m for m in given if m not in self.workflow.models]
+        unknown = [m for m in given if m not in wf.models]
         if unknown:
-            raise UsageError(f"adapters: {unknown[0]!r} is not a model of workflow {self.workflow.name!r}")
-        real = [m for m in self.workflow.real_models if m not in given]
-        for s in self.workflow.subtasks:
+            raise UsageError(f"adapters: {unknown[0]!r} is not a model of workflow {wf.name!r}")
+        real = [m for m in wf.real_models if m not in given]
+        for s in wf.subtasks:
             if s.prompt is None and any(m in real for m in s.profiles):
                 raise UsageError(f"subtask {s.id!r} may run on a real model but has no prompt")
+        table = options.get("table")
+        self.table = table if table is not None else ProfileTable.from_workflow(wf)
+        shape = (wf.subtask_ids, tuple(wf.models))
+        if not isinstance(self.table, ProfileTable) or (self.table.subtask_ids, self.table.model_names) != shape:
+            raise UsageError(f"table must be the ProfileTable of workflow {wf.name!r}")
 
     def clock(self) -> Clock:
         """The run's clock: virtual when every model is simulated, real (at speed 1) when any is not."""
@@ -191,15 +185,6 @@ class _Setup:
         ctx = PlannerContext(table or self.table, self.budget_pusd, self.deadline_s, self.seed)
         return make_planner(given or DEFAULT_PLANNER, ctx)
 
-    def executor_options(self) -> ExecutorOptions:
-        o = self.options
-        return ExecutorOptions(
-            cancel_siblings=o.get("cancel_siblings", True),
-            charge_planner_time=o.get("charge_planner_time", False),
-            output_token_cap=o.get("output_token_cap"),
-            rounds=o.get("rounds", False),
-        )
-
 
 def _workflow(workflow: WorkflowLike) -> Workflow:
     """A workflow checked and in topological order: as given, from a spec's decoded data, or from its file."""
@@ -210,11 +195,6 @@ def _workflow(workflow: WorkflowLike) -> Workflow:
     if isinstance(workflow, str | PathLike):
         return load_workflow(workflow)
     raise UsageError(f"workflow must be a Workflow, a spec's data or a spec file's path, not {workflow!r}")
-
-
-def check_run(workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> _Setup:
-    """Check every input of a run, building nothing that holds a resource; raises :class:`UsageError`."""
-    return _Setup(workflow, budget, deadline, options)
 
 
 def check_plan_options(options: PlanOptions, who: str, *, instance: bool = False) -> None:
@@ -298,7 +278,7 @@ async def open_run(
         ProviderRejectedError: from ``execute``, when an endpoint refused the key, the permission or the model.
         RunError: from ``execute``, when a planner returned an invalid decision or an invariant would break.
     """
-    setup = check_run(workflow, budget, deadline, options)
+    setup = RunSetup(workflow, budget, deadline, options)
     wf, table = setup.workflow, setup.table
     run_id = options.get("run_id") or uuid.uuid4().hex[:12]
     async with AsyncExitStack() as stack:
@@ -321,14 +301,22 @@ async def open_run(
             table=table,
             planner=planner,
             adapters=adapters,
-            verifiers=_verifiers(wf, backends),
+            verifiers=[
+                None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends)
+                for s in wf.subtasks
+            ],
             clock=clock,
             budget_pusd=setup.budget_pusd,
             deadline_s=setup.deadline_s,
             seed=setup.seed,
             run_id=run_id,
             emit=emit,
-            options=setup.executor_options(),
+            options=ExecutorOptions(
+                cancel_siblings=options.get("cancel_siblings", True),
+                charge_planner_time=options.get("charge_planner_time", False),
+                output_token_cap=options.get("output_token_cap"),
+                rounds=options.get("rounds", False),
+            ),
             replanner=None if isinstance(options.get("planner"), Planner) else setup.planner,
         )
         run = Run(executor)
@@ -345,10 +333,6 @@ def _adapter(wf: Workflow, name: str, backends: Mapping[str, ChatBackend], sim: 
     return ChatAdapter(backends[name], endpoint.model, temperature=endpoint.temperature)
 
 
-def _verifiers(wf: Workflow, backends: Mapping[str, ChatBackend]) -> list[Verifier | None]:
-    return [None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends) for s in wf.subtasks]
-
-
 async def _aclose(backends: Iterable[ChatBackend]) -> None:
     """Close every backend, even when one fails to (its error goes on once all are closed)."""
     with anyio.CancelScope(shield=True):
@@ -358,17 +342,13 @@ async def _aclose(backends: Iterable[ChatBackend]) -> None:
 
 
 def _finalize_answer(wf: Workflow, result: RunResult) -> RunResult:
-    """For a workflow with an ``answer`` subtask: run the risk-controlled finalizer over its output.
-
-    The question is the subtask's prompt (its dependencies' outputs filled in) and the evidence is those
-    outputs; nothing is called, so nothing is spent. Without such a subtask the result is unchanged.
-    """
+    """Run the risk-controlled finalizer over the ``answer`` subtask's output, if any: the question is its
+    prompt, the evidence its dependencies' outputs; nothing is called, so nothing is spent."""
     target = next((s for s in wf.subtasks if s.answer), None)
     base = None if target is None else result.outputs.get(target.id)
     if target is None or base is None:
         return result
-    outputs = result.outputs
-    deps = {d: outputs.get(d) for d in target.deps}
+    deps = {d: result.outputs.get(d) for d in target.deps}
     messages = render(target, deps)
     trace = Trace(messages[-1].content if messages else target.id)
     for d, text in deps.items():

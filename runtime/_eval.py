@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 import anyio
 import numpy as np
 
-from runtime._api import check_plan_options, check_run, open_run, refuse_inside_event_loop
+from runtime._api import RunSetup, check_plan_options, open_run, refuse_inside_event_loop
 from runtime._executor import usable_cpus
 from runtime._sinks import LedgerAudit
 from runtime.types import PUSD_PER_USD, ProfileTable, UsageError
@@ -134,12 +134,6 @@ async def _run_seeds(
     return out
 
 
-def _chunk_worker(
-    wf: Workflow, budget: float, deadline: float, seeds: list[int], options: PlanOptions
-) -> list[RunSummary]:
-    return anyio.run(_run_seeds, wf, budget, deadline, seeds, options)
-
-
 def evaluate(
     workflow: WorkflowLike,
     budget: float,
@@ -163,7 +157,7 @@ def evaluate(
     """
     check_plan_options(options, "evaluate")
     check_many(runs, workers, progress)
-    setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
+    setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
     seeds = list(range(seed, seed + runs))
     summaries = run_seeds(setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, **options)
@@ -188,7 +182,6 @@ def run_seeds(
     rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
     """
     refuse_inside_event_loop("runtime.evaluate() (or predict through the executor)", "a worker thread")
-    check_many(len(seeds), workers, progress)
     workers = workers or usable_cpus()
     runs = len(seeds)
     size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
@@ -211,12 +204,12 @@ def run_seeds(
 
     if workers == 1 or len(chunks) == 1:
         for chunk in chunks:
-            if take(_chunk_worker(workflow, budget, deadline, chunk, options)):
+            if take(anyio.run(_run_seeds, workflow, budget, deadline, chunk, options)):
                 break
         return done
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = [pool.submit(_chunk_worker, workflow, budget, deadline, c, options) for c in chunks]
+        futures = [pool.submit(anyio.run, _run_seeds, workflow, budget, deadline, c, options) for c in chunks]
         for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
             if take(fut.result()):
                 break
@@ -233,7 +226,8 @@ def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float
     wins = sum(s.success for s in summaries)
     costs = np.array([s.cost_pusd for s in summaries], dtype=np.float64) / PUSD_PER_USD
     elapsed = np.array([s.elapsed for s in summaries])
-    ms = np.array([m for s in summaries for m in s.planner_ms]) if n else np.zeros(0)
+    ms = np.array([m for s in summaries for m in s.planner_ms])
+    p50, p95 = np.percentile(ms, [50, 95]) if ms.size else (0.0, 0.0)
     reasons = Counter(str(s.reason) for s in summaries if not s.success)
     return EvalReport(
         planner=planner,
@@ -249,10 +243,5 @@ def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float
         overspend_runs=sum(s.overspent for s in summaries),
         late_runs=sum(s.late for s in summaries),
         failure_reasons=dict(sorted(reasons.items())),
-        planner_ms=PlannerTimes(
-            decisions=int(ms.size),
-            p50=float(np.percentile(ms, 50)) if ms.size else 0.0,
-            p95=float(np.percentile(ms, 95)) if ms.size else 0.0,
-            max=float(ms.max()) if ms.size else 0.0,
-        ),
+        planner_ms=PlannerTimes(int(ms.size), float(p50), float(p95), float(ms.max()) if ms.size else 0.0),
     )

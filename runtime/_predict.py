@@ -22,16 +22,15 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import numpy as np
 
-from runtime._api import check_plan_options, check_run
+from runtime._api import RunSetup, check_plan_options
 from runtime._eval import check_many, run_seeds, wilson_interval
 from runtime._executor import usable_cpus
 from runtime.types import PUSD_PER_USD, Planner, Snapshot, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from runtime._api import PlanOptions, RunOptions, WorkflowLike
-    from runtime._eval import RunSummary
 
 __all__ = ["PREDICT_SEED_OFFSET", "Prediction", "predict"]
 
@@ -56,18 +55,8 @@ class Prediction:
     method: str  # "kernel" (the planner played in a simulation kernel) or "executor"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "planner": self.planner,
-            "budget": self.budget,
-            "deadline": self.deadline,
-            "runs": self.runs,
-            "p_success": self.p_success,
-            "ci95": list(self.ci95),
-            "expected_cost": self.expected_cost,
-            "expected_elapsed": self.expected_elapsed,
-            "wall_s": self.wall_s,
-            "method": self.method,
-        }
+        """A JSON-ready form (what ``ontime predict --json`` prints)."""
+        return dataclasses.asdict(self) | {"ci95": list(self.ci95)}
 
 
 def predict(
@@ -103,7 +92,7 @@ def predict(
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
     check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form
     started = time.perf_counter()
-    setup = check_run(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
+    setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     pl = setup.planner()
     start = dataclasses.replace(
         Snapshot.at_start(setup.table, setup.budget_pusd, setup.deadline_s),
@@ -120,29 +109,28 @@ def predict(
     played = None if options.get("charge_planner_time") else _play_in_threads(
         pl, start, seed, runs, workers or usable_cpus(), progress, precise_enough
     )  # fmt: skip
-    if played is None:
-        check_plan_options(options, "predict through the executor (this planner has no kernel form)")
     if played is not None:
         ok, spent, elapsed = played
         method = "kernel"
     else:
+        check_plan_options(options, "predict through the executor (this planner has no kernel form)")
         summaries = run_seeds(
             setup.workflow, budget, deadline, range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs),
             workers=workers or 1, progress=progress, stop_every=CHECKPOINT,
             stop=(lambda done: precise_enough(sum(s.success for s in done), len(done))) if precision else None,
             **options,
         )  # fmt: skip
-        ok, spent, elapsed = _arrays(summaries)
+        ok = np.array([s.success for s in summaries], np.bool_)
+        spent = np.array([s.cost_pusd for s in summaries], np.int64)
+        elapsed = np.array([s.elapsed for s in summaries], np.float64)
         method = "executor"
-    n = int(ok.size)
-    lo, hi = wilson_interval(int(ok.sum()), n)
     return Prediction(
         planner=pl.name,
         budget=float(budget),
         deadline=float(deadline),
-        runs=n,
+        runs=int(ok.size),
         p_success=float(ok.mean()),
-        ci95=(lo, hi),
+        ci95=wilson_interval(int(ok.sum()), int(ok.size)),
         expected_cost=float(spent.mean()) / PUSD_PER_USD,
         expected_elapsed=float(elapsed.mean()),
         wall_s=time.perf_counter() - started,
@@ -188,11 +176,3 @@ def _play_in_threads(
                 fut.cancel()
     ok, spent, elapsed = (np.concatenate(x) for x in zip(*parts, strict=True))
     return ok, spent, elapsed
-
-
-def _arrays(summaries: Sequence[RunSummary]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.array([s.success for s in summaries], np.bool_),
-        np.array([s.cost_pusd for s in summaries], np.int64),
-        np.array([s.elapsed for s in summaries], np.float64),
-    )

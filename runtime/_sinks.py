@@ -78,12 +78,7 @@ class JournalSink:
 
 
 def check_sinks(log: object, on_event: object, journal: object) -> None:
-    """Refuses sink options of the wrong type (before anything is opened).
-
-    Raises:
-        UsageError: ``log`` is not a bool or a structlog logger, ``on_event`` not callable, ``journal`` not a
-            path.
-    """
+    """Raise :class:`UsageError` for sink options of the wrong type, before anything is opened."""
     if not isinstance(log, bool) and not hasattr(log, "bind"):
         raise UsageError(f"log must be True, False or a structlog logger, not {log!r}")
     if on_event is not None and not callable(on_event):
@@ -95,12 +90,9 @@ def check_sinks(log: object, on_event: object, journal: object) -> None:
 def user_sinks(
     run_id: str, log: bool | FilteringBoundLogger, on_event: Sink | None, journal: str | PathLike[str] | None
 ) -> tuple[Sink, Callable[[], None]]:
-    """One sink for what a caller asked for (``log``, ``on_event``, ``journal``, as :class:`runtime.RunOptions`
-    documents them), and the function that closes the journal, which the caller must call.
-
-    Every event reaches every sink, the journal first, even when one of them raises; the first error is
-    raised once all have been called.
-    """
+    """One sink for what a caller asked for (as :class:`runtime.RunOptions` documents ``log``, ``on_event`` and
+    ``journal``), and the function that closes the journal, which the caller must call. Every event reaches
+    every sink, the journal first, even when one raises; the first error is raised once all have been called."""
     check_sinks(log, on_event, journal)
     journal_sink = JournalSink(journal) if journal is not None else None
     sinks: list[Sink] = [] if journal_sink is None else [journal_sink]
@@ -109,8 +101,8 @@ def user_sinks(
     if on_event is not None:
         sinks.append(on_event)
     close = journal_sink.close if journal_sink is not None else _nothing
-    if len(sinks) <= 1:  # most runs: one sink or none, called directly
-        return (sinks[0] if sinks else _ignore), close
+    if len(sinks) == 1:  # most runs: the one sink, called directly
+        return sinks[0], close
 
     def emit(event: Event) -> None:
         failed: BaseException | None = None
@@ -126,10 +118,6 @@ def user_sinks(
 
 
 def _nothing() -> None:
-    return None
-
-
-def _ignore(event: Event) -> None:
     return None
 
 

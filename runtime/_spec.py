@@ -36,15 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["load_workflow", "never_succeeds", "parse_workflow", "validate_workflow"]
 
-_MODEL_KEYS = {
-    "provider",
-    "input_price_per_mtok",
-    "output_price_per_mtok",
-    "tokens_per_s",
-    "ttft_s",
-    "max_output_tokens",
-}
 _PRICES = {"input_price_per_mtok", "output_price_per_mtok"}
+_MODEL_KEYS = {"provider", "tokens_per_s", "ttft_s", "max_output_tokens"} | _PRICES
 _ENDPOINT_KEYS = {
     "model",
     "base_url",
@@ -122,12 +115,11 @@ def validate_workflow(wf: Workflow) -> Workflow:
         raise SpecError("declares no models", source=src, field="models")
     for m in wf.models.values():
         _check_model(m, src)
-    ids = [s.id for s in wf.subtasks]
     seen: set[str] = set()
-    for sid in ids:
-        if sid in seen:
-            raise SpecError("appears twice", source=src, subtask=sid, field="id")
-        seen.add(sid)
+    for s in wf.subtasks:
+        if s.id in seen:
+            raise SpecError("appears twice", source=src, subtask=s.id, field="id")
+        seen.add(s.id)
     for s in wf.subtasks:
         _check_subtask(s, wf.models, seen, src)
     answers = [s.id for s in wf.subtasks if s.answer]
@@ -168,64 +160,43 @@ def _topological_order(subtasks: tuple[Subtask, ...], src: str | None) -> tuple[
 def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], src: str | None) -> None:
     if not s.id:
         raise SpecError("must be a non-empty string", source=src, field="id")
+    at = {"source": src, "subtask": s.id}
     for d in s.deps:
         if d == s.id:
-            raise CycleError("depends on itself", source=src, subtask=s.id, field="deps")
+            raise CycleError("depends on itself", **at, field="deps")
         if d not in ids:
-            raise UnknownDependencyError(f"unknown dependency {d!r}", source=src, subtask=s.id, field="deps")
-    if s.prompt is not None:
-        for ref in placeholders(s.prompt):
-            if ref not in s.deps:
-                raise SpecError(
-                    f"{{{{{ref}}}}} names no dependency of this subtask", source=src, subtask=s.id, field="prompt"
-                )
+            raise UnknownDependencyError(f"unknown dependency {d!r}", **at, field="deps")
+    for ref in placeholders(s.prompt or ""):
+        if ref not in s.deps:
+            raise SpecError(f"{{{{{ref}}}}} names no dependency of this subtask", **at, field="prompt")
     if not _is_int(s.input_tokens) or s.input_tokens < 0:
-        raise SpecError("must be a non-negative integer", source=src, subtask=s.id, field="input_tokens")
+        raise SpecError("must be a non-negative integer", **at, field="input_tokens")
     if not s.profiles:
-        raise SpecError("no model can run this subtask", source=src, subtask=s.id, field="profiles")
+        raise SpecError("no model can run this subtask", **at, field="profiles")
     for m, prof in s.profiles.items():
         where = f"profiles.{m}"
         if m not in models:
-            raise UnknownModelError(f"unknown model {m!r}", source=src, subtask=s.id, field=where)
+            raise UnknownModelError(f"unknown model {m!r}", **at, field=where)
         if isinstance(prof, ParametricProfile):
             if not _finite(prof.p) or not 0.0 <= prof.p <= 1.0:
-                raise SpecError(f"p={prof.p!r} is not in [0, 1]", source=src, subtask=s.id, field=f"{where}.p")
+                raise SpecError(f"p={prof.p!r} is not in [0, 1]", **at, field=f"{where}.p")
             dist = prof.output_tokens
             if isinstance(dist, FixedTokens):
                 if not _is_int(dist.tokens) or dist.tokens < 1:
-                    raise SpecError(
-                        "fixed must be a positive integer",
-                        source=src,
-                        subtask=s.id,
-                        field=f"{where}.output_tokens.fixed",
-                    )
+                    raise SpecError("fixed must be a positive integer", **at, field=f"{where}.output_tokens.fixed")
             elif not (_finite(dist.mean) and dist.mean >= 1 and _finite(dist.std) and dist.std >= 0):
-                raise SpecError(
-                    "mean must be >= 1 and std >= 0, both finite",
-                    source=src,
-                    subtask=s.id,
-                    field=f"{where}.output_tokens",
-                )
+                raise SpecError("mean must be >= 1 and std >= 0, both finite", **at, field=f"{where}.output_tokens")
         elif isinstance(prof, PoolProfile):
             if not prof.samples:
-                raise SpecError("the pool is empty", source=src, subtask=s.id, field=f"{where}.samples")
+                raise SpecError("the pool is empty", **at, field=f"{where}.samples")
             for r, (ok, tokens, latency) in enumerate(prof.samples):
+                row = f"{where}.samples[{r}]"
                 if not isinstance(ok, bool) or not _is_int(tokens) or tokens < 1:
-                    raise SpecError(
-                        "rows are [success 0/1, output_tokens >= 1, latency_s or null]",
-                        source=src,
-                        subtask=s.id,
-                        field=f"{where}.samples[{r}]",
-                    )
+                    raise SpecError("rows are [success 0/1, output_tokens >= 1, latency_s or null]", **at, field=row)
                 if latency is not None and not (_finite(latency) and latency > 0):
-                    raise SpecError(
-                        "latency_s must be positive and finite, or null",
-                        source=src,
-                        subtask=s.id,
-                        field=f"{where}.samples[{r}]",
-                    )
+                    raise SpecError("latency_s must be positive and finite, or null", **at, field=row)
         else:
-            raise SpecError("unknown profile type", source=src, subtask=s.id, field=where)
+            raise SpecError("unknown profile type", **at, field=where)
 
 
 def _check_model(m: ModelSpec, src: str | None) -> None:
@@ -263,16 +234,10 @@ def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
                 f"{exc}; give input_price_per_mtok and output_price_per_mtok", source=src, field=f
             ) from None
         spec = {"input_price_per_mtok": listed[0], "output_price_per_mtok": listed[1], **spec}
-    return ModelSpec(
-        name=name,
-        provider=provider,
-        input_price_per_mtok=_number(spec["input_price_per_mtok"], src, None, f"{f}.input_price_per_mtok"),
-        output_price_per_mtok=_number(spec["output_price_per_mtok"], src, None, f"{f}.output_price_per_mtok"),
-        tokens_per_s=_number(spec["tokens_per_s"], src, None, f"{f}.tokens_per_s"),
-        ttft_s=_number(spec["ttft_s"], src, None, f"{f}.ttft_s"),
-        max_output_tokens=_integer(spec["max_output_tokens"], src, None, f"{f}.max_output_tokens"),
-        endpoint=endpoint,
-    )
+    keys = ("input_price_per_mtok", "output_price_per_mtok", "tokens_per_s", "ttft_s")
+    numbers = {k: _number(spec[k], src, None, f"{f}.{k}") for k in keys}
+    cap = _integer(spec["max_output_tokens"], src, None, f"{f}.max_output_tokens")
+    return ModelSpec(name=name, provider=provider, **numbers, max_output_tokens=cap, endpoint=endpoint)
 
 
 def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endpoint:
@@ -320,129 +285,115 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
     if not isinstance(sid, str) or not sid:
         raise SpecError("must be a non-empty string", source=src, field=f"subtasks[{i}].id")
     _check_keys(spec, _SUBTASK_KEYS, required={"id", "profiles"}, source=src, where=f"subtask {sid!r}")
+    at = {"source": src, "subtask": sid}
     deps = spec.get("deps", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise SpecError("must be a list of subtask ids", source=src, subtask=sid, field="deps")
+        raise SpecError("must be a list of subtask ids", **at, field="deps")
     input_tokens = _integer(spec.get("input_tokens", 0), src, sid, "input_tokens")
     texts = {}
     for key in ("prompt", "system", "reference"):
         v = spec.get(key)
         if v is not None and not isinstance(v, str):
-            raise SpecError("must be a string", source=src, subtask=sid, field=key)
+            raise SpecError("must be a string", **at, field=key)
         texts[key] = v
     wrong = spec.get("wrong", [])
     if isinstance(wrong, str):
         wrong = [wrong]
     if not isinstance(wrong, list) or not all(isinstance(w, str) for w in wrong):
-        raise SpecError("must be a string or a list of strings", source=src, subtask=sid, field="wrong")
+        raise SpecError("must be a string or a list of strings", **at, field="wrong")
     verifier = None if spec.get("verifier") is None else _parse_verifier(spec["verifier"], src, sid)
     is_answer = spec.get("answer", False)
     if not isinstance(is_answer, bool):
-        raise SpecError("must be true or false", source=src, subtask=sid, field="answer")
+        raise SpecError("must be true or false", **at, field="answer")
     profiles_raw = spec["profiles"]
-    _check_mapping(profiles_raw, "'profiles'", source=src, subtask=sid, field="profiles")
+    _check_mapping(profiles_raw, "'profiles'", **at, field="profiles")
     profiles: dict[str, Profile] = {}
     for m, prof in profiles_raw.items():
         if m not in models:
-            raise UnknownModelError(f"unknown model {m!r}", source=src, subtask=sid, field=f"profiles.{m}")
+            raise UnknownModelError(f"unknown model {m!r}", **at, field=f"profiles.{m}")
         profiles[str(m)] = _parse_profile(prof, src, sid, f"profiles.{m}")
     return Subtask(
         id=sid,
         deps=tuple(deps),
         input_tokens=input_tokens,
         profiles=profiles,
-        prompt=texts["prompt"],
-        system=texts["system"],
         verifier=verifier,
-        reference=texts["reference"],
         wrong=tuple(wrong),
         answer=is_answer,
+        **texts,  # prompt, system, reference
     )
 
 
 def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     """``{"exact": TEXT}``, ``{"regex": PATTERN}``, ``{"json_schema": SCHEMA}``,
     ``{"python_tests": CODE, "timeout_s": S, "setup": CODE}`` or ``{"judge": MODEL, "rubric": QUESTION}``."""
-    _check_mapping(spec, "'verifier'", source=src, subtask=sid, field="verifier")
+    at = {"source": src, "subtask": sid}
+    _check_mapping(spec, "'verifier'", **at, field="verifier")
     kinds = [k for k in _VERIFIER_KINDS if k in spec]
     if len(kinds) != 1:
-        raise SpecError(f"give exactly one of {', '.join(_VERIFIER_KINDS)}", source=src, subtask=sid, field="verifier")
+        raise SpecError(f"give exactly one of {', '.join(_VERIFIER_KINDS)}", **at, field="verifier")
     kind = kinds[0]
     _check_keys(
         spec, {kind, "rubric", "timeout_s", "setup"}, required={kind}, source=src, where=f"subtask {sid!r} verifier"
     )
     setup = spec.get("setup", "")
     if not isinstance(setup, str) or (setup and kind != "python_tests"):
-        raise SpecError("setup is code (a string) for python_tests", source=src, subtask=sid, field="verifier.setup")
+        raise SpecError("setup is code (a string) for python_tests", **at, field="verifier.setup")
     arg = spec[kind]
     f = f"verifier.{kind}"
     if kind == "json_schema":
-        _check_mapping(arg, f"'{f}'", source=src, subtask=sid, field=f)
+        _check_mapping(arg, f"'{f}'", **at, field=f)
     elif not isinstance(arg, str) or (kind != "exact" and not arg):
-        raise SpecError("must be a non-empty string", source=src, subtask=sid, field=f)
+        raise SpecError("must be a non-empty string", **at, field=f)
     if kind == "regex":
         import re
 
         try:
             re.compile(arg)
         except re.error as exc:
-            raise SpecError(f"not a valid regular expression ({exc})", source=src, subtask=sid, field=f) from None
+            raise SpecError(f"not a valid regular expression ({exc})", **at, field=f) from None
     rubric = spec.get("rubric")
     if (rubric is not None) != (kind == "judge") or (rubric is not None and not isinstance(rubric, str)):
-        raise SpecError(
-            "a judge needs a rubric (a string); other verifiers take none",
-            source=src,
-            subtask=sid,
-            field="verifier.rubric",
-        )
+        raise SpecError("a judge needs a rubric (a string); other verifiers take none", **at, field="verifier.rubric")
     given = {}
     if "timeout_s" in spec:
         given["timeout_s"] = _number(spec["timeout_s"], src, sid, "verifier.timeout_s")
         if given["timeout_s"] <= 0:
-            raise SpecError("must be > 0", source=src, subtask=sid, field="verifier.timeout_s")
+            raise SpecError("must be > 0", **at, field="verifier.timeout_s")
     return VerifierSpec(kind=kind, arg=arg, rubric=rubric, setup=setup, **given)  # else its default timeout
 
 
 def _parse_profile(spec: Any, src: str | None, sid: str, f: str) -> Profile:
-    _check_mapping(spec, f"'{f}'", source=src, subtask=sid, field=f)
+    at = {"source": src, "subtask": sid}
+    _check_mapping(spec, f"'{f}'", **at, field=f)
     if "samples" in spec:
         _check_keys(spec, {"samples"}, required={"samples"}, source=src, where=f"subtask {sid!r} {f}")
         rows = spec["samples"]
         if not isinstance(rows, list) or not rows:
-            raise SpecError("must be a non-empty list", source=src, subtask=sid, field=f"{f}.samples")
+            raise SpecError("must be a non-empty list", **at, field=f"{f}.samples")
         parsed = []
         for r, row in enumerate(rows):
             rf = f"{f}.samples[{r}]"
             if not isinstance(row, list | tuple) or len(row) != 3:
-                raise SpecError(
-                    "rows are [success 0/1, output_tokens, latency_s or null]", source=src, subtask=sid, field=rf
-                )
+                raise SpecError("rows are [success 0/1, output_tokens, latency_s or null]", **at, field=rf)
             ok, tokens, latency = row
             if ok not in (0, 1) or isinstance(ok, float):
-                raise SpecError("success must be 0 or 1", source=src, subtask=sid, field=rf)
-            parsed.append(
-                (
-                    bool(ok),
-                    _integer(tokens, src, sid, rf),
-                    None if latency is None else _number(latency, src, sid, rf),
-                )
-            )
+                raise SpecError("success must be 0 or 1", **at, field=rf)
+            n = _integer(tokens, src, sid, rf)
+            parsed.append((bool(ok), n, None if latency is None else _number(latency, src, sid, rf)))
         return PoolProfile(samples=tuple(parsed))
     _check_keys(spec, {"p", "output_tokens"}, required={"p", "output_tokens"}, source=src, where=f"subtask {sid!r} {f}")
     p = _number(spec["p"], src, sid, f"{f}.p")
     dist = spec["output_tokens"]
     df = f"{f}.output_tokens"
-    _check_mapping(dist, f"'{df}'", source=src, subtask=sid, field=df)
+    _check_mapping(dist, f"'{df}'", **at, field=df)
     if "fixed" in dist:
         _check_keys(dist, {"fixed"}, required={"fixed"}, source=src, where=f"subtask {sid!r} {df}")
         return ParametricProfile(p=p, output_tokens=FixedTokens(_integer(dist["fixed"], src, sid, f"{df}.fixed")))
     _check_keys(dist, {"mean", "std"}, required={"mean", "std"}, source=src, where=f"subtask {sid!r} {df}")
-    return ParametricProfile(
-        p=p,
-        output_tokens=LogNormalTokens(
-            mean=_number(dist["mean"], src, sid, f"{df}.mean"), std=_number(dist["std"], src, sid, f"{df}.std")
-        ),
-    )
+    mean = _number(dist["mean"], src, sid, f"{df}.mean")
+    std = _number(dist["std"], src, sid, f"{df}.std")
+    return ParametricProfile(p=p, output_tokens=LogNormalTokens(mean=mean, std=std))
 
 
 def _check_mapping(

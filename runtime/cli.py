@@ -339,11 +339,8 @@ def qa(
             if agent is not None:
                 await agent.aclose()
 
-    def go() -> QAResult:
-        with ExitStack() as stack:
-            return anyio.run(ask, stack)
-
-    r = _guard(go)
+    with ExitStack() as stack:
+        r = _guard(lambda: anyio.run(ask, stack))
     if json_out:
         steps = [{"action": s.action, "directive": s.directive, "output_tokens": s.output_tokens, "query": s.query,
                   "hits": [h.title for h in s.hits], "answer": s.answer} for s in r.trace.steps]  # fmt: skip
@@ -391,21 +388,14 @@ def qa_eval(
     json_out: JsonOut = False,
 ) -> None:
     """Evaluate controllers on a QA data set: EM, F1 (95% intervals), tool calls, output tokens, cap violations."""
-
-    def cells() -> list[tuple[int, int]]:
-        if tool_calls is not None or tokens is not None:
-            if tool_calls is None or tokens is None:
-                raise UsageError("give both --tool-calls and --tokens for a single cell")
-            return [(tool_calls, tokens)]
-        return list(LADDER)
-
     names = [c.strip() for c in controllers.split(",") if c.strip()] + (list(ABLATIONS) if ablations else [])
     fins = {"both": (False, True), "on": (True,), "off": (False,)}.get(finalizer)
     if fins is None:
-        _err.print("[red]error:[/] --finalizer is both, on or off", highlight=False)
-        raise typer.Exit(2)
+        _fail("--finalizer is both, on or off")
     examples = _guard(lambda: load_qa(dataset, limit=limit))
-    grid = _guard(cells)
+    if (tool_calls is None) != (tokens is None):
+        _fail("give both --tool-calls and --tokens for a single cell")
+    grid = list(LADDER) if tool_calls is None or tokens is None else [(tool_calls, tokens)]
     total = len(examples) * len(grid) * len(names) * len(fins)
     rows = _with_progress("qa-eval", total, lambda step: evaluate_qa(examples, controllers=names, ladder=grid,
                           finalize=fins, backbone=backbone, seed=seed, progress=step))  # fmt: skip
