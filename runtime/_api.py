@@ -133,11 +133,11 @@ class RunSetup:
         run_id = options.get("run_id")
         if run_id is not None and not (isinstance(run_id, str) and run_id):
             raise UsageError(f"run_id must be a non-empty string, not {run_id!r}")
-        self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
-        wf = self.workflow
         given = options.get("adapters", {})
         if not isinstance(given, Mapping) or not all(isinstance(a, Adapter) for a in given.values()):
             raise UsageError(f"adapters must map model names to runtime.Adapter objects, not {given!r}")
+        self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
+        wf = self.workflow
         unknown = [m for m in given if m not in wf.models]
         if unknown:
             raise UsageError(f"adapters: {unknown[0]!r} is not a model of workflow {wf.name!r}")

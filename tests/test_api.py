@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import structlog
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 import runtime
@@ -26,6 +30,31 @@ def test_every_error_descends_from_one_root() -> None:
     errors = [getattr(runtime, n) for n in runtime.__all__ if n.endswith("Error")]
     assert all(issubclass(e, runtime.OntimeError) for e in errors)
     assert issubclass(runtime.UsageError, ValueError)
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=6),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from([*sorted(set(runtime.RunOptions.__annotations__) - {"journal"}), "nonsense"]), value=_ANY_VALUE
+)
+@example(name="adapters", value=[1])  # once an AttributeError: the clock was checked before the adapters' type
+def test_any_value_of_any_run_option_runs_or_is_refused_with_a_typed_error(name: str, value: Any) -> None:
+    options: dict[str, Any] = {name: value}
+    try:
+        result = runtime.run(EXAMPLES / "diamond.json", 0.01, 5, **options)
+    except runtime.OntimeError:
+        return
+    assert result.cost <= 0.01
 
 
 async def test_arun_inside_an_event_loop() -> None:
