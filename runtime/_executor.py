@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
-# Requests in a row that must fail before the run stops sending them: to a model whose endpoint never answered,
-# or for a subtask whose request a model keeps refusing (a prompt too long for it, say).
+# Requests in a row that must fail before the run stops sending them: to a model whose endpoint has stopped
+# answering (transport errors), or for a subtask whose request a model keeps refusing (a prompt too long).
 GIVE_UP_AFTER = 3
 
 _PLANNER_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("ontime_planner_threads")
