@@ -124,9 +124,8 @@ class SimServer:
         faults: fault rates.
         api_key: if given, requests without this key are refused with 401.
         on_served: called with each request's record when it ends.
-        agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) that answers the
-            requests :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``): the
-            server reads the question, the trajectory, the directive and the budget back from the prompt.
+        agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) answering the requests
+            :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``), read back from the prompt.
     """
 
     def __init__(
