@@ -1,12 +1,9 @@
 """Retries, a concurrency limit and a client-side rate limit, as one wrapper over any :class:`ChatBackend`.
 
-A request is retried (tenacity: exponential backoff with jitter, or the wait a 429's ``Retry-After`` asks
-for) only while nothing of it has been produced: the wrapper opens the stream and waits for its first piece
-inside the retry loop, and hands the stream over only then. A failed attempt produced nothing to charge, so
-the sample's reservation still covers the next attempt in full; once output has flowed, a failure ends the
-sample (charged what it produced) and the planner decides what to do. No attempt starts, and no backoff
-sleeps, past the request's deadline; a cancelled sample (its reservation about to be settled) stops
-retrying at once, because cancellation is never retried.
+A request is retried (tenacity: exponential backoff with jitter, or a 429's ``Retry-After``) only until its
+first piece arrives, so a failed attempt has nothing to charge and the reservation still covers the next one
+in full; once output has flowed, a failure ends the sample (charged what it produced) and the planner
+decides. No attempt starts, and no backoff sleeps, past the deadline; cancellation is never retried.
 """
 
 from __future__ import annotations

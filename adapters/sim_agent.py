@@ -132,11 +132,8 @@ class SimAgentModel(AgentModel):
     def _read(self, trace: Trace, ex: QAExample | None) -> set[str]:
         if ex is None:
             return set()
-        return {
-            p
-            for p in ex.supporting
-            if p in trace.evidence and self._rng(trace, "read", p).random() < self.backbone.p_read
-        }
+        p_read = self.backbone.p_read
+        return {p for p in ex.supporting if p in trace.evidence and self._rng(trace, "read", p).random() < p_read}
 
     def _choose(
         self, trace: Trace, d: Directive, budget: QABudget, ex: QAExample | None, missing: list[str], t: int
@@ -203,11 +200,8 @@ class SimAgentModel(AgentModel):
         """The next supporting fact the model can aim a query at (a bridge hop needs the hop before it)."""
         named = question_form(ex.question) == CHOICE or len(ex.supporting) <= 1
         for k, pid in enumerate(ex.supporting):
-            if pid in read:
-                continue
-            if k == 0 or named or ex.supporting[k - 1] in read:
-                return pid
-            return None
+            if pid not in read:
+                return pid if k == 0 or named or ex.supporting[k - 1] in read else None
         return None
 
     def _slip(self, trace: Trace, belief: str, t: int) -> str:

@@ -1,19 +1,15 @@
 """``ontime serve-sim``: an HTTP server speaking the OpenAI and Anthropic APIs, answering from a workflow's profiles.
 
-It makes the real adapters testable offline. ``POST /v1/chat/completions`` (OpenAI: ``n``, ``stream``,
-``stream_options.include_usage``) and ``POST /v1/messages`` (Anthropic: ``stream``) are answered in real
-time: each sample's success, length and latency are drawn from the profile of the (subtask, model) pair,
-exactly as the in-process simulator draws them (:func:`adapters.sim.draw_sample`), with latencies divided
-by ``speed``. The subtask comes from the ``x-ontime-subtask`` header our adapters send, or else from the
-subtask whose prompt starts the request's last user message. A successful sample returns the subtask's
-``reference`` output, a failed one a ``wrong`` output (default: a refusal that fails any verifier), cut into
-exactly as many stream pieces as the drawn token count; a sample longer than ``max_tokens`` is cut off
-(``length``). Usage is reported as real endpoints do (input tokens: a quarter of the prompt's bytes plus a
-few per message, never more than the client's bound).
+It makes the real adapters testable offline. ``POST /v1/chat/completions`` (OpenAI) and ``POST
+/v1/messages`` (Anthropic) are answered in real time, each sample drawn from the (subtask, model) profile
+exactly as the in-process simulator draws it (:func:`adapters.sim.draw_sample`), latencies divided by
+``speed``. The subtask comes from the ``x-ontime-subtask`` header, else from the subtask whose prompt
+starts the last user message. A success returns the subtask's ``reference``, a failure a ``wrong`` output
+(default: a refusal), cut into as many stream pieces as the drawn token count; past ``max_tokens`` it is
+cut off (``length``).
 
-Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a connection
-dropped part-way through the stream, a hung response (no headers, ever), malformed JSON. ``GET
-/ontime/record`` returns the server's own record of every request: tokens served, how it ended.
+Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a dropped stream, a
+hung response, malformed JSON. ``GET /ontime/record`` returns the server's record of every request.
 """
 
 from __future__ import annotations
@@ -128,9 +124,8 @@ class SimServer:
         faults: fault rates.
         api_key: if given, requests without this key are refused with 401.
         on_served: called with each request's record when it ends.
-        agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) that answers the
-            requests :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``): the
-            server reads the question, the trajectory, the directive and the budget back from the prompt.
+        agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) answering the requests
+            :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``), read back from the prompt.
     """
 
     def __init__(
@@ -160,10 +155,8 @@ class SimServer:
         self._count = 0
         self._models: dict[str, int] = {}
         for j, name in enumerate(self.table.model_names):
-            m = workflow.models[name]
-            self._models[name] = j
-            if m.endpoint is not None:
-                self._models[m.endpoint.model] = j
+            ep = workflow.models[name].endpoint
+            self._models.update(dict.fromkeys([name] if ep is None else [name, ep.model], j))
         self._subtasks = {s.id: i for i, s in enumerate(workflow.subtasks)}
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
@@ -289,8 +282,9 @@ class SimServer:
 
     async def _fault_before_reply(self, api: str, served: Served, fault: str | None) -> web.Response | None:
         """Faults that happen before any output: they consume nothing."""
-        if fault in ("rate_limit", "server_error", "hang") or (fault == "malformed" and not served.stream):
-            served.status = fault
+        if fault in (None, "drop") or (fault == "malformed" and served.stream):
+            return None
+        served.status = fault
         if fault == "rate_limit":
             wait = self.faults.retry_after_s
             headers = {"retry-after-ms": str(round(wait * 1000)), "retry-after": str(math.ceil(wait))}
@@ -299,9 +293,7 @@ class SimServer:
             return _error(api, 500, "api_error", "internal error (simulated)")
         if fault == "hang":
             await anyio.sleep_forever()
-        if fault == "malformed" and not served.stream:
-            return web.Response(status=200, text='{"id": "broken", "choices": [', content_type="application/json")
-        return None
+        return web.Response(status=200, text='{"id": "broken", "choices": [', content_type="application/json")
 
     async def _stream(
         self, request: web.Request, served: Served, samples: list[_Sample], fault: str | None, encode: Any
@@ -392,8 +384,7 @@ class _OpenAIEncoder:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         self.model = body["model"]
         self.created = int(time.time())
-        options = body.get("stream_options") or {}
-        self.include_usage = bool(options.get("include_usage"))
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def _body(self, kind: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
         body = {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
@@ -412,12 +403,8 @@ class _OpenAIEncoder:
         return self._chunk([{"index": c, "delta": {}, "finish_reason": sample.finish}])
 
     def _usage(self, served: Served) -> dict[str, int]:
-        out = served.total_output_tokens
-        return {
-            "prompt_tokens": served.input_tokens,
-            "completion_tokens": out,
-            "total_tokens": served.input_tokens + out,
-        }
+        i, o = served.input_tokens, served.total_output_tokens
+        return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
 
     def end(self, served: Served) -> str:
         return (self._chunk([], self._usage(served)) if self.include_usage else "") + "data: [DONE]\n\n"
@@ -462,12 +449,10 @@ class _AnthropicEncoder:
         return self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
 
     def finish(self, c: int, sample: _Sample) -> str:
+        delta = {"stop_reason": self._STOP[sample.finish], "stop_sequence": None}
+        usage = {"output_tokens": len(sample.text_pieces)}
         return self._event("content_block_stop", {"index": 0}) + self._event(
-            "message_delta",
-            {
-                "delta": {"stop_reason": self._STOP[sample.finish], "stop_sequence": None},
-                "usage": {"output_tokens": len(sample.text_pieces)},
-            },
+            "message_delta", {"delta": delta, "usage": usage}
         )
 
     def end(self, served: Served) -> str:

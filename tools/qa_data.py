@@ -52,14 +52,14 @@ class QAExample:
     source: str = ""
 
 
-def _pid(title: str, text: str) -> str:
-    """A paragraph id stable across data sets: the same paragraph pooled twice is one corpus entry."""
-    return hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
+def _para(title: str, text: str) -> Paragraph:
+    """A paragraph whose id is stable across data sets: the same paragraph pooled twice is one corpus entry."""
+    return Paragraph(hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16], title, text)
 
 
 def _ircot(rows: list[dict[str, Any]]) -> tuple[list[Paragraph], list[str]]:
     """The paragraphs of IRCoT-style rows (HotpotQA, MuSiQue) and the ids of those marked supporting."""
-    paras = [Paragraph(_pid(c["title"], c["paragraph_text"]), c["title"], c["paragraph_text"]) for c in rows]
+    paras = [_para(c["title"], c["paragraph_text"]) for c in rows]
     return paras, [p.id for p, c in zip(paras, rows, strict=True) if c.get("is_supporting")]
 
 
@@ -84,12 +84,8 @@ def _musique(d: dict[str, Any]) -> QAExample:
 
 
 def _two_wiki(d: dict[str, Any]) -> QAExample:
-    paras, by_title = [], {}
-    for title, sentences in d["context"]:
-        text = " ".join(sentences)
-        p = Paragraph(_pid(title, text), title, text)
-        paras.append(p)
-        by_title[title] = p.id
+    paras = [_para(title, " ".join(sentences)) for title, sentences in d["context"]]
+    by_title = {p.title: p.id for p in paras}
     support = tuple(dict.fromkeys(by_title[t] for t, _ in d.get("supporting_facts", []) if t in by_title))
     return QAExample(str(d["_id"]), d["question"], (d["answer"],), tuple(paras), support, d.get("type", ""),
                      source="2wikimultihopqa")  # fmt: skip
@@ -99,6 +95,15 @@ FORMATS = {"hotpotqa": _hotpot, "musique": _musique, "2wikimultihopqa": _two_wik
 _KEYS = {"question_id": "hotpotqa", "question_decomposition": "musique", "_id": "2wikimultihopqa"}
 
 
+def _lines(p: Path, what: str) -> list[tuple[int, str]]:
+    """The non-blank lines of ``p``, numbered from 1."""
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
 def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = None) -> list[QAExample]:
     """Read a JSONL data set in any of :data:`FORMATS` (detected from its first row if ``fmt`` is None).
 
@@ -106,16 +111,11 @@ def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = Non
         UsageError: the file is missing, not JSONL, or not in a known format (the message says which row).
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read the data set ({exc.strerror or exc})") from None
+    rows = _lines(p, "the data set")
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     out: list[QAExample] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in rows:
         if limit is not None and len(out) >= limit:
             break
         try:
@@ -146,14 +146,8 @@ def pool_corpus(examples: Iterable[QAExample]) -> list[Paragraph]:
 def read_corpus(path: str | Path) -> list[Paragraph]:
     """A corpus file: JSONL rows ``{"id", "title", "text"}`` (``title`` may be empty)."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read the corpus ({exc.strerror or exc})") from None
     out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in _lines(p, "the corpus"):
         try:
             row = json.loads(line)
             out.append(Paragraph(str(row["id"]), str(row.get("title", "")), str(row["text"])))

@@ -79,13 +79,8 @@ class BM25Search(SearchTool):
         if not tokens.vocab:  # only stop words: nothing to match
             return []
         docs, scores = self._index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        out = []
-        for i, s in zip(docs[0].tolist(), scores[0].tolist(), strict=True):
-            if s <= 0:
-                break
-            p = self.paragraphs[int(i)]
-            out.append(Hit(p.id, p.title, p.text, float(s)))
-        return out
+        hits = [(self.paragraphs[int(i)], float(s)) for i, s in zip(docs[0].tolist(), scores[0].tolist(), strict=True)]
+        return [Hit(p.id, p.title, p.text, s) for p, s in hits if s > 0]  # sorted: the positive prefix
 
     async def search(self, query: str, top_k: int = DEFAULT_TOP_K) -> list[Hit]:
         return self.search_now(query, top_k)

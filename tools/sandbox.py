@@ -4,13 +4,11 @@
     result.passed, result.failures, result.exec_fail
     result.to_exec_code()                          # BayesFlow's exec_code contract (Appendix G)
 
-The program (solution, then tests, as one module) runs in ``python -I -S`` in a fresh empty temporary
-directory with a scrubbed environment, its own session (the whole process group is killed when it ends or
-overruns), and limits it sets on itself before the program starts: CPU seconds, address space, the size of
-any file it writes, no core dumps. An audit hook then refuses sockets, new processes (fork, exec, spawn,
-subprocess), ctypes and mmap, and any file or directory outside the working directory (the standard
-library stays readable); where the kernel allows, the child also moves into an empty network namespace. A
-wall-clock timeout covers sleeps and blocking the CPU limit does not see.
+The program (solution, then tests, as one module) runs in ``python -I -S`` in an empty temporary directory
+with a scrubbed environment, in its own session (its whole process group is killed at the end), under limits
+it sets on itself: CPU seconds, address space, file size, no core dumps. An audit hook then refuses sockets,
+new processes, ctypes, mmap, and files outside the working directory (the standard library stays readable);
+where the kernel allows, the child also moves into an empty network namespace.
 
 This contains what model-written code does by accident or by shortcut: infinite loops, fork bombs, memory
 hogs, runaway writes, network calls, reading the host's files, exiting early to skip the tests. It is not a
@@ -29,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -88,11 +86,7 @@ class SandboxResult:
         if self.exec_fail is not None:
             return {"exec_fail_case": self.exec_fail}
         if self.failures:
-            return [
-                {"test_case": f.test_case, "error_type": f.error_type, "error_message": f.error_message,
-                 "traceback": list(f.traceback)}
-                for f in self.failures
-            ]  # fmt: skip
+            return [{**asdict(f), "traceback": list(f.traceback)} for f in self.failures]
         return "no error"
 
 
