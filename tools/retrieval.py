@@ -49,7 +49,7 @@ class BM25Search(SearchTool):
         if not paragraphs:
             raise UsageError("the corpus is empty")
         if isinstance(paragraphs, str | bytes) or not all(isinstance(p, Paragraph) for p in paragraphs):
-            raise UsageError("a corpus is a sequence of Paragraph (or, to aanswer, a JSONL file's path)")
+            raise UsageError("a corpus is a sequence of Paragraph (or, given to answer, a JSONL file's path)")
         ids = [p.id for p in paragraphs]
         if len(set(ids)) != len(ids):
             raise UsageError("paragraph ids must be unique in a corpus")
