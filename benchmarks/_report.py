@@ -37,8 +37,7 @@ def rows_table(rows: list[dict[str, Any]], title: str) -> Table:
 def data_dir(sub: str) -> Path | None:
     """``$ONTIME_DATA_DIR/sub`` if it exists: benchmarks find the shared data only there, or by --data."""
     base = os.environ.get("ONTIME_DATA_DIR")
-    path = Path(base) / sub if base else None
-    return path if path is not None and path.exists() else None
+    return Path(base) / sub if base and (Path(base) / sub).exists() else None
 
 
 def machine() -> str:

@@ -1,8 +1,5 @@
-"""``ontime bench``: the papers' experiments from the command line.
-
-The engine does not import benchmarks; this sub-command reaches ``ontime`` through the ``ontime.commands``
-entry point group (pyproject.toml), which the CLI loads at start.
-"""
+"""``ontime bench``: the papers' experiments from the command line. The engine does not import benchmarks:
+this sub-command reaches ``ontime`` through the ``ontime.commands`` entry point group (pyproject.toml)."""
 
 from __future__ import annotations
 

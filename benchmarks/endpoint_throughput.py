@@ -52,12 +52,6 @@ def _spec(tokens: int, subtasks: int, base_url: str = "http://127.0.0.1:1/v1", c
     }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_server(spec_path: Path, port: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "runtime.cli", "serve-sim", str(spec_path), "--port", str(port),
             "--speed", "1e6", "--quiet"]  # fmt: skip
@@ -173,7 +167,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "throughput.json"
         spec_path.write_text(json.dumps(_spec(args.tokens, max(args.requests, *levels))))
-        port = _free_port()
+        with socket.socket() as s:  # a free port
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
         proc = _start_server(spec_path, port)
         try:
             rows = []

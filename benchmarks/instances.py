@@ -3,19 +3,9 @@ graphs, and random DAGs for scaling studies.
 
 The graphs are real ($ONTIME_DATA_DIR/workflows: ProofFlow lemma DAGs, CodeFlowBench-Repo subproblems); the
 model catalogs are the paper's, with list prices from genai-prices; the execution profiles are 512-sample
-empirical pools per (subtask, model) drawn from the generative model below, because the paper's recorded
-pools are not public. benchmarks/README.md states every assumption and how the scales were matched to the
-recorded ProofFlow runs (proofflow_baseline_token_time.json).
-
-Generative model, per (subtask i, model m), seeded by (suite, instance, subtask, model):
-
-- difficulty d_i = base(kind) + 0.6 z_len(i) + 0.25 (number of dependencies) + N(0, 1.1), where z_len is
-  the standardized log length of the subtask's statement over its suite;
-- success of one attempt: p = sigmoid(strength(m, kind) - d_i), clipped to [0.002, 0.98];
-- output tokens: lognormal around the model's median for that kind of step, times exp(0.3 z_len(i)),
-  log-sd ``spread``; failed attempts run 1.3x longer (a prover that does not close a goal keeps trying);
-- latency: time to first token + tokens / throughput, times lognormal(0, 0.15) serving jitter; every pool
-  row records its own latency, as the paper's pools do.
+empirical pools per (subtask, model), because the paper's recorded pools are not public, drawn from a
+generative model seeded by (suite, instance, subtask, model). benchmarks/README.md states the model, every
+assumption and how the scales were matched to the recorded ProofFlow runs.
 """
 
 from __future__ import annotations
@@ -286,13 +276,9 @@ def _entry_id(entry: Any, fields: tuple[str, ...], k: int, seen: dict[str, int])
 
 
 def load_proofflow(path: str | Path, limit: int | None = None) -> Loaded:
-    """ProofFlow proof graphs as formalize-then-prove workflows (the MCP paper's ProofFlow).
-
-    Every node is formalized (its Lean statement, in the context of the statements it builds on); every
-    node that claims something (lemmas and the theorem, not premises or definitions) is then proved, from
-    its own formal statement and the proofs of the nodes it depends on:
-    ``formalize(v) <- formalize(u)`` and ``prove(v) <- formalize(v), prove(u)`` for each dependency u.
-    """
+    """ProofFlow proof graphs as formalize-then-prove workflows: every node is formalized, every claim
+    (not a premise or definition) then proved: ``formalize(v) <- formalize(u)``, ``prove(v) <- formalize(v),
+    prove(u)`` for each dependency u."""
     entries = _read(path, "ProofFlow")
     seen: dict[str, int] = {}
     graphs: list[tuple[str, dict[str, tuple[str, ...]], dict[str, str]]] = []
@@ -400,12 +386,8 @@ def random_dag(n: int, *, width: float = 2.0, fan_in: float = 1.5, seed: int = 0
 
 
 def scale_check(loaded: Loaded, recorded: str | Path) -> list[dict[str, Any]]:
-    """How the generated ProofFlow pools compare with the recorded ProofFlow runs.
-
-    The recorded step-by-step runs (proofflow_baseline_token_time.json, "stepproof_think": a thinking
-    prover, one pass over a problem's steps) give total output tokens and time per problem; the pools give,
-    per problem, the same pass: the sum over its prove steps of one attempt's mean tokens and latency.
-    """
+    """Median tokens and time per problem of the recorded step-by-step ProofFlow runs (one pass over a
+    problem's steps), and of the same pass over the generated pools: one mean attempt per prove step."""
 
     def medians(source: str, tokens: list[float], times: list[float]) -> dict[str, Any]:
         tok, secs = round(float(np.median(tokens))), round(float(np.median(times)), 1)

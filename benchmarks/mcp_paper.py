@@ -1,19 +1,15 @@
-"""The MCP paper's experiments on real workflow graphs: the main budget x deadline grid and its analyses.
-
-    ontime bench mcp [--quick] [--suite proofflow,codeflow] [--analyses main,n,noise,portfolio,widths,rounds]
-                     [--data-dir DIR] [--runs R] [--workers W | --ray ADDRESS|local] [--out DIR]
+"""The MCP paper's experiments on real workflow graphs (``ontime bench mcp``): the main budget x deadline
+grid and its analyses.
 
 Every (suite, instance, budget, deadline, variant) is one task: each planner of the task plays ``runs``
 closed-loop runs of the instance in the simulation kernels (what ``runtime.predict`` does, checked against
 the executor by tests/test_predict.py), on the same seeds for every planner. Tasks run in local worker
-processes, or on a Ray cluster; each task's rows are appended to ``<out>/<suite>/tasks.jsonl`` as it
-finishes, so an interrupted sweep resumes where it stopped and a finished task is never recomputed. The
-tables (CSV and markdown) and plots are then built from that file. Protocol: the MCP paper, Section 4 and
-Appendices C-D; the generator of the instances: benchmarks/instances.py and benchmarks/README.md.
+processes or on a Ray cluster; each task's rows are appended to ``<out>/<suite>/tasks.jsonl`` as it
+finishes, so an interrupted sweep resumes where it stopped. The tables (CSV and markdown) and plots are
+built from that file. Protocol: the MCP paper, Section 4 and Appendices C-D, and benchmarks/README.md.
 
-Planners per task: MCP (default options unless the variant says otherwise), and in the main grid every
-Retry (model x width K) and Uniform (model) configuration, so that the best baseline of each cell can be
-chosen as the paper reports it: the configuration with the highest success rate over the suite.
+Planners per task: MCP, and in the main grid every Retry (model x width K) and Uniform (model)
+configuration, so that each cell's best baseline is the configuration best over the suite, as in the paper.
 """
 
 from __future__ import annotations
@@ -247,11 +243,8 @@ def run_tasks(
     ray_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Run the tasks not in ``store`` yet (in processes, or on Ray), adding each one's rows as it finishes.
-
-    Returns how many tasks ran. Results do not depend on where a task runs: a task is a pure function of
-    its fields and the data.
-    """
+    """Run the tasks not in ``store`` yet, adding each one's rows as it finishes; returns how many ran.
+    Where a task runs does not change its rows: a task is a pure function of its fields and the data."""
     done = store.done
     todo = [t for t in tasks if t.key not in done]
     if not todo:
@@ -506,11 +499,8 @@ def write_reports(suite: str, store: Store, out_dir: Path, analyses: Sequence[st
         (out_dir / "planner_time.md").write_text(markdown(planner_time_table(main)))
         plot_main(main, suite, out_dir / "main_grid.png")
         written += [out_dir / "main_grid.md", out_dir / "planner_time.md", out_dir / "main_grid.png"]
-        size = analysis_table("size", store.rows)
-        if size:
-            tables(size, "size")
-    for analysis in analyses:
-        table = analysis_table(analysis, store.rows) if analysis != "main" else []
+    for analysis in (["size"] if main else []) + [a for a in analyses if a != "main"]:
+        table = analysis_table(analysis, store.rows)
         if table:
             tables(table, analysis)
     return written

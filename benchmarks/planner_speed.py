@@ -47,9 +47,8 @@ def with_xl_model(name: str) -> runtime.Workflow:
         "tokens_per_s": 0.7 * large["tokens_per_s"],
     }
     for sub in data["subtasks"]:
-        prof = dict(sub["profiles"]["large"])
-        prof["p"] = round(1 - 0.6 * (1 - prof["p"]), 4)
-        sub["profiles"]["xl"] = prof
+        prof = sub["profiles"]["large"]
+        sub["profiles"]["xl"] = {**prof, "p": round(1 - 0.6 * (1 - prof["p"]), 4)}
     return runtime.parse_workflow(data, source=f"{name}+xl")
 
 
@@ -139,8 +138,7 @@ def main() -> None:
     for s in big_snaps:
         by_ready["3+" if len(s.ready) >= 3 else str(len(s.ready))].append(s)
     everything = pick(big_snaps, 3 * args.repeats)
-    for label, group in [*by_ready.items(), ("all stages", everything)]:
-        group = pick(group, args.repeats) if label != "all stages" else group
+    for label, group in [*((k, pick(g, args.repeats)) for k, g in by_ready.items()), ("all stages", everything)]:
         if not group:
             continue
         planner = MCPPlanner(big_table, n_sims=64, widths=full, seed=1)

@@ -36,11 +36,8 @@ DATASETS = {
 
 
 def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 2000) -> tuple[float, float, float]:
-    """Mean over every cell of VOI's paired F1 difference, with a 95% bootstrap over questions.
-
-    ``per_dataset[name]`` holds one list of per-question differences per cell of that data set; a bootstrap
-    draw resamples each data set's questions once and uses the same draw in all of its cells.
-    """
+    """Mean over every cell of VOI's paired F1 difference, with a 95% bootstrap over questions: a draw
+    resamples each data set's questions once, for all its cells (``per_dataset[name]``: one list per cell)."""
     rng = random.Random(seed)
     cells = [(name, d) for name, lists in per_dataset.items() for d in lists]
     mean = statistics.fmean(statistics.fmean(d) for _, d in cells)
@@ -55,10 +52,8 @@ def pooled(per_dataset: dict[str, list[list[float]]], seed: str, reps: int = 200
 def comparisons(
     rows: list[QACell], dataset: str, diffs: dict[str, dict[str, list[list[float]]]]
 ) -> list[dict[str, Any]]:
-    """VOI's paired F1 difference with each baseline in every cell of one data set (95% bootstrap).
-
-    Each cell's per-question differences are also added to ``diffs[baseline][dataset]`` for :func:`pooled`.
-    """
+    """VOI's paired F1 difference with each baseline in every cell of one data set (95% bootstrap); each
+    cell's per-question differences also go to ``diffs[baseline][dataset]`` for :func:`pooled`."""
     out = []
     by = {(r.budget, r.controller, r.finalizer): r for r in rows}
     for (budget, name, fin), r in by.items():
