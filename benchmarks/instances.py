@@ -3,9 +3,19 @@ graphs, and random DAGs for scaling studies.
 
 The graphs are real ($ONTIME_DATA_DIR/workflows: ProofFlow lemma DAGs, CodeFlowBench-Repo subproblems); the
 model catalogs are the paper's, with list prices from genai-prices; the execution profiles are 512-sample
-empirical pools per (subtask, model), because the paper's recorded pools are not public, drawn from a
-generative model seeded by (suite, instance, subtask, model). benchmarks/README.md states the model, every
-assumption and how the scales were matched to the recorded ProofFlow runs.
+empirical pools per (subtask, model) drawn from the generative model below, because the paper's recorded
+pools are not public. benchmarks/README.md states every assumption and how the scales were matched to the
+recorded ProofFlow runs (proofflow_baseline_token_time.json).
+
+Generative model, per (subtask i, model m), seeded by (suite, instance, subtask, model):
+
+- difficulty d_i = base(kind) + 0.6 z_len(i) + 0.25 (number of dependencies) + N(0, 1.1), where z_len is
+  the standardized log length of the subtask's statement over its suite;
+- success of one attempt: p = sigmoid(strength(m, kind) - d_i), clipped to [0.002, 0.98];
+- output tokens: lognormal around the model's median for that kind of step, times exp(0.3 z_len(i)),
+  log-sd ``spread``; failed attempts run 1.3x longer (a prover that does not close a goal keeps trying);
+- latency: time to first token + tokens / throughput, times lognormal(0, 0.15) serving jitter; every pool
+  row records its own latency, as the paper's pools do.
 """
 
 from __future__ import annotations
