@@ -176,8 +176,9 @@ class MCPPlanner(Planner):
         per run. ``plan_table`` (same subtasks and models) is what the planner simulates with, when its
         estimates differ from the profiles the runs are drawn from."""
         runs = np.arange(first, first + count, dtype=np.int64)
-        run_seeds = (np.int64(seed) * 1_000_003 + runs) % (2**62)  # one outcome stream per run
-        planner_seeds = (np.int64(self.seed) * 7_919 + runs) % (2**31)  # and its own decisions
+        # One outcome stream per run, and one for its planner's decisions (mixed exactly: seeds reach 2**62).
+        run_seeds = (seed * 1_000_003 % 2**62 + runs) % 2**62
+        planner_seeds = (self.seed * 7_919 % 2**31 + runs) % 2**31
         plan_tab = self._tab if plan_table is None else table_arrays(plan_table)
         return closed_loop(  # type: ignore[no-any-return]
             self._tab, plan_tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k,

@@ -161,7 +161,8 @@ class RunSetup:
             raise UsageError(f"speed sets the pace of the real clock (clock='real'), not of clock={clock!r}")
         given = self.options.get("adapters", {})
         real = [m for m in self.workflow.real_models if m not in given]
-        if real and (clock == "virtual" or speed != 1.0):
+        wall = clock is None or clock == "real" or (isinstance(clock, RealClock) and clock.speed == 1.0)
+        if real and (not wall or speed != 1.0):  # a Clock of one's own included: the deadline must be wall time
             raise UsageError(
                 f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
                 f"not clock={clock!r}, speed={speed!r}"
@@ -423,10 +424,10 @@ class EventStream:
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
 
         def deliver(event: Event) -> None:
-            if user is not None:
-                user(event)
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the consumer has left
                 send.send_nowait(event)
+            if user is not None:  # after the stream has it: an error here must not take the event from it
+                user(event)
 
         async with AsyncExitStack() as stack:
             stack.enter_context(single_error())

@@ -93,10 +93,15 @@ class EvalReport:
 MAX_RUNS = 10_000_000  # runs per evaluation or prediction at most: a 95% interval of ±0.03 points
 
 
-def check_many(runs: int, workers: int | None, progress: Callable[[int], None] | None) -> None:
-    """Raise :class:`UsageError` unless the numbers of runs and workers and the progress callback are usable."""
+def check_many(
+    runs: int, workers: int | None, progress: Callable[[int], None] | None, seed: int, offset: int = 0
+) -> None:
+    """Raise :class:`UsageError`, before any run starts, unless the numbers of runs and workers, the progress
+    callback and the seeds (``offset + seed`` on, one per run) are usable."""
     if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
         raise UsageError(f"runs must be an integer in 1..{MAX_RUNS:,}, not {runs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**62 - offset - runs:
+        raise UsageError(f"seed must be an integer in 0..{2**62 - offset - runs:,} for {runs} runs, not {seed!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
     if progress is not None and not callable(progress):
@@ -156,7 +161,7 @@ def evaluate(
         UsageError: bad input, before any run starts.
     """
     check_plan_options(options, "evaluate")
-    check_many(runs, workers, progress)
+    check_many(runs, workers, progress, seed)
     setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
     seeds = list(range(seed, seed + runs))

@@ -87,7 +87,7 @@ def predict(
     Raises:
         UsageError: bad input, before any simulation.
     """
-    check_many(runs, workers, progress)
+    check_many(runs, workers, progress, seed, PREDICT_SEED_OFFSET)
     if precision is not None and not (isinstance(precision, int | float) and 0 < precision < 1):
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
     check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form

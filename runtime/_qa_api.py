@@ -12,6 +12,7 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from os import PathLike
@@ -30,7 +31,7 @@ from tools.qa_data import pool_corpus, read_corpus
 from tools.retrieval import BM25Search
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
     from pathlib import Path
 
     from structlog.typing import FilteringBoundLogger
@@ -102,11 +103,14 @@ async def aanswer(
         raise UsageError(f"question must be a non-empty string, not {question!r}")
     for name, value, kind, want in (
         ("controller", controller, str | QAController, "a controller's name or a runtime.QAController"),
-        ("search", search, SearchTool, "a runtime.SearchTool"),
-        ("model", model, AgentModel, "a runtime.AgentModel"),
-        ("clock", clock, Clock, "a runtime.Clock"),
+        ("backbone", backbone, str, "a backbone's name"),
+        ("examples", examples, list | tuple, "a list or tuple of QAExample"),
+        ("corpus", corpus, Sequence | str | PathLike | None, "paragraphs or a JSONL file's path"),
+        ("search", search, SearchTool | None, "a runtime.SearchTool"),
+        ("model", model, AgentModel | None, "a runtime.AgentModel"),
+        ("clock", clock, Clock | None, "a runtime.Clock"),
     ):
-        if value is not None and not isinstance(value, kind):
+        if not isinstance(value, kind):
             raise UsageError(f"{name} must be {want}, not {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
         raise UsageError(f"seed must be an integer in 0..2**62, not {seed!r}")

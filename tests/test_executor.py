@@ -222,8 +222,11 @@ def test_sim_adapter_is_the_default_and_unusable_providers_are_rejected_before_s
     spec["models"]["m"].update(provider="openai", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(runtime.UsageError, match="no prompt"):  # a real model needs something to send
         runtime.run(build(spec), 1.0, 100)
-    with pytest.raises(runtime.UsageError, match="real clock"):
-        runtime.run(build(spec), 1.0, 100, clock="virtual")
+    spec["subtasks"][0]["prompt"] = "Say hi."
+    # A clock object counts too: virtual time, or a fast real clock, would not hold a real endpoint's deadline.
+    for clock in ("virtual", runtime.VirtualClock(), runtime.RealClock(100.0)):
+        with pytest.raises(runtime.UsageError, match="real clock"):
+            runtime.run(build(spec), 1.0, 100, clock=clock)
 
 
 @pytest.mark.parametrize("budget", [0, -1, float("nan"), float("inf")])

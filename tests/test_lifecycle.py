@@ -70,6 +70,23 @@ async def test_an_error_inside_a_stream_stops_the_run_and_propagates() -> None:
     assert of(seen, runtime.RunFinished)[0].reason == runtime.Reason.CANCELLED
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_stream_delivers_the_event_an_on_event_callback_raised_on() -> None:
+    """The stream dropped the event a user's callback raised on; it has every event, then the error."""
+    seen: list[runtime.Event] = []
+
+    def fail_on_second_launch(event: runtime.Event) -> None:
+        if isinstance(event, runtime.BatchLaunched) and event.batch == 2:
+            raise RuntimeError("the callback failed")
+
+    with pytest.raises(RuntimeError, match="the callback failed"):
+        async with runtime.stream(slow_chain(), 1.0, 100, on_event=fail_on_second_launch) as events:
+            async for event in events:
+                seen.append(event)
+    assert [e.batch for e in of(seen, runtime.BatchLaunched)][:2] == [1, 2]
+    assert isinstance(seen[-1], runtime.RunFinished)
+
+
 # -- open_run owns what it opens ----------------------------------------------------------------------
 
 

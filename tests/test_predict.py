@@ -90,3 +90,10 @@ def test_precision_stops_at_a_checkpoint_once_the_interval_is_narrow_enough() ->
 def test_bad_arguments_raise_usage_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(runtime.UsageError):
         runtime.predict(EXAMPLES / "chain.json", 0.02, 40, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("what", [runtime.evaluate, runtime.predict])
+def test_seeds_out_of_range_are_refused_before_any_run(what: object) -> None:
+    """The last of ``runs`` seeds must be a valid seed too: evaluate refused it only when that run came up."""
+    with pytest.raises(runtime.UsageError, match="for 3 runs"):
+        what(EXAMPLES / "chain.json", 0.02, 40, runs=3, seed=2**62 - 2, workers=1)  # type: ignore[operator]

@@ -136,19 +136,19 @@ class RealClock(Clock):
         if not (isinstance(speed, int | float) and 0 < speed < float("inf")):
             raise LimitError(f"speed must be positive and finite, not {speed!r}")
         self._t0 = time.monotonic()
-        self._speed = speed
+        self.speed = speed
 
     def now(self) -> float:
-        return (time.monotonic() - self._t0) * self._speed
+        return (time.monotonic() - self._t0) * self.speed
 
     def wall_time_of(self, t: float) -> float | None:
-        return self._t0 + t / self._speed
+        return self._t0 + t / self.speed
 
     async def sleep_until(self, t: float, *, order: tuple[int, ...] = ()) -> None:
-        await anyio.sleep(max(0.0, (t - self.now()) / self._speed))
+        await anyio.sleep(max(0.0, (t - self.now()) / self.speed))
 
     async def _wait(self, w: _Waiter, until: float | None) -> None:
-        with anyio.move_on_after(None if until is None else max(0.0, (until - self.now()) / self._speed)):
+        with anyio.move_on_after(None if until is None else max(0.0, (until - self.now()) / self.speed)):
             await w.event.wait()
 
 
