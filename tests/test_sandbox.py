@@ -52,6 +52,42 @@ class T(unittest.TestCase):
     ]
 
 
+_WRONG, _RIGHT = "def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n"
+_UNITTEST = "import unittest\nclass T(unittest.TestCase):\n    def test_add(self):\n"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "tests"),
+    [
+        (
+            _WRONG,
+            _UNITTEST + "        for a in (1, 2):\n            with self.subTest(a=a):\n"
+            "                self.assertEqual(add(a, 1), a + 1)\n",
+        ),
+        (_WRONG, "def test_add():\n    assert add(1, 2) == 3\n"),  # pytest's plain style
+        ("import unittest\ndef add(a, b):\n    raise unittest.SkipTest('later')\n", _UNITTEST + "        add(1, 2)\n"),
+        (
+            _WRONG,
+            _UNITTEST.replace("    def", "    @unittest.expectedFailure\n    def") + "        assert add(1, 2) == -1\n",
+        ),
+        (_WRONG, "if __name__ == '__main__':\n    assert add(1, 2) == 3\n"),
+        (_WRONG, _UNITTEST + "        assert add(1, 2) == 3\nif __name__ == '__main__':\n    unittest.main()\n"),
+    ],
+    ids=["subtest", "pytest-style", "skip", "unexpected-success", "main-guard", "unittest-main"],
+)
+def test_wrong_code_fails_however_the_tests_are_written(wrong: str, tests: str) -> None:
+    """Issue 16: each of these passed ``a - b`` for ``add`` (failing subtests, skips and unexpected successes
+    did not count; plain test functions and __main__ blocks never ran). The right code still passes."""
+    assert not run_tests(wrong, tests, limits=FAST).passed
+    right = run_tests(_RIGHT, tests, limits=FAST)
+    assert right.passed, right
+
+
+def test_a_program_that_checks_nothing_does_not_pass() -> None:
+    r = run_tests(_RIGHT, "x = add(1, 2)\n", limits=FAST)
+    assert not r.passed and r.exec_fail is not None and r.exec_fail.startswith("no test ran")
+
+
 def test_syntax_and_runtime_errors_are_exec_failures() -> None:
     failed = run_tests("def f(x)\n    return x\n", limits=FAST).to_exec_code()
     assert isinstance(failed, dict) and "SyntaxError" in failed["exec_fail_case"]

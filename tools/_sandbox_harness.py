@@ -2,9 +2,14 @@
 runs the program and reports to the parent. See :mod:`tools.sandbox` for what it guards against and what
 it does not.
 
-argv: cpu_s memory_bytes file_bytes result_fd. stdin: the report's nonce line, then the program.
+argv: cpu_s memory_bytes file_bytes result_fd. stdin: the report's nonce line, then JSON
+``{"solution": str, "tests": [str, ...]}``.
+
+The tests fail closed: a failing subtest, a skipped test and an unexpected success fail, and so does a run
+in which no check ran at all (no assert statement executed, no unittest test or ``test*()`` function ran).
 """
 
+import ast
 import ctypes
 import io
 import json
@@ -14,10 +19,12 @@ import resource
 import signal
 import sys
 import traceback
+import types
 import unittest
 from typing import Any
 
 PROGRAM = "<program>"
+_CHECKS = "__ontime_checks__"  # a one-item list in the program's namespace: assert statements executed
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _BLOCKED = (
     "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg",
@@ -107,22 +114,83 @@ def _exited(exc: SystemExit) -> dict[str, Any]:
 
 
 class _Collect(unittest.TestResult):
+    """Every way a test can fall short of passing is a failing case: failures, errors, failing subtests,
+    skips and unexpected successes (an expected failure is the test's own business)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.cases: list[dict[str, Any]] = []
 
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
-        if len(self.cases) < MAX_CASES:
-            self.cases.append(_case(err[1], test.id()))
+        self._add(_case(err[1], test.id()))
 
     addError = addFailure
 
+    def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: Any) -> None:
+        if err is not None:
+            self._add(_case(err[1], subtest.id()))
 
-def _run(source: str) -> dict[str, Any]:
-    linecache.cache[PROGRAM] = (len(source), None, source.splitlines(True), PROGRAM)
-    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
+        self._add({"test_case": test.id(), "error_type": "Skipped", "error_message": reason[:MAX_TEXT]})
+
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
+        message = "passed, but is marked as an expected failure"
+        self._add({"test_case": test.id(), "error_type": "UnexpectedSuccess", "error_message": message})
+
+    def _add(self, case: dict[str, Any]) -> None:
+        if len(self.cases) < MAX_CASES:
+            self.cases.append({"traceback": [], **case})
+
+
+class _CountAsserts(ast.NodeTransformer):
+    def visit_Assert(self, node: ast.Assert) -> list[ast.stmt]:
+        count = ast.parse(f"{_CHECKS}[0] += 1").body[0]
+        return [ast.copy_location(count, node), node]
+
+
+def _compiled(source: str, first_line: int) -> types.CodeType:
+    """``source`` (lines ``first_line`` on of the program) with every executed assert statement counted."""
     try:
-        exec(compile(source, PROGRAM, "exec"), namespace)
+        tree = ast.parse(source, PROGRAM)
+    except SyntaxError as exc:
+        exc.lineno = None if exc.lineno is None else exc.lineno + first_line - 1
+        raise
+    ast.increment_lineno(tree, first_line - 1)
+    return compile(ast.fix_missing_locations(_CountAsserts().visit(tree)), PROGRAM, "exec")
+
+
+def _no_main(*args: Any, **kwargs: Any) -> None:
+    """``unittest.main()`` in the tests: their cases are collected and run after the tests' code."""
+
+
+def _tests(namespace: dict[str, Any]) -> unittest.TestSuite:
+    """The unittest cases defined by the solution or the tests, and the tests' ``test*()`` functions that
+    take no arguments (pytest's plain style)."""
+    suite = unittest.TestSuite()
+    for v in list(namespace.values()):
+        if isinstance(v, type) and issubclass(v, unittest.TestCase) and v.__module__ in ("__sandbox__", "__main__"):
+            suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(v))
+        elif isinstance(v, types.FunctionType) and v.__name__.startswith("test") and v.__module__ == "__main__":
+            code = v.__code__
+            if code.co_argcount == len(v.__defaults__ or ()) and not code.co_kwonlyargcount:  # no fixtures
+                suite.addTest(unittest.FunctionTestCase(v, description=v.__name__))
+    return suite
+
+
+def _run(solution: str, tests: list[str]) -> dict[str, Any]:
+    """Run the solution, then the tests as the main script (their ``if __name__ == "__main__":`` blocks
+    run), then the unittest cases and test functions they define."""
+    source = "\n\n".join(p for p in (solution, *tests) if p)
+    linecache.cache[PROGRAM] = (len(source), None, source.splitlines(True), PROGRAM)
+    namespace: dict[str, Any] = {"__builtins__": __builtins__, _CHECKS: [0]}
+    unittest.main = _no_main  # type: ignore[assignment]
+    line = 1
+    try:
+        for part, name in [(solution, "__sandbox__"), *((t, "__main__") for t in tests)]:
+            if part:
+                namespace["__name__"] = name
+                exec(_compiled(part, line), namespace)
+                line += part.count("\n") + 2
     except AssertionError as exc:
         return {"failures": [_case(exc)]}
     except SystemExit as exc:
@@ -130,21 +198,21 @@ def _run(source: str) -> dict[str, Any]:
     except BaseException as exc:
         return {"exec_fail_case": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
                 "traceback": _frames(exc)}  # fmt: skip
-    cases = [v for v in namespace.values()
-             if isinstance(v, type) and issubclass(v, unittest.TestCase) and v.__module__ == "__sandbox__"]  # fmt: skip
-    suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in cases)
     result = _Collect()
     try:
-        suite.run(result)
+        _tests(namespace).run(result)
     except SystemExit as exc:
         return _exited(exc)
+    if result.testsRun == 0 and namespace[_CHECKS][0] == 0:
+        why = "no test ran: no assert was executed and no unittest case or test*() function ran"
+        return {"exec_fail_case": why}
     return {"failures": result.cases, "tests_run": result.testsRun}
 
 
 def main() -> None:
     cpu_s, memory, file_size, result_fd = (int(x) for x in sys.argv[1:5])
     nonce = sys.stdin.readline().strip()
-    source = sys.stdin.read()
+    job = json.loads(sys.stdin.read())
     report = os.fdopen(result_fd, "w", encoding="utf-8")
     workdir = os.path.realpath(os.getcwd())
     stdlib = tuple(os.path.realpath(p) for p in sys.path if p)  # with -I -S: the standard library alone
@@ -154,7 +222,7 @@ def main() -> None:
     _guard(workdir, readable)
     sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="replace", line_buffering=True)
     try:
-        out = _run(source)
+        out = _run(job["solution"], job["tests"])
     except MemoryError:
         out = {"exec_fail_case": "MemoryError: the program ran out of its memory limit"}
     report.write(json.dumps({"nonce": nonce, **out}))

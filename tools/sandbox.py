@@ -1,14 +1,15 @@
 """Run untrusted, model-written Python against its tests in a child process, and say what failed.
 
-    result = run_tests(solution, tests)            # tests: assert statements or unittest.TestCase classes
+    result = run_tests(solution, tests)  # tests: asserts, unittest.TestCase classes or test*() functions
     result.passed, result.failures, result.exec_fail
     result.to_exec_code()                          # BayesFlow's exec_code contract (Appendix G)
 
-The program (solution, then tests, as one module) runs in ``python -I -S`` in an empty temporary directory
+The solution, then the tests (as the main script), run as one module in ``python -I -S`` in an empty temporary directory
 with a scrubbed environment, in its own session (its whole process group is killed at the end), under limits
 it sets on itself: CPU seconds, address space, file size, no core dumps. An audit hook then refuses sockets,
 new processes, ctypes, mmap, and files outside the working directory (the standard library stays readable);
-where the kernel allows, the child also moves into an empty network namespace.
+where the kernel allows, the child also moves into an empty network namespace. The tests fail closed: a
+failing subtest, a skip, an unexpected success, or no check run at all does not pass.
 
 This contains what model-written code does by accident or by shortcut: infinite loops, fork bombs, memory
 hogs, runaway writes, network calls, reading the host's files, exiting early to skip the tests. It is not a
@@ -95,8 +96,7 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
     in a fresh sandbox. Blocks up to ``limits.wall_s`` plus process start-up; call it from a worker thread
     (``anyio.to_thread.run_sync``) in async code."""
     limits = limits or Limits()
-    parts = [solution, *([tests] if isinstance(tests, str) else tests)]
-    program = "\n\n".join(p for p in parts if p)
+    job = json.dumps({"solution": solution, "tests": [tests] if isinstance(tests, str) else list(tests)})
     nonce = secrets.token_hex(16)
     start = time.monotonic()
     # Output and report go to unnamed files, not pipes: the child's file-size limit then bounds them, and a
@@ -120,7 +120,7 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
         timed_out = False
         try:
-            proc.communicate((nonce + "\n" + program).encode(), timeout=limits.wall_s)
+            proc.communicate((nonce + "\n" + job).encode(), timeout=limits.wall_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc.pid)
