@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adapters.pricing import list_price
 from runtime._prompts import placeholders
@@ -27,14 +28,20 @@ from runtime.types import (
     Subtask,
     UnknownDependencyError,
     UnknownModelError,
+    UsageError,
     VerifierSpec,
     Workflow,
 )
 
-if TYPE_CHECKING:
-    from os import PathLike
+__all__ = ["MAX_PRICE_PER_MTOK", "MAX_SECONDS", "MAX_TOKENS", "load_workflow", "never_succeeds", "parse_workflow",
+           "validate_workflow"]  # fmt: skip
 
-__all__ = ["load_workflow", "never_succeeds", "parse_workflow", "validate_workflow"]
+# The largest values a spec may hold (README "Workflow spec format"): far above any real model, and small
+# enough that a batch's worst case in pico-dollars, and every latency, fits the planners' 64-bit arithmetic.
+MAX_TOKENS = 10**8  # input tokens, output tokens (max, fixed, pool rows, lognormal mean and std)
+MAX_PRICE_PER_MTOK = 10**4  # dollars per million tokens
+MAX_SECONDS = 10**7  # time to first token, pool latencies, timeouts (about 116 days)
+_TOKENS_PER_S = (1e-3, 1e9)
 
 _PRICES = {"input_price_per_mtok", "output_price_per_mtok"}
 _MODEL_KEYS = {"provider", "tokens_per_s", "ttft_s", "max_output_tokens"} | _PRICES
@@ -64,19 +71,22 @@ def load_workflow(path: str | PathLike[str]) -> Workflow:
         SpecError: the file is missing, unreadable, malformed or inconsistent (cycles, unknown
             dependencies or models, probabilities outside [0, 1], ...).
     """
+    if not isinstance(path, str | PathLike):
+        raise UsageError(f"a workflow spec's path must be a string or a path, not {path!r}")
     p = Path(path)
     source = str(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read the file ({exc.strerror or exc})", source=source) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or text that is not UTF-8
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (getattr(exc, "strerror", None) or exc)
+        raise SpecError(f"cannot read the file ({why})", source=source) from None
     if p.suffix.lower() in {".yaml", ".yml"}:
         import yaml
 
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"not valid YAML ({exc})", source=source) from exc
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise SpecError(f"not valid YAML ({exc})", source=source) from None
     else:
         try:
             data = json.loads(text)
@@ -84,12 +94,18 @@ def load_workflow(path: str | PathLike[str]) -> Workflow:
             raise SpecError(
                 f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", source=source
             ) from exc
+        except (ValueError, RecursionError) as exc:  # a number of more than 4300 digits; nesting too deep
+            raise SpecError(f"not valid JSON ({exc})", source=source) from None
     return parse_workflow(data, source=source)
 
 
 def parse_workflow(data: Any, *, source: str | None = None) -> Workflow:
     """Build and validate a :class:`Workflow` from already-decoded spec data (a dict)."""
     _check_mapping(data, "the top level", source=source)
+    try:  # every string must be text that can be written out (a lone surrogate cannot)
+        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+        raise SpecError(f"holds something that is not plain data or text ({exc})", source=source) from None
     _check_keys(data, _TOP_KEYS, required={"models", "subtasks"}, source=source, where="top level")
     name = data.get("name", Path(source).stem if source else "workflow")
     if not isinstance(name, str) or not name:
@@ -171,6 +187,7 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
             raise SpecError(f"{{{{{ref}}}}} names no dependency of this subtask", **at, field="prompt")
     if not _is_int(s.input_tokens) or s.input_tokens < 0:
         raise SpecError("must be a non-negative integer", **at, field="input_tokens")
+    _at_most(s.input_tokens, MAX_TOKENS, at, "input_tokens")
     if not s.profiles:
         raise SpecError("no model can run this subtask", **at, field="profiles")
     for m, prof in s.profiles.items():
@@ -184,8 +201,11 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
             if isinstance(dist, FixedTokens):
                 if not _is_int(dist.tokens) or dist.tokens < 1:
                     raise SpecError("fixed must be a positive integer", **at, field=f"{where}.output_tokens.fixed")
+                _at_most(dist.tokens, MAX_TOKENS, at, f"{where}.output_tokens.fixed")
             elif not (_finite(dist.mean) and dist.mean >= 1 and _finite(dist.std) and dist.std >= 0):
                 raise SpecError("mean must be >= 1 and std >= 0, both finite", **at, field=f"{where}.output_tokens")
+            else:
+                _at_most(max(dist.mean, dist.std), MAX_TOKENS, at, f"{where}.output_tokens")
         elif isinstance(prof, PoolProfile):
             if not prof.samples:
                 raise SpecError("the pool is empty", **at, field=f"{where}.samples")
@@ -195,6 +215,8 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
                     raise SpecError("rows are [success 0/1, output_tokens >= 1, latency_s or null]", **at, field=row)
                 if latency is not None and not (_finite(latency) and latency > 0):
                     raise SpecError("latency_s must be positive and finite, or null", **at, field=row)
+                _at_most(tokens, MAX_TOKENS, at, row)
+                _at_most(latency or 0, MAX_SECONDS, at, row)
         else:
             raise SpecError("unknown profile type", **at, field=where)
 
@@ -205,14 +227,19 @@ def _check_model(m: ModelSpec, src: str | None) -> None:
         raise SpecError(f"{m.provider!r} is not one of {', '.join(PROVIDERS)}", source=src, field=f"{f}.provider")
     if (m.endpoint is not None) != (m.provider != "sim"):
         raise SpecError("an endpoint goes with provider openai or anthropic only", source=src, field=f)
-    for attr in ("input_price_per_mtok", "output_price_per_mtok", "ttft_s"):
+    at = {"source": src}
+    for attr, top in (("input_price_per_mtok", MAX_PRICE_PER_MTOK), ("output_price_per_mtok", MAX_PRICE_PER_MTOK),
+                      ("ttft_s", MAX_SECONDS)):  # fmt: skip
         v = getattr(m, attr)
         if not _finite(v) or v < 0:
             raise SpecError(f"{v!r} must be finite and >= 0", source=src, field=f"{f}.{attr}")
-    if not _finite(m.tokens_per_s) or m.tokens_per_s <= 0:
-        raise SpecError(f"{m.tokens_per_s!r} must be finite and > 0", source=src, field=f"{f}.tokens_per_s")
+        _at_most(v, top, at, f"{f}.{attr}")
+    low, high = _TOKENS_PER_S
+    if not _finite(m.tokens_per_s) or not low <= m.tokens_per_s <= high:
+        raise SpecError(f"{m.tokens_per_s!r} must be in [{low:g}, {high:g}]", source=src, field=f"{f}.tokens_per_s")
     if not _is_int(m.max_output_tokens) or m.max_output_tokens < 1:
         raise SpecError("must be a positive integer", source=src, field=f"{f}.max_output_tokens")
+    _at_most(m.max_output_tokens, MAX_TOKENS, at, f"{f}.max_output_tokens")
 
 
 def _parse_model(name: str, spec: Any, src: str | None) -> ModelSpec:
@@ -249,9 +276,11 @@ def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endp
             raise SpecError("must be a non-empty string", source=src, field=f"{f}.{key}")
         return v
 
-    def positive(key: str, v: float | None) -> float | None:
+    def positive(key: str, v: float | None, top: float) -> float | None:
         if v is not None and not v > 0:
             raise SpecError(f"must be > 0, not {v!r}", source=src, field=f"{f}.{key}")
+        if v is not None:
+            _at_most(v, top, {"source": src}, f"{f}.{key}")
         return v
 
     def opt_int(key: str) -> int | None:
@@ -261,13 +290,13 @@ def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endp
         return None if spec.get(key) is None else _number(spec[key], src, None, f"{f}.{key}")
 
     retries = opt_int("retries")
-    if retries is not None and retries < 1:
-        raise SpecError("must be >= 1 (1: no retry)", source=src, field=f"{f}.retries")
+    if retries is not None and not 1 <= retries <= 100:
+        raise SpecError("must be in 1..100 (1: no retry)", source=src, field=f"{f}.retries")
     given: dict[str, Any] = {
-        "timeout_s": positive("timeout_s", opt_num("timeout_s")),
+        "timeout_s": positive("timeout_s", opt_num("timeout_s"), MAX_SECONDS),
         "retries": retries,
-        "concurrency": positive("concurrency", opt_int("concurrency")),
-        "requests_per_s": positive("requests_per_s", opt_num("requests_per_s")),
+        "concurrency": positive("concurrency", opt_int("concurrency"), 10**5),
+        "requests_per_s": positive("requests_per_s", opt_num("requests_per_s"), 10**6),
         "temperature": opt_num("temperature"),
     }
     return Endpoint(
@@ -360,6 +389,7 @@ def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
         given["timeout_s"] = _number(spec["timeout_s"], src, sid, "verifier.timeout_s")
         if given["timeout_s"] <= 0:
             raise SpecError("must be > 0", **at, field="verifier.timeout_s")
+        _at_most(given["timeout_s"], MAX_SECONDS, at, "verifier.timeout_s")
     return VerifierSpec(kind=kind, arg=arg, rubric=rubric, setup=setup, **given)  # else its default timeout
 
 
@@ -420,8 +450,8 @@ def _check_keys(d: Mapping[str, Any], allowed: set[str], *, required: set[str], 
 def _number(v: Any, src: str | None, sid: str | None, f: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise SpecError(f"must be a number, not {v!r}", source=src, subtask=sid, field=f)
-    if not math.isfinite(v):
-        raise SpecError(f"must be finite, not {v!r}", source=src, subtask=sid, field=f)
+    if not _finite(v):
+        raise SpecError(f"must be a finite number below 1e300, not {str(v)[:40]}", source=src, subtask=sid, field=f)
     return float(v)
 
 
@@ -438,7 +468,12 @@ def _is_int(v: Any) -> bool:
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, int | float) and not isinstance(v, bool) and -1e300 < v < 1e300 and math.isfinite(v)
+
+
+def _at_most(v: float, top: float, at: Mapping[str, Any], field: str) -> None:
+    if v > top:
+        raise SpecError(f"{str(v)[:40]} is above the largest value a spec may hold ({top:,})", **at, field=field)
 
 
 def never_succeeds(wf: Workflow) -> list[str]:

@@ -7,6 +7,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 import runtime
 from tests.conftest import EXAMPLES, chain_spec, model
@@ -154,6 +156,51 @@ BAD = {
         "a",
         "profiles.small.output_tokens",
     ),
+    # Issue 16: values past what the code can hold passed validation, then crashed the run with OverflowError.
+    "huge_max_tokens": (
+        _set(["models", "small", "max_output_tokens"], 2**63),
+        runtime.SpecError,
+        None,
+        "models.small.max_output_tokens",
+    ),
+    "huge_input_tokens": (_set(["subtasks", 0, "input_tokens"], 2**63), runtime.SpecError, "a", "input_tokens"),
+    "huge_price": (
+        _set(["models", "small", "output_price_per_mtok"], 1e13),
+        runtime.SpecError,
+        None,
+        "models.small.output_price_per_mtok",
+    ),
+    "400_digit_price": (
+        _set(["models", "small", "input_price_per_mtok"], 10**400),
+        runtime.SpecError,
+        None,
+        "models.small.input_price_per_mtok",
+    ),
+    "huge_std": (
+        _set(["subtasks", 0, "profiles", "small", "output_tokens"], {"mean": 1, "std": 1e200}),
+        runtime.SpecError,
+        "a",
+        "profiles.small.output_tokens",
+    ),
+    "huge_fixed": (
+        _set(["subtasks", 0, "profiles", "small", "output_tokens"], {"fixed": 2**70}),
+        runtime.SpecError,
+        "a",
+        "profiles.small.output_tokens.fixed",
+    ),
+    "huge_pool_latency": (
+        _set(["subtasks", 1, "profiles", "small", "samples"], [[1, 10, 1e12]]),
+        runtime.SpecError,
+        "b",
+        "profiles.small.samples[0]",
+    ),
+    "crawling_speed": (
+        _set(["models", "small", "tokens_per_s"], 1e-300),
+        runtime.SpecError,
+        None,
+        "models.small.tokens_per_s",
+    ),
+    "lone_surrogate": (_set(["name"], "\ud800"), runtime.SpecError, None, None),
 }
 
 
@@ -194,3 +241,57 @@ def test_model_missing_from_a_profile_is_allowed() -> None:
     wf = runtime.parse_workflow(spec)
     table = runtime.ProfileTable.from_workflow(wf)
     assert table.usable.tolist() == [[True, False], [True, True]]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"name": "\xff\xfe"}', b"[" * 100_000, b'{"a": 1' + b"0" * 5000 + b"}"],
+    ids=["not-utf8", "nested-100k", "5000-digits"],
+)
+def test_unreadable_spec_files_raise_spec_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "wf.json"
+    path.write_bytes(content)
+    with pytest.raises(runtime.SpecError, match=r"wf\.json"):
+        runtime.load_workflow(path)
+
+
+@pytest.mark.parametrize("path", [None, 5, "a\x00b"])
+def test_a_path_that_is_no_path_raises_a_usage_error(path: Any) -> None:
+    with pytest.raises(runtime.UsageError):
+        runtime.load_workflow(path)
+
+
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 10**8, 10**8 + 1, 10**4, 1e-3, 1e9, 1e300, 10**400]),
+)
+_FIELDS: list[list[Any]] = [
+    ["models", "small", "input_price_per_mtok"],
+    ["models", "small", "output_price_per_mtok"],
+    ["models", "small", "tokens_per_s"],
+    ["models", "small", "ttft_s"],
+    ["models", "small", "max_output_tokens"],
+    ["subtasks", 0, "input_tokens"],
+    ["subtasks", 0, "profiles", "small", "output_tokens", "mean"],
+    ["subtasks", 0, "profiles", "small", "output_tokens", "std"],
+    ["subtasks", 1, "profiles", "small", "samples", 0, 1],
+    ["subtasks", 1, "profiles", "small", "samples", 0, 2],
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(range(len(_FIELDS))), _NUMBERS), min_size=1, max_size=3))
+def test_any_number_in_a_spec_is_refused_or_runs_without_overflow(changes: list[tuple[int, Any]]) -> None:
+    """A spec either fails validation with a SpecError or runs, predicts and evaluates: nothing in between."""
+    spec = _mutated(lambda s: None)
+    for field, value in changes:
+        _set(_FIELDS[field], value)(spec)
+    try:
+        wf = runtime.parse_workflow(spec)
+    except runtime.SpecError:
+        return
+    event("ran")
+    result = runtime.run(wf, 1.0, 3600, planner="mcp:n=16")
+    assert result.cost <= 1.0
+    runtime.predict(wf, 1.0, 3600, runs=8, workers=1)
