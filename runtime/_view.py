@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -93,9 +94,9 @@ def result_table(r: RunResult) -> RenderableType:
         table.add_column(col, justify="right" if col in ("batches", "samples", "cost $", "done at s") else "left")
     for sid, o in r.subtasks.items():
         table.add_row(
-            sid,
+            escape(sid),
             "[green]complete[/]" if o.completed else "[red]incomplete[/]",
-            o.model or "-",
+            escape(o.model or "-"),
             str(o.batches),
             str(o.samples),
             f"{o.cost:.4f}",

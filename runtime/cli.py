@@ -21,6 +21,7 @@ import typer
 from aiohttp import web
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -55,7 +56,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-_err = Console(stderr=True)
+_err = Console(stderr=True, emoji=False)  # user text (paths, planner specs) is printed as it is
+_out = Console(emoji=False)
 T = TypeVar("T")
 
 Spec = Annotated[Path, typer.Argument(help="Workflow spec file (.json, .yaml).", show_default=False)]
@@ -84,8 +86,12 @@ Rounds = Annotated[
 
 def _fail(message: object) -> NoReturn:
     """Ends the command on bad input: one error line, exit status 2."""
-    _err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    _fail_with(2, message)
+
+
+def _fail_with(status: int, message: object) -> NoReturn:
+    _err.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(status)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -184,7 +190,7 @@ def run(
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        console = Console()
+        console = _out
         console.print()
         console.print(result_table(result))
     raise typer.Exit(0 if result.success else 1)
@@ -196,7 +202,7 @@ async def _run_live(
     async with open_run(wf, budget, deadline, **options) as r:  # bad input fails here, before the display starts
         if quiet:
             return await r.execute()
-        with Live(view, console=Console(), refresh_per_second=10, transient=False):
+        with Live(view, console=_out, refresh_per_second=10, transient=False):
             return await r.execute()
 
 
@@ -231,7 +237,7 @@ def eval_(
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()) or "-"
         table.add_row(key, str(value))
-    Console().print(table)
+    _out.print(table)
 
 
 @app.command()
@@ -274,7 +280,7 @@ def predict(
     table.add_row("expected_cost", f"${result.expected_cost:.4f} of ${budget:g}")
     table.add_row("expected_elapsed", f"{result.expected_elapsed:.1f} s of {deadline:g} s")
     table.add_row("took", f"{result.wall_s:.1f} s ({result.method})")
-    Console().print(table)
+    _out.print(table)
 
 
 @app.command()
@@ -283,7 +289,7 @@ def validate(spec: Spec) -> None:
     wf = _guard(lambda: load_workflow(spec))
     typer.echo(f"{spec}: ok: workflow {wf.name!r}, {len(wf.subtasks)} subtasks, models {', '.join(wf.models)}")
     for warning in never_succeeds(wf):
-        _err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        _err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -351,8 +357,7 @@ def qa(
     else:
         _print_answer(r, f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
     if r.reason is StopReason.UNREACHABLE:
-        _err.print(f"[red]error:[/] {who} could not be reached: {r.detail}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _fail_with(1, f"{who} could not be reached: {r.detail}")
 
 
 def _print_answer(r: QAResult, title: str) -> None:
@@ -360,13 +365,13 @@ def _print_answer(r: QAResult, title: str) -> None:
     for col in ("#", "told", "did", "tokens", "query / answer", "retrieved"):
         table.add_column(col)
     for k, s in enumerate(r.trace.steps, 1):
-        table.add_row(str(k), s.directive or "-", s.action, str(s.output_tokens), s.answer or s.query or "",
-                      ", ".join(h.title for h in s.hits[:3]))  # fmt: skip
-    console = Console()
+        table.add_row(str(k), s.directive or "-", s.action, str(s.output_tokens), escape(s.answer or s.query or ""),
+                      escape(", ".join(h.title for h in s.hits[:3])))  # fmt: skip
+    console = _out
     console.print(table)
     note = f" (finalizer: {r.base_answer!r} -> {r.answer!r})" if r.finalized else ""
-    console.print(f"answer: [bold]{r.answer}[/]{note}; {r.tool_calls} tool calls, {r.output_tokens} output tokens",
-                  highlight=False)  # fmt: skip
+    spent = f"{r.tool_calls} tool calls, {r.output_tokens} output tokens"
+    console.print(f"answer: [bold]{escape(r.answer)}[/]{escape(note)}; {spent}", highlight=False)
 
 
 @app.command("qa-eval")
@@ -402,14 +407,14 @@ def qa_eval(
     if json_out:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    table = Table(title=f"{dataset.name}: {len(examples)} questions, backbone {backbone}")
+    table = Table(title=escape(f"{dataset.name}: {len(examples)} questions, backbone {backbone}"))
     for col in ("budget", "controller", "stage 2", "EM", "F1 [95% CI]", "tools", "tokens", "violations", "finalized"):
         table.add_column(col)
     for r in rows:
         table.add_row(r.budget, r.controller, "on" if r.finalizer else "off", f"{r.em:.3f}",
                       f"{r.f1:.3f} [{r.f1_lo:.3f}, {r.f1_hi:.3f}]", f"{r.tool_calls:.2f}",
                       f"{r.output_tokens:.0f}", str(r.cap_violations), str(r.finalized))  # fmt: skip
-    Console().print(table)
+    _out.print(table)
 
 
 @app.command("serve-sim")

@@ -24,7 +24,7 @@ from runtime._qa import run_agent
 from runtime.cli import app
 from runtime.types import Action, Directive, QABudget, Step, Trace, parse_turn
 from runtime.types.answers import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form, years_in
-from tools.qa_data import QAExample, load_qa, pool_corpus
+from tools.qa_data import QAExample, load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,3 +352,13 @@ def test_ontime_qa_through_ontime_serve_sim_matches_the_in_process_answer() -> N
     assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
     a, b = json.loads(remote.stdout), json.loads(local.stdout)
     assert (a["answer"], a["tool_calls"], a["output_tokens"]) == (b["answer"], b["tool_calls"], b["output_tokens"])
+
+
+@pytest.mark.parametrize("content", [b'{"id": "\xff"}\n', b"[" * 100_000 + b"\n", b'{"id": 1' + b"0" * 5000 + b"}\n"])
+@pytest.mark.parametrize("reader", [load_qa, read_corpus])
+def test_unreadable_qa_files_are_usage_errors(tmp_path: Path, reader: Any, content: bytes) -> None:
+    """Issue 16: a non-UTF-8, too deeply nested or too long-numbered file raised an untyped error."""
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(runtime.UsageError, match=r"rows\.jsonl"):
+        reader(path)

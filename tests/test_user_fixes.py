@@ -127,6 +127,20 @@ def test_the_cli_refuses_bad_files_and_ports_with_a_short_error(args: list[str])
     assert code == 2 and ("error" in err.lower()) and len(err.strip().splitlines()) <= 8
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["run", "a[/]b.json", "-b", "1", "-d", "60"], "a[/]b.json"),  # a rich MarkupError with a traceback
+        (["validate", "a[/]b.json"], "a[/]b.json"),
+        (["run", CHAIN, "-b", "1", "-d", "60", "--planner", "retry:m:0"], "'retry:m:0'"),  # printed as an emoji
+    ],
+)
+def test_the_cli_prints_user_text_as_it_is(args: list[str], said: str) -> None:
+    """Issue 16: paths and planner specs went through rich's markup and emoji codes."""
+    code, _, err = invoke(*args)
+    assert code == 2 and said in err
+
+
 @pytest.mark.parametrize("budget", [1e8, 1e300])
 def test_an_effectively_unlimited_budget_is_refused_with_one_clean_line(budget: float) -> None:
     """MCP raised 110 lines of numba TypingError at $1e8 and an OverflowError at $1e300."""

@@ -99,8 +99,9 @@ def _lines(p: Path, what: str) -> list[tuple[int, str]]:
     """The non-blank lines of ``p``, numbered from 1."""
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: text that is not UTF-8, a NUL in the path
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (getattr(exc, "strerror", None) or exc)
+        raise UsageError(f"{p}: cannot read {what} ({why})") from None
     return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
 
 
@@ -120,8 +121,8 @@ def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = Non
             break
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{p}: row {n}: not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # a JSONDecodeError, too many digits, too deep
+            raise UsageError(f"{p}: row {n}: not JSON ({getattr(exc, 'msg', exc)})") from None
         if fmt is None:
             fmt = next((f for k, f in _KEYS.items() if isinstance(row, dict) and k in row), None)
             if fmt is None:
@@ -151,7 +152,7 @@ def read_corpus(path: str | Path) -> list[Paragraph]:
         try:
             row = json.loads(line)
             out.append(Paragraph(str(row["id"]), str(row.get("title", "")), str(row["text"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, RecursionError, KeyError, TypeError) as exc:
             raise UsageError(f"{p}: row {n}: expected {{'id', 'title', 'text'}} ({exc!r})") from None
     if not out:
         raise UsageError(f"{p}: the corpus is empty")
