@@ -3,16 +3,16 @@ wrong (each test would pass the program if the guard were missing)."""
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import TYPE_CHECKING
+import time
+from pathlib import Path
 
+import anyio
 import pytest
 
 import runtime
-from tools.sandbox import Limits, run_tests
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from tools.sandbox import Limits, arun_tests, run_tests
 
 FAST = Limits(wall_s=5, cpu_s=1, memory_mb=256, file_mb=1)
 
@@ -210,3 +210,31 @@ def test_a_long_report_arrives_whole() -> None:
     )
     r = run_tests("", tests, limits=FAST)
     assert not r.passed and r.exec_fail is None and r.tests_run == 300 and len(r.failures) == 50
+
+
+def _harness_children() -> list[int]:
+    """Our own child processes that run the sandbox harness (Linux: read from /proc)."""
+    me, out = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"_sandbox_harness" in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_check_kills_the_program_at_once() -> None:
+    """Issue 16: a run ended at its deadline, but the process lived on until the sandbox's wall limit
+    (123.8 s for a 120 s limit): the worker thread waited for the child nobody waited for any more."""
+    start = time.monotonic()
+    with anyio.move_on_after(1.0):
+        await arun_tests("import time\ntime.sleep(120)\n", "assert True\n", limits=Limits(wall_s=120))
+    assert time.monotonic() - start < 5
+    for _ in range(50):  # the worker thread reaps the killed child
+        if not _harness_children():
+            break
+        await anyio.sleep(0.1)
+    assert _harness_children() == []

@@ -1,15 +1,17 @@
 """Run untrusted, model-written Python against its tests in a child process, and say what failed.
 
-    result = run_tests(solution, tests)  # tests: asserts, unittest.TestCase classes or test*() functions
+    result = run_tests(solution, tests)     # tests: asserts, unittest.TestCase classes, test*() functions
     result.passed, result.failures, result.exec_fail
-    result.to_exec_code()                          # BayesFlow's exec_code contract (Appendix G)
+    result.to_exec_code()                   # BayesFlow's exec_code contract (Appendix G)
+    result = await arun_tests(solution, tests)  # in async code: cancelling it kills the program at once
 
-The solution, then the tests (as the main script), run as one module in ``python -I -S`` in an empty temporary directory
-with a scrubbed environment, in its own session (its whole process group is killed at the end), under limits
-it sets on itself: CPU seconds, address space, file size, no core dumps. An audit hook then refuses sockets,
-new processes, ctypes, mmap, and files outside the working directory (the standard library stays readable);
-where the kernel allows, the child also moves into an empty network namespace. The tests fail closed: a
-failing subtest, a skip, an unexpected success, or no check run at all does not pass.
+The solution, then the tests (as the main script), run as one module in ``python -I -S`` in an empty
+temporary directory with a scrubbed environment, in its own session (its whole process group is killed at
+the end), under limits it sets on itself: CPU seconds, address space, file size, no core dumps. An audit
+hook then refuses sockets, new processes, ctypes, mmap, and files outside the working directory (the
+standard library stays readable); where the kernel allows, the child also moves into an empty network
+namespace. The tests fail closed: a failing subtest, a skip, an unexpected success, or no check run at all
+does not pass.
 
 This contains what model-written code does by accident or by shortcut: infinite loops, fork bombs, memory
 hogs, runaway writes, network calls, reading the host's files, exiting early to skip the tests. It is not a
@@ -29,15 +31,18 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import anyio.to_thread
 
 from runtime.types import LimitError, SandboxError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-__all__ = ["Failure", "Limits", "SandboxResult", "run_tests"]
+__all__ = ["Failure", "Limits", "SandboxResult", "arun_tests", "run_tests"]
 
 _HARNESS = Path(__file__).with_name("_sandbox_harness.py")
 _OUTPUT_CAP = 64 * 1024  # bytes of the program's stdout and stderr kept
@@ -91,10 +96,38 @@ class SandboxResult:
         return "no error"
 
 
-def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits | None = None) -> SandboxResult:
+async def arun_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits | None = None) -> SandboxResult:
+    """:func:`run_tests` for async code, in a worker thread. Cancelling it kills the program's whole session
+    at once, so nothing it started outlives the caller (a run that ends, say, at its deadline)."""
+    pid: int | None = None
+    abandoned = False
+
+    def started(child: int) -> None:
+        nonlocal pid
+        pid = child
+        if abandoned:  # cancelled while the child was being started
+            _kill_group(child)
+
+    run = partial(run_tests, solution, tests, limits=limits, started=started)
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except BaseException:
+        abandoned = True
+        if pid is not None:
+            _kill_group(pid)
+        raise
+
+
+def run_tests(
+    solution: str,
+    tests: str | Sequence[str] = "",
+    *,
+    limits: Limits | None = None,
+    started: Callable[[int], None] | None = None,
+) -> SandboxResult:
     """Run ``solution`` followed by ``tests`` (source text; several test sources run one after another)
-    in a fresh sandbox. Blocks up to ``limits.wall_s`` plus process start-up; call it from a worker thread
-    (``anyio.to_thread.run_sync``) in async code."""
+    in a fresh sandbox; ``started`` is told the child's process id, which leads its own session. Blocks up to
+    ``limits.wall_s`` plus process start-up: in async code use :func:`arun_tests`."""
     limits = limits or Limits()
     job = json.dumps({"solution": solution, "tests": [tests] if isinstance(tests, str) else list(tests)})
     nonce = secrets.token_hex(16)
@@ -118,6 +151,8 @@ def run_tests(solution: str, tests: str | Sequence[str] = "", *, limits: Limits 
             )  # fmt: skip
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
+        if started is not None:
+            started(proc.pid)
         timed_out = False
         try:
             proc.communicate((nonce + "\n" + job).encode(), timeout=limits.wall_s)

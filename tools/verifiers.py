@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from functools import partial
 from typing import TYPE_CHECKING, Any
-
-import anyio.to_thread
 
 from adapters.chat import ChatRequest, input_token_bound
 from runtime.types import Message, ProviderError, UsageError, Verdict, Verifier, price_per_token_pusd
-from tools.sandbox import Limits, run_tests
+from tools.sandbox import Limits, arun_tests
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -83,9 +80,7 @@ class _PythonTests(Verifier):
 
     async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
         program = "\n".join(p for p in (self.setup, extract_block(output)) if p)
-        run = partial(run_tests, program, self.tests, limits=Limits(wall_s=self.timeout_s))
-        # The child process is killed by its own wall-clock limit if we stop waiting for it.
-        result = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        result = await arun_tests(program, self.tests, limits=Limits(wall_s=self.timeout_s))  # killed if cancelled
         if result.passed:
             return Verdict(True)
         if result.exec_fail is not None:
