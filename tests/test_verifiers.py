@@ -147,7 +147,7 @@ _SPEC: dict[str, Any] = {
         ({"subtasks": {1: {"verifier": {"judge": "m"}}}}, "needs a rubric"),
         ({"subtasks": {1: {"verifier": {"python_tests": "assert 1", "timeout_s": 0}}}}, "must be > 0"),
         ({"subtasks": {1: {"wrong": [1]}}}, "list of strings"),
-        ({"models": {"m": {"provider": "openai", "retries": 0}}}, "must be >= 1"),
+        ({"models": {"m": {"provider": "openai", "retries": 0}}}, "must be in 1..100"),
         ({"models": {"m": {"provider": "openai", "concurrency": 0}}}, "must be > 0"),
         ({"models": {"m": {"provider": "sim", "base_url": "http://x"}}}, "unknown key 'base_url'"),
         ({"models": {"m": {"provider": "openai", "input_price_per_mtok": None}}}, "must be a number"),
