@@ -33,7 +33,6 @@ class AnthropicBackend(ChatBackend):
     """
 
     provider: ClassVar[str] = "anthropic"
-    supports_n: ClassVar[bool] = False
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0) -> None:
         try:

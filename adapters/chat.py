@@ -108,7 +108,7 @@ class ChatBackend(ABC):
     """One endpoint (a base URL and a key) of one wire protocol."""
 
     provider: ClassVar[str]
-    supports_n: ClassVar[bool] = False  # True: k samples in one request; False: k parallel requests
+    max_n: ClassVar[int] = 1  # samples one request may ask for (OpenAI's ``n``); a wider batch is split
 
     @abstractmethod
     def stream(self, request: ChatRequest) -> AbstractAsyncContextManager[ChatStream]:

@@ -1,12 +1,13 @@
 """Runs batches on a real chat endpoint, through a :class:`adapters.chat.ChatBackend`.
 
-A batch of k samples is one request with ``n=k`` when the backend has ``n`` (OpenAI-style), else k requests in
-parallel. Every request streams, so cancelling the batch (a sibling succeeded, the deadline passed) closes its
-connections and leaves each sample charged for what it produced. A sample is reported as soon as its last piece
-arrives, except the last one of a request, which waits for the end of the stream: it carries the request's input
-tokens (billed once per request) and the endpoint's reported output the others' pieces did not cover (the endpoint's
-own counts if it sent them, else the bound reserved for the input). A request that failed or was cancelled before it
-produced anything is charged nothing (vendors bill what they answer; ``serve-sim`` too).
+A batch of k samples is one request with ``n=k`` when the backend has ``n`` (OpenAI-style), split into requests of
+at most the backend's ``max_n`` samples (OpenAI refuses ``n`` above 128), else k requests in parallel. Every request
+streams, so cancelling the batch (a sibling succeeded, the deadline passed) closes its connections and leaves each
+sample charged for what it produced. A sample is reported as soon as its last piece arrives, except the last one of a
+request, which waits for the end of the stream: it carries the request's input tokens (billed once per request) and
+the endpoint's reported output the others' pieces did not cover (the endpoint's own counts if it sent them, else the
+bound reserved for the input). A request that failed or was cancelled before it produced anything is charged nothing
+(vendors bill what they answer; ``serve-sim`` too).
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ class ChatAdapter(Adapter):
         await self.backend.aclose()
 
     async def run(self, batch: Batch, report: Report) -> None:
-        if self.backend.supports_n or batch.k == 1:
+        size = self.backend.max_n
+        if batch.k <= size:
             await self._request(batch, range(batch.k), report)
             return
         async with anyio.create_task_group() as tg:
-            for idx in range(batch.k):
-                tg.start_soon(self._request, batch, (idx,), report)
+            for lo in range(0, batch.k, size):
+                tg.start_soon(self._request, batch, range(lo, min(batch.k, lo + size)), report)
 
     async def _request(self, batch: Batch, indices: Sequence[int], report: Report) -> None:
         """One request for the samples ``indices`` of ``batch``; reports each of them exactly once."""

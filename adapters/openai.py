@@ -37,7 +37,7 @@ class OpenAIBackend(ChatBackend):
     """
 
     provider: ClassVar[str] = "openai"
-    supports_n: ClassVar[bool] = True
+    max_n: ClassVar[int] = 128  # the API's limit on ``n``
 
     def __init__(
         self,

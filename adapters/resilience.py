@@ -88,7 +88,7 @@ class Resilient(ChatBackend):
             raise UsageError(f"concurrency must be a positive integer, not {concurrency!r}")
         self.inner = inner
         self.provider = inner.provider  # type: ignore[misc]
-        self.supports_n = inner.supports_n  # type: ignore[misc]
+        self.max_n = inner.max_n  # type: ignore[misc]
         self.retry = retry or RetryPolicy()
         self._slots = anyio.CapacityLimiter(concurrency) if concurrency else None
         self._rate = rate

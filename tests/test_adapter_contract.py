@@ -38,7 +38,7 @@ class Replies(ChatBackend):
     """Streams the given deltas for every request (each request's usage: 10 in, 1 token per piece)."""
 
     provider: ClassVar[str] = "openai"
-    supports_n: ClassVar[bool] = True
+    max_n: ClassVar[int] = 128
 
     def __init__(self, deltas: Sequence[Delta]) -> None:
         self.deltas = deltas

@@ -69,6 +69,17 @@ def test_runs_finish_through_the_sdks_despite_faults_and_the_ledger_matches_the_
     assert len(set(kinds) - {"complete"}) >= 3, kinds
 
 
+def test_a_batch_wider_than_the_endpoints_n_is_split_into_requests_it_accepts() -> None:
+    """Issue 16: k = 200 went out as one request with n = 200, which OpenAI refuses (HTTP 400), again and again."""
+    data = example_spec("openai")
+    with server(data, seed=1, speed=20.0) as (srv, wf):
+        events: list[runtime.Event] = []
+        result = runtime.run(wf, 5.0, 30, planner="retry:mini:200", on_event=events.append)
+    assert result.success, result.detail
+    assert srv.record and max(r.n for r in srv.record) == 128 and {r.n for r in srv.record} == {128, 72}
+    assert runtime.replay_ledger(events).spent_pusd == result.cost_pusd
+
+
 def test_the_default_planner_with_n_samples_and_cancelled_siblings() -> None:
     """MCP's wide batches go out as one request with n=k; siblings are cancelled once one passes."""
     data = example_spec("openai")
