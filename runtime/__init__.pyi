@@ -26,6 +26,7 @@ from ._sinks import JournalSink as JournalSink
 from ._sinks import LedgerAudit as LedgerAudit
 from ._sinks import LedgerReplay as LedgerReplay
 from ._sinks import StructlogSink as StructlogSink
+from ._sinks import TornJournalWarning as TornJournalWarning
 from ._sinks import read_journal as read_journal
 from ._sinks import replay_ledger as replay_ledger
 from ._spec import load_workflow as load_workflow

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from importlib.metadata import entry_points, version
 from pathlib import Path
@@ -40,7 +41,7 @@ from runtime.types import Endpoint, ModelSpec, OntimeError, StopReason, UsageErr
 from tools.qa_data import load_qa, read_corpus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from runtime._api import RunOptions
     from runtime._qa import QAResult
@@ -178,6 +179,7 @@ def run(
             "speed": 1.0 if speed is None else speed,
             "on_event": view,
         }
+        stop = stack.enter_context(_terminate_as_interrupt())
         try:
             result = _guard(lambda: anyio.run(_run_live, wf, budget, deadline, options, view, json_out))
         except KeyboardInterrupt:
@@ -186,7 +188,7 @@ def run(
                 f"${to_usd(view.reserved):.4f} still held; {view.done}/{view.n} subtasks done",
                 highlight=False,
             )
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + stop[0]) from None
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -194,6 +196,23 @@ def run(
         console.print()
         console.print(result_table(result))
     raise typer.Exit(0 if result.success else 1)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM stops a run as Ctrl-C does (cancel, settle what is in flight, journal the end); the list holds
+    the signal that came, for the exit status (128 + its number)."""
+    came = [int(signal.SIGINT)]
+
+    def terminated(signum: int, frame: object) -> None:
+        came[0] = signum
+        signal.raise_signal(signal.SIGINT)  # the event loop's own Ctrl-C handling cancels the run cleanly
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def _run_live(

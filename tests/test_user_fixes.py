@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,55 @@ def test_ctrl_c_on_ontime_run_says_what_was_spent_and_held_then_exits_130() -> N
     assert proc.returncode == 130, err
     assert "interrupted at" in err and "spent $" in err and "still held" in err and "Traceback" not in err
     assert out == ""
+
+
+def _start_run(journal: Path) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "runtime.cli", "run", str(EXAMPLES / "release20.json"), "-b", "2", "-d", "1200",
+            "-p", "retry:mid:2", "--speed", "10", "--json", "--journal", str(journal)]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # long enough to import, start and launch; the run itself would take about 80 s
+    return proc
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_the_journal_ends_settled(tmp_path: Path) -> None:
+    """Issue 16: SIGTERM left a journal without its end (the process died at once)."""
+    journal = tmp_path / "run.jsonl"
+    proc = _start_run(journal)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted at" in err and "Traceback" not in err
+    events = runtime.read_journal(journal)
+    assert events[-1]["event"] == "run_finished"
+    ledger = runtime.replay_ledger(events)
+    assert ledger.reserved_pusd == 0 and ledger.spent_pusd == events[-1]["spent_pusd"] > 0
+
+
+def test_sigkill_leaves_a_journal_whose_every_line_but_a_torn_last_is_whole(tmp_path: Path) -> None:
+    """Each line is written through as it happens: a killed run's journal holds every reservation it made."""
+    journal = tmp_path / "run.jsonl"
+    proc = _start_run(journal)
+    proc.kill()
+    proc.communicate(timeout=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", runtime.TornJournalWarning)
+        events = runtime.read_journal(journal)
+    kinds = {e["event"] for e in events}
+    assert {"run_started", "budget_reserved", "budget_settled"} <= kinds and "run_finished" not in kinds
+    ledger = runtime.replay_ledger(events)
+    assert ledger.spent_pusd + ledger.reserved_pusd <= ledger.budget_pusd
+
+
+def test_a_journal_is_never_overwritten_and_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    runtime.run(CHAIN, 1, 60, journal=journal)
+    whole = journal.read_text()
+    with pytest.raises(runtime.UsageError, match="exists"):
+        runtime.run(CHAIN, 1, 60, journal=journal)
+    assert journal.read_text() == whole
+    journal.write_text(whole + '{"event": "budget_res')
+    with pytest.warns(runtime.TornJournalWarning):
+        assert len(runtime.read_journal(journal)) == len(whole.splitlines())
+    journal.write_text('{"event": "run_sta\n' + whole)
+    with pytest.raises(runtime.UsageError, match="line 1"):
+        runtime.read_journal(journal)
