@@ -375,11 +375,11 @@ def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     elif not isinstance(arg, str) or (kind != "exact" and not arg):
         raise SpecError("must be a non-empty string", **at, field=f)
     if kind == "regex":
-        import re
+        import regex
 
         try:
-            re.compile(arg)
-        except re.error as exc:
+            regex.compile(arg)
+        except regex.error as exc:
             raise SpecError(f"not a valid regular expression ({exc})", **at, field=f) from None
     rubric = spec.get("rubric")
     if (rubric is not None) != (kind == "judge") or (rubric is not None and not isinstance(rubric, str)):

@@ -248,3 +248,34 @@ def test_retry_after_accepts_seconds_milliseconds_and_dates() -> None:
 def test_the_input_bound_covers_every_byte() -> None:
     msgs = (Message("system", "é" * 10), Message("user", "abc"))
     assert input_token_bound(msgs) >= 20 + 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "spec",
+    [
+        VerifierSpec("regex", "(a|aa)+$", timeout_s=0.5),
+        VerifierSpec("json_schema", {"type": "string", "pattern": "(a|aa)+$"}, timeout_s=0.5),
+    ],
+    ids=["regex", "json-schema-pattern"],
+)
+async def test_a_backtracking_pattern_neither_holds_the_loop_nor_passes(spec: VerifierSpec) -> None:
+    """Issue 16: a catastrophic pattern ran on the event loop for seconds (past the run's deadline); it now
+    runs off the loop, gives up after the verifier's timeout_s, and says no."""
+    output = "a" * 60 + "b" if spec.kind == "regex" else json.dumps("a" * 60 + "b")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.05)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        with anyio.fail_after(5):
+            verdict = await build_verifier(spec, {}, {}).check(output)
+        tg.cancel_scope.cancel()
+    assert not verdict.ok and "undecided after 0.5 s" in verdict.detail
+    assert ticks >= 5  # the loop went on while the pattern ran
+    assert (await build_verifier(spec, {}, {}).check(output.replace("b", ""))).ok

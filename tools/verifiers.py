@@ -5,20 +5,28 @@ expression found in the output, a JSON schema the output must satisfy, Python te
 output in :mod:`tools.sandbox`, or an LLM judge. Code and JSON may come wrapped in a Markdown fence; the
 first fenced block is what gets checked. A judge is a paid call: its worst case is reserved with the sample
 (:meth:`Verifier.worst_pusd`) and what it cost is charged with the sample.
+
+Regular expressions (the regex verifier's, and a schema's ``pattern`` keywords) run in a worker thread on the
+``regex`` engine, which lets go of the GIL and gives up after the verifier's ``timeout_s``: no output can
+hold the event loop, and one that takes too long to decide fails.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import regex
 
 from adapters.chat import ChatRequest, input_token_bound
 from runtime.types import Message, ProviderError, UsageError, Verdict, Verifier, price_per_token_pusd
 from tools.sandbox import Limits, arun_tests
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from adapters.chat import ChatBackend
     from runtime.types import ModelSpec, VerifierSpec
@@ -43,17 +51,29 @@ class _Exact(Verifier):
         return Verdict(ok, "" if ok else "output differs from the expected text")
 
 
+async def _off_the_loop(check: Callable[[], Verdict], timeout_s: float) -> Verdict:
+    """Run a check that matches regular expressions in a worker thread; fail it if they take too long."""
+    try:
+        return await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+    except TimeoutError:
+        return Verdict(False, f"undecided after {timeout_s:g} s (a regular expression that backtracks too much)")
+
+
 class _Regex(Verifier):
-    def __init__(self, pattern: str) -> None:
-        self.pattern = re.compile(pattern)
+    def __init__(self, pattern: str, timeout_s: float) -> None:
+        self.pattern = regex.compile(pattern)
+        self.timeout_s = timeout_s
+
+    def _check(self, output: str) -> Verdict:
+        ok = self.pattern.search(output, concurrent=True, timeout=self.timeout_s) is not None
+        return Verdict(ok, "" if ok else f"no match for /{self.pattern.pattern}/")
 
     async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
-        ok = self.pattern.search(output) is not None
-        return Verdict(ok, "" if ok else f"no match for /{self.pattern.pattern}/")
+        return await _off_the_loop(partial(self._check, output), self.timeout_s)
 
 
 class _JsonSchema(Verifier):
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], timeout_s: float) -> None:
         import jsonschema
 
         try:
@@ -61,15 +81,24 @@ class _JsonSchema(Verifier):
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise UsageError(f"not a valid JSON schema: {exc.message}") from None
-        self.validator = cls(schema)
 
-    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
+            if isinstance(instance, str) and not regex.search(patrn, instance, concurrent=True, timeout=timeout_s):
+                yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+        self.validator = jsonschema.validators.extend(cls, {"pattern": pattern})(schema)
+        self.timeout_s = timeout_s
+
+    def _check(self, output: str) -> Verdict:
         try:
             value = json.loads(extract_block(output))
-        except json.JSONDecodeError as exc:
-            return Verdict(False, f"not JSON: {exc.msg} at line {exc.lineno}")
+        except (ValueError, RecursionError) as exc:
+            return Verdict(False, f"not JSON: {getattr(exc, 'msg', exc)}")
         error = next(iter(self.validator.iter_errors(value)), None)
         return Verdict(error is None, "" if error is None else f"schema: {error.message}")
+
+    async def check(self, output: str, allowance_pusd: int = 0) -> Verdict:
+        return await _off_the_loop(partial(self._check, output), self.timeout_s)
 
 
 class _PythonTests(Verifier):
@@ -136,9 +165,9 @@ def build_verifier(
     if spec.kind == "exact":
         return _Exact(spec.arg)
     if spec.kind == "regex":
-        return _Regex(spec.arg)
+        return _Regex(spec.arg, spec.timeout_s)
     if spec.kind == "json_schema":
-        return _JsonSchema(spec.arg)
+        return _JsonSchema(spec.arg, spec.timeout_s)
     if spec.kind == "python_tests":
         return _PythonTests(spec.arg, spec.timeout_s, spec.setup)
     if spec.kind == "judge":
