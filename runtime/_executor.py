@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from runtime.types import (
     Finish,
     InFlight,
     InvariantError,
+    Launch,
     LaunchRejected,
     OntimeError,
     PlannerError,
@@ -57,7 +59,7 @@ from runtime.types._clock import Clock, Inbox, TaskHandle, single_error
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from runtime.types import Adapter, Event, Launch, Planner, ProfileTable, Report, Verifier, Workflow
+    from runtime.types import Adapter, Event, Planner, ProfileTable, Report, Verifier, Workflow
 
 __all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
@@ -74,6 +76,10 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # pragma: no cover (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool) and bool(x >= 0)
 
 
 def planner_threads() -> anyio.CapacityLimiter:
@@ -410,17 +416,20 @@ class Executor:
 
     def _checked(self, decision: Decision, snap: Snapshot) -> list[tuple[int, Launch]]:
         t, who = self.table, f"planner {self.planner.name!r}"
-        if not isinstance(decision, Decision):
-            raise PlannerError(f"{who} returned {type(decision).__name__}, not a Decision")
+        if not isinstance(decision, Decision) or not isinstance(decision.launches, Mapping):
+            raise PlannerError(f"{who} returned {decision!r}, not a Decision with a mapping of launches")
+        out = []
         for i, a in decision.launches.items():
             if i not in snap.ready:
-                raise PlannerError(f"{who} launched subtask {i}, which is not ready")
-            if not (isinstance(a.k, int) and a.k >= 1) or not 0 <= a.model < t.n_models:
-                raise PlannerError(f"{who} returned an invalid launch {a}")
+                raise PlannerError(f"{who} launched subtask {i!r}, which is not ready")
+            # Counts may be numpy integers (planners compute in arrays), never bools or floats.
+            if not (isinstance(a, Launch) and _count(a.k) and a.k >= 1 and _count(a.model) and a.model < t.n_models):
+                raise PlannerError(f"{who} returned an invalid launch {a!r}")
             if t.kind[i, a.model] < 0:
                 where = f"subtask {t.subtask_ids[i]!r} on model {t.model_names[a.model]!r}"
                 raise PlannerError(f"{who} put {where}, which cannot run it")
-        return [(int(i), a) for i, a in decision.launches.items()]
+            out.append((int(i), Launch(int(a.model), int(a.k))))
+        return out
 
     def _reject(self, i: int, j: int, k: int, reason: Reason) -> None:
         self._rejected.add(reason)
@@ -450,9 +459,12 @@ class Executor:
         check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
         worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
         share = Usage(worst, max_tokens)
-        res = self.ledger.reserve(share * k)
+        # The planner's worst case is the spec's; a real prompt's bound may be larger: launch what fits.
+        left = self.ledger.available
+        k = min(k, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
+        res = self.ledger.reserve(share * k) if k >= 1 else None
         if res is None:
-            return self._reject(i, j, k, Reason.BUDGET)
+            return self._reject(i, j, a.k, Reason.BUDGET)
         self._next_batch += 1
         b = _Batch(self._next_batch, i, j, k, now, res, share, input_tokens, check_pusd, open=k)
         sid, rel = t.subtask_ids[i], now - self._t0

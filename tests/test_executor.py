@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 import runtime
@@ -124,12 +125,34 @@ class BadPlanner(Planner):
 
 @pytest.mark.parametrize(
     "launch",
-    [{1: Launch(0, 1)}, {0: Launch(0, 0)}, {0: Launch(5, 1)}],
-    ids=["not_ready", "zero_width", "unknown_model"],
+    [
+        {1: Launch(0, 1)},
+        {0: Launch(0, 0)},
+        {0: Launch(5, 1)},
+        {0: Launch(0.0, 1)},  # type: ignore[arg-type]  # an IndexError once
+        {0: Launch(0, True)},  # once taken as k = 1
+        {0: (0, 1)},
+        None,  # an AttributeError once
+    ],
+    ids=["not_ready", "zero_width", "unknown_model", "float_model", "bool_width", "not_a_launch", "no_mapping"],
 )
-def test_invalid_decisions_raise_planner_error(launch: dict[int, Launch]) -> None:
+def test_invalid_decisions_raise_planner_error(launch: Any) -> None:
     with pytest.raises(runtime.PlannerError):
         runtime.run(build(chain_spec(2)), 1.0, 100, planner=BadPlanner(launch))
+
+
+def test_numpy_integers_are_counts_a_planner_may_return() -> None:
+    launch = {0: Launch(np.int64(0), np.int64(2))}  # type: ignore[arg-type]
+    result, events = run_collect(build(chain_spec(1, p=1.0)), 1.0, 100, planner=BadPlanner(launch))
+    assert result.success and [e.k for e in of(events, BatchLaunched)] == [2]
+
+
+def test_a_launch_wider_than_what_is_left_is_narrowed_to_fit() -> None:
+    """Issue 16: a launch the ledger could not afford in full was rejected, and the run ended with money left."""
+    spec = chain_spec(1, p=0.0, inp=1000, out=10.0, max_tokens=1000)  # worst case 11,000 micro$ a sample
+    result, events = run_collect(build(spec), 0.035, 100, planner=BadPlanner({0: Launch(0, 10)}))
+    assert next(e.k for e in of(events, BatchLaunched)) == 3  # what $0.035 holds; rejected only when not one fits
+    assert all(e.t > 0 for e in of(events, LaunchRejected)) and result.cost <= 0.035
 
 
 def test_planner_runs_in_a_worker_thread_when_it_asks_to() -> None:
