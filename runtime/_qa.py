@@ -97,11 +97,12 @@ async def run_agent(
     on ``clock``, by default the real one).
 
     ``on_step`` sees every step with the budget left after it; ``emit`` gets the typed events
-    (``AgentStarted``, one ``AgentStep`` per turn, ``AgentFinished``).
+    (``AgentStarted``, one ``AgentStep`` per turn, ``AgentFinished``). The deadline bounds model turns and
+    searches alike; a search that fails is a spent tool call and a stalled step, not the end of the answer.
 
     Raises:
         LimitError: bad caps or deadline.
-        ProviderRejectedError: the model's endpoint refused the key, the permission or the model.
+        ProviderRejectedError: the model's or the search's endpoint refused the key, the permission or the model.
     """
     if isinstance(tool_calls, bool) or not isinstance(tool_calls, int) or tool_calls < 0:
         raise LimitError(f"tool_calls must be a non-negative integer, not {tool_calls!r}")
@@ -115,6 +116,10 @@ async def run_agent(
     t0 = clock.now()
     end = None if deadline_s is None else t0 + deadline_s
     wall_end = None if end is None else clock.wall_time_of(end)
+
+    def time_left() -> float:
+        return math.inf if wall_end is None else max(0.0, wall_end - time.monotonic())
+
     if emit is not None:
         emit(AgentStarted(t=0.0, question=question, controller=controller.name, tool_calls=tool_calls, tokens=tokens))
 
@@ -148,7 +153,7 @@ async def run_agent(
         held = ledger.reserve(Usage(0, allowance))
         assert held is not None  # allowance <= what is left
         try:
-            with anyio.move_on_after(math.inf if wall_end is None else max(0.0, wall_end - time.monotonic())) as scope:
+            with anyio.move_on_after(time_left()) as scope:
                 turn = await model.turn(trace, d, budget)
         except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
@@ -179,18 +184,27 @@ async def run_agent(
         if query is None and d.action in (Action.SEARCH, Action.DECOMPOSE):  # guardrail: the search it paid for
             query = " ".join(content_tokens(question)) or question
         hits: tuple[Hit, ...] = ()
+        thought = parsed.thought
         if query is not None and ledger.available.tool_calls >= 1:
             call = ledger.reserve(Usage(0, 0, 1))
             assert call is not None
-            try:
-                hits = tuple(await search.search(query, top_k))
+            try:  # a search is bounded by the deadline too, and a failed one is a spent call, not the end
+                with anyio.move_on_after(time_left()) as scope:
+                    hits = tuple(await search.search(query, top_k))
+            except ProviderError as exc:
+                if isinstance(exc, ProviderRejectedError) and exc.fatal:
+                    raise
+                action, thought = Action.STALL, f"search failed: {exc}"
             finally:
                 ledger.settle(call, Usage(0, 0, 1), Usage(0, 0, 1))
+            if scope.cancelled_caught:
+                reason = StopReason.DEADLINE
+                break
             for h in hits:
                 trace.evidence.setdefault(h.id, h)
         else:
             action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
-        record(Step(action, d.action, used, parsed.thought, query=query, hits=hits, candidate=parsed.candidate,
+        record(Step(action, d.action, used, thought, query=query, hits=hits, candidate=parsed.candidate,
                     confidence=parsed.confidence, truncated=used >= allowance and parsed.query is None))  # fmt: skip
     spent = ledger.spent
     base = trace.answer or trace.candidate or ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,32 @@ def test_unreadable_qa_files_are_usage_errors(tmp_path: Path, reader: Any, conte
     path.write_bytes(content)
     with pytest.raises(runtime.UsageError, match=r"rows\.jsonl"):
         reader(path)
+
+
+class _SlowSearch(runtime.SearchTool):
+    async def search(self, query: str, top_k: int = 5) -> list[Hit]:
+        await anyio.sleep(2)
+        return await INDEX.search(query, top_k)
+
+
+class _FailingSearch(runtime.SearchTool):
+    async def search(self, query: str, top_k: int = 5) -> list[Hit]:
+        raise runtime.ProviderUnavailableError("search endpoint: HTTP 503", provider="search")
+
+
+@pytest.mark.anyio
+async def test_a_search_is_bounded_by_the_deadline() -> None:
+    """Issue 16 (review): a 2 s search made an answer with a 0.5 s deadline take 2 s."""
+    start = time.monotonic()
+    r = await runtime.aanswer(QUESTIONS[0].question, search=_SlowSearch(), examples=QUESTIONS, deadline=0.5,
+                              controller="search-then-answer")  # fmt: skip
+    assert time.monotonic() - start < 1.5 and r.reason == "deadline"
+
+
+@pytest.mark.anyio
+async def test_a_failing_search_is_a_spent_call_not_the_end_of_the_answer() -> None:
+    """Issue 16 (review): one ProviderUnavailableError from the search tool aborted the whole answer."""
+    r = await runtime.aanswer(QUESTIONS[0].question, search=_FailingSearch(), examples=QUESTIONS, tool_calls=2,
+                              controller="search-then-answer")  # fmt: skip
+    failed = [s for s in r.trace.steps if s.thought.startswith("search failed")]
+    assert failed and r.tool_calls <= 2
