@@ -208,8 +208,18 @@ def evaluate_qa(
         UsageError: no questions, an unknown controller or backbone; or called inside a running event loop.
     """
     refuse_inside_event_loop("runtime.evaluate_qa()", "a worker thread (anyio.to_thread.run_sync)")
-    if not examples:
-        raise UsageError("no questions to evaluate")
+    if not isinstance(examples, list | tuple) or not examples:
+        raise UsageError(f"examples must be a non-empty list of QAExample, not {examples!r}")
+    if not (isinstance(controllers, list | tuple) and all(isinstance(c, str) for c in controllers)):
+        raise UsageError(f"controllers must be a list of controller names, not {controllers!r}")
+    if not (isinstance(ladder, list | tuple) and all(isinstance(r, tuple) and len(r) == 2 for r in ladder)):
+        raise UsageError(f"ladder must be a list of (tool calls, tokens) pairs, not {ladder!r}")
+    if not (isinstance(finalize, list | tuple) and all(isinstance(f, bool) for f in finalize)):
+        raise UsageError(f"finalize must be a list of True/False settings, not {finalize!r}")
+    if not isinstance(search, SearchTool | None) or not isinstance(backbone, str):
+        raise UsageError(f"search must be a runtime.SearchTool and backbone a name, not {search!r}, {backbone!r}")
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress must be a function of the number of questions just done, not {progress!r}")
     index = search or BM25Search(pool_corpus(examples))
     model = SimAgentModel(examples, backbone, seed)
     ctls = [make_controller(c) for c in controllers]

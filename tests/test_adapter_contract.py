@@ -20,7 +20,7 @@ from adapters.endpoints import make_backend
 from runtime.types import Adapter, Batch, Decision, Finish, Launch, ModelTurn, Planner, Report, SampleEnd, Snapshot
 from tests.conftest import build, chain_spec
 from tests.helpers import of, run_collect
-from tools.qa_data import Paragraph
+from tools.qa_data import Paragraph, QAExample
 
 if TYPE_CHECKING:
     import pathlib
@@ -349,3 +349,21 @@ def test_a_model_of_an_unknown_provider_is_a_usage_error() -> None:
     spec = runtime.ModelSpec("m", "cohere", 0.0, 0.0, 1.0, 0.0, 100, runtime.Endpoint(model="command"))
     with pytest.raises(runtime.UsageError, match="unknown provider 'cohere'"):
         make_backend(spec)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"progress": 5},  # a TypeError once the first question was done
+        {"controllers": None},
+        {"ladder": "x"},
+        {"finalize": None},
+        {"search": 1.5},
+        {"examples": 1.5},
+    ],
+)
+def test_evaluate_qa_refuses_bad_input_before_any_question(options: dict[str, object]) -> None:
+    quill = QAExample("q", "Who makes the Quill?", ("Ardent",), (Paragraph("p", "Quill", "Ardent"),), ("p",))
+    examples = options.pop("examples", [quill])
+    with pytest.raises(runtime.UsageError):
+        runtime.evaluate_qa(examples, **options)  # type: ignore[arg-type]
