@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
-# Requests in a row that must fail before the run stops sending them: to a model whose endpoint has stopped
-# answering (transport errors), or for a subtask whose request a model keeps refusing (a prompt too long).
+# Requests in a row that must fail before the run stops sending them to a model whose endpoint has stopped
+# answering (transport errors). A request the endpoint refused (malformed, too large) is not sent again.
 GIVE_UP_AFTER = 3
 
 _PLANNER_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("ontime_planner_threads")
@@ -184,7 +184,6 @@ class Executor:
         self._bug: BaseException | None = None  # a plug-in raised: the run stops and the exception goes on
         self._answered = [False] * m  # the model's endpoint has answered a request
         self._failing = [0] * m  # samples in a row whose endpoint could not be reached
-        self._refusals: dict[tuple[int, int], int] = {}  # (subtask, model): requests refused in a row
         # No longer launched on, with why: a model (unreachable) or a (subtask, model) (refused).
         self._down: dict[int | tuple[int, int], tuple[Reason, str]] = {}
         self._masked = 0  # how many of ``_down`` the planner's table leaves out
@@ -642,13 +641,9 @@ class Executor:
             self._fatal = error
         if end.finish is Finish.COMPLETE or end.finish is Finish.CUT_OFF:
             self._answered[j], self._failing[j] = True, 0
-            self._refusals.pop((i, j), None)
-        elif isinstance(error, ProviderRejectedError):
-            n = self._refusals[i, j] = self._refusals.get((i, j), 0) + 1
-            if n >= GIVE_UP_AFTER:
-                sid = self.table.subtask_ids[i]
-                why = f"model {name!r} refused subtask {sid!r} {n} times in a row (last: {error})"
-                self._down.setdefault((i, j), (Reason.PROVIDER_REJECTED, why))
+        elif isinstance(error, ProviderRejectedError):  # the same request would be refused again
+            why = f"model {name!r} refused subtask {self.table.subtask_ids[i]!r}, not sent again: {error}"
+            self._down.setdefault((i, j), (Reason.PROVIDER_REJECTED, why))
         elif isinstance(error, ProviderUnavailableError) and not isinstance(error, RateLimitedError):
             n = self._failing[j] = self._failing[j] + 1
             if n >= GIVE_UP_AFTER:

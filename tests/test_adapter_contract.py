@@ -100,13 +100,14 @@ class Refusing(Adapter):
             report(SampleEnd(index=idx, finish=Finish.ERROR, input_tokens=0, output_tokens=0, error=error))
 
 
-def test_a_request_the_model_keeps_refusing_stops_being_sent() -> None:
-    """It was sent again and again until the deadline (251 requests in 3 s), and the run said "deadline"."""
+def test_a_request_the_model_refused_is_not_sent_again() -> None:
+    """It was sent again and again until the deadline (251 requests in 3 s), and the run said "deadline"; then
+    three times (issue 15); a refused request is sent once (issue 16: not re-sent unchanged)."""
     refusing = Refusing()
     result = runtime.run(prompted(), 1.0, 60, planner="retry:m:1", adapters={"m": refusing})
-    assert refusing.batches == 3
+    assert refusing.batches == 1
     assert result.reason == runtime.Reason.PROVIDER_REJECTED
-    assert result.detail is not None and "model 'm' refused subtask 's0' 3 times in a row" in result.detail
+    assert result.detail is not None and "model 'm' refused subtask 's0', not sent again" in result.detail
 
 
 class Silent(Adapter):
