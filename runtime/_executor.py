@@ -20,6 +20,7 @@ import anyio.to_thread
 import numpy as np
 from anyio.lowlevel import RunVar
 
+from planners.baselines import MAX_BATCH
 from runtime._ledger import Ledger, Reservation, Usage
 from runtime._prompts import render
 from runtime._result import RunResult, SubtaskOutcome
@@ -458,9 +459,10 @@ class Executor:
         check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
         worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
         share = Usage(worst, max_tokens)
-        # The planner's worst case is the spec's; a real prompt's bound may be larger: launch what fits.
+        # The planner's worst case is the spec's; a real prompt's bound may be larger: launch what fits, and
+        # never more than MAX_BATCH samples at once (a custom planner's k is not bounded otherwise).
         left = self.ledger.available
-        k = min(k, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
+        k = min(k, MAX_BATCH, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
         res = self.ledger.reserve(share * k) if k >= 1 else None
         if res is None:
             return self._reject(i, j, a.k, Reason.BUDGET)

@@ -9,6 +9,7 @@ import pytest
 
 import runtime
 from adapters.sim import tokens_at
+from planners.baselines import MAX_BATCH
 from runtime import (
     BatchLaunched,
     BudgetSettled,
@@ -145,6 +146,13 @@ def test_numpy_integers_are_counts_a_planner_may_return() -> None:
     launch = {0: Launch(np.int64(0), np.int64(2))}  # type: ignore[arg-type]
     result, events = run_collect(build(chain_spec(1, p=1.0)), 1.0, 100, planner=BadPlanner(launch))
     assert result.success and [e.k for e in of(events, BatchLaunched)] == [2]
+
+
+def test_no_batch_is_wider_than_max_batch_whatever_the_planner_asks() -> None:
+    """Issue 16: k = 100,000 from a planner spent $48.5 on a job worth $0.0025 (and k = 10^6 grew to 7 GB)."""
+    spec = chain_spec(1, p=1.0, tokens=5, inp=1, out=0.001, max_tokens=10)
+    result, events = run_collect(build(spec), 1000.0, 100, planner=BadPlanner({0: Launch(0, 10**9)}))
+    assert result.success and [e.k for e in of(events, BatchLaunched)] == [MAX_BATCH]
 
 
 def test_a_launch_wider_than_what_is_left_is_narrowed_to_fit() -> None:
