@@ -34,6 +34,9 @@ def make_backend(model: ModelSpec) -> ChatBackend:
         if ep.base_url is None:
             raise UsageError(f"model {model.name!r}: no API key; set {env} (or api_key_env in the spec)")
         key = "no-key"
+    if not key.isprintable() or not key.isascii() or key != key.strip():  # a header cannot carry it: refuse
+        why = "spaces, control or non-ASCII characters, which an HTTP header cannot carry (a pasted newline?)"
+        raise UsageError(f"model {model.name!r}: the API key holds {why}")
     backend: ChatBackend
     if model.provider == "openai":
         from adapters.openai import OpenAIBackend

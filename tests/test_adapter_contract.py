@@ -172,6 +172,15 @@ def test_a_run_cannot_execute_once_its_context_has_closed() -> None:
         anyio.run(late)
 
 
+@pytest.mark.parametrize("key", ["sk-test-123\n", " sk-test-123", "sk-test\x00123", "sk-tést-123"])
+def test_a_key_a_header_cannot_carry_is_a_usage_error_that_does_not_show_it(key: str) -> None:
+    """Issue 16: a key with a newline was retried as a connection error until the run gave up."""
+    spec = runtime.ModelSpec("m", "openai", 0.0, 0.0, 1.0, 0.0, 100, runtime.Endpoint(model="gpt", api_key=key))
+    with pytest.raises(runtime.UsageError, match="an HTTP header cannot carry") as info:
+        make_backend(spec)
+    assert "123" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "options",
     [{"on_event": "x"}, {"journal": 123}, {"run_id": 5}, {"speed": 2.0}, {"speed": -1.0}, {"clock": "bogus"}],
