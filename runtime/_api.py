@@ -117,9 +117,7 @@ class RunSetup:
         check_limit("deadline", deadline)
         self.deadline_s = float(deadline)
         self.options = options
-        self.seed = options.get("seed", 0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**62:
-            raise UsageError(f"seed must be an integer in 0..2**62, not {self.seed!r}")
+        self.seed = check_seed(options.get("seed", 0))
         cap = options.get("output_token_cap")
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
             raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
@@ -377,6 +375,13 @@ def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpac
     """
     refuse_inside_event_loop("runtime.run()", "await runtime.arun(...)")
     return anyio.run(partial(arun, workflow, budget, deadline, **options))
+
+
+def check_seed(seed: object) -> int:
+    """``seed``, or :class:`UsageError` unless it is an integer in 0..2**62 (what the simulations mix)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
+        raise UsageError(f"seed must be an integer in 0..2**62, not {seed!r}")
+    return seed
 
 
 def refuse_inside_event_loop(what: str, instead: str) -> None:

@@ -459,13 +459,14 @@ class Executor:
         check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
         worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
         share = Usage(worst, max_tokens)
-        # The planner's worst case is the spec's; a real prompt's bound may be larger: launch what fits, and
-        # never more than MAX_BATCH samples at once (a custom planner's k is not bounded otherwise).
-        left = self.ledger.available
-        k = min(k, MAX_BATCH, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
-        res = self.ledger.reserve(share * k) if k >= 1 else None
-        if res is None:
-            return self._reject(i, j, a.k, Reason.BUDGET)
+        k = min(k, MAX_BATCH)  # a custom planner's k is not bounded otherwise
+        res = self.ledger.reserve(share * k)
+        if res is None:  # the planner's worst case is the spec's; a real prompt's may be larger: launch what fits
+            left = self.ledger.available
+            k = min(k, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
+            res = self.ledger.reserve(share * k) if k >= 1 else None
+            if res is None:
+                return self._reject(i, j, a.k, Reason.BUDGET)
         self._next_batch += 1
         b = _Batch(self._next_batch, i, j, k, now, res, share, input_tokens, check_pusd, open=k)
         sid, rel = t.subtask_ids[i], now - self._t0

@@ -22,7 +22,7 @@ import anyio
 
 from adapters.sim_agent import DEFAULT_BACKBONE, SimAgentModel
 from planners import CONTROLLERS, make_controller
-from runtime._api import refuse_inside_event_loop
+from runtime._api import check_seed, refuse_inside_event_loop
 from runtime._qa import QAResult, run_agent
 from runtime._sinks import user_sinks
 from runtime.types import AgentModel, Clock, QAController, SearchTool, UsageError
@@ -112,8 +112,7 @@ async def aanswer(
     ):
         if not isinstance(value, kind):
             raise UsageError(f"{name} must be {want}, not {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
-        raise UsageError(f"seed must be an integer in 0..2**62, not {seed!r}")
+    check_seed(seed)
     if not isinstance(finalize, bool):
         raise UsageError(f"finalize must be True or False, not {finalize!r}")
     if search is None:

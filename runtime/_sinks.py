@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import structlog
 
 from runtime.types import Event, InvariantError, UsageError
+from runtime.types._errors import unreadable
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -143,7 +144,7 @@ def read_journal(path: str | PathLike[str]) -> list[dict[str, Any]]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the journal {str(path)!r}: {exc}") from None
+        raise UsageError(f"cannot read the journal {str(path)!r}: {unreadable(exc)}") from None
     lines = [line for line in lines if line.strip()]
     events = []
     for n, line in enumerate(lines, 1):

@@ -32,6 +32,7 @@ from runtime.types import (
     VerifierSpec,
     Workflow,
 )
+from runtime.types._errors import unreadable
 
 __all__ = ["MAX_PRICE_PER_MTOK", "MAX_SECONDS", "MAX_TOKENS", "load_workflow", "never_succeeds", "parse_workflow",
            "validate_workflow"]  # fmt: skip
@@ -77,9 +78,8 @@ def load_workflow(path: str | PathLike[str]) -> Workflow:
     source = str(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or text that is not UTF-8
-        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (getattr(exc, "strerror", None) or exc)
-        raise SpecError(f"cannot read the file ({why})", source=source) from None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read the file ({unreadable(exc)})", source=source) from None
     if p.suffix.lower() in {".yaml", ".yml"}:
         import yaml
 

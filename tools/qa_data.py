@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.types import UsageError
+from runtime.types._errors import unreadable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -99,9 +100,8 @@ def _lines(p: Path, what: str) -> list[tuple[int, str]]:
     """The non-blank lines of ``p``, numbered from 1."""
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as exc:  # ValueError: text that is not UTF-8, a NUL in the path
-        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (getattr(exc, "strerror", None) or exc)
-        raise UsageError(f"{p}: cannot read {what} ({why})") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{p}: cannot read {what} ({unreadable(exc)})") from None
     return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
 
 

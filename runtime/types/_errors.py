@@ -132,3 +132,9 @@ class RateLimitedError(ProviderUnavailableError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, provider=provider, status=status)
+
+
+def unreadable(exc: OSError | ValueError) -> str:
+    """Why a text file could not be read, in a few words: not UTF-8, or the system's reason (a NUL in the
+    path is a ValueError too)."""
+    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(getattr(exc, "strerror", None) or exc)
