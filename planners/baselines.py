@@ -46,7 +46,7 @@ def _decide(table: ProfileTable, snapshot: Snapshot, model: int, want: Callable[
     launches: dict[int, Launch] = {}
     for i in snapshot.ready:
         j = _model_for(table, i, model)
-        worst = int(table.worst_cost[i, j])
+        worst = snapshot.worst(i, j)
         k = min(want(i), left // worst) if worst > 0 else want(i)
         if tokens is not None:
             k = min(k, tokens // int(table.max_tokens[j]))

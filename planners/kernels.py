@@ -491,6 +491,9 @@ def _cancel(tab, rng, w, m, elapsed, i, j):
     return rng, cost, total
 
 
+WORST_COST = 21  # the index of ``worst_cost`` in :func:`table_arrays`'s tuple
+
+
 def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
     """The profile table as the kernels take it: a tuple of its arrays."""
     t = table

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
-from planners.kernels import seq_models, snapshot_arrays, table_arrays
+from planners.kernels import WORST_COST, seq_models, snapshot_arrays, table_arrays
 from planners.mcp_kernel import closed_loop, decide
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 
@@ -154,8 +154,11 @@ class MCPPlanner(Planner):
         seed = (self.seed * 1_000_003 + self._decisions) % (2**31)
         self._decisions += 1
         ready = np.array(snapshot.ready, np.int64)
+        tab = self._tab  # with the ledger's worst cases where they differ from the spec's (real prompts)
+        if snapshot.worst_pusd is not None:
+            tab = (*tab[:WORST_COST], snapshot.worst_pusd, *tab[WORST_COST + 1 :])
         act_m, act_k, policy = decide(
-            self._tab, snapshot_arrays(snapshot), ready, self._port_models, self._fallback, self._port_k, self.n_sims,
+            tab, snapshot_arrays(snapshot), ready, self._port_models, self._fallback, self._port_k, self.n_sims,
             self.top, self.z, seed, limit, self._hold,
         )  # fmt: skip
         if self.sticky:

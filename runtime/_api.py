@@ -226,6 +226,11 @@ class Run:
     def workflow(self) -> Workflow:
         return self._executor.workflow
 
+    def interrupt(self) -> None:
+        """Stop the run now, from a task of its event loop (a signal handler, a shutdown hook): every sample is
+        cancelled and settled, and :meth:`execute` returns a result whose reason is ``interrupted``."""
+        self._executor.interrupt()
+
     async def execute(self) -> RunResult:
         """Run the workflow to its end and return how it went (see :func:`open_run` for what it raises)."""
         if self._closed:

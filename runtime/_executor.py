@@ -60,7 +60,7 @@ from runtime.types._clock import Clock, Inbox, TaskHandle, single_error
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from runtime.types import Adapter, Event, Planner, ProfileTable, Report, Verifier, Workflow
+    from runtime.types import Adapter, Event, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
 __all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
 
@@ -117,6 +117,16 @@ class _Batch:
     done: bool = False  # its subtask completed
     cancelled: bool = False
     handle: TaskHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """A ready subtask's prompt and, per model, what one sample of it reserves: the planner is shown the same."""
+
+    messages: tuple[Message, ...] | None
+    input_tokens: tuple[int, ...]  # reserved for the prompt, per model (0 where the model cannot run it)
+    check_pusd: tuple[int, ...]  # the most checking one output may cost, per model
+    worst_pusd: tuple[int, ...]  # one sample's whole reservation, per model
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,17 @@ class Executor:
         self._stranded: tuple[Reason, str] | None = None  # why a subtask left can run nowhere any more
         self._t0 = 0.0
         self._deadline = 0.0
+        # What one sample of (subtask, model) reserves, as planners are shown it. The spec's figures until a
+        # subtask's real prompt is known; then the prompt's bound and its check's cost (real models only).
+        self._exact_shares = not all(a.simulated for a in adapters)
+        self._worst = table.worst_cost
+        self._prompts: dict[int, _Prompt] = {}
+        endpoints = [workflow.models[name].endpoint for name in table.model_names]
+        self._max_k = [MAX_BATCH if e is None or e.max_batch is None else e.max_batch for e in endpoints]
+        self._interrupted = False
+        self._drive_scope: anyio.CancelScope | None = None
+        self._stopped_at: float | None = None  # when the drive stopped, before what still ran was cancelled
+        self._deadline_hit = False
 
     async def run(self) -> RunResult:
         """Run to success, the deadline, or until nothing feasible is left; never raises for those.
@@ -224,19 +245,23 @@ class Executor:
         try:
             with self.clock.participate(), single_error():
                 async with anyio.create_task_group() as tg:
+                    self._drive_scope = tg.cancel_scope
                     try:
-                        await self._drive(tg)
+                        if not self._interrupted:
+                            await self._drive(tg)
                     finally:
                         tg.cancel_scope.cancel()
             if self._bug is not None:  # a sink raised: the drive stopped at its next step
                 raise self._bug
+            if self._interrupted:  # every task has ended and reported: settle what they used
+                self._settle_the_rest(Reason.INTERRUPTED)
         except BaseException as exc:
             # Every task of the run has ended and reported: settle what they used, then let the error go on.
-            while len(self._inbox):
-                self._on_sample_ended(self._inbox.take(), stopped=True)
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
-            self._reason = Reason.CANCELLED if cancelled else Reason.ERROR
-            self._detail = None if cancelled else f"{type(exc).__name__}: {exc}"
+            if cancelled:
+                self._settle_the_rest(Reason.INTERRUPTED if self._interrupted else Reason.CANCELLED)
+            else:
+                self._settle_the_rest(Reason.ERROR, f"{type(exc).__name__}: {exc}")
             self._emit(self._finished())
             raise
         finished = self._finished()
@@ -273,6 +298,24 @@ class Executor:
             run_id=self.run_id,
         )
 
+    def interrupt(self) -> None:
+        """Stop the run now (a signal, a shutdown): cancel every sample, settle what each used and end with
+        reason ``interrupted``. :meth:`run` then returns its result; safe to call from the run's event loop at
+        any time, and more than once."""
+        self._interrupted = True
+        if self._drive_scope is not None:
+            self._drive_scope.cancel()
+
+    def _settle_the_rest(self, reason: Reason, detail: str | None = None) -> None:
+        """Settle what the stopped tasks reported; ``reason`` is why the run ended unless an error stopped it
+        or its drive had already ended by itself (it was only cancelling leftover samples)."""
+        while len(self._inbox):
+            self._on_sample_ended(self._inbox.take(), stopped=True)
+        if reason is Reason.ERROR or self._stopped_at is None:
+            self._reason, self._detail = reason, detail
+        if self._stopped_at is None:
+            self._stopped_at = self._elapsed()
+
     def _emit(self, event: Event) -> None:
         """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
         try:
@@ -282,7 +325,9 @@ class Executor:
 
     def _finished(self) -> RunFinished:
         spent, success = self.ledger.spent.pusd, len(self._complete) == self.table.n_subtasks
-        elapsed = min(self._elapsed(), self.deadline_s)
+        # The true time the run's work stopped: past the deadline if something held the event loop (a blocking
+        # plug-in), never clamped. Cancelling what still ran after that is not work and is not counted.
+        elapsed = self._elapsed() if self._stopped_at is None else self._stopped_at
         if success:  # leftover siblings may be cancelled a moment later; the run was done at the last completion
             elapsed = max(c for c in self._completed_at if c is not None)
         return RunFinished(
@@ -318,12 +363,17 @@ class Executor:
             msg = await self._inbox.get(until=self._deadline)
             if msg is None:
                 self._reason = Reason.DEADLINE
-                self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
+                self._hit_deadline()
                 break
             replan |= self._on_sample_ended(msg)
             if self._fatal is not None:
                 self._reason, self._detail = Reason.PROVIDER_REJECTED, str(self._fatal)
                 break
+        if self._stopped_at is None:
+            if self.clock.now() > self._deadline and len(self._complete) < self.table.n_subtasks:
+                self._hit_deadline()  # noticed late: something held the event loop past the deadline
+            else:
+                self._stopped_at = self._elapsed()
         # Stop what still runs (on success too: with cancel_siblings off, siblings may still be running).
         for b in list(self._in_flight.values()):
             self._cancel_batch(b)
@@ -331,6 +381,13 @@ class Executor:
             msg = await self._inbox.get()
             if msg is not None:
                 self._on_sample_ended(msg)
+
+    def _hit_deadline(self) -> None:
+        # On time (a virtual clock's timer fires at the deadline exactly) it is the deadline itself; late, the truth.
+        self._stopped_at = self.deadline_s if self.clock.now() <= self._deadline else self._elapsed()
+        if not self._deadline_hit:
+            self._deadline_hit = True
+            self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
 
     def _cancel_batch(self, b: _Batch) -> None:
         if not b.cancelled and b.handle is not None:
@@ -359,15 +416,18 @@ class Executor:
             samples_launched=tuple(self._samples_launched),
             cancel_siblings=self.options.cancel_siblings,
             rounds=self.options.rounds,
+            worst_pusd=self._worst if self._exact_shares else None,
         )
 
     async def _plan(self, tg: anyio.abc.TaskGroup) -> None:
-        if not self._ready or self.clock.now() >= self._deadline or self._bug is not None:
+        if not self._ready or self.clock.now() >= self._deadline or self._bug is not None or self._interrupted:
             return
         if self._masked < len(self._down):
             await self._leave_out_what_is_down()
             if self._stranded is not None:
                 return
+        for i in self._ready:
+            self._prompt(i)
         snap = self._snapshot()
         start = time.perf_counter()
         if self.planner.in_thread:
@@ -448,20 +508,14 @@ class Executor:
         if down is not None:
             return self._reject(i, j, k, down[0])
         max_tokens = int(t.max_tokens[j])
-        adapter, subtask = self.adapters[j], self.workflow.subtasks[i]
-        messages = None  # simulated workflows have no prompt to render
-        if subtask.prompt is not None:
-            messages = render(subtask, {t.subtask_ids[d]: self._output[d] for d in t.deps(i).tolist()})
-        input_tokens = adapter.input_tokens(int(t.input_tokens[i]), messages)
-        if not (isinstance(input_tokens, int) and input_tokens >= 0):
-            raise InvariantError(f"{type(adapter).__name__}.input_tokens gave {input_tokens!r}, not a count")
+        adapter, prompt = self.adapters[j], self._prompt(i)
+        messages, input_tokens, check_pusd = prompt.messages, prompt.input_tokens[j], prompt.check_pusd[j]
         verifier = None if adapter.simulated else self.verifiers[i]
-        check_pusd = 0 if verifier is None else verifier.worst_pusd(max_tokens)
-        worst = input_tokens * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + check_pusd
+        worst = prompt.worst_pusd[j]
         share = Usage(worst, max_tokens)
-        k = min(k, MAX_BATCH)  # a custom planner's k is not bounded otherwise
+        k = min(k, self._max_k[j])  # the model's cap, at most MAX_BATCH: a custom planner's k is not bounded
         res = self.ledger.reserve(share * k)
-        if res is None:  # the planner's worst case is the spec's; a real prompt's may be larger: launch what fits
+        if res is None:  # a planner that ignored the snapshot's worst case: launch what fits
             left = self.ledger.available
             k = min(k, left.pusd // worst if worst else k, left.output_tokens // max_tokens)
             res = self.ledger.reserve(share * k) if k >= 1 else None
@@ -493,6 +547,31 @@ class Executor:
             deadline=self.clock.wall_time_of(self._deadline),
         )
         b.handle = self.clock.spawn(tg, partial(self._run_batch, adapter, verifier, b, batch), name=f"{sid}#{b.id}")
+
+    def _prompt(self, i: int) -> _Prompt:
+        """Subtask ``i``'s prompt (its dependencies are complete) and what a sample of it reserves on each model."""
+        prompt = self._prompts.get(i)
+        if prompt is not None:
+            return prompt
+        t, subtask = self.table, self.workflow.subtasks[i]
+        messages = None  # simulated workflows have no prompt to render
+        if subtask.prompt is not None:
+            messages = render(subtask, {t.subtask_ids[d]: self._output[d] for d in t.deps(i).tolist()})
+        inputs, checks, worst = [0] * t.n_models, [0] * t.n_models, [0] * t.n_models
+        for j in np.flatnonzero(t.kind[i] >= 0).tolist():
+            adapter, max_tokens = self.adapters[j], int(t.max_tokens[j])
+            n = adapter.input_tokens(int(t.input_tokens[i]), messages)
+            if not (isinstance(n, int) and n >= 0):
+                raise InvariantError(f"{type(adapter).__name__}.input_tokens gave {n!r}, not a count")
+            verifier = None if adapter.simulated else self.verifiers[i]
+            inputs[j] = n
+            checks[j] = 0 if verifier is None else verifier.worst_pusd(max_tokens)
+            worst[j] = n * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + checks[j]
+        prompt = self._prompts[i] = _Prompt(messages, tuple(inputs), tuple(checks), tuple(worst))
+        if self._exact_shares and worst != self._worst[i].tolist():
+            self._worst = self._worst.copy()  # copy on write: snapshots handed out keep the figures they were given
+            self._worst[i] = worst
+        return prompt
 
     # -- a batch in flight ----------------------------------------------------------------------------
 
@@ -683,7 +762,7 @@ class Executor:
         affordable = timely = False
         for i in self._ready:
             for j in range(t.n_models):
-                if t.kind[i, j] >= 0 and Usage(int(t.worst_cost[i, j]), int(t.max_tokens[j])).fits_in(avail):
+                if t.kind[i, j] >= 0 and Usage(int(self._worst[i, j]), int(t.max_tokens[j])).fits_in(avail):
                     affordable = True
                     timely |= float(t.min_latency[i, j]) <= time_left
         if not affordable:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.pricing import list_price
+from planners.baselines import MAX_BATCH
 from runtime._prompts import placeholders
 from runtime.types import (
     CycleError,
@@ -55,6 +56,7 @@ _ENDPOINT_KEYS = {
     "retries",
     "concurrency",
     "requests_per_s",
+    "max_batch",
     "temperature",
 }
 PROVIDERS = ("sim", "openai", "anthropic")
@@ -297,6 +299,7 @@ def _parse_endpoint(name: str, spec: Mapping[str, Any], src: str | None) -> Endp
         "retries": retries,
         "concurrency": positive("concurrency", opt_int("concurrency"), 10**5),
         "requests_per_s": positive("requests_per_s", opt_num("requests_per_s"), 10**6),
+        "max_batch": positive("max_batch", opt_int("max_batch"), MAX_BATCH),
         "temperature": opt_num("temperature"),
     }
     return Endpoint(

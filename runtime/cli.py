@@ -37,13 +37,13 @@ from runtime._predict import predict as predict_run
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
-from runtime.types import Endpoint, ModelSpec, OntimeError, StopReason, UsageError, to_usd
+from runtime.types import Endpoint, ModelSpec, OntimeError, Reason, StopReason, UsageError, to_usd
 from tools.qa_data import load_qa, read_corpus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from runtime._api import RunOptions
+    from runtime._api import Run, RunOptions
     from runtime._qa import QAResult
     from runtime._result import RunResult
     from runtime.types import Workflow
@@ -181,21 +181,27 @@ def run(
         }
         stop = stack.enter_context(_terminate_as_interrupt())
         try:
-            result = _guard(lambda: anyio.run(_run_live, wf, budget, deadline, options, view, json_out))
-        except KeyboardInterrupt:
-            _err.print(
-                f"interrupted at {view.t:.1f}s: spent ${to_usd(view.spent):.4f} of ${to_usd(view.budget):.2f}, "
-                f"${to_usd(view.reserved):.4f} still held; {view.done}/{view.n} subtasks done",
-                highlight=False,
-            )
+            result = _guard(lambda: anyio.run(_run_live, wf, budget, deadline, options, view, json_out, stop))
+        except KeyboardInterrupt:  # a signal before the run had started, or a second one while it settled
+            _interrupted(view)
             raise typer.Exit(128 + stop[0]) from None
+    if result.reason == Reason.INTERRUPTED:
+        _interrupted(view)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         console = _out
         console.print()
         console.print(result_table(result))
-    raise typer.Exit(0 if result.success else 1)
+    raise typer.Exit(128 + stop[0] if result.reason == Reason.INTERRUPTED else 0 if result.success else 1)
+
+
+def _interrupted(view: RunView) -> None:
+    _err.print(
+        f"interrupted at {view.t:.1f}s: spent ${to_usd(view.spent):.4f} of ${to_usd(view.budget):.2f}, "
+        f"${to_usd(view.reserved):.4f} still held; {view.done}/{view.n} subtasks done",
+        highlight=False,
+    )
 
 
 @contextmanager
@@ -216,13 +222,32 @@ def _terminate_as_interrupt() -> Iterator[list[int]]:
 
 
 async def _run_live(
-    wf: Workflow, budget: float, deadline: float, options: RunOptions, view: RunView, quiet: bool
+    wf: Workflow, budget: float, deadline: float, options: RunOptions, view: RunView, quiet: bool, came: list[int]
 ) -> RunResult:
-    async with open_run(wf, budget, deadline, **options) as r:  # bad input fails here, before the display starts
-        if quiet:
-            return await r.execute()
-        with Live(view, console=_out, refresh_per_second=10, transient=False):
-            return await r.execute()
+    async with (
+        open_run(wf, budget, deadline, **options) as r,  # bad input fails here, before the display starts
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(_interrupt_on_signal, r, came)
+        try:
+            if quiet:
+                result = await r.execute()
+            else:
+                with Live(view, console=_out, refresh_per_second=10, transient=False):
+                    result = await r.execute()
+        finally:
+            tg.cancel_scope.cancel()
+    return result
+
+
+async def _interrupt_on_signal(r: Run, came: list[int]) -> None:
+    """SIGINT or SIGTERM: cancel every sample, settle what each used, and journal ``run_finished`` with reason
+    ``interrupted``; a second signal while that happens stops the process as Python's default does."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            came[0] = int(signum)
+            r.interrupt()
+            return
 
 
 @app.command("eval")

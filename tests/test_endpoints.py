@@ -25,6 +25,7 @@ from adapters.openai import OpenAIBackend
 from adapters.resilience import Resilient, RetryPolicy
 from adapters.sim_server import Faults
 from runtime import Message
+from runtime.types import Decision, Launch, Snapshot
 from tests.helpers import example_spec, server
 
 if TYPE_CHECKING:
@@ -78,6 +79,58 @@ def test_a_batch_wider_than_the_endpoints_n_is_split_into_requests_it_accepts() 
     assert result.success, result.detail
     assert srv.record and max(r.n for r in srv.record) == 128 and {r.n for r in srv.record} == {128, 72}
     assert runtime.replay_ledger(events).spent_pusd == result.cost_pusd
+
+
+def test_a_models_max_batch_caps_every_launch_on_it() -> None:
+    """Issue 16 item 10: k was bounded per batch only; an endpoint's ``max_batch`` bounds it per model."""
+    data = example_spec("openai")
+    data["models"]["mini"]["max_batch"] = 3
+    with server(data, seed=1, speed=20.0) as (srv, wf):
+        events: list[runtime.Event] = []
+        result = runtime.run(wf, 1.0, 60, planner="retry:mini:10", on_event=events.append)
+    assert result.success, result.detail
+    assert {e.k for e in events if isinstance(e, runtime.BatchLaunched)} == {3}
+    assert {r.n for r in srv.record} == {3}
+    for bad in (0, 10_001, 2.5):
+        data["models"]["mini"]["max_batch"] = bad
+        with pytest.raises(runtime.SpecError, match="max_batch"):
+            runtime.parse_workflow(data)
+
+
+class _Recording(runtime.Planner):
+    """Two samples of every ready subtask on the first model, noting what the snapshot says each reserves."""
+
+    name = "recording"
+    in_thread = False
+
+    def __init__(self) -> None:
+        self.shown: dict[str, int] = {}
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        t = snapshot.table
+        for i in snapshot.ready:
+            self.shown[t.subtask_ids[i]] = snapshot.worst(i, 0)
+        return Decision({i: Launch(0, 2) for i in snapshot.ready})
+
+
+def test_the_planner_is_shown_the_reservation_the_ledger_holds() -> None:
+    """Issue 16 item 7: the planner planned with the spec's input_tokens while the ledger reserved the real
+    prompt's bound, so MCP asked for batches the ledger refused. The snapshot now carries the ledger's figure."""
+    data = example_spec("openai")
+    with server(data, seed=1, speed=20.0) as (_srv, wf):
+        planner = _Recording()
+        events: list[runtime.Event] = []
+        result = runtime.run(wf, 1.0, 60, planner=planner, on_event=events.append)
+    assert result.success, result.detail
+    table = runtime.ProfileTable.from_workflow(wf)
+    launched = {e.batch: e for e in events if isinstance(e, runtime.BatchLaunched)}
+    differs = 0
+    for e in events:
+        if isinstance(e, runtime.BudgetReserved):
+            b = launched[e.batch]
+            assert e.pusd == b.k * planner.shown[b.subtask]
+            differs += planner.shown[b.subtask] != table.worst_cost[table.subtask_ids.index(b.subtask), 0]
+    assert differs  # the real prompts' bounds are not the spec's estimates
 
 
 def test_the_default_planner_with_n_samples_and_cancelled_siblings() -> None:

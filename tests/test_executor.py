@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -77,6 +79,54 @@ def test_deadline_cancels_everything_in_flight_at_once() -> None:
     assert hit.t == 30.0 and hit.cancelled_samples == 3
     for e in of(events, SampleFinished):
         assert e.status == "cancelled" and e.t == 30.0 and 298 <= e.output_tokens <= 301
+
+
+def test_a_plugin_that_holds_the_event_loop_past_the_deadline_is_reported_not_hidden() -> None:
+    """A sink that blocks 0.6 s (a blocking verifier or logger) holds the loop past a 0.3 s deadline: the run
+    reports the time it really stopped and a deadline_hit, not the deadline it missed."""
+    spec = chain_spec(1, p=1.0, tps=10, ttft=0.0)
+    spec["subtasks"][0]["profiles"]["m"]["output_tokens"] = {"mean": 1000, "std": 1}  # about 100 s
+    events: list[runtime.Event] = []
+
+    def blocking(event: runtime.Event) -> None:
+        events.append(event)
+        if isinstance(event, BatchLaunched):
+            time.sleep(0.6)
+
+    result = runtime.run(build(spec), 1.0, 0.3, planner="retry:m:1", clock="real", on_event=blocking)
+    assert not result.success and result.reason == "deadline"
+    assert result.elapsed >= 0.6
+    (hit,) = of(events, DeadlineHit)
+    assert hit.t >= 0.6 and hit.cancelled_samples == 1
+    (finished,) = of(events, runtime.RunFinished)
+    assert finished.elapsed_s == result.elapsed
+
+
+def test_interrupt_cancels_and_settles_everything_and_says_interrupted() -> None:
+    """Run.interrupt() (ontime run's SIGINT and SIGTERM): every sample in flight is cancelled and settled,
+    nothing new launches, and the run returns a result whose reason is "interrupted" (issue 16 item 4)."""
+    events: list[runtime.Event] = []
+    runs: list[runtime.Run] = []
+
+    def on_event(event: runtime.Event) -> None:
+        events.append(event)
+        if isinstance(event, SubtaskCompleted):  # at 2.0 s; the slow siblings stream on (keep_siblings)
+            runs[0].interrupt()
+
+    async def main() -> runtime.RunResult:
+        opts: dict[str, Any] = {"planner": "retry:m:8", "seed": 3, "cancel_siblings": False, "on_event": on_event}
+        async with runtime.open_run(pool_chain(2), 1.0, 100, **opts) as r:
+            runs.append(r)
+            return await r.execute()
+
+    result = anyio.run(main)
+    assert not result.success and result.reason == "interrupted" and result.elapsed == 2.0
+    assert {e.subtask for e in of(events, BatchLaunched)} == {"s0"}  # s1 was ready but not launched
+    cancelled = [e for e in of(events, SampleFinished) if e.status == "cancelled"]
+    assert cancelled and all(e.t == 2.0 for e in cancelled)
+    ledger = runtime.replay_ledger(events)
+    assert ledger.reserved_pusd == 0 and ledger.spent_pusd == result.cost_pusd > 0
+    assert events[-1].to_dict()["reason"] == "interrupted"
 
 
 def test_no_attempt_starts_that_cannot_finish_before_the_deadline() -> None:

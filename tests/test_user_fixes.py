@@ -221,7 +221,8 @@ def test_ctrl_c_on_ontime_run_says_what_was_spent_and_held_then_exits_130() -> N
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at" in err and "spent $" in err and "still held" in err and "Traceback" not in err
-    assert out == ""
+    result = json.loads(out)  # every sample was cancelled and settled: the run has a result
+    assert result["reason"] == "interrupted" and not result["success"] and result["cost"] > 0
 
 
 def _start_run(journal: Path) -> subprocess.Popen[str]:
@@ -237,13 +238,14 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_the_journal_ends_settled(tmp_path: 
     journal = tmp_path / "run.jsonl"
     proc = _start_run(journal)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted at" in err and "Traceback" not in err
     events = runtime.read_journal(journal)
-    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["event"] == "run_finished" and events[-1]["reason"] == "interrupted"
     ledger = runtime.replay_ledger(events)
     assert ledger.reserved_pusd == 0 and ledger.spent_pusd == events[-1]["spent_pusd"] > 0
+    assert json.loads(out)["cost_pusd"] == ledger.spent_pusd
 
 
 def test_sigkill_leaves_a_journal_whose_every_line_but_a_torn_last_is_whole(tmp_path: Path) -> None:

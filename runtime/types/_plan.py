@@ -88,6 +88,14 @@ class Snapshot:
     samples_launched: tuple[int, ...]  # per subtask, over the whole run
     cancel_siblings: bool = True  # the run's sibling rule, which a planner that simulates must follow
     rounds: bool = False  # synchronized rounds: the next decision only once nothing is in flight
+    # [i, j] pico-dollars the ledger reserves for one sample, or None: ``table.worst_cost``. It differs from the
+    # table once a subtask's real prompt is known (its bound, not the spec's estimate) and includes what checking
+    # the output may cost (an LLM judge); a launch of k samples that does not fit k of these is narrowed.
+    worst_pusd: np.ndarray | None = None
+
+    def worst(self, i: int, j: int) -> int:
+        """What the ledger reserves for one sample of subtask ``i`` on model ``j``."""
+        return int((self.table.worst_cost if self.worst_pusd is None else self.worst_pusd)[i, j])
 
     @classmethod
     def at_start(

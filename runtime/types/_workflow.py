@@ -59,6 +59,8 @@ class Endpoint:
         retries: attempts per sample while nothing has been produced (1: no retry).
         concurrency: most requests open at once on this model (None: no limit).
         requests_per_s: most request starts per second (None: no limit).
+        max_batch: most samples of one batch on this model; a wider launch is narrowed (None: the executor's
+            own cap, 10,000).
         temperature: sampling temperature, if the endpoint should not use its default.
     """
 
@@ -70,6 +72,7 @@ class Endpoint:
     retries: int = 4
     concurrency: int | None = None
     requests_per_s: float | None = None
+    max_batch: int | None = None
     temperature: float | None = None
 
 
