@@ -426,8 +426,13 @@ class Executor:
             await self._leave_out_what_is_down()
             if self._stranded is not None:
                 return
-        for i in self._ready:
-            self._prompt(i)
+        if self._exact_shares:  # show the planner what the ledger will reserve for the prompts now known
+            rows = {i: self._prompt(i).worst_pusd for i in self._ready}
+            changed = {i: w for i, w in rows.items() if w != tuple(self._worst[i].tolist())}
+            if changed:
+                self._worst = self._worst.copy()  # copy on write: snapshots handed out keep their figures
+                for i, w in changed.items():
+                    self._worst[i] = w
         snap = self._snapshot()
         start = time.perf_counter()
         if self.planner.in_thread:
@@ -568,9 +573,6 @@ class Executor:
             checks[j] = 0 if verifier is None else verifier.worst_pusd(max_tokens)
             worst[j] = n * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + checks[j]
         prompt = self._prompts[i] = _Prompt(messages, tuple(inputs), tuple(checks), tuple(worst))
-        if self._exact_shares and worst != self._worst[i].tolist():
-            self._worst = self._worst.copy()  # copy on write: snapshots handed out keep the figures they were given
-            self._worst[i] = worst
         return prompt
 
     # -- a batch in flight ----------------------------------------------------------------------------
@@ -739,6 +741,7 @@ class Executor:
         t, i = self.table, b.subtask
         b.done = True
         self._complete.add(i)
+        self._prompts.pop(i, None)  # it runs no more
         self._model_done[i] = model = t.model_names[b.model]
         self._completed_at[i] = rel
         self._output[i] = output
