@@ -2,14 +2,16 @@
 runs the program and reports to the parent. See :mod:`tools.sandbox` for what it guards against and what
 it does not.
 
-argv: cpu_s memory_bytes file_bytes result_fd. stdin: the report's nonce line, then JSON
+argv: cpu_s memory_bytes file_bytes result_fd isolation. stdin: the report's nonce line, then JSON
 ``{"solution": str, "tests": [str, ...]}``.
 
 The tests fail closed: a failing subtest, a skipped test and an unexpected success fail, and so does a run
 in which no check ran at all (no assert statement executed, no unittest test or ``test*()`` function ran).
 """
 
+import _posixsubprocess
 import ast
+import contextlib
 import ctypes
 import io
 import json
@@ -21,51 +23,158 @@ import sys
 import traceback
 import types
 import unittest
+from _socket import AF_UNIX
+from collections.abc import Callable
 from typing import Any
 
 PROGRAM = "<program>"
 _CHECKS = "__ontime_checks__"  # a one-item list in the program's namespace: assert statements executed
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_PR_SET_CHILD_SUBREAPER = 36
+_NPROC = 64  # processes and threads at once, set where the count is the sandbox's own (a user namespace)
 _BLOCKED = (
-    "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg",
-    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.kill", "os.killpg",
-    "subprocess.Popen", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function",
+    "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg",
+    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.killpg",
+    "subprocess.Popen", "pty.spawn", "_posixsubprocess.fork_exec", "signal.pidfd_send_signal", "os.mknod",
+    "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function",
     "ctypes.addressof", "ctypes.string_at", "ctypes.wstring_at", "ctypes.create_string_buffer",
     "os.chroot", "os.setuid", "os.setgid", "os.putenv", "os.unsetenv", "sys._current_frames",
     "resource.setrlimit", "resource.prlimit", "signal.pthread_kill", "mmap.__new__",
 )  # fmt: skip
+# Calls that raise no audit event in Python 3.11 but reach other processes, start processes or make special
+# files: the harness wraps each so that it raises one, with the call's args and kwargs, for the hook to judge.
+_UNAUDITED = (
+    (os, "pidfd_open"), (os, "setpriority"), (os, "sched_setaffinity"), (os, "sched_setscheduler"),
+    (os, "sched_setparam"), (os, "mknod"), (os, "mkfifo"), (signal, "pidfd_send_signal"),
+    (_posixsubprocess, "fork_exec"),
+)  # fmt: skip
+_PID_ARG = {"os.pidfd_open": 0, "os.setpriority": 1, "os.sched_setaffinity": 0, "os.sched_setscheduler": 0,
+            "os.sched_setparam": 0}  # fmt: skip
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _LISTING = ("os.listdir", "os.scandir")  # the import system lists the standard library's folders
-_CHANGES = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink",
-            "os.truncate", "os.utime", "shutil.rmtree", "os.chdir")  # fmt: skip
+# Events that change files: the positions of their path arguments, and of their dir_fd arguments.
+_CHANGES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "os.rename": ((0, 1), (2, 3)), "os.link": ((0, 1), (2, 3)), "os.symlink": ((0, 1), (2,)),
+    "os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)), "os.chmod": ((0,), (2,)),
+    "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)), "os.truncate": ((0,), ()), "os.chdir": ((0,), ()),
+    "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()), "shutil.rmtree": ((0,), (1,)),
+    "os.fwalk": ((), (4,)),
+}  # fmt: skip
 
 
-def _limit(cpu_s: int, memory: int, file_size: int) -> None:
+def _limit(cpu_s: int, memory: int, file_size: int, *, nproc: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if nproc:  # the kernel does not enforce it for root: there the supervisor or the PID namespace ends strays
+        resource.setrlimit(resource.RLIMIT_NPROC, (_NPROC, _NPROC))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing us
 
 
-def _unshare_network() -> None:
-    """A private network namespace with no interfaces, where the kernel allows it (best effort: the audit
-    hook below refuses sockets anyway)."""
+def _unshare() -> bool:
+    """Without bubblewrap: move into a new user namespace with an empty network namespace, where the kernel
+    allows it (for root this also drops every capability outside it: no device files, no raising priorities),
+    else into an empty network namespace alone. Best effort: the audit hook refuses sockets anyway. True if
+    the process now has a user namespace of its own."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(_CLONE_NEWNET) != 0:
-            libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
+            return True
+        libc.unshare(_CLONE_NEWNET)
     except (OSError, AttributeError):
         pass
+    return False
+
+
+def _supervise() -> None:
+    """Fork; the child returns and runs the program, this process stays outside it as the subreaper of
+    everything it starts. When the program's process ends (or the parent sends SIGTERM), kill and reap every
+    process left, setsid() or not, then exit with the program's status (128 + N for signal N, as bubblewrap
+    does). Never returns in the supervisor. (In bubblewrap the namespace would end them too, but only after
+    bwrap has exited; this way they are gone before the parent sees the end.)"""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    worker = os.fork()
+    if worker == 0:
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop)
+    _, status = os.waitpid(worker, 0)
+    _end_the_rest()
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def _end_the_rest() -> None:
+    """Kill and reap every child of this process; the program's orphans become its children (subreaper)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0]:
+                continue
+        except ChildProcessError:
+            return  # none left
+        children = _children()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, 0 if children else os.WNOHANG)
+
+
+def _children() -> list[int]:
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == me:
+                        found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def _audited(event: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def audited(*args: Any, **kwargs: Any) -> Any:
+        sys.audit(event, args, kwargs)
+        return call(*args, **kwargs)
+
+    return audited
+
+
+def _audit_unaudited() -> None:
+    """Replace each call in ``_UNAUDITED`` in every module that holds it (``os`` and ``posix``, ``signal`` and
+    ``_signal``) with one that raises its audit event first. A program written to escape can still reach the
+    originals (from the wrapper's closure, or a fresh copy of a module); there the supervisor and
+    bubblewrap's namespaces are the walls."""
+    for module, name in _UNAUDITED:
+        original = getattr(module, name, None)
+        if original is None:
+            continue
+        wrapped = _audited(f"{module.__name__}.{name}", original)
+        for holder in list(sys.modules.values()):
+            if getattr(holder, name, None) is original:
+                setattr(holder, name, wrapped)
 
 
 def _guard(workdir: str, readable: tuple[str, ...]) -> None:
-    """Refuse sockets, new processes, raw memory, and files outside ``workdir`` (the standard library stays
-    readable, or imports would fail)."""
+    """Refuse internet sockets, new processes, raw memory, signals and priority changes aimed at other
+    processes, and files outside ``workdir`` (the standard library stays readable, or imports would fail).
+    No directory can be opened as a file descriptor: the ``open`` event does not show ``dir_fd``, so a
+    directory descriptor would let a path that looks inside resolve outside."""
+    me = os.getpid()
+    _audit_unaudited()
 
     def inside(path: object, roots: tuple[str, ...]) -> bool:
         if isinstance(path, int):
-            return True  # an fd the process already holds
+            try:  # the file an fd refers to
+                path = os.readlink(f"/proc/self/fd/{path}")
+            except OSError:
+                return False
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if not isinstance(path, str):
@@ -73,19 +182,58 @@ def _guard(workdir: str, readable: tuple[str, ...]) -> None:
         real = os.path.realpath(path)
         return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
+    def refuse(what: str) -> None:
+        raise PermissionError(f"sandbox: {what} is not allowed")
+
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in _BLOCKED:
-            raise PermissionError(f"sandbox: {event} is not allowed")
+            refuse(event)
         if event == "open":
             path, mode, flags = args
             writes = (mode is not None and any(c in str(mode) for c in "wax+")) or (flags or 0) & _WRITE_FLAGS
-        elif event in _LISTING or event in _CHANGES:
-            path = args[0] if args else None
-            writes = event in _CHANGES
+            if isinstance(path, int):
+                return  # an fd the process already holds
+            if mode is None and os.path.isdir(path):
+                refuse(f"opening the directory {path!r} as a file descriptor")
+            paths = [path]
+        elif event in _LISTING:
+            paths, writes = [args[0]], False
+        elif event in _CHANGES:
+            if event == "shutil.rmtree":  # it reads this right after the event: remove by path, not by dir_fd
+                sys.modules["shutil"]._use_fd_functions = False  # type: ignore[attr-defined]
+            at, dir_fds = _CHANGES[event]
+            if any(args[i] not in (None, -1) for i in dir_fds):
+                refuse(f"{event} with dir_fd")
+            paths, writes = [args[i] for i in at], True
+        elif event == "os.mkfifo":
+            (call_args, kwargs) = args
+            if kwargs.get("dir_fd") is not None:
+                refuse(f"{event} with dir_fd")
+            paths, writes = [call_args[0] if call_args else kwargs.get("path")], True
+        elif event == "os.kill":
+            if args[0] != me:
+                refuse("a signal to another process")
+            return
+        elif event in _PID_ARG:
+            call_args, kwargs = args
+            if kwargs or len(call_args) <= _PID_ARG[event] or call_args[_PID_ARG[event]] not in (0, me):
+                refuse(f"{event} for another process")
+            if event == "os.setpriority" and call_args[0] != os.PRIO_PROCESS:
+                refuse(f"{event} for a process group or user")
+            return
+        elif event == "socket.__new__":
+            if args[1] != AF_UNIX:  # a pair of local sockets (asyncio's self-pipe) does no harm
+                refuse("an internet socket")
+            return
+        elif event == "import":
+            if args[0] == "_posixsubprocess":  # a fresh copy, after the program deleted the wrapped one
+                refuse("importing _posixsubprocess again")
+            return
         else:
             return
-        if path is not None and not inside(path, (workdir,) if writes else (workdir, *readable)):
-            raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
+        for path in paths:
+            if path is not None and not inside(path, (workdir,) if writes else (workdir, *readable)):
+                raise PermissionError(f"sandbox: no access to {path!r} outside the working directory")
 
     sys.addaudithook(hook)
 
@@ -211,14 +359,15 @@ def _run(solution: str, tests: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     cpu_s, memory, file_size, result_fd = (int(x) for x in sys.argv[1:5])
+    _supervise()
+    own_user_namespace = sys.argv[5] == "bubblewrap" or _unshare()  # bubblewrap made one for the program
     nonce = sys.stdin.readline().strip()
     job = json.loads(sys.stdin.read())
     report = os.fdopen(result_fd, "w", encoding="utf-8")
     workdir = os.path.realpath(os.getcwd())
     stdlib = tuple(os.path.realpath(p) for p in sys.path if p)  # with -I -S: the standard library alone
     readable = (*stdlib, "/dev/null", "/dev/urandom", "/dev/zero")
-    _unshare_network()
-    _limit(cpu_s, memory, file_size)
+    _limit(cpu_s, memory, file_size, nproc=own_user_namespace)
     _guard(workdir, readable)
     sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="replace", line_buffering=True)
     try:
