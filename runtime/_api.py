@@ -286,9 +286,6 @@ async def open_run(
     wf, table = setup.workflow, setup.table
     run_id = options.get("run_id") or uuid.uuid4().hex[:12]
     async with AsyncExitStack() as stack:
-        emit, close_journal = user_sinks(run_id, options.get("log", False), options.get("on_event"),
-                                         options.get("journal"))  # fmt: skip
-        stack.callback(close_journal)
         # Building a planner may take a while (best-retry simulates to choose): not on the event loop.
         planner = await anyio.to_thread.run_sync(setup.planner, limiter=planner_threads())
         clock = setup.clock()
@@ -300,15 +297,19 @@ async def open_run(
                 backends[name] = make_backend(model)
         sim = SimAdapter(table, clock, setup.seed)
         adapters = [given[name] if name in given else _adapter(wf, name, backends, sim) for name in table.model_names]
+        verifiers = [
+            None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends) for s in wf.subtasks
+        ]
+        # The journal is opened last: input refused above leaves no file behind to block the corrected run.
+        emit, close_journal = user_sinks(run_id, options.get("log", False), options.get("on_event"),
+                                         options.get("journal"))  # fmt: skip
+        stack.callback(close_journal)
         executor = Executor(
             workflow=wf,
             table=table,
             planner=planner,
             adapters=adapters,
-            verifiers=[
-                None if s.verifier is None else build_verifier(s.verifier, dict(wf.models), backends)
-                for s in wf.subtasks
-            ],
+            verifiers=verifiers,
             clock=clock,
             budget_pusd=setup.budget_pusd,
             deadline_s=setup.deadline_s,

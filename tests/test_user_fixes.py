@@ -263,6 +263,16 @@ def test_sigkill_leaves_a_journal_whose_every_line_but_a_torn_last_is_whole(tmp_
     assert ledger.spent_pusd + ledger.reserved_pusd <= ledger.budget_pusd
 
 
+def test_input_refused_before_the_run_leaves_no_journal_to_block_the_corrected_run(tmp_path: Path) -> None:
+    """A mistyped planner created an empty journal; the corrected command was then refused: "exists"."""
+    journal = tmp_path / "run.jsonl"
+    with pytest.raises(runtime.UsageError, match="unknown planner"):
+        runtime.run(CHAIN, 1, 60, planner="bogus:x", journal=journal)
+    assert not journal.exists()
+    result = runtime.run(CHAIN, 1, 60, journal=journal)
+    assert runtime.read_journal(journal)[-1]["spent_pusd"] == result.cost_pusd
+
+
 def test_a_journal_is_never_overwritten_and_a_torn_last_line_is_left_out(tmp_path: Path) -> None:
     journal = tmp_path / "run.jsonl"
     runtime.run(CHAIN, 1, 60, journal=journal)
