@@ -6,6 +6,7 @@ Run ``s`` uses seed ``seed + s``. Every run goes through the real executor and i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 from collections import Counter
@@ -218,11 +219,22 @@ def run_seeds(
         for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
             if take(fut.result()):
                 break
-    except BaseException:  # interrupted (Ctrl-C): do not wait for the chunks still queued
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # interrupted (Ctrl-C): stop the chunks running, drop those still queued
+        _terminate_workers(pool)
         raise
     pool.shutdown(cancel_futures=True)  # enough (``stop``) or all done
     return done
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Drop the queued chunks and end the workers now: else the interpreter's exit waits for every running
+    chunk. Python 3.14 has ``pool.terminate_workers()``; before it, the processes are only in ``_processes``
+    (which ``shutdown`` clears, so they are taken first)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        with contextlib.suppress(OSError, ValueError):
+            proc.terminate()
 
 
 def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> EvalReport:

@@ -225,6 +225,42 @@ def test_ctrl_c_on_ontime_run_says_what_was_spent_and_held_then_exits_130() -> N
     assert result["reason"] == "interrupted" and not result["success"] and result["cost"] > 0
 
 
+def _marked(mark: str) -> list[int]:
+    """The processes whose environment holds ``mark``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_on_ontime_eval_ends_its_worker_processes_at_once() -> None:
+    """The interpreter's exit waited for every running chunk: Ctrl-C left eval running with its workers."""
+    mark = f"ONTIME_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"
+    argv = [sys.executable, "-m", "runtime.cli", "eval", str(EXAMPLES / "release20.json"), "-b", "2", "-d", "1200",
+            "-p", "retry:mini:1", "--runs", "100000", "--workers", "2"]  # fmt: skip
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 60
+    while len(_marked(mark)) < 3 and time.monotonic() < deadline:  # eval and its two workers
+        time.sleep(0.2)
+    time.sleep(1.0)  # the workers are running chunks
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    finally:
+        leftover = _marked(mark)
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate()  # the workers held stderr too: it closes once they are gone
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert leftover == []
+
+
 def _start_run(journal: Path) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "runtime.cli", "run", str(EXAMPLES / "release20.json"), "-b", "2", "-d", "1200",
             "-p", "retry:mid:2", "--speed", "10", "--json", "--journal", str(journal)]  # fmt: skip
