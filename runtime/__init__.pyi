@@ -90,6 +90,7 @@ from .types import SampleFinished as SampleFinished
 from .types import SampleStatus as SampleStatus
 from .types import SandboxError as SandboxError
 from .types import SearchTool as SearchTool
+from .types import SinkError as SinkError
 from .types import Snapshot as Snapshot
 from .types import SpecError as SpecError
 from .types import Step as Step

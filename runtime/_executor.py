@@ -51,6 +51,7 @@ from runtime.types import (
     SampleEnd,
     SampleFinished,
     SampleStatus,
+    SinkError,
     Snapshot,
     SubtaskCompleted,
     to_usd,
@@ -320,6 +321,10 @@ class Executor:
         """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
         try:
             self._sinks(event)
+        except OSError as exc:  # a journal or log that cannot be written: the record would have a gap
+            error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
+            error.__cause__ = exc
+            self._bug = self._bug or error
         except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
             self._bug = self._bug or exc
 

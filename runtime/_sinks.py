@@ -60,14 +60,15 @@ class StructlogSink:
 class JournalSink:
     """Writes every event as one JSON line to a new file. Each line reaches the operating system when it is
     written (line buffering: a reservation is on file before its request is sent, and a killed process loses
-    nothing); :meth:`close` also fsyncs the file, so a finished run survives a power cut too.
+    nothing); :meth:`close` also fsyncs the file, so a finished run survives a power cut too. A run stopped
+    before its first event (a signal as it opens) leaves no file, which would only block the path.
 
     Raises:
         UsageError: the file exists (a journal is never overwritten) or cannot be written (a directory, a
             missing folder, no permission), before the run starts.
     """
 
-    __slots__ = ("_f", "path")
+    __slots__ = ("_f", "_written", "path")
 
     def __init__(self, path: str | PathLike[str]) -> None:
         self.path = Path(path)
@@ -77,14 +78,18 @@ class JournalSink:
             raise UsageError(f"the journal {str(path)!r} exists: a journal is never overwritten") from None
         except OSError as exc:
             raise UsageError(f"cannot write the journal {str(path)!r}: {exc.strerror or exc}") from None
+        self._written = False
 
     def __call__(self, event: Event) -> None:
         self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        self._written = True
 
     def close(self) -> None:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
+        if not self._written:
+            self.path.unlink(missing_ok=True)
 
 
 def check_sinks(log: object, on_event: object, journal: object) -> None:

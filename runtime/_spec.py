@@ -86,9 +86,9 @@ def load_workflow(path: str | PathLike[str]) -> Workflow:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = _load_yaml(text)
         except (yaml.YAMLError, RecursionError) as exc:
-            raise SpecError(f"not valid YAML ({exc})", source=source) from None
+            raise SpecError(f"not valid YAML ({_one_line(exc)})", source=source) from None
     else:
         try:
             data = json.loads(text)
@@ -99,6 +99,25 @@ def load_workflow(path: str | PathLike[str]) -> Workflow:
         except (ValueError, RecursionError) as exc:  # a number of more than 4300 digits; nesting too deep
             raise SpecError(f"not valid JSON ({exc})", source=source) from None
     return parse_workflow(data, source=source)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _load_yaml(text: str) -> Any:
+    """yaml's safe loader without aliases: nine levels of nine aliases expand to 387 million strings (a
+    "billion laughs" file), and a spec has no use for them."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # the safe loader, without aliases
 
 
 def parse_workflow(data: Any, *, source: str | None = None) -> Workflow:

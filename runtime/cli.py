@@ -6,6 +6,7 @@ add sub-commands through the ``ontime.commands`` entry point group (``ontime ben
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import structlog
@@ -38,6 +39,7 @@ from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
 from runtime.types import Endpoint, ModelSpec, OntimeError, Reason, StopReason, UsageError, to_usd
+from runtime.types._clock import single_error as _one_error
 from tools.qa_data import load_qa, read_corpus
 
 if TYPE_CHECKING:
@@ -91,7 +93,8 @@ def _fail(message: object) -> NoReturn:
 
 
 def _fail_with(status: int, message: object) -> NoReturn:
-    _err.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    one_line = str(message).replace("\r", "\\r").replace("\n", "\\n")  # a path or a parser's message may hold some
+    _err.print(f"[red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(status)
 
 
@@ -116,9 +119,12 @@ def _event_logger(path: str | None, stack: ExitStack) -> Any:
     if path is None:
         return False
     try:
-        stream = sys.stderr if path == "-" else stack.enter_context(Path(path).open("a", encoding="utf-8"))  # noqa: SIM115 (closed by the stack)
+        # Line-buffered: a write that fails (a full disk) fails at its event, which stops the run with a SinkError.
+        stream = sys.stderr if path == "-" else Path(path).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
     except OSError as exc:
         _fail(f"cannot write the log {path!r}: {exc.strerror or exc}")
+    if stream is not sys.stderr:
+        stack.callback(_close_quietly, stream)
     return structlog.wrap_logger(
         structlog.WriteLogger(stream),
         processors=[
@@ -127,6 +133,12 @@ def _event_logger(path: str | None, stack: ExitStack) -> Any:
             structlog.processors.JSONRenderer(),
         ],
     )
+
+
+def _close_quietly(f: IO[str]) -> None:
+    """Close a log whose failed writes were already reported (as the run's SinkError)."""
+    with contextlib.suppress(OSError):
+        f.close()
 
 
 def _print_version(value: bool) -> None:
@@ -224,19 +236,18 @@ def _terminate_as_interrupt() -> Iterator[list[int]]:
 async def _run_live(
     wf: Workflow, budget: float, deadline: float, options: RunOptions, view: RunView, quiet: bool, came: list[int]
 ) -> RunResult:
-    async with (
-        open_run(wf, budget, deadline, **options) as r,  # bad input fails here, before the display starts
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(_interrupt_on_signal, r, came)
-        try:
-            if quiet:
-                result = await r.execute()
-            else:
-                with Live(view, console=_out, refresh_per_second=10, transient=False):
-                    result = await r.execute()
-        finally:
-            tg.cancel_scope.cancel()
+    async with open_run(wf, budget, deadline, **options) as r:  # bad input fails here, before the display starts
+        with _one_error():  # so that _guard sees the run's OntimeError itself, not a group of one
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_interrupt_on_signal, r, came)
+                try:
+                    if quiet:
+                        result = await r.execute()
+                    else:
+                        with Live(view, console=_out, refresh_per_second=10, transient=False):
+                            result = await r.execute()
+                finally:
+                    tg.cancel_scope.cancel()
     return result
 
 

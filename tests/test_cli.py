@@ -185,3 +185,35 @@ def test_rounds_reaches_the_executor_and_the_simulations(tmp_path: Path) -> None
         plain, rounds = json.loads(invoke(*args)[1]), json.loads(invoke(*args, "--rounds")[1])
         key = "mean_elapsed" if command == "eval" else "expected_elapsed"
         assert rounds[key] > plain[key], command
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_on_a_full_disk_stops_the_run_with_one_error_line() -> None:
+    """Issue 16 (fuzzing): a log write that failed ended in two tracebacks. The run stops (its record would
+    have a gap) with a SinkError, which the command reports like any other error."""
+    code, out, err = invoke("run", str(EXAMPLES / "chain.json"), "-b", "1", "-d", "60", "--json", "--log", "/dev/full")
+    assert code == 2 and out == ""
+    assert err.strip() == "error: cannot record the run's events: No space left on device"
+    with pytest.raises(runtime.SinkError):
+        runtime.run(EXAMPLES / "chain.json", 1, 60, journal=None, on_event=_full_disk)
+
+
+def _full_disk(event: runtime.Event) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_a_yaml_alias_bomb_and_odd_paths_get_one_error_line(tmp_path: Path) -> None:
+    """Issue 16 (fuzzing): nine levels of nine YAML aliases (387 million strings) ran out of memory in
+    validate; a path with a newline, or PyYAML's own message, printed an error over several lines."""
+    levels = ['l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
+    levels += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*levels, "models: *l8", "subtasks: *l8"]) + "\n")
+    code, _, err = invoke("validate", str(bomb))
+    assert code == 2 and "aliases (*name) are not allowed" in err and len(err.strip().splitlines()) == 1
+    tagged = tmp_path / "t.yaml"
+    tagged.write_text("!!python/object/apply:os.system ['true']\n")
+    code, _, err = invoke("validate", str(tagged))
+    assert code == 2 and "not valid YAML" in err and len(err.strip().splitlines()) == 1
+    code, _, err = invoke("validate", str(tmp_path / "a\nb.json"))
+    assert code == 2 and err.strip().endswith("a\\nb.json: cannot read the file (No such file or directory)")

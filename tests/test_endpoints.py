@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import runtime
 from adapters.anthropic import AnthropicBackend
 from adapters.chat import ChatRequest
+from adapters.chat_adapter import CANCEL_ALLOWANCE_TOKENS
 from adapters.openai import OpenAIBackend
 from adapters.resilience import Resilient, RetryPolicy
 from adapters.sim_server import Faults
@@ -147,8 +148,9 @@ def test_the_default_planner_with_n_samples_and_cancelled_siblings() -> None:
     assert {r.n for r in srv.record} == {4}
     inp, out = journal_usage(events)
     served_out = sum(r.total_output_tokens for r in srv.record)
-    # A cancelled stream is charged what arrived; pieces still in flight when it closed were served, not seen.
-    assert out <= served_out <= out + 8 * len(srv.record)
+    # A cancelled stream is charged what arrived plus an allowance for what was served but still in flight.
+    cancelled = sum(1 for e in events if isinstance(e, runtime.SampleFinished) and e.status == "cancelled")
+    assert cancelled and served_out <= out <= served_out + CANCEL_ALLOWANCE_TOKENS * cancelled
     assert inp >= sum(r.input_tokens for r in srv.record)
     assert runtime.replay_ledger(events).peak_committed_pusd <= runtime.replay_ledger(events).budget_pusd
 
@@ -175,7 +177,8 @@ def test_the_deadline_stops_streams_in_flight_within_a_fraction_of_a_second(prov
     assert cancelled and all(e.output_tokens > 0 for e in cancelled)  # charged what was produced
     assert {r.status for r in srv.record} == {"cancelled"}
     _, out = journal_usage(events)
-    assert out <= sum(r.total_output_tokens for r in srv.record) <= out + 8 * len(srv.record)
+    served = sum(r.total_output_tokens for r in srv.record)
+    assert served <= out <= served + CANCEL_ALLOWANCE_TOKENS * len(cancelled)
 
 
 def test_no_api_key_reaches_logs_events_journals_or_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

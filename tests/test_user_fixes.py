@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from typer.testing import CliRunner
 
@@ -307,6 +308,18 @@ def test_input_refused_before_the_run_leaves_no_journal_to_block_the_corrected_r
     assert not journal.exists()
     result = runtime.run(CHAIN, 1, 60, journal=journal)
     assert runtime.read_journal(journal)[-1]["spent_pusd"] == result.cost_pusd
+
+
+def test_a_run_left_before_it_starts_leaves_no_empty_journal(tmp_path: Path) -> None:
+    """A signal between opening the journal and the run's first event left a 0-byte file that refused the rerun."""
+    journal = tmp_path / "run.jsonl"
+
+    async def leave_early() -> None:
+        async with runtime.open_run(CHAIN, 1, 60, journal=journal):
+            assert journal.exists()
+
+    anyio.run(leave_early)
+    assert not journal.exists()
 
 
 def test_a_journal_is_never_overwritten_and_a_torn_last_line_is_left_out(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@
         ├── PlannerError            a planner returned a decision the executor cannot carry out
         ├── InvariantError          a safety invariant would be broken (a bug: please report it)
         ├── SandboxError            the code sandbox could not run a program (its own failures are results)
+        ├── SinkError               the journal or log could not be written (a full disk): the run stops
         └── ProviderError           a model endpoint failed; the message never contains an API key
             ├── ProviderRejectedError   4xx other than 429 (bad key, unknown model, bad request): do not retry
             └── ProviderUnavailableError  5xx, timeouts, dropped connections, malformed replies: worth retrying
@@ -37,6 +38,7 @@ __all__ = [
     "RateLimitedError",
     "RunError",
     "SandboxError",
+    "SinkError",
     "SpecError",
     "UnknownDependencyError",
     "UnknownModelError",
@@ -100,6 +102,11 @@ class InvariantError(RunError):
 
 class SandboxError(RunError):
     """The sandbox could not start a program; never raised for the program's own failures, which are results."""
+
+
+class SinkError(RunError):
+    """An event could not be recorded (the journal's or the log's disk is full): a run whose record would have
+    a gap stops, settles what is in flight, and raises this."""
 
 
 class ProviderError(RunError):
