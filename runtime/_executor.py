@@ -212,7 +212,6 @@ class Executor:
         self._interrupted = False
         self._drive_scope: anyio.CancelScope | None = None
         self._stopped_at: float | None = None  # when the drive stopped, before what still ran was cancelled
-        self._deadline_hit = False
 
     async def run(self) -> RunResult:
         """Run to success, the deadline, or until nothing feasible is left; never raises for those.
@@ -243,30 +242,33 @@ class Executor:
                 rounds=self.options.rounds,
             )
         )
-        try:
-            with self.clock.participate(), single_error():
-                async with anyio.create_task_group() as tg:
-                    self._drive_scope = tg.cancel_scope
-                    try:
-                        if not self._interrupted:
-                            await self._drive(tg)
-                    finally:
-                        tg.cancel_scope.cancel()
-            if self._bug is not None:  # a sink raised: the drive stopped at its next step
-                raise self._bug
-            if self._interrupted:  # every task has ended and reported: settle what they used
-                self._settle_the_rest(Reason.INTERRUPTED)
-        except BaseException as exc:
-            # Every task of the run has ended and reported: settle what they used, then let the error go on.
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
-            if cancelled:
+        error: BaseException | None = None
+        with self.clock.participate():
+            try:
+                with single_error():
+                    async with anyio.create_task_group() as tg:
+                        self._drive_scope = tg.cancel_scope
+                        try:
+                            if not self._interrupted:
+                                await self._drive(tg)
+                        finally:
+                            tg.cancel_scope.cancel()
+                if self._bug is not None:  # a sink raised: the drive stopped at its next step
+                    raise self._bug
+            except BaseException as exc:
+                error = exc
+            # Every task of the run has ended and reported. Settle what they used while this task still takes
+            # part in the clock: a virtual clock moves on to the next timer as soon as it stops.
+            if isinstance(error, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
                 self._settle_the_rest(Reason.INTERRUPTED if self._interrupted else Reason.CANCELLED)
-            else:
-                self._settle_the_rest(Reason.ERROR, f"{type(exc).__name__}: {exc}")
-            self._emit(self._finished())
-            raise
-        finished = self._finished()
+            elif error is not None:
+                self._settle_the_rest(Reason.ERROR, f"{type(error).__name__}: {error}")
+            elif self._interrupted:
+                self._settle_the_rest(Reason.INTERRUPTED)
+            finished = self._finished()
         self._emit(finished)
+        if error is not None:
+            raise error
         if self._bug is not None:  # a sink raised at the last event
             raise self._bug
         if self._fatal is not None:
@@ -301,15 +303,15 @@ class Executor:
 
     def interrupt(self) -> None:
         """Stop the run now (a signal, a shutdown): cancel every sample, settle what each used and end with
-        reason ``interrupted``. :meth:`run` then returns its result; safe to call from the run's event loop at
-        any time, and more than once."""
+        reason ``interrupted``; nothing launches after it. :meth:`run` then returns its result. Call it from a
+        task of the run's event loop (not from a ``signal.signal`` handler), at any time, more than once."""
         self._interrupted = True
         if self._drive_scope is not None:
             self._drive_scope.cancel()
 
     def _settle_the_rest(self, reason: Reason, detail: str | None = None) -> None:
-        """Settle what the stopped tasks reported; ``reason`` is why the run ended unless an error stopped it
-        or its drive had already ended by itself (it was only cancelling leftover samples)."""
+        """Settle what the stopped tasks reported. ``reason`` is why the run ended, unless the drive had already
+        ended by itself (it was only cancelling leftover samples); an error is always the reason."""
         while len(self._inbox):
             self._on_sample_ended(self._inbox.take(), stopped=True)
         if reason is Reason.ERROR or self._stopped_at is None:
@@ -354,7 +356,7 @@ class Executor:
         rounds = self.options.rounds
         await self._plan(tg)
         replan = False
-        while len(self._complete) < self.table.n_subtasks and self._bug is None:
+        while len(self._complete) < self.table.n_subtasks and self._bug is None and not self._interrupted:
             # Not while cancelled samples are still settling; in rounds, not until nothing is in flight.
             if replan and not (rounds and self._open) and not any(b.cancelled for b in self._in_flight.values()):
                 replan = False
@@ -374,9 +376,11 @@ class Executor:
             if self._fatal is not None:
                 self._reason, self._detail = Reason.PROVIDER_REJECTED, str(self._fatal)
                 break
+        if self._interrupted:  # run() settles what was in flight, and says why
+            return
         if self._stopped_at is None:
-            if self.clock.now() > self._deadline and len(self._complete) < self.table.n_subtasks:
-                self._hit_deadline()  # noticed late: something held the event loop past the deadline
+            if self.clock.now() >= self._deadline and len(self._complete) < self.table.n_subtasks:
+                self._hit_deadline()  # noticed at or after the deadline (held past it, or a last end at it)
             else:
                 self._stopped_at = self._elapsed()
         # Stop what still runs (on success too: with cancel_siblings off, siblings may still be running).
@@ -390,9 +394,7 @@ class Executor:
     def _hit_deadline(self) -> None:
         # On time (a virtual clock's timer fires at the deadline exactly) it is the deadline itself; late, the truth.
         self._stopped_at = self.deadline_s if self.clock.now() <= self._deadline else self._elapsed()
-        if not self._deadline_hit:
-            self._deadline_hit = True
-            self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
+        self._emit(DeadlineHit(t=self._elapsed(), cancelled_samples=self._open))
 
     def _cancel_batch(self, b: _Batch) -> None:
         if not b.cancelled and b.handle is not None:
@@ -429,7 +431,7 @@ class Executor:
             return
         if self._masked < len(self._down):
             await self._leave_out_what_is_down()
-            if self._stranded is not None:
+            if self._stranded is not None or self._interrupted:
                 return
         if self._exact_shares:  # show the planner what the ledger will reserve for the prompts now known
             rows = {i: self._prompt(i).worst_pusd for i in self._ready}
@@ -446,6 +448,8 @@ class Executor:
             decision = self.planner.decide(snap)
         ms = (time.perf_counter() - start) * 1000.0
         self._planner_ms.append(ms)
+        if self._interrupted:  # while the planner decided in its thread: launch nothing
+            return
         launches = self._checked(decision, snap)
         self._planner_reason = decision.reason
         self._rejected.clear()
@@ -458,7 +462,7 @@ class Executor:
         )
         if self.options.charge_planner_time:
             await self.clock.sleep_until(self.clock.now() + ms / 1000.0)
-        if self._bug is not None:  # a sink refused the decision: launch nothing
+        if self._bug is not None or self._interrupted:  # a sink refused the decision, or interrupted the run
             return
         for i, launch in launches:
             self._launch(tg, i, launch)

@@ -6,6 +6,7 @@ own line, so :func:`replay_ledger` can rebuild the ledger of a run from the file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -17,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from runtime.types import Event, InvariantError, UsageError
+from runtime.types import Event, InvariantError, SinkError, UsageError
 from runtime.types._errors import unreadable
 
 if TYPE_CHECKING:
@@ -68,28 +69,44 @@ class JournalSink:
             missing folder, no permission), before the run starts.
     """
 
-    __slots__ = ("_f", "_written", "path")
+    __slots__ = ("_broken", "_f", "_written", "path")
 
     def __init__(self, path: str | PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # what close() may remove, whatever the working directory is by then
         try:
             self._f: IO[str] = self.path.open("x", encoding="utf-8", buffering=1)
         except FileExistsError:
-            raise UsageError(f"the journal {str(path)!r} exists: a journal is never overwritten") from None
+            raise _exists(path) from None
         except OSError as exc:
             raise UsageError(f"cannot write the journal {str(path)!r}: {exc.strerror or exc}") from None
-        self._written = False
+        self._written = self._broken = False
 
     def __call__(self, event: Event) -> None:
-        self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        try:
+            self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        except OSError:
+            self._broken = True  # the run stops with a SinkError; close() must not raise over it
+            raise
         self._written = True
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        if not self._written:
+        """Flush and fsync the file; remove it if the run wrote nothing. Raises :class:`SinkError` if what was
+        written cannot be put on disk, unless a write already failed (the run has said so). Idempotent."""
+        if self._f.closed:
+            return
+        already, failed = self._broken, None
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:
+            self._broken, failed = True, exc
+        finally:
+            with contextlib.suppress(OSError):
+                self._f.close()
+        if not self._written and not self._broken:
             self.path.unlink(missing_ok=True)
+        if failed is not None and not already:
+            raise SinkError(f"cannot put the journal {str(self.path)!r} on disk: {failed.strerror or failed}")
 
 
 def check_sinks(log: object, on_event: object, journal: object) -> None:
@@ -100,6 +117,12 @@ def check_sinks(log: object, on_event: object, journal: object) -> None:
         raise UsageError(f"on_event must be a function of one event, not {on_event!r}")
     if journal is not None and not isinstance(journal, str | PathLike):
         raise UsageError(f"journal must be a file path, not {journal!r}")
+    if journal is not None and os.path.lexists(journal):  # said at once, not after a planner is built
+        raise _exists(journal)
+
+
+def _exists(journal: str | PathLike[str]) -> UsageError:
+    return UsageError(f"the journal {str(journal)!r} exists: a journal is never overwritten")
 
 
 def user_sinks(

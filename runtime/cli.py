@@ -45,6 +45,8 @@ from tools.qa_data import load_qa, read_corpus
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from anyio.abc import TaskStatus
+
     from runtime._api import Run, RunOptions
     from runtime._qa import QAResult
     from runtime._result import RunResult
@@ -239,7 +241,7 @@ async def _run_live(
     async with open_run(wf, budget, deadline, **options) as r:  # bad input fails here, before the display starts
         with _one_error():  # so that _guard sees the run's OntimeError itself, not a group of one
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_interrupt_on_signal, r, came)
+                await tg.start(_interrupt_on_signal, r, came)  # handling signals before the run's first step
                 try:
                     if quiet:
                         result = await r.execute()
@@ -251,14 +253,21 @@ async def _run_live(
     return result
 
 
-async def _interrupt_on_signal(r: Run, came: list[int]) -> None:
+async def _interrupt_on_signal(r: Run, came: list[int], *, task_status: TaskStatus[None]) -> None:
     """SIGINT or SIGTERM: cancel every sample, settle what each used, and journal ``run_finished`` with reason
-    ``interrupted``; a second signal while that happens stops the process as Python's default does."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            came[0] = int(signum)
-            r.interrupt()
-            return
+    ``interrupted``; more signals while that happens change nothing. The handlers that were there before
+    (Python's Ctrl-C, :func:`_terminate_as_interrupt`) are put back when the run is over."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with anyio.open_signal_receiver(*before) as signals:
+            task_status.started()
+            async for signum in signals:
+                came[0] = int(signum)
+                r.interrupt()
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
 
 
 @app.command("eval")

@@ -198,6 +198,20 @@ def test_a_log_on_a_full_disk_stops_the_run_with_one_error_line() -> None:
         runtime.run(EXAMPLES / "chain.json", 1, 60, journal=None, on_event=_full_disk)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a file-size limit")
+def test_a_journal_that_outgrows_its_disk_gets_one_error_line_too(tmp_path: Path) -> None:
+    """The journal's close flushed the failed bytes again and raised a second OSError over the SinkError."""
+    import resource
+
+    journal = tmp_path / "run.jsonl"
+    argv = [sys.executable, "-m", "runtime.cli", "run", str(EXAMPLES / "chain.json"), "-b", "1", "-d", "60", "--json",
+            "--journal", str(journal)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048)))  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == "error: cannot record the run's events: File too large"
+
+
 def _full_disk(event: runtime.Event) -> None:
     raise OSError(28, "No space left on device")
 

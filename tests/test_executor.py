@@ -129,6 +129,62 @@ def test_interrupt_cancels_and_settles_everything_and_says_interrupted() -> None
     assert events[-1].to_dict()["reason"] == "interrupted"
 
 
+def test_an_interrupt_at_launch_settles_at_that_instant_on_a_virtual_clock() -> None:
+    """The settlement ran after the run had left the clock, which had by then jumped to the next timer: samples
+    interrupted at t = 0 were settled at t = 1.5 (review of issue 16)."""
+    events: list[runtime.Event] = []
+    runs: list[runtime.Run] = []
+
+    def on_event(event: runtime.Event) -> None:
+        events.append(event)
+        if isinstance(event, BatchLaunched):
+            runs[0].interrupt()
+
+    async def main() -> runtime.RunResult:
+        async with runtime.open_run(pool_chain(1), 1.0, 100, planner="retry:m:4", on_event=on_event) as r:
+            runs.append(r)
+            return await r.execute()
+
+    result = anyio.run(main)
+    assert result.reason == "interrupted" and result.elapsed == 0.0
+    finished = of(events, SampleFinished)
+    assert len(finished) == 4 and all(e.t == 0.0 and e.status == "cancelled" for e in finished)
+    assert events[-1].t == 0.0
+
+
+class _SlowPlanner(Planner):
+    """Decides in a worker thread, slowly: an interrupt arrives while it thinks."""
+
+    name = "slow"
+    in_thread = True
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        time.sleep(0.3)
+        return Decision({i: Launch(0, 1) for i in snapshot.ready})
+
+
+def test_an_interrupt_while_a_threaded_planner_decides_launches_nothing() -> None:
+    """The decision that came back after the interrupt was launched (and charged), or, when it launched
+    nothing, the run ended "planner_gave_up" instead of "interrupted" (review of issue 16)."""
+    events: list[runtime.Event] = []
+
+    async def main() -> runtime.RunResult:
+        opened = runtime.open_run(pool_chain(1), 1.0, 100, planner=_SlowPlanner(), on_event=events.append)
+        async with opened as r, anyio.create_task_group() as tg:
+
+            async def interrupt_soon() -> None:
+                await anyio.sleep(0.1)
+                r.interrupt()
+
+            tg.start_soon(interrupt_soon)
+            result = await r.execute()
+        return result
+
+    result = anyio.run(main)
+    assert result.reason == "interrupted" and result.cost == 0
+    assert not of(events, BatchLaunched) and not of(events, runtime.BudgetReserved)
+
+
 def test_no_attempt_starts_that_cannot_finish_before_the_deadline() -> None:
     spec = chain_spec(1, p=0.0, tokens=100, tps=10, ttft=0.0)  # 10 s per attempt, never succeeds
     result, events = run_collect(build(spec), 1.0, 25, planner="retry:m:1")
