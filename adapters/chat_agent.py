@@ -101,7 +101,7 @@ class ChatAgentModel(AgentModel):
             self.model_id, render_turn(trace, directive, budget), directive.max_tokens, 1, self.temperature, tag=QA_TAG
         )
         reply = await self.backend.complete(request)
-        return ModelTurn(reply.choices[0].text, min(reply.output_tokens, directive.max_tokens))
+        return ModelTurn(reply.choices[0].text, reply.output_tokens)  # as reported: the agent audits the cap
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -126,6 +126,8 @@ class SimServer:
         on_served: called with each request's record when it ends.
         agent: a search-agent model (usually :class:`adapters.sim_agent.SimAgentModel`) answering the requests
             :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``), read back from the prompt.
+        ignore_max_tokens: answer agent turns as an endpoint that ignores ``max_tokens`` (up to 4 times it, and
+            reported as such): what the search agent's cap audit must catch.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class SimServer:
         api_key: str | None = None,
         on_served: Callable[[Served], None] | None = None,
         agent: AgentModel | None = None,
+        ignore_max_tokens: bool = False,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise UsageError(f"speed must be positive and finite, not {speed!r}")
@@ -149,6 +152,7 @@ class SimServer:
         self._api_key = api_key
         self._on_served = on_served
         self.agent = agent
+        self.ignore_max_tokens = ignore_max_tokens
         self.record: list[Served] = []
         self.peak_open = 0  # the most requests it was answering at once
         self._open = 0
@@ -272,11 +276,12 @@ class SimServer:
         """One search-agent turn: rebuild the trace from the prompt, let the agent model answer it."""
         system = r.system or "".join(_text(m.get("content")) for m in r.messages if m.get("role") == "system")
         assert self.agent is not None
-        trace, directive, budget = read_turn(system, _last_user(r.messages), r.max_tokens)
+        limit = 4 * r.max_tokens if self.ignore_max_tokens else r.max_tokens
+        trace, directive, budget = read_turn(system, _last_user(r.messages), limit)
         turn = await self.agent.turn(trace, directive, budget)
-        tokens = max(1, min(turn.output_tokens, r.max_tokens))
+        tokens = max(1, min(turn.output_tokens, limit))
         served, _, fault = self._record_request(api, r, QA_TAG, 1)
-        finish = "length" if turn.output_tokens >= r.max_tokens and "</" not in turn.text[-20:] else "stop"
+        finish = "length" if turn.output_tokens >= limit and "</" not in turn.text[-20:] else "stop"
         latency = (0.05 + tokens / 500.0) / self.speed
         return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault
 

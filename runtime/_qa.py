@@ -2,9 +2,12 @@
 
 Each turn the controller picks a directive (the action to inject and the turn's token allowance), the model answers
 with ``<thought>``, then ``<tool_call>`` or ``<answer>``, and the agent executes the call. Every turn's output tokens
-(at most what is left) and every tool call are reserved on the ledger before they are spent, so the caps cannot be
-exceeded: a model that wants a search with no tool call left is not given one, and a turn longer than its allowance is
-cut off. A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A malformed turn
+(at most what is left) and every tool call are reserved on the ledger before they are spent, and the model is asked
+for at most that allowance (``max_tokens``); a model that wants a search with no tool call left is not given one.
+The cap is audited, not assumed: a turn's output is recorded as the model reported it, and a turn over its allowance
+(an endpoint that ignores ``max_tokens``) ends the run at once with reason ``over_allowance``, before it can take
+more; ``evaluate_qa`` scores such a run 0 and counts it as a cap violation, like a run whose totals exceed either cap.
+A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A malformed turn
 (no closing tag) is a stall; if the controller asked for retrieval, the agent searches the question's key words itself
 (the VOI paper's guardrail). Then the finalizer (if on) picks the base or a refined answer, without a call.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -135,7 +138,7 @@ async def run_agent(
                            hits=tuple(h.title for h in step.hits), answer=step.answer,
                            tool_calls_left=left.tool_calls, tokens_left=left.output_tokens))  # fmt: skip
 
-    reason, failing, detail = StopReason.TURNS, 0, None
+    reason, failing, detail, overrun = StopReason.TURNS, 0, None, 0
     for _ in range(4 * tool_calls + 6):
         left = ledger.available
         budget = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
@@ -154,7 +157,7 @@ async def run_agent(
         assert held is not None  # allowance <= what is left
         try:
             with anyio.move_on_after(time_left()) as scope:
-                turn = await model.turn(trace, d, budget)
+                turn = await model.turn(trace, replace(d, max_tokens=allowance), budget)
         except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
             if isinstance(exc, ProviderRejectedError) and exc.fatal:  # every later turn would be refused too
@@ -171,9 +174,14 @@ async def run_agent(
             ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
             reason = StopReason.DEADLINE
             break
-        used = min(max(0, turn.output_tokens), allowance)
-        ledger.settle(held, Usage(0, used), Usage(0, allowance))
+        used = max(0, turn.output_tokens)  # as reported: the audit below, not a clamp, keeps it honest
+        ledger.settle(held, Usage(0, min(used, allowance)), Usage(0, allowance))
         parsed = parse_turn(turn.text)
+        if used > allowance:  # the endpoint ignored max_tokens: stop before it can break the cap
+            overrun += used - allowance
+            record(Step(Action.STALL, d.action, used, f"{used} output tokens against an allowance of {allowance}"))
+            reason = StopReason.OVER_ALLOWANCE
+            break
         if parsed.answer is not None:
             record(Step(Action.ANSWER, d.action, used, parsed.thought, answer=parsed.answer,
                         candidate=parsed.candidate, confidence=parsed.confidence))  # fmt: skip
@@ -206,7 +214,7 @@ async def run_agent(
             action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
         record(Step(action, d.action, used, thought, query=query, hits=hits, candidate=parsed.candidate,
                     confidence=parsed.confidence, truncated=used >= allowance and parsed.query is None))  # fmt: skip
-    spent = ledger.spent
+    spent = replace(ledger.spent, output_tokens=ledger.spent.output_tokens + overrun)  # as reported
     base = trace.answer or trace.candidate or ""
     fin = finalizer.finalize(trace, base) if finalize else None
     answer = base if fin is None else fin.answer

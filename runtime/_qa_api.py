@@ -1,8 +1,8 @@
 """Search-agent QA from Python: ``aanswer`` (or ``answer``) one question, ``evaluate_qa`` a data set.
 
 Both run the agent of ``runtime._qa`` on the simulated model over a BM25 index unless given a model and a
-search tool. ``evaluate_qa`` audits every result against the caps: a run over either counts as a cap
-violation (there are none by construction; the audit is what proves it).
+search tool. ``evaluate_qa`` audits every result against the caps: a run over either, or stopped because a turn
+reported more output than its allowance, counts as a cap violation and scores 0.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from planners import CONTROLLERS, make_controller
 from runtime._api import check_seed, refuse_inside_event_loop
 from runtime._qa import QAResult, run_agent
 from runtime._sinks import user_sinks
-from runtime.types import AgentModel, Clock, QAController, SearchTool, UsageError
+from runtime.types import AgentModel, Clock, QAController, SearchTool, StopReason, UsageError
 from runtime.types.answers import exact_match, f1
 from tools.qa_data import pool_corpus, read_corpus
 from tools.retrieval import BM25Search
@@ -229,7 +229,7 @@ def evaluate_qa(
         for ex in examples:
             r = await run_agent(ex.question, model=model, search=index, controller=ctl, tool_calls=tools,
                                 tokens=toks, finalize=fin)  # fmt: skip
-            over = r.tool_calls > tools or r.output_tokens > toks
+            over = r.tool_calls > tools or r.output_tokens > toks or r.reason is StopReason.OVER_ALLOWANCE
             violations += over
             em.append(0.0 if over else exact_match(r.answer, ex.answers))
             f.append(0.0 if over else f1(r.answer, ex.answers))

@@ -508,6 +508,9 @@ def serve_sim(
         ),
     ] = None,
     backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-dataset.")] = "qwen3-32b",
+    ignore_max_tokens: Annotated[
+        bool, typer.Option(help="Answer search-agent turns past their max_tokens (to test the cap audit).")
+    ] = False,
 ) -> None:
     """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
 
@@ -534,6 +537,7 @@ def serve_sim(
             api_key=key,
             on_served=None if quiet else _print_served,
             agent=None if qa_dataset is None else SimAgentModel(load_qa(qa_dataset), backbone, seed),
+            ignore_max_tokens=ignore_max_tokens,
         )
 
     server = _guard(build)

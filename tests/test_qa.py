@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from adapters.sim_agent import SimAgentModel
 from planners import ABLATIONS, CONTROLLERS, make_controller
 from planners.finalizer import finalize
 from planners.voi import VOIController
-from runtime import AgentModel, Hit, ModelTurn, evaluate_qa
+from runtime import AgentModel, Hit, ModelTurn, QAController, evaluate_qa
 from runtime._qa import run_agent
 from runtime.cli import app
 from runtime.types import Action, Directive, QABudget, Step, Trace, parse_turn
@@ -44,7 +45,9 @@ def test_turns_parse_and_malformed_ones_have_no_action() -> None:
 
 
 class Fuzz(AgentModel):
-    """A model that ignores its instructions: random actions, random lengths (often over the allowance)."""
+    """A model that ignores its instructions but not its endpoint's ``max_tokens``: random actions, random
+    lengths up to the allowance it is sent. If the agent sent the controller's wish instead of what is left of
+    the cap, this model would run over the cap and the property below would fail."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -54,14 +57,23 @@ class Fuzz(AgentModel):
         kind = r.choice(["search", "answer", "junk", "search", "both"])
         text = {"search": "<tool_call>Velmora opera</tool_call>", "answer": "<answer>Kell</answer>",
                 "junk": "<thought>", "both": "<tool_call>Kell</tool_call><answer>x</answer>"}[kind]  # fmt: skip
-        return ModelTurn(text, r.randint(0, 3 * directive.max_tokens + 5))
+        return ModelTurn(text, r.randint(0, directive.max_tokens))
+
+
+class Greedy(QAController):
+    """A controller that breaks its contract: it always asks for far more tokens than are left."""
+
+    name = "greedy"
+
+    def decide(self, trace: Trace, budget: QABudget) -> Directive:
+        return Directive(None, 10_000)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     tool_calls=st.integers(0, 4),
     tokens=st.integers(1, 600),
-    controller=st.sampled_from([*CONTROLLERS, *ABLATIONS]),
+    controller=st.sampled_from([*CONTROLLERS, *ABLATIONS, "greedy"]),
     seed=st.integers(0, 10_000),
     fuzz=st.booleans(),
 )
@@ -69,17 +81,71 @@ def test_no_run_ever_exceeds_either_cap(tool_calls: int, tokens: int, controller
     ex = QUESTIONS[seed % len(QUESTIONS)]
     model: AgentModel = Fuzz(seed) if fuzz else SimAgentModel(QUESTIONS, seed=seed)
     steps: list[tuple[Step, QABudget]] = []
+    ctl = Greedy() if controller == "greedy" else make_controller(controller)
 
     async def go() -> runtime.QAResult:
-        return await run_agent(ex.question, model=model, search=INDEX, controller=make_controller(controller),
+        return await run_agent(ex.question, model=model, search=INDEX, controller=ctl,
                                tool_calls=tool_calls, tokens=tokens,
                                on_step=lambda s, b: steps.append((s, b)))  # fmt: skip
 
     r = anyio.run(go)
     assert r.tool_calls <= tool_calls and r.output_tokens <= tokens
+    assert r.reason != "over_allowance"  # both models honour the max_tokens they are sent: the agent sent its allowance
     assert r.tool_calls == sum(1 for s, _ in steps if s.query is not None)
     assert r.output_tokens == sum(s.output_tokens for s, _ in steps)
     assert all(b.tool_calls_left >= 0 and b.tokens_left >= 0 for _, b in steps)
+
+
+class Overrunning(AgentModel):
+    """An endpoint that ignores ``max_tokens``: it answers at three times the allowance, and says so."""
+
+    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
+        return ModelTurn("<answer>Kell</answer>", 3 * directive.max_tokens)
+
+
+def test_a_model_over_its_allowance_is_caught_not_clamped() -> None:
+    """Issue 17 item 4: usage was clamped to the allowance twice, so the over-cap audit could never fire."""
+    ex = QUESTIONS[0]
+
+    async def go() -> runtime.QAResult:
+        return await run_agent(ex.question, model=Overrunning(), search=INDEX, controller=make_controller("voi"),
+                               tool_calls=2, tokens=300)  # fmt: skip
+
+    r = anyio.run(go)
+    assert r.reason == "over_allowance" and r.answer == ""  # its first turn, at 3x the allowance: no answer taken
+    assert r.output_tokens == r.trace.steps[-1].output_tokens > 0  # recorded as reported
+
+
+def test_serve_sim_ignoring_max_tokens_is_a_cap_violation_scored_zero() -> None:
+    """The cap audit catches a real endpoint (the OpenAI SDK against serve-sim) that ignores max_tokens."""
+    from adapters.chat_agent import ChatAgentModel
+    from adapters.openai import OpenAIBackend
+    from adapters.sim_server import SimServer, serve_in_thread
+
+    wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
+    results: dict[bool, list[runtime.QAResult]] = {}
+    for ignore in (False, True):
+        server = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3), ignore_max_tokens=ignore)
+
+        async def go(url: str) -> list[runtime.QAResult]:
+            backend = OpenAIBackend(api_key="k", base_url=url + "/v1", timeout_s=5.0)
+            try:
+                return [await run_agent(ex.question, model=ChatAgentModel(backend, "gpt-4o-mini"), search=INDEX,
+                                        controller=make_controller("free"), tool_calls=2, tokens=120)
+                        for ex in QUESTIONS]  # fmt: skip
+            finally:
+                await backend.aclose()
+
+        with serve_in_thread(server) as url:
+            results[ignore] = anyio.run(go, url)
+    assert all(r.output_tokens <= 120 and r.reason != "over_allowance" for r in results[False])
+    caught = [r for r in results[True] if r.reason == "over_allowance"]
+    assert caught
+    for r in caught:  # the last turn reported more than it was allowed, and was recorded as reported
+        last = r.trace.steps[-1]
+        said = re.fullmatch(r"(\d+) output tokens against an allowance of (\d+)", last.thought)
+        assert said is not None and int(said[1]) == last.output_tokens > int(said[2])
+        assert int(said[2]) <= 120 - sum(s.output_tokens for s in r.trace.steps[:-1])
 
 
 def _trace(question: str, searches: int = 0, candidate: str | None = None, hits: tuple[Hit, ...] = ()) -> Trace:

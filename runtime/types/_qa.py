@@ -51,6 +51,7 @@ class StopReason(StrEnum):
     DEADLINE = "deadline"
     TURNS = "turns"  # the most turns the caps allow went by without an answer
     UNREACHABLE = "unreachable"  # the model's endpoint failed several turns in a row
+    OVER_ALLOWANCE = "over_allowance"  # a turn reported more output than its allowance (max_tokens ignored)
 
 
 _WORD = re.compile(r"[a-z0-9]+")
