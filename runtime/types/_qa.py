@@ -40,6 +40,8 @@ class Action(StrEnum):
     DECOMPOSE = "decompose"  # a search aimed at the missing bridge entity of a compositional question
     ANSWER = "answer"
     BACKSTOP = "backstop"  # answer now: too little budget is left for another retrieval (directives only)
+    VERIFY = "verify"  # check the current candidate against the evidence; no tool call, no answer (BATS)
+    REASON = "reason"  # condense the last documents to what the question needs (Search-o1 Reason-in-Documents)
     STALL = "stall"  # the turn was malformed or asked for a search it had no tool call left for (steps only)
 
 
