@@ -123,9 +123,7 @@ class SimAgentModel(AgentModel):
             body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, ex, read, action, t)}</tool_call>"
         else:
             body = f"<thought>{thought}</thought>\n<answer>{self._slip(trace, belief, t)}</answer>"
-        if tokens > directive.max_tokens:  # cut off: the closing tags never come
-            return ModelTurn(body[: max(0, len(body) * directive.max_tokens // tokens - 1)], directive.max_tokens)
-        return ModelTurn(body, tokens)
+        return ModelTurn(body, tokens).cut(directive.max_tokens)
 
     # -- the model's state, from the trace ----------------------------------------------------------
 

@@ -230,6 +230,13 @@ class ModelTurn:
     text: str
     output_tokens: int
 
+    def cut(self, max_tokens: int) -> ModelTurn:
+        """This turn as an endpoint that honours ``max_tokens`` returns it: cut off, so its closing tags never come
+        (the simulated model and the replay of a recorded turn cut the same way)."""
+        if self.output_tokens <= max_tokens:
+            return self
+        return ModelTurn(self.text[: max(0, len(self.text) * max_tokens // self.output_tokens - 1)], max_tokens)
+
 
 class AgentModel(ABC):
     """The LLM behind a search agent: one turn from the trace, the directive and the budget."""
