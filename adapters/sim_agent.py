@@ -1,206 +1,213 @@
-"""A simulated search-agent LLM: how a model behaves on a multi-hop question, seeded and documented.
+"""A simulated search-agent LLM that knows only what a model could know: the question and the text it retrieved.
 
-The environment is the data set's annotation of which paragraphs support the answer, in hop order;
-retrieval is real (BM25 over the real corpus), so whether a query finds a paragraph is decided by the
-index, not by the simulator. Per backbone (:data:`BACKBONES`, every parameter in one place):
+Nothing here reads a gold label: the model is built from a backbone and a seed alone, and every turn is a function
+of what its prompt shows (the question, the steps so far with their retrieved paragraphs, the directive and, when
+shown, the budget). Retrieval is real (the caller's search tool). How it behaves, per :class:`Backbone`:
 
-- **Queries.** A search turn targets the next supporting fact not yet read with probability
-  ``p_good_query`` (``p_bridge_query`` on a Decompose turn); its query is then that paragraph's title plus
-  the question's key words. A later hop can only be targeted once the hop before it was read (the bridge
-  entity is learnt from it), unless the question names both entities (comparisons). Otherwise the query
-  is the question with a word dropped.
-- **Reading.** A supporting paragraph that was retrieved is understood with probability ``p_read``
-  (decided once per paragraph).
-- **Answering.** With every supporting fact read the belief is right with probability ``p_correct``;
-  each missing fact multiplies that by ``p_partial``. A wrong belief is another retrieved title (the other
-  option, or the opposite polarity, where the question has a form). The belief is stated in the thought
-  as ``Candidate: ...``, after ``Confidence: c``: the chance that the belief is right, plus Gaussian noise
-  of standard deviation ``calibration_noise`` (the self-assessment a critic would give), clipped to [0, 1].
-- **Answer-form slips.** With probability ``p_slip`` the ``<answer>`` tag carries a form error of the
-  belief: extra words, a truncated alias, a year for a full date, a sentence for a binary choice, a
-  flipped polarity.
-- **Instructions.** An injected action is obeyed with probability ``p_obey``; otherwise the model
-  answers when told to search, or searches when told to answer. Left to itself (free-running) it answers
-  once it has every fact, or earlier with probability ``p_overconfident`` after its first search.
-- **Length.** Output tokens per turn are lognormal with the backbone's mean and spread per turn kind;
-  free-running turns are longer, and a prompt that shows the budget makes the model 15% more concise. A
-  turn longer than its ``max_tokens`` is cut off and loses its closing tag (a malformed turn).
+- **Reading.** Each retrieved paragraph is understood with probability ``p_read`` (once per paragraph). The
+  understood text goes to a plain extractive reader (:mod:`adapters.sim_reader`): candidates from the answer
+  form, scored by how much of the question the sentence around them covers. ``distraction`` is the spread of a
+  per-paragraph log-normal factor on that relevance: how easily an off-topic passage looks relevant. It is the
+  over-search harm: every extra paragraph is another chance for a wrong one to win.
+- **Belief.** The model's answer is drawn from the candidates by a softmax over their scores at ``temperature``
+  (a sharper reader picks the top one more often); the same evidence gives the same belief.
+- **Confidence.** Stated as ``Confidence: c`` before ``Candidate: X``: the candidate's support (the share of
+  the question its best sentence covers) times (0.4 + 0.6 x its lead over the runner-up), plus
+  ``overconfidence``, plus Gaussian noise of spread ``calibration_noise``, clipped to [0, 1]. The target is a
+  verbalised confidence that ranks answers only moderately well (AUROC about 0.6-0.7) and sits about 0.1-0.2
+  above accuracy, as LLMs' stated confidence does (Xiong et al., ICLR 2024, "Can LLMs Express Their
+  Uncertainty?"; Tian et al., EMNLP 2023); ``benchmarks/qa_ladder.py`` measures what these parameters give.
+- **Acting.** A directive is obeyed with probability ``p_obey`` (otherwise the model answers when told to search,
+  verify or condense, and searches when told to answer). Left to itself it searches first, then answers once its
+  stated confidence reaches ``stop_threshold`` (the same noisy signal it writes down), or when a budget it is
+  shown says no search or too few tokens are left.
+- **Queries.** Built from the question and the retrieved text, never from labels: the first is the question's
+  content words; later ones add the bridge entity (the best name the evidence offers that the question does not
+  contain); a Decompose query is that entity with the question's relation words (its content words outside the
+  names it mentions). With probability ``p_vague_query`` a query is the question's words less one instead. Search
+  and Decompose are equally likely to be vague; which is better is left to the retriever.
+- **Verify and condense.** A verify turn states ``Verdict: supported`` when the stated confidence is at least
+  0.5. A condense turn (Reason-in-Documents) writes ``Notes:`` with the ``notes`` most relevant sentences of the
+  last search's paragraphs; from then on the model reads those paragraphs through its notes.
+- **Answer-form slips.** With probability ``p_slip`` the ``<answer>`` carries a form error of the belief.
+- **Length.** Output tokens per turn are log-normal with the mean and spread of the turn's kind (retrieval,
+  answer, verify, condense), the same whether the turn was directed or not, times ``free_length_ratio`` for an
+  undirected turn (1 by default: the sensitivity sweep moves it). A turn longer than its ``max_tokens`` is cut
+  off and loses its closing tag (:meth:`runtime.types.ModelTurn.cut`).
 
-Every draw comes from a generator keyed by (seed, question, what is drawn), so a question's run is a
-deterministic function of the seed and the controller's choices. Questions the simulator has no
-annotation for are answered generically (search the question, answer with the best hit's title).
+Every draw comes from a generator keyed by (seed, question, what is drawn), so a run is a deterministic function
+of the seed, the retrieval and the controller's choices. The parameters are chosen, not fitted to any model's
+transcripts: the backbones differ the way the VOI paper's backbones rank; turn lengths follow the paper's Table 8
+(about 40 output tokens per turn for its directed controllers at the low budgets). Limits: the model has no
+parametric knowledge (it can answer only from retrieved text) and its reader is far weaker than an LLM's, so
+absolute scores sit below the paper's; the ladder compares controllers on the same model.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runtime.types import Action, AgentModel, LogNormalTokens, ModelTurn, UsageError, content_tokens
-from runtime.types.answers import CHOICE, DATE, ENTITY, YESNO, choice_options, question_form, years_in
+from adapters.sim_reader import Reading, read, relevant_sentences, sentences
+from runtime.types import Action, AgentModel, Hit, LogNormalTokens, ModelTurn, UsageError, content_tokens
+from runtime.types.answers import CHOICE, DATE, ENTITY, YESNO, normalize, question_form, years_in
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from runtime.types import Directive, QABudget, Trace
-    from tools.qa_data import QAExample
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "SimAgentModel"]
+
+RETRIEVE, ANSWER, VERIFY, REASON = "retrieve", "answer", "verify", "reason"
+_TOKENS = {RETRIEVE: (40.0, 12.0), ANSWER: (24.0, 8.0), VERIFY: (30.0, 10.0), REASON: (60.0, 20.0)}
+_KIND = {Action.SEARCH: RETRIEVE, Action.DECOMPOSE: RETRIEVE, Action.ANSWER: ANSWER, Action.BACKSTOP: ANSWER,
+         Action.VERIFY: VERIFY, Action.REASON: REASON}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Backbone:
-    """How one simulated backbone behaves (see the module docstring for each parameter)."""
+    """How one simulated backbone behaves (the module docstring says what each parameter does)."""
 
     name: str
-    p_good_query: float
-    p_bridge_query: float
-    p_read: float
-    p_correct: float
-    p_partial: float
-    p_slip: float
-    p_obey: float
-    p_overconfident: float
-    calibration_noise: float
-    tokens: Mapping[str, tuple[float, float]]  # turn kind -> (mean, std) of output tokens
+    p_read: float = 0.85
+    temperature: float = 0.15
+    distraction: float = 0.3
+    p_vague_query: float = 0.3
+    p_obey: float = 0.9
+    overconfidence: float = 0.15
+    calibration_noise: float = 0.2
+    stop_threshold: float = 0.6
+    p_slip: float = 0.15
+    notes: int = 3
+    free_length_ratio: float = 1.0
+    tokens: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(_TOKENS))
 
 
-_TOKENS = {
-    Action.SEARCH: (38.0, 12.0),
-    Action.DECOMPOSE: (50.0, 15.0),
-    Action.ANSWER: (24.0, 8.0),
-    "free": (75.0, 30.0),
-}
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("qwen3-32b", 0.55, 0.75, 0.85, 0.85, 0.35, 0.15, 0.90, 0.40, 0.20, _TOKENS),
-        Backbone("gpt-5.4-mini", 0.65, 0.80, 0.92, 0.90, 0.40, 0.10, 0.95, 0.30, 0.15,
-                 {k: (m * 0.85, s * 0.85) for k, (m, s) in _TOKENS.items()}),
-        Backbone("qwen3.5-122b", 0.62, 0.78, 0.90, 0.88, 0.38, 0.12, 0.85, 0.35, 0.18,
-                 {k: (m * 1.15, s) for k, (m, s) in _TOKENS.items()}),
+        Backbone("qwen3-32b"),
+        Backbone("gpt-5.4-mini", p_read=0.92, temperature=0.1, p_vague_query=0.2, p_obey=0.95, overconfidence=0.1,
+                 calibration_noise=0.15, p_slip=0.1, tokens={k: (m * 0.85, s * 0.85) for k, (m, s) in _TOKENS.items()}),
+        Backbone("qwen3.5-122b", p_read=0.9, temperature=0.12, p_vague_query=0.25, p_obey=0.85, overconfidence=0.12,
+                 calibration_noise=0.18, p_slip=0.12, tokens={k: (m * 1.15, s) for k, (m, s) in _TOKENS.items()}),
     )
 }  # fmt: skip
 DEFAULT_BACKBONE = "qwen3-32b"
 
 
 class SimAgentModel(AgentModel):
-    """The simulated model for a set of annotated questions.
+    """The simulated model.
 
     Args:
-        examples: the annotated questions it may be asked (matched by question text).
         backbone: a name in :data:`BACKBONES` or a :class:`Backbone`.
         seed: seeds every draw.
     """
 
-    def __init__(self, examples: Sequence[QAExample], backbone: str | Backbone = DEFAULT_BACKBONE, seed: int = 0):
+    def __init__(self, backbone: str | Backbone = DEFAULT_BACKBONE, seed: int = 0):
         if isinstance(backbone, str) and backbone not in BACKBONES:
             raise UsageError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
         self.backbone = BACKBONES[backbone] if isinstance(backbone, str) else backbone
         self.seed = seed
-        self._by_question = {ex.question.strip(): ex for ex in examples}
 
     def _rng(self, trace: Trace, *what: object) -> random.Random:
         return random.Random(f"{self.seed}:{trace.question}:" + ":".join(map(str, what)))
 
     async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
-        ex = self._by_question.get(trace.question.strip())
         t = len(trace.steps)
-        read = self._read(trace, ex)
-        missing = [] if ex is None else [p for p in ex.supporting if p not in read]
-        action = self._choose(trace, directive, budget, ex, missing, t)
-        belief, chance = self._belief(trace, ex, read, missing)
-        kind = Action.ANSWER if action in (Action.ANSWER, Action.BACKSTOP) else action
-        mean, std = self.backbone.tokens["free" if directive.action is None else kind]
-        if directive.show_budget:
-            mean, std = mean * 0.85, std * 0.85
+        hits = self._understood(trace)
+        reading = read(trace.question, hits, distraction=self.backbone.distraction, key=f"{self.seed}:{trace.question}")
+        belief, chance = self._belief(trace, reading, hits)
+        stated = self._stated(trace, chance, hits)
+        action = self._choose(trace, directive, budget, stated)
+        mean, std = self.backbone.tokens[_KIND[action]]
+        if directive.action is None:
+            mean, std = mean * self.backbone.free_length_ratio, std * self.backbone.free_length_ratio
         mu, sigma = LogNormalTokens(mean, std).mu_sigma
         tokens = max(1, round(math.exp(mu + sigma * self._rng(trace, t, "len").gauss())))
-        thought = self._thought(trace, missing, belief, chance, len(read))
+        thought = "Plan: find the facts that link the question's entities, one hop at a time.\n" if t == 0 else ""
+        if action == Action.VERIFY:
+            thought += f"Verdict: {'supported' if stated >= 0.5 else 'unsupported'}. "
+        elif action == Action.REASON:
+            last = next((s.hits for s in reversed(trace.steps) if s.query is not None), ())
+            thought += f"Notes: {' '.join(relevant_sentences(trace.question, last, self.backbone.notes))}\n"
+        if hits:
+            thought += f"Confidence: {stated:.2f}. Candidate: {belief}"
         if action in (Action.SEARCH, Action.DECOMPOSE):
-            body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, ex, read, action, t)}</tool_call>"
+            body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, action, hits, t)}</tool_call>"
+        elif action in (Action.VERIFY, Action.REASON):
+            body = f"<thought>{thought}</thought>"
         else:
             body = f"<thought>{thought}</thought>\n<answer>{self._slip(trace, belief, t)}</answer>"
         return ModelTurn(body, tokens).cut(directive.max_tokens)
 
-    # -- the model's state, from the trace ----------------------------------------------------------
+    # -- what the model has taken in -----------------------------------------------------------------
 
-    def _read(self, trace: Trace, ex: QAExample | None) -> set[str]:
-        if ex is None:
-            return set()
-        p_read = self.backbone.p_read
-        return {p for p in ex.supporting if p in trace.evidence and self._rng(trace, "read", p).random() < p_read}
+    def _understood(self, trace: Trace) -> list[Hit]:
+        """The retrieved paragraphs the model understood, condensed ones through its notes."""
+        notes: dict[str, str] = {}
+        for i, step in enumerate(trace.steps[:-1]):
+            after = trace.steps[i + 1].thought
+            if step.query is not None and "Notes:" in after:
+                noted = after.split("Notes:", 1)[1]
+                for h in step.hits:
+                    notes.setdefault(h.id, noted)
+        out = []
+        for h in trace.evidence.values():
+            if self._rng(trace, "read", h.id).random() >= self.backbone.p_read:
+                continue
+            if h.id in notes:
+                h = Hit(h.id, h.title, " ".join(s for s in sentences(h) if s in notes[h.id]), h.score)
+            out.append(h)
+        return out
 
-    def _choose(
-        self, trace: Trace, d: Directive, budget: QABudget, ex: QAExample | None, missing: list[str], t: int
-    ) -> str:
-        rng = self._rng(trace, t, "act")
-        if d.action is None:  # free-running: its own judgement
+    def _belief(self, trace: Trace, reading: Reading, hits: list[Hit]) -> tuple[str, float]:
+        """The model's answer and the raw strength of its case for it (before the stated confidence's bias)."""
+        top = reading.candidates[:5]
+        if not top:
+            return "unknown", 0.0
+        rng = self._rng(trace, "belief", *sorted(h.id for h in hits))
+        weights = [math.exp((score - top[0][1]) / self.backbone.temperature) for _, score, _ in top]
+        k = rng.choices(range(len(top)), weights)[0]
+        answer, _, support = top[k]
+        return answer, support * (0.4 + 0.6 * (reading.margin if k == 0 else 0.0))
+
+    def _stated(self, trace: Trace, chance: float, hits: list[Hit]) -> float:
+        rng = self._rng(trace, "confidence", len(trace.steps), *sorted(h.id for h in hits))
+        b = self.backbone
+        return min(1.0, max(0.0, chance + b.overconfidence + b.calibration_noise * rng.gauss()))
+
+    def _choose(self, trace: Trace, d: Directive, budget: QABudget, stated: float) -> Action:
+        if d.action is None:  # free-running: its own judgement, on the confidence it states
             if d.show_budget and (
-                budget.tool_calls_left == 0 or budget.tokens_left < 2 * self.backbone.tokens[Action.ANSWER][0]
+                budget.tool_calls_left == 0 or budget.tokens_left < 2 * self.backbone.tokens[ANSWER][0]
             ):
                 return Action.ANSWER
             if trace.searches == 0:
                 return Action.SEARCH
-            if ex is not None and not missing:
-                return Action.ANSWER
-            return Action.ANSWER if rng.random() < self.backbone.p_overconfident else Action.SEARCH
-        if rng.random() < self.backbone.p_obey:
+            return Action.ANSWER if stated >= self.backbone.stop_threshold else Action.SEARCH
+        if self._rng(trace, len(trace.steps), "obey").random() < self.backbone.p_obey:
             return d.action
-        return Action.ANSWER if d.action in (Action.SEARCH, Action.DECOMPOSE) else Action.SEARCH  # drift
+        return Action.SEARCH if d.action in (Action.ANSWER, Action.BACKSTOP) else Action.ANSWER  # drift
 
-    def _belief(self, trace: Trace, ex: QAExample | None, read: set[str], missing: list[str]) -> tuple[str, float]:
-        """The model's current answer and the chance that it is right."""
-        if ex is None:
-            best = max(trace.evidence.values(), key=lambda h: h.score, default=None)
-            return (best.title if best is not None else "unknown"), 0.5
-        gold = ex.answers[0] if ex.answers else "unknown"
-        p = self.backbone.p_correct * self.backbone.p_partial ** len(missing)
-        rng = self._rng(trace, "belief", len(read))
-        if rng.random() < p:
-            return gold, p
-        form = question_form(ex.question)
-        if form == YESNO:
-            return ("no" if gold.lower() == "yes" else "yes"), p
-        options = choice_options(ex.question)
-        if form == CHOICE and options is not None:
-            return (options[1] if options[0].lower() == gold.lower() else options[0]), p
-        titles = [h.title for h in trace.evidence.values() if h.id not in ex.supporting and h.title != gold]
-        return (rng.choice(titles) if titles else "unknown"), p
-
-    def _thought(self, trace: Trace, missing: list[str], belief: str, chance: float, n_read: int) -> str:
-        gap = "the remaining bridge fact" if missing else "nothing; the evidence covers every hop"
-        text = f"Still missing: {gap}."
-        if not trace.steps:
-            text = "Plan: find the facts that link the question's entities, one hop at a time.\n" + text
-        if trace.evidence:
-            noise = self._rng(trace, "confidence", n_read).gauss() * self.backbone.calibration_noise
-            text += f" Confidence: {min(1.0, max(0.0, chance + noise)):.2f}. Candidate: {belief}"
-        return text
-
-    def _query(self, trace: Trace, ex: QAExample | None, read: set[str], action: str, t: int) -> str:
+    def _query(self, trace: Trace, action: Action, hits: list[Hit], t: int) -> str:
         rng = self._rng(trace, t, "query")
         words = content_tokens(trace.question)
-        if ex is not None:
-            p = self.backbone.p_bridge_query if action == Action.DECOMPOSE else self.backbone.p_good_query
-            target = self._target(ex, read)
-            if target is not None and rng.random() < p:
-                title = next(para.title for para in ex.paragraphs if para.id == target)
-                return " ".join([title, *words[:3]])
-        if len(words) > 2:
+        asked = {normalize(s.query) for s in trace.steps if s.query}
+        if hits and rng.random() >= self.backbone.p_vague_query:
+            bridges = read(trace.question, hits, distraction=0.0, key="", form=ENTITY).candidates
+            named = {w for h in hits for w in content_tokens(h.title)} & set(words)
+            relation = [w for w in words if w not in named] or words
+            for bridge, _, _ in bridges[:5]:
+                query = " ".join([bridge, *relation] if action == Action.DECOMPOSE else [*words, bridge])
+                if normalize(query) not in asked:
+                    return query
+        if trace.searches and len(words) > 2:
             words.pop(rng.randrange(len(words)))
         return " ".join(words) or trace.question
-
-    @staticmethod
-    def _target(ex: QAExample, read: set[str]) -> str | None:
-        """The next supporting fact the model can aim a query at (a bridge hop needs the hop before it)."""
-        named = question_form(ex.question) == CHOICE or len(ex.supporting) <= 1
-        for k, pid in enumerate(ex.supporting):
-            if pid not in read:
-                return pid if k == 0 or named or ex.supporting[k - 1] in read else None
-        return None
 
     def _slip(self, trace: Trace, belief: str, t: int) -> str:
         rng = self._rng(trace, t, "slip")

@@ -53,7 +53,6 @@ class AnswerOptions(TypedDict, total=False):
     corpus: Sequence[Paragraph] | str | Path | None
     search: SearchTool | None
     model: AgentModel | None
-    examples: Sequence[QAExample]
     finalize: bool
     deadline: float | None
     clock: Clock | None
@@ -73,7 +72,6 @@ async def aanswer(
     corpus: Sequence[Paragraph] | str | Path | None = None,
     search: SearchTool | None = None,
     model: AgentModel | None = None,
-    examples: Sequence[QAExample] = (),
     finalize: bool = True,
     deadline: float | None = None,
     clock: Clock | None = None,
@@ -88,9 +86,8 @@ async def aanswer(
     Args:
         controller: a controller's name (one of ``planners.CONTROLLERS`` or ``planners.ABLATIONS``) or an instance.
         corpus: paragraphs (or a JSONL corpus file) to build a BM25 index over; or give ``search``.
-        model: the agent's model; default: the simulated one (``backbone``, ``seed``), which knows the
-            annotations of ``examples`` (questions it has none for are answered generically). The caller
-            owns a model it passes (and closes it).
+        model: the agent's model; default: the simulated one (``backbone``, ``seed``), which knows only the
+            question and what it retrieves. The caller owns a model it passes (and closes it).
         finalize: apply the risk-controlled finalizer to the answer.
         deadline: seconds the whole answer may take, on ``clock`` (default: the real one).
         log, on_event, journal: where the typed events go, as for :func:`runtime.open_run`.
@@ -104,7 +101,6 @@ async def aanswer(
     for name, value, kind, want in (
         ("controller", controller, str | QAController, "a controller's name or a runtime.QAController"),
         ("backbone", backbone, str, "a backbone's name"),
-        ("examples", examples, list | tuple, "a list or tuple of QAExample"),
         ("corpus", corpus, Sequence | str | PathLike | None, "paragraphs or a JSONL file's path"),
         ("search", search, SearchTool | None, "a runtime.SearchTool"),
         ("model", model, AgentModel | None, "a runtime.AgentModel"),
@@ -120,7 +116,7 @@ async def aanswer(
             raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
         search = BM25Search(read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus)
     ctl = make_controller(controller) if isinstance(controller, str) else controller
-    agent = model or SimAgentModel(examples, backbone, seed)
+    agent = model or SimAgentModel(backbone, seed)
     emit, close_journal = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
     try:
         return await run_agent(question, model=agent, search=search, controller=ctl, tool_calls=tool_calls,
@@ -220,7 +216,7 @@ def evaluate_qa(
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a function of the number of questions just done, not {progress!r}")
     index = search or BM25Search(pool_corpus(examples))
-    model = SimAgentModel(examples, backbone, seed)
+    model = SimAgentModel(backbone, seed)
     ctls = [make_controller(c) for c in controllers]
 
     async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> QACell:

@@ -363,12 +363,6 @@ def qa(
     tool_calls: Annotated[int, typer.Option("--tool-calls", min=0, help="Hard cap on searches.")] = 3,
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Hard cap on output tokens.")] = 500,
     controller: Annotated[str, typer.Option(help="voi, value-tree, budget-tracker, free, search-then-answer.")] = "voi",
-    annotations: Annotated[
-        Path | None,
-        typer.Option(
-            help="A QA data set (HotpotQA, MuSiQue or 2Wiki JSONL) the simulated model knows.", show_default=False
-        ),
-    ] = None,
     finalize: Annotated[bool, typer.Option(help="Apply the risk-controlled finalizer.")] = True,
     backbone: Annotated[
         str, typer.Option(help="Simulated backbone: qwen3-32b, gpt-5.4-mini, qwen3.5-122b.")
@@ -403,7 +397,6 @@ def qa(
         try:
             return await aanswer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
                                  corpus=read_corpus(corpus), model=agent, finalize=finalize, seed=seed,
-                                 examples=load_qa(annotations) if annotations is not None else [],
                                  backbone=backbone, log=_event_logger(log, stack), journal=journal)  # fmt: skip
         finally:
             if agent is not None:
@@ -501,13 +494,10 @@ def serve_sim(
         str | None, typer.Option(help="Require the key held by this environment variable.", show_default=False)
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print a line per request.")] = False,
-    qa_dataset: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also answer search-agent turns (ontime qa --endpoint) for this QA data set.", show_default=False
-        ),
-    ] = None,
-    backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-dataset.")] = "qwen3-32b",
+    qa_agent: Annotated[
+        bool, typer.Option("--qa-agent", help="Also answer search-agent turns (ontime qa --endpoint), simulated.")
+    ] = False,
+    backbone: Annotated[str, typer.Option(help="Simulated search-agent backbone, with --qa-agent.")] = "qwen3-32b",
     ignore_max_tokens: Annotated[
         bool, typer.Option(help="Answer search-agent turns past their max_tokens (to test the cap audit).")
     ] = False,
@@ -536,7 +526,7 @@ def serve_sim(
             faults=Faults(**rates, retry_after_s=retry_after),
             api_key=key,
             on_served=None if quiet else _print_served,
-            agent=None if qa_dataset is None else SimAgentModel(load_qa(qa_dataset), backbone, seed),
+            agent=SimAgentModel(backbone, seed) if qa_agent else None,
             ignore_max_tokens=ignore_max_tokens,
         )
 

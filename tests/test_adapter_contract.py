@@ -203,8 +203,6 @@ def test_the_sync_qa_entry_point_refuses_an_unknown_keyword() -> None:
         ("Who?", {"controller": 5}),
         ("Who?", {"controller": None}),
         ("Who?", {"backbone": None}),
-        ("Who?", {"examples": None}),
-        ("Who?", {"examples": "abc"}),
         ("Who?", {"corpus": 5}),
         ("Who?", {"search": "bm25"}),
         ("Who?", {"model": "gpt"}),

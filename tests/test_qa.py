@@ -79,7 +79,7 @@ class Greedy(QAController):
 )
 def test_no_run_ever_exceeds_either_cap(tool_calls: int, tokens: int, controller: str, seed: int, fuzz: bool) -> None:
     ex = QUESTIONS[seed % len(QUESTIONS)]
-    model: AgentModel = Fuzz(seed) if fuzz else SimAgentModel(QUESTIONS, seed=seed)
+    model: AgentModel = Fuzz(seed) if fuzz else SimAgentModel(seed=seed)
     steps: list[tuple[Step, QABudget]] = []
     ctl = Greedy() if controller == "greedy" else make_controller(controller)
 
@@ -125,7 +125,7 @@ def test_serve_sim_ignoring_max_tokens_is_a_cap_violation_scored_zero() -> None:
     wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
     results: dict[bool, list[runtime.QAResult]] = {}
     for ignore in (False, True):
-        server = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3), ignore_max_tokens=ignore)
+        server = SimServer(wf, speed=50.0, agent=SimAgentModel(seed=3), ignore_max_tokens=ignore)
 
         async def go(url: str) -> list[runtime.QAResult]:
             backend = OpenAIBackend(api_key="k", base_url=url + "/v1", timeout_s=5.0)
@@ -289,7 +289,7 @@ def test_finalizer_precision_on_real_questions(name: str) -> None:
 
 
 def test_answer_api_and_evaluation_on_the_example_set() -> None:
-    r = runtime.answer(QUESTIONS[3].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
+    r = runtime.answer(QUESTIONS[3].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl",
                        tool_calls=3, tokens=500)  # fmt: skip
     assert r.tool_calls <= 3 and r.output_tokens <= 500 and r.reason in ("answered", "budget", "turns")
     rows = evaluate_qa(QUESTIONS, controllers=["voi", "free"], ladder=[(1, 100), (3, 500)], search=INDEX)
@@ -303,7 +303,7 @@ def test_qa_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     corpus = str(ROOT / "examples" / "qa" / "corpus.jsonl")
     questions = str(ROOT / "examples" / "qa" / "questions.jsonl")
-    out = runner.invoke(app, ["qa", QUESTIONS[0].question, "--corpus", corpus, "--annotations", questions, "--json"])
+    out = runner.invoke(app, ["qa", QUESTIONS[0].question, "--corpus", corpus, "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["tool_calls"] <= 3 and data["output_tokens"] <= 500 and data["steps"]
@@ -323,9 +323,9 @@ def test_the_same_agent_runs_through_the_openai_sdk_against_serve_sim() -> None:
     from adapters.sim_server import Faults, SimServer, serve_in_thread
 
     wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
-    clean = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3))
-    faulty = SimServer(wf, speed=50.0, agent=SimAgentModel(QUESTIONS, seed=3), faults=Faults.every_kind(0.2, 0.01))
-    local = SimAgentModel(QUESTIONS, seed=3)
+    clean = SimServer(wf, speed=50.0, agent=SimAgentModel(seed=3))
+    faulty = SimServer(wf, speed=50.0, agent=SimAgentModel(seed=3), faults=Faults.every_kind(0.2, 0.01))
+    local = SimAgentModel(seed=3)
 
     async def go(url: str, faults: bool) -> None:
         inner = OpenAIBackend(api_key="k", base_url=url + "/v1", timeout_s=0.5)
@@ -367,7 +367,7 @@ def test_serve_sim_checks_the_key_of_agent_turns_too() -> None:
     from adapters.sim_server import SimServer, serve_in_thread
 
     wf = runtime.load_workflow(ROOT / "examples" / "chain.json")
-    server = SimServer(wf, api_key="right", agent=SimAgentModel(QUESTIONS))
+    server = SimServer(wf, api_key="right", agent=SimAgentModel())
     body = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": QUESTIONS[0].question}]}
     with serve_in_thread(server) as url:
         r = httpx.post(url + "/v1/chat/completions", json=body,
@@ -377,7 +377,7 @@ def test_serve_sim_checks_the_key_of_agent_turns_too() -> None:
 
 def test_answer_emits_typed_events(tmp_path: Path) -> None:
     events: list[runtime.Event] = []
-    r = runtime.answer(QUESTIONS[0].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl", examples=QUESTIONS,
+    r = runtime.answer(QUESTIONS[0].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl",
                        on_event=events.append, journal=tmp_path / "qa.jsonl")  # fmt: skip
     kinds = [e.kind for e in events]
     assert (
@@ -397,18 +397,17 @@ def test_ontime_qa_through_ontime_serve_sim_matches_the_in_process_answer() -> N
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    questions = str(ROOT / "examples" / "qa" / "questions.jsonl")
     corpus = str(ROOT / "examples" / "qa" / "corpus.jsonl")
     cli = [sys.executable, "-m", "runtime.cli"]
     spec = str(ROOT / "examples" / "chain.json")
-    srv = subprocess.Popen([*cli, "serve-sim", spec, "--port", str(port), "--qa-dataset", questions, "--quiet"],
+    srv = subprocess.Popen([*cli, "serve-sim", spec, "--port", str(port), "--qa-agent", "--quiet"],
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert srv.stderr is not None and "serve-sim" in srv.stderr.readline()
         ask = [*cli, "qa", QUESTIONS[1].question, "--corpus", corpus, "--json"]
         remote = subprocess.run([*ask, "--endpoint", f"http://127.0.0.1:{port}/v1"], capture_output=True, text=True,
                                 timeout=120)  # fmt: skip
-        local = subprocess.run([*ask, "--annotations", questions], capture_output=True, text=True, timeout=120)
+        local = subprocess.run(ask, capture_output=True, text=True, timeout=120)
     finally:
         srv.send_signal(signal.SIGINT)
         try:
@@ -446,7 +445,7 @@ class _FailingSearch(runtime.SearchTool):
 async def test_a_search_is_bounded_by_the_deadline() -> None:
     """Issue 16 (review): a 2 s search made an answer with a 0.5 s deadline take 2 s."""
     start = time.monotonic()
-    r = await runtime.aanswer(QUESTIONS[0].question, search=_SlowSearch(), examples=QUESTIONS, deadline=0.5,
+    r = await runtime.aanswer(QUESTIONS[0].question, search=_SlowSearch(), deadline=0.5,
                               controller="search-then-answer")  # fmt: skip
     assert time.monotonic() - start < 1.5 and r.reason == "deadline"
 
@@ -454,7 +453,7 @@ async def test_a_search_is_bounded_by_the_deadline() -> None:
 @pytest.mark.anyio
 async def test_a_failing_search_is_a_spent_call_not_the_end_of_the_answer() -> None:
     """Issue 16 (review): one ProviderUnavailableError from the search tool aborted the whole answer."""
-    r = await runtime.aanswer(QUESTIONS[0].question, search=_FailingSearch(), examples=QUESTIONS, tool_calls=2,
+    r = await runtime.aanswer(QUESTIONS[0].question, search=_FailingSearch(), tool_calls=2,
                               controller="search-then-answer")  # fmt: skip
     failed = [s for s in r.trace.steps if s.thought.startswith("search failed")]
     assert failed and r.tool_calls <= 2

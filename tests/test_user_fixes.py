@@ -185,8 +185,7 @@ def test_validate_warns_when_a_subtask_can_never_succeed(tmp_path: Path) -> None
 
 def test_ontime_qa_says_when_its_model_is_simulated() -> None:
     question = "Who founded the company that makes the Quill phone?"
-    args = ["qa", question, "--corpus", str(EXAMPLES / "qa" / "corpus.jsonl"),
-            "--annotations", str(EXAMPLES / "qa" / "questions.jsonl")]  # fmt: skip
+    args = ["qa", question, "--corpus", str(EXAMPLES / "qa" / "corpus.jsonl")]
     code, out, _ = invoke(*args, "--json")
     assert code == 0 and json.loads(out)["model"].startswith("the simulated qwen3-32b search agent")
     code, out, _ = invoke(*args)
