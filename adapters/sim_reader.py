@@ -28,6 +28,7 @@ from runtime.types import content_tokens
 from runtime.types.answers import (
     CHOICE,
     DATE,
+    MONTHS,
     NUMBER,
     YEAR,
     YESNO,
@@ -49,6 +50,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _NAME = re.compile(r"\b[A-Z][\w'\u2019.\-]*(?:\s+(?:of|the|de|la|le|von|van|du|del|da)?\s*[A-Z][\w'\u2019.\-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,]*(?:\.\d+)?\b")
 _PAREN = re.compile(r"\s*\([^)]*\)")
+_DEMONYM = ("ian", "ese", "ish", "ean", "can", "ern", "ic")
+_GENERIC = frozenset("history career life early personal background plot music film one two three however".split())
 _EARLY = re.compile(r"\b(earlier|older|first|oldest|before|earliest)\b", re.IGNORECASE)
 _LATE = re.compile(r"\b(later|younger|last|youngest|after|latest|more recent)\b", re.IGNORECASE)
 
@@ -101,7 +104,16 @@ def _form_candidates(question: str, form: str, sentence: str, hit: Hit) -> list[
     if form == NUMBER:
         return [n.group(0) for n in _NUMBER.finditer(sentence) if not years_in(n.group(0))]
     q = set(content_tokens(question))
-    return [n for n in _names(sentence, hit) if (w := set(content_tokens(n))) and not w <= q]
+    return [n for n in _names(sentence, hit) if (w := set(content_tokens(n))) and not w <= q and not _untyped(n)]
+
+
+def _untyped(name: str) -> bool:
+    """A capitalised word that is no answer to a "who/which/what" question: a month, a demonym, an initial."""
+    words = name.split()
+    if len(words) > 1:
+        return False
+    w = words[0].lower()
+    return len(w) < 3 or w in MONTHS or w.endswith(_DEMONYM) or w in _GENERIC
 
 
 def read(question: str, hits: Sequence[Hit], *, distraction: float, key: str, form: str | None = None) -> Reading:
@@ -128,7 +140,8 @@ def read(question: str, hits: Sequence[Hit], *, distraction: float, key: str, fo
             scores.setdefault(n, []).append(rel)
             support[n] = max(support.get(n, 0.0), _relevance(q, h, s))
     ranked = sorted(
-        ((shown[n], max(r) + 0.05 * (len(r) - 1), support[n]) for n, r in scores.items()), key=lambda c: -c[1]
+        ((shown[n], max(r) + 0.05 * (len(r) - 1) + 0.03 * min(3, len(n.split())), support[n]) for n, r in scores.items()),
+        key=lambda c: -c[1],
     )
     return Reading(tuple(ranked))
 

@@ -194,10 +194,12 @@ def evaluate_qa(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     keep_scores: bool = False,
+    on_result: Callable[[QAExample, QAResult], None] | None = None,
 ) -> list[QACell]:
     """One cell per (budget, controller, finalizer setting), on the simulated model.
 
-    ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``).
+    ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``); ``on_result`` sees
+    every question's result, in cell order (its trace, for calibration or error analysis).
 
     Raises:
         UsageError: no questions, an unknown controller or backbone; or called inside a running event loop.
@@ -215,6 +217,8 @@ def evaluate_qa(
         raise UsageError(f"search must be a runtime.SearchTool and backbone a name, not {search!r}, {backbone!r}")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a function of the number of questions just done, not {progress!r}")
+    if on_result is not None and not callable(on_result):
+        raise UsageError(f"on_result must be a function of a question and its result, not {on_result!r}")
     index = search or BM25Search(pool_corpus(examples))
     model = SimAgentModel(backbone, seed)
     ctls = [make_controller(c) for c in controllers]
@@ -233,6 +237,8 @@ def evaluate_qa(
             used.append(r.output_tokens)
             replaced += r.finalized
             harmed += r.finalized and f1(r.answer, ex.answers) < f1(r.base_answer, ex.answers)
+            if on_result is not None:
+                on_result(ex, r)
             if progress is not None:
                 progress(1)
         rng = random.Random(f"{seed}:{ctl.name}:{tools}:{toks}:{fin}")
