@@ -51,7 +51,9 @@ _NAME = re.compile(r"\b[A-Z][\w'\u2019.\-]*(?:\s+(?:of|the|de|la|le|von|van|du|d
 _NUMBER = re.compile(r"\b\d[\d,]*(?:\.\d+)?\b")
 _PAREN = re.compile(r"\s*\([^)]*\)")
 _DEMONYM = ("ian", "ese", "ish", "ean", "can", "ern", "ic")
-_GENERIC = frozenset("history career life early personal background plot music film one two three however".split())
+_GENERIC = frozenset(
+    ("history", "career", "life", "early", "personal", "background", "plot", "music", "film", "one", "two", "three")
+)
 _EARLY = re.compile(r"\b(earlier|older|first|oldest|before|earliest)\b", re.IGNORECASE)
 _LATE = re.compile(r"\b(later|younger|last|youngest|after|latest|more recent)\b", re.IGNORECASE)
 
@@ -139,10 +141,9 @@ def read(question: str, hits: Sequence[Hit], *, distraction: float, key: str, fo
             shown.setdefault(n, c)
             scores.setdefault(n, []).append(rel)
             support[n] = max(support.get(n, 0.0), _relevance(q, h, s))
-    ranked = sorted(
-        ((shown[n], max(r) + 0.05 * (len(r) - 1) + 0.03 * min(3, len(n.split())), support[n]) for n, r in scores.items()),
-        key=lambda c: -c[1],
-    )
+    # the best sentence, a little per further mention, and a little per word (a full name over a surname)
+    score = {n: max(r) + 0.05 * (len(r) - 1) + 0.03 * min(3, len(n.split())) for n, r in scores.items()}
+    ranked = sorted(((shown[n], score[n], support[n]) for n in scores), key=lambda c: -c[1])
     return Reading(tuple(ranked))
 
 
@@ -150,7 +151,8 @@ def _decide(question: str, form: str, rated: list[tuple[float, str, Hit]]) -> Re
     """Yes/no and two-option questions: weigh each side by what the evidence says about its entities."""
     options = choice_options(question)
     if form == CHOICE and options is not None:
-        a, b = options
+        a, b = (_option(o) for o in options)
+        options = (a, b)
         side = {o: [(rel, s, h) for rel, s, h in rated if _mentions(o, s, h)] for o in options}
         dated = {o: _first_year(side[o]) for o in options}
         ya, yb = dated[a], dated[b]
@@ -180,6 +182,12 @@ def _decide(question: str, form: str, rated: list[tuple[float, str, Hit]]) -> Re
     if yes >= 0.5:
         return Reading((("yes", yes, yes), ("no", 1.0 - yes, yes)))
     return Reading((("no", 1.0 - yes, 1.0 - yes), ("yes", yes, yes)))
+
+
+def _option(text: str) -> str:
+    """An option without the question's lead-in ("who is younger Keith Bostic" -> "Keith Bostic")."""
+    names = [m.group(0) for m in _NAME.finditer(text) if content_tokens(m.group(0))]
+    return names[-1] if names and not text[:1].isupper() else text
 
 
 def _mentions(entity: str, sentence: str, hit: Hit) -> bool:

@@ -20,7 +20,17 @@ from runtime.types._errors import unreadable
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = ["FORMATS", "Paragraph", "QAExample", "load_qa", "pool_corpus", "read_corpus", "write_corpus"]
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "Paragraph",
+    "QAExample",
+    "load_qa",
+    "pool_corpus",
+    "read_corpus",
+    "split",
+    "write_corpus",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,28 @@ def load_qa(path: str | Path, *, fmt: str | None = None, limit: int | None = Non
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{p}: row {n}: malformed {fmt} row ({exc!r})") from None
     return out
+
+
+SPLITS = ("dev", "test", "all")
+
+
+def split(examples: Iterable[QAExample], part: str) -> list[QAExample]:
+    """The development or the held-out part of a data set: a question is ``dev`` when the SHA-1 of its data set
+    and id, read as a number, is 0 modulo 4 (a quarter of the questions, fixed by the data alone), else ``test``.
+    Designs (controllers, the simulator's parameters) are settled on ``dev``; headline numbers come from ``test``.
+
+    Raises:
+        UsageError: ``part`` is not one of :data:`SPLITS`.
+    """
+    if part not in SPLITS:
+        raise UsageError(f"unknown split {part!r} (known: {', '.join(SPLITS)})")
+    if part == "all":
+        return list(examples)
+    return [ex for ex in examples if _is_dev(ex) == (part == "dev")]
+
+
+def _is_dev(ex: QAExample) -> bool:
+    return int(hashlib.sha1(f"{ex.source}:{ex.id}".encode()).hexdigest(), 16) % 4 == 0
 
 
 def pool_corpus(examples: Iterable[QAExample]) -> list[Paragraph]:
