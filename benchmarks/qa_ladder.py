@@ -8,7 +8,7 @@ finalizer off and on at the four budgets (1,100) (2,200) (2,300) (3,500); the St
 with 95% bootstrap intervals, mean tool calls and output tokens, cap violations, finalizer replacements and
 how many hurt), VOI's paired F1 difference against each baseline per cell (95% bootstrap interval over
 questions) and averaged over all cells, as CSV in ``--out``. The finalizer's precision on answer-form errors
-made from gold answers is measured by ``tests/test_qa.py`` (with ``ONTIME_DATA_DIR`` set).
+it was not written against is measured by ``tests/test_finalizer.py`` (with ``ONTIME_DATA_DIR`` set).
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ the paper's released deterministic rule (Proposition C.17):
 
 The refined candidate: the canonical option or polarity (the answer's own; the model's stated candidate
 only when the answer names none: a thought can be as wrong as the answer, so a polarity is never
-flipped), the answer without filler ("The answer is", "is the one", trailing clauses), the full date in the
-evidence that contains a bare year when the question asks for a date by name, or the longer name in the
-stated candidate or a retrieved title (without its parenthetical) that completes a truncated one.
+flipped; none when the answer names both options, one perhaps in a fuller spelling), the answer without
+filler ("The answer is", "is the one", trailing clauses), the full date in the evidence that contains a
+bare year when the question asks for a date by name, or the longer name in the stated candidate or a
+retrieved title (without its parenthetical) that completes a truncated one.
 """
 
 from __future__ import annotations
@@ -90,8 +91,12 @@ def refine(trace: Trace, base: str) -> str | None:
         if options is None:
             return clean or None
         for text in (clean, stated or ""):
-            hits = [o for o in options if normalize(o) and normalize(o) in normalize(text)]
-            if len(hits) == 1:
+            norm = normalize(text)
+            hits = [o for o in options if normalize(o) and normalize(o) in norm]
+            # an answer that also names the other option, in a fuller spelling ("Pavel Sergeyevich Alexandrov"
+            # for "Pavel Alexandrov"), does not resolve the choice: snapping it to one option may pick the wrong one
+            named = [o for o in options if normalize(o) and set(normalize(o).split()) <= set(norm.split())]
+            if len(hits) == 1 and len(named) == 1:
                 return hits[0]
         return None
     if form in (DATE, YEAR):
