@@ -153,8 +153,8 @@ class QACell:
 
     EM and F1 are means with 95% bootstrap intervals; ``tool_calls`` and ``output_tokens`` are means;
     ``cap_violations`` counts runs over either cap (scored 0); ``finalized`` how often the finalizer
-    replaced the answer and ``finalizer_harmed`` how often that lowered F1. ``em_scores`` and ``f1_scores``
-    hold each question's scores when asked for (paired comparisons).
+    replaced the answer, ``finalizer_harmed`` how often that lowered F1 and ``finalizer_repaired`` how often
+    it raised it. ``em_scores`` and ``f1_scores`` hold each question's scores when asked for (paired comparisons).
     """
 
     budget: str
@@ -172,6 +172,7 @@ class QACell:
     cap_violations: int
     finalized: int
     finalizer_harmed: int
+    finalizer_repaired: int
     seconds: float
     em_scores: list[float] = field(default_factory=list, repr=False)
     f1_scores: list[float] = field(default_factory=list, repr=False)
@@ -190,13 +191,15 @@ def evaluate_qa(
     ladder: Sequence[tuple[int, int]] = LADDER,
     finalize: Sequence[bool] = (False, True),
     search: SearchTool | None = None,
+    model: AgentModel | None = None,
     backbone: str = DEFAULT_BACKBONE,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     keep_scores: bool = False,
     on_result: Callable[[QAExample, QAResult], None] | None = None,
 ) -> list[QACell]:
-    """One cell per (budget, controller, finalizer setting), on the simulated model.
+    """One cell per (budget, controller, finalizer setting), on ``model`` (default: the simulated one of
+    ``backbone`` and ``seed``).
 
     ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``); ``on_result`` sees
     every question's result, in cell order (its trace, for calibration or error analysis).
@@ -213,6 +216,8 @@ def evaluate_qa(
         raise UsageError(f"ladder must be a list of (tool calls, tokens) pairs, not {ladder!r}")
     if not (isinstance(finalize, list | tuple) and all(isinstance(f, bool) for f in finalize)):
         raise UsageError(f"finalize must be a list of True/False settings, not {finalize!r}")
+    if not isinstance(model, AgentModel | None):
+        raise UsageError(f"model must be a runtime.AgentModel, not {model!r}")
     if not isinstance(search, SearchTool | None) or not isinstance(backbone, str):
         raise UsageError(f"search must be a runtime.SearchTool and backbone a name, not {search!r}, {backbone!r}")
     if progress is not None and not callable(progress):
@@ -220,14 +225,14 @@ def evaluate_qa(
     if on_result is not None and not callable(on_result):
         raise UsageError(f"on_result must be a function of a question and its result, not {on_result!r}")
     index = search or BM25Search(pool_corpus(examples))
-    model = SimAgentModel(backbone, seed)
+    agent = model or SimAgentModel(backbone, seed)
     ctls = [make_controller(c) for c in controllers]
 
     async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> QACell:
-        em, f, calls, used, violations, replaced, harmed = [], [], [], [], 0, 0, 0
+        em, f, calls, used, violations, replaced, harmed, repaired = [], [], [], [], 0, 0, 0, 0
         start = time.perf_counter()
         for ex in examples:
-            r = await run_agent(ex.question, model=model, search=index, controller=ctl, tool_calls=tools,
+            r = await run_agent(ex.question, model=agent, search=index, controller=ctl, tool_calls=tools,
                                 tokens=toks, finalize=fin)  # fmt: skip
             over = r.tool_calls > tools or r.output_tokens > toks or r.reason is StopReason.OVER_ALLOWANCE
             violations += over
@@ -237,6 +242,7 @@ def evaluate_qa(
             used.append(r.output_tokens)
             replaced += r.finalized
             harmed += r.finalized and f1(r.answer, ex.answers) < f1(r.base_answer, ex.answers)
+            repaired += r.finalized and f1(r.answer, ex.answers) > f1(r.base_answer, ex.answers)
             if on_result is not None:
                 on_result(ex, r)
             if progress is not None:
@@ -248,7 +254,7 @@ def evaluate_qa(
             budget=f"({tools},{toks})", controller=ctl.name, finalizer=fin, n=len(examples),
             em=em_m, em_lo=em_lo, em_hi=em_hi, f1=f1_m, f1_lo=f1_lo, f1_hi=f1_hi,
             tool_calls=round(statistics.fmean(calls), 3), output_tokens=round(statistics.fmean(used), 1),
-            cap_violations=violations, finalized=replaced, finalizer_harmed=harmed,
+            cap_violations=violations, finalized=replaced, finalizer_harmed=harmed, finalizer_repaired=repaired,
             seconds=round(time.perf_counter() - start, 2),
             em_scores=em if keep_scores else [], f1_scores=f if keep_scores else [],
         )  # fmt: skip
