@@ -362,7 +362,7 @@ def qa(
     corpus: Annotated[Path, typer.Option(help="Corpus: JSONL rows {id, title, text}.", show_default=False)],
     tool_calls: Annotated[int, typer.Option("--tool-calls", min=0, help="Hard cap on searches.")] = 3,
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Hard cap on output tokens.")] = 500,
-    controller: Annotated[str, typer.Option(help="voi, value-tree, budget-tracker, free, search-then-answer.")] = "voi",
+    controller: Annotated[str, typer.Option(help="voi, bavt, bats, search-o1, search-then-answer.")] = "voi",
     annotations: Annotated[
         Path | None,
         typer.Option(
@@ -448,7 +448,7 @@ def qa_eval(
     tokens: Annotated[int | None, typer.Option("--tokens", min=1, help="With --tool-calls.")] = None,
     controllers: Annotated[
         str, typer.Option(help="Comma-separated controllers.")
-    ] = "voi,value-tree,budget-tracker,free,search-then-answer",
+    ] = "voi,bavt,bats,search-o1,search-then-answer",
     ablations: Annotated[bool, typer.Option(help="Add the Stage-1 ablations of VOI (Table 1).")] = False,
     finalizer: Annotated[str, typer.Option(help="both, on or off.")] = "both",
     limit: Annotated[int | None, typer.Option(min=1, help="First N questions only.", show_default=False)] = None,
