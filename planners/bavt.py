@@ -13,7 +13,8 @@ search over partial trajectories, guided by a value critic, whose every turn the
 - **Widen or deepen.** If the drawn node's best child made progress (r > 0), deepen: a Decompose turn from that
   child, aimed at the bridge it opened; otherwise widen: another Search from the drawn node (a new branch).
 - **Answer** from the best node (highest value, then most evidence, then latest) once its value reaches
-  :data:`THRESHOLD` after a search, or when no retrieval fits in the budget or no node is open (a Backstop).
+  :data:`THRESHOLD` after a search, or when no retrieval fits in the budget or no node is open (a Backstop); an
+  answer turn that did not answer is extended, not repeated.
 
 Still missing versus the paper: its critic is a separate call that scores each new node after its observation;
 here the confidence comes from the generating turn's own thought, so it lags one step (it rates the evidence the turn
@@ -102,10 +103,10 @@ class BAVT(QAController):
         critic = _Critic(tree)
         best = critic.best(tree)
         if best.trace.searches and critic.value[best.id] >= self.threshold:
-            return best, Directive(Action.ANSWER, allowance(Action.ANSWER, budget), show_budget=True)
+            return _answer_from(best), Directive(Action.ANSWER, allowance(Action.ANSWER, budget), show_budget=True)
         open_ = [n for n in tree if n.id not in critic.pruned and len(n.children) < MAX_CHILDREN]
         if not open_ or not feasible_retrieval(budget):
-            return best, Directive(Action.BACKSTOP, allowance(Action.BACKSTOP, budget), show_budget=True)
+            return _answer_from(best), Directive(Action.BACKSTOP, allowance(Action.BACKSTOP, budget), show_budget=True)
         rng = random.Random(f"{self.seed}:{tree[0].trace.question}:{len(tree)}")
         weights = selection_weights([critic.value[n.id] for n in open_], budget)
         node = rng.choices(open_, weights)[0]
@@ -116,6 +117,14 @@ class BAVT(QAController):
         ):  # deepen the line that made progress
             return child, Directive(Action.DECOMPOSE, allowance(Action.DECOMPOSE, budget), show_budget=True)
         return node, Directive(Action.SEARCH, allowance(Action.SEARCH, budget), show_budget=True)  # widen
+
+
+def _answer_from(node: Node) -> Node:
+    """The node an answer turn extends: past the earlier answer turns from it that did not answer, so that the model
+    sees them (as on one branch) and a deterministic model is not sent the same prompt again."""
+    while tried := [c for c in node.children if c.trace.steps[-1].directive in (Action.ANSWER, Action.BACKSTOP)]:
+        node = tried[-1]
+    return node
 
 
 def _chain(trace: Trace) -> list[Node]:

@@ -170,6 +170,19 @@ def test_bavt_deepens_a_line_that_made_progress_and_answers_at_the_threshold() -
     assert BAVT().decide(tree[2].trace, QABudget(3, 500, 0, 400)).action is Action.BACKSTOP
 
 
+def test_bavt_extends_a_failed_answer_turn_instead_of_repeating_it() -> None:
+    """A deterministic model asked the same prompt twice stalls twice: the run must not spend its caps on that."""
+
+    def reply(trace: Trace, d: Directive) -> str:
+        stalled = trace.steps and trace.steps[-1].action is Action.STALL
+        if d.action is Action.BACKSTOP:
+            return "<answer>Kell</answer>" if stalled else "<tool_call>more</tool_call>"  # no call left: a stall
+        return f"<tool_call>q{trace.searches}</tool_call>"
+
+    r = _run(Scripted(reply), BAVT(), tool_calls=1, tokens=500)
+    assert r.reason == "answered" and [s.action for s in r.trace.steps][-2:] == [Action.STALL, Action.ANSWER]
+
+
 class Fuzz(AgentModel):
     """A model that ignores its instructions but not its endpoint's ``max_tokens``: random turns (verdicts, notes,
     confidences included), random lengths up to the allowance it is sent."""
