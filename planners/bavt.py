@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BAVT", "FLOOR", "MAX_CHILDREN", "THRESHOLD", "selection_weights"]
 
-THRESHOLD = 0.7  # a calibrated model's "likely right": the old value-tree's 0.67, rounded
+THRESHOLD = 0.7  # a calibrated model's "likely right"
 MAX_CHILDREN = 2  # caps of at most a few tool calls cannot follow up more siblings than that
 FLOOR = 0.05  # the smallest weight base, so the question's node (value 0) can still be widened
 MIN_RATIO = 0.05  # the exponent 1 / ratio stops at 20 (already greedy) rather than overflow
