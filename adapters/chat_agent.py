@@ -3,7 +3,8 @@
 Each turn is one request: the system prompt of B.1 (with the ``<budget>`` block when the directive shows the budget,
 and the controller's dynamic instruction of B.3 when it injects one), and a user turn with the question, the
 trajectory so far and the B.3 output format. The trajectory lists every earlier step: its thought, its query and the
-retrieved documents (``[doc ID] Title: text``), or that it took no action. ``max_tokens`` is the directive's
+retrieved documents (``[doc ID] Title: text``), or a mark for a turn without a tool call (a verification, notes on
+the documents, or no action), which :func:`read_turn` reads back. ``max_tokens`` is the directive's
 allowance; the endpoint's own usage is what is charged.
 """
 
@@ -49,7 +50,15 @@ INSTRUCTIONS = {
     Action.BACKSTOP: "Instruction: BUDGET BACKSTOP.\nThe remaining budget is too small for another retrieval step. You "
     "must answer now and must not call tools. Use only the evidence already present and return "
     "<answer>FINAL_ANSWER</answer>, as short as possible.",
+    Action.VERIFY: "Instruction: VERIFY.\nCheck your current candidate answer against the evidence retrieved so far. "
+    "Do not call tools and do not answer. Return only <thought>Verdict: supported. Confidence: C. Candidate: "
+    "X</thought>, with unsupported instead of supported if the evidence does not establish X.",
+    Action.REASON: "Instruction: REASON IN DOCUMENTS.\nCondense the documents the last search returned to what the "
+    "question needs. Do not call tools and do not answer. Return only <thought>Notes: the relevant sentences. "
+    "Confidence: C. Candidate: X</thought>.",
 }
+# How the trajectory shows a step without a tool call (an answer ends the run, so none is shown).
+_NO_CALL = {Action.VERIFY: "(verification)", Action.REASON: "(notes on the documents)", Action.STALL: "(no action)"}
 FORMAT = """Continue reasoning. If evidence is not yet sufficient, call exactly one search tool. If evidence is
 sufficient, answer now.
 Output format:
@@ -82,7 +91,7 @@ def render_turn(trace: Trace, directive: Directive, budget: QABudget) -> tuple[M
             docs = "\n".join(f"[doc {h.id}] {h.title}: {h.text}" for h in s.hits)
             part += [f"<tool_call>{s.query}</tool_call>", f"<documents>\n{docs}\n</documents>"]
         elif s.answer is None:
-            part.append("(no action)")
+            part.append(_NO_CALL.get(s.action, _NO_CALL[Action.STALL]))
         history.append("\n".join(part))
     user = f"Question: {trace.question}\n\n" + ("\n\n".join(history) + "\n\n" if history else "") + FORMAT
     return (Message("system", system), Message("user", user))
@@ -110,6 +119,7 @@ class ChatAgentModel(AgentModel):
 _STEP = re.compile(r"^Step \d+:\n", re.MULTILINE)
 _DOC = re.compile(r"^\[doc (\S+)\] (.*?): (.*)$", re.MULTILINE)
 _BUDGET = re.compile(r"(ToolBudgetUsed|OutputTokenBudgetUsed): (\d+)/(\d+)")
+_MARKS = {mark: action for action, mark in _NO_CALL.items()}
 _DIRECTIVES = {text.split("\n")[0]: action for action, text in INSTRUCTIONS.items()}  # "Instruction: SEARCH." -> ...
 
 
@@ -121,10 +131,11 @@ def read_turn(system: str, user: str, max_tokens: int) -> tuple[Trace, Directive
         block = block.split("\n\nContinue reasoning.")[0]
         parsed = parse_turn(block)
         hits = tuple(Hit(m.group(1), m.group(2), m.group(3), 0.0) for m in _DOC.finditer(block))
-        action = Action.SEARCH if parsed.query is not None else Action.STALL
+        action = Action.SEARCH if parsed.query is not None else _MARKS.get(block.rstrip().rsplit("\n", 1)[-1])
         trace.steps.append(
-            Step(action, None, 0, parsed.thought, query=parsed.query, hits=hits, candidate=parsed.candidate)
-        )
+            Step(action or Action.STALL, None, 0, parsed.thought, query=parsed.query, hits=hits,
+                 candidate=parsed.candidate, confidence=parsed.confidence, verdict=parsed.verdict)
+        )  # fmt: skip
         for h in hits:
             trace.evidence.setdefault(h.id, h)
     directive = next((a for text, a in _DIRECTIVES.items() if text in system), None)

@@ -31,9 +31,9 @@ PLANNERS = {
 # QA controller name -> "module:class"; the ablations are VOI without one of its parts.
 CONTROLLERS = {
     "voi": "planners.voi:VOIController",
-    "value-tree": "planners.qa_baselines:ValueTree",
-    "budget-tracker": "planners.qa_baselines:BudgetTracker",
-    "free": "planners.qa_baselines:FreeRunning",
+    "bavt": "planners.bavt:BAVT",
+    "bats": "planners.qa_baselines:BATS",
+    "search-o1": "planners.qa_baselines:SearchO1",
     "search-then-answer": "planners.qa_baselines:SearchThenAnswer",
 }
 ABLATIONS = ("voi-no-penalty", "voi-no-norm", "voi-no-struct", "voi-no-guards")

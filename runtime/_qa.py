@@ -9,7 +9,11 @@ The cap is audited, not assumed: a turn's output is recorded as the model report
 more; ``evaluate_qa`` scores such a run 0 and counts it as a cap violation, like a run whose totals exceed either cap.
 A turn whose endpoint fails is charged its whole allowance (what it produced is unknown). A malformed turn
 (no closing tag) is a stall; if the controller asked for retrieval, the agent searches the question's key words itself
-(the VOI paper's guardrail). Then the finalizer (if on) picks the base or a refined answer, without a call.
+(the VOI paper's guardrail). A Verify or Reason turn is thought only: it searches nothing, not even a tool call the
+model wrote in it. The controller picks which node of the search tree each turn extends (a linear controller: the
+latest, so the run is one branch; BAVT: any), and every branch is charged to the same caps under the same audit. Then
+the finalizer (if on) picks the base or a refined answer, without a call, from the answering node's trajectory (or,
+if none answered, the one the controller rates best).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -31,6 +35,7 @@ from runtime.types import (
     AgentStarted,
     AgentStep,
     LimitError,
+    Node,
     ProviderError,
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -49,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from planners.finalizer import Finalization
-    from runtime.types import AgentModel, Clock, Event, Hit, QAController, SearchTool
+    from runtime.types import AgentModel, Clock, Directive, Event, Hit, Parsed, QAController, SearchTool
 
 __all__ = ["QAResult", "run_agent"]
 
@@ -114,7 +119,6 @@ async def run_agent(
     if deadline_s is not None:
         check_limit("deadline", deadline_s)
     ledger = Ledger(2**62, output_token_cap=tokens, tool_call_cap=tool_calls)
-    trace = Trace(question)
     clock = clock or RealClock()
     t0 = clock.now()
     end = None if deadline_s is None else t0 + deadline_s
@@ -126,95 +130,42 @@ async def run_agent(
     if emit is not None:
         emit(AgentStarted(t=0.0, question=question, controller=controller.name, tool_calls=tool_calls, tokens=tokens))
 
-    def record(step: Step) -> None:
-        trace.steps.append(step)
-        left = ledger.available
-        after = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
+    def record(node: Node) -> None:
+        step, after = node.trace.steps[-1], turns.budget()
         if on_step is not None:
             on_step(step, after)
         if emit is not None:
-            emit(AgentStep(t=clock.now() - t0, step=len(trace.steps), directive=step.directive,
+            assert node.parent is not None
+            emit(AgentStep(t=clock.now() - t0, step=node.id, parent=node.parent.id, directive=step.directive,
                            action=step.action, output_tokens=step.output_tokens, query=step.query,
                            hits=tuple(h.title for h in step.hits), answer=step.answer,
-                           tool_calls_left=left.tool_calls, tokens_left=left.output_tokens))  # fmt: skip
+                           tool_calls_left=after.tool_calls_left, tokens_left=after.tokens_left))  # fmt: skip
 
-    reason, failing, detail, overrun = StopReason.TURNS, 0, None, 0
+    turns = _Turns(model, search, ledger, tool_calls, tokens, top_k, time_left)
+    tree = [Node(0, None, Trace(question))]
+    reason = StopReason.TURNS
     for _ in range(4 * tool_calls + 6):
-        left = ledger.available
-        budget = QABudget(tool_calls, tokens, left.tool_calls, left.output_tokens)
+        budget = turns.budget()
         if budget.tokens_left < 1:
             reason = StopReason.BUDGET
             break
         if end is not None and clock.now() >= end:
             reason = StopReason.DEADLINE
             break
-        d = controller.decide(trace, budget)
-        allowance = min(d.max_tokens, budget.tokens_left)
-        if allowance < 1:
-            reason = StopReason.BUDGET
+        node, d = controller.expand(tree, budget)
+        branch = node.trace.branch()
+        stop = await turns.take(branch, d, budget)
+        if len(branch.steps) > len(node.trace.steps):  # the turn made a step: a new node under the one it extended
+            child = Node(len(tree), node, branch)
+            node.children.append(child)
+            tree.append(child)
+            record(child)
+        if stop is not None:
+            reason = stop
             break
-        held = ledger.reserve(Usage(0, allowance))
-        assert held is not None  # allowance <= what is left
-        try:
-            with anyio.move_on_after(time_left()) as scope:
-                turn = await model.turn(trace, replace(d, max_tokens=allowance), budget)
-        except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
-            ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
-            if isinstance(exc, ProviderRejectedError) and exc.fatal:  # every later turn would be refused too
-                raise
-            record(Step(Action.STALL, d.action, allowance, f"model error: {exc}"))
-            out_of_reach = isinstance(exc, ProviderUnavailableError) and not isinstance(exc, RateLimitedError)
-            failing = failing + 1 if out_of_reach else 0
-            if failing >= GIVE_UP_AFTER:  # the endpoint is out of reach: stop spending the caps on it
-                reason, detail = StopReason.UNREACHABLE, f"the last {failing} turns failed; last: {exc}"
-                break
-            continue
-        failing = 0
-        if scope.cancelled_caught:
-            ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
-            reason = StopReason.DEADLINE
-            break
-        used = max(0, turn.output_tokens)  # as reported: the audit below, not a clamp, keeps it honest
-        ledger.settle(held, Usage(0, min(used, allowance)), Usage(0, allowance))
-        parsed = parse_turn(turn.text)
-        if used > allowance:  # the endpoint ignored max_tokens: stop before it can break the cap
-            overrun += used - allowance
-            record(Step(Action.STALL, d.action, used, f"{used} output tokens against an allowance of {allowance}"))
-            reason = StopReason.OVER_ALLOWANCE
-            break
-        if parsed.answer is not None:
-            record(Step(Action.ANSWER, d.action, used, parsed.thought, answer=parsed.answer,
-                        candidate=parsed.candidate, confidence=parsed.confidence))  # fmt: skip
-            reason = StopReason.ANSWERED
-            break
-        query = parsed.query
-        action = Action.DECOMPOSE if d.action == Action.DECOMPOSE and query else Action.SEARCH
-        if query is None and d.action in (Action.SEARCH, Action.DECOMPOSE):  # guardrail: the search it paid for
-            query = " ".join(content_tokens(question)) or question
-        hits: tuple[Hit, ...] = ()
-        thought = parsed.thought
-        if query is not None and ledger.available.tool_calls >= 1:
-            call = ledger.reserve(Usage(0, 0, 1))
-            assert call is not None
-            try:  # a search is bounded by the deadline too, and a failed one is a spent call, not the end
-                with anyio.move_on_after(time_left()) as scope:
-                    hits = tuple(await search.search(query, top_k))
-            except ProviderError as exc:
-                if isinstance(exc, ProviderRejectedError) and exc.fatal:
-                    raise
-                action, thought = Action.STALL, f"search failed: {exc}"
-            finally:
-                ledger.settle(call, Usage(0, 0, 1), Usage(0, 0, 1))
-            if scope.cancelled_caught:
-                reason = StopReason.DEADLINE
-                break
-            for h in hits:
-                trace.evidence.setdefault(h.id, h)
-        else:
-            action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
-        record(Step(action, d.action, used, thought, query=query, hits=hits, candidate=parsed.candidate,
-                    confidence=parsed.confidence, truncated=used >= allowance and parsed.query is None))  # fmt: skip
-    spent = replace(ledger.spent, output_tokens=ledger.spent.output_tokens + overrun)  # as reported
+    trace = (tree[-1] if reason is StopReason.ANSWERED else controller.best(tree)).trace
+    detail = turns.detail
+    spent = replace(ledger.spent, output_tokens=ledger.spent.output_tokens + turns.overrun)  # as reported
     base = trace.answer or trace.candidate or ""
     fin = finalizer.finalize(trace, base) if finalize else None
     answer = base if fin is None else fin.answer
@@ -233,3 +184,102 @@ async def run_agent(
         detail=detail,
         finalization=fin,
     )
+
+
+@dataclass(slots=True)
+class _Turns:
+    """One turn under the audit (reserve, call, settle, audit, search), shared by every branch of a run so that
+    all of them are charged to the same two caps."""
+
+    model: AgentModel
+    search: SearchTool
+    ledger: Ledger
+    tool_calls: int
+    tokens: int
+    top_k: int
+    time_left: Callable[[], float]
+    failing: int = 0  # turns in a row whose endpoint was out of reach
+    overrun: int = 0  # output tokens reported beyond the allowance (the audit's evidence)
+    detail: str | None = None
+
+    def budget(self) -> QABudget:
+        left = self.ledger.available
+        return QABudget(self.tool_calls, self.tokens, left.tool_calls, left.output_tokens)
+
+    async def take(self, trace: Trace, d: Directive, budget: QABudget) -> StopReason | None:
+        """Run one turn that extends ``trace`` and append its step (its hits to the evidence); why to stop, if so."""
+        allowance = min(d.max_tokens, budget.tokens_left)
+        if allowance < 1:
+            return StopReason.BUDGET
+        held = self.ledger.reserve(Usage(0, allowance))
+        assert held is not None  # allowance <= what is left
+        try:
+            with anyio.move_on_after(self.time_left()) as scope:
+                turn = await self.model.turn(trace, replace(d, max_tokens=allowance), budget)
+        except ProviderError as exc:  # the endpoint failed mid-turn: we cannot know what it produced, so charge
+            self.ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # the whole allowance, and go on
+            if isinstance(exc, ProviderRejectedError) and exc.fatal:  # every later turn would be refused too
+                raise
+            trace.steps.append(Step(Action.STALL, d.action, allowance, f"model error: {exc}"))
+            out_of_reach = isinstance(exc, ProviderUnavailableError) and not isinstance(exc, RateLimitedError)
+            self.failing = self.failing + 1 if out_of_reach else 0
+            if self.failing >= GIVE_UP_AFTER:  # the endpoint is out of reach: stop spending the caps on it
+                self.detail = f"the last {self.failing} turns failed; last: {exc}"
+                return StopReason.UNREACHABLE
+            return None
+        self.failing = 0
+        if scope.cancelled_caught:
+            self.ledger.settle(held, Usage(0, allowance), Usage(0, allowance))  # cut off mid-turn: charge it all
+            return StopReason.DEADLINE
+        used = max(0, turn.output_tokens)  # as reported: the audit below, not a clamp, keeps it honest
+        self.ledger.settle(held, Usage(0, min(used, allowance)), Usage(0, allowance))
+        p = parse_turn(turn.text)
+        if used > allowance:  # the endpoint ignored max_tokens: stop before it can break the cap
+            self.overrun += used - allowance
+            trace.steps.append(
+                Step(Action.STALL, d.action, used, f"{used} output tokens against an allowance of {allowance}")
+            )
+            return StopReason.OVER_ALLOWANCE
+        if p.answer is not None:
+            trace.steps.append(_step(Action.ANSWER, d, used, p, answer=p.answer))
+            return StopReason.ANSWERED
+        if d.action in (Action.VERIFY, Action.REASON):  # a turn of thought: a tool call in it is not executed
+            action = d.action if p.thought else Action.STALL  # no closed thought: malformed
+            trace.steps.append(_step(action, d, used, p, truncated=used >= allowance and not p.thought))
+            return None
+        return await self._search(trace, d, p, used, allowance)
+
+    async def _search(self, trace: Trace, d: Directive, p: Parsed, used: int, allowance: int) -> StopReason | None:
+        query = p.query
+        action = Action.DECOMPOSE if d.action == Action.DECOMPOSE and query else Action.SEARCH
+        if query is None and d.action in (Action.SEARCH, Action.DECOMPOSE):  # guardrail: the search it paid for
+            query = " ".join(content_tokens(trace.question)) or trace.question
+        hits: tuple[Hit, ...] = ()
+        thought = p.thought
+        if query is not None and self.ledger.available.tool_calls >= 1:
+            call = self.ledger.reserve(Usage(0, 0, 1))
+            assert call is not None
+            try:  # a search is bounded by the deadline too, and a failed one is a spent call, not the end
+                with anyio.move_on_after(self.time_left()) as scope:
+                    hits = tuple(await self.search.search(query, self.top_k))
+            except ProviderError as exc:
+                if isinstance(exc, ProviderRejectedError) and exc.fatal:
+                    raise
+                action, thought = Action.STALL, f"search failed: {exc}"
+            finally:
+                self.ledger.settle(call, Usage(0, 0, 1), Usage(0, 0, 1))
+            if scope.cancelled_caught:
+                return StopReason.DEADLINE
+            for h in hits:
+                trace.evidence.setdefault(h.id, h)
+        else:
+            action, query = Action.STALL, None  # malformed, or a search it has no tool call left for
+        step = _step(action, d, used, p, query=query, hits=hits, truncated=used >= allowance and p.query is None)
+        trace.steps.append(replace(step, thought=thought))
+        return None
+
+
+def _step(action: Action, d: Directive, used: int, p: Parsed, **outcome: Any) -> Step:
+    """A turn's step: what the model said (thought, candidate, confidence, verdict) and what came of it."""
+    return Step(action, d.action, used, p.thought, candidate=p.candidate, confidence=p.confidence, verdict=p.verdict,
+                **outcome)  # fmt: skip

@@ -362,7 +362,7 @@ def qa(
     corpus: Annotated[Path, typer.Option(help="Corpus: JSONL rows {id, title, text}.", show_default=False)],
     tool_calls: Annotated[int, typer.Option("--tool-calls", min=0, help="Hard cap on searches.")] = 3,
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Hard cap on output tokens.")] = 500,
-    controller: Annotated[str, typer.Option(help="voi, value-tree, budget-tracker, free, search-then-answer.")] = "voi",
+    controller: Annotated[str, typer.Option(help="voi, bavt, bats, search-o1, search-then-answer.")] = "voi",
     finalize: Annotated[bool, typer.Option(help="Apply the risk-controlled finalizer.")] = True,
     backbone: Annotated[
         str, typer.Option(help="Simulated backbone: qwen3-32b, gpt-5.4-mini, qwen3.5-122b.")
@@ -441,7 +441,7 @@ def qa_eval(
     tokens: Annotated[int | None, typer.Option("--tokens", min=1, help="With --tool-calls.")] = None,
     controllers: Annotated[
         str, typer.Option(help="Comma-separated controllers.")
-    ] = "voi,value-tree,budget-tracker,free,search-then-answer",
+    ] = "voi,bavt,bats,search-o1,search-then-answer",
     ablations: Annotated[bool, typer.Option(help="Add the Stage-1 ablations of VOI (Table 1).")] = False,
     finalizer: Annotated[str, typer.Option(help="both, on or off.")] = "both",
     limit: Annotated[int | None, typer.Option(min=1, help="First N questions only.", show_default=False)] = None,

@@ -130,7 +130,7 @@ def test_serve_sim_ignoring_max_tokens_is_a_cap_violation_scored_zero() -> None:
             backend = OpenAIBackend(api_key="k", base_url=url + "/v1", timeout_s=5.0)
             try:
                 return [await run_agent(ex.question, model=ChatAgentModel(backend, "gpt-4o-mini"), search=INDEX,
-                                        controller=make_controller("free"), tool_calls=2, tokens=120)
+                                        controller=make_controller("search-o1"), tool_calls=2, tokens=120)
                         for ex in QUESTIONS]  # fmt: skip
             finally:
                 await backend.aclose()
@@ -222,7 +222,7 @@ def test_answer_api_and_evaluation_on_the_example_set() -> None:
     r = runtime.answer(QUESTIONS[3].question, corpus=ROOT / "examples" / "qa" / "corpus.jsonl",
                        tool_calls=3, tokens=500)  # fmt: skip
     assert r.tool_calls <= 3 and r.output_tokens <= 500 and r.reason in ("answered", "budget", "turns")
-    rows = evaluate_qa(QUESTIONS, controllers=["voi", "free"], ladder=[(1, 100), (3, 500)], search=INDEX)
+    rows = evaluate_qa(QUESTIONS, controllers=["voi", "search-o1"], ladder=[(1, 100), (3, 500)], search=INDEX)
     assert len(rows) == 2 * 2 * 2 and all(row.cap_violations == 0 for row in rows)
     assert all(row.em_lo <= row.em <= row.em_hi for row in rows)
     with pytest.raises(runtime.UsageError, match="unknown controller"):
@@ -262,7 +262,7 @@ def test_the_same_agent_runs_through_the_openai_sdk_against_serve_sim() -> None:
         backend = Resilient(inner, retry=RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05))
         try:
             for ex in QUESTIONS:
-                for name in ("voi", "free"):
+                for name in ("voi", "bavt", "bats", "search-o1"):
                     kw: dict[str, Any] = {
                         "search": INDEX,
                         "controller": make_controller(name),

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import runtime
 from planners import CONTROLLERS
-from runtime._qa import QAResult
 from tools.qa_data import QAExample, load_qa
+
+if TYPE_CHECKING:
+    from runtime._qa import QAResult
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = load_qa(ROOT / "examples" / "qa" / "questions.jsonl")

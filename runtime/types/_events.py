@@ -219,7 +219,8 @@ class AgentStep(Event):
     """One model turn of a search agent: what it was told, what it did, what is left of the caps."""
 
     kind: ClassVar[str] = "agent_step"
-    step: int
+    step: int  # the turn's number, and the id of the tree node it made
+    parent: int  # the node it extended: 0 is the question, ``step - 1`` on a linear run, any earlier one in a tree
     directive: Action | None
     action: Action
     output_tokens: int

@@ -11,6 +11,10 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -19,6 +23,7 @@ __all__ = [
     "Directive",
     "Hit",
     "ModelTurn",
+    "Node",
     "Parsed",
     "QABudget",
     "QAController",
@@ -91,7 +96,7 @@ class QABudget:
 class Step:
     """One model turn and what came of it."""
 
-    action: Action  # what the model did: search, decompose, answer, or stall
+    action: Action  # what the model did: search, decompose, verify, reason, answer, or stall
     directive: Action | None  # what it was told to do (None: free-running)
     output_tokens: int
     thought: str = ""
@@ -101,6 +106,7 @@ class Step:
     candidate: str | None = None  # the hypothesis the model stated in its thought, if any
     truncated: bool = False
     confidence: float | None = None  # the model's own "Confidence: c" for its candidate, if it stated one
+    verdict: bool | None = None  # a verify turn's "Verdict: supported" (True) or "unsupported" (False)
 
 
 @dataclass(slots=True)
@@ -110,6 +116,10 @@ class Trace:
     question: str
     steps: list[Step] = field(default_factory=list)
     evidence: dict[str, Hit] = field(default_factory=dict)
+
+    def branch(self) -> Trace:
+        """A copy to extend: a tree search grows several trajectories from one prefix."""
+        return Trace(self.question, list(self.steps), dict(self.evidence))
 
     @property
     def searches(self) -> int:
@@ -172,6 +182,7 @@ _TAG = {
 }
 _CANDIDATE = re.compile(r"Candidate:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _CONFIDENCE = re.compile(r"Confidence:\s*([01](?:\.\d+)?)", re.IGNORECASE)
+_VERDICT = re.compile(r"Verdict:\s*(un)?supported\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +192,7 @@ class Parsed:
     answer: str | None
     candidate: str | None
     confidence: float | None = None
+    verdict: bool | None = None
 
 
 def _group(pattern: re.Pattern[str], text: str) -> str | None:
@@ -195,7 +207,15 @@ def parse_turn(text: str) -> Parsed:
     # both an answer and a tool call: the answer wins, as the turn format says
     query = None if ans is not None else _group(_TAG["tool_call"], text)
     conf = _group(_CONFIDENCE, t)
-    return Parsed(t, query or None, ans, _group(_CANDIDATE, t), float(conf) if conf else None)
+    verdict = _VERDICT.search(t)
+    return Parsed(
+        t,
+        query or None,
+        ans,
+        _group(_CANDIDATE, t),
+        float(conf) if conf else None,
+        None if verdict is None else verdict.group(1) is None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +273,19 @@ class AgentModel(ABC):
         """Close connections; the search agent's owner calls it when the answer is done."""
 
 
+@dataclass(slots=True, eq=False)
+class Node:
+    """A partial trajectory of the search: its path from the question (``trace``) and where it hangs in the tree.
+
+    Node ``k`` is the one the agent's ``k``-th turn made (its last step); node 0 is the question alone.
+    """
+
+    id: int
+    parent: Node | None
+    trace: Trace
+    children: list[Node] = field(default_factory=list)
+
+
 class QAController(ABC):
     """Decides the next directive of a search agent from its trace and the budget left."""
 
@@ -261,3 +294,15 @@ class QAController(ABC):
     @abstractmethod
     def decide(self, trace: Trace, budget: QABudget) -> Directive:
         """The next turn's directive. Must not ask for more tokens than ``budget.tokens_left``."""
+
+    def expand(self, tree: Sequence[Node], budget: QABudget) -> tuple[Node, Directive]:
+        """The node whose trajectory the next turn extends, and that turn's directive (``tree[k]`` is node ``k``).
+
+        A linear controller extends the latest node, so its run is one branch; a tree search (BAVT) overrides this
+        and :meth:`best`.
+        """
+        return tree[-1], self.decide(tree[-1].trace, budget)
+
+    def best(self, tree: Sequence[Node]) -> Node:
+        """The node whose trajectory gives the answer when the run stops without one (one branch: the latest)."""
+        return tree[-1]
