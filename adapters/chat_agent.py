@@ -82,6 +82,8 @@ def render_turn(trace: Trace, directive: Directive, budget: QABudget) -> tuple[M
         system += f"\n{trace.plan}"
     if directive.action is not None:
         system += "\n" + INSTRUCTIONS[directive.action]
+    if directive.sample:
+        system += f"\n{_BRANCH} {directive.sample}: take a different next step from this point than before."
     history = []
     for k, s in enumerate(trace.steps, 1):
         part = [f"Step {k}:"]
@@ -116,6 +118,7 @@ class ChatAgentModel(AgentModel):
         await self.backend.aclose()
 
 
+_BRANCH = "Alternative branch"  # a tree search's new sample of a prompt (Directive.sample)
 _STEP = re.compile(r"^Step \d+:\n", re.MULTILINE)
 _DOC = re.compile(r"^\[doc (\S+)\] (.*?): (.*)$", re.MULTILINE)
 _BUDGET = re.compile(r"(ToolBudgetUsed|OutputTokenBudgetUsed): (\d+)/(\d+)")
@@ -143,4 +146,6 @@ def read_turn(system: str, user: str, max_tokens: int) -> tuple[Trace, Directive
     tools_used, tools = used.get("ToolBudgetUsed", (0, 1))
     tokens_used, tokens = used.get("OutputTokenBudgetUsed", (0, max_tokens))
     budget = QABudget(tools, tokens, tools - tools_used, tokens - tokens_used)
-    return trace, Directive(directive, max_tokens, show_budget="<budget>" in system), budget
+    branch = re.search(rf"^{_BRANCH} (\d+):", system, re.MULTILINE)
+    sample = int(branch.group(1)) if branch else 0
+    return trace, Directive(directive, max_tokens, show_budget="<budget>" in system, sample=sample), budget

@@ -117,18 +117,18 @@ class SimAgentModel(AgentModel):
         return random.Random(f"{self.seed}:{trace.question}:" + ":".join(map(str, what)))
 
     async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
-        t = len(trace.steps)
+        t = len(trace.steps) if not directive.sample else f"{len(trace.steps)}#{directive.sample}"
         hits = self._understood(trace)
         reading = read(trace.question, hits, distraction=self.backbone.distraction, key=f"{self.seed}:{trace.question}")
         belief, chance = self._belief(trace, reading, hits)
-        stated = self._stated(trace, chance, hits)
-        action = self._choose(trace, directive, budget, stated)
+        stated = self._stated(trace, t, chance, hits)
+        action = self._choose(trace, t, directive, budget, stated)
         mean, std = self.backbone.tokens[_KIND[action]]
         if directive.action is None:
             mean, std = mean * self.backbone.free_length_ratio, std * self.backbone.free_length_ratio
         mu, sigma = LogNormalTokens(mean, std).mu_sigma
         tokens = max(1, round(math.exp(mu + sigma * self._rng(trace, t, "len").gauss())))
-        thought = "Plan: find the facts that link the question's entities, one hop at a time.\n" if t == 0 else ""
+        thought = "" if trace.steps else "Plan: find the facts that link the question's entities, one hop at a time.\n"
         if action == Action.VERIFY:
             thought += f"Verdict: {'supported' if stated >= 0.5 else 'unsupported'}. "
         elif action == Action.REASON:
@@ -175,12 +175,12 @@ class SimAgentModel(AgentModel):
         answer, _, support = top[k]
         return answer, support * (0.4 + 0.6 * (reading.margin if k == 0 else 0.0))
 
-    def _stated(self, trace: Trace, chance: float, hits: list[Hit]) -> float:
-        rng = self._rng(trace, "confidence", len(trace.steps), *sorted(h.id for h in hits))
+    def _stated(self, trace: Trace, t: int | str, chance: float, hits: list[Hit]) -> float:
+        rng = self._rng(trace, "confidence", t, *sorted(h.id for h in hits))
         b = self.backbone
         return min(1.0, max(0.0, chance + b.overconfidence + b.calibration_noise * rng.gauss()))
 
-    def _choose(self, trace: Trace, d: Directive, budget: QABudget, stated: float) -> Action:
+    def _choose(self, trace: Trace, t: int | str, d: Directive, budget: QABudget, stated: float) -> Action:
         if d.action is None:  # free-running: its own judgement, on the confidence it states
             if d.show_budget and (
                 budget.tool_calls_left == 0 or budget.tokens_left < 2 * self.backbone.tokens[ANSWER][0]
@@ -189,11 +189,11 @@ class SimAgentModel(AgentModel):
             if trace.searches == 0:
                 return Action.SEARCH
             return Action.ANSWER if stated >= self.backbone.stop_threshold else Action.SEARCH
-        if self._rng(trace, len(trace.steps), "obey").random() < self.backbone.p_obey:
+        if self._rng(trace, t, "obey").random() < self.backbone.p_obey:
             return d.action
         return Action.SEARCH if d.action in (Action.ANSWER, Action.BACKSTOP) else Action.ANSWER  # drift
 
-    def _query(self, trace: Trace, action: Action, hits: list[Hit], t: int) -> str:
+    def _query(self, trace: Trace, action: Action, hits: list[Hit], t: int | str) -> str:
         rng = self._rng(trace, t, "query")
         words = content_tokens(trace.question)
         asked = {normalize(s.query) for s in trace.steps if s.query}
@@ -209,7 +209,7 @@ class SimAgentModel(AgentModel):
             words.pop(rng.randrange(len(words)))
         return " ".join(words) or trace.question
 
-    def _slip(self, trace: Trace, belief: str, t: int) -> str:
+    def _slip(self, trace: Trace, belief: str, t: int | str) -> str:
         rng = self._rng(trace, t, "slip")
         if rng.random() >= self.backbone.p_slip:
             return belief

@@ -116,7 +116,8 @@ class BAVT(QAController):
             child is not None and critic.residual[child.id] > 0 and len(child.children) < MAX_CHILDREN
         ):  # deepen the line that made progress
             return child, Directive(Action.DECOMPOSE, allowance(Action.DECOMPOSE, budget), show_budget=True)
-        return node, Directive(Action.SEARCH, allowance(Action.SEARCH, budget), show_budget=True)  # widen
+        widen = Directive(Action.SEARCH, allowance(Action.SEARCH, budget), show_budget=True, sample=len(node.children))
+        return node, widen  # a new branch: another sample of the node's prompt
 
 
 def _answer_from(node: Node) -> Node:

@@ -169,11 +169,14 @@ class Trace:
 
 @dataclass(frozen=True, slots=True)
 class Directive:
-    """The next turn: the action to inject (None: the model decides), its token allowance, the prompt style."""
+    """The next turn: the action to inject (None: the model decides), its token allowance, the prompt style, and
+    which sample of the same prompt it is (a tree search asks one prompt again for a new branch: a model sampling
+    at a temperature answers differently, and the simulated model draws afresh)."""
 
     action: Action | None
     max_tokens: int
     show_budget: bool = False
+    sample: int = 0
 
 
 _TAG = {
