@@ -12,11 +12,13 @@ shown, the budget). Retrieval is real (the caller's search tool). How it behaves
 - **Belief.** The model's answer is drawn from the candidates by a softmax over their scores at ``temperature``
   (a sharper reader picks the top one more often); the same evidence gives the same belief.
 - **Confidence.** Stated as ``Confidence: c`` before ``Candidate: X``: the candidate's support (the share of
-  the question its best sentence covers) times (0.4 + 0.6 x its lead over the runner-up), plus
-  ``overconfidence``, plus Gaussian noise of spread ``calibration_noise``, clipped to [0, 1]. The target is a
-  verbalised confidence that ranks answers only moderately well (AUROC about 0.6-0.7) and sits about 0.1-0.2
-  above accuracy, as LLMs' stated confidence does (Xiong et al., ICLR 2024, "Can LLMs Express Their
-  Uncertainty?"; Tian et al., EMNLP 2023); ``benchmarks/qa_ladder.py`` measures what these parameters give.
+  the question its best sentence covers) times (0.4 + 0.6 x its lead over the runner-up), plus ``confidence_bias``,
+  plus Gaussian noise of spread ``calibration_noise``, clipped to [0, 1]. The target is a verbalised confidence
+  that ranks answers only moderately well (AUROC about 0.6-0.7) and sits 0.1-0.3 above accuracy, as LLMs' stated
+  confidence does (Xiong et al., ICLR 2024, "Can LLMs Express Their Uncertainty?"; Tian et al., EMNLP 2023). On
+  HotpotQA's development split the default backbone's last stated confidence averages 0.28-0.35 by controller
+  where its answer is exactly right 10-13% of the time, AUROC 0.61-0.74 (``confidence_bias`` 0 was chosen there;
+  +0.15 gave a gap of 0.28-0.39); ``benchmarks/qa_ladder.py`` writes this table (``calibration.csv``).
 - **Acting.** A directive is obeyed with probability ``p_obey`` (otherwise the model answers when told to search,
   verify or condense, and searches when told to answer). Left to itself it searches first, then answers once its
   stated confidence reaches ``stop_threshold`` (the same noisy signal it writes down), or when a budget it is
@@ -77,7 +79,7 @@ class Backbone:
     distraction: float = 0.3
     p_vague_query: float = 0.3
     p_obey: float = 0.9
-    overconfidence: float = 0.15
+    confidence_bias: float = 0.0
     calibration_noise: float = 0.2
     stop_threshold: float = 0.6
     p_slip: float = 0.15
@@ -90,9 +92,9 @@ BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
         Backbone("qwen3-32b"),
-        Backbone("gpt-5.4-mini", p_read=0.92, temperature=0.1, p_vague_query=0.2, p_obey=0.95, overconfidence=0.1,
+        Backbone("gpt-5.4-mini", p_read=0.92, temperature=0.1, p_vague_query=0.2, p_obey=0.95, confidence_bias=-0.05,
                  calibration_noise=0.15, p_slip=0.1, tokens={k: (m * 0.85, s * 0.85) for k, (m, s) in _TOKENS.items()}),
-        Backbone("qwen3.5-122b", p_read=0.9, temperature=0.12, p_vague_query=0.25, p_obey=0.85, overconfidence=0.12,
+        Backbone("qwen3.5-122b", p_read=0.9, temperature=0.12, p_vague_query=0.25, p_obey=0.85, confidence_bias=-0.03,
                  calibration_noise=0.18, p_slip=0.12, tokens={k: (m * 1.15, s) for k, (m, s) in _TOKENS.items()}),
     )
 }  # fmt: skip
@@ -178,7 +180,7 @@ class SimAgentModel(AgentModel):
     def _stated(self, trace: Trace, t: int | str, chance: float, hits: list[Hit]) -> float:
         rng = self._rng(trace, "confidence", t, *sorted(h.id for h in hits))
         b = self.backbone
-        return min(1.0, max(0.0, chance + b.overconfidence + b.calibration_noise * rng.gauss()))
+        return min(1.0, max(0.0, chance + b.confidence_bias + b.calibration_noise * rng.gauss()))
 
     def _choose(self, trace: Trace, t: int | str, d: Directive, budget: QABudget, stated: float) -> Action:
         if d.action is None:  # free-running: its own judgement, on the confidence it states

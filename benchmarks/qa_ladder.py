@@ -60,8 +60,8 @@ SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
     ("undirected turns 2x longer", {"free_length_ratio": 2.0}),
     ("sharp queries (vague 0.1)", {"p_vague_query": 0.1}),
     ("vague queries (0.6)", {"p_vague_query": 0.6}),
-    ("calibrated confidence (bias 0, noise 0.1)", {"overconfidence": 0.0, "calibration_noise": 0.1}),
-    ("poor confidence (bias 0.3, noise 0.3)", {"overconfidence": 0.3, "calibration_noise": 0.3}),
+    ("closer calibration (bias -0.2, noise 0.1)", {"confidence_bias": -0.2, "calibration_noise": 0.1}),
+    ("poor calibration (bias +0.3, noise 0.3)", {"confidence_bias": 0.3, "calibration_noise": 0.3}),
     ("no over-search harm (distraction 0)", {"distraction": 0.0}),
     ("strong over-search harm (distraction 0.8)", {"distraction": 0.8}),
 )
