@@ -232,10 +232,10 @@ def test_verify_and_reason_prompts_round_trip() -> None:
     ]  # fmt: skip
     trace.evidence[hit.id] = hit
     budget = QABudget(3, 500, 2, 370)
-    for action in (Action.VERIFY, Action.REASON):
-        system, user = render_turn(trace, Directive(action, 40, show_budget=True), budget)
+    for action, sample in ((Action.VERIFY, 0), (Action.REASON, 0), (Action.SEARCH, 2)):
+        system, user = render_turn(trace, Directive(action, 40, show_budget=True, sample=sample), budget)
         back, d, b = read_turn(system.content, user.content, 40)
-        assert d == Directive(action, 40, show_budget=True) and b == budget
+        assert d == Directive(action, 40, show_budget=True, sample=sample) and b == budget
         assert [s.action for s in back.steps] == [s.action for s in trace.steps]
         assert [(s.thought, s.candidate, s.confidence, s.verdict) for s in back.steps] == [
             (s.thought, s.candidate, s.confidence, s.verdict) for s in trace.steps
