@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 
+from adapters.replay_agent import ReplayModel
 from adapters.sim_agent import DEFAULT_BACKBONE, SimAgentModel
 from planners import CONTROLLERS, make_controller
 from runtime._api import check_seed, refuse_inside_event_loop
@@ -198,13 +199,17 @@ def evaluate_qa(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     keep_scores: bool = False,
+    model: AgentModel | None = None,
 ) -> list[QACell]:
-    """One cell per (budget, controller, finalizer setting), on the simulated model.
+    """One cell per (budget, controller, finalizer setting), on ``model`` (default: the simulated one).
 
-    ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``).
+    ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``). A
+    :class:`adapters.replay_agent.ReplayModel` must cover every question at every budget; its index must be the
+    recording's (the paragraphs of the recorded questions, as ``search`` or ``examples``).
 
     Raises:
-        UsageError: no questions, an unknown controller or backbone; or called inside a running event loop.
+        UsageError: no questions, an unknown controller or backbone, a recording that does not cover the questions
+            and budgets (or a turn it never recorded); or called inside a running event loop.
     """
     refuse_inside_event_loop("runtime.evaluate_qa()", "a worker thread (anyio.to_thread.run_sync)")
     if not isinstance(examples, list | tuple) or not examples:
@@ -219,15 +224,19 @@ def evaluate_qa(
         raise UsageError(f"search must be a runtime.SearchTool and backbone a name, not {search!r}, {backbone!r}")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a function of the number of questions just done, not {progress!r}")
+    if not isinstance(model, AgentModel | None):
+        raise UsageError(f"model must be a runtime.AgentModel, not {model!r}")
+    if isinstance(model, ReplayModel):
+        model.recording.check_covers([ex.question for ex in examples], ladder)
     index = search or BM25Search(pool_corpus(examples))
-    model = SimAgentModel(examples, backbone, seed)
+    agent = model or SimAgentModel(examples, backbone, seed)
     ctls = [make_controller(c) for c in controllers]
 
     async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> QACell:
         em, f, calls, used, violations, replaced, harmed = [], [], [], [], 0, 0, 0
         start = time.perf_counter()
         for ex in examples:
-            r = await run_agent(ex.question, model=model, search=index, controller=ctl, tool_calls=tools,
+            r = await run_agent(ex.question, model=agent, search=index, controller=ctl, tool_calls=tools,
                                 tokens=toks, finalize=fin)  # fmt: skip
             over = r.tool_calls > tools or r.output_tokens > toks or r.reason is StopReason.OVER_ALLOWANCE
             violations += over
