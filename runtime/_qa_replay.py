@@ -47,7 +47,8 @@ def directive_kinds(show_budget: bool) -> list[Kind]:
 class _Recorder(AgentModel):
     """The endpoint's model behind a cache keyed by what the model sees; ``write`` gets every new turn.
 
-    A failed call is kept in ``failed``: the agent would record it as a stalled step, a state no replay should hold.
+    A failed call is kept in ``failed`` and no later call is made: the agent records the failure as a stalled step,
+    a state no replay reaches, so nothing after it may be recorded.
     """
 
     def __init__(self, inner: AgentModel, write: Callable[[Recorded], None]) -> None:
@@ -58,6 +59,8 @@ class _Recorder(AgentModel):
         self.failed: ProviderError | None = None
 
     async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
+        if self.failed is not None:
+            raise self.failed
         key = turn_key(trace, directive, budget)
         rec = self.turns.get(key)
         if rec is None or not rec.covers(directive.max_tokens):

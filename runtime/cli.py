@@ -40,7 +40,7 @@ from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._qa_replay import record_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
-from runtime.types import Endpoint, ModelSpec, OntimeError, Reason, StopReason, UsageError, to_usd
+from runtime.types import Endpoint, ModelSpec, OntimeError, ProviderError, Reason, StopReason, UsageError, to_usd
 from runtime.types._clock import single_error as _one_error
 from tools.qa_data import load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
@@ -550,15 +550,19 @@ def qa_record(
     examples = _guard(lambda: load_qa(dataset, limit=limit))
     names = [c.strip() for c in controllers.split(",") if c.strip()]
 
-    async def go(step: Callable[[int], None]) -> RecordSummary:
+    async def go(step: Callable[[int], None]) -> RecordSummary | ProviderError:
         agent = _endpoint_agent(endpoint, provider, model, api_key_env, max(t for _, t in grid))
         try:
             return await record_qa(examples, model=agent, out=out, model_id=model, dataset=dataset.name, ladder=grid,
                                    controllers=names, explore=explore, progress=step)  # fmt: skip
+        except ProviderError as exc:  # not bad input: exit status 1, as ontime qa does for an endpoint out of reach
+            return exc
         finally:
             await agent.aclose()
 
     done = _with_progress("qa-record", len(examples) * len(grid), lambda step: anyio.run(go, step))
+    if isinstance(done, ProviderError):
+        _fail_with(1, f"{model} at {endpoint} failed ({done}); {out} keeps the questions recorded until then")
     _out.print(
         f"{escape(str(out))}: {done.total} endpoint calls for {len(done.calls)} questions "
         f"(per question: mean {done.total / len(done.calls):.1f}, max {max(done.calls)}); {done.runs} agent runs",

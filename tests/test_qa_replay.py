@@ -188,3 +188,31 @@ def test_a_turn_replays_cut_to_a_smaller_allowance() -> None:
     assert full.covers(500) and full.replay(500).output_tokens == 40  # it stopped by itself
     cut = replace(full, output_tokens=50)  # cut off at its allowance: what comes after is unknown
     assert cut.covers(50) and not cut.covers(51)
+
+
+class _Breaks(runtime.AgentModel):
+    """The simulated model behind an endpoint that fails for good after ``calls`` turns."""
+
+    def __init__(self, calls: int) -> None:
+        self.inner, self.left = SimAgentModel(QUESTIONS, seed=SEED), calls
+
+    async def turn(self, trace: runtime.Trace, directive: runtime.Directive, budget: runtime.QABudget) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise runtime.ProviderUnavailableError("HTTP 503", provider="openai", status=503)
+        return await self.inner.turn(trace, directive, budget)
+
+
+def test_a_failing_endpoint_stops_the_recording_and_records_no_failed_state(tmp_path: Path) -> None:
+    """A failed turn is a stalled step to the agent: no turn after it is recorded, and its question is unfinished."""
+    out = tmp_path / "broken.jsonl"
+    model, index = _Breaks(3), BM25Search(pool_corpus(QUESTIONS), cache_dir=None)
+    with pytest.raises(runtime.ProviderUnavailableError, match="503"):
+        anyio.run(lambda: record_qa(QUESTIONS, model=model, out=out, model_id="m", dataset="d", ladder=LADDER,
+                                    controllers=["free"], search=index))  # fmt: skip
+    rec = read_recording(out)
+    assert len(rec.turns) == 3 and not rec.finished
+    assert all("model error" not in json.dumps(t.trace) for t in rec.turns.values())
+    with pytest.raises(UsageError, match="exists"):
+        anyio.run(lambda: record_qa(QUESTIONS, model=model, out=out, model_id="m", dataset="d", ladder=LADDER,
+                                    controllers=["free"], search=index))  # fmt: skip
