@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 
+from adapters.replay_agent import ReplayModel
 from adapters.sim_agent import DEFAULT_BACKBONE, SimAgentModel
 from planners import CONTROLLERS, make_controller
 from runtime._api import check_seed, refuse_inside_event_loop
@@ -202,10 +203,13 @@ def evaluate_qa(
     ``backbone`` and ``seed``).
 
     ``keep_scores`` keeps each question's scores in the cells (``em_scores``, ``f1_scores``); ``on_result`` sees
-    every question's result, in cell order (its trace, for calibration or error analysis).
+    every question's result, in cell order (its trace, for calibration or error analysis). A
+    :class:`adapters.replay_agent.ReplayModel` must cover every question at every budget; its index must be the
+    recording's (the paragraphs of the recorded questions, as ``search`` or ``examples``).
 
     Raises:
-        UsageError: no questions, an unknown controller or backbone; or called inside a running event loop.
+        UsageError: no questions, an unknown controller or backbone, a recording that does not cover the questions
+            and budgets (or a turn it never recorded); or called inside a running event loop.
     """
     refuse_inside_event_loop("runtime.evaluate_qa()", "a worker thread (anyio.to_thread.run_sync)")
     if not isinstance(examples, list | tuple) or not examples:
@@ -224,6 +228,8 @@ def evaluate_qa(
         raise UsageError(f"progress must be a function of the number of questions just done, not {progress!r}")
     if on_result is not None and not callable(on_result):
         raise UsageError(f"on_result must be a function of a question and its result, not {on_result!r}")
+    if isinstance(model, ReplayModel):
+        model.recording.check_covers([ex.question for ex in examples], ladder)
     index = search or BM25Search(pool_corpus(examples))
     agent = model or SimAgentModel(backbone, seed)
     ctls = [make_controller(c) for c in controllers]

@@ -29,26 +29,31 @@ from rich.table import Table
 
 from adapters.chat_agent import ChatAgentModel
 from adapters.endpoints import make_backend
+from adapters.replay_agent import ReplayModel, read_recording
 from adapters.sim_agent import SimAgentModel
 from adapters.sim_server import FAULT_KINDS, Faults, SimServer
-from planners import ABLATIONS
+from planners import ABLATIONS, CONTROLLERS
 from runtime._api import open_run
 from runtime._eval import evaluate
 from runtime._predict import predict as predict_run
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
+from runtime._qa_replay import record_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
-from runtime.types import Endpoint, ModelSpec, OntimeError, Reason, StopReason, UsageError, to_usd
+from runtime.types import Endpoint, ModelSpec, OntimeError, ProviderError, Reason, StopReason, UsageError, to_usd
 from runtime.types._clock import single_error as _one_error
-from tools.qa_data import load_qa, read_corpus
+from tools.qa_data import load_qa, pool_corpus, read_corpus
+from tools.retrieval import BM25Search
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from anyio.abc import TaskStatus
 
+    from adapters.replay_agent import Recording
     from runtime._api import Run, RunOptions
     from runtime._qa import QAResult
+    from runtime._qa_replay import RecordSummary
     from runtime._result import RunResult
     from runtime.types import Workflow
 
@@ -388,12 +393,7 @@ def qa(
         who = f"{model} at {endpoint}"
 
     async def ask(stack: ExitStack) -> QAResult:
-        if provider not in ("openai", "anthropic"):
-            raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
-        agent = None
-        if endpoint is not None:
-            ep = Endpoint(model=model, base_url=endpoint, api_key_env=api_key_env)
-            agent = ChatAgentModel(make_backend(ModelSpec(model, provider, 0.0, 0.0, 1.0, 0.0, tokens, ep)), model)
+        agent = None if endpoint is None else _endpoint_agent(endpoint, provider, model, api_key_env, tokens)
         try:
             return await aanswer(question, tool_calls=tool_calls, tokens=tokens, controller=controller,
                                  corpus=read_corpus(corpus), model=agent, finalize=finalize, seed=seed,
@@ -415,6 +415,14 @@ def qa(
         _print_answer(r, f"{r.controller}: {tool_calls} tool calls, {tokens} output tokens; answered by {who}")
     if r.reason is StopReason.UNREACHABLE:
         _fail_with(1, f"{who} could not be reached: {r.detail}")
+
+
+def _endpoint_agent(endpoint: str, provider: str, model: str, api_key_env: str | None, tokens: int) -> ChatAgentModel:
+    """The search agent's model on a real endpoint, behind its retries; the key comes from the environment."""
+    if provider not in ("openai", "anthropic"):
+        raise UsageError(f"--provider must be openai or anthropic, not {provider!r}")
+    ep = Endpoint(model=model, base_url=endpoint, api_key_env=api_key_env)
+    return ChatAgentModel(make_backend(ModelSpec(model, provider, 0.0, 0.0, 1.0, 0.0, tokens, ep)), model)
 
 
 def _print_answer(r: QAResult, title: str) -> None:
@@ -448,6 +456,14 @@ def qa_eval(
     backbone: Annotated[str, typer.Option(help="Simulated backbone.")] = "qwen3-32b",
     seed: Seed = 0,
     json_out: JsonOut = False,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay the model turns recorded by ontime qa-record instead of the simulated model (default "
+            "budgets: the recording's).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate controllers on a QA data set: EM, F1 (95% intervals), tool calls, output tokens, cap violations."""
     names = [c.strip() for c in controllers.split(",") if c.strip()] + (list(ABLATIONS) if ablations else [])
@@ -458,13 +474,20 @@ def qa_eval(
     if (tool_calls is None) != (tokens is None):
         _fail("give both --tool-calls and --tokens for a single cell")
     grid = list(LADDER) if tool_calls is None or tokens is None else [(tool_calls, tokens)]
+    agent, index, who = None, None, f"backbone {backbone}"
+    if replay is not None:
+        recording = _guard(lambda: read_recording(replay))
+        agent, who = ReplayModel(recording), f"replay of {recording.header['model']} ({replay.name})"
+        grid = [(b[0], b[1]) for b in recording.header["budgets"]] if tool_calls is None else grid
+        index = _guard(lambda: _recorded_index(recording, dataset))
     total = len(examples) * len(grid) * len(names) * len(fins)
     rows = _with_progress("qa-eval", total, lambda step: evaluate_qa(examples, controllers=names, ladder=grid,
-                          finalize=fins, backbone=backbone, seed=seed, progress=step))  # fmt: skip
+                          finalize=fins, backbone=backbone, seed=seed, progress=step, model=agent,
+                          search=index))  # fmt: skip
     if json_out:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    table = Table(title=escape(f"{dataset.name}: {len(examples)} questions, backbone {backbone}"))
+    table = Table(title=escape(f"{dataset.name}: {len(examples)} questions, {who}"))
     for col in ("budget", "controller", "stage 2", "EM", "F1 [95% CI]", "tools", "tokens", "violations", "finalized"):
         table.add_column(col)
     for r in rows:
@@ -472,6 +495,85 @@ def qa_eval(
                       f"{r.f1:.3f} [{r.f1_lo:.3f}, {r.f1_hi:.3f}]", f"{r.tool_calls:.2f}",
                       f"{r.output_tokens:.0f}", str(r.cap_violations), str(r.finalized))  # fmt: skip
     _out.print(table)
+
+
+def _recorded_index(recording: Recording, dataset: Path) -> BM25Search:
+    """The index the recording searched: the paragraphs of the questions it was made on, from ``dataset``."""
+    by_id = {ex.id: ex for ex in load_qa(dataset)}
+    ids = recording.header["questions"]
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise UsageError(f"{dataset} lacks question {missing[0]!r} of the recording: it was made on another data set")
+    return BM25Search(pool_corpus(by_id[i] for i in ids))
+
+
+@app.command("qa-record")
+def qa_record(
+    endpoint: Annotated[
+        str, typer.Option(help="The model's OpenAI- or Anthropic-compatible base URL.", show_default=False)
+    ],
+    model: Annotated[str, typer.Option(help="The endpoint's model id.", show_default=False)],
+    dataset: Annotated[Path, typer.Option(help="HotpotQA, MuSiQue or 2WikiMultihopQA JSONL.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="The recording to write (JSONL; must not exist).", show_default=False)],
+    budgets: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='A budget TOOL_CALLS,TOKENS to record at; repeat it, or give several in one ("1,100 2,200").',
+            show_default="the ladder 1,100 2,200 2,300 3,500",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="First N questions only.", show_default=False)] = None,
+    controllers: Annotated[
+        str, typer.Option(help="Comma-separated controllers whose own runs are recorded (default: all, ablations too).")
+    ] = ",".join([*CONTROLLERS, *ABLATIONS]),
+    explore: Annotated[
+        bool,
+        typer.Option(
+            help="Record every directive at every reachable step, so that any controller replays (thousands of calls "
+            "a question at the larger budgets); --no-explore records the controllers' runs only."
+        ),
+    ] = True,
+    provider: Annotated[str, typer.Option(help="openai or anthropic.")] = "openai",
+    api_key_env: Annotated[
+        str | None, typer.Option(help="The variable holding the key (never written).", show_default=False)
+    ] = None,
+) -> None:
+    """Record a real model's search-agent turns once, for ontime qa-eval --replay to compare controllers offline."""
+    grid = _guard(lambda: _budgets(budgets))
+    examples = _guard(lambda: load_qa(dataset, limit=limit))
+    names = [c.strip() for c in controllers.split(",") if c.strip()]
+
+    async def go(step: Callable[[int], None]) -> RecordSummary | ProviderError:
+        agent = _endpoint_agent(endpoint, provider, model, api_key_env, max(t for _, t in grid))
+        try:
+            return await record_qa(examples, model=agent, out=out, model_id=model, dataset=dataset.name, ladder=grid,
+                                   controllers=names, explore=explore, progress=step)  # fmt: skip
+        except ProviderError as exc:  # not bad input: exit status 1, as ontime qa does for an endpoint out of reach
+            return exc
+        finally:
+            await agent.aclose()
+
+    done = _with_progress("qa-record", len(examples) * len(grid), lambda step: anyio.run(go, step))
+    if isinstance(done, ProviderError):
+        _fail_with(1, f"{model} at {endpoint} failed ({done}); {out} keeps the questions recorded until then")
+    _out.print(
+        f"{escape(str(out))}: {done.total} endpoint calls for {len(done.calls)} questions "
+        f"(per question: mean {done.total / len(done.calls):.1f}, max {max(done.calls)}); {done.runs} agent runs",
+        highlight=False,
+    )
+
+
+def _budgets(values: list[str] | None) -> list[tuple[int, int]]:
+    """``["1,100 2,200", "3,500"]`` as budgets; none given: the ladder."""
+    if not values:
+        return list(LADDER)
+    grid = []
+    for item in (w for v in values for w in v.split()):
+        tools, _, tokens = item.partition(",")
+        if not (tools.isdigit() and tokens.isdigit() and int(tokens) > 0):
+            raise UsageError(f"--budgets {item!r}: a budget is TOOL_CALLS,TOKENS (like 2,200)")
+        grid.append((int(tools), int(tokens)))
+    return grid
 
 
 @app.command("serve-sim")
