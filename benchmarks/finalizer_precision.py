@@ -3,7 +3,7 @@
     python -m benchmarks.finalizer_precision [--data DIR] [--out benchmarks/results/qa]
 
 For the example set and (with ``--data`` or ``ONTIME_DATA_DIR``) HotpotQA, MuSiQue and 2WikiMultihopQA: per
-corruption family of ``tests/test_finalizer.py`` (written from how LLM answers go wrong, none from the finalizer's
+corruption family of ``benchmarks/form_errors.py`` (written from how LLM answers go wrong, none from the finalizer's
 rules or the simulated model's slips), on a trace whose evidence is the question's own BM25 top 5, how many answers
 the finalizer changed, repaired (F1 up) and harmed (F1 down); ``correct`` is the gold answer itself. The bounds the
 test asserts are set from these numbers. Writes ``finalizer_precision.csv``.
@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks._report import EXAMPLES, RESULTS, console, data_dir, parser, rows_table, write_csv
+from benchmarks.form_errors import measure
 from benchmarks.qa_ladder import DATASETS
-from tests.test_finalizer import measure
 from tools.qa_data import load_qa
 
 
