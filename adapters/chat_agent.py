@@ -59,6 +59,13 @@ INSTRUCTIONS = {
 }
 # How the trajectory shows a step without a tool call (an answer ends the run, so none is shown).
 _NO_CALL = {Action.VERIFY: "(verification)", Action.REASON: "(notes on the documents)", Action.STALL: "(no action)"}
+
+
+def no_call_mark(step: Step) -> str:
+    """How the trajectory marks a step that neither searched nor answered (what kind of turn it was)."""
+    return _NO_CALL.get(step.action, _NO_CALL[Action.STALL])
+
+
 FORMAT = """Continue reasoning. If evidence is not yet sufficient, call exactly one search tool. If evidence is
 sufficient, answer now.
 Output format:
@@ -93,7 +100,7 @@ def render_turn(trace: Trace, directive: Directive, budget: QABudget) -> tuple[M
             docs = "\n".join(f"[doc {h.id}] {h.title}: {h.text}" for h in s.hits)
             part += [f"<tool_call>{s.query}</tool_call>", f"<documents>\n{docs}\n</documents>"]
         elif s.answer is None:
-            part.append(_NO_CALL.get(s.action, _NO_CALL[Action.STALL]))
+            part.append(no_call_mark(s))
         history.append("\n".join(part))
     user = f"Question: {trace.question}\n\n" + ("\n\n".join(history) + "\n\n" if history else "") + FORMAT
     return (Message("system", system), Message("user", user))
@@ -112,7 +119,8 @@ class ChatAgentModel(AgentModel):
             self.model_id, render_turn(trace, directive, budget), directive.max_tokens, 1, self.temperature, tag=QA_TAG
         )
         reply = await self.backend.complete(request)
-        return ModelTurn(reply.choices[0].text, reply.output_tokens)  # as reported: the agent audits the cap
+        choice = reply.choices[0]  # the agent audits the cap on the larger of what was reported and what came
+        return ModelTurn(choice.text, max(reply.output_tokens, choice.output_tokens))
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -2,7 +2,7 @@
 
 A recording is a JSONL file. Its first row is the header::
 
-    {"row": "header", "format": "ontime-qa-recording", "version": 1, "model": "<endpoint model id>",
+    {"row": "header", "format": "ontime-qa-recording", "version": 2, "model": "<endpoint model id>",
      "dataset": "<file name>", "questions": ["<question id>", ...], "budgets": [[1, 100], ...],
      "actions": [null, "search", ...], "created": "<ISO 8601 UTC>"}
 
@@ -10,7 +10,7 @@ A recording is a JSONL file. Its first row is the header::
 the same corpus, or the documents, and so the keys, differ. ``actions`` are the directive kinds explored (``null``:
 free-running). Then one row per recorded turn::
 
-    {"row": "turn", "question": "...", "trace": [[thought, query, [hit ids], answer], ...], "action": "search",
+    {"row": "turn", "question": "...", "trace": [[thought, query, [hit ids], answer, mark], ...], "action": "search",
      "show_budget": true, "budget": [tool_calls, tokens, tool_calls_left, tokens_left], "max_tokens": 230,
      "text": "<the model's output>", "output_tokens": 41, "latency_s": 0.82, "sample": 0}
 
@@ -34,6 +34,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from adapters.chat_agent import no_call_mark
 from runtime.types import Action, AgentModel, ModelTurn, UsageError
 from runtime.types._errors import unreadable
 
@@ -45,13 +46,15 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "VERSION", "Recorded", "Recording", "ReplayModel", "read_recording", "turn_key"]
 
-FORMAT, VERSION = "ontime-qa-recording", 1
+FORMAT, VERSION = "ontime-qa-recording", 2
 _ACTIONS = {a.value: a for a in Action}
 
 
 def _visible(trace: Trace) -> list[list[Any]]:
-    """Each step as the prompt shows it: thought, query, the ids of the documents retrieved, answer."""
-    return [[s.thought, s.query, [h.id for h in s.hits], s.answer] for s in trace.steps]
+    """Each step as the prompt shows it: thought, query, the ids of the documents retrieved, answer, and the mark of
+    a step that did neither (a verification, notes, no action)."""
+    return [[s.thought, s.query, [h.id for h in s.hits], s.answer,
+             no_call_mark(s) if s.query is None and s.answer is None else None] for s in trace.steps]  # fmt: skip
 
 
 def turn_key(trace: Trace, directive: Directive, budget: QABudget) -> str:
@@ -145,9 +148,9 @@ def _budget(value: Any, where: str) -> tuple[int, int]:
 def _turn(row: dict[str, Any], where: str) -> Recorded:
     trace = _field(row, "trace", list, where)
     for step in trace:
-        ok = isinstance(step, list) and len(step) == 4 and isinstance(step[0], str) and isinstance(step[2], list)
-        if not ok or not all(isinstance(x, str | None) for x in (step[1], step[3], *step[2])):
-            raise UsageError(f"{where}: a trace step must be [thought, query, [hit ids], answer], not {step!r}")
+        ok = isinstance(step, list) and len(step) == 5 and isinstance(step[0], str) and isinstance(step[2], list)
+        if not ok or not all(isinstance(x, str | None) for x in (step[1], step[3], step[4], *step[2])):
+            raise UsageError(f"{where}: a trace step must be [thought, query, [hit ids], answer, mark], not {step!r}")
     action = row.get("action")
     if action is not None and action not in _ACTIONS:
         raise UsageError(f"{where}: unknown action {action!r}")

@@ -25,8 +25,9 @@ shown, the budget). Retrieval is real (the caller's search tool). How it behaves
   shown says no search or too few tokens are left.
 - **Queries.** Built from the question and the retrieved text, never from labels: the first is the question's
   content words; later ones add the bridge entity (the best name the evidence offers that the question does not
-  contain); a Decompose query is that entity with the question's relation words (its content words outside the
-  names it mentions). With probability ``p_vague_query`` a query is the question's words less one instead. Search
+  contain; a tree search's k-th sample of the same prompt takes the k-th best, or drops a word of the first); a
+  Decompose query is that entity with the question's relation words (its content words outside the names it
+  mentions). With probability ``p_vague_query`` a query is the question's words less one instead. Search
   and Decompose are equally likely to be vague; which is better is left to the retriever.
 - **Verify and condense.** A verify turn states ``Verdict: supported`` when the stated confidence is at least
   0.5. A condense turn (Reason-in-Documents) writes ``Notes:`` with the ``notes`` most relevant sentences of the
@@ -139,7 +140,8 @@ class SimAgentModel(AgentModel):
         if hits:
             thought += f"Confidence: {stated:.2f}. Candidate: {belief}"
         if action in (Action.SEARCH, Action.DECOMPOSE):
-            body = f"<thought>{thought}</thought>\n<tool_call>{self._query(trace, action, hits, t)}</tool_call>"
+            query = self._query(trace, action, hits, t, directive.sample)
+            body = f"<thought>{thought}</thought>\n<tool_call>{query}</tool_call>"
         elif action in (Action.VERIFY, Action.REASON):
             body = f"<thought>{thought}</thought>"
         else:
@@ -195,7 +197,8 @@ class SimAgentModel(AgentModel):
             return d.action
         return Action.SEARCH if d.action in (Action.ANSWER, Action.BACKSTOP) else Action.ANSWER  # drift
 
-    def _query(self, trace: Trace, action: Action, hits: list[Hit], t: int | str) -> str:
+    def _query(self, trace: Trace, action: Action, hits: list[Hit], t: int | str, sample: int) -> str:
+        """The query of a retrieval turn (the ``sample``-th draw of this prompt aims at its ``sample``-th bridge)."""
         rng = self._rng(trace, t, "query")
         words = content_tokens(trace.question)
         asked = {normalize(s.query) for s in trace.steps if s.query}
@@ -203,11 +206,11 @@ class SimAgentModel(AgentModel):
             bridges = read(trace.question, hits, distraction=0.0, key="", form=ENTITY).candidates
             named = {w for h in hits for w in content_tokens(h.title)} & set(words)
             relation = [w for w in words if w not in named] or words
-            for bridge, _, _ in bridges[:5]:
+            for bridge, _, _ in bridges[sample : sample + 5]:
                 query = " ".join([bridge, *relation] if action == Action.DECOMPOSE else [*words, bridge])
                 if normalize(query) not in asked:
                     return query
-        if trace.searches and len(words) > 2:
+        if (trace.searches or sample) and len(words) > 2:
             words.pop(rng.randrange(len(words)))
         return " ".join(words) or trace.question
 

@@ -5,7 +5,7 @@ far its verdicts survive the simulator's parameters.
                                    [--backbone qwen3-32b] [--no-sweep] [--out benchmarks/results/qa]
 
 The simulated model (``adapters/sim_agent.py``) reads only the question and what it retrieves; the corpus is a
-data set's pooled paragraphs (BM25, top_k = 5); the questions are the held-out ``test`` split
+data set's pooled paragraphs, of all its questions (BM25, top_k = 5); the questions are the held-out ``test`` split
 (``tools.qa_data.split``: designs were settled on ``dev``). Written to ``--out``:
 
 - ``ladder.csv``: every controller with the finalizer off and on at the four budgets (1,100) (2,200) (2,300)
@@ -69,11 +69,11 @@ _DATA: dict[tuple[str, str, int | None], tuple[list[QAExample], BM25Search]] = {
 
 
 def _load(path: str, part: str, limit: int | None) -> tuple[list[QAExample], BM25Search]:
-    """A data set's split and its index, once per process."""
+    """A data set's split and the index over all its paragraphs (every question's distractors), once per process."""
     key = (path, part, limit)
     if key not in _DATA:
-        examples = split(load_qa(path), part)[:limit]
-        _DATA[key] = examples, BM25Search(pool_corpus(examples), cache_dir=None)
+        every = load_qa(path)
+        _DATA[key] = split(every, part)[:limit], BM25Search(pool_corpus(every), cache_dir=None)
     return _DATA[key]
 
 
@@ -126,7 +126,7 @@ def ladder(name: str, path: Path, args: Any) -> tuple[list[dict[str, Any]], list
     stated: dict[str, list[tuple[float, bool]]] = {}
 
     def keep(ex: QAExample, r: QAResult) -> None:
-        if not r.finalization and r.trace.confidence is not None:  # finalizer-off cells: the model's own answer
+        if r.finalization is None and r.trace.confidence is not None:  # finalizer-off cells: the model's own answer
             stated.setdefault(r.controller, []).append((r.trace.confidence, bool(exact_match(r.answer, ex.answers))))
 
     with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:

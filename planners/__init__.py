@@ -8,6 +8,7 @@ call), so a new planner is one new module and one line here.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING
 
 from runtime.types import PlannerSpecError, UsageError
@@ -58,8 +59,9 @@ def make_planner(spec: str, ctx: PlannerContext) -> Planner:
     return factory(args, ctx)
 
 
-def make_controller(name: str) -> QAController:
-    """A search-agent controller by name: one of :data:`CONTROLLERS` or :data:`ABLATIONS`.
+def make_controller(name: str, seed: int = 0) -> QAController:
+    """A search-agent controller by name: one of :data:`CONTROLLERS` or :data:`ABLATIONS` (``seed`` seeds the draws
+    of one that makes any, BAVT's node selection).
 
     Raises:
         UsageError: an unknown name.
@@ -71,5 +73,5 @@ def make_controller(name: str) -> QAController:
     target = CONTROLLERS.get(name)
     if target is None:
         raise UsageError(f"unknown controller {name!r} (known: {', '.join([*CONTROLLERS, *ABLATIONS])})")
-    cls: Callable[[], QAController] = _load(target)  # type: ignore[assignment]
-    return cls()
+    cls: Callable[..., QAController] = _load(target)  # type: ignore[assignment]
+    return cls(seed=seed) if "seed" in inspect.signature(cls).parameters else cls()

@@ -115,7 +115,9 @@ class BAVT(QAController):
         if (
             child is not None and critic.residual[child.id] > 0 and len(child.children) < MAX_CHILDREN
         ):  # deepen the line that made progress
-            return child, Directive(Action.DECOMPOSE, allowance(Action.DECOMPOSE, budget), show_budget=True)
+            deepen = Directive(Action.DECOMPOSE, allowance(Action.DECOMPOSE, budget), show_budget=True,
+                               sample=len(child.children))  # fmt: skip
+            return child, deepen
         widen = Directive(Action.SEARCH, allowance(Action.SEARCH, budget), show_budget=True, sample=len(node.children))
         return node, widen  # a new branch: another sample of the node's prompt
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 from planners.voi import MIN_ANSWER_TOKENS, allowance, feasible_retrieval
 from runtime.types import Action, Directive, QABudget, QAController, Trace
 
-__all__ = ["BATS", "REASON_TOKENS", "VERIFY_TOKENS", "SearchO1", "SearchThenAnswer"]
+__all__ = ["BATS", "VERIFY_TOKENS", "SearchO1", "SearchThenAnswer"]
 
-VERIFY_TOKENS = 40  # a verdict, a confidence and the candidate
-REASON_TOKENS = 60  # the few sentences of the documents the question needs
+VERIFY_TOKENS = 60  # a verdict with its reasons: as long as a search turn may be (planners.voi.ALLOWANCE)
 
 
 class BATS(QAController):
@@ -58,7 +57,7 @@ class SearchO1(QAController):
     def decide(self, trace: Trace, budget: QABudget) -> Directive:
         last = trace.steps[-1] if trace.steps else None
         if last is not None and last.query is not None and last.hits:
-            return Directive(Action.REASON, min(REASON_TOKENS, budget.tokens_left))
+            return Directive(Action.REASON, budget.tokens_left)  # not budget-aware: whatever the notes take
         return Directive(None, budget.tokens_left)
 
 

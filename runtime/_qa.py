@@ -268,7 +268,8 @@ class _Turns:
                 action, thought = Action.STALL, f"search failed: {exc}"
             finally:
                 self.ledger.settle(call, Usage(0, 0, 1), Usage(0, 0, 1))
-            if scope.cancelled_caught:
+            if scope.cancelled_caught:  # the call is spent: the step says so, though it found nothing
+                trace.steps.append(_step(Action.STALL, d, used, p, query=query))
                 return StopReason.DEADLINE
             for h in hits:
                 trace.evidence.setdefault(h.id, h)

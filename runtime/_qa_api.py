@@ -116,7 +116,7 @@ async def aanswer(
         if corpus is None:
             raise UsageError("give a corpus (paragraphs or a JSONL file) or a search tool")
         search = BM25Search(read_corpus(corpus) if isinstance(corpus, str | PathLike) else corpus)
-    ctl = make_controller(controller) if isinstance(controller, str) else controller
+    ctl = make_controller(controller, seed) if isinstance(controller, str) else controller
     agent = model or SimAgentModel(backbone, seed)
     emit, close_journal = user_sinks(uuid.uuid4().hex[:12], log, on_event, journal)
     try:
@@ -232,7 +232,7 @@ def evaluate_qa(
         model.recording.check_covers([ex.question for ex in examples], ladder)
     index = search or BM25Search(pool_corpus(examples))
     agent = model or SimAgentModel(backbone, seed)
-    ctls = [make_controller(c) for c in controllers]
+    ctls = [make_controller(c, seed) for c in controllers]
 
     async def cell(ctl: QAController, tools: int, toks: int, fin: bool) -> QACell:
         em, f, calls, used, violations, replaced, harmed, repaired = [], [], [], [], 0, 0, 0, 0

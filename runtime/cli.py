@@ -529,10 +529,10 @@ def qa_record(
     explore: Annotated[
         bool,
         typer.Option(
-            help="Record every directive at every reachable step, so that any controller replays (thousands of calls "
-            "a question at the larger budgets); --no-explore records the controllers' runs only."
+            help="Also record every directive at every reachable step, so that any controller replays (exponential: "
+            "over 10,000 calls a question at the default ladder); by default only the named controllers' runs."
         ),
-    ] = True,
+    ] = False,
     provider: Annotated[str, typer.Option(help="openai or anthropic.")] = "openai",
     api_key_env: Annotated[
         str | None, typer.Option(help="The variable holding the key (never written).", show_default=False)

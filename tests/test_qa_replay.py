@@ -163,7 +163,7 @@ def test_cli_records_and_replays_without_the_key(served: str, tmp_path: Path, mo
     ],
 )
 def test_malformed_recordings_are_usage_errors_naming_the_row(tmp_path: Path, rows: list[str], problem: str) -> None:
-    header = {"row": "header", "format": "ontime-qa-recording", "version": 1, "model": "m", "questions": [],
+    header = {"row": "header", "format": "ontime-qa-recording", "version": 2, "model": "m", "questions": [],
               "budgets": []}  # fmt: skip
     turn: dict[str, Any] = {"row": "turn", "question": "q", "trace": [], "action": None, "show_budget": False,
                             "budget": None, "max_tokens": 10, "text": "<answer>x</answer>", "output_tokens": 3,
