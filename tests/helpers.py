@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,3 +68,12 @@ def server(data: dict[str, Any], **kw: Any) -> Iterator[tuple[SimServer, runtime
     srv = SimServer(runtime.parse_workflow(data), **kw)
     with serve_in_thread(srv) as url:
         yield srv, pointed_at(data, url)
+
+
+def settled_open_requests(srv: SimServer, within_s: float = 5.0) -> int:
+    """The requests ``srv`` still has open once it has settled: a client's hang-up reaches the server a moment after
+    the client returns (later on a loaded machine), so wait up to ``within_s`` for the count to reach 0."""
+    end = time.monotonic() + within_s
+    while srv.open_requests and time.monotonic() < end:
+        time.sleep(0.01)
+    return srv.open_requests

@@ -31,7 +31,7 @@ from adapters.sim_server import Faults, SimServer, serve_in_thread
 from benchmarks import fuzz
 from runtime.types import PUSD_PER_USD, price_per_token_pusd, to_pusd
 from tests.conftest import EXAMPLES
-from tests.helpers import example_spec
+from tests.helpers import example_spec, settled_open_requests
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,10 +78,7 @@ class Served:
     def settle(self, within_s: float = 5.0) -> int:
         """Wait until the server has no request open (a client's hang-up reaches it a moment later); return
         how many are still open."""
-        end = time.monotonic() + within_s
-        while self.server.open_requests and time.monotonic() < end:
-            time.sleep(0.02)
-        return self.server.open_requests
+        return settled_open_requests(self.server, within_s)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from runtime import _api
 from runtime._executor import planner_threads, usable_cpus
 from runtime.types import Decision, Launch, Planner, Snapshot
 from tests.conftest import build, chain_spec
-from tests.helpers import example_spec, of, server
+from tests.helpers import example_spec, of, server, settled_open_requests
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -141,7 +141,7 @@ def test_every_way_out_of_open_run_closes_every_client(way_out: str, opened: lis
         else:
             anyio.run(go)
         assert len(opened) == 2 and _closed(opened) == [True, True]
-        assert srv.open_requests == 0
+        assert settled_open_requests(srv) == 0
 
 
 def test_bad_input_opens_nothing(opened: list[ChatBackend]) -> None:
