@@ -57,11 +57,17 @@ def _visible(trace: Trace) -> list[list[Any]]:
              no_call_mark(s) if s.query is None and s.answer is None else None] for s in trace.steps]  # fmt: skip
 
 
+def _shown(directive: Directive, budget: QABudget) -> list[int] | None:
+    """The budget numbers the prompt shows: only when it shows the budget."""
+    if not directive.show_budget:
+        return None
+    return [budget.tool_calls, budget.tokens, budget.tool_calls_left, budget.tokens_left]
+
+
 def turn_key(trace: Trace, directive: Directive, budget: QABudget) -> str:
     """What the model sees in this turn, as one string: its allowance is not part of it."""
-    shown = [budget.tool_calls, budget.tokens, budget.tool_calls_left, budget.tokens_left]
-    return _key(trace.question, _visible(trace), directive.action, directive.show_budget,
-                shown if directive.show_budget else None, directive.sample)  # fmt: skip
+    return _key(trace.question, _visible(trace), directive.action, directive.show_budget, _shown(directive, budget),
+                directive.sample)  # fmt: skip
 
 
 def _key(
@@ -88,9 +94,8 @@ class Recorded:
     @classmethod
     def of(cls, trace: Trace, directive: Directive, budget: QABudget, turn: ModelTurn, latency_s: float) -> Recorded:
         """The record of ``turn``, returned for ``directive`` (at its ``max_tokens``)."""
-        shown = [budget.tool_calls, budget.tokens, budget.tool_calls_left, budget.tokens_left]
         return cls(trace.question, _visible(trace), directive.action, directive.show_budget,
-                   shown if directive.show_budget else None, directive.max_tokens, turn.text, turn.output_tokens,
+                   _shown(directive, budget), directive.max_tokens, turn.text, turn.output_tokens,
                    round(latency_s, 4), directive.sample)  # fmt: skip
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import runtime
 from adapters.sim_server import SimServer, serve_in_thread
+from runtime.types import AgentModel, ModelTurn
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from runtime.types import Directive, QABudget, Trace
 
 
 def run_collect(wf: Any, budget: float, deadline: float, **kw: Any) -> tuple[runtime.RunResult, list[runtime.Event]]:
@@ -77,3 +81,24 @@ def settled_open_requests(srv: SimServer, within_s: float = 5.0) -> int:
     while srv.open_requests and time.monotonic() < end:
         time.sleep(0.01)
     return srv.open_requests
+
+
+class FuzzAgentModel(AgentModel):
+    """A search-agent model that ignores its instructions but not its endpoint's ``max_tokens``: random turns
+    (searches, answers, both at once, unclosed tags, verdicts, notes, stated confidences), random lengths up to the
+    allowance it is sent. If the agent sent the controller's wish instead of what is left of the cap, this model
+    would run over the cap."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
+        r = self.rng
+        conf = f"Confidence: {r.random():.2f}. Candidate: Kell"
+        text = r.choice([
+            f"<thought>{conf}</thought><tool_call>q{r.randint(0, 3)}</tool_call>", "<answer>Kell</answer>",
+            "<tool_call>Velmora opera</tool_call>", "<thought>", "<tool_call>Kell</tool_call><answer>x</answer>",
+            f"<thought>Verdict: {r.choice(['supported', 'unsupported'])}. {conf}</thought>",
+            f"<thought>Notes: Kell. {conf}</thought><tool_call>x</tool_call>",
+        ])  # fmt: skip
+        return ModelTurn(text, r.randint(0, directive.max_tokens))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from runtime._qa import run_agent
 from runtime.cli import app
 from runtime.types import Action, Directive, QABudget, Step, Trace, parse_turn
 from runtime.types.answers import CHOICE, DATE, YESNO, choice_options, exact_match, f1, question_form
+from tests.helpers import FuzzAgentModel
 from tools.qa_data import load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
 
@@ -41,22 +41,6 @@ def test_turns_parse_and_malformed_ones_have_no_action() -> None:
     assert cut.query is None and cut.answer is None
     both = parse_turn("<tool_call>x</tool_call><answer>y</answer>")
     assert both.answer == "y" and both.query is None
-
-
-class Fuzz(AgentModel):
-    """A model that ignores its instructions but not its endpoint's ``max_tokens``: random actions, random
-    lengths up to the allowance it is sent. If the agent sent the controller's wish instead of what is left of
-    the cap, this model would run over the cap and the property below would fail."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
-        r = self.rng
-        kind = r.choice(["search", "answer", "junk", "search", "both"])
-        text = {"search": "<tool_call>Velmora opera</tool_call>", "answer": "<answer>Kell</answer>",
-                "junk": "<thought>", "both": "<tool_call>Kell</tool_call><answer>x</answer>"}[kind]  # fmt: skip
-        return ModelTurn(text, r.randint(0, directive.max_tokens))
 
 
 class Greedy(QAController):
@@ -78,7 +62,7 @@ class Greedy(QAController):
 )
 def test_no_run_ever_exceeds_either_cap(tool_calls: int, tokens: int, controller: str, seed: int, fuzz: bool) -> None:
     ex = QUESTIONS[seed % len(QUESTIONS)]
-    model: AgentModel = Fuzz(seed) if fuzz else SimAgentModel(seed=seed)
+    model: AgentModel = FuzzAgentModel(seed) if fuzz else SimAgentModel(seed=seed)
     steps: list[tuple[Step, QABudget]] = []
     ctl = Greedy() if controller == "greedy" else make_controller(controller)
 

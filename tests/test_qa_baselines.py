@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING
 
 import anyio
@@ -29,6 +28,7 @@ from runtime.types import (
     Step,
     Trace,
 )
+from tests.helpers import FuzzAgentModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -183,24 +183,6 @@ def test_bavt_extends_a_failed_answer_turn_instead_of_repeating_it() -> None:
     assert r.reason == "answered" and [s.action for s in r.trace.steps][-2:] == [Action.STALL, Action.ANSWER]
 
 
-class Fuzz(AgentModel):
-    """A model that ignores its instructions but not its endpoint's ``max_tokens``: random turns (verdicts, notes,
-    confidences included), random lengths up to the allowance it is sent."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    async def turn(self, trace: Trace, directive: Directive, budget: QABudget) -> ModelTurn:
-        r = self.rng
-        conf = f"Confidence: {r.random():.2f}. Candidate: Kell"
-        text = r.choice([
-            f"<thought>{conf}</thought><tool_call>q{r.randint(0, 3)}</tool_call>", "<answer>Kell</answer>",
-            "<thought>", f"<thought>Verdict: {r.choice(['supported', 'unsupported'])}. {conf}</thought>",
-            f"<thought>Notes: Kell. {conf}</thought><tool_call>x</tool_call>",
-        ])  # fmt: skip
-        return ModelTurn(text, r.randint(0, directive.max_tokens))
-
-
 @settings(max_examples=150, deadline=None)
 @given(tool_calls=st.integers(0, 4), tokens=st.integers(1, 600), controller=st.sampled_from(list(CONTROLLERS)),
        seed=st.integers(0, 10_000))  # fmt: skip
@@ -208,7 +190,7 @@ def test_no_baseline_ever_exceeds_either_cap(tool_calls: int, tokens: int, contr
     steps: list[Step] = []
 
     async def go() -> QAResult:
-        return await run_agent(QUESTION, model=Fuzz(seed), search=Index(empty=("q0",)),
+        return await run_agent(QUESTION, model=FuzzAgentModel(seed), search=Index(empty=("q0",)),
                                controller=make_controller(controller), tool_calls=tool_calls, tokens=tokens,
                                on_step=lambda s, b: steps.append(s))  # fmt: skip
 
