@@ -119,8 +119,9 @@ def _sign(lo: float, hi: float) -> str:
     return "VOI ahead" if lo > 0 else "VOI behind" if hi < 0 else "neither"
 
 
-def ladder(name: str, path: Path, args: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The full ladder of one data set at the first seed, and the model's calibration on it."""
+def ladder(name: str, path: Path, args: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Scores]:
+    """The full ladder of one data set at the first seed, the model's calibration on it, and each controller's
+    per-question F1 with the finalizer on (the sweep's base setting at that seed, not run again)."""
     examples, index = _load(str(path), args.split, args.limit)
     seed = args.seed
     stated: dict[str, list[tuple[float, bool]]] = {}
@@ -133,7 +134,7 @@ def ladder(name: str, path: Path, args: Any) -> tuple[list[dict[str, Any]], list
         task = bar.add_task(name, total=len(examples) * len(LADDER) * (2 * len(CONTROLLERS) + len(ABLATIONS)))
         step = partial(bar.advance, task)
         rows = evaluate_qa(examples, controllers=list(CONTROLLERS), search=index, backbone=args.backbone, seed=seed,
-                           progress=step, on_result=keep)  # fmt: skip
+                           progress=step, on_result=keep, keep_scores=True)  # fmt: skip
         rows += evaluate_qa(examples, controllers=ABLATIONS, finalize=(True,), search=index, backbone=args.backbone,
                             seed=seed, progress=step)  # fmt: skip
     calibration = []
@@ -142,7 +143,8 @@ def ladder(name: str, path: Path, args: Any) -> tuple[list[dict[str, Any]], list
         calibration.append({"dataset": name, "controller": ctl, "n": len(pairs), "mean_confidence": round(conf, 3),
                             "accuracy_em": round(acc, 3), "gap": round(conf - acc, 3),
                             "auroc": round(auroc(pairs), 3)})  # fmt: skip
-    return [{"dataset": name, **r.to_dict()} for r in rows], calibration
+    scores = {(r.budget, r.controller): r.f1_scores for r in rows if r.finalizer and r.controller in CONTROLLERS}
+    return [{"dataset": name, **r.to_dict()} for r in rows], calibration, scores
 
 
 def main() -> None:
@@ -162,8 +164,9 @@ def main() -> None:
     console.print(f"[bold]QA budget ladder[/] on {machine()}, backbone {args.backbone}, split {args.split}")
     start = time.perf_counter()
     every, calibration = [], []
+    results: dict[tuple[str, str, int], Scores] = {}  # (setting, data set, seed) -> scores
     for name, file in DATASETS.items():
-        rows, cal = ladder(name, args.data / file, args)
+        rows, cal, results[("base", name, args.seed)] = ladder(name, args.data / file, args)
         every += rows
         calibration += cal
         shown = [{k: v for k, v in r.items() if k not in ("dataset", "em_lo", "em_hi", "seconds")} for r in rows]
@@ -175,7 +178,7 @@ def main() -> None:
     settings = SWEEP[:1] if args.no_sweep else SWEEP
     seeds = range(args.seed, args.seed + args.seeds)
     jobs = [(label, name, seed) for label, _ in settings for name in DATASETS for seed in seeds]
-    results: dict[tuple[str, str, int], Scores] = {}
+    jobs = [job for job in jobs if job not in results]
     with (
         ProcessPoolExecutor(args.workers) as pool,
         Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar,
