@@ -5,7 +5,9 @@ same run whatever order the event loop starts tasks in. A batch's samples end in
 index), each reported at its own wake-up on the clock. A sample's output tokens stream out linearly between its time
 to first token and its end, which is what a cancelled sample is charged for; its input tokens are charged in full from
 its start (the prompt is processed first). The draw says whether the sample passes (``SampleEnd.passed``): the
-simulation is its own verifier.
+simulation is its own verifier. Where success depends on history (``runtime.types.LatentClasses``,
+``CascadeTable``), the rate follows the batch's history, and a subtask's hidden class is drawn once per run from
+``(run seed, subtask)``: every batch and sample of the run shares it, and nothing outside the backend sees it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["SimAdapter", "draw_sample", "tokens_at"]
 
 
-def draw_sample(table: ProfileTable, i: int, j: int, rng: random.Random) -> tuple[bool, int, float]:
+def draw_sample(
+    table: ProfileTable, i: int, j: int, rng: random.Random, rate: float | None = None
+) -> tuple[bool, int, float]:
     """One attempt of subtask i on model j: ``(success, output_tokens, latency_s)``.
 
-    Output tokens are capped at the model's max_output_tokens; a capped attempt was cut off and fails.
+    Output tokens are capped at the model's max_output_tokens; a capped attempt was cut off and fails. A ``rate``
+    (a history-dependent success rate) decides success in place of the profile's, which then gives the length only.
     """
     cap = int(table.max_tokens[j])
     kind = table.kind[i, j]
@@ -43,6 +48,8 @@ def draw_sample(table: ProfileTable, i: int, j: int, rng: random.Random) -> tupl
         tokens = max(1, round(math.exp(table.ln_mu[i, j] + table.ln_sigma[i, j] * rng.gauss())))
     else:
         raise UsageError(f"model {table.model_names[j]!r} cannot run subtask {table.subtask_ids[i]!r}")
+    if rate is not None:
+        ok = rng.random() < rate
     if tokens > cap:
         ok, tokens = False, cap
     if math.isnan(latency):
@@ -75,11 +82,23 @@ class SimAdapter(Adapter):
         self.table = table
         self.clock = clock
         self.seed = seed
+        self._classes: dict[int, int] = {}  # the hidden class of each subtask with classes, drawn at its first batch
+
+    def success_rate(self, i: int, j: int, history: tuple[int, ...]) -> float | None:
+        """The history-dependent rate of a sample of model j on subtask i (None: the profile's own draw)."""
+        t = self.table
+        if t.has_classes(i):
+            if i not in self._classes:
+                self._classes[i] = t.draw_class(i, random.Random(f"{self.seed}:class:{i}").random())
+            return t.success_rate(i, j, history, self._classes[i])
+        return t.success_rate(i, j, history) if t.cas_root[i] >= 0 else None
 
     async def run(self, batch: Batch, report: Report) -> None:
         i, j = batch.subtask, batch.model
+        rate = self.success_rate(i, j, batch.history)
         draws = [
-            draw_sample(self.table, i, j, random.Random(f"{self.seed}:{batch.id}:{idx}")) for idx in range(batch.k)
+            draw_sample(self.table, i, j, random.Random(f"{self.seed}:{batch.id}:{idx}"), rate)
+            for idx in range(batch.k)
         ]
         pending = sorted(range(batch.k), key=lambda idx: (draws[idx][2], idx))
         start = self.clock.now()

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Launch, ProfileTable, Snapshot
 
-__all__ = ["SnapshotSim", "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]
+__all__ = ["SnapshotSim", "has_history", "hidden", "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays",
+           "step", "table_arrays"]  # fmt: skip
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 NO_ROLLOUTS = np.zeros(0, np.int64)
@@ -145,6 +146,72 @@ def fit_width(k, worst, cap, money, tokens):
     return k, money, tokens
 
 
+@njit(cache=True, nogil=True)
+def has_history(tab):
+    """Whether any subtask of ``tab`` has history-dependent success or a horizon (else the kernels skip it all)."""
+    horizon, cls_ptr, cas_root = tab[23], tab[24], tab[28]
+    return cls_ptr[-1] > 0 or (cas_root >= 0).any() or (horizon >= 0).any()
+
+
+@njit(cache=True, nogil=True)
+def hidden(snap):
+    """``snap`` as a planner may see it: the hidden classes a simulated run has drawn are unknown again."""
+    return (*snap[:17], np.full(snap[17].shape[0], -1, np.int64))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _class_stream(sim_state, i):
+    """The stream that draws subtask i's hidden class in a simulation: apart from every batch's stream."""
+    return _mix(sim_state ^ np.uint64(i * 0x2545F4914F6CDD1D + 0x632BE59BD9B4E019))
+
+
+@njit(cache=True, nogil=True)
+def _draw_class(state, w, lo, hi):
+    """A class of rows ``lo:hi`` drawn with weights ``w[lo:hi]`` (which sum to 1)."""
+    _, u = _uniform(state)
+    acc = 0.0
+    for c in range(lo, hi):
+        acc += w[c]
+        if u < acc:
+            return c - lo
+    return hi - lo - 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rate(tab, i, j, c, rep, node):
+    """P(a sample of model j on subtask i succeeds, before truncation) in class c, at its history (rep, node)."""
+    cls_ptr, cls_p, cas_root, cas_q = tab[24], tab[26], tab[28], tab[30]
+    lo = cls_ptr[i]
+    if cls_ptr[i + 1] > lo:
+        return cls_p[lo + c, j, rep[i, j]]
+    if cas_root[i] >= 0:
+        return cas_q[node[i], j]
+    return tab[12][i, j]
+
+
+@njit(cache=True, nogil=True)
+def _failed(tab, i, j, k, rep, node, post, update_post):
+    """Subtask i's batch of k samples on model j failed: move its history on (and the belief over its class)."""
+    cls_ptr, cls_p, own, cas_root, cas_child = tab[24], tab[26], tab[27], tab[28], tab[29]
+    lo, hi = cls_ptr[i], cls_ptr[i + 1]
+    if hi > lo:
+        if update_post:
+            r = rep[i, j]
+            total = 0.0
+            for c in range(lo, hi):
+                post[c] *= (1.0 - cls_p[c, j, r]) ** k
+                total += post[c]
+            if total > 0.0:
+                for c in range(lo, hi):
+                    post[c] /= total
+        if own[i]:
+            rep[i, j] = 1
+        else:
+            rep[i, :] = 1
+    elif cas_root[i] >= 0:
+        node[i] = cas_child[node[i], j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim, n_sims,
           seed, stop_at_change):  # fmt: skip
@@ -162,10 +229,10 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     follows from length, drawn one by one for pools that recorded latency.
     """
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
-     p_draw, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
-     worst_cost, min_latency) = tab  # fmt: skip
+     _, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost,
+     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
-     cancel_siblings, rounds) = snap  # fmt: skip
+     cancel_siblings, rounds, fl_k, batches0, post0, rep0, node0, cls0) = snap  # fmt: skip
     n = kind.shape[0]
     success = np.zeros(n_sims, np.bool_)
     spent_out = np.zeros(n_sims, np.int64)
@@ -226,6 +293,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     b_seq = np.empty(n, np.int64)
     b_start = np.empty(n, np.float64)
     b_left = np.empty(n, np.int64)  # samples not drawn yet
+    b_k = np.empty(n, np.int64)  # samples launched
     b_w = np.empty(n, np.float64)  # upper tail mass of the last sample drawn
     b_done = np.empty(n, np.bool_)
     b_dead = np.empty(n, np.bool_)
@@ -236,10 +304,19 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     b_rng = np.empty(n, np.uint64)
     attempts = np.empty(n, np.int64)
     open_b = np.empty(n, np.int64)
+    history = has_history(tab)
+    cls = cls0.copy()
     last, status = snap, 2
     for s in range(n_sims):
         rng = _stream(seed, first_sim + s)
         attempts[:] = 0
+        if history:  # each run's hidden classes, drawn from what the snapshot's failures say of them
+            batches, rep, node, post = batches0.copy(), rep0.copy(), node0.copy(), post0.copy()
+            for i in range(n):
+                if cls0[i] < 0 and cls_ptr[i + 1] > cls_ptr[i]:
+                    cls[i] = _draw_class(_class_stream(rng, i), post0, cls_ptr[i], cls_ptr[i + 1])
+        else:
+            batches, rep, node, post = batches0, rep0, node0, post0
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
@@ -257,6 +334,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             if fl_open[f] <= 0:
                 continue
             b_model[i], b_seq[i], b_start[i], b_left[i] = fl_model[f], n_batches, -fl_elapsed[f], fl_open[f]
+            b_k[i] = fl_k[f]
             n_batches += 1
             b_rng[i] = _batch_stream(rng, i, attempts[i])
             attempts[i] += 1
@@ -303,18 +381,23 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         k, p_left, p_tok = fit_width(k, worst_cost[i, j], max_tokens[j], p_left, p_tok)
                     if k < 1 or j < 0 or now + min_latency[i, j] > time_left:
                         continue
+                    if history and 0 <= horizon[i] <= batches[i]:
+                        continue
                     if k * worst_cost[i, j] > avail or (tok_avail >= 0 and k * max_tokens[j] > tok_avail):
                         continue
                     avail -= k * worst_cost[i, j]
                     if tok_avail >= 0:
                         tok_avail -= k * max_tokens[j]
                     b_model[i], b_seq[i], b_start[i], b_left[i] = j, n_batches, now, k
+                    b_k[i] = k
                     n_batches += 1
                     b_rng[i] = _batch_stream(rng, i, attempts[i])
                     attempts[i] += 1
                     b_w[i], b_done[i], b_dead[i], b_pending[i] = 1.0, False, False, True
                     state[i] = 2
                     launched[i] += k
+                    if history:
+                        batches[i] += 1
                     open_b[n_open] = i
                     n_open += 1
                 use_action = False
@@ -344,9 +427,12 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         ok = pool_success[r] == 1
                         tokens = pool_tokens[r]
                         latency = pool_latency[r]
+                        if history and (cls_ptr[i + 1] > cls_ptr[i] or cas_root[i] >= 0):
+                            st, u = _uniform(st)
+                            ok = u < _rate(tab, i, j, cls[i], rep, node)
                     else:
                         st, u = _uniform(st)
-                        ok = u < p_draw[i, j]
+                        ok = u < _rate(tab, i, j, cls[i], rep, node)
                         if kd == _KIND_FIXED:
                             tokens = fixed_tokens[i, j]
                         else:
@@ -399,6 +485,10 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 changed = True
                 if not b_done[b]:
                     state[i] = 1
+                    if history:
+                        _failed(tab, i, j, b_k[b], rep, node, post, stop_at_change)
+                        if 0 <= horizon[i] <= batches[i]:
+                            break  # the loop is exhausted: the run has failed, and stops here as the executor's does
             else:
                 b_pending[b] = True
         # Whatever is still in flight (at the deadline; or siblings kept running once the last subtask is
@@ -421,7 +511,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             fl = opened[np.argsort(b_seq[opened])]  # in launch order, which orders their ties at the next step too
             opens = b_left[fl] + np.where(b_pending[fl], 0, 1)  # a drawn head is still open
             last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
-                    time_left - now, cancel_siblings, rounds)  # fmt: skip
+                    time_left - now, cancel_siblings, rounds, b_k[fl], batches.copy(), post.copy(), rep.copy(),
+                    node.copy(), cls.copy())  # fmt: skip
     return success, spent_out, end_out, done_out, last, status
 
 
@@ -500,17 +591,32 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
     return (
         t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
         t.tokens_per_s, t.ttft_s, t.max_tokens, t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start,
-        t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency,
+        t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency, t.horizon, t.cls_ptr,
+        t.cls_w, np.ascontiguousarray(t.cls_p), t.own_repairs, t.cas_root, t.cas_child, t.cas_q,
     )  # fmt: skip
 
 
 def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
     """A snapshot as the kernels take it: completed flags, the batches in flight (subtask, model, age, open
     samples, done), samples launched per subtask, budget left (pusd), output tokens left (-1: no cap),
-    time left, the sibling rule and the rounds rule (new fields go at the end, so indexes stay valid)."""
-    completed = np.zeros(snapshot.table.n_subtasks, np.bool_)
+    time left, the sibling rule, the rounds rule, the in-flight batches' sizes, and the history state (batches
+    per subtask, the belief over each subtask's class, the kind of each model's next invocation, the cascade
+    node, the classes if known: -1 here, where a planner cannot know them). New fields go at the end, so indexes
+    stay valid."""
+    t = snapshot.table
+    completed = np.zeros(t.n_subtasks, np.bool_)
     completed[list(snapshot.completed)] = True
     fl = snapshot.in_flight
+    batches = np.zeros(t.n_subtasks, np.int64)
+    post = t.cls_w.copy()
+    rep = np.zeros((t.n_subtasks, t.n_models), np.int64)
+    node = np.where(t.cas_root >= 0, t.cas_root, 0).astype(np.int64)
+    tab = table_arrays(t) if snapshot.failed else ()
+    for f in snapshot.failed:  # in the order they failed: the history
+        batches[f.subtask] += 1
+        _failed(tab, f.subtask, f.model, f.k, rep, node, post, True)
+    for b in fl:
+        batches[b.subtask] += 1
     return (
         completed,
         np.array([b.subtask for b in fl], np.int64),
@@ -524,6 +630,12 @@ def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
         float(snapshot.time_left),
         bool(snapshot.cancel_siblings),
         bool(snapshot.rounds),
+        np.array([b.k for b in fl], np.int64),
+        batches,
+        post,
+        rep,
+        node,
+        np.full(t.n_subtasks, -1, np.int64),
     )
 
 

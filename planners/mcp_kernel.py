@@ -18,7 +18,7 @@ import time
 import numpy as np
 from numba import njit, objmode
 
-from planners.kernels import NO_ROLLOUTS, fit_width, simulate, step
+from planners.kernels import NO_ROLLOUTS, fit_width, hidden, simulate, step
 
 __all__ = ["closed_loop", "decide"]
 
@@ -341,11 +341,14 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
 @njit(cache=True, nogil=True)
 def _ready(tab, snap):
     """The ready subtasks at ``snap``: not complete, not in flight, every dependency complete."""
-    dep_ptr, dep_idx, completed = tab[0], tab[1], snap[0]
+    dep_ptr, dep_idx, completed, horizon, batches = tab[0], tab[1], snap[0], tab[23], snap[13]
     busy = completed.copy()
     for f in range(snap[1].shape[0]):
         if not snap[5][f]:
             busy[snap[1][f]] = True
+    for i in range(busy.shape[0]):
+        if 0 <= horizon[i] <= batches[i]:  # a repair loop with no invocation left
+            busy[i] = True
     out = np.empty(busy.shape[0], np.int64)
     r = 0
     for i in range(busy.shape[0]):
@@ -395,8 +398,8 @@ def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top,
             if ready.shape[0] > 0 and snap[9] > 0:
                 seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
                 made += 1
-                act_m, act_k, p = decide(plan_tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, 0.0,
-                                         hold)  # fmt: skip
+                act_m, act_k, p = decide(plan_tab, hidden(snap), ready, port_models, fallback, port_k, n_all, top, z,
+                                         seed, 0.0, hold)  # fmt: skip
                 if sticky:
                     hold = p
             snap, cost, dt, status = step(tab, snap, ready, act_m[ready], act_k[ready], run_seeds[r], stream)

@@ -45,6 +45,7 @@ from .types import BatchFailed as BatchFailed
 from .types import BatchLaunched as BatchLaunched
 from .types import BudgetReserved as BudgetReserved
 from .types import BudgetSettled as BudgetSettled
+from .types import CascadeTable as CascadeTable
 from .types import Clock as Clock
 from .types import CycleError as CycleError
 from .types import DeadlineHit as DeadlineHit
@@ -59,10 +60,12 @@ from .types import FixedTokens as FixedTokens
 from .types import Hit as Hit
 from .types import InFlight as InFlight
 from .types import InvariantError as InvariantError
+from .types import LatentClasses as LatentClasses
 from .types import Launch as Launch
 from .types import LaunchRejected as LaunchRejected
 from .types import LimitError as LimitError
 from .types import LogNormalTokens as LogNormalTokens
+from .types import Loop as Loop
 from .types import Message as Message
 from .types import ModelSpec as ModelSpec
 from .types import ModelTurn as ModelTurn

@@ -183,6 +183,7 @@ class Executor:
         self._next_batch = 0
         self._samples_launched = [0] * n
         self._batches = [0] * n
+        self._history: list[list[int]] = [[] for _ in range(n)]  # per subtask, the models of its failed batches
         self._cost = [0] * n
         self._model_done: list[str | None] = [None] * n
         self._completed_at: list[float | None] = [None] * n
@@ -559,6 +560,7 @@ class Executor:
             input_tokens=input_tokens,
             messages=messages,
             deadline=self.clock.wall_time_of(self._deadline),
+            history=tuple(self._history[i]),
         )
         b.handle = self.clock.spawn(tg, partial(self._run_batch, adapter, verifier, b, batch), name=f"{sid}#{b.id}")
 
@@ -723,7 +725,13 @@ class Executor:
             if not b.done:
                 self._failed.append(FailedBatch(i, j, b.k, b.started_at - self._t0, rel))
                 self._emit(BatchFailed(t=rel, batch=b.id, subtask=sid, model=model))
-                self._ready.add(i)
+                self._history[i].append(j)
+                horizon = int(t.horizon[i])
+                if 0 <= horizon <= self._batches[i] and i not in self._complete:
+                    why = f"subtask {sid!r} failed all {horizon} invocations its loop allows"
+                    self._stranded = self._stranded or (Reason.EXHAUSTED, why)
+                else:
+                    self._ready.add(i)
             changed = True  # a batch ended: its reservation is free again
         return changed
 

@@ -16,6 +16,7 @@ from typing import Any
 from adapters.pricing import list_price
 from planners.baselines import MAX_BATCH
 from runtime._prompts import placeholders
+from runtime._spec_history import HISTORY_KEYS, check_history, parse_history
 from runtime.types import (
     CycleError,
     Endpoint,
@@ -62,7 +63,7 @@ _ENDPOINT_KEYS = {
 PROVIDERS = ("sim", "openai", "anthropic")
 _SUBTASK_KEYS = {
     "id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong", "answer",
-}  # fmt: skip
+} | HISTORY_KEYS  # fmt: skip
 _VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge")
 _TOP_KEYS = {"name", "models", "subtasks"}
 
@@ -240,6 +241,7 @@ def _check_subtask(s: Subtask, models: Mapping[str, ModelSpec], ids: set[str], s
                 _at_most(latency or 0, MAX_SECONDS, at, row)
         else:
             raise SpecError("unknown profile type", **at, field=where)
+    check_history(s, at)
 
 
 def _check_model(m: ModelSpec, src: str | None) -> None:
@@ -358,6 +360,7 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
         raise SpecError("must be true or false", **at, field="answer")
     profiles_raw = spec["profiles"]
     _check_mapping(profiles_raw, "'profiles'", **at, field="profiles")
+    loop, history, profiles_raw = parse_history(spec, profiles_raw, src, sid)
     profiles: dict[str, Profile] = {}
     for m, prof in profiles_raw.items():
         if m not in models:
@@ -371,6 +374,8 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
         verifier=verifier,
         wrong=tuple(wrong),
         answer=is_answer,
+        loop=loop,
+        history=history,
         **texts,  # prompt, system, reference
     )
 

@@ -64,9 +64,34 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
                 "deps": [f"t{d}" for d in deps],
                 "input_tokens": draw(st.integers(0, 20000)),
                 "profiles": profiles,
+                **draw(histories(profiles)),
             }
         )
     return {"name": "random", "models": models, "subtasks": subtasks}
+
+
+@st.composite
+def histories(draw: st.DrawFn, profiles: dict[str, Any]) -> dict[str, Any]:
+    """A repair loop and history-dependent success, or neither (independent attempts)."""
+    out: dict[str, Any] = {}
+    if draw(st.booleans()):
+        out["loop"] = {"horizon": draw(st.integers(1, 4))}
+    form = draw(st.sampled_from(["none", "difficulty", "cascade", "replay"]))
+    names = sorted(profiles)
+    if form == "difficulty" and all("p" in p for p in profiles.values()):
+        for name in names:
+            if profiles[name]["p"] < 1 and draw(st.booleans()):
+                profiles[name]["repair_p"] = draw(st.floats(0, 1))
+        out["difficulty"] = {"spread": draw(st.floats(0, 3)), "classes": draw(st.integers(1, 8)),
+                             "repairs": draw(st.sampled_from(["any", "own"]))}  # fmt: skip
+    elif form == "cascade":
+        paths = st.lists(st.sampled_from(names), min_size=1, max_size=3).map(">".join)
+        out["cascade"] = draw(st.dictionaries(paths, st.floats(0, 1), min_size=1, max_size=6))
+    elif form == "replay":
+        n = draw(st.integers(1, 6))
+        outcomes = st.lists(st.integers(0, 1), min_size=n, max_size=n)
+        out["replay"] = {"first": {m: draw(outcomes) for m in names}, "repair": {m: draw(outcomes) for m in names}}
+    return out
 
 
 class Greedy(Planner):
@@ -150,7 +175,7 @@ def test_invariants_hold_on_random_runs(scenario: tuple[dict[str, Any], float, f
             assert e.t <= deadline + 1e-9
         assert result.elapsed <= deadline + 1e-9
         if not result.success:
-            assert result.reason in {"deadline", "budget", "planner_gave_up"}
+            assert result.reason in {"deadline", "budget", "planner_gave_up", "exhausted"}
 
         # 3. Nothing is lost: one settlement per launched sample, and the journal rebuilds the ledger exactly.
         launched = sum(e.k for e in of(events, BatchLaunched))

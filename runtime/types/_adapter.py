@@ -43,6 +43,8 @@ class Batch:
         messages: the rendered prompt (None for a simulated subtask without one).
         deadline: the run's deadline on ``time.monotonic()`` (None on a virtual clock): no request or retry
             starts after it.
+        history: the models of the subtask's earlier batches, all failed, in order: what a repair follows (the
+            simulated backend draws history-dependent success from it).
     """
 
     id: int
@@ -54,6 +56,7 @@ class Batch:
     input_tokens: int
     messages: tuple[Message, ...] | None = None
     deadline: float | None = None
+    history: tuple[int, ...] = ()
 
 
 class Finish(StrEnum):

@@ -60,6 +60,7 @@ class SpecError(UsageError):
     def __init__(
         self, message: str, *, source: str | None = None, subtask: str | None = None, field: str | None = None
     ) -> None:
+        self.message = message
         self.source = source
         self.subtask = subtask
         self.field = field

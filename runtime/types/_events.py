@@ -43,6 +43,7 @@ class Reason(StrEnum):
     PLANNER_GAVE_UP = "planner_gave_up"  # the planner launched nothing while nothing was in flight
     PROVIDER_REJECTED = "provider_rejected"  # an endpoint refused the key, the permission or the model
     UNREACHABLE = "unreachable"  # the only models left failed to answer several requests in a row
+    EXHAUSTED = "exhausted"  # a repair loop's every allowed invocation failed
     CANCELLED = "cancelled"  # the caller stopped the run (Ctrl-C, a cancelled task, leaving a stream)
     INTERRUPTED = "interrupted"  # Run.interrupt() stopped it (``ontime run`` on SIGINT or SIGTERM)
     ERROR = "error"  # an exception stopped the run (an invalid decision, or a bug in ontime or a plug-in)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from runtime.types._errors import SpecError
+from runtime.types._history import CascadeTable, LatentClasses
 from runtime.types._money import price_per_token_pusd
 from runtime.types._workflow import FixedTokens, ParametricProfile, Workflow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["KIND_FIXED", "KIND_LOGNORMAL", "KIND_POOL", "ProfileTable"]
 
@@ -62,6 +68,24 @@ class ProfileTable:
     mean_latency: F64  # [i, j] expected seconds of one attempt
     min_latency: F64  # [i, j] the shortest an attempt can take
     cheapest: I64  # [i] the usable model with the lowest expected cost: the baselines' fallback
+    # History (see runtime.types._history). Where a subtask has one, ``p`` and ``p_draw`` are first-attempt rates.
+    horizon: I64  # [i] the most batches a repair loop gets (-1: no bound)
+    cls_ptr: (
+        I64  # CSR: subtask i's latent classes are rows cls_ptr[i]:cls_ptr[i+1] of cls_w and cls_p (none: no classes)
+    )
+    cls_w: F64  # [c] prior weight of each class
+    cls_p: F64  # [c, j, r] success rate of model j in class c on a fresh invocation (r = 0) or a repair (r = 1)
+    own_repairs: B  # [i] a repair is a model's invocation on a subtask it failed (else: any after a failure)
+    cas_root: I64  # [i] the cascade automaton's start node (-1: no cascade table)
+    cas_child: I64  # [node, j] the node after model j fails at ``node`` (the last failures the table conditions on)
+    cas_q: F64  # [node, j] P(model j succeeds at ``node``)
+
+    @property
+    def has_history(self) -> bool:
+        """Whether any subtask's attempts depend on its earlier failures or are bounded by a horizon."""
+        return bool(
+            (self.cls_ptr[1:] > self.cls_ptr[:-1]).any() or (self.cas_root >= 0).any() or (self.horizon >= 0).any()
+        )
 
     @property
     def n_subtasks(self) -> int:
@@ -75,6 +99,28 @@ class ProfileTable:
     def usable(self) -> B:
         """``[i, j]``: may model j run subtask i."""
         return self.kind >= 0
+
+    def has_classes(self, i: int) -> bool:
+        return bool(self.cls_ptr[i + 1] > self.cls_ptr[i])
+
+    def draw_class(self, i: int, u: float) -> int:
+        """Subtask i's latent class for a uniform draw ``u`` in [0, 1) (0 for a subtask without classes)."""
+        w = self.cls_w[self.cls_ptr[i] : self.cls_ptr[i + 1]]
+        return min(int(np.searchsorted(np.cumsum(w), u * w.sum(), side="right")), max(len(w) - 1, 0))
+
+    def success_rate(self, i: int, j: int, failed: Sequence[int], cls: int = 0) -> float:
+        """P(a sample of model j on subtask i succeeds, before truncation) once batches on the models ``failed``
+        (in order) have failed it, in latent class ``cls`` (ignored by a subtask without classes)."""
+        lo, hi = int(self.cls_ptr[i]), int(self.cls_ptr[i + 1])
+        if hi > lo:
+            repair = j in failed if self.own_repairs[i] else len(failed) > 0
+            return float(self.cls_p[lo + cls, j, int(repair)])
+        v = int(self.cas_root[i])
+        if v < 0:
+            return float(self.p_draw[i, j])
+        for f in failed:
+            v = int(self.cas_child[v, f])
+        return float(self.cas_q[v, j])
 
     def deps(self, i: int) -> I64:
         return self.dep_idx[self.dep_ptr[i] : self.dep_ptr[i + 1]]
@@ -185,6 +231,9 @@ class ProfileTable:
                     mean_latency[i, j] = float(np.mean(lat))
                     min_latency[i, j] = float(np.min(lat))
 
+        hist = _HistoryArrays.build(wf, names)
+        for i, j in zip(*np.nonzero(hist.first >= 0), strict=True):
+            p[i, j] = hist.first[i, j]
         input_tokens = np.array([s.input_tokens for s in wf.subtasks], np.int64)
         in_price = np.array([price_per_token_pusd(x.input_price_per_mtok) for x in models], np.int64)
         out_price = np.array([price_per_token_pusd(x.output_price_per_mtok) for x in models], np.int64)
@@ -225,6 +274,98 @@ class ProfileTable:
             mean_latency=np.where(usable, mean_latency, np.inf),
             min_latency=min_latency,
             cheapest=np.argmin(np.where(usable, mean_cost, np.iinfo(np.int64).max), axis=1).astype(np.int64),
+            horizon=hist.horizon,
+            cls_ptr=hist.cls_ptr,
+            cls_w=hist.cls_w,
+            cls_p=hist.cls_p,
+            own_repairs=hist.own,
+            cas_root=hist.cas_root,
+            cas_child=hist.cas_child,
+            cas_q=hist.cas_q,
+        )
+
+
+MAX_CASCADE_NODES = 1_000_000  # the automaton of a cascade table: every history it tells apart, per subtask
+
+
+@dataclass(frozen=True)
+class _HistoryArrays:
+    """The subtasks' histories as flat arrays; ``first[i, j]`` the first-attempt rate (-1: no history)."""
+
+    first: F64
+    horizon: I64
+    cls_ptr: I64
+    cls_w: F64
+    cls_p: F64
+    own: B
+    cas_root: I64
+    cas_child: I64
+    cas_q: F64
+
+    @classmethod
+    def build(cls, wf: Workflow, names: tuple[str, ...]) -> _HistoryArrays:
+        n, m = len(wf.subtasks), len(names)
+        first = np.full((n, m), -1.0)
+        horizon = np.full(n, -1, np.int64)
+        cls_ptr = np.zeros(n + 1, np.int64)
+        weights: list[float] = []
+        rates: list[np.ndarray] = []
+        own = np.zeros(n, np.bool_)
+        cas_root = np.full(n, -1, np.int64)
+        children: list[list[int]] = []
+        qs: list[list[float]] = []
+        for i, s in enumerate(wf.subtasks):
+            if s.loop is not None:
+                horizon[i] = s.loop.horizon
+            h = s.history
+            usable = [j for j, name in enumerate(names) if name in s.profiles]
+            if isinstance(h, LatentClasses):
+                own[i] = h.repairs == "own"
+                block = np.zeros((h.n_classes, m, 2))
+                for j in usable:
+                    name = names[j]
+                    block[:, j, 0] = h.first[name]
+                    block[:, j, 1] = h.repair[name]
+                    first[i, j] = h.marginal(name)
+                weights.extend(h.weights)
+                rates.append(block)
+            elif isinstance(h, CascadeTable):
+                cas_root[i] = len(children)
+                profile_p = {j: float(getattr(s.profiles[names[j]], "p", 0.0)) for j in usable}
+                depth = h.depth
+                # Node = the last ``depth`` failures, in order; nodes of one subtask are numbered from its root.
+                nodes: list[tuple[int, ...]] = [()]
+                index: dict[tuple[int, ...], int] = {(): 0}
+                for seq in nodes:  # grows while it runs: breadth first
+                    if len(seq) < depth:
+                        for j in usable:
+                            index[(*seq, j)] = len(nodes)
+                            nodes.append((*seq, j))
+                    if len(children) + len(nodes) > MAX_CASCADE_NODES:
+                        raise SpecError(f"its cascade table tells more than {MAX_CASCADE_NODES:,} histories apart",
+                                        subtask=s.id, field="cascade")  # fmt: skip
+                base = len(children)
+                for seq in nodes:
+                    row, q = [-1] * m, [0.0] * m
+                    for j in usable:
+                        nxt = (*seq, j)[-depth:] if depth else ()
+                        row[j] = base + index[nxt]
+                        q[j] = h.rate([names[f] for f in seq], names[j], profile_p[j])
+                    children.append(row)
+                    qs.append(q)
+                for j in usable:
+                    first[i, j] = qs[base][j]
+            cls_ptr[i + 1] = len(weights)
+        return cls(
+            first=first,
+            horizon=horizon,
+            cls_ptr=cls_ptr,
+            cls_w=np.array(weights, np.float64),
+            cls_p=np.concatenate(rates) if rates else np.zeros((0, m, 2)),
+            own=own,
+            cas_root=cas_root,
+            cas_child=np.array(children, np.int64).reshape(len(children), m),
+            cas_q=np.array(qs, np.float64).reshape(len(qs), m),
         )
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from runtime.types._history import History, Loop
+
 __all__ = [
     "Endpoint",
     "FixedTokens",
@@ -155,6 +157,8 @@ class Subtask:
     reference: str | None = None  # a correct output: what the simulator server returns on success
     wrong: tuple[str, ...] = ()  # outputs that fail the verifier: what it returns on failure
     answer: bool = False  # its output is the run's answer: the finalizer may refine it (``RunResult.answer``)
+    loop: Loop | None = None  # a repair loop: at most ``loop.horizon`` invocations
+    history: History | None = None  # success that depends on earlier failures (None: independent attempts)
 
 
 @dataclass(frozen=True, slots=True)
