@@ -234,7 +234,7 @@ def solve_closed_loop(
     lat = _per_node("latency_points", latency_points, trie, per_node, k)
     if (cost != np.round(cost)).any():
         raise UsageError("closed-loop DP: cost points must be integers (pico-dollars)")
-    if not np.allclose(pk[1:].sum(axis=1), 1.0, rtol=0, atol=1e-9):
+    if not np.allclose(np.asarray(probs, dtype=np.float64)[int(per_node) :].sum(axis=1), 1.0, rtol=0, atol=1e-9):
         raise UsageError("closed-loop DP: each row of probs must sum to 1")
     worst = cost.max(axis=1) if worst_cost is None else _per_node("worst_cost", worst_cost, trie, per_node, None)
     if (worst < cost.max(axis=1)).any():
