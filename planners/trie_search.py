@@ -69,8 +69,12 @@ def best_suffix_kernel(
     alpha: float,
     queue_delay: NDArray[np.float64],
     horizon: int,
+    bound: bool = True,
 ) -> tuple[int, int, int]:
-    """``(target node, next model or -1 to stop, status)``; status 1: MIN_COST could not reach alpha."""
+    """``(target node, next model or -1 to stop, status)``; status 1: MIN_COST could not reach alpha.
+
+    ``bound=False`` drops the ``A_max`` bound of MAX_ACCURACY and keeps the paper's cap pruning only (same answer).
+    """
     alive = 1.0 - acc[v]
     if alive <= 0.0:
         return v, -1, 0
@@ -117,8 +121,8 @@ def best_suffix_kernel(
                 best = u
                 best_acc = a
                 best_cost = cost
-            bound = (acc_max[u] - acc[v]) / alive
-            if bound < best_acc or (bound == best_acc and cost >= best_cost):
+            ub = (acc_max[u] - acc[v]) / alive
+            if bound and (ub < best_acc or (ub == best_acc and cost >= best_cost)):
                 u = end[u]
             else:
                 u += 1

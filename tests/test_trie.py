@@ -20,6 +20,7 @@ from planners.trie_search import (
     MIN_COST,
     best_path,
     best_suffix,
+    best_suffix_kernel,
     best_suffix_reference,
     murakkab_path,
 )
@@ -123,6 +124,10 @@ def test_best_suffix_equals_brute_force(seed: int, coarse: bool, load_aware: boo
             args: dict[str, Any] = {"objective": objective, "alpha": alpha, "queue_delay": qd}
             got = best_suffix(t, v, cost_left, latency_left, **args)
             assert got == best_suffix_reference(t, v, cost_left, latency_left, **args)
+            arrays = (t.depth, t.model, t.end, t.parent, t.A, t.C, t.L, t.A_max, v, cost_left, latency_left)
+            qq: Any = np.zeros(t.n_models) if qd is None else qd
+            plain = best_suffix_kernel(*arrays, objective, alpha, qq, t.horizon, False)
+            assert plain == (got.target, got.next_model, 0 if got.met else 1)
             assert got.cost <= cost_left and got.latency <= latency_left
             assert (got.next_model == -1) == (got.target == v)
 
