@@ -18,7 +18,12 @@ bound): every node visited, the true worst case. "kernel" is the kernel alone at
 are single-threaded, after JIT warm-up; quote medians (the machine is shared).
 
 DP: :func:`planners.trie_dp.solve_closed_loop` at 64 x 64 budget x time bins with 3-point cost and latency
-distributions; 9 x 6 needs 4.6 GB at that grid, is refused, and is solved at 16 x 16 instead.
+distributions per node whose means are the trie's c and l (worst case 3 x the mean cost); 9 x 6 needs
+4.6 GB at that grid, is refused, and is solved at 16 x 16 instead. Then both controllers play --runs
+simulated runs under the hard limits (budget: half the largest expected leaf cost; deadline: 0.6 x the
+largest path latency), with common random numbers: P(success) of the DP policy (and its own grid value, a
+lower bound) beside VineLM's re-rooted MAX_ACCURACY controller, which plans on expected cost and so
+sometimes asks for a launch whose worst case the executor refuses ("VineLM refused": share of runs).
 """
 
 from __future__ import annotations
@@ -136,19 +141,56 @@ def _ancestry(t: ExecutionTrie, v: int) -> list[int]:
     return out
 
 
-def dp_times(t: ExecutionTrie, seed: int) -> dict[str, Any]:
-    m = t.n_models
-    cost = np.rint(PRICES_USD[:m, None] * PUSD * np.array([0.6, 1.0, 1.8])).astype(np.int64)
-    lat = LATENCY_S[:m, None] * np.array([0.7, 1.0, 2.0])
-    probs = np.tile([0.3, 0.5, 0.2], (m, 1))
-    worst = PRICES_USD[:m] * PUSD * 3
+COST_MULT, LAT_MULT, POINT_P = np.array([0.6, 1.0, 1.8]), np.array([0.7, 1.0, 2.0]), np.array([0.3, 0.5, 0.2])
+
+
+def outcomes(t: ExecutionTrie) -> tuple[Any, Any, Any, Any]:
+    """Per-node 3-point cost and latency distributions whose means are the trie's c and l; worst case 3x."""
+    cost = np.rint(t.c[:, None] * COST_MULT / (COST_MULT @ POINT_P)).astype(np.int64)
+    lat = t.l[:, None] * LAT_MULT / (LAT_MULT @ POINT_P)
+    probs = np.tile(POINT_P, (t.n_nodes, 1))
+    worst = np.ceil(3 * t.c / (COST_MULT @ POINT_P))
+    return cost, lat, probs, np.maximum(worst, cost.max(axis=1))
+
+
+def simulate(t: ExecutionTrie, decide: Any, budget: int, slo: float, runs: int, seed: int) -> tuple[float, float]:
+    """P(success) of a controller under the hard limits, and the share of runs that ended on a refused launch:
+    a launch whose worst case does not fit the money left is refused (the run stops), a success after the
+    deadline does not count."""
+    cost, lat, _, worst = outcomes(t)
+    rng = np.random.default_rng(seed)
+    wins = refused = 0
+    for _ in range(runs):
+        v, money, left = 0, budget, slo
+        while True:
+            m = decide(v, money, left)
+            u = -1 if m < 0 else int(t.child[v, m])
+            if u < 0:
+                break
+            if worst[u] > money:
+                refused += 1
+                break
+            k = rng.choice(3, p=POINT_P)
+            money -= int(cost[u, k])
+            left -= float(lat[u, k])
+            if left < 0:
+                break
+            if rng.random() < t.q[u]:
+                wins += 1
+                break
+            v = u
+    return wins / runs, refused / runs
+
+
+def dp_times(t: ExecutionTrie, seed: int, runs: int) -> dict[str, Any]:
+    cost, lat, probs, worst = outcomes(t)
     budget = int(0.5 * float(t.C[t.depth == t.horizon].max()))
     slo = 0.6 * float(t.L.max())
     for grid in (64, 32, 16):
         try:
             t0 = time.perf_counter()
             pol = solve_closed_loop(
-                t, cost, lat, probs, budget, slo, worst_cost=worst, budget_bins=grid, time_bins=grid
+                t, cost, lat, probs, budget, slo, worst_cost=worst, per_node=True, budget_bins=grid, time_bins=grid
             )
             build = time.perf_counter() - t0
         except UsageError:
@@ -162,12 +204,22 @@ def dp_times(t: ExecutionTrie, seed: int) -> dict[str, Any]:
             t0n = time.perf_counter_ns()
             pol.decide(v, b, s)
             us.append((time.perf_counter_ns() - t0n) / 1e3)
+
+        def vine(v: int, money: int, left: float) -> int:
+            return best_suffix(t, v, money, left).next_model
+
+        dp_sim = simulate(t, pol.decide, budget, slo, runs, seed)
+        vine_sim = simulate(t, vine, budget, slo, runs, seed)
+        assert dp_sim[1] == 0.0  # the DP only launches what its reservation fits
         return {
             "dp_grid": f"{grid}x{grid}",
             "dp_build_s": round(build, 3),
             "dp_MiB": round(pol.nbytes / 2**20, 1),
             "dp_lookup_us": round(statistics.median(us), 2),
-            "dp_P_success": round(pol.optimum, 4),
+            "dp_P_grid": round(pol.optimum, 4),
+            "dp_P_sim": round(dp_sim[0], 4),
+            "vine_P_sim": round(vine_sim[0], 4),
+            "vine_refused": round(vine_sim[1], 4),
         }
     return {"dp_grid": "refused", "dp_build_s": math.nan, "dp_MiB": math.nan, "dp_lookup_us": math.nan}
 
@@ -205,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--calls", type=int, default=2000, help="replanning calls per configuration")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=int, default=4000, help="simulated runs per controller for P(success)")
     p.add_argument("--no-big", action="store_true", help="skip 9 x 6 (598k nodes)")
     p.add_argument("--out", type=Path, default=RESULTS / "vine_replan")
     args = p.parse_args(argv)
@@ -227,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
                 "paper_us": paper,
                 **{k: round(x, 2) for k, x in rep.items()},
                 "speedup_vs_paper": round(paper / rep["max_acc_median_us"], 1) if not math.isnan(paper) else math.nan,
-                **dp_times(t, args.seed),
+                **dp_times(t, args.seed, args.runs),
             }
         )
         console.print(f"{name}: done", markup=False)
@@ -237,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         "kernel_median_us": "kernel us", "root_median_us": "root us", "root_nocap_median_us": "root no-cap us",
         "root_nocap_nobound_kernel_us": "full scan us",
         "dp_grid": "DP grid", "dp_build_s": "DP build s", "dp_MiB": "DP MiB", "dp_lookup_us": "DP lookup us",
+        "dp_P_grid": "DP P (grid)", "dp_P_sim": "DP P (sim)", "vine_P_sim": "VineLM P (sim)",
+        "vine_refused": "VineLM refused",
     }  # fmt: skip
     table = [{label: r[key] for key, label in shown.items()} for r in rows]
     console.print(rows_table(table, "VineLM replanning (MAX_ACCURACY unless said) and the closed-loop DP"))
