@@ -245,6 +245,12 @@ class ExecutionTrie:
             prefixes[v] = (*before, int(model[v]))
         return cls.from_prefix_rates(n_models, allowed, q, c, lat)
 
+    @property
+    def first_child(self) -> NDArray[np.int64]:
+        """``v + 1`` where v has children, else -1 (the next sibling of a child u is ``end[u]``)."""
+        after = np.arange(1, self.n_nodes + 1)
+        return np.where(self.end > after, after, -1)
+
     # -- navigation ----------------------------------------------------------------------------------------
 
     def node(self, prefix: tuple[int, ...] | list[int]) -> int:

@@ -250,6 +250,8 @@ def solve_closed_loop(
             f" {time_bins} cells) is above the bound of {max_bytes / 2**20:,.0f} MiB; use a smaller grid"
         )
     time_unit = float(deadline) / (time_bins - 1)
+    if time_unit * (time_bins - 1) > deadline:  # so that the whole deadline is the top cell, never more
+        time_unit = float(np.nextafter(time_unit, 0.0))
     cost_bins = -(-cost.astype(np.int64) // unit)
     worst_bins = -(-np.ceil(worst).astype(np.int64) // unit)
     value, spend, action = _solve(

@@ -57,6 +57,7 @@ def test_preorder_slices_are_subtrees(seed: int) -> None:
         kids = [int(t.child[v, m]) for m in range(t.n_models) if t.child[v, m] >= 0]
         assert kids == sorted(kids) and all(t.parent[u] == v and t.depth[u] == t.depth[v] + 1 for u in kids)
         assert kids == [u for u in range(t.n_nodes) if t.parent[u] == v]
+        assert t.first_child[v] == (kids[0] if kids else -1)
         if kids:
             assert kids[0] == v + 1 and all(int(t.end[a]) == b for a, b in itertools.pairwise(kids))
         assert t.node(t.path(v)) == v
@@ -238,9 +239,20 @@ def test_dp_value_grows_with_money_and_time_and_never_overpromises(seed: int, nb
     probs = rng.dirichlet(np.ones(3), t.n_models)
     budget, deadline = int(rng.integers(1, 100)), float(rng.random() * 8 + 0.1)
     pol = solve_closed_loop(t, cost, lat, probs, budget, deadline, budget_bins=nb, time_bins=nt)
+    assert pol.bins(budget, deadline) == (pol.value.shape[1] - 1, nt - 1)  # the whole budget and time: top cell
     assert (np.diff(pol.value, axis=1) >= -1e-15).all() and (np.diff(pol.value, axis=2) >= -1e-15).all()
     value, _ = expectimax(t, cost, lat, probs, cost.max(axis=1))
     assert pol.optimum <= value(0, budget, deadline) + 1e-12  # rounding up costs and time only loses
+
+
+def test_dp_breaks_ties_by_expected_spend_when_asked() -> None:
+    t = ExecutionTrie.from_prefix_rates(2, np.ones((1, 2), bool), np.full(3, 0.5), np.zeros(3), np.zeros(3))
+    args = (np.array([[2, 2], [1, 1]]), np.ones((2, 2)), np.full((2, 2), 0.5), 4, 3.0)
+    plain, cheap = solve_closed_loop(t, *args), solve_closed_loop(t, *args, min_cost_ties=True)
+    assert plain.decide(0, 4, 3.0) == 0 and cheap.decide(0, 4, 3.0) == 1  # equal P(success) 0.5
+    assert plain.optimum == cheap.optimum == 0.5 and cheap.expected_cost[0, -1, -1] == 1.0
+    assert cheap.decide(0, 4, 0.99) == -1 and cheap.success(0, 1, 3.0) == 0.5  # no time; only model 1 fits
+    assert cheap.bins(4, 3.0) == (cheap.value.shape[1] - 1, cheap.value.shape[2] - 1)
 
 
 def test_dp_refuses_what_it_cannot_hold_or_read() -> None:
