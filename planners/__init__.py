@@ -28,6 +28,9 @@ PLANNERS = {
     "best-retry": "planners.baselines:best_retry_from_spec",
     "best-uniform": "planners.baselines:best_uniform_from_spec",
     "exact": "planners.exact:from_spec",
+    "vine": "planners.vine:vine_from_spec",
+    "murakkab": "planners.vine:murakkab_from_spec",
+    "vine-dp": "planners.vine:dp_from_spec",
 }
 # QA controller name -> "module:class"; the ablations are VOI without one of its parts.
 CONTROLLERS = {

@@ -47,6 +47,8 @@ class ExactPlanner(Planner):
     def __init__(self, table: ProfileTable, deadline_s: float, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
         if table.n_subtasks > MAX_SUBTASKS:
             raise PlannerSpecError(f"exact: at most {MAX_SUBTASKS} subtasks, this workflow has {table.n_subtasks}")
+        if table.has_history:
+            raise PlannerSpecError("exact: solves independent attempts; for a repair loop use vine-dp")
         usable = table.kind >= 0
         if (table.kind[usable] != KIND_FIXED).any():
             raise PlannerSpecError("exact: every profile must have fixed output tokens ({'fixed': N})")

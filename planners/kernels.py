@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Launch, ProfileTable, Snapshot
 
-__all__ = ["SnapshotSim", "has_history", "hidden", "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays",
-           "step", "table_arrays"]  # fmt: skip
+__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "seq_models", "simulate", "simulate_snapshot",
+           "snapshot_arrays", "step", "table_arrays"]  # fmt: skip
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 NO_ROLLOUTS = np.zeros(0, np.int64)
@@ -310,13 +310,14 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     for s in range(n_sims):
         rng = _stream(seed, first_sim + s)
         attempts[:] = 0
+        batches = batches0.copy()
         if history:  # each run's hidden classes, drawn from what the snapshot's failures say of them
-            batches, rep, node, post = batches0.copy(), rep0.copy(), node0.copy(), post0.copy()
+            rep, node, post = rep0.copy(), node0.copy(), post0.copy()
             for i in range(n):
                 if cls0[i] < 0 and cls_ptr[i + 1] > cls_ptr[i]:
                     cls[i] = _draw_class(_class_stream(rng, i), post0, cls_ptr[i], cls_ptr[i + 1])
         else:
-            batches, rep, node, post = batches0, rep0, node0, post0
+            rep, node, post = rep0, node0, post0
         state = state0.copy()
         deps_left = deps_left0.copy()
         n_done = n_done0
@@ -368,7 +369,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                     elif cont_k == 0:
                         continue
                     else:
-                        j = cont_models[i]
+                        j = cont_models[i, min(batches[i], cont_models.shape[1] - 1)]
                         if cont_fallback.shape[0] > 0 and now + min_latency[i, j] > time_left:
                             for r in range(cont_fallback.shape[1]):  # too late for it: the next that can make it
                                 jj = cont_fallback[i, r]
@@ -396,8 +397,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                     b_w[i], b_done[i], b_dead[i], b_pending[i] = 1.0, False, False, True
                     state[i] = 2
                     launched[i] += k
-                    if history:
-                        batches[i] += 1
+                    batches[i] += 1
                     open_b[n_open] = i
                     n_open += 1
                 use_action = False
@@ -550,7 +550,7 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     flight are drawn anew at every step, conditioned on their age, which is exact: a sample's future depends
     only on how long it has run.
     """
-    no_policy = np.zeros(tab[11].shape[0], np.int64)
+    no_policy = np.zeros((tab[11].shape[0], 1), np.int64)
     _, spent, end, _, nxt, status = _play(tab, snap, act_sub, act_model, act_k, no_policy, NO_FALLBACK, 0,
                                           NO_ROLLOUTS, stream, 1, seed, True)  # fmt: skip
     return nxt, spent[0], end[0], status
@@ -596,14 +596,15 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
     )  # fmt: skip
 
 
-def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
+def snapshot_arrays(snapshot: Snapshot, table: ProfileTable | None = None) -> tuple[Any, ...]:
     """A snapshot as the kernels take it: completed flags, the batches in flight (subtask, model, age, open
     samples, done), samples launched per subtask, budget left (pusd), output tokens left (-1: no cap),
     time left, the sibling rule, the rounds rule, the in-flight batches' sizes, and the history state (batches
     per subtask, the belief over each subtask's class, the kind of each model's next invocation, the cascade
     node, the classes if known: -1 here, where a planner cannot know them). New fields go at the end, so indexes
-    stay valid."""
-    t = snapshot.table
+    stay valid. The history state follows ``table`` (default the snapshot's): a planner's beliefs come from the
+    profiles it plans with, which may be estimates of the ones the run draws from."""
+    t = snapshot.table if table is None else table
     completed = np.zeros(t.n_subtasks, np.bool_)
     completed[list(snapshot.completed)] = True
     fl = snapshot.in_flight
@@ -640,8 +641,15 @@ def snapshot_arrays(snapshot: Snapshot) -> tuple[Any, ...]:
 
 
 def seq_models(table: ProfileTable, model: int) -> np.ndarray:
-    """The per-subtask models of the Seq-(model, k) family: ``model``, or the cheapest where it cannot run."""
-    return np.where(table.kind[:, model] >= 0, model, table.cheapest).astype(np.int64)
+    """The per-subtask models of the Seq-(model, k) family: ``model``, or the cheapest where it cannot run (a
+    column: a continuation's ``[i, a]`` is its model for subtask i's batch number a, the last for later ones)."""
+    return np.where(table.kind[:, model] >= 0, model, table.cheapest).astype(np.int64)[:, None]
+
+
+def ladder_models(table: ProfileTable, ladder: Sequence[int]) -> np.ndarray:
+    """The escalation policy that tries ``ladder[0]`` first, ``ladder[1]`` after one failure, and so on (the last
+    for every later batch); per subtask, a model that cannot run it is replaced by the cheapest that can."""
+    return np.concatenate([seq_models(table, j) for j in ladder], axis=1)
 
 
 class SnapshotSim:
@@ -668,7 +676,10 @@ class SnapshotSim:
         simulations ``first_sim`` to ``first_sim + n_sims - 1``. An empty ``action`` lets the policy decide
         first too.
         """
-        models = seq_models(self._table, cont_model) if isinstance(cont_model, int) else cont_model
+        if isinstance(cont_model, int):
+            models = seq_models(self._table, cont_model)
+        else:  # a model per subtask, or a row of them per subtask
+            models = np.asarray(cont_model, np.int64).reshape(self._table.n_subtasks, -1)
         subs = sorted(action)
         ok, spent, end, _ = simulate(
             self._tab,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
-from planners.kernels import WORST_COST, seq_models, snapshot_arrays, table_arrays
+from planners.kernels import WORST_COST, ladder_models, seq_models, snapshot_arrays, table_arrays
 from planners.mcp_kernel import closed_loop, decide
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 
@@ -58,8 +58,9 @@ MAX_SIMS = 100_000  # simulations per candidate: far beyond what a decision in m
 
 
 class Policy(NamedTuple):
-    """A portfolio policy Seq-(models, k): every ready subtask i gets k samples of ``models[i]`` (fewer when
-    the budget left cannot cover k), again after every failure. ``name`` is the model, or ``value``."""
+    """A portfolio policy Seq-(models, k): every ready subtask i gets k samples of ``models[i, a]`` on its batch
+    number a (the last column for later ones; fewer samples when the budget left cannot cover k). ``name`` is
+    the model, ``value``, or an escalation ladder ``small>large`` (cheap first, the stronger after a failure)."""
 
     name: str
     models: np.ndarray
@@ -86,6 +87,10 @@ class MCPPlanner(Planner):
             "portfolio continuation gap"); these close much of it. False gives the paper's portfolio.
         sticky: hold on to the policy chosen at the previous decision unless another is clearly better
             (see above); False re-chooses it from scratch at every decision, as the paper does.
+        cascade: add escalation policies, one per pair of models (the cheaper first, the other on every batch
+            after a failure), which one model everywhere cannot express. Where attempts depend on their
+            history (a failure says the case is hard), escalating is often the best plan. Default: on where
+            the workflow has repair loops or history-dependent success, off elsewhere.
 
     Every portfolio policy, when its model can no longer finish a subtask by the deadline, falls back to
     the allowed model of best value that can (where Retry would be stuck and the run lost), so each is at
@@ -107,6 +112,7 @@ class MCPPlanner(Planner):
         mixed: bool = True,
         z: float = 1.0,
         sticky: bool = True,
+        cascade: bool | None = None,
     ) -> None:
         if not 1 <= n_sims <= MAX_SIMS:
             raise PlannerSpecError(f"mcp: n must be in 1..{MAX_SIMS}, not {n_sims}")
@@ -136,15 +142,21 @@ class MCPPlanner(Planner):
         families = [(table.model_names[j], seq_models(table, j)) for j in self.models]
         self._fallback = _by_value(table, self.models)
         value = np.where(self._fallback[:, 0] >= 0, self._fallback[:, 0], table.cheapest).astype(np.int64)
+        value = value[:, None]
         if mixed and not any(np.array_equal(value, f) for _, f in families):
             families.append(("value", value))
+        if table.has_history if cascade is None else cascade:
+            families += _ladders(table, self.models)
         self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in self.widths)
-        self._port_models = np.array([p.models for p in self.portfolio], np.int64)
+        rungs = max(p.models.shape[1] for p in self.portfolio)
+        self._port_models = np.array([np.pad(p.models, ((0, 0), (0, rungs - p.models.shape[1])), mode="edge")
+                                      for p in self.portfolio], np.int64)  # fmt: skip
         self._port_k = np.array([p.k for p in self.portfolio], np.int64)
         self._tab = table_arrays(table)
         self._decisions = 0
         names = ",".join(table.model_names[j] for j in self.models)
         flags = ("" if mixed else ":mixed=0") + ("" if sticky else ":sticky=0")
+        flags += "" if cascade is None else f":cascade={int(cascade)}"
         self.name = f"mcp:n={n_sims}:k={','.join(map(str, self.widths))}:models={names}{flags}"
 
     def decide(self, snapshot: Snapshot) -> Decision:
@@ -158,8 +170,8 @@ class MCPPlanner(Planner):
         if snapshot.worst_pusd is not None:
             tab = (*tab[:WORST_COST], snapshot.worst_pusd, *tab[WORST_COST + 1 :])
         act_m, act_k, policy = decide(
-            tab, snapshot_arrays(snapshot), ready, self._port_models, self._fallback, self._port_k, self.n_sims,
-            self.top, self.z, seed, limit, self._hold,
+            tab, snapshot_arrays(snapshot, self.table), ready, self._port_models, self._fallback, self._port_k,
+            self.n_sims, self.top, self.z, seed, limit, self._hold,
         )  # fmt: skip
         if self.sticky:
             self._hold = int(policy)
@@ -187,6 +199,17 @@ class MCPPlanner(Planner):
             self._tab, plan_tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k,
             self.n_sims, self.top, self.z, self.sticky, self._hold, run_seeds, planner_seeds,
         )  # fmt: skip
+
+
+def _ladders(table: ProfileTable, allowed: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+    """One escalation policy per pair of allowed models: the cheaper (expected cost over the workflow) first."""
+    cost = [int(table.mean_cost[:, j].sum()) for j in range(table.n_models)]
+    out = []
+    for a in allowed:
+        for b in allowed:
+            if a != b and (cost[a], a) < (cost[b], b):
+                out.append((f"{table.model_names[a]}>{table.model_names[b]}", ladder_models(table, (a, b))))
+    return out
 
 
 def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
@@ -222,6 +245,7 @@ _OPTIONS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "mixed": ("mixed", _flag, "0 or 1"),
     "sticky": ("sticky", _flag, "0 or 1"),
     "z": ("z", float, "a number"),
+    "cascade": ("cascade", _flag, "0 or 1"),
 }
 
 
@@ -249,7 +273,7 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
-    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1]``; the
+    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1][:cascade=1]``; the
     run's seed is the default seed."""
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)

@@ -151,7 +151,7 @@ def _retry_action(tab, snap, ready, models, fallback, k):
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
     for i in ready:
-        j = models[i]
+        j = models[i, min(snap[13][i], models.shape[1] - 1)]
         if fallback.shape[0] > 0 and min_latency[i, j] > time_left:
             for r in range(fallback.shape[1]):
                 if fallback[i, r] >= 0 and min_latency[i, fallback[i, r]] <= time_left:
@@ -296,7 +296,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     cand_m, cand_k = best_m.copy(), best_k.copy()
                     cand_m[i], cand_k[i] = -1, 0
                 else:
-                    m, k = port_models[o - 1, i], port_k[o - 1]
+                    m, k = port_models[o - 1, i, min(snap[13][i], port_models.shape[2] - 1)], port_k[o - 1]
                     if (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:
                         continue
                     fits, cand_m, cand_k = _make_room(tab, snap, best_m, best_k, i, m, k)
