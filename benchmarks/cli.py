@@ -97,3 +97,37 @@ def bench_mcp(
         md = folder / "main_grid.md"
         if "main" in wanted and md.exists():
             typer.echo(md.read_text())
+
+
+@app.command("vine")
+def bench_vine(
+    workload: Annotated[str, typer.Option(help="reflection (the paper's MathQA loop on recorded answers).")] = (
+        "reflection"
+    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder laid out like shared/data (default: $ONTIME_DATA_DIR, else the repo's sample).",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Runs (seeds) per planner and budget.")] = 600,
+    budgets: Annotated[str, typer.Option(help="Comma-separated dollars per question.")] = "",
+    planners: Annotated[str, typer.Option(help="Comma-separated: murakkab, vine, exact, mcp.")] = "",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON list.")] = False,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results/vine"),
+) -> None:
+    """Repair-loop planners across budgets on real recorded behaviour (the VineLM paper's Fig. 7)."""
+    from benchmarks import vine_bench as vb
+
+    argv = ["--workload", workload, "--runs", str(runs), "--workers", str(workers), "--out", str(out)]
+    argv += ["--data-dir", str(data_dir)] if data_dir else []
+    argv += ["--budgets", budgets] if budgets else []
+    argv += ["--planners", planners] if planners else []
+    argv += ["--json"] if json_out else []
+    try:
+        vb.main(argv)
+    except OntimeError as exc:
+        _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None

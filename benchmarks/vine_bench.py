@@ -27,7 +27,7 @@ from benchmarks._report import RESULTS, console, parser, rows_table, write_csv
 from benchmarks.vine_workloads import SAMPLE, Workload, reflection
 from planners.mcp import MCPPlanner
 from planners.vine import MurakkabPlanner, VineDPPlanner, VinePlanner
-from runtime.types import ProfileTable, to_pusd
+from runtime.types import MAX_BUDGET_USD, ProfileTable, UsageError, to_pusd
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -90,6 +90,18 @@ def run_cells(workload: str, data: str | None, budgets: Sequence[float], planner
     return out
 
 
+def _data_dir(given: str | None, workload: str) -> str | None:
+    """The data folder: the one given (which must hold the workload's file), else $ONTIME_DATA_DIR if it does,
+    else None (the sample)."""
+    need = Path("reflection") / "renze_attempts.csv"
+    if given is not None:
+        if not (Path(given) / need).exists():
+            raise UsageError(f"--data-dir {given}: no {need} there (a folder laid out like shared/data)")
+        return given
+    env = os.environ.get("ONTIME_DATA_DIR")
+    return env if env and (Path(env) / need).exists() else None
+
+
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -108,7 +120,8 @@ def _paired(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = parser(__doc__)
     ap.add_argument("--workload", default="reflection", choices=["reflection"])
-    ap.add_argument("--data-dir", default=os.environ.get("ONTIME_DATA_DIR"), help="folder laid out like shared/data")
+    ap.add_argument("--data-dir", help="folder laid out like shared/data (default: $ONTIME_DATA_DIR if it has the "
+                    "workload's data, else the sample in examples/)")  # fmt: skip
     ap.add_argument("--runs", type=int, default=600)
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--planners", default=",".join(PLANNERS))
@@ -116,10 +129,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ap.add_argument("--out", type=Path, default=RESULTS / "vine")
     args = ap.parse_args(argv)
-    budgets = [float(x) for x in args.budgets.split(",") if x]
+    try:
+        budgets = [float(x) for x in args.budgets.split(",") if x]
+    except ValueError:
+        raise UsageError(f"--budgets: not numbers: {args.budgets!r}") from None
+    if not budgets or not all(0 < b <= MAX_BUDGET_USD for b in budgets):
+        raise UsageError(f"--budgets: dollars in (0, {MAX_BUDGET_USD:g}], not {args.budgets!r}")
     planners = [x for x in args.planners.split(",") if x]
+    unknown = [p for p in planners if p not in PLANNERS]
+    if unknown or not planners:
+        raise UsageError(f"--planners: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(PLANNERS)})")
+    if args.runs < 1:
+        raise UsageError("--runs must be at least 1")
     started = time.perf_counter()
-    data = args.data_dir if args.data_dir and (Path(args.data_dir) / "reflection").exists() else None
+    data = _data_dir(args.data_dir, args.workload)
     cells = run_cells(args.workload, data, budgets, planners, args.runs, args.workers)
     rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
