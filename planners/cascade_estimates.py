@@ -10,9 +10,10 @@ Each estimator is a function ``(trie, observations) -> Estimate`` named in :data
     vinelm           the same with the deepest block of conditional rates (rows: depth D-1 prefixes, columns:
                      last model) replaced by its rank-1 SVD projection, unobserved cells first set to the
                      column's observed mean (App. A.4)
-    vinelm_eb        the decomposition with each conditional rate shrunk toward its group's rate (same depth, last
-                     model, and whether that model is answering fresh, repairing once, or repairing again):
-                     a beta-binomial prior whose strength is fitted by the method of moments per group
+    vinelm_eb        the decomposition with each conditional rate shrunk toward its group's rate (same last model,
+                     same status: answering fresh, repairing once, or repairing again; and the same set of models
+                     failed before it, order ignored): a beta-binomial prior whose strength is fitted by the method
+                     of moments per group and capped at 100 pseudo-questions
     latent_class     a K-class mixture fitted by EM to the invocations the cascades ran: per class, the chance
                      that model m's j-th invocation on a path succeeds; missingness depends only on observed
                      outcomes (MAR) so the likelihood ignores it. Assumes a model's j-th answer to a question
@@ -28,7 +29,7 @@ the posterior's pseudo-counts), which :meth:`Estimate.cascade_rates` lists per p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 
@@ -211,12 +212,27 @@ def vinelm(trie: PathTrie, obs: Observations) -> Estimate:
     return _conditional(trie, obs, "vinelm", q)
 
 
-def vinelm_eb(trie: PathTrie, obs: Observations, *, max_strength: float = 1e4) -> Estimate:
+def _prefix_sets(trie: PathTrie) -> NDArray[np.int64]:
+    """Per node, the set of models on its proper prefix as a bit mask."""
+    out = np.zeros(trie.size, dtype=np.int64)
+    for nodes in trie.by_depth[1:]:
+        par = trie.parent[nodes]
+        out[nodes] = out[par] | (np.int64(1) << trie.model[par])
+    return out
+
+
+def vinelm_eb(
+    trie: PathTrie, obs: Observations, *, max_strength: float = 100.0, group: Literal["set", "depth"] = "set"
+) -> Estimate:
     _check(trie, obs)
     s, n = obs.conditional_counts()
-    m, d_max = len(trie.models), trie.max_depth
-    key = ((trie.depth - 1) * m + trie.model) * 3 + np.minimum(trie.repeat, 2)
-    size = d_max * m * 3
+    m = len(trie.models)
+    # Nodes alike: same last model, same fresh/repair/re-repair status, and the same set of models failed
+    # before it ("set": order ignored), or the same depth ("depth").
+    context = _prefix_sets(trie) if group == "set" else trie.depth
+    raw_key = (context * m + trie.model) * 3 + np.minimum(trie.repeat, 2)
+    _, key = np.unique(raw_key, return_inverse=True)
+    size = int(key.max()) + 1
     gs, gn = np.bincount(key, s, size), np.bincount(key, n, size)
     # A group with no data borrows the (model, repeat) rate pooled over depths, else the model's, else 0.
     wide = trie.model * 3 + np.minimum(trie.repeat, 2)
@@ -234,10 +250,10 @@ def vinelm_eb(trie: PathTrie, obs: Observations, *, max_strength: float = 1e4) -
         spread = float((ni * (pi - mu) ** 2).sum()) / (mu * (1 - mu))
         denom = total - float((ni**2).sum()) / total
         rho = max(0.0, (spread - (len(ni) - 1)) / denom) if denom > 0 else 0.0
-        strength[g] = min(max_strength, 1.0 / rho - 1.0) if rho > 0 else max_strength
+        strength[g] = min(max_strength, max(0.0, 1.0 / rho - 1.0)) if rho > 0 else max_strength
     k = strength[key]
     post_s, post_n = s + k * prior, n + k
-    q = post_s / post_n
+    q = np.where(post_n > 0, post_s / np.maximum(post_n, 1e-12), prior)
     lo, hi = wilson(post_s, post_n)  # the posterior's pseudo-counts: narrow where the group is homogeneous
     return Estimate("vinelm_eb", decompose(trie, q), q, np.minimum(lo, q), np.maximum(hi, q), n)
 

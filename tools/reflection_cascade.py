@@ -114,10 +114,10 @@ def cascade_table(
             if (m, q) not in first:
                 raise UsageError(f"model {m} has no first answer to question {q}")
             answers: tuple[Attempt | None, ...] = (first[m, q], retry.get((m, q)))
-            for k, a in enumerate(answers):
-                if a is not None:
-                    ok[k, i, j] = a.right
-                    price[k, i, j] = (a.input_tokens * p_in + a.output_tokens * p_out) / 1e6
+            for k, ans in enumerate(answers):
+                if ans is not None:
+                    ok[k, i, j] = ans.right
+                    price[k, i, j] = (ans.input_tokens * p_in + ans.output_tokens * p_out) / 1e6
     kind = np.minimum(trie.repeat, 1)  # 0: a fresh answer; 1: the model's own repair
     invoke = ok[kind, trie.model].T.copy()
     cost = price[kind, trie.model].T.copy()
