@@ -32,7 +32,6 @@ import numpy as np
 from benchmarks._report import EXAMPLES, RESULTS, console, machine, parser, rows_table, write_csv
 from planners.cascade_estimates import ESTIMATORS, Estimate, latent_class, path_features, vinelm_eb
 from planners.cascade_sampling import CascadeTable, Observations, PathTrie, cascade_sample
-from runtime.types import UsageError
 from tools.reflection_cascade import cascade_table
 from tools.reflection_data import load_attempts
 
@@ -58,15 +57,16 @@ OURS = ("vinelm_eb", "latent_class")
 
 def prefix_gbm(trie: PathTrie, obs: Observations) -> Estimate:
     """Fill-in, then gradient boosting (the paper used XGBoost) from path features to column means: trained on
-    the columns seen on at least 10 questions (weighted by their count), predicting every column."""
+    the columns seen on at least 10 questions (weighted by their count), predicting every column. With fewer
+    than 5 such columns it returns the fill-in means."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     x, _ = path_features(trie, obs)
     observed, value = obs.filled()
     count = observed.sum(axis=0)
     train = count >= 10
-    if train.sum() < 5:
-        raise UsageError("too few observed paths to train the gradient-boosting baseline")
+    if train.sum() < 5:  # a tiny trie or budget: nothing to learn from, the fill-in means are the answer
+        return Estimate("prefix_gbm", ESTIMATORS["prefix_average"](trie, obs).accuracy)
     target = (observed & value).sum(axis=0)[train] / count[train]
     model = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0)
     model.fit(x[train], target, sample_weight=count[train])
