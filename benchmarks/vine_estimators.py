@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks._report import EXAMPLES, RESULTS, console, machine, parser, rows_table, write_csv
 from planners.cascade_estimates import ESTIMATORS, Estimate, latent_class, path_features, vinelm_eb
-from planners.cascade_sampling import CascadeTable, Observations, PathTrie, cascade_sample
+from planners.cascade_sampling import Observations, PathOutcomes, PathTrie, cascade_sample
 from tools.reflection_cascade import cascade_table
 from tools.reflection_data import load_attempts
 
@@ -97,7 +97,7 @@ def half_of(question: tuple[str, str]) -> str:
 
 
 def run(
-    table: CascadeTable,
+    table: PathOutcomes,
     coverages: Sequence[float],
     seeds: int,
     methods: dict[str, Callable[[PathTrie, Observations], Estimate]],
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table, questions = cascade_table(attempts, models, args.depth, unit=args.unit)
     if args.half != "all":
         keep = [i for i, q in enumerate(questions) if half_of(q) == args.half]
-        table = CascadeTable(table.trie, table.invoke[keep], table.cost[keep])
+        table = PathOutcomes(table.trie, table.invoke[keep], table.cost[keep])
     coverages = sorted({args.coverage, *(float(c) for c in args.sweep.split(",") if c.strip())})
     console.print(f"{path.name}: {len(models)} models ({', '.join(models)}), depth {args.depth}, "
                   f"{table.trie.size} paths, {table.invoke.shape[0]} questions ({args.half} half), "

@@ -3,19 +3,19 @@
 *Reflection* (the VineLM paper's MathQA workflow, on Renze & Guven's recorded answers): one loop subtask, up to
 ``horizon`` invocations, each on any of the chosen models. A model's first invocation on a question returns its
 recorded first answer; a repeat returns its recorded ``retry`` reflection (it was told its answer was wrong), so a
-repair follows its own failure (``repairs="own"``), and other models answer afresh. The reflections written with
-the answer in view (solution, composite, unredacted) are never used.
+repair follows its own failure (``repairs="own"``), and other models answer afresh. The reflections written with the
+answer in view (solution, composite, unredacted) are never used.
 
-Every run draws one question of the *test* split and replays what each model really did on it (the run's
-profile: :meth:`runtime.types.LatentClasses.replay` over the test questions). Planners plan with the same replay
-over the disjoint *profile* split (full offline profiling, as the paper's Murakkab and VineLM use), so nothing a
-planner reads comes from a test question. The split is by a stable hash of the question (1 in 4 to profiling).
+Every run draws one question of the *test* split and replays what each model really did on it (the run's profile:
+:meth:`runtime.types.LatentClasses.replay` over the test questions). Planners plan with the same replay over the
+disjoint *profile* split (full offline profiling, as the paper's Murakkab and VineLM use), so nothing a planner
+reads comes from a test question. The split is by a stable hash of the question (1 in 4 to profiling).
 
-Lengths and prices are real: each model's output tokens are drawn from its recorded lengths on the profiling
-split (independently of the question: a debt, since wrong answers are often longer), its input tokens are the
-median recorded, and prices come from genai-prices (:data:`PRICE_REFS`). Latency is not in the data: the speeds in
-:data:`SPEEDS` are round public figures of 2024 APIs, used only to order events; the benchmark's deadline does not
-bind.
+Lengths and prices are real: each model's output tokens are drawn from its recorded lengths on the profiling split
+(independently of the question: a debt, since wrong answers are often longer), its input tokens are the median
+recorded, and prices come from genai-prices (:data:`tools.reflection_cascade.PRICE_IDS`). Latency is not in the
+data: the speeds in :data:`SPEEDS` are round public figures of 2024 APIs, used only to order events; the benchmark's
+deadline does not bind.
 """
 
 from __future__ import annotations
@@ -25,31 +25,19 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from adapters.pricing import list_price
 from benchmarks._report import EXAMPLES
 from runtime.types import LatentClasses, Loop, ModelSpec, PoolProfile, Subtask, UsageError, Workflow
+from tools.reflection_cascade import price_per_million
 from tools.reflection_data import Attempt, load_attempts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-__all__ = ["DEFAULT_MODELS", "PRICE_REFS", "SPEEDS", "Workload", "reflection", "split_of"]
+__all__ = ["DEFAULT_MODELS", "SPEEDS", "Workload", "reflection", "split_of"]
 
 # The MathQA-4 analogue: four models that span price (0.1 to 75 dollars per million output tokens) and accuracy.
 DEFAULT_MODELS = ("gemini-1.0-pro", "gpt-35-turbo", "gemini-1.5-pro-preview-0409", "claude-3-opus-20240229")
-# model in the data -> (genai-prices provider, model ref)
-PRICE_REFS = {
-    "claude-3-opus-20240229": ("anthropic", "claude-3-opus-20240229"),
-    "cohere-command-r-plus": ("cohere", "command-r-plus"),
-    "gemini-1.0-pro": ("google", "gemini-1.0-pro"),
-    "gemini-1.5-pro-preview-0409": ("google", "gemini-1.5-pro"),
-    "gpt-35-turbo": ("openai", "gpt-3.5-turbo"),
-    "gpt-4": ("openai", "gpt-4"),
-    "llama-2-70b-chat": ("groq", "llama2-70b-4096"),
-    "llama-2-7b-chat": ("together", "meta-llama/Llama-2-7b-chat-hf"),
-    "mistral-large": ("mistral", "mistral-large-latest"),
-}
 SPEEDS = (60.0, 0.6)  # tokens per second and seconds to the first token, for every model (no latency recorded)
 MAX_TOKENS = 1024  # what a call asks for at most: above every clean recorded answer's 99th percentile
 SAMPLE = EXAMPLES / "reflection" / "attempts_sample.csv"
@@ -111,10 +99,7 @@ def reflection(path: Path | str = SAMPLE, models: Sequence[str] | None = None, h
 
 
 def _model(name: str) -> ModelSpec:
-    ref = PRICE_REFS.get(name)
-    if ref is None:
-        raise UsageError(f"no price known for {name!r} (known: {', '.join(PRICE_REFS)})")
-    inp, out = list_price(*ref)
+    inp, out = price_per_million(name)
     return ModelSpec(name=name, provider="sim", input_price_per_mtok=inp, output_price_per_mtok=out,
                      tokens_per_s=SPEEDS[0], ttft_s=SPEEDS[1], max_output_tokens=MAX_TOKENS)  # fmt: skip
 

@@ -4,7 +4,7 @@ A *path* is a sequence of 1..D model invocations, any model at any position; all
 trie. :class:`PathTrie` numbers its nodes in DFS preorder with the root (the empty prefix) left out: node 0 is
 the first depth-1 path, and the subtree of node ``n`` is the contiguous slice ``n:end[n]``.
 
-A :class:`CascadeTable` is what a fully profiled trie would say about a set of questions: ``invoke[q, n]``,
+A :class:`PathOutcomes` is what a fully profiled trie would say about a set of questions: ``invoke[q, n]``,
 whether the last invocation of path ``n`` answers question ``q`` right (it matters only when every earlier
 invocation on the path failed), and ``cost[q, n]``, what that invocation costs. A path succeeds if any of its
 invocations does, so the question x path outcome table ``Y`` is prefix-closed.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-__all__ = ["MAX_NODES", "CascadeTable", "Observations", "PathTrie", "ProfilingCost", "cascade_sample"]
+__all__ = ["MAX_NODES", "PathOutcomes", "Observations", "PathTrie", "ProfilingCost", "cascade_sample"]
 
 MAX_NODES = 2_000_000  # a trie larger than this is a mistake (9 models at depth 7 is 5.4 million paths)
 
@@ -109,7 +109,7 @@ class ProfilingCost:
 
 
 @dataclass(frozen=True, slots=True)
-class CascadeTable:
+class PathOutcomes:
     """The fully profiled truth: ``invoke[q, n]`` (the node's own invocation succeeds) and ``cost[q, n]``."""
 
     trie: PathTrie
@@ -172,7 +172,7 @@ class Observations:
 
 
 def cascade_sample(
-    table: CascadeTable,
+    table: PathOutcomes,
     budget: float,
     rng: np.random.Generator,
     *,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planners.cascade_estimates import ESTIMATORS, CascadeRate, decompose, estimate
-from planners.cascade_sampling import CascadeTable, Observations, PathTrie, cascade_sample
+from planners.cascade_sampling import Observations, PathOutcomes, PathTrie, cascade_sample
 from runtime.types import UsageError
 from tools.reflection_cascade import cascade_table
 from tools.reflection_data import Outcomes, load_attempts
@@ -23,7 +23,7 @@ DATA = os.environ.get("ONTIME_DATA_DIR")
 DECOMPOSING = ("vinelm_lite", "vinelm", "vinelm_eb", "latent_class")
 
 
-def synthetic(seed: int, questions: int, models: int = 3, depth: int = 3, classes: int = 2) -> CascadeTable:
+def synthetic(seed: int, questions: int, models: int = 3, depth: int = 3, classes: int = 2) -> PathOutcomes:
     """A latent-class reflection loop: each question has a class; model m's j-th try succeeds with a chance
     that depends on the class, the same answer whichever path it is on. Integer costs, so sums are exact."""
     rng = np.random.default_rng(seed)
@@ -31,7 +31,7 @@ def synthetic(seed: int, questions: int, models: int = 3, depth: int = 3, classe
     theta = rng.uniform(0.05, 0.9, (classes, models, depth))
     tries = rng.random((questions, models, depth)) < theta[rng.integers(classes, size=questions)]
     cost = rng.integers(1, 5, (questions, trie.size)).astype(np.float64)
-    return CascadeTable(trie, tries[:, trie.model, trie.repeat], cost)
+    return PathOutcomes(trie, tries[:, trie.model, trie.repeat], cost)
 
 
 @given(st.integers(1, 4), st.integers(1, 4))
@@ -59,7 +59,7 @@ def test_bad_input_is_a_usage_error() -> None:
         PathTrie([f"m{i}" for i in range(9)], 7)
     trie = PathTrie(["a", "b"], 2)
     with pytest.raises(UsageError, match="questions x 6"):
-        CascadeTable(trie, np.zeros((0, 6), dtype=bool), np.zeros((0, 6)))
+        PathOutcomes(trie, np.zeros((0, 6), dtype=bool), np.zeros((0, 6)))
     table = synthetic(0, 5, models=2, depth=2)
     with pytest.raises(UsageError, match="budget"):
         cascade_sample(table, -1.0, np.random.default_rng(0))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from adapters.pricing import list_price
-from planners.cascade_sampling import CascadeTable, PathTrie
+from planners.cascade_sampling import PathOutcomes, PathTrie
 from runtime.types import UsageError
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def cascade_table(
     questions: Sequence[tuple[str, str]] | None = None,
     unit: Literal["dollars", "tokens"] = "dollars",
     litellm: Path | None = None,
-) -> tuple[CascadeTable, list[tuple[str, str]]]:
+) -> tuple[PathOutcomes, list[tuple[str, str]]]:
     """The cascade table of ``models`` up to ``depth`` on ``questions`` (default: every question every model
     answered), and the questions in row order.
 
@@ -121,4 +121,4 @@ def cascade_table(
     kind = np.minimum(trie.repeat, 1)  # 0: a fresh answer; 1: the model's own repair
     invoke = ok[kind, trie.model].T.copy()
     cost = price[kind, trie.model].T.copy()
-    return CascadeTable(trie, invoke, cost), qs
+    return PathOutcomes(trie, invoke, cost), qs
