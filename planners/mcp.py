@@ -50,6 +50,7 @@ from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from planners.vine import VinePlanner
     from runtime.types import PlannerContext, Played, ProfileTable
 
 __all__ = ["MAX_SIMS", "MCPPlanner", "Policy", "from_spec"]
@@ -147,6 +148,11 @@ class MCPPlanner(Planner):
             families.append(("value", value))
         if table.has_history if cascade is None else cascade:
             families += _ladders(table, self.models)
+        # On one repair loop, VineLM's plan re-rooted at every decision is a portfolio policy too: MCP is then
+        # never estimated worse than VineLM (the paper's safe improvement), and can widen batches where it pays.
+        self._vine = _vine_seed(table, self.models)
+        if self._vine is not None:
+            families.append(("vine", ladder_models(table, (self.models[0],) * int(table.horizon[0]))))
         self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in self.widths)
         rungs = max(p.models.shape[1] for p in self.portfolio)
         self._port_models = np.array([np.pad(p.models, ((0, 0), (0, rungs - p.models.shape[1])), mode="edge")
@@ -166,6 +172,8 @@ class MCPPlanner(Planner):
         seed = (self.seed * 1_000_003 + self._decisions) % (2**31)
         self._decisions += 1
         ready = np.array(snapshot.ready, np.int64)
+        if self._vine is not None:
+            self._seed_vine(snapshot)
         tab = self._tab  # with the ledger's worst cases where they differ from the spec's (real prompts)
         if snapshot.worst_pusd is not None:
             tab = (*tab[:WORST_COST], snapshot.worst_pusd, *tab[WORST_COST + 1 :])
@@ -176,6 +184,19 @@ class MCPPlanner(Planner):
         if self.sticky:
             self._hold = int(policy)
         return Decision({int(i): Launch(int(act_m[i]), int(act_k[i])) for i in snapshot.ready if act_m[i] >= 0})
+
+    def _seed_vine(self, snapshot: Snapshot) -> None:
+        """Set the ``vine`` policies' ladder to the realized prefix and VineLM's best suffix from there."""
+        assert self._vine is not None
+        done = [f.model for f in snapshot.failed if f.subtask == 0]
+        plan = self._vine.suffix(snapshot)
+        if not plan:
+            return  # VineLM would stop: its policy keeps its last plan, which the others compete with
+        rungs = self._port_models.shape[2]
+        ladder = (done + list(plan) + [plan[-1]] * rungs)[:rungs]
+        for p, policy in enumerate(self.portfolio):
+            if policy.name == "vine":
+                self._port_models[p, 0, :] = ladder
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played | None:
         """Closed-loop runs of this planner in :func:`planners.mcp_kernel.closed_loop`; a compute cap makes
@@ -199,6 +220,17 @@ class MCPPlanner(Planner):
             self._tab, plan_tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k,
             self.n_sims, self.top, self.z, self.sticky, self._hold, run_seeds, planner_seeds,
         )  # fmt: skip
+
+
+def _vine_seed(table: ProfileTable, allowed: Sequence[int]) -> VinePlanner | None:
+    """VineLM on the allowed models, where the workflow is one repair loop with a history (else None)."""
+    if table.n_subtasks != 1 or table.horizon[0] < 1 or not table.has_history:
+        return None
+    from planners.vine import VinePlanner
+
+    only = np.zeros((1, table.n_models), np.bool_)
+    only[0, list(allowed)] = True
+    return VinePlanner(table.without(~only))
 
 
 def _ladders(table: ProfileTable, allowed: Sequence[int]) -> list[tuple[str, np.ndarray]]:

@@ -50,6 +50,7 @@ __all__ = [
 
 MAX_ACCURACY = 0
 MIN_COST = 1
+_NO_WORST = np.zeros(0)  # no reservation check
 
 
 @njit(cache=True, nogil=True)
@@ -70,10 +71,17 @@ def best_suffix_kernel(
     queue_delay: NDArray[np.float64],
     horizon: int,
     bound: bool = True,
+    worst: NDArray[np.float64] = _NO_WORST,
+    spent: NDArray[np.float64] = _NO_WORST,
+    reserve_steps: int = 1 << 30,
 ) -> tuple[int, int, int]:
     """``(target node, next model or -1 to stop, status)``; status 1: MIN_COST could not reach alpha.
 
     ``bound=False`` drops the ``A_max`` bound of MAX_ACCURACY and keeps the paper's cap pruning only (same answer).
+    ``worst`` (per model) and ``spent`` (per node: the undiscounted expected spend of its prefix, every invocation
+    run) make the search reservation-aware, as ontime's hard budget requires: a suffix is feasible only if each of
+    its invocations' worst case fits what is left after the expected spend of the ones before it on the path
+    (only the first ``reserve_steps`` invocations below v are checked: 1 checks just the next one).
     """
     alive = 1.0 - acc[v]
     if alive <= 0.0:
@@ -81,6 +89,7 @@ def best_suffix_kernel(
     base = depth[v]
     stop = end[v]
     qsum = np.zeros(horizon + 2)  # queue delay summed down the current DFS path, by depth below v
+    reserve = worst.shape[0] > 0
     status = 0
     best = v
     if objective == 1 and alpha > 0.0:
@@ -92,6 +101,9 @@ def best_suffix_kernel(
             qs = qsum[d - 1] + queue_delay[model[u]]
             qsum[d] = qs
             cost = (cum_cost[u] - cum_cost[v]) / alive
+            if reserve and d <= reserve_steps and spent[parent[u]] - spent[v] + worst[model[u]] > cost_left:
+                u = end[u]  # this invocation's reservation cannot fit: nor can anything below it
+                continue
             if cost > cost_left or (cum_lat[u] - cum_lat[v]) + qs > latency_left or cost >= best_cost:
                 u = end[u]
                 continue
@@ -113,6 +125,9 @@ def best_suffix_kernel(
             qs = qsum[d - 1] + queue_delay[model[u]]
             qsum[d] = qs
             cost = (cum_cost[u] - cum_cost[v]) / alive
+            if reserve and d <= reserve_steps and spent[parent[u]] - spent[v] + worst[model[u]] > cost_left:
+                u = end[u]
+                continue
             if cost > cost_left or (cum_lat[u] - cum_lat[v]) + qs > latency_left:
                 u = end[u]
                 continue

@@ -9,8 +9,10 @@ max_tokens included. Every launch is one sample (a loop is a sequence of invocat
   model of the best suffix for the money and time left, on expected values: maximize accuracy subject to the
   expected cost fitting the budget left and the latency (not discounted) the time left; or, with
   ``vine:cost:alpha=A``, minimize expected cost subject to accuracy >= A. ontime's budget is hard: the executor
-  reserves an invocation's worst case before launching it, so vine only starts suffixes whose next invocation's
-  worst case fits the money left (when the best one's does not, it takes the best that does).
+  reserves an invocation's worst case before launching it. So vine counts a suffix feasible only if each of its
+  invocations' worst case fits the money left after the expected spend of those before it on the path (every one
+  before it having failed); ``vine:paper`` checks the next invocation only, as the paper's VineLM can (it knows no
+  reservations), and so plans suffixes whose later calls will not fit.
   ``vine:load=SECONDS,...`` adds a queueing delay per model to every invocation (the paper's load-aware variant).
 - ``murakkab`` (the paper's workflow-level baseline): one model for the first invocation, one for every repair
   and a depth cap, chosen at admission by the same objective, then followed whatever happens.
@@ -30,7 +32,7 @@ import numpy as np
 
 from planners.trie import ExecutionTrie
 from planners.trie_dp import solve_closed_loop
-from planners.trie_search import MAX_ACCURACY, MIN_COST, best_suffix, murakkab_path
+from planners.trie_search import MAX_ACCURACY, MIN_COST, best_suffix_kernel, murakkab_path
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Reason, Snapshot
 
 if TYPE_CHECKING:
@@ -91,63 +93,50 @@ def _one_loop(table: ProfileTable, who: str) -> None:
 
 
 class VinePlanner(Planner):
-    """VineLM's re-rooting controller (see the module docstring)."""
+    """VineLM's re-rooting controller (see the module docstring); ``reserve=False`` is the paper's, which checks
+    only that the next invocation's worst case fits (the executor would refuse it), not the ones after it."""
 
     in_thread = False  # a search of microseconds
 
     def __init__(
-        self, table: ProfileTable, *, alpha: float | None = None, queue_delay: Sequence[float] | None = None
+        self,
+        table: ProfileTable,
+        *,
+        alpha: float | None = None,
+        queue_delay: Sequence[float] | None = None,
+        reserve: bool = True,
     ) -> None:
         _one_loop(table, "vine")
-        self.trie = loop_trie(table, 0, queue_delay)
+        self.trie = t = loop_trie(table, 0, queue_delay)
         self.objective = MAX_ACCURACY if alpha is None else MIN_COST
         self.alpha = 0.0 if alpha is None else alpha
-        self.queue_delay = None if queue_delay is None else np.asarray(queue_delay, np.float64)
-        self.name = "vine" if alpha is None else f"vine:cost:alpha={alpha:g}"
+        self.queue_delay = np.zeros(table.n_models) if queue_delay is None else np.asarray(queue_delay, np.float64)
+        self.reserve_steps = 1 << 30 if reserve else 1
+        self._worst = table.worst_cost[0].astype(np.float64)
+        self._spent = np.zeros(t.n_nodes)  # every invocation of the prefix run: its expected spend, undiscounted
+        for u in range(1, t.n_nodes):  # preorder: a parent comes before its children
+            self._spent[u] = self._spent[t.parent[u]] + t.c[u]
+        self.name = ("vine" if alpha is None else f"vine:cost:alpha={alpha:g}") + ("" if reserve else ":paper")
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if not snapshot.ready:
             return Decision({})
-        v = self.trie.node(_prefix(snapshot, 0))
-        left, time_left = snapshot.budget_left_pusd, snapshot.time_left
-        s = best_suffix(self.trie, v, left, time_left, objective=self.objective, alpha=self.alpha,
-                        queue_delay=self.queue_delay)  # fmt: skip
-        j = s.next_model
-        if j >= 0 and snapshot.worst(0, j) > left:
-            j = self._affordable(snapshot, v)
-        if j < 0:
+        plan = self.suffix(snapshot)
+        if not plan:
             return Decision({}, reason=Reason.BUDGET)
-        return Decision({0: Launch(j, 1)})
+        return Decision({0: Launch(plan[0], 1)})
 
-    def _affordable(self, snapshot: Snapshot, v: int) -> int:
-        """The next model of the best suffix among those whose first invocation's worst case fits the money left."""
-        t, left = self.trie, snapshot.budget_left_pusd
-        base = 1.0 - float(t.A[v])
-        if base <= 0.0:
-            return -1
-        best, pick = (-math.inf, math.inf), -1
-        for j in range(t.n_models):
-            u = int(t.child[v, j])
-            if u < 0 or snapshot.worst(0, j) > left:
-                continue
-            sub = slice(u, int(t.end[u]))
-            acc = (t.A[sub] - t.A[v]) / base
-            cost = (t.C[sub] - t.C[v]) / base
-            lat = t.L[sub] - t.L[v]
-            ok = (cost <= left) & (lat <= snapshot.time_left)
-            if self.objective == MIN_COST:
-                ok &= acc >= self.alpha
-                if ok.any():
-                    key = (1.0, -float(cost[ok].min()))  # meets the floor: the cheapest
-                    if key > best:
-                        best, pick = key, j
-                    continue
-                ok = (cost <= left) & (lat <= snapshot.time_left)
-            if ok.any():
-                key = (0.0 if self.objective == MIN_COST else float(acc[ok].max()), -float(cost[ok].min()))
-                if key > best:
-                    best, pick = key, j
-        return pick
+    def suffix(self, snapshot: Snapshot) -> tuple[int, ...]:
+        """The models of the best suffix from the realized prefix, for the money and time left (empty: stop)."""
+        t = self.trie
+        v = t.node(_prefix(snapshot, 0))
+        worst = self._worst if snapshot.worst_pusd is None else snapshot.worst_pusd[0].astype(np.float64)
+        target, _, _ = best_suffix_kernel(
+            t.depth, t.model, t.end, t.parent, t.A, t.C, t.L, t.A_max, v, float(snapshot.budget_left_pusd),
+            float(snapshot.time_left), self.objective, self.alpha, self.queue_delay, t.horizon, True, worst,
+            self._spent, self.reserve_steps,
+        )  # fmt: skip
+        return t.path(int(target))[int(t.depth[v]) :]
 
 
 class MurakkabPlanner(Planner):
@@ -238,8 +227,8 @@ def _options(args: Sequence[str], who: str, allowed: set[str]) -> dict[str, str]
     out = {}
     for arg in args:
         key, sep, value = arg.partition("=")
-        if arg == "cost":
-            out["cost"] = "1"
+        if arg in ("cost", "paper"):
+            out[arg] = "1"
             continue
         if not sep or key not in allowed:
             raise PlannerSpecError(f"{who}: unknown option {arg!r} (options: {', '.join(sorted(allowed))})")
@@ -262,8 +251,8 @@ def _alpha(opts: dict[str, str], who: str) -> float | None:
 
 
 def vine_from_spec(args: Sequence[str], ctx: PlannerContext) -> VinePlanner:
-    """``vine[:cost:alpha=A][:load=S1,S2,...]``."""
-    opts = _options(args, "vine", {"cost", "alpha", "load"})
+    """``vine[:cost:alpha=A][:load=S1,S2,...][:paper]`` (``paper``: the paper's check of the next invocation only)."""
+    opts = _options(args, "vine", {"cost", "alpha", "load", "paper"})
     delay = None
     if "load" in opts:
         try:
@@ -272,7 +261,7 @@ def vine_from_spec(args: Sequence[str], ctx: PlannerContext) -> VinePlanner:
             delay = []
         if len(delay) != ctx.table.n_models or not all(math.isfinite(x) and x >= 0 for x in delay):
             raise PlannerSpecError(f"vine: load needs {ctx.table.n_models} delays in seconds, >= 0, one per model")
-    return VinePlanner(ctx.table, alpha=_alpha(opts, "vine"), queue_delay=delay)
+    return VinePlanner(ctx.table, alpha=_alpha(opts, "vine"), queue_delay=delay, reserve="paper" not in opts)
 
 
 def murakkab_from_spec(args: Sequence[str], ctx: PlannerContext) -> MurakkabPlanner:
