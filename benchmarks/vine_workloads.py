@@ -25,9 +25,13 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from benchmarks._report import EXAMPLES
-from runtime.types import LatentClasses, Loop, ModelSpec, PoolProfile, Subtask, UsageError, Workflow
-from tools.reflection_cascade import price_per_million
+from planners.cascade_estimates import estimate
+from planners.cascade_sampling import cascade_sample
+from runtime.types import CascadeTable, LatentClasses, Loop, ModelSpec, PoolProfile, Subtask, UsageError, Workflow
+from tools.reflection_cascade import cascade_table, price_per_million
 from tools.reflection_data import Attempt, load_attempts
 
 if TYPE_CHECKING:
@@ -45,13 +49,15 @@ SAMPLE = EXAMPLES / "reflection" / "attempts_sample.csv"
 
 @dataclass(frozen=True)
 class Workload:
-    """A loop workload: the profiles runs are drawn from (``truth``) and the ones planners plan with."""
+    """A loop workload: the profiles runs are drawn from (``truth``) and the ones planners plan with (``planned``,
+    fully profiled; ``sparse``, if built, estimated from sparse cascade profiling of the same split)."""
 
     name: str
     truth: Workflow
     planned: Workflow
     test_questions: int
     profile_questions: int
+    sparse: Workflow | None = None
 
 
 def split_of(question: tuple[str, str]) -> str:
@@ -60,8 +66,19 @@ def split_of(question: tuple[str, str]) -> str:
     return "profile" if digest[0] % 4 == 0 else "test"
 
 
-def reflection(path: Path | str = SAMPLE, models: Sequence[str] | None = None, horizon: int = 6) -> Workload:
-    """The reflection workload from an attempts file (default: the sample the repository ships).
+def reflection(
+    path: Path | str = SAMPLE,
+    models: Sequence[str] | None = None,
+    horizon: int = 6,
+    *,
+    coverage: float | None = None,
+    estimator: str = "vinelm",
+    seed: int = 0,
+) -> Workload:
+    """The reflection workload from an attempts file (default: the sample the repository ships). With
+    ``coverage``, also the ``sparse`` plan: the profiling split cascade-sampled for that fraction of the cost of
+    profiling every path with checkpoints (the VineLM paper's 2%), its conditional rates estimated by
+    ``estimator`` (planners/cascade_estimates.py), written as a cascade table.
 
     Raises:
         UsageError: an unknown model, a model without a price, or a split with no question.
@@ -94,8 +111,18 @@ def reflection(path: Path | str = SAMPLE, models: Sequence[str] | None = None, h
                        history=history)  # fmt: skip
         return Workflow(name=f"reflection-{tag}", models=specs, subtasks=(loop,))
 
+    sparse = None
+    if coverage is not None:
+        outcomes, _ = cascade_table(attempts, models, horizon, questions=parts["profile"])
+        budget = coverage * outcomes.profiling_cost().checkpointed
+        obs = cascade_sample(outcomes, budget, np.random.default_rng(seed))
+        rates = estimate(estimator, outcomes.trie, obs).cascade_rates(outcomes.trie)
+        table = CascadeTable({r.path: r.rate for r in rates})
+        loop = Subtask(id="answer", deps=(), input_tokens=round(inputs), profiles=pools, loop=Loop(horizon),
+                       history=table)  # fmt: skip
+        sparse = Workflow(name="reflection-sparse", models=specs, subtasks=(loop,))
     return Workload("reflection", workflow(parts["test"], "test"), workflow(parts["profile"], "profile"),
-                    len(parts["test"]), len(parts["profile"]))  # fmt: skip
+                    len(parts["test"]), len(parts["profile"]), sparse)  # fmt: skip
 
 
 def _model(name: str) -> ModelSpec:

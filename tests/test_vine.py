@@ -148,7 +148,7 @@ def test_bench_vine_prints_json_rows_for_scripts() -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert {(r["planner"], r["budget"]) for r in rows} == {
-        (p, b) for p in ("murakkab", "vinelm", "vine", "exact", "mcp") for b in (0.001, 0.01)
+        (p, b) for p in ("murakkab", "vinelm", "vine", "vine-sparse", "exact", "mcp") for b in (0.001, 0.01)
     }
     for r in rows:
         assert set(r) == {"workload", "planner", "budget", "accuracy", "ci95", "mean_cost", "runs"}
