@@ -9,6 +9,9 @@ request's difficulty z ~ N(0, 1); model m solves attempt j with sigmoid(skill_m 
 the conditional success given the prefix failed, averaged over z), costs from model prices (repairs carry
 longer prompts), latencies per model.
 
+"vine.decide" is ontime's planner end to end: the same trie as a spec's cascade table, ``VinePlanner.decide`` on a
+snapshot at a random realized prefix (what a run pays per decision; tries up to 100k nodes).
+
 Replanning = one ``best_suffix`` call (the Python entry point: validation, kernel, answer) at a realized node:
 a depth drawn uniformly below the horizon, a random prefix at that depth, the request's money and time left
 after a noisy realized spend; objective MAX_ACCURACY under both caps (the paper's latency-SLO policy) and
@@ -28,6 +31,7 @@ sometimes asks for a launch whose worst case the executor refuses ("VineLM refus
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -40,7 +44,20 @@ from benchmarks._report import RESULTS, console, machine, parser, rows_table, wr
 from planners.trie import ExecutionTrie, trie_structure
 from planners.trie_dp import solve_closed_loop
 from planners.trie_search import MAX_ACCURACY, MIN_COST, best_suffix, best_suffix_kernel
-from runtime.types import UsageError
+from planners.vine import VinePlanner
+from runtime.types import (
+    CascadeTable,
+    FailedBatch,
+    FixedTokens,
+    Loop,
+    ModelSpec,
+    ParametricProfile,
+    ProfileTable,
+    Snapshot,
+    Subtask,
+    UsageError,
+    Workflow,
+)
 
 # (name, models, depth, the paper's mean replanning time in microseconds, Table 3)
 CONFIGS = [
@@ -54,6 +71,7 @@ PRICES_USD = np.array([0.0004, 0.012, 0.003, 0.0006, 0.002, 0.0009, 0.0015, 0.00
 LATENCY_S = np.array([2.0, 9.0, 6.0, 2.5, 5.0, 3.0, 4.0, 3.5, 7.0])
 SKILL = np.array([-0.6, 1.2, 0.8, -0.3, 0.5, 0.0, 0.3, 0.2, 0.9])
 PUSD = 10**12
+PLANNER_MAX_NODES = 100_000  # the end-to-end planner timing builds the loop's spec: not for the 598k-node trie
 
 
 def latent_trie(n_models: int, horizon: int, seed: int) -> ExecutionTrie:
@@ -253,6 +271,33 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def planner_times(t: ExecutionTrie, calls: int, seed: int) -> dict[str, float]:
+    """What ontime's ``vine`` planner spends per decision, end to end: the trie's rates written as a cascade table
+    in a one-loop workflow, the planner built from it, ``decide`` timed on snapshots at random realized prefixes
+    (the failed batches so far) with money and time left."""
+    names = [f"m{j}" for j in range(t.n_models)]
+    models = {n: ModelSpec(n, "sim", 1.0, 4.0, 60.0, 0.5, 512) for n in names}
+    rates = {tuple(names[m] for m in t.path(v)): float(t.q[v]) for v in range(1, t.n_nodes)}
+    profiles = {n: ParametricProfile(0.5, FixedTokens(100)) for n in names}
+    loop = Subtask("loop", (), 500, profiles, loop=Loop(t.horizon), history=CascadeTable(rates))
+    table = ProfileTable.from_workflow(Workflow("bench", models, (loop,)))
+    planner = VinePlanner(table)
+    rng = np.random.default_rng(seed)
+    start = Snapshot.at_start(table, 10**15, 1e6)
+    snaps = []
+    for _ in range(calls):
+        prefix = rng.integers(0, t.n_models, int(rng.integers(0, t.horizon)))
+        failed = tuple(FailedBatch(0, int(m), 1, 0.0, 1.0) for m in prefix)
+        snaps.append(dataclasses.replace(start, failed=failed, budget_left_pusd=int(rng.uniform(0.2, 1) * 10**11)))
+    planner.decide(snaps[0])  # warm-up
+    us = []
+    for snap in snaps:
+        t0 = time.perf_counter_ns()
+        planner.decide(snap)
+        us.append((time.perf_counter_ns() - t0) / 1e3)
+    return {"vine_decide_median_us": statistics.median(us), "vine_decide_p95_us": _pct(us, 0.95)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--calls", type=int, default=2000, help="replanning calls per configuration")
@@ -269,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         t = latent_trie(m, d, args.seed)
         build = time.perf_counter() - t0
         rep = replan_times(t, args.calls, args.seed)
+        if t.n_nodes <= PLANNER_MAX_NODES:
+            rep |= planner_times(t, args.calls, args.seed)
         rows.append(
             {
                 "config": name,
@@ -280,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                 "paper_us": paper,
                 **{k: round(x, 2) for k, x in rep.items()},
                 "speedup_vs_paper": round(paper / rep["max_acc_median_us"], 1) if not math.isnan(paper) else math.nan,
+                "planner_speedup_vs_paper": round(paper / rep["vine_decide_median_us"], 1)
+                if not math.isnan(paper) and "vine_decide_median_us" in rep
+                else math.nan,
                 **dp_times(t, args.seed, args.runs),
             }
         )
@@ -288,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
         "config": "config", "nodes": "nodes", "paper_us": "paper us", "max_acc_median_us": "median us",
         "max_acc_p95_us": "p95 us", "speedup_vs_paper": "paper/ours", "min_cost_median_us": "min-cost us",
         "kernel_median_us": "kernel us", "root_median_us": "root us", "root_nocap_median_us": "root no-cap us",
-        "root_nocap_nobound_kernel_us": "full scan us",
+        "root_nocap_nobound_kernel_us": "full scan us", "vine_decide_median_us": "vine.decide us",
+        "planner_speedup_vs_paper": "paper/decide",
         "dp_grid": "DP grid", "dp_build_s": "DP build s", "dp_MiB": "DP MiB", "dp_lookup_us": "DP lookup us",
         "dp_P_grid": "DP P (grid)", "dp_P_sim": "DP P (sim)", "vine_P_sim": "VineLM P (sim)",
         "vine_refused": "VineLM refused",

@@ -121,22 +121,27 @@ class VinePlanner(Planner):
     def decide(self, snapshot: Snapshot) -> Decision:
         if not snapshot.ready:
             return Decision({})
-        plan = self.suffix(snapshot)
-        if not plan:
+        _, _, j = self._search(snapshot)
+        if j < 0:
             return Decision({}, reason=Reason.BUDGET)
-        return Decision({0: Launch(plan[0], 1)})
+        return Decision({0: Launch(j, 1)})
 
     def suffix(self, snapshot: Snapshot) -> tuple[int, ...]:
         """The models of the best suffix from the realized prefix, for the money and time left (empty: stop)."""
+        v, target, _ = self._search(snapshot)
+        return self.trie.path(target)[int(self.trie.depth[v]) :]
+
+    def _search(self, snapshot: Snapshot) -> tuple[int, int, int]:
+        """(realized node, best target below it, next model or -1)."""
         t = self.trie
         v = t.node(_prefix(snapshot, 0))
         worst = self._worst if snapshot.worst_pusd is None else snapshot.worst_pusd[0].astype(np.float64)
-        target, _, _ = best_suffix_kernel(
+        target, j, _ = best_suffix_kernel(
             t.depth, t.model, t.end, t.parent, t.A, t.C, t.L, t.A_max, v, float(snapshot.budget_left_pusd),
             float(snapshot.time_left), self.objective, self.alpha, self.queue_delay, t.horizon, True, worst,
             self._spent, self.reserve_steps,
         )  # fmt: skip
-        return t.path(int(target))[int(t.depth[v]) :]
+        return v, int(target), int(j)
 
 
 class MurakkabPlanner(Planner):
