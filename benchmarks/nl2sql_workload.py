@@ -49,13 +49,22 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.pricing import list_price
 from benchmarks._report import EXAMPLES
 from benchmarks.vine_workloads import Workload, split_of
 from runtime.types import LatentClasses, Loop, ModelSpec, PoolProfile, Subtask, UsageError, Workflow
-from tools.spider import HARDNESS, hardness, load_questions, load_schemas, sql_tokens
+from tools.spider import (
+    HARDNESS,
+    hardness,
+    load_questions,
+    load_schemas,
+    parse,
+    quote_keywords,
+    sql_tokens,
+    wrong_variants,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,6 +80,7 @@ __all__ = [
     "SimModel",
     "accuracy_by_hardness",
     "data_root",
+    "example_spec",
     "nl2sql",
     "nl2sql_variant",
     "simulate",
@@ -270,3 +280,43 @@ def _output_tokens(model: str, gold_tokens: int) -> int:
 
 def _prompt_chars(q: Question, schema: Schema | None) -> int:
     return len(INSTRUCTIONS) + len(schema.text() if schema else "") + len(q.question_de) + 2
+
+
+def example_spec(question_id: str = "dev-0053", data_dir: Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """A real-endpoint spec for one question (examples/nl2sql/pets.json): two OpenAI-compatible models standing for
+    gemma-3-27b and claude-sonnet-4.6, an SQL-execution verifier with the gold query, ``reference`` the gold query
+    rewritten by sqlglot (another text, the same result: only execution can tell it is right) and ``wrong`` its
+    mutated variants, so ``ontime serve-sim`` answers with one or the other.
+
+    Raises:
+        UsageError: no such question.
+    """
+    root = data_root(data_dir)
+    question = next((q for q in load_questions(root / "spider_dev_de.jsonl") if q.id == question_id), None)
+    if question is None:
+        raise UsageError(f"no question {question_id!r} in {root}")
+    schema = load_schemas(root / "tables.json")[question.db_id]
+    gold = quote_keywords(question.gold_sql, schema)
+    database = f"databases/{question.db_id}.sqlite"
+    wrong = wrong_variants(root / database, gold, schema, seed=seed)
+    rewritten = parse(gold, schema).sql(dialect="sqlite", pretty=True)
+    prompt = f"Schema:\n{schema.text()}\n\nFrage: {question.question_de}"
+    models = {}
+    for alias, name, p in (("small", "gemma-3-27b", 0.5), ("large", "claude-sonnet-4.6", 0.85)):
+        spec = _model(name)
+        models[alias] = {
+            "provider": "openai", "model": name, "base_url": "http://127.0.0.1:8765/v1",
+            "input_price_per_mtok": spec.input_price_per_mtok, "output_price_per_mtok": spec.output_price_per_mtok,
+            "tokens_per_s": spec.tokens_per_s, "ttft_s": spec.ttft_s, "max_output_tokens": 400, "timeout_s": 10,
+        }  # fmt: skip
+        models[alias]["p"] = p
+    tokens = _output_tokens("claude-sonnet-4.6", sql_tokens(gold))
+    subtask = {
+        "id": "sql", "input_tokens": round(_prompt_chars(question, schema) / CHARS_PER_TOKEN), "loop": {"horizon": 3},
+        "system": INSTRUCTIONS, "prompt": prompt,
+        "verifier": {"sql": {"database": database, "gold": gold, "max_rows": 1000}, "timeout_s": 2},
+        "reference": f"```sql\n{rewritten}\n```", "wrong": [f"```sql\n{v.sql}\n```" for v in wrong],
+        "profiles": {a: {"p": m.pop("p"), "output_tokens": {"mean": tokens, "std": tokens / 4}}
+                     for a, m in models.items()},
+    }  # fmt: skip
+    return {"name": f"nl2sql_{question.db_id}", "models": models, "subtasks": [subtask]}
