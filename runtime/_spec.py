@@ -64,7 +64,7 @@ PROVIDERS = ("sim", "openai", "anthropic")
 _SUBTASK_KEYS = {
     "id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong", "answer",
 } | HISTORY_KEYS  # fmt: skip
-_VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge")
+_VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge", "sql")
 _TOP_KEYS = {"name", "models", "subtasks"}
 
 
@@ -380,9 +380,31 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
     )
 
 
+def _parse_sql_verifier(arg: Any, src: str | None, sid: str) -> dict[str, Any]:
+    """The SQL verifier's database (a SQLite file, relative to the spec's folder), gold query and row limit."""
+    at = {"source": src, "subtask": sid}
+    _check_mapping(arg, "'verifier.sql'", **at, field="verifier.sql")
+    _check_keys(arg, {"database", "gold", "max_rows"}, required={"database", "gold"}, source=src,
+                where=f"subtask {sid!r} verifier.sql")  # fmt: skip
+    database, gold, max_rows = arg["database"], arg["gold"], arg.get("max_rows", 10_000)
+    if not isinstance(gold, str) or not gold.strip():
+        raise SpecError("must be a non-empty string (the gold query)", **at, field="verifier.sql.gold")
+    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or not 1 <= max_rows <= 1_000_000:
+        raise SpecError("must be an integer in [1, 1000000]", **at, field="verifier.sql.max_rows")
+    if not isinstance(database, str) or not database:
+        raise SpecError("must be a path (a string)", **at, field="verifier.sql.database")
+    path = Path(database)
+    if not path.is_absolute() and src is not None:
+        path = Path(src).parent / path
+    if not path.is_file():
+        raise SpecError(f"no SQLite database at {path}", **at, field="verifier.sql.database")
+    return {"database": str(path), "gold": gold, "max_rows": max_rows}
+
+
 def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     """``{"exact": TEXT}``, ``{"regex": PATTERN}``, ``{"json_schema": SCHEMA}``,
-    ``{"python_tests": CODE, "timeout_s": S, "setup": CODE}`` or ``{"judge": MODEL, "rubric": QUESTION}``."""
+    ``{"python_tests": CODE, "timeout_s": S, "setup": CODE}``, ``{"judge": MODEL, "rubric": QUESTION}`` or
+    ``{"sql": {"database": PATH, "gold": QUERY, "max_rows": N}, "timeout_s": S}``."""
     at = {"source": src, "subtask": sid}
     _check_mapping(spec, "'verifier'", **at, field="verifier")
     kinds = [k for k in _VERIFIER_KINDS if k in spec]
@@ -399,6 +421,8 @@ def _parse_verifier(spec: Any, src: str | None, sid: str) -> VerifierSpec:
     f = f"verifier.{kind}"
     if kind == "json_schema":
         _check_mapping(arg, f"'{f}'", **at, field=f)
+    elif kind == "sql":
+        arg = _parse_sql_verifier(arg, src, sid)
     elif not isinstance(arg, str) or (kind != "exact" and not arg):
         raise SpecError("must be a non-empty string", **at, field=f)
     if kind == "regex":

@@ -2,7 +2,8 @@
 
 A subtask's ``verifier`` in the spec picks one: exact match (whitespace at the ends ignored), a regular
 expression found in the output, a JSON schema the output must satisfy, Python tests run against the
-output in :mod:`tools.sandbox`, or an LLM judge. Code and JSON may come wrapped in a Markdown fence; the
+output in :mod:`tools.sandbox`, an LLM judge, or the result of an SQL query on a SQLite database
+(:class:`tools.sql.SqlVerifier`). Code and JSON may come wrapped in a Markdown fence; the
 first fenced block is what gets checked. A judge is a paid call: its worst case is reserved with the sample
 (:meth:`Verifier.worst_pusd`) and what it cost is charged with the sample.
 
@@ -24,6 +25,7 @@ import regex
 from adapters.chat import ChatRequest, input_token_bound
 from runtime.types import Message, ProviderError, UsageError, Verdict, Verifier, price_per_token_pusd
 from tools.sandbox import Limits, arun_tests
+from tools.sql import SqlVerifier
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -170,6 +172,9 @@ def build_verifier(
         return _JsonSchema(spec.arg, spec.timeout_s)
     if spec.kind == "python_tests":
         return _PythonTests(spec.arg, spec.timeout_s, spec.setup)
+    if spec.kind == "sql":
+        arg = spec.arg
+        return SqlVerifier(arg["database"], arg["gold"], timeout_s=spec.timeout_s, max_rows=arg.get("max_rows", 10_000))
     if spec.kind == "judge":
         if spec.arg not in models or spec.arg not in backends:
             raise UsageError(f"the judge model {spec.arg!r} is not a real model of this workflow")

@@ -112,10 +112,19 @@ class LatentClasses:
         return cls(weights, firsts, repairs_, repairs)
 
     @classmethod
-    def replay(cls, first: Mapping[str, Sequence[bool]], repair: Mapping[str, Sequence[bool]]) -> LatentClasses:
+    def replay(
+        cls,
+        first: Mapping[str, Sequence[bool]],
+        repair: Mapping[str, Sequence[bool]],
+        *,
+        repairs: Literal["any", "own"] = "own",
+    ) -> LatentClasses:
         """Recorded outcomes, one class per question: ``first[m][q]`` whether model m answered question q right at
-        once, ``repair[m][q]`` whether its repair after its own failure was right. Each run draws one question;
-        a repair follows its own model's failure (``repairs="own"``), as self-reflection data are recorded."""
+        once, ``repair[m][q]`` whether its repair was right. Each run draws one question. By default a repair
+        follows its own model's failure (``repairs="own"``), as self-reflection data are recorded; ``"any"`` makes
+        every invocation after the first failure a repair, whoever failed (a repair prompt that shows the failure)."""
+        if repairs not in ("any", "own"):
+            raise SpecError(f"repairs={repairs!r} must be 'any' or 'own'", field="replay.repairs")
         n = len(next(iter(first.values()), ()))
         if n == 0:
             raise SpecError("a replay needs at least one question", field="replay")
@@ -127,7 +136,7 @@ class LatentClasses:
             (1.0 / n,) * n,
             as_rates,
             {m: tuple(float(x) for x in repair[m]) if m in repair else as_rates[m] for m in first},
-            "own",
+            repairs,
         )
 
 

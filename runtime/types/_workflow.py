@@ -129,10 +129,11 @@ Profile = ParametricProfile | PoolProfile
 
 @dataclass(frozen=True, slots=True)
 class VerifierSpec:
-    """How a real model's output is checked: ``kind`` is exact, regex, json_schema, python_tests or judge.
+    """How a real model's output is checked: ``kind`` is exact, regex, json_schema, python_tests, judge or sql.
 
-    ``arg`` is the expected text, the pattern, the schema, the test code, or the judge's model name;
-    ``rubric`` is the judge's question; ``timeout_s`` bounds a sandboxed test run, and ``setup`` is code run
+    ``arg`` is the expected text, the pattern, the schema, the test code, the judge's model name, or (sql) a mapping
+    of ``database`` (a SQLite file), ``gold`` (the query whose result the output's must equal) and ``max_rows``;
+    ``rubric`` is the judge's question; ``timeout_s`` bounds a sandboxed test run or a query, and ``setup`` is code run
     before the output under test (imports or helpers the tests assume).
     """
 
