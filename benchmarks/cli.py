@@ -101,9 +101,9 @@ def bench_mcp(
 
 @app.command("vine")
 def bench_vine(
-    workload: Annotated[str, typer.Option(help="reflection (the paper's MathQA loop on recorded answers).")] = (
-        "reflection"
-    ),
+    workload: Annotated[
+        str, typer.Option(help="reflection (the paper's MathQA loop on recorded answers), nl2sql, nl2sql-2, nl2sql-8.")
+    ] = "reflection",
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -113,7 +113,9 @@ def bench_vine(
     ] = None,
     runs: Annotated[int, typer.Option(min=1, help="Runs (seeds) per planner and budget.")] = 600,
     budgets: Annotated[str, typer.Option(help="Comma-separated dollars per question.")] = "",
-    planners: Annotated[str, typer.Option(help="Comma-separated: murakkab, vine, exact, mcp.")] = "",
+    planners: Annotated[
+        str, typer.Option(help="Comma-separated: murakkab, vinelm, vine, vine-sparse, exact, mcp (default: all).")
+    ] = "",
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON list.")] = False,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results/vine"),

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import runtime
 from benchmarks._report import RESULTS, console, parser, rows_table, write_csv
+from benchmarks.nl2sql_workload import VARIANTS, nl2sql_variant
 from benchmarks.vine_workloads import SAMPLE, Workload, reflection
 from planners.mcp import MCPPlanner
 from planners.vine import MurakkabPlanner, VineDPPlanner, VinePlanner
@@ -41,21 +42,23 @@ __all__ = ["BUDGETS", "PLANNERS", "main", "run_cells"]
 
 PLANNERS = ("murakkab", "vinelm", "vine", "vine-sparse", "exact", "mcp")
 SPARSE_COVERAGE = 0.02  # of the cost of profiling every path once per question (checkpointed), as the paper
-BUDGETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)  # dollars per question
+BUDGETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)  # dollars per question, reflection
+NL2SQL_BUDGETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+DATA_FILES = {"reflection": "reflection/renze_attempts.csv"} | {v: "nl2sql/spider_dev_de.jsonl" for v in VARIANTS}
 DEADLINE = 600.0  # seconds: loose, cost is what binds
 PAIRS = (("vinelm", "murakkab"), ("vine", "vinelm"), ("vine", "murakkab"), ("vine", "vine-sparse"),
          ("exact", "vine"), ("mcp", "vine"))  # fmt: skip
 
 
 @cache
-def _workload(name: str, data: str | None) -> tuple[Workload, ProfileTable, ProfileTable]:
-    """The workload, its fully profiled plan and its sparse one (2% coverage, VineLM's estimator)."""
-    if name != "reflection":
-        raise ValueError(f"unknown workload {name!r}")
-    path = Path(data) / "reflection" / "renze_attempts.csv" if data else SAMPLE
-    w = reflection(path, coverage=SPARSE_COVERAGE)
-    assert w.sparse is not None
-    return w, ProfileTable.from_workflow(w.planned), ProfileTable.from_workflow(w.sparse)
+def _workload(name: str, data: str | None) -> tuple[Workload, ProfileTable, ProfileTable | None]:
+    """The workload, its fully profiled plan and its sparse one (2% coverage, VineLM's estimator; reflection)."""
+    if name in VARIANTS:
+        w = nl2sql_variant(name, Path(data) if data else None)
+    else:
+        w = reflection(Path(data) / DATA_FILES[name] if data else SAMPLE, coverage=SPARSE_COVERAGE)
+    sparse = None if w.sparse is None else ProfileTable.from_workflow(w.sparse)
+    return w, ProfileTable.from_workflow(w.planned), sparse
 
 
 def _planner(name: str, planned: ProfileTable, budget: float, seed: int) -> Planner:
@@ -73,7 +76,7 @@ def _planner(name: str, planned: ProfileTable, budget: float, seed: int) -> Plan
 def _cell(args: tuple[str, str | None, str, float, int, int]) -> tuple[str, float, list[bool], list[int]]:
     workload, data, planner, budget, first, count = args
     w, full, sparse = _workload(workload, data)
-    planned = sparse if planner == "vine-sparse" else full
+    planned = sparse if planner == "vine-sparse" and sparse is not None else full
     shared = None if planner == "mcp" else _planner(planner, planned, budget, 0)  # stateless: one per cell
     ok, spent = [], []
     for seed in range(first, first + count):
@@ -103,7 +106,7 @@ def run_cells(workload: str, data: str | None, budgets: Sequence[float], planner
 def _data_dir(given: str | None, workload: str) -> str | None:
     """The data folder: the one given (which must hold the workload's file), else $ONTIME_DATA_DIR if it does,
     else None (the sample)."""
-    need = Path("reflection") / "renze_attempts.csv"
+    need = Path(DATA_FILES[workload])
     if given is not None:
         if not (Path(given) / need).exists():
             raise UsageError(f"--data-dir {given}: no {need} there (a folder laid out like shared/data)")
@@ -129,23 +132,25 @@ def _paired(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = parser(__doc__)
-    ap.add_argument("--workload", default="reflection", choices=["reflection"])
+    ap.add_argument("--workload", default="reflection", choices=list(DATA_FILES))
     ap.add_argument("--data-dir", help="folder laid out like shared/data (default: $ONTIME_DATA_DIR if it has the "
                     "workload's data, else the sample in examples/)")  # fmt: skip
     ap.add_argument("--runs", type=int, default=600)
-    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    ap.add_argument("--planners", default=",".join(PLANNERS))
+    ap.add_argument("--budgets", help="dollars per question, comma-separated (default: the workload's grid)")
+    ap.add_argument("--planners", help=f"comma-separated, of {', '.join(PLANNERS)} (vine-sparse: reflection only)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ap.add_argument("--out", type=Path, default=RESULTS / "vine")
     args = ap.parse_args(argv)
+    grid = BUDGETS if args.workload == "reflection" else NL2SQL_BUDGETS
     try:
-        budgets = [float(x) for x in args.budgets.split(",") if x]
+        budgets = [float(x) for x in args.budgets.split(",") if x] if args.budgets else list(grid)
     except ValueError:
         raise UsageError(f"--budgets: not numbers: {args.budgets!r}") from None
     if not budgets or not all(0 < b <= MAX_BUDGET_USD for b in budgets):
         raise UsageError(f"--budgets: dollars in (0, {MAX_BUDGET_USD:g}], not {args.budgets!r}")
-    planners = [x for x in args.planners.split(",") if x]
+    default = [p for p in PLANNERS if p != "vine-sparse" or args.workload == "reflection"]
+    planners = [x for x in args.planners.split(",") if x] if args.planners else default
     unknown = [p for p in planners if p not in PLANNERS]
     if unknown or not planners:
         raise UsageError(f"--planners: unknown {', '.join(unknown) or 'none given'} (known: {', '.join(PLANNERS)})")
@@ -179,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     console.print(rows_table(flat, f"{args.workload}: accuracy per budget ({args.runs} runs per cell)"))
     console.print(rows_table(pairs, "paired differences (same seeds); 'holds' = the interval reaches 0 or above"))
     _plot(rows, args.out / f"{args.workload}.png", args.workload)
-    console.print(f"{elapsed:.0f} s; data: {data or SAMPLE}")
+    console.print(f"{elapsed:.0f} s; data: {data or 'the sample in examples/'}")
     return rows
 
 

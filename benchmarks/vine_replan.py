@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         "dp_P_grid": "DP P (grid)", "dp_P_sim": "DP P (sim)", "vine_P_sim": "VineLM P (sim)",
         "vine_refused": "VineLM refused",
     }  # fmt: skip
-    table = [{label: r[key] for key, label in shown.items()} for r in rows]
+    table = [{label: r.get(key, math.nan) for key, label in shown.items()} for r in rows]
     console.print(rows_table(table, "VineLM replanning (MAX_ACCURACY unless said) and the closed-loop DP"))
     console.print(machine())
     args.out.mkdir(parents=True, exist_ok=True)
