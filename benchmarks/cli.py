@@ -118,11 +118,31 @@ def bench_vine(
     ] = "",
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON list.")] = False,
+    analysis: Annotated[
+        str,
+        typer.Option(
+            help="frontier (Fig. 7), estimators (Tables 1-2: sparse profiling on the reflection data), "
+            "replan (Table 3: replanning time against trie size)."
+        ),
+    ] = "frontier",
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results/vine"),
 ) -> None:
-    """Repair-loop planners across budgets on real recorded behaviour (the VineLM paper's Fig. 7)."""
+    """Repair-loop planners across budgets on real recorded behaviour (the VineLM paper's Fig. 7), and its
+    Tables 1-3 with ``--analysis``."""
     from benchmarks import vine_bench as vb
 
+    if analysis in ("estimators", "replan"):
+        from benchmarks import vine_estimators, vine_replan
+
+        data = [] if data_dir is None else ["--data-dir", str(data_dir)]
+        if analysis == "estimators":
+            vine_estimators.main(data)
+        else:
+            vine_replan.main([])
+        return
+    if analysis != "frontier":
+        _err.print(f"[red]error:[/] unknown analysis {analysis!r} (frontier, estimators, replan)", highlight=False)
+        raise typer.Exit(2)
     argv = ["--workload", workload, "--runs", str(runs), "--workers", str(workers), "--out", str(out)]
     argv += ["--data-dir", str(data_dir)] if data_dir else []
     argv += ["--budgets", budgets] if budgets else []

@@ -12,11 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 import runtime
+from planners import make_planner
 from planners.trie_search import best_suffix
 from planners.vine import VineDPPlanner, loop_trie
 from runtime import BatchLaunched, LaunchRejected
 from runtime.cli import app
-from runtime.types import PlannerSpecError
+from runtime.types import PlannerContext, PlannerSpecError
 from tests.conftest import build, model
 from tests.helpers import of
 
@@ -52,8 +53,12 @@ def loop(horizon: int = 4, spread: float = 1.5, history: dict[str, Any] | None =
 
 
 def successes(spec: dict[str, Any], planner: str, budget: float, runs: int) -> np.ndarray:
+    """Runs 0 .. runs - 1 through the executor; the loop planners keep no state, so one instance serves them all
+    (a vine-dp built per run would solve its program per run)."""
     wf = build(spec)
-    return np.array([runtime.run(wf, budget, 600.0, planner=planner, seed=s).success for s in range(runs)])
+    table = runtime.ProfileTable.from_workflow(wf)
+    one = make_planner(planner, PlannerContext(table, runtime.types.to_pusd(budget), 600.0, 0))
+    return np.array([runtime.run(wf, budget, 600.0, planner=one, seed=s).success for s in range(runs)])
 
 
 def test_the_trie_holds_the_exact_conditional_rates_of_the_history_model() -> None:
