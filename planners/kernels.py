@@ -13,7 +13,11 @@ step, so a simulated probability is what ``ontime eval`` would measure:
 - samples ending at the same instant are handled in the order their batches were launched, and the policy
   decides after each one that changes what is possible, or, in synchronized rounds (the snapshot's
   ``rounds``), only once no batch is open any more;
-- output is capped at max tokens, and a capped attempt fails.
+- output is capped at max tokens, and a capped attempt fails;
+- where a subtask's attempts depend on its history (runtime.types.LatentClasses, CascadeTable), a batch's
+  success rate follows the subtask's failed batches so far, and each simulated run draws the subtask's hidden
+  class once, from the belief the snapshot's failures give (a planner never sees the class: :func:`hidden`);
+  a loop that has used its horizon ends the run, failed, as the executor's does.
 
 Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
 functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel. Random

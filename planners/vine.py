@@ -117,6 +117,8 @@ class VinePlanner(Planner):
         for u in range(1, t.n_nodes):  # preorder: a parent comes before its children
             self._spent[u] = self._spent[t.parent[u]] + t.c[u]
         self.name = ("vine" if alpha is None else f"vine:cost:alpha={alpha:g}") + ("" if reserve else ":paper")
+        self._nodes: dict[tuple[int, ...], int] = {}  # realized prefix -> trie node, as met
+        self._launch = [Launch(j, 1) for j in range(table.n_models)]
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if not snapshot.ready:
@@ -124,7 +126,7 @@ class VinePlanner(Planner):
         _, _, j = self._search(snapshot)
         if j < 0:
             return Decision({}, reason=Reason.BUDGET)
-        return Decision({0: Launch(j, 1)})
+        return Decision({0: self._launch[j]})
 
     def suffix(self, snapshot: Snapshot) -> tuple[int, ...]:
         """The models of the best suffix from the realized prefix, for the money and time left (empty: stop)."""
@@ -134,7 +136,10 @@ class VinePlanner(Planner):
     def _search(self, snapshot: Snapshot) -> tuple[int, int, int]:
         """(realized node, best target below it, next model or -1)."""
         t = self.trie
-        v = t.node(_prefix(snapshot, 0))
+        prefix = _prefix(snapshot, 0)
+        v = self._nodes.get(prefix)
+        if v is None:
+            v = self._nodes[prefix] = t.node(prefix)
         worst = self._worst if snapshot.worst_pusd is None else snapshot.worst_pusd[0].astype(np.float64)
         target, j, _ = best_suffix_kernel(
             t.depth, t.model, t.end, t.parent, t.A, t.C, t.L, t.A_max, v, float(snapshot.budget_left_pusd),
