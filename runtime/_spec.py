@@ -532,6 +532,8 @@ def never_succeeds(wf: Workflow) -> list[str]:
     model that may run it); a valid spec, but one no budget or deadline can make succeed."""
     out = []
     for s in wf.subtasks:
+        if s.history is not None:  # its rates are the history's, not the profiles'
+            continue
         why = []
         for name, prof in s.profiles.items():
             cap = wf.models[name].max_output_tokens
