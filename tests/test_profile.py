@@ -83,7 +83,7 @@ def test_profile_recovers_serve_sims_known_profiles_within_its_intervals(tmp_pat
 
 def _data_of(wf: runtime.Workflow, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with the base_urls of ``wf`` (the helper's pointed spec)."""
-    out = json.loads(json.dumps(data))
+    out: dict[str, Any] = json.loads(json.dumps(data))
     for name, m in out["models"].items():
         ep = wf.models[name].endpoint
         assert ep is not None
