@@ -133,7 +133,9 @@ class ProfileReport:
     spent_pusd: int
     elapsed: float
     invocations: int
-    stopped: str  # "budget", "deadline", "questions" or "done" (a recorded file: every reachable path ran)
+    # "budget", "deadline", "questions", "done" (a recorded file: every reachable path ran), or the reason the
+    # runs of a whole round got no answer (``unreachable``, ``provider_rejected``, ...)
+    stopped: str
     subtasks: tuple[SubtaskMeasure, ...]
     spec: dict[str, Any] = field(repr=False)
 
@@ -312,7 +314,7 @@ async def _live(
             assert ep is not None
             adapters[name] = ChatAdapter(backend, ep.model, temperature=ep.temperature)
         singles = [(s, _single(wf, s)) for s in wf.subtasks]
-        q = 0
+        q, why = 0, None
         while questions is None or q < questions:
             ran = False
             for s, alone in singles:
@@ -334,8 +336,9 @@ async def _live(
                     ran = True
                 if progress is not None:
                     progress(spent, count)
-            if not ran:  # no subtask could afford an invocation any more
-                stopped = "budget"
+                why = result.reason
+            if not ran:  # no subtask got an answer this round: why the last one did not
+                stopped = "deadline" if time.monotonic() >= end else "budget" if why is Reason.BUDGET else str(why)
                 break
             q += 1
     finally:
