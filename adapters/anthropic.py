@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anthropic
 
-from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
+from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta, request_headers, request_timeout
 from adapters.errors import VendorErrors, vendor_stream
 from runtime.types import ProviderUnavailableError, UsageError
 
@@ -57,7 +57,7 @@ class AnthropicBackend(ChatBackend):
         if request.temperature is not None:
             kwargs["extra_body"] = {"temperature": request.temperature}
         if request.tag is not None:
-            kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
+            kwargs["extra_headers"] = request_headers(request)
         create: Any = self.client.messages.create  # the overloads cannot follow **kwargs
         opening = create(
             model=request.model,

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import quote
 
 from runtime.types import ProviderUnavailableError
 
@@ -30,6 +31,7 @@ __all__ = [
     "Choice",
     "Delta",
     "input_token_bound",
+    "request_headers",
     "request_timeout",
 ]
 
@@ -37,6 +39,11 @@ __all__ = [
 _PER_MESSAGE, _PER_REQUEST = 16, 16
 # Subtask requests carry this header so the simulator server knows which profile to draw from.
 SUBTASK_HEADER = "x-ontime-subtask"
+# And these, so it can draw a loop subtask's history-dependent success: the run's id (a subtask's hidden class is
+# drawn once per run) and the models of the subtask's earlier failed batches, in order, comma-separated, each
+# percent-encoded (a name may hold a comma). Neither holds anything secret; real endpoints ignore both.
+RUN_HEADER = "x-ontime-run"
+HISTORY_HEADER = "x-ontime-history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,8 @@ class ChatRequest:
             after it, and it bounds the request's timeout.
         tag: the subtask id, sent in the ``x-ontime-subtask`` header (the simulator server draws the
             subtask's profile from it; real endpoints ignore it).
+        run: the run's id, sent in the ``x-ontime-run`` header.
+        history: the models (spec names) of the subtask's earlier failed batches, sent in ``x-ontime-history``.
     """
 
     model: str
@@ -58,6 +67,8 @@ class ChatRequest:
     temperature: float | None = None
     deadline: float | None = None
     tag: str | None = None
+    run: str | None = None
+    history: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +143,18 @@ class ChatBackend(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook: backends without a client have nothing to close)
         """Close the backend's connections."""
+
+
+def request_headers(request: ChatRequest) -> dict[str, str]:
+    """The ontime headers of a request: its subtask, run and history (none for a request without a tag)."""
+    if request.tag is None:
+        return {}
+    headers = {SUBTASK_HEADER: request.tag}
+    if request.run is not None:
+        headers[RUN_HEADER] = quote(request.run, safe="")
+    if request.run is not None or request.history:
+        headers[HISTORY_HEADER] = ",".join(quote(m, safe="") for m in request.history)
+    return headers
 
 
 def input_token_bound(messages: Sequence[Message]) -> int:

@@ -69,9 +69,8 @@ class ChatAdapter(Adapter):
         if batch.messages is None:  # the executor never sends one (``input_tokens`` refuses it first)
             raise UsageError("a subtask run on a real model needs a prompt")
         n = len(indices)
-        request = ChatRequest(
-            self.model_id, batch.messages, batch.max_tokens, n, self.temperature, batch.deadline, tag=batch.tag
-        )
+        request = ChatRequest(self.model_id, batch.messages, batch.max_tokens, n, self.temperature, batch.deadline,
+                              tag=batch.tag, run=batch.run, history=batch.history_names)  # fmt: skip
         parts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         left = set(range(n))

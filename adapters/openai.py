@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import openai
 
-from adapters.chat import SUBTASK_HEADER, ChatBackend, ChatRequest, ChatStream, Delta, request_timeout
+from adapters.chat import ChatBackend, ChatRequest, ChatStream, Delta, request_headers, request_timeout
 from adapters.errors import VendorErrors, vendor_stream
 from runtime.types import ProviderUnavailableError, UsageError
 
@@ -66,7 +66,7 @@ class OpenAIBackend(ChatBackend):
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         if request.tag is not None:
-            kwargs["extra_headers"] = {SUBTASK_HEADER: request.tag}
+            kwargs["extra_headers"] = request_headers(request)
         create: Any = self.client.chat.completions.create  # the overloads cannot follow **kwargs
         opening = create(
             model=request.model,

@@ -4,9 +4,13 @@ It makes the real adapters testable offline. ``POST /v1/chat/completions`` (Open
 /v1/messages`` (Anthropic) are answered in real time, each sample drawn from the (subtask, model) profile
 exactly as the in-process simulator draws it (:func:`adapters.sim.draw_sample`), latencies divided by
 ``speed``. The subtask comes from the ``x-ontime-subtask`` header, else from the subtask whose prompt
-starts the last user message. A success returns the subtask's ``reference``, a failure a ``wrong`` output
-(default: a refusal), cut into as many stream pieces as the drawn token count; past ``max_tokens`` it is
-cut off (``length``).
+starts the last user message. Where the subtask's success depends on its history (a loop subtask's ``difficulty``,
+``cascade`` or ``replay``), the ``x-ontime-history`` header (the models of its failed batches, in order) picks the
+rate: a repair's, or the cascade's entry after that history; the hidden class is drawn once per run (the
+``x-ontime-run`` header) and subtask, from the server's seed, as the in-process simulator draws it once per run.
+Without either header a request is drawn as it always was (a first attempt). A success returns the subtask's
+``reference``, a failure a ``wrong`` output (default: a refusal), cut into as many stream pieces as the drawn token
+count; past ``max_tokens`` it is cut off (``length``).
 
 Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a dropped stream, a
 hung response, malformed JSON. ``GET /ontime/record`` returns the server's record of every request.
@@ -24,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote
 
 import anyio
 from aiohttp import web
 
-from adapters.chat import SUBTASK_HEADER
+from adapters.chat import HISTORY_HEADER, RUN_HEADER, SUBTASK_HEADER
 from adapters.chat_agent import QA_TAG, read_turn
 from adapters.sim import draw_sample
 from runtime.types import ProfileTable, UsageError
@@ -88,6 +93,8 @@ class Served:
     output_tokens: list[int] = field(default_factory=list)
     status: str = "open"  # complete, cancelled, or the fault injected
     seq: int = 0  # its arrival number, which seeds its draws
+    run: str | None = None  # the x-ontime-run header
+    history: tuple[str, ...] = ()  # the x-ontime-history header: the subtask's failed models, in order
 
     @property
     def total_output_tokens(self) -> int:
@@ -216,8 +223,27 @@ class SimServer:
                 return i
         return None
 
-    def _draw(self, i: int, j: int, max_tokens: int, rng: random.Random) -> _Sample:
-        ok, tokens, latency = draw_sample(self.table, i, j, rng)
+    def _history(self, request: web.Request) -> tuple[str | None, tuple[str, ...]] | str:
+        """The request's run id and history (model names), or what is wrong with them."""
+        run = request.headers.get(RUN_HEADER)
+        raw = request.headers.get(HISTORY_HEADER, "")
+        names = tuple(unquote(part) for part in raw.split(",")) if raw else ()
+        unknown = [m for m in names if m not in self._models]
+        if unknown:
+            return f"{HISTORY_HEADER}: unknown model {unknown[0][:80]!r}"
+        return (None if run is None else unquote(run)), names
+
+    def _rate(self, i: int, j: int, run: str | None, history: tuple[str, ...], rng: random.Random) -> float | None:
+        """The success rate of model j on subtask i after ``history`` (None: the profile's own draw)."""
+        t = self.table
+        failed = [self._models[m] for m in history]
+        if t.has_classes(i):
+            u = rng.random() if run is None else random.Random(f"{self.seed}:class:{run}:{i}").random()
+            return t.success_rate(i, j, failed, t.draw_class(i, u))
+        return t.success_rate(i, j, failed) if t.cas_root[i] >= 0 else None
+
+    def _draw(self, i: int, j: int, max_tokens: int, rng: random.Random, rate: float | None = None) -> _Sample:
+        ok, tokens, latency = draw_sample(self.table, i, j, rng, rate)
         s = self.workflow.subtasks[i]
         finish = "stop"
         if tokens > max_tokens:
@@ -259,8 +285,15 @@ class SimServer:
             return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
         if self.table.kind[i, j] < 0:
             return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
+        history = self._history(request)
+        if isinstance(history, str):
+            return _error(api, 400, "invalid_request_error", history)
         served, rng, fault = self._record_request(api, r, self.workflow.subtasks[i].id, r.n)
-        return served, [self._draw(i, j, r.max_tokens, rng) for _ in range(r.n)], fault
+        served.run, served.history = history
+        rate = None
+        if RUN_HEADER in request.headers or HISTORY_HEADER in request.headers:  # else drawn as before them
+            rate = self._rate(i, j, *history, rng)
+        return served, [self._draw(i, j, r.max_tokens, rng, rate) for _ in range(r.n)], fault
 
     def _record_request(self, api: str, r: _Request, subtask: str, n: int) -> tuple[Served, random.Random, str | None]:
         """Record a new request; its generator (seeded by arrival order) and the fault it draws."""

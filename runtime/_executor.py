@@ -22,7 +22,7 @@ from anyio.lowlevel import RunVar
 
 from planners.baselines import MAX_BATCH
 from runtime._ledger import Ledger, Reservation, Usage
-from runtime._prompts import render
+from runtime._prompts import render, repair
 from runtime._result import RunResult, SubtaskOutcome
 from runtime.types import (
     Batch,
@@ -136,6 +136,7 @@ class _Ended:
     end: SampleEnd
     status: SampleStatus
     check_pusd: int
+    detail: str = ""  # why a failed sample failed (its verdict's detail), for a repair's prompt
 
 
 class Executor:
@@ -188,6 +189,8 @@ class Executor:
         self._model_done: list[str | None] = [None] * n
         self._completed_at: list[float | None] = [None] * n
         self._output: list[str | None] = [None] * n
+        # Per loop subtask, its last failed answer and why it failed: what its next invocation's prompt repairs.
+        self._repair_of: dict[int, tuple[str, str]] = {}
         self._planner_ms: list[float] = []
         self._reason: Reason | None = None
         self._detail: str | None = None
@@ -561,6 +564,8 @@ class Executor:
             messages=messages,
             deadline=self.clock.wall_time_of(self._deadline),
             history=tuple(self._history[i]),
+            history_names=tuple(t.model_names[h] for h in self._history[i]),
+            run=self.run_id,
         )
         b.handle = self.clock.spawn(tg, partial(self._run_batch, adapter, verifier, b, batch), name=f"{sid}#{b.id}")
 
@@ -573,6 +578,9 @@ class Executor:
         messages = None  # simulated workflows have no prompt to render
         if subtask.prompt is not None:
             messages = render(subtask, {t.subtask_ids[d]: self._output[d] for d in t.deps(i).tolist()})
+        failure = self._repair_of.get(i)
+        if messages is not None and failure is not None:  # a repair: its prompt shows what failed, and why
+            messages = repair(messages, *failure)
         inputs, checks, worst = [0] * t.n_models, [0] * t.n_models, [0] * t.n_models
         for j in np.flatnonzero(t.kind[i] >= 0).tolist():
             adapter, max_tokens = self.adapters[j], int(t.max_tokens[j])
@@ -644,7 +652,8 @@ class Executor:
             return check(end)
         ok = end.finish == Finish.COMPLETE and (end.passed is None or bool(end.passed))
         status = _STATUS.get(end.finish, SampleStatus.SUCCEEDED if ok else SampleStatus.FAILED)
-        self._inbox.put(_Ended(b, end, status, 0), (b.id, end.index))
+        detail = f"it was cut off at {b.share.output_tokens} output tokens" if end.finish is Finish.CUT_OFF else ""
+        self._inbox.put(_Ended(b, end, status, 0, detail), (b.id, end.index))
 
     @staticmethod
     def _report_rest(reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None) -> None:
@@ -654,17 +663,18 @@ class Executor:
 
     async def _check(self, verifier: Verifier, b: _Batch, end: SampleEnd) -> None:
         status, cost = SampleStatus.CANCELLED, b.check_pusd  # cancelled while checking: charge its worst case
+        detail = ""
         try:
             verdict = await verifier.check(end.output or "", b.check_pusd)
             status = SampleStatus.SUCCEEDED if verdict.ok else SampleStatus.FAILED
-            cost = min(verdict.cost_pusd, b.check_pusd)
-        except OntimeError:  # a check that cannot decide says no (and may have spent its worst case)
-            status = SampleStatus.FAILED
+            cost, detail = min(verdict.cost_pusd, b.check_pusd), str(verdict.detail)
+        except OntimeError as exc:  # a check that cannot decide says no (and may have spent its worst case)
+            status, detail = SampleStatus.FAILED, f"the check could not decide ({type(exc).__name__})"
         except Exception as exc:
             self._bug = exc
             raise
         finally:
-            self._inbox.put(_Ended(b, end, status, cost), (b.id, end.index))
+            self._inbox.put(_Ended(b, end, status, cost, detail), (b.id, end.index))
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -711,6 +721,8 @@ class Executor:
             )
         )
         self._track_endpoint(i, j, end)
+        if msg.status is SampleStatus.FAILED and end.output is not None and int(t.horizon[i]) >= 0:
+            self._repair_of[i] = (end.output, msg.detail)  # the last failed answer is the one a repair shows
         self._cost[i] += cost
         self._open -= 1
         b.open -= 1
@@ -726,6 +738,8 @@ class Executor:
                 self._failed.append(FailedBatch(i, j, b.k, b.started_at - self._t0, rel))
                 self._emit(BatchFailed(t=rel, batch=b.id, subtask=sid, model=model))
                 self._history[i].append(j)
+                if i in self._repair_of:  # its next prompt is a repair: render it afresh (and reserve for it)
+                    self._prompts.pop(i, None)
                 horizon = int(t.horizon[i])
                 if 0 <= horizon <= self._batches[i] and i not in self._complete:
                     why = f"subtask {sid!r} failed all {horizon} invocations its loop allows"

@@ -15,7 +15,13 @@ if TYPE_CHECKING:
 
     from runtime.types import Subtask
 
-__all__ = ["placeholders", "render"]
+__all__ = ["REPAIR_TEMPLATE", "placeholders", "render", "repair"]
+
+# The user message that follows a failed answer in a repair loop's next prompt (``{detail}``: the verifier's
+# ``Verdict.detail``, or why the answer could not be checked). The failed answer itself goes before it, as the
+# assistant's message, so the model sees what it is repairing.
+REPAIR_TEMPLATE = "That answer failed: {detail}. Fix it."
+_NO_DETAIL = "it did not pass the check"
 
 _SLOT = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
@@ -32,3 +38,10 @@ def render(subtask: Subtask, outputs: Mapping[str, str | None]) -> tuple[Message
     user = _SLOT.sub(lambda m: outputs.get(m.group(1)) or "", subtask.prompt)
     system = () if subtask.system is None else (Message("system", subtask.system),)
     return (*system, Message("user", user))
+
+
+def repair(messages: tuple[Message, ...], output: str, detail: str) -> tuple[Message, ...]:
+    """A repair invocation's prompt: ``messages`` (the subtask's own prompt), the failed ``output`` as the
+    assistant's answer, then :data:`REPAIR_TEMPLATE` with the verifier's ``detail``."""
+    why = " ".join(detail.split()).rstrip(".") or _NO_DETAIL
+    return (*messages, Message("assistant", output), Message("user", REPAIR_TEMPLATE.format(detail=why)))

@@ -63,6 +63,7 @@ _ENDPOINT_KEYS = {
 PROVIDERS = ("sim", "openai", "anthropic")
 _SUBTASK_KEYS = {
     "id", "deps", "input_tokens", "profiles", "prompt", "system", "verifier", "reference", "wrong", "answer",
+    "measured",  # what ``ontime profile`` measured (intervals, counts, samples): documentation, ignored by runs
 } | HISTORY_KEYS  # fmt: skip
 _VERIFIER_KINDS = ("exact", "regex", "json_schema", "python_tests", "judge", "sql")
 _TOP_KEYS = {"name", "models", "subtasks"}
@@ -358,6 +359,8 @@ def _parse_subtask(i: int, spec: Any, models: Mapping[str, ModelSpec], src: str 
     is_answer = spec.get("answer", False)
     if not isinstance(is_answer, bool):
         raise SpecError("must be true or false", **at, field="answer")
+    if spec.get("measured") is not None:
+        _check_mapping(spec["measured"], "'measured'", **at, field="measured")
     profiles_raw = spec["profiles"]
     _check_mapping(profiles_raw, "'profiles'", **at, field="profiles")
     loop, history, profiles_raw = parse_history(spec, profiles_raw, src, sid)

@@ -654,6 +654,74 @@ def serve_sim(
     _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
 
 
+@app.command("profile")
+def profile_(
+    spec: Spec,
+    budget: Annotated[
+        float, typer.Option("--budget", "-b", help="Profiling budget in dollars (never exceeded).", show_default=False)
+    ],
+    deadline: Annotated[
+        float, typer.Option("--deadline", "-d", help="Profiling deadline in seconds.", show_default=False)
+    ],
+    questions: Annotated[
+        int | None,
+        typer.Option("--questions", "-q", help="Questions (fresh runs) per subtask at most.", show_default="no limit"),
+    ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", "-k", help="Invocations per path of a loop subtask at most.", show_default="horizon"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write the measured spec.", show_default="SPEC.measured.json"),
+    ] = None,
+    against: Annotated[
+        str,
+        typer.Option(help="endpoints (the spec's), serve-sim (started on loopback from SPEC), recorded:FILE."),
+    ] = "endpoints",
+    attempts: Annotated[
+        Path | None, typer.Option(help="The attempts file of --against recorded.", show_default=False)
+    ] = None,
+    estimator: Annotated[str, typer.Option(help="vinelm_lite, vinelm or vinelm_eb.")] = "vinelm_lite",
+    seed: Seed = 0,
+    speed: Annotated[float, typer.Option(help="With --against serve-sim: divide its latencies by this.")] = 50.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Measure SPEC's profiles by running its models (cascade sampling) and write a spec of the measured ones."""
+    from runtime._profile import AGAINST, profile, write
+
+    kind, _, path = against.partition(":")
+    if kind not in AGAINST or (path and kind != "recorded"):
+        _fail(f"--against must be endpoints, serve-sim or recorded:FILE, not {against!r}")
+    recorded = Path(path) if path else attempts
+    target = out if out is not None else spec.with_name(spec.stem + ".measured.json")
+    columns = (TextColumn("profile"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=_err, transient=True) as bar:
+        task = bar.add_task("$0", total=max(budget, 1e-12))
+
+        def step(spent_pusd: int, invocations: int) -> None:
+            spent = to_usd(spent_pusd)
+            bar.update(task, completed=spent, description=f"${spent:.4f} of ${budget:g}, {invocations} invocations")
+
+        report = _guard(lambda: profile(spec, budget=budget, deadline=deadline, questions=questions, depth=depth,
+                                        against=kind, recorded=recorded, estimator=estimator,  # type: ignore[arg-type]
+                                        seed=seed, speed=speed, progress=step))  # fmt: skip
+    _guard(lambda: write(report, target))
+    if json_out:
+        typer.echo(json.dumps({**report.to_dict(), "out": str(target)}, indent=2))
+        return
+    table = Table("subtask", "path", "rate", "95% interval", "count", show_edge=False)
+    for m in report.subtasks:
+        for key, r in m.rates_dict().items():
+            table.add_row(m.id, key, f"{r['rate']:.3f}", f"[{r['low']:.3f}, {r['high']:.3f}]", str(r["count"]))
+    _out.print(table)
+    _out.print(
+        f"spent ${report.spent:.6f} of ${budget:g} in {report.elapsed:.1f} s, {report.invocations} invocations, "
+        f"stopped: {report.stopped}; wrote {escape(str(target))}",
+        highlight=False,
+    )
+
+
 def _print_served(r: Any) -> None:
     _err.print(
         f"{r.api} {r.model} {r.subtask} n={r.n}: {r.status}, {r.input_tokens} in, {r.total_output_tokens} out",

@@ -45,6 +45,10 @@ class Batch:
             starts after it.
         history: the models of the subtask's earlier batches, all failed, in order: what a repair follows (the
             simulated backend draws history-dependent success from it).
+        history_names: the same models by name: endpoints are sent them in the ``x-ontime-history`` header
+            (serve-sim draws a loop subtask's history-dependent success from it; real endpoints ignore it).
+        run: the run's id, sent in the ``x-ontime-run`` header (serve-sim draws a subtask's hidden class once
+            per run from it).
     """
 
     id: int
@@ -57,6 +61,8 @@ class Batch:
     messages: tuple[Message, ...] | None = None
     deadline: float | None = None
     history: tuple[int, ...] = ()
+    history_names: tuple[str, ...] = ()
+    run: str | None = None
 
 
 class Finish(StrEnum):
