@@ -148,8 +148,9 @@ class MCPPlanner(Planner):
             families.append(("value", value))
         if table.has_history if cascade is None else cascade:
             families += _ladders(table, self.models)
-        # On one repair loop, VineLM's plan re-rooted at every decision is a portfolio policy too: MCP is then
-        # never estimated worse than VineLM (the paper's safe improvement), and can widen batches where it pays.
+        # On one repair loop, VineLM's plan re-rooted at every decision is a portfolio policy too, and the one MCP
+        # holds at the start: MCP is then never estimated worse than VineLM (the paper's safe improvement), and
+        # leaves its plan only for one clearly better on paired simulations (where wider batches pay, say).
         self._vine = _vine_seed(table, self.models)
         if self._vine is not None:
             families.append(("vine", ladder_models(table, (self.models[0],) * int(table.horizon[0]))))
@@ -160,6 +161,8 @@ class MCPPlanner(Planner):
         self._port_k = np.array([p.k for p in self.portfolio], np.int64)
         self._tab = table_arrays(table)
         self._decisions = 0
+        if self._vine is not None:  # VineLM's plan is the incumbent from the start: others must beat it clearly
+            self._hold = min((p.k, i) for i, p in enumerate(self.portfolio) if p.name == "vine")[1]
         names = ",".join(table.model_names[j] for j in self.models)
         flags = ("" if mixed else ":mixed=0") + ("" if sticky else ":sticky=0")
         flags += "" if cascade is None else f":cascade={int(cascade)}"
