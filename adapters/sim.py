@@ -54,7 +54,7 @@ def draw_sample(
         ok, tokens = False, cap
     if math.isnan(latency):
         latency = table.latency_of(j, tokens)
-    return ok, tokens, latency
+    return ok, tokens, latency + float(table.tool_latency[i])  # a loop's tool stage runs on the output
 
 
 def tokens_at(elapsed: float, tokens: int, latency: float, ttft: float) -> int:
@@ -117,9 +117,9 @@ class SimAdapter(Adapter):
                                  output=output, passed=ok))  # fmt: skip
         finally:  # cancelled: each of the others is charged what it has produced by now
             elapsed = self.clock.now() - start
-            ttft = float(self.table.ttft_s[j])
+            ttft, tool = float(self.table.ttft_s[j]), float(self.table.tool_latency[i])
             for idx in sorted(pending):
                 _, tokens, latency = draws[idx]
-                produced = tokens_at(elapsed, min(tokens, batch.max_tokens), latency, ttft)
+                produced = tokens_at(elapsed, min(tokens, batch.max_tokens), latency - tool, ttft)
                 report(SampleEnd(index=idx, finish=Finish.CANCELLED, input_tokens=batch.input_tokens,
                                  output_tokens=produced))  # fmt: skip

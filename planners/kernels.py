@@ -17,7 +17,8 @@ step, so a simulated probability is what ``ontime eval`` would measure:
 - where a subtask's attempts depend on its history (runtime.types.LatentClasses, CascadeTable), a batch's
   success rate follows the subtask's failed batches so far, and each simulated run draws the subtask's hidden
   class once, from the belief the snapshot's failures give (a planner never sees the class: :func:`hidden`);
-  a loop that has used its horizon ends the run, failed, as the executor's does.
+  a loop that has used its horizon ends the run, failed, as the executor's does; a loop's tool stage adds its
+  latency to every attempt that ends by itself, and its cost to what that attempt is charged.
 
 Samples already in flight at the snapshot are drawn conditioned on not having ended yet. Kernels are pure
 functions of arrays and a seed, compiled with ``nogil`` so threads really run them in parallel. Random
@@ -234,7 +235,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     """
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
      _, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost,
-     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _) = tab  # fmt: skip
+     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
      cancel_siblings, rounds, fl_k, batches0, post0, rep0, node0, cls0) = snap  # fmt: skip
     n = kind.shape[0]
@@ -262,7 +263,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     n_fl = fl_sub.shape[0]
     fl_w = np.ones(n_fl, np.float64)
     for f in range(n_fl):
-        i, j, e = fl_sub[f], fl_model[f], fl_elapsed[f] - 1e-9
+        i, j = fl_sub[f], fl_model[f]
+        e = fl_elapsed[f] - 1e-9 - tool_lat[i]  # the model's part of the attempt must last until then
         kd = kind[i, j]
         if kd == _KIND_POOL:
             first, length = pool_start[i, j], pool_len[i, j]
@@ -446,6 +448,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         ok, tokens = False, cap
                     if math.isnan(latency):
                         latency = ttft[j] + tokens / tps[j]
+                    if not b_dead[b]:
+                        latency += tool_lat[i]  # the subtask's tool stage runs on the output
                     h_end[b] = max(b_start[b] + latency, 0.0)
                     h_ok[b] = ok
                     h_tokens[b] = tokens
@@ -460,7 +464,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             now = best_end
             i, j = b, b_model[b]
             tokens = h_tokens[b]
-            cost = input_tokens[i] * in_price[j] + tokens * out_price[j]
+            cost = input_tokens[i] * in_price[j] + tokens * out_price[j] + tool_pusd[i]
             spent += cost
             avail += worst_cost[i, j] - cost
             if tok_avail >= 0:
@@ -503,7 +507,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             el = now - b_start[b]
             if not b_pending[b]:
                 spent += input_tokens[i] * in_price[j]
-                spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b], ttft[j]) * out_price[j]
+                spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b] - tool_lat[i], ttft[j]) * out_price[j]
             spent += _cancel(tab, b_rng[b], b_w[b], b_left[b], el, i, j)[1]
         success[s] = n_done == n
         spent_out[s] = spent
@@ -567,9 +571,19 @@ def _cancel(tab, rng, w, m, elapsed, i, j):
     ``elapsed`` into the batch: see :func:`_play` for how each kind is charged."""
     input_tokens, in_price, out_price, tps, ttft, max_tokens = tab[5], tab[6], tab[7], tab[8], tab[9], tab[10]
     cap = max_tokens[j]
-    if tab[11][i, j] != _KIND_POOL:
+    kd = tab[11][i, j]
+    if kd != _KIND_POOL and tab[31][i] <= 0.0:  # all still generating: each has streamed the same so far
         tokens = m * _streamed(elapsed, ttft[j], tps[j], cap)
         return rng, m * input_tokens[i] * in_price[j] + tokens * out_price[j], tokens
+    if kd != _KIND_POOL:  # a tool stage: some may be past generating, with all their tokens produced
+        streamed = _streamed(elapsed, ttft[j], tps[j], cap)
+        total = 0
+        for x in range(m):
+            rng, w = _next_upper(rng, w, m - x)
+            length = tab[15][i, j] if kd == _KIND_FIXED else int(round(math.exp(tab[13][i, j] + tab[14][i, j] *
+                                                                                 _upper_quantile(w))))  # fmt: skip
+            total += min(max(1, length), cap, streamed)
+        return rng, m * input_tokens[i] * in_price[j] + total * out_price[j], total
     pool_start, pool_len, pool_tokens, pool_latency = tab[16], tab[17], tab[19], tab[20]
     cost, total = 0, 0
     length = pool_len[i, j]
@@ -596,7 +610,8 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
         t.dep_ptr, t.dep_idx, t.child_ptr, t.child_idx, t.cheapest, t.input_tokens, t.in_price, t.out_price,
         t.tokens_per_s, t.ttft_s, t.max_tokens, t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start,
         t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency, t.horizon, t.cls_ptr,
-        t.cls_w, np.ascontiguousarray(t.cls_p), t.own_repairs, t.cas_root, t.cas_child, t.cas_q,
+        t.cls_w, np.ascontiguousarray(t.cls_p), t.own_repairs, t.cas_root, t.cas_child, t.cas_q, t.tool_latency,
+        t.tool_pusd,
     )  # fmt: skip
 
 

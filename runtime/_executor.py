@@ -590,7 +590,7 @@ class Executor:
             verifier = None if adapter.simulated else self.verifiers[i]
             inputs[j] = n
             checks[j] = 0 if verifier is None else verifier.worst_pusd(max_tokens)
-            worst[j] = n * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + checks[j]
+            worst[j] = n * int(t.in_price[j]) + max_tokens * int(t.out_price[j]) + checks[j] + int(t.tool_pusd[i])
         prompt = self._prompts[i] = _Prompt(messages, tuple(inputs), tuple(checks), tuple(worst))
         return prompt
 
@@ -691,6 +691,8 @@ class Executor:
         rel = now - self._t0
         inp, out = end.input_tokens, end.output_tokens
         cost = int(inp * t.in_price[j] + out * t.out_price[j]) + msg.check_pusd
+        if end.finish is Finish.COMPLETE or end.finish is Finish.CUT_OFF:
+            cost += int(t.tool_pusd[i])  # the loop's tool stage ran on its output
         released = self.ledger.settle(b.reservation, Usage(cost, out), b.share)
         sid, model = t.subtask_ids[i], t.model_names[j]
         error = None if end.error is None else f"{type(end.error).__name__}: {end.error}"

@@ -6,6 +6,8 @@ A subtask may carry ``"loop": {"horizon": H}`` and one history form:
   ``p`` is the model's first-attempt rate and an optional ``repair_p`` its repair's rate after its own failure;
 - ``"cascade": {"a": 0.7, "a>a": 0.2, "a>b": 0.6}``: P(the last model succeeds | the ones before it failed);
 - ``"replay": {"first": {"a": [1, 0, ...]}, "repair": {"a": [0, 1, ...]}}``: recorded outcomes, a question each.
+
+A loop may have a tool stage on every output, ``"tool": {"latency_s": S, "cost_usd": C}`` (SQL execution, say).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = ["HISTORY_KEYS", "check_history", "parse_history"]
 
 HISTORY_KEYS = {"loop", "difficulty", "cascade", "replay"}
 MAX_HORIZON = 10_000
+MAX_TOOL_SECONDS = 10**6
+MAX_TOOL_USD = 1_000.0
 
 
 def parse_history(
@@ -34,9 +38,13 @@ def parse_history(
     loop = None
     if spec.get("loop") is not None:
         raw = spec["loop"]
-        if not isinstance(raw, dict) or set(raw) != {"horizon"}:
-            raise SpecError('must be {"horizon": H}', **at, field="loop")
-        loop = Loop(horizon=raw["horizon"])
+        if not isinstance(raw, dict) or "horizon" not in raw or not set(raw) <= {"horizon", "tool"}:
+            raise SpecError('must be {"horizon": H, "tool": {"latency_s": S, "cost_usd": C}}', **at, field="loop")
+        tool = raw.get("tool") or {}
+        if not isinstance(tool, dict) or not set(tool) <= {"latency_s", "cost_usd"}:
+            raise SpecError('must be {"latency_s": S, "cost_usd": C}', **at, field="loop.tool")
+        loop = Loop(horizon=raw["horizon"], tool_latency_s=tool.get("latency_s", 0.0),
+                    tool_cost_usd=tool.get("cost_usd", 0.0))  # fmt: skip
     forms = [k for k in ("difficulty", "cascade", "replay") if spec.get(k) is not None]
     if len(forms) > 1:
         raise SpecError(f"give one of difficulty, cascade, replay, not {' and '.join(forms)}", **at, field=forms[1])
@@ -116,6 +124,10 @@ def check_history(s: Subtask, at: dict[str, Any]) -> None:
         h = s.loop.horizon
         if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
             raise SpecError(f"horizon={h!r} must be an integer in [1, {MAX_HORIZON:,}]", **at, field="loop.horizon")
+        for name, v, top in (("latency_s", s.loop.tool_latency_s, MAX_TOOL_SECONDS),
+                             ("cost_usd", s.loop.tool_cost_usd, MAX_TOOL_USD)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and 0 <= v <= top):
+                raise SpecError(f"{v!r} must be a number in [0, {top:g}]", **at, field=f"loop.tool.{name}")
     hist = s.history
     if hist is None:
         return

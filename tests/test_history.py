@@ -192,7 +192,10 @@ def test_the_belief_over_classes_follows_bayes_rule_after_a_failure() -> None:
         ({"replay": {"first": {"weak": [2], "strong": [1]}}}, "replay.first.weak"),
         ({"cascade": {"weak": 0.5}, "replay": {"first": {"weak": [1]}}}, "replay"),
         ({"loop": {"horizon": 0}}, "loop.horizon"),
-        ({"loop": {"horizon": 2, "tool": 1}}, "loop"),
+        ({"loop": {"horizon": 2, "tool": 1}}, "loop.tool"),
+        ({"loop": {"horizon": 2, "tool": {"latency_s": -1}}}, "loop.tool.latency_s"),
+        ({"loop": {"horizon": 2, "tool": {"cost_usd": "1"}}}, "loop.tool.cost_usd"),
+        ({"loop": {"horizon": 2, "tools": {}}}, "loop"),
     ],
 )
 def test_bad_histories_are_typed_spec_errors(history: dict[str, Any], field: str) -> None:
@@ -232,3 +235,33 @@ def test_hand_built_histories_are_checked_too() -> None:
     s = dataclasses.replace(wf.subtasks[0], history=CascadeTable({("ghost",): 0.5}))
     with pytest.raises(SpecError, match="without a profile"):
         runtime.validate_workflow(dataclasses.replace(wf, subtasks=(s,)))
+
+
+def test_a_tool_stage_adds_its_latency_and_cost_to_every_attempt_that_ends() -> None:
+    spec = loop_spec({}, horizon=3, weak={"p": 0.0, "output_tokens": {"fixed": 100}})
+    spec["subtasks"][0]["loop"]["tool"] = {"latency_s": 2.0, "cost_usd": 0.001}
+    wf = build(spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    weak = table.model_index("weak")
+    plain = int(table.input_tokens[0] * table.in_price[weak] + 100 * table.out_price[weak])
+    assert table.worst_cost[0, weak] == 100 * table.in_price[weak] + 2000 * table.out_price[weak] + 10**9
+    result = runtime.run(wf, 10.0, 1e6, planner="retry:weak:1")
+    assert result.reason == "exhausted"
+    assert result.cost_pusd == 3 * (plain + 10**9)
+    one = 0.5 + 100 / 100.0 + 2.0  # ttft + tokens / tokens_per_s + the tool stage
+    assert result.elapsed == pytest.approx(3 * one)
+
+
+@pytest.mark.parametrize(("k", "deadline"), [(1, 300.0), (3, 300.0), (2, 12.0)])
+def test_kernel_matches_the_executor_on_loops_with_a_tool_stage(k: int, deadline: float) -> None:
+    spec = loop_spec({"difficulty": {"spread": 1.0}}, horizon=4)
+    spec["subtasks"][0]["loop"]["tool"] = {"latency_s": 1.5, "cost_usd": 0.0002}
+    wf = build(spec)
+    table = runtime.ProfileTable.from_workflow(wf)
+    start = runtime.Snapshot.at_start(table, runtime.types.to_pusd(0.05), deadline)
+    ok, spent, end = simulate_snapshot(start, {}, table.model_index("weak"), k, 6000, 3)
+    report = runtime.evaluate(wf, 0.05, deadline, planner=f"retry:weak:{k}", runs=600, seed=0)
+    p_sim, p_run = ok.mean(), report.p_success
+    assert abs(p_sim - p_run) < 4 * math.sqrt(p_sim * (1 - p_sim) / 6000 + p_run * (1 - p_run) / 600) + 1e-3
+    assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.06)
+    assert end.mean() == pytest.approx(report.mean_elapsed, rel=0.06)

@@ -76,6 +76,8 @@ def histories(draw: st.DrawFn, profiles: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if draw(st.booleans()):
         out["loop"] = {"horizon": draw(st.integers(1, 4))}
+        if draw(st.booleans()):
+            out["loop"]["tool"] = {"latency_s": draw(st.floats(0, 5)), "cost_usd": draw(st.floats(0, 0.01))}
     form = draw(st.sampled_from(["none", "difficulty", "cascade", "replay"]))
     names = sorted(profiles)
     if form == "difficulty" and all("p" in p for p in profiles.values()):

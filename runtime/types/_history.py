@@ -39,10 +39,14 @@ class Loop:
     """A repair loop: the subtask gets at most ``horizon`` invocations (batches); once they all failed, it failed.
 
     Every invocation after a failure is a repair: on a real endpoint its prompt carries the failed output and why
-    it failed.
+    it failed. A tool stage (executing the SQL a model wrote, say) runs on every output that ends by itself: it
+    adds ``tool_latency_s`` to the attempt and ``tool_cost_usd`` to what it is charged (reserved with the batch);
+    on a real endpoint, the verifier is that stage and takes the time it really takes.
     """
 
     horizon: int
+    tool_latency_s: float = 0.0
+    tool_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from runtime.types._errors import SpecError
 from runtime.types._history import CascadeTable, LatentClasses
-from runtime.types._money import price_per_token_pusd
+from runtime.types._money import price_per_token_pusd, to_pusd
 from runtime.types._workflow import FixedTokens, ParametricProfile, Workflow
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class ProfileTable:
     cas_root: I64  # [i] the cascade automaton's start node (-1: no cascade table)
     cas_child: I64  # [node, j] the node after model j fails at ``node`` (the last failures the table conditions on)
     cas_q: F64  # [node, j] P(model j succeeds at ``node``)
+    tool_latency: F64  # [i] seconds a loop's tool stage adds to every attempt that ends by itself (in the latencies)
+    tool_pusd: I64  # [i] pico-dollars it adds to such an attempt's charge (in worst_cost and mean_cost)
 
     @property
     def has_history(self) -> bool:
@@ -232,6 +234,11 @@ class ProfileTable:
                     min_latency[i, j] = float(np.min(lat))
 
         hist = _HistoryArrays.build(wf, names)
+        tool_latency = np.array([0.0 if s.loop is None else s.loop.tool_latency_s for s in wf.subtasks])
+        tool_pusd = np.array([0 if s.loop is None else to_pusd(s.loop.tool_cost_usd) for s in wf.subtasks], np.int64)
+        for i in range(n):  # pool rows keep the model's own latency: the kernels and the backend add the stage
+            mean_latency[i] += tool_latency[i]
+            min_latency[i] += tool_latency[i]
         for i, j in zip(*np.nonzero(hist.first >= 0), strict=True):
             p[i, j] = hist.first[i, j]
         input_tokens = np.array([s.input_tokens for s in wf.subtasks], np.int64)
@@ -240,8 +247,9 @@ class ProfileTable:
         max_tokens = np.array([x.max_output_tokens for x in models], np.int64)
         usable = kind >= 0
         in_cost = input_tokens[:, None] * in_price[None, :]
-        worst = np.where(usable, in_cost + max_tokens[None, :] * out_price[None, :], 0)
-        mean_cost = np.where(usable, np.round(in_cost + mean_tokens * out_price[None, :]), 0).astype(np.int64)
+        worst = np.where(usable, in_cost + max_tokens[None, :] * out_price[None, :] + tool_pusd[:, None], 0)
+        mean_cost = np.where(usable, np.round(in_cost + mean_tokens * out_price[None, :]) + tool_pusd[:, None], 0)
+        mean_cost = mean_cost.astype(np.int64)
         # Parametric success is independent of length, so truncation removes successes proportionally.
         p_draw = p.copy()
         p = np.where(kind == KIND_POOL, p, p * (1.0 - trunc))
@@ -282,6 +290,8 @@ class ProfileTable:
             cas_root=hist.cas_root,
             cas_child=hist.cas_child,
             cas_q=hist.cas_q,
+            tool_latency=tool_latency,
+            tool_pusd=tool_pusd,
         )
 
 
