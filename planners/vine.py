@@ -44,6 +44,7 @@ __all__ = ["MurakkabPlanner", "VineDPPlanner", "VinePlanner", "dp_from_spec", "l
            "vine_from_spec"]  # fmt: skip
 
 MAX_TRIE_NODES = 2_000_000
+MAX_BELIEF_CELLS = 50_000_000  # nodes x hidden classes: the posteriors the trie is built from (400 MB)
 QUANTILES = 5  # cost and latency points per model for the DP (equal-mass quantiles of output length)
 
 
@@ -60,12 +61,13 @@ def loop_trie(
     if affordable is not None:
         usable &= affordable
     size = sum(int(usable.sum()) ** d for d in range(horizon + 1))
-    if size > MAX_TRIE_NODES:
-        raise PlannerSpecError(f"the loop's trie would have {size:,} nodes (at most {MAX_TRIE_NODES:,})")
+    lo, hi = int(table.cls_ptr[i]), int(table.cls_ptr[i + 1])
+    if size > MAX_TRIE_NODES or size * (hi - lo) > MAX_BELIEF_CELLS:
+        why = f"{size:,} nodes" + (f" x {hi - lo:,} hidden classes" if hi > lo else "")
+        raise PlannerSpecError(f"the loop's trie would be too large to build ({why}); lower its horizon")
     allowed = np.repeat(usable[None, :], horizon, axis=0)
     keep = np.where(table.p_draw[i] > 0, table.p[i] / np.maximum(table.p_draw[i], 1e-300), 1.0)  # truncation
     delay = np.zeros(table.n_models) if queue_delay is None else np.asarray(queue_delay, np.float64)
-    lo, hi = int(table.cls_ptr[i]), int(table.cls_ptr[i + 1])
     belief: dict[tuple[int, ...], np.ndarray] = {(): table.cls_w[lo:hi].copy()}
 
     def rates(prefix: tuple[int, ...], j: int) -> tuple[float, float, float]:
@@ -75,7 +77,8 @@ def loop_trie(
             p_c = table.cls_p[lo:hi, j, int(repair)]
             total = w.sum()
             q = float((w * p_c).sum() / total) if total > 0 else 0.0
-            belief[(*prefix, j)] = w * (1.0 - p_c)
+            if len(prefix) + 1 < horizon:  # a leaf's belief is never needed
+                belief[(*prefix, j)] = w * (1.0 - p_c)
         else:
             q = table.success_rate(i, j, prefix)
         return q * float(keep[j]), float(table.mean_cost[i, j]), float(table.mean_latency[i, j] + delay[j])

@@ -235,6 +235,12 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
     for proc in workers:
         with contextlib.suppress(OSError, ValueError):
             proc.terminate()
+    for proc in workers:  # gone before we return (a loaded machine may take a moment), killed if not
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            proc.join(timeout=2.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2.0)
 
 
 def summarize(summaries: Sequence[RunSummary], *, budget: float, deadline: float, planner: str) -> EvalReport:
