@@ -632,7 +632,9 @@ def snapshot_arrays(snapshot: Snapshot, table: ProfileTable | None = None) -> tu
     rep = np.zeros((t.n_subtasks, t.n_models), np.int64)
     node = np.where(t.cas_root >= 0, t.cas_root, 0).astype(np.int64)
     tab = table_arrays(t) if snapshot.failed else ()
-    for f in snapshot.failed:  # in the order they failed: the history
+    for f in snapshot.failed:  # in the order they failed: the history (endpoint errors only: no invocation)
+        if not f.answered:
+            continue
         batches[f.subtask] += 1
         _failed(tab, f.subtask, f.model, f.k, rep, node, post, True)
     for b in fl:

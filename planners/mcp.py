@@ -191,7 +191,7 @@ class MCPPlanner(Planner):
     def _seed_vine(self, snapshot: Snapshot) -> None:
         """Set the ``vine`` policies' ladder to the realized prefix and VineLM's best suffix from there."""
         assert self._vine is not None
-        done = [f.model for f in snapshot.failed if f.subtask == 0]
+        done = [f.model for f in snapshot.failed if f.subtask == 0 and f.answered]
         plan = self._vine.suffix(snapshot)
         if not plan:
             return  # VineLM would stop: its policy keeps its last plan, which the others compete with

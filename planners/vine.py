@@ -87,7 +87,19 @@ def loop_trie(
 
 
 def _prefix(snapshot: Snapshot, i: int) -> tuple[int, ...]:
-    return tuple(f.model for f in snapshot.failed if f.subtask == i)
+    """The models of subtask i's failed invocations, in order (batches that met only endpoint errors were none)."""
+    return tuple(f.model for f in snapshot.failed if f.subtask == i and f.answered)
+
+
+def _realized(trie: ExecutionTrie, prefix: tuple[int, ...]) -> int:
+    """The trie node of a realized prefix. A failed invocation on a model the planner may no longer use (its
+    endpoint went out of reach, and the run planned on without it) is not in the trie: it is passed over, so its
+    failure informs nothing."""
+    v = 0
+    for m in prefix:
+        if 0 <= m < trie.n_models and trie.child[v, m] >= 0:
+            v = int(trie.child[v, m])
+    return v
 
 
 def _one_loop(table: ProfileTable, who: str) -> None:
@@ -142,7 +154,7 @@ class VinePlanner(Planner):
         prefix = _prefix(snapshot, 0)
         v = self._nodes.get(prefix)
         if v is None:
-            v = self._nodes[prefix] = t.node(prefix)
+            v = self._nodes[prefix] = _realized(t, prefix)
         worst = self._worst if snapshot.worst_pusd is None else snapshot.worst_pusd[0].astype(np.float64)
         target, j, _ = best_suffix_kernel(
             t.depth, t.model, t.end, t.parent, t.A, t.C, t.L, t.A_max, v, float(snapshot.budget_left_pusd),
@@ -195,7 +207,7 @@ class VineDPPlanner(Planner):
     def decide(self, snapshot: Snapshot) -> Decision:
         if not snapshot.ready:
             return Decision({})
-        v = self.trie.node(_prefix(snapshot, 0))
+        v = _realized(self.trie, _prefix(snapshot, 0))
         j = self.policy.decide(v, snapshot.budget_left_pusd, snapshot.time_left)
         if j < 0:
             return Decision({}, reason=Reason.BUDGET)

@@ -117,6 +117,7 @@ class _Batch:
     open: int  # samples whose end has not been settled yet
     done: bool = False  # its subtask completed
     cancelled: bool = False
+    answered: bool = False  # a sample ended by itself (an answer, right or wrong): the batch was an invocation
     handle: TaskHandle | None = None
 
 
@@ -693,6 +694,7 @@ class Executor:
         cost = int(inp * t.in_price[j] + out * t.out_price[j]) + msg.check_pusd
         if end.finish is Finish.COMPLETE or end.finish is Finish.CUT_OFF:
             cost += int(t.tool_pusd[i])  # the loop's tool stage ran on its output
+            b.answered = True
         released = self.ledger.settle(b.reservation, Usage(cost, out), b.share)
         sid, model = t.subtask_ids[i], t.model_names[j]
         error = None if end.error is None else f"{type(end.error).__name__}: {end.error}"
@@ -737,13 +739,14 @@ class Executor:
         if b.open == 0:
             del self._in_flight[b.id]
             if not b.done:
-                self._failed.append(FailedBatch(i, j, b.k, b.started_at - self._t0, rel))
+                self._failed.append(FailedBatch(i, j, b.k, b.started_at - self._t0, rel, b.answered))
                 self._emit(BatchFailed(t=rel, batch=b.id, subtask=sid, model=model))
-                self._history[i].append(j)
+                if b.answered:  # a batch that only met endpoint errors was no invocation: the loop has it again
+                    self._history[i].append(j)
                 if i in self._repair_of:  # its next prompt is a repair: render it afresh (and reserve for it)
                     self._prompts.pop(i, None)
                 horizon = int(t.horizon[i])
-                if 0 <= horizon <= self._batches[i] and i not in self._complete:
+                if 0 <= horizon <= len(self._history[i]) and i not in self._complete:
                     why = f"subtask {sid!r} failed all {horizon} invocations its loop allows"
                     self._stranded = self._stranded or (Reason.EXHAUSTED, why)
                 else:

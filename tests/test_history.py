@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import runtime
 from planners.kernels import hidden, simulate_snapshot, snapshot_arrays, step, table_arrays
 from runtime import BatchFailed, BatchLaunched, SubtaskCompleted
-from runtime.types import CascadeTable, LatentClasses, SpecError
+from runtime.types import Adapter, Batch, CascadeTable, Finish, LatentClasses, Report, SampleEnd, SpecError
 from tests.conftest import EXAMPLES, build, model
 from tests.helpers import of
 
@@ -265,3 +265,32 @@ def test_kernel_matches_the_executor_on_loops_with_a_tool_stage(k: int, deadline
     assert abs(p_sim - p_run) < 4 * math.sqrt(p_sim * (1 - p_sim) / 6000 + p_run * (1 - p_run) / 600) + 1e-3
     assert spent.mean() / runtime.PUSD_PER_USD == pytest.approx(report.mean_cost, rel=0.06)
     assert end.mean() == pytest.approx(report.mean_elapsed, rel=0.06)
+
+
+class DownOnceThenWrong(Adapter):
+    """The endpoint is down for the first batch (every sample an error), then answers, always wrongly."""
+
+    simulated = True
+
+    def __init__(self) -> None:
+        self.histories: list[tuple[int, ...]] = []
+
+    async def run(self, batch: Batch, report: Report) -> None:
+        self.histories.append(batch.history)
+        for idx in range(batch.k):
+            if len(self.histories) == 1:
+                down = runtime.ProviderUnavailableError("connection refused", provider="test")
+                report(SampleEnd(index=idx, finish=Finish.ERROR, input_tokens=0, output_tokens=0, error=down))
+            else:
+                report(SampleEnd(index=idx, finish=Finish.COMPLETE, input_tokens=10, output_tokens=5, passed=False))
+
+
+def test_a_batch_that_met_only_endpoint_errors_is_no_invocation_of_the_loop() -> None:
+    """Its failure says nothing about the case and uses none of the loop's horizon; the next is a first attempt."""
+    adapter = DownOnceThenWrong()
+    events: list[runtime.Event] = []
+    result = runtime.run(build(loop_spec({}, horizon=2)), 1.0, 600.0, planner="retry:weak:1",
+                         adapters={"weak": adapter}, on_event=events.append)  # fmt: skip
+    assert result.reason == "exhausted"
+    assert adapter.histories == [(), (), (0,)]  # weak is model 0; the errored batch is not in the history
+    assert len(of(events, BatchFailed)) == 3

@@ -3,6 +3,7 @@ exact closed loop), run through the real executor; and ``ontime bench vine``'s i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -164,3 +165,17 @@ def test_bench_vine_prints_json_rows_for_scripts() -> None:
 def test_bench_vine_refuses_a_data_folder_without_the_data(tmp_path: Any) -> None:
     result = CliRunner().invoke(app, ["bench", "vine", "--data-dir", str(tmp_path), "--runs", "2"])
     assert result.exit_code == 2 and "no reflection" in result.output
+
+
+def test_a_failure_on_a_model_the_planner_no_longer_has_is_passed_over() -> None:
+    """A model whose endpoint went out of reach is planned without (the executor rebuilds the planner on a table
+    that leaves it out), but the run's history still holds its failed batch: vine must not choke on it."""
+    table = runtime.ProfileTable.from_workflow(build(loop()))
+    small, large = table.model_index("small"), table.model_index("large")
+    without = np.zeros((1, table.n_models), np.bool_)
+    without[0, small] = True
+    planner = make_planner("vine", PlannerContext(table.without(without), runtime.types.to_pusd(1.0), 600.0, 0))
+    snap = runtime.Snapshot.at_start(table.without(without), runtime.types.to_pusd(1.0), 600.0)
+    failed = (runtime.FailedBatch(0, small, 1, 0.0, 1.0), runtime.FailedBatch(0, large, 1, 1.0, 2.0))
+    decision = planner.decide(dataclasses.replace(snap, failed=failed))
+    assert decision.launches and decision.launches[0].model != small

@@ -58,13 +58,15 @@ class InFlight:
 
 @dataclass(frozen=True, slots=True)
 class FailedBatch:
-    """A batch that ended without a success."""
+    """A batch that ended without a success; ``answered`` if at least one of its samples answered (else every one
+    ended in an endpoint error: not an invocation of a repair loop, nor evidence about the case)."""
 
     subtask: int
     model: int
     k: int
     started_at: float
     ended_at: float
+    answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
