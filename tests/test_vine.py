@@ -79,7 +79,7 @@ def test_the_trie_holds_the_exact_conditional_rates_of_the_history_model() -> No
 
 @pytest.mark.parametrize("budget", [0.004, 0.012, 0.05])
 def test_the_closed_loop_is_at_least_vine_and_vine_at_least_murakkab(budget: float) -> None:
-    runs = 400
+    runs = 300
     murakkab, vine, exact = (successes(loop(), p, budget, runs) for p in ("murakkab", "vine", "vine-dp"))
     for better, worse in ((vine, murakkab), (exact, vine)):
         d = better.astype(float) - worse
