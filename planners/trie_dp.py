@@ -143,7 +143,10 @@ class ClosedLoopPolicy:
         _, nb, nt = self.value.shape
         b = min(nb - 1, max(0, int(budget_left)) // self.budget_unit)
         t = math.floor(time_left / self.time_unit) if time_left > 0 else 0
-        if t > 0 and t * self.time_unit > time_left:
+        # the largest t with t * unit <= time_left: the division may round either way by an ulp
+        while t + 1 < nt and (t + 1) * self.time_unit <= time_left:
+            t += 1
+        while t > 0 and t * self.time_unit > time_left:
             t -= 1
         return b, max(0, min(nt - 1, t))
 
