@@ -32,6 +32,7 @@ from benchmarks.vine_workloads import SAMPLE, Workload, reflection
 from planners.mcp import MCPPlanner
 from planners.vine import MurakkabPlanner, VineDPPlanner, VinePlanner
 from runtime.types import MAX_BUDGET_USD, ProfileTable, UsageError, to_pusd
+from tools.reflection_data import Rate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -115,13 +116,6 @@ def _data_dir(given: str | None, workload: str) -> str | None:
     return env if env and (Path(env) / need).exists() else None
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _paired(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
     d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
     n = len(d)
@@ -164,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     for b in budgets:
         for p in planners:
             ok, spent = cells[(p, b)]
-            lo, hi = _wilson(sum(ok), len(ok))
+            lo, hi = Rate(sum(ok), len(ok)).interval()
             rows.append({"workload": args.workload, "planner": p, "budget": b, "accuracy": round(sum(ok) / len(ok), 4),
                          "ci95": [round(lo, 4), round(hi, 4)], "mean_cost": sum(spent) / len(spent) / 1e12,
                          "runs": len(ok)})  # fmt: skip

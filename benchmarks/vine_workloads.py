@@ -30,9 +30,19 @@ import numpy as np
 from benchmarks._report import EXAMPLES
 from planners.cascade_estimates import estimate
 from planners.cascade_sampling import cascade_sample
-from runtime.types import CascadeTable, LatentClasses, Loop, ModelSpec, PoolProfile, Subtask, UsageError, Workflow
+from runtime.types import (
+    CascadeTable,
+    History,
+    LatentClasses,
+    Loop,
+    ModelSpec,
+    PoolProfile,
+    Subtask,
+    UsageError,
+    Workflow,
+)
 from tools.reflection_cascade import cascade_table, price_per_million
-from tools.reflection_data import Attempt, load_attempts
+from tools.reflection_data import Attempt, Outcomes, load_attempts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -90,11 +100,9 @@ def reflection(
     unknown = [m for m in models if m not in known]
     if unknown:
         raise UsageError(f"no attempts of {', '.join(unknown)} in {path} (models: {', '.join(known)})")
-    first: dict[str, dict[tuple[str, str], bool]] = {m: {} for m in models}
-    retry: dict[str, dict[tuple[str, str], bool]] = {m: {} for m in models}
-    for a in attempts:
-        if a.model in first and a.agent in ("baseline", "retry"):
-            (first if a.attempt == 1 else retry)[a.model][a.question] = a.right
+    recorded = Outcomes(attempts)
+    first = {m: recorded.answers(m) for m in models}
+    retry = {m: recorded.second_answers(m, "retry") for m in models}
     questions = sorted(set.intersection(*(set(first[m]) for m in models)))
     parts = {s: [q for q in questions if split_of(q) == s] for s in ("profile", "test")}
     if not parts["profile"] or not parts["test"]:
@@ -103,13 +111,15 @@ def reflection(
     pools = _lengths(attempts, models, set(parts["profile"]))
     inputs = statistics.median(a.input_tokens for a in attempts if a.model in first and a.attempt == 1)
 
-    def workflow(qs: list[tuple[str, str]], tag: str) -> Workflow:
-        # A model's repair of a question it got right never runs (a loop stops at its first success): False.
-        history = LatentClasses.replay({m: [first[m][q] for q in qs] for m in models},
-                                       {m: [retry[m].get(q, False) for q in qs] for m in models})  # fmt: skip
+    def workflow(tag: str, history: History) -> Workflow:
         loop = Subtask(id="answer", deps=(), input_tokens=round(inputs), profiles=pools, loop=Loop(horizon),
                        history=history)  # fmt: skip
         return Workflow(name=f"reflection-{tag}", models=specs, subtasks=(loop,))
+
+    def replay(qs: list[tuple[str, str]]) -> History:
+        # A model's repair of a question it got right never runs (a loop stops at its first success): False.
+        return LatentClasses.replay({m: [first[m][q] for q in qs] for m in models},
+                                    {m: [retry[m].get(q, False) for q in qs] for m in models})  # fmt: skip
 
     sparse = None
     if coverage is not None:
@@ -117,12 +127,9 @@ def reflection(
         budget = coverage * outcomes.profiling_cost().checkpointed
         obs = cascade_sample(outcomes, budget, np.random.default_rng(seed))
         rates = estimate(estimator, outcomes.trie, obs).cascade_rates(outcomes.trie)
-        table = CascadeTable({r.path: r.rate for r in rates})
-        loop = Subtask(id="answer", deps=(), input_tokens=round(inputs), profiles=pools, loop=Loop(horizon),
-                       history=table)  # fmt: skip
-        sparse = Workflow(name="reflection-sparse", models=specs, subtasks=(loop,))
-    return Workload("reflection", workflow(parts["test"], "test"), workflow(parts["profile"], "profile"),
-                    len(parts["test"]), len(parts["profile"]), sparse)  # fmt: skip
+        sparse = workflow("sparse", CascadeTable({r.path: r.rate for r in rates}))
+    test, profile = (workflow(s, replay(parts[s])) for s in ("test", "profile"))
+    return Workload("reflection", test, profile, len(parts["test"]), len(parts["profile"]), sparse)
 
 
 def _model(name: str) -> ModelSpec:

@@ -16,6 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from runtime.types import CascadeTable, LatentClasses, Loop, SpecError
+from runtime.types._history import is_rate
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -133,7 +134,7 @@ def check_history(s: Subtask, at: dict[str, Any]) -> None:
         return
     if isinstance(hist, LatentClasses):
         w = hist.weights
-        if not w or len(w) > 100_000 or not all(_rate(x) for x in w) or abs(sum(w) - 1.0) > 1e-6:
+        if not w or len(w) > 100_000 or not all(is_rate(x) for x in w) or abs(sum(w) - 1.0) > 1e-6:
             raise SpecError("class weights must be probabilities that sum to 1", **at, field="difficulty")
         if hist.repairs not in ("any", "own"):
             raise SpecError(f'{hist.repairs!r} is not "any" or "own"', **at, field="difficulty.repairs")
@@ -141,7 +142,7 @@ def check_history(s: Subtask, at: dict[str, Any]) -> None:
             for m, xs in rates.items():
                 if m not in s.profiles:
                     raise SpecError(f"model {m!r} has no profile here", **at, field=f"{part}.{m}")
-                if len(xs) != len(w) or not all(_rate(x) for x in xs):
+                if len(xs) != len(w) or not all(is_rate(x) for x in xs):
                     raise SpecError(f"needs {len(w)} rates in [0, 1]", **at, field=f"{part}.{m}")
         missing = [m for m in s.profiles if m not in hist.first or m not in hist.repair]
         if missing:
@@ -151,11 +152,7 @@ def check_history(s: Subtask, at: dict[str, Any]) -> None:
             where = f"cascade.{'>'.join(path)}"
             if not path or any(m not in s.profiles for m in path):
                 raise SpecError("names a model without a profile here", **at, field=where)
-            if not _rate(p):
+            if not is_rate(p):
                 raise SpecError(f"{p!r} is not a probability in [0, 1]", **at, field=where)
     else:
         raise SpecError("unknown history type", **at, field="history")
-
-
-def _rate(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and 0.0 <= x <= 1.0

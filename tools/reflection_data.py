@@ -144,6 +144,14 @@ class Outcomes:
             raise UsageError(f"no first attempts of model {model!r} (known: {', '.join(self.models)})")
         return self._first[model]
 
+    def answers(self, model: str) -> dict[tuple[str, str], bool]:
+        """Whether the model answered each question right at once."""
+        return dict(self._firsts(model))
+
+    def second_answers(self, model: str, agent: str = "retry") -> dict[tuple[str, str], bool]:
+        """Whether the model's second attempt (by ``agent``) was right, on the questions it got wrong at once."""
+        return dict(self._second.get((model, agent), {}))
+
     def first(self, model: str) -> Rate:
         """P(right at once)."""
         answers = self._firsts(model)

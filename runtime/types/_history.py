@@ -172,8 +172,13 @@ class CascadeTable:
 History = LatentClasses | CascadeTable
 
 
+def is_rate(x: object) -> bool:
+    """Whether ``x`` is a probability: a finite number in [0, 1], not a bool."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and 0.0 <= x <= 1.0
+
+
 def _check_rate(p: float, field: str) -> None:
-    if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
+    if not is_rate(p):
         raise SpecError(f"{p!r} is not a probability in [0, 1]", field=field)
 
 
