@@ -13,6 +13,9 @@
         ├── InvariantError          a safety invariant would be broken (a bug: please report it)
         ├── SandboxError            the code sandbox could not run a program (its own failures are results)
         ├── SinkError               the journal or log could not be written (a full disk): the run stops
+        ├── CallRefusedError        a program's call_llm was refused: raised inside the program, which may catch it
+        │   ├── OverBudgetError     the call's worst case does not fit in what is left of the budget
+        │   └── PastDeadlineError   the deadline has passed (or would pass before the call could start)
         └── ProviderError           a model endpoint failed; the message never contains an API key
             ├── ProviderRejectedError   4xx other than 429 (bad key, unknown model, bad request): do not retry
             └── ProviderUnavailableError  5xx, timeouts, dropped connections, malformed replies: worth retrying
@@ -26,10 +29,13 @@ plug-in (planner, adapter, verifier) and propagates as it is.
 from __future__ import annotations
 
 __all__ = [
+    "CallRefusedError",
     "CycleError",
     "InvariantError",
     "LimitError",
     "OntimeError",
+    "OverBudgetError",
+    "PastDeadlineError",
     "PlannerError",
     "PlannerSpecError",
     "ProviderError",
@@ -108,6 +114,21 @@ class SandboxError(RunError):
 class SinkError(RunError):
     """An event could not be recorded (the journal's or the log's disk is full): a run whose record would have
     a gap stops, settles what is in flight, and raises this."""
+
+
+class CallRefusedError(RunError):
+    """A program's ``call_llm`` (or ``exec_code``) was refused before anything was launched or charged.
+
+    It is raised inside the program, which may catch it and answer with what it has (degrade)."""
+
+
+class OverBudgetError(CallRefusedError):
+    """The call's worst case (n x (input tokens x input price + max_tokens x output price)) does not fit in
+    the money left after what is spent and reserved."""
+
+
+class PastDeadlineError(CallRefusedError):
+    """The run's deadline has passed: nothing more may start."""
 
 
 class ProviderError(RunError):
