@@ -42,6 +42,7 @@ from planners.bayesflow_prompts import complete_prompt, extend_prompt, fix_promp
 from planners.workflow_code import StepProgram, check, extract_code, join
 from planners.workflow_search_types import RoundStats, Score, ScoredWorkflow, SearchResult, StopReason
 from runtime.types import CallRefusedError, OverBudgetError, PastDeadlineError, SpecError, UsageError
+from runtime.types._clock import single_error
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -87,7 +88,8 @@ class BayesFlowOptions:
     ess_threshold: float | None = None
     """Resample only when ESS / N falls below this; None resamples every round (the paper)."""
     reuse_rollouts: bool = False
-    """The refiner draws from every workflow scored in any round, not only this round's (the paper)."""
+    """The refiner draws from every workflow scored in any round, not only this round's (the paper's P_t); the pool
+    C that the result's argmax is taken over keeps every workflow either way (Alg. 2, line 7)."""
     subset_size: int | None = None
     """Score each workflow on this many validation questions drawn at random; None scores on all (the paper)."""
     paired_subsets: bool = False
@@ -167,15 +169,16 @@ def refiner_probabilities(rewards: Sequence[float], top_c: int = 3, temperature:
 
 
 def failure_lines(workflow: ScoredWorkflow, limit: int = 10) -> list[str]:
-    """Where a workflow fell short, for a refine prompt: its error, wrong questions (positions, never text), cost."""
-    lines = []
-    if workflow.score.error:
-        lines.append(f"error: {workflow.score.error.strip().splitlines()[-1]}")
+    """Where a workflow fell short, for a refine prompt: first the count of questions it missed (a line that starts
+    with the number, which a reader can take as the failure count), then which (positions, never text), its error
+    and its cost."""
     pairs = zip(workflow.questions, workflow.score.per_question, strict=False)
     wrong = [(q, s) for q, s in pairs if s < 1.0]
-    lines.append(f"{len(wrong)} of {len(workflow.questions)} validation questions scored below 1")
-    lines += [f"question {q}: score {s:.2f}" for q, s in wrong[:limit]]
-    lines.append(f"cost per question: ${workflow.score.cost_usd:.6f}")
+    lines = [f"{len(wrong)} of {len(workflow.questions)} validation questions scored below 1"]
+    lines += [f"- question {q}: score {s:.2f}" for q, s in wrong[:limit]]
+    if workflow.score.error:
+        lines.append(f"- error: {workflow.score.error.strip().splitlines()[-1]}")
+    lines.append(f"- cost per question: ${workflow.score.cost_usd:.6f}")
     return lines
 
 
@@ -391,9 +394,10 @@ async def _step_update(
         for j in range(k if len(new.steps) < horizon else 1):
             tg.start_soon(s.guarded, tg.cancel_scope, partial(complete, i, j, new))
 
-    async with anyio.create_task_group() as tg:
-        for i in range(n):
-            tg.start_soon(s.guarded, tg.cancel_scope, partial(extend, i, tg))
+    with single_error():  # a failure other than a refusal (a bug, a broken endpoint) surfaces as itself
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(s.guarded, tg.cancel_scope, partial(extend, i, tg))
 
     scored = [wf for row in rollouts for wf in row if wf is not None]
     pool_index = [s.add(wf) for wf in scored]

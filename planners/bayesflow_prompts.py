@@ -169,13 +169,13 @@ def complete_prompt(task: TaskSpec, prefix: str, kept: int) -> str:
 def refine_prompt(task: TaskSpec, source: str, score: float, failures: Sequence[str], *, history: str = "") -> str:
     """One consequential edit of a scored workflow (the paper's refiner; AFlow's expansion).
 
-    ``failures`` are lines saying where it fell short (question positions, errors, cost), never a problem's text;
-    ``history`` optionally tells what earlier edits of it scored (AFlow's tree-structured experience).
+    ``failures`` are the lines of the ``Failures:`` block, saying where it fell short (question positions, errors,
+    cost), never a problem's text; ``history`` optionally tells what earlier edits of it scored (AFlow's
+    tree-structured experience). A blank line ends each block.
     """
-    lines = [*_header(task, "refine"), f"Score: {score:.4f}", "Failures:"]
-    lines += [f"- {line}" for line in failures] or ["- none recorded"]
+    lines = [*_header(task, "refine"), f"Score: {score:.4f}", "Failures:", *(failures or ["none"]), ""]
     if history:
-        lines += ["Earlier edits of this workflow:", history]
+        lines += ["Earlier edits of this workflow:", history, ""]
     lines.append(
         "Make one consequential edit that should raise the score (a step added, removed or rewritten, a model, "
         "a prompt or a sample count changed), keep the step format, and reply with the whole workflow."
@@ -189,9 +189,10 @@ def fix_prompt(task: TaskSpec, source: str, error: str) -> str:
     return "\n".join(
         [
             *_header(task, "fix"),
+            f"The workflow below failed to run. Reply with a corrected, runnable version. {FIX_RULE}",
             "Error:",
             *(f"  {line}" for line in error.strip().splitlines()[-20:]),
-            f"The workflow below failed to run. Reply with a corrected, runnable version. {FIX_RULE}",
+            "",
             _block(source),
         ]
     )

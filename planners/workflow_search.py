@@ -35,6 +35,7 @@ import numpy as np
 from planners.bayesflow import SearchSession, failure_lines
 from planners.bayesflow_prompts import refine_prompt, write_prompt
 from runtime.types import CallRefusedError, UsageError
+from runtime.types._clock import single_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -219,9 +220,10 @@ async def random_search(
         if program is not None:
             found[i] = await s.evaluate(program.source, s.questions, origin="write", round=1, tag=f"r1/written/{i}")
 
-    async with anyio.create_task_group() as tg:
-        for i in range(samples):
-            tg.start_soon(s.guarded, tg.cancel_scope, partial(one, i))
+    with single_error():
+        async with anyio.create_task_group() as tg:
+            for i in range(samples):
+                tg.start_soon(s.guarded, tg.cancel_scope, partial(one, i))
     scored = [wf for wf in found if wf is not None]
     for wf in scored:  # in request order, whatever order they finished in
         s.add(wf)

@@ -25,6 +25,7 @@ from planners.bayesflow import (
     Resampling,
     bayesflow,
     effective_sample_size,
+    failure_lines,
     lookahead_weight,
     refiner_probabilities,
     resample,
@@ -38,8 +39,8 @@ from planners.workflow_search import (
     aflow_selection_probabilities,
     random_search,
 )
-from planners.workflow_search_types import Score
-from runtime.types import OverBudgetError, PastDeadlineError, SpecError, UsageError
+from planners.workflow_search_types import Score, ScoredWorkflow
+from runtime.types import OverBudgetError, PastDeadlineError, ProviderUnavailableError, SpecError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -284,7 +285,9 @@ def test_prompts_carry_each_protocol_line_once_and_no_problem_text() -> None:
     prefix = program(["good"])
     prompts = {
         "extend": extend_prompt(TASK, prefix, 2),
-        "refine": refine_prompt(TASK, prefix, 0.5, ["question 3: score 0.00"]),
+        "refine": refine_prompt(
+            TASK, prefix, 0.5, ["1 of 20 validation questions scored below 1", "- question 3: 0.00"]
+        ),
     }
     for request, prompt in prompts.items():
         for line in ("Task kind: exam", "Default model: small", "Steps at most: 3", f"Request: {request}"):
@@ -297,6 +300,18 @@ def test_prompts_carry_each_protocol_line_once_and_no_problem_text() -> None:
     assert "exec_code" in system_prompt(
         TaskSpec("code", "Write a function.", {"m": (1, 2)}, "m", helpers=("call_llm", "exec_code"))
     )
+
+
+def test_failure_lines_start_with_the_count_and_never_hold_problem_text() -> None:
+    score = Score(0.5, (1.0, 0.0, 0.5, 1.0), 0.002, "Traceback ...\nKeyError: 'x'")
+    wf = ScoredWorkflow("src", 0.5, score, (3, 8, 9, 12), "rollout", 1)
+    lines = failure_lines(wf)
+    assert lines[0] == "2 of 4 validation questions scored below 1"
+    assert lines[1:] == ["- question 8: score 0.00", "- question 9: score 0.50", "- error: KeyError: 'x'",
+                         "- cost per question: $0.002000"]  # fmt: skip
+    prompt = refine_prompt(TASK, program(["good"]), 0.5, lines)
+    block_lines = prompt.split("Failures:\n")[1].split("\n\n")[0].splitlines()
+    assert block_lines == lines  # the block ends at a blank line
 
 
 def test_task_spec_refuses_bad_input() -> None:
@@ -490,6 +505,17 @@ async def test_a_refused_evaluation_stops_the_search_too() -> None:
     assert result.stop == "past_deadline" and len(result.pool) == 5
 
 
+async def test_a_failure_that_is_no_refusal_surfaces_as_itself() -> None:
+    class Failing(FakeMeta):
+        def _reply(self, prompt: str, tag: str) -> str:
+            if tag.endswith("/extend/2"):
+                raise ProviderUnavailableError("the meta endpoint is down", provider="fake")
+            return super()._reply(prompt, tag)
+
+    with pytest.raises(ProviderUnavailableError):
+        await run_bayesflow(Failing(), n=4, m=1)
+
+
 async def test_look_aheads_run_concurrently_under_the_limit() -> None:
     meta = FakeMeta(delay=0.01)
     await run_bayesflow(meta, n=6, m=0, k=2, concurrency=4)
@@ -527,12 +553,44 @@ async def test_ess_threshold_skips_resampling_while_weights_are_even() -> None:
     await run_bayesflow(n=4, m=2, ess_threshold=0.5, on_round=rounds.append)
     # exp(R) with R in [0, 1]: ESS / N stays far above 0.5, so the population is never redrawn
     assert rounds and all(r.ess is not None and r.ess / 4 > 0.5 and not r.resampled for r in rounds)
+    # not redrawn: particle i of round 2 goes on from what particle i's extension made in round 1
+    meta = FakeMeta()
+    await run_bayesflow(meta, n=4, m=2, ess_threshold=0.5)
+    replies = {tag[-1]: words_of(meta._reply(p, tag))[:1] for p, tag in meta.calls if "r1/extend/" in tag}
+    given = {tag[-1]: words_of(block(p) or "") for p, tag in meta.calls if tag.startswith("bayesflow/r2/extend/")}
+    assert len(given) == 4 and given == replies
     rounds.clear()
     meta = FakeMeta(first={"good": 1.0, "cot": 4.0})
     await run_bayesflow(meta, n=4, m=2, ess_threshold=0.6, beta=30.0, on_round=rounds.append)
     # at β = 30 the few good workflows of round 1 take nearly all the weight; later rounds are mostly good
     assert [r.resampled for r in rounds] == [True, False, False]
     assert all(r.resampled == (r.ess is not None and r.ess / 4 < 0.6) for r in rounds)
+
+
+@pytest.mark.parametrize("method", ["multinomial", "systematic"])
+async def test_the_next_population_is_drawn_by_the_look_ahead_weights(method: Resampling) -> None:
+    """Two particles, K = 2: "good" completes to rewards 1 and 0, "cot" to 0.5 and 0.5. At β = 2 the weights
+    are (e² + 1) / 2 and e, so round 2's prefixes start with "good" with probability 0.607 (0.731 if only one
+    completion counted, 0.530 at β = 1): over 1000 draws, 4 standard deviations tell these apart."""
+
+    class Scripted(FakeMeta):
+        def _reply(self, prompt: str, tag: str) -> str:
+            given = words_of(block(prompt) or "")
+            if field_of(prompt, "Request") == "extend" and field_of(prompt, "Next step") == "1":
+                return program(["good" if tag.endswith("/0") else "cot"])
+            if field_of(prompt, "Request") == "complete":
+                return program([*given, "vote" if given == ["cot"] else "verify" if tag.endswith(".0") else "bad"])
+            return super()._reply(prompt, tag)
+
+    task, beta, runs, good = TaskSpec("exam", "A test.", {"m": (1.0, 1.0)}, "m", max_steps=2), 2.0, 500, 0.0
+    scorer = FakeScorer(reward=lambda words: {"verify": 1.0, "vote": 0.5}.get(words[-1], 0.0))
+    for seed in range(runs):
+        meta = Scripted()
+        result = await run_bayesflow(meta, scorer, task=task, n=2, m=0, k=2, beta=beta, resampling=method, seed=seed)
+        assert [w.reward for w in result.pool if w.round == 1] == [1.0, 0.0, 0.5, 0.5]
+        good += 2 * good_first_share(meta, 2)
+    p = (math.exp(2.0) + 1) / 2 / ((math.exp(2.0) + 1) / 2 + math.e)
+    assert abs(good - 2 * runs * p) < 4 * math.sqrt(2 * runs * p * (1 - p)), (good / (2 * runs), p)
 
 
 def good_first_share(meta: FakeMeta, round_: int) -> float:
