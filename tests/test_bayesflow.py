@@ -241,6 +241,15 @@ def test_join_keeps_the_prefix_drops_its_return_and_carries_new_imports() -> Non
     assert join(StepProgram("", ()), continuation) == continuation
 
 
+@given(CHUNK_WORDS, CHUNK_WORDS, st.booleans())
+def test_join_is_the_prefix_then_the_continuations_later_steps(head: list[str], tail: list[str], done: bool) -> None:
+    joined = join(StepProgram.parse(program(head, done=done)), StepProgram.parse(program(tail, imports=["import re"])))
+    assert words_of(joined.source) == head + tail[len(head) :]
+    assert joined.numbers == tuple(range(1, len(joined.steps) + 1))
+    if done or len(tail) > len(head):  # a runnable prefix, or one completed by a runnable continuation
+        assert check(joined.source) is None and joined.source.count("return") == 1
+
+
 def test_join_onto_a_prefix_without_return_or_newline() -> None:
     prefix = StepProgram.parse(program(["good"], done=False).rstrip("\n"))
     joined = join(prefix, StepProgram.parse(program(["bad", "cot"])))
@@ -414,13 +423,15 @@ async def test_pool_holds_every_complete_workflow_and_the_argmax_is_returned() -
     assert {w.origin for w in result.pool} == {"rollout", "refine"}
 
 
-async def test_every_rollout_keeps_its_prefix_and_every_refinement_names_its_parent() -> None:
+async def test_every_rollout_keeps_its_prefix_and_every_refinement_edits_one_of_the_top_c() -> None:
     meta = FakeMeta()
-    result = await run_bayesflow(meta, n=3, m=2)
+    result = await run_bayesflow(meta, n=5, m=4, top_c=2)
     extends = {tag: prompt for prompt, tag in meta.calls if "/extend/" in tag}
-    for w in result.pool:
+    for i, w in enumerate(result.pool):
         if w.origin == "refine":
             assert w.parent is not None and result.pool[w.parent].round == w.round
+            earlier = sorted((v.reward for v in result.pool[:i] if v.round == w.round), reverse=True)
+            assert result.pool[w.parent].reward >= earlier[1]  # among the top C = 2 of the pool when it was made
         assert len(words_of(w.source)) <= TASK.max_steps and check(w.source) is None
     assert all(field_of(p, "Next step") == tag.split("/")[1][1:] for tag, p in extends.items())
 
