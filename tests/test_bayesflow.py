@@ -12,6 +12,7 @@ import random
 import re
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -543,6 +544,14 @@ async def test_paired_subsets_give_every_candidate_of_a_round_the_same_questions
     assert len({w.questions for w in unpaired.pool if w.round == 1}) > 1
     full = await run_bayesflow(n=2, m=1)
     assert {w.questions for w in full.pool} == {QUESTIONS}
+
+
+def test_the_searches_run_on_trio_too() -> None:
+    """Library code uses anyio only (STYLE #14): the concurrent look-aheads and random search run on trio."""
+    result = anyio.run(partial(run_bayesflow, FakeMeta(delay=0.001), n=3, m=1, concurrency=2), backend="trio")
+    assert result.stop == "done" and result.pool
+    search = partial(random_search, TASK, FakeMeta(refuse_after=4), FakeScorer(), QUESTIONS, samples=8)
+    assert anyio.run(search, backend="trio").stop == "over_budget"
 
 
 async def test_the_same_seed_gives_the_same_search() -> None:
