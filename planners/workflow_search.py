@@ -128,7 +128,7 @@ async def aflow_search(
     converged = False
     try:
         for it in range(1, opts.iterations + 1):
-            child = await (_initial(s) if it == 1 else _expand(s, opts, rng, it))
+            child = await (_expand(s, opts, rng, it) if s.pool else _initial(s, it))
             rounds.append(s.stats(it, [child] if child else [], None, False))
             if on_round is not None:
                 on_round(rounds[-1])
@@ -141,19 +141,18 @@ async def aflow_search(
     return s.result(rounds, converged=converged)
 
 
-async def _initial(s: SearchSession) -> ScoredWorkflow | None:
-    program = await s.ask(write_prompt(s.task), "r1/write")
+async def _initial(s: SearchSession, it: int) -> ScoredWorkflow | None:
+    """The root: a written workflow (again in a later round if no program came before)."""
+    program = await s.ask(write_prompt(s.task), f"r{it}/write")
     if program is None:
         return None
-    wf = await s.evaluate(program.source, s.questions, origin="write", round=1, tag="r1/written")
+    wf = await s.evaluate(program.source, s.questions, origin="write", round=it, tag=f"r{it}/written")
     s.add(wf)
     return wf
 
 
 async def _expand(s: SearchSession, opts: AFlowOptions, rng: np.random.Generator, it: int) -> ScoredWorkflow | None:
     """Select a parent, ask for one edit, evaluate it, and put it in the tree under its parent."""
-    if not s.pool:  # the initial workflow never came: write one instead
-        return await _initial(s)
     candidates = aflow_candidates([w.reward for w in s.pool], opts.top_k)
     p = aflow_selection_probabilities([s.pool[c].reward for c in candidates], opts.mix, opts.alpha)
     parent_index = candidates[int(rng.choice(len(candidates), p=p))]

@@ -679,6 +679,25 @@ async def test_aflow_grows_a_tree_from_one_written_workflow() -> None:
     assert result.best is not None and result.best.reward == max(w.reward for w in result.pool)
 
 
+async def test_aflow_writes_again_until_a_program_comes() -> None:
+    class Mute(FakeMeta):
+        async def __call__(self, system: str, prompt: str, tag: str) -> str:
+            if tag.endswith(("r1/write", "r2/write")):
+                self.calls.append((prompt, tag))
+                return "I cannot help with that."
+            return await super().__call__(system, prompt, tag)
+
+    meta = Mute()
+    result = await aflow_search(TASK, meta, FakeScorer(), QUESTIONS, options=AFlowOptions(iterations=5))
+    assert [tag for _, tag in meta.calls[:4]] == [
+        "aflow/r1/write",
+        "aflow/r2/write",
+        "aflow/r3/write",
+        "aflow/r4/refine",
+    ]
+    assert result.pool[0].origin == "write" and result.pool[0].round == 3 and len(result.pool) == 3
+
+
 async def test_aflow_stops_when_the_top_k_stops_changing() -> None:
     result = await aflow_search(
         TASK, FakeMeta(), FakeScorer(reward=lambda words: 0.5), QUESTIONS, options=AFlowOptions(patience=3)
