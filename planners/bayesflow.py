@@ -19,6 +19,12 @@ Alg. 2 runs T rounds from an empty prefix (its loop ``while t <= T`` would run T
 fails to run gets one "fix" request carrying the error log and the paper's sentence against try-except; the fix
 replaces it if it runs (Sec. 5). Defaults are App. E's: N = 10, M = 10, K = 1, T = 5, and β = 1 (the paper's exp(R)).
 
+Where the paper is silent: a completion is joined onto its prefix (:func:`planners.workflow_code.join`), so R is
+that of (s_1:t, s~_t+1:T) whatever the reply did to steps 1..t; an extension whose reply holds no new step gives
+its particle weight 0 (with every weight 0 the population goes on as it was); a completion whose reply holds no
+program counts R = 0 in its prefix's weight and is no member of C; a refined workflow of fewer than t steps enters
+whole (the paper pads short workflows with empty steps), and its particle is extended from where it ends.
+
 Beyond the paper, each an option of :class:`BayesFlowOptions`, off by default: an inverse temperature β (with R in
 [0, 1], exp(R) caps weight ratios at e, so selection is weak); resampling only when the effective sample size is
 low; a refiner that draws from every workflow scored so far rather than the round's pool (the paper "prunes most
@@ -82,7 +88,7 @@ class BayesFlowOptions:
     refine_temperature: float = 0.1
     """The temperature of the refiner's softmax over the top C rewards."""
     beta: float = 1.0
-    """β, the inverse temperature on R: weights exp(β R); 1 is the paper's, larger selects harder."""
+    """β, the inverse temperature on R: weights exp(β R); 1 is the paper's, larger selects harder (at most 100)."""
     resampling: Resampling = "multinomial"
     """How N prefixes are drawn: "multinomial" (the paper) or "systematic" (lower variance)."""
     ess_threshold: float | None = None
@@ -114,6 +120,8 @@ class BayesFlowOptions:
         for name in ("beta", "cost_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UsageError(f"BayesFlowOptions.{name} must be non-negative, not {getattr(self, name)!r}")
+        if self.beta > 100:  # exp(β R) must stay a finite float; at β = 100 one point of R is already e^1
+            raise UsageError(f"BayesFlowOptions.beta must be at most 100, not {self.beta!r}")
         if self.resampling not in ("multinomial", "systematic"):
             raise UsageError(f"resampling must be multinomial or systematic, not {self.resampling!r}")
         if self.ess_threshold is not None and not (math.isfinite(self.ess_threshold) and self.ess_threshold > 0):

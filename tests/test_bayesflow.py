@@ -398,7 +398,15 @@ def test_refiner_chooses_among_the_top_c_by_softmax_at_temperature_0_1() -> None
 
 
 def test_options_refuse_bad_values() -> None:
-    for bad in ({"n": 0}, {"m": -1}, {"k": 0}, {"beta": -1.0}, {"resampling": "stratified"}, {"ess_threshold": 0.0}):
+    for bad in (
+        {"n": 0},
+        {"m": -1},
+        {"k": 0},
+        {"beta": -1.0},
+        {"beta": 101.0},
+        {"resampling": "stratified"},
+        {"ess_threshold": 0.0},
+    ):
         with pytest.raises(UsageError):
             BayesFlowOptions(**bad)
     with pytest.raises(UsageError):
