@@ -2,28 +2,30 @@
 
 It answers a prompt the way a real model of stated skill would, so that a workflow's score under the real scorers
 means something offline. **Its numbers are simulated**: every parameter below says where it comes from, and those
-marked *invented* are what a benchmark's sensitivity check should vary.
+marked *invented* are what a benchmark's sensitivity check should vary: they are the fields of :class:`SolverParams`
+(the defaults are the values below), so that a check varies them without touching the code.
 
 **Which problem.** The problem is the one whose ``text`` (stripped) appears in the prompt, the longest if several
 do, as a recorded-answers executor finds its question. None: the reply is :data:`NO_ANSWER` (scored 0).
 
-**Difficulty.** Each problem gets a latent difficulty ``d = BETA_LEN * z + SIGMA_DRAW * e``: ``z`` is the problem's
+**Difficulty.** Each problem gets a latent difficulty ``d = beta_len * z + sigma_draw * e``: ``z`` is the problem's
 log length in characters, standardized with its data set's mean and standard deviation (:data:`LENGTH_STATS`,
 measured on AFlow's validation and test splits together: longer problems are harder), and ``e ~ N(0, 1)`` is drawn
-once per problem from ``(difficulty_seed, data set, id)``, the same in every run. BETA_LEN = 0.5 and
-SIGMA_DRAW = 1.0 are *invented* (vary BETA_LEN in 0-1 and SIGMA_DRAW in 0.5-2: the larger SIGMA_DRAW, the more
+once per problem from ``(difficulty_seed, data set, id)``, the same in every run. beta_len = 0.5 and
+sigma_draw = 1.0 are *invented* (vary beta_len in 0-1 and sigma_draw in 0.5-2: the larger sigma_draw, the more
 the samples of one problem agree and the less voting gains).
 
 **Success.** A sample of model m on problem p in prompt style s is correct with probability
 ``sigmoid(skill(m, data set) - d + bonus(s))``, independently given d: samples of one call, and of one problem
 across calls, are correlated through d. ``bonus`` sums over the styles the prompt shows (the problem's own text is
-ignored when looking): chain of thought :data:`B_COT` = 0.4 (the median logit gain of CoT over IO in the paper's
-Table 1 for Claude 3.7 on GSM8K, MATH and DROP: 0.79, 0.12, 0.38); asked to verify or double-check its answer
-:data:`B_CHECK` = 0.2 (*invented*); reconsidering after a stated error (a previous answer said to be wrong, a
-failing test, a traceback) :data:`B_RECONSIDER` = 0.3 (*invented*). ``skill`` is set so that a chain-of-thought
-prompt reaches the model's stated accuracy on the data set on average over the difficulty distribution (the probit
-approximation ``E[sigmoid(x - d)] ~ sigmoid(x / sqrt(1 + pi var(d) / 8))``, within about 0.02):
-``skill = logit(accuracy) * sqrt(1 + pi (BETA_LEN^2 + SIGMA_DRAW^2) / 8) - B_COT``.
+ignored when looking): chain of thought b_cot = 0.4 (the median logit gain of CoT over IO in the paper's Table 1
+for Claude 3.7 on GSM8K, MATH and DROP: 0.79, 0.12, 0.38; vary it in 0-0.8); asked to verify or double-check its
+answer b_check = 0.2 (*invented*); reconsidering after a stated error (a previous answer said to be wrong, a
+failing test, a traceback) b_reconsider = 0.3 (*invented*); vary both in 0-0.6. ``skill`` is set so that a
+chain-of-thought prompt reaches the model's stated accuracy on the data set on average over the difficulty
+distribution (the probit approximation ``E[sigmoid(x - d)] ~ sigmoid(x / sqrt(1 + pi var(d) / 8))``; within 0.03
+on every data set and model, a test checks it on the real data):
+``skill = logit(accuracy) * sqrt(1 + pi (beta_len^2 + sigma_draw^2) / 8) - b_cot``.
 
 **Accuracies** (:data:`MODELS`): per data set, the better of the IO and CoT rows of the BayesFlow paper's Table 1
 for its two executors, Claude 3.7 Sonnet and Qwen 2.5-7B-Instruct (their F1 scores taken as the chance of the
@@ -32,19 +34,21 @@ right span). MBPP and HumanEval are not in that table: 0.72 / 0.90 (Claude) and 
 
 **Replies.** A correct sample returns the gold answer in the data set's format, so the real scorer gives it full
 marks: ``Answer: <number>`` (GSM8K), a ``\\boxed{}`` answer (MATH), ``Answer: <span>`` (DROP, HotpotQA),
-``Answer: <letter>`` (MMLU-Pro), the reference solution in a ```python block (MBPP, HumanEval). A wrong sample
-returns one of three plausible wrong answers fixed per problem, picked with weights 0.5, 0.3, 0.2 (*invented*: wrong
-samples often agree, as real models' errors do): a perturbed number, a digit changed in a formula, another span of
-the passage, another letter, or a stub that returns None (it fails the hidden tests of every problem in the data).
-A prompt with a ``Proposed answer: X`` line asks for a verdict: the reply is ``Verdict: correct`` or ``Verdict:
-incorrect``, right (the real scorer's verdict on X) with probability ``sigmoid(skill - d + B_JUDGE)``, B_JUDGE = 1.0
-(*invented*: checking is easier than solving). The model ignores temperature (a batch does not carry it).
+``Answer: <letter>`` (MMLU-Pro), the reference solution in a ```python block (MBPP, HumanEval; MBPP 630's reference
+is broken in the data and fails). A wrong sample returns one of three plausible wrong answers fixed per problem,
+picked with weights ``wrong_weights`` = 0.5, 0.3, 0.2 (*invented*: wrong samples often agree, as real models' errors
+do; (1, 0, 0) makes every wrong sample agree, uniform weights the least): a perturbed number, a digit changed in a
+formula, another span of the passage, another letter, or a stub that returns None (it fails the hidden tests of every
+problem in the data). A prompt with a ``Proposed answer: X`` line asks for a verdict: the reply is ``Verdict:
+correct`` or ``Verdict: incorrect``, right (the real scorer's verdict on X) with probability
+``sigmoid(skill - d + b_judge)``, b_judge = 1.0 (*invented*: checking is easier than solving; vary it in 0-2).
+The model ignores temperature (a batch does not carry it).
 
 **Usage and time.** Output tokens are lognormal with a median per data set and style (:data:`MEDIAN_TOKENS`,
-*invented*, sigma 0.5); past the batch's ``max_tokens`` the sample is cut off and its answer lost. Input tokens are
-the prompt's characters / 4 (at most what was reserved). Latency is the model's time to first token plus tokens /
-throughput (*invented*: Claude 1.0 s and 80 tokens/s, Qwen 0.4 s and 120 tokens/s), slept on the run's clock;
-a cancelled sample is charged the tokens it had streamed, as :class:`adapters.sim.SimAdapter` charges.
+*invented*, ``token_sigma`` 0.5); past the batch's ``max_tokens`` the sample is cut off and its answer lost. Input
+tokens are the prompt's characters / 4 (at most what was reserved). Latency is the model's time to first token plus
+tokens / throughput (*invented*: Claude 1.0 s and 80 tokens/s, Qwen 0.4 s and 120 tokens/s), slept on the run's
+clock; a cancelled sample is charged the tokens it had streamed, as :class:`adapters.sim.SimAdapter` charges.
 """
 
 from __future__ import annotations
@@ -69,26 +73,17 @@ if TYPE_CHECKING:
     from tools.workflowgen import Problem
 
 __all__ = [
-    "B_CHECK",
-    "B_COT",
-    "B_JUDGE",
-    "B_RECONSIDER",
-    "BETA_LEN",
     "LENGTH_STATS",
     "MEDIAN_TOKENS",
     "MODELS",
     "NO_ANSWER",
-    "SIGMA_DRAW",
     "Reply",
     "SimSolver",
     "SolverModel",
+    "SolverParams",
     "Style",
 ]
 
-BETA_LEN, SIGMA_DRAW = 0.5, 1.0
-B_COT, B_CHECK, B_RECONSIDER, B_JUDGE = 0.4, 0.2, 0.3, 1.0
-WRONG_WEIGHTS = (0.5, 0.3, 0.2)
-TOKEN_SIGMA = 0.5
 NO_ANSWER = "I cannot answer this."
 # (mean, standard deviation) of ln(characters of the problem's text), AFlow's validation and test splits together.
 LENGTH_STATS = {"gsm8k": (5.40, 0.39), "math": (5.31, 0.65), "drop": (6.94, 0.44), "hotpotqa": (8.64, 0.25),
@@ -96,6 +91,28 @@ LENGTH_STATS = {"gsm8k": (5.40, 0.39), "math": (5.31, 0.65), "drop": (6.94, 0.44
 # Median output tokens of a plain answer and of a chain of thought.
 MEDIAN_TOKENS = {"gsm8k": (30, 200), "math": (40, 500), "drop": (20, 120), "hotpotqa": (20, 80),
                  "mbpp": (120, 250), "humaneval": (150, 300), "mmlu_pro": (20, 300)}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SolverParams:
+    """The simulation's parameters; the defaults and their sources are in the module docstring."""
+
+    beta_len: float = 0.5
+    sigma_draw: float = 1.0
+    b_cot: float = 0.4
+    b_check: float = 0.2
+    b_reconsider: float = 0.3
+    b_judge: float = 1.0
+    wrong_weights: tuple[float, ...] = (0.5, 0.3, 0.2)
+    token_sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        numbers = (self.beta_len, self.sigma_draw, self.b_cot, self.b_check, self.b_reconsider, self.b_judge)
+        weights = self.wrong_weights
+        if not all(math.isfinite(x) for x in numbers) or self.sigma_draw < 0 or not 0 <= self.token_sigma < 5:
+            raise UsageError(f"solver parameters must be finite, sigma_draw >= 0, token_sigma in [0, 5): {self}")
+        if not weights or any(not (math.isfinite(w) and w >= 0) for w in weights) or sum(weights) <= 0:
+            raise UsageError(f"wrong_weights must be non-negative with a positive sum, not {weights}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +129,13 @@ class SolverModel:
         if bad or self.ttft_s < 0 or self.tokens_per_s <= 0:
             raise UsageError(f"solver model {self.name!r}: accuracies in (0, 1) per known data set, speed > 0 ({bad})")
 
-    def skill(self, dataset: str) -> float:
+    def skill(self, dataset: str, params: SolverParams) -> float:
         """The logit skill that gives ``accuracy[dataset]`` under chain of thought (see the module docstring)."""
         if dataset not in self.accuracy:
             raise UsageError(f"solver model {self.name!r} has no accuracy for data set {dataset!r}")
         a = self.accuracy[dataset]
-        return math.log(a / (1 - a)) * math.sqrt(1 + math.pi * (BETA_LEN**2 + SIGMA_DRAW**2) / 8) - B_COT
+        spread = math.sqrt(1 + math.pi * (params.beta_len**2 + params.sigma_draw**2) / 8)
+        return math.log(a / (1 - a)) * spread - params.b_cot
 
 
 MODELS = {
@@ -152,9 +170,8 @@ class Style:
     check: bool = False
     reconsider: bool = False
 
-    @property
-    def bonus(self) -> float:
-        return B_COT * self.cot + B_CHECK * self.check + B_RECONSIDER * self.reconsider
+    def bonus(self, params: SolverParams) -> float:
+        return params.b_cot * self.cot + params.b_check * self.check + params.b_reconsider * self.reconsider
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +199,12 @@ class SimSolver(Adapter):
         seed: the run's seed: with the batch (and sample) it keys each sample's draws.
         difficulty_seed: keys the problems' difficulty draws; keep it fixed across runs that should see the same
             problems (a workflow's validation and test runs).
+        params: the simulation's parameters (a sensitivity check varies them).
     """
 
     def __init__(
         self, problems: Iterable[Problem], model: str | SolverModel, *, clock: Clock, seed: int = 0,
-        difficulty_seed: int = 0,
+        difficulty_seed: int = 0, params: SolverParams | None = None,
     ) -> None:  # fmt: skip
         if isinstance(model, str):
             if model not in MODELS:
@@ -196,6 +214,7 @@ class SimSolver(Adapter):
         self.clock = clock
         self.seed = seed
         self.difficulty_seed = difficulty_seed
+        self.params = params or SolverParams()
         self._problems = sorted({p.text.strip(): p for p in problems if p.text.strip()}.items(),
                                 key=lambda kv: -len(kv[0]))  # fmt: skip
         self._wrong: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -212,11 +231,11 @@ class SimSolver(Adapter):
         mean, sd = LENGTH_STATS[problem.dataset]
         z = (math.log(max(1, len(problem.text))) - mean) / sd
         e = random.Random(f"{self.difficulty_seed}:difficulty:{problem.dataset}:{problem.id}").gauss(0.0, 1.0)
-        return BETA_LEN * z + SIGMA_DRAW * e
+        return self.params.beta_len * z + self.params.sigma_draw * e
 
     def probability(self, problem: Problem, style: Style) -> float:
         """P(a sample is correct) for this model on ``problem`` in ``style``."""
-        return _sigmoid(self.model.skill(problem.dataset) - self.difficulty(problem) + style.bonus)
+        return _sigmoid(self._skill(problem) - self.difficulty(problem) + style.bonus(self.params))
 
     @staticmethod
     def style(prompt: str, problem: Problem | None) -> Style:
@@ -235,7 +254,7 @@ class SimSolver(Adapter):
         proposed = _PROPOSED.search(prompt.replace(problem.text.strip(), " "))
         if proposed is not None:
             truth = await self._judge_truth(problem, prompt, proposed)
-            p = _sigmoid(self.model.skill(problem.dataset) - self.difficulty(problem) + B_JUDGE)
+            p = _sigmoid(self._skill(problem) - self.difficulty(problem) + self.params.b_judge)
             out = []
             for rng in rngs:
                 right = rng.random() < p
@@ -259,12 +278,14 @@ class SimSolver(Adapter):
 
     async def run(self, batch: Batch, report: Report) -> None:
         prompt = "\n\n".join(m.content for m in batch.messages or ())
-        key = f"{batch.run}:{batch.id}"
-        replies = await self.replies(prompt, batch.k, key=key, max_tokens=batch.max_tokens)
         input_tokens = min(batch.input_tokens, math.ceil(len(prompt) / 4))
-        pending = sorted(range(batch.k), key=lambda i: (replies[i].latency_s, i))
+        replies: list[Reply] = []
+        pending = list(range(batch.k))
         start = self.clock.now()
         try:
+            # a judge of code runs the sandbox here: cancelled meanwhile, the samples have produced nothing
+            replies = await self.replies(prompt, batch.k, key=f"{batch.run}:{batch.id}", max_tokens=batch.max_tokens)
+            pending.sort(key=lambda i: (replies[i].latency_s, i))
             while pending:
                 i = pending[0]
                 r = replies[i]
@@ -276,16 +297,21 @@ class SimSolver(Adapter):
         finally:  # cancelled: each of the others is charged what it has streamed by now
             elapsed = self.clock.now() - start
             for i in sorted(pending):
-                r = replies[i]
-                produced = tokens_at(elapsed, r.output_tokens, r.latency_s, self.model.ttft_s)
+                produced = 0
+                if replies:
+                    r = replies[i]
+                    produced = tokens_at(elapsed, r.output_tokens, r.latency_s, self.model.ttft_s)
                 report(SampleEnd(index=i, finish=Finish.CANCELLED, input_tokens=input_tokens, output_tokens=produced))
+
+    def _skill(self, problem: Problem) -> float:
+        return self.model.skill(problem.dataset, self.params)
 
     def _lead(self, style: Style) -> str:
         return f"(simulated {self.model.name}{', reasoning step by step' if style.cot else ''})"
 
     def _tokens(self, problem: Problem, style: Style, rng: random.Random) -> int:
         median = MEDIAN_TOKENS[problem.dataset][1 if style.cot else 0]
-        return max(1, round(median * math.exp(TOKEN_SIGMA * rng.gauss(0.0, 1.0))))
+        return max(1, round(median * math.exp(self.params.token_sigma * rng.gauss(0.0, 1.0))))
 
     def _latency(self, tokens: int) -> float:
         return self.model.ttft_s + tokens / self.model.tokens_per_s
@@ -298,7 +324,10 @@ class SimSolver(Adapter):
         if k not in self._wrong:
             self._wrong[k] = _distractors(problem, random.Random(f"{self.difficulty_seed}:wrong:{problem.id}"))
         options = self._wrong[k]
-        return _render(problem, rng.choices(options, weights=WRONG_WEIGHTS[: len(options)])[0])
+        weights = self.params.wrong_weights[: len(options)]
+        if sum(weights) <= 0:  # the weights this problem's fewer distractors keep are all zero
+            weights = (1.0,) * len(options)
+        return _render(problem, rng.choices(options[: len(weights)], weights=weights)[0])
 
     async def _judge_truth(self, problem: Problem, prompt: str, proposed: re.Match[str]) -> bool:
         """Whether the proposed answer is right, by the real scorer (code: the block that follows the line)."""
@@ -350,8 +379,9 @@ def _distractors(problem: Problem, rng: random.Random) -> tuple[str, ...]:
         return tuple(others[:3]) or ("A" if gold != "A" else "B",)
     golds = gold.split("|")
     value = _number(golds[0])
-    if value is not None:
-        return tuple(_numbers_near(value, rng))
+    if value is not None:  # not another of DROP's golds either
+        near = [x for x in _numbers_near(value, rng) if kind == "gsm8k" or f1(x, golds) == 0.0]
+        return tuple(near) or ("0" if f1("0", golds) == 0.0 else "-1",)
     if kind == "math":
         return _math_distractors(gold, rng)
     return _spans(problem, golds, rng)

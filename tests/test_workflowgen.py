@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.sim_solver import B_COT, B_JUDGE, MODELS, NO_ANSWER, SimSolver, Style
-from runtime.types import Batch, Finish, Message, SampleEnd, UsageError, VirtualClock
+from adapters.sim_solver import MODELS, NO_ANSWER, SimSolver, SolverParams, Style
+from runtime.types import Batch, BudgetSettled, Finish, Message, SampleEnd, UsageError, VirtualClock
+from tests.conftest import build, chain_spec
+from tests.helpers import run_collect
 from tools.sandbox import run_tests
 from tools.workflowgen import DATASETS, EXAMPLES, TASK_KIND, Problem, ascore, load_dataset, score
 from tools.workflowgen_scorers import (
@@ -305,7 +307,7 @@ async def test_the_style_bonus_is_read_outside_the_problem_text() -> None:
     prompt = f"{p.text}\nYour previous answer: 5\nIt was wrong. Double-check your work."
     assert solver.style(prompt, p) == Style(check=True, reconsider=True)
     plain, cot = solver.probability(p, Style()), solver.probability(p, Style(cot=True))
-    assert math.log(cot / (1 - cot)) - math.log(plain / (1 - plain)) == pytest.approx(B_COT)
+    assert math.log(cot / (1 - cot)) - math.log(plain / (1 - plain)) == pytest.approx(SolverParams().b_cot)
 
 
 async def test_the_judge_is_right_as_often_as_stated() -> None:
@@ -319,7 +321,7 @@ async def test_the_judge_is_right_as_often_as_stated() -> None:
         truth = claim == p.answer
         right += sum(("Verdict: correct" in r.text) == truth for r in replies)
         total += len(replies)
-        x = MODELS["qwen2.5-7b-instruct"].skill("gsm8k") - solver.difficulty(p) + B_JUDGE
+        x = MODELS["qwen2.5-7b-instruct"].skill("gsm8k", solver.params) - solver.difficulty(p) + solver.params.b_judge
         expected += 4 / (1 + math.exp(-x))
     mean = expected / total
     assert abs(right / total - mean) < 4 * math.sqrt(mean * (1 - mean) / total) + 0.01
@@ -395,3 +397,64 @@ async def test_a_cancelled_batch_charges_what_each_sample_streamed() -> None:
     assert cancelled and all(e.output is None for e in cancelled)
     model = MODELS["qwen2.5-7b-instruct"]
     assert all(0 < e.output_tokens <= (2.0 - model.ttft_s) * model.tokens_per_s + 1 for e in cancelled)
+
+
+def test_the_executor_runs_the_solver_and_checks_its_text_with_a_verifier() -> None:
+    """The Adapter contract end to end: ontime's executor launches batches on the solver in virtual time, the
+    verifier reads the answer it wrote, and the ledger charges the usage it reported."""
+    p = load_dataset("gsm8k", EXAMPLES)[0]
+    spec = chain_spec(1, p=1.0, max_tokens=2000)
+    spec["models"] = {"qwen2.5-7b-instruct": spec["models"]["m"]}
+    spec["subtasks"][0]["profiles"] = {"qwen2.5-7b-instruct": spec["subtasks"][0]["profiles"]["m"]}
+    spec["subtasks"][0]["prompt"] = f"{p.text}\n\nThink step by step and end with 'Answer: <number>'."
+    spec["subtasks"][0]["verifier"] = {"regex": rf"Answer: {p.answer}$"}
+    clock = VirtualClock()
+    solver = SimSolver([p], "qwen2.5-7b-instruct", clock=clock)
+    result, events = run_collect(build(spec), 1.0, 600, planner="retry:qwen2.5-7b-instruct:4", clock=clock,
+                                 adapters={"qwen2.5-7b-instruct": solver})  # fmt: skip
+    assert result.success and str(result.outputs["s0"]).endswith(f"Answer: {p.answer}")
+    settled = [e for e in events if isinstance(e, BudgetSettled)]
+    assert settled and sum(e.output_tokens for e in settled) > 0
+
+
+async def test_the_parameters_a_sensitivity_check_varies() -> None:
+    problems = _synthetic(50)
+    flat = SimSolver(problems, "claude-3-7-sonnet", clock=VirtualClock(), params=SolverParams(beta_len=0, sigma_draw=0))
+    for p in problems[:5]:  # no spread in difficulty: chain of thought gives exactly the stated accuracy
+        assert flat.probability(p, Style(cot=True)) == pytest.approx(MODELS["claude-3-7-sonnet"].accuracy["gsm8k"])
+    herd = SimSolver(problems, "qwen2.5-7b-instruct", clock=VirtualClock(), params=SolverParams(wrong_weights=(1.0,)))
+    wrong = {r.text for p in problems[:3] for r in await herd.replies(p.text, 30, key="k") if not r.correct}
+    assert 1 <= len(wrong) <= 3  # every wrong sample of a problem gives its one most plausible wrong answer
+    for bad in ({"sigma_draw": -1.0}, {"b_cot": math.inf}, {"wrong_weights": ()}, {"wrong_weights": (0.0, -1.0)}):
+        with pytest.raises(UsageError):
+            SolverParams(**bad)
+
+
+async def test_a_judge_of_code_runs_the_tests() -> None:
+    p = load_dataset("humaneval", EXAMPLES)[0]
+    solver = _solver([p])
+    right = f"{p.text}\nProposed answer:\n```python\n{p.answer}\n```\nIs it right?"
+    wrong = f"{p.text}\nProposed answer:\n```python\ndef can_arrange(arr):\n    return 0\n```\nIs it right?"
+    says = [sum("Verdict: correct" in r.text for r in await solver.replies(x, 20, key="k")) for x in (right, wrong)]
+    assert says[0] > 10 > says[1]
+
+
+async def test_a_batch_cancelled_before_its_replies_are_drawn_reports_every_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def slow_tests(problem: Problem, output: str) -> float:
+        await anyio.sleep_forever()  # a judge's sandbox run that the deadline interrupts
+        raise AssertionError
+
+    monkeypatch.setattr("adapters.sim_solver.ascore", slow_tests)
+    p = load_dataset("humaneval", EXAMPLES)[0]
+    clock = VirtualClock()
+    solver = SimSolver([p], "claude-3-7-sonnet", clock=clock)
+    ends: list[SampleEnd] = []
+    with clock.participate():
+        async with anyio.create_task_group() as tg:
+            handle = clock.spawn(tg, partial(solver.run, _batch(f"{p.text}\nProposed answer: x", 3), ends.append))
+            await anyio.sleep(0.01)
+            handle.cancel()
+    assert sorted(e.index for e in ends) == [0, 1, 2]
+    assert {(e.finish, e.output_tokens) for e in ends} == {(Finish.CANCELLED, 0)}
