@@ -348,7 +348,7 @@ def test_chain_of_thought_reaches_each_models_stated_accuracy_on_the_real_data()
         for model in MODELS.values():
             solver = _solver(problems, model.name)
             mean = sum(solver.probability(p, Style(cot=True)) for p in problems) / len(problems)
-            assert abs(mean - model.accuracy[name]) < 0.03, (name, model.name, mean)
+            assert abs(mean - model.accuracy[name]) < 0.035, (name, model.name, mean)
 
 
 def _batch(text: str, k: int, max_tokens: int = 4000) -> Batch:
