@@ -26,6 +26,7 @@ from tools.workflowgen_scorers import (
     gsm8k_score,
     math_equal,
     math_score,
+    normalize_math,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ SIZES: dict[tuple[str, Split], int] = {
 
 def _slice() -> list[Problem]:
     return [p for name, split in SIZES for p in load_dataset(name, EXAMPLES, split)]
+
+
+_TEXT_PROBLEMS = [p for p in _slice() if p.tests is None]
 
 
 # --- loaders ---------------------------------------------------------------------------------------------------------
@@ -188,13 +192,36 @@ def test_math_answers_that_differ(output: str, gold: str) -> None:
     assert math_score(output, gold) == 0.0
 
 
+_TOKENS = [*"0123456789.-/,{}() xk=$%", "\\frac", "\\dfrac", "\\!", "\\text{", "\\left", "\\sqrt", "^\\circ", "\\\\"]
+_LATEX = st.lists(st.sampled_from(_TOKENS), max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LATEX, _LATEX)
+def test_math_equivalence_is_symmetric_and_reflexive(a: str, b: str) -> None:
+    assert math_equal(a, b) == math_equal(b, a)
+    assert math_equal(a, a) == bool(normalize_math(a))
+
+
 def test_math_extraction_handles_nested_braces_and_fallbacks() -> None:
     assert extract_math_answer("We get \\boxed{\\frac{a^{2}}{b_{1}}} here.") == "\\frac{a^{2}}{b_{1}}"
     assert extract_math_answer("so \\boxed 7 is it") == "7"
     assert extract_math_answer("Work.\nAnswer: $42$.") == "42"
     assert extract_math_answer("Work.\n\n 17 \n") == "17"
-    assert extract_math_answer("\\boxed{unclosed") == "\\boxed{unclosed"
+    assert extract_math_answer("\\boxed{unclosed") == "\\boxed{unclosed"  # no box: the last line
+    assert (
+        extract_math_answer("\\boxed{1} and then \\boxed{2") == "\\boxed{1} and then \\boxed{2"
+    )  # the last box counts
     assert math_equal("", "") is False
+
+
+@pytest.mark.timeout(10)
+def test_scoring_long_adversarial_outputs_stays_cheap() -> None:
+    text = load_dataset("math", EXAMPLES)[0]
+    for output in ("\\boxed{" * 30_000, "\\frac{" * 30_000, "```\n" * 50_000, "Answer: " * 25_000, "1," * 100_000):
+        for p in _TEXT_PROBLEMS:
+            assert 0.0 <= score(p, output) <= 1.0
+    assert math_score("Answer: " + "\\frac{1" * 10_000, text.answer) == 0.0
 
 
 def test_f1_follows_squad_normalization_and_takes_the_best_gold() -> None:
@@ -238,9 +265,6 @@ async def test_pass_at_1_from_async_code() -> None:
     problem = load_dataset("mbpp", EXAMPLES, "test")[1]  # swap_numbers
     assert await ascore(problem, f"```python\n{problem.answer}\n```") == 1.0
     assert await ascore(problem, "```python\ndef swap_numbers(a, b):\n    return (a, b)\n```") == 0.0
-
-
-_TEXT_PROBLEMS = [p for p in _slice() if p.tests is None]
 
 
 @settings(max_examples=300, deadline=None)

@@ -31,6 +31,7 @@ from fractions import Fraction
 from runtime.types.answers import f1
 
 __all__ = [
+    "MAX_ANSWER",
     "NUMERIC_TOLERANCE",
     "answer_line",
     "choice_score",
@@ -54,6 +55,7 @@ _CHOICE_LINE = re.compile(r"answer\s*:\s*\**\s*\(?([A-J])\b\)?")
 _CHOICE_PHRASE = re.compile(r"answer is\s*:?\s*\**\s*\(?([A-J])\b\)?", re.IGNORECASE)
 _LETTER = re.compile(r"(?<![A-Za-z])([A-J])(?![A-Za-z])")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+MAX_ANSWER = 2_000
 _MAX_TEXT = 200_000  # outputs are cut to this many characters first: a scorer's regexes stay linear and cheap
 
 
@@ -77,23 +79,23 @@ def gsm8k_score(output: str, gold: str) -> float:
 
 
 def last_boxed(text: str) -> str | None:
-    """The contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces, or None."""
+    """The contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None if there is none or
+    it is not closed (as the MATH evaluator's ``last_boxed_only_string`` reads it)."""
     text = text[-_MAX_TEXT:]
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    while start >= 0:
-        brace = text.find("{", start)
-        # "\boxed 5" (no braces): the token after the space
-        if brace < 0 or text[start:brace].strip() not in ("\\boxed", "\\fbox"):
-            rest = text[start:].split(None, 2)
-            if len(rest) >= 2 and rest[0] == "\\boxed":
-                return rest[1].rstrip("$.")
-        else:
-            depth = 0
-            for k in range(brace, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[k], 0)
-                if depth == 0:
-                    return text[brace + 1 : k]
-        start = max(text.rfind("\\boxed", 0, start), text.rfind("\\fbox", 0, start))
+    if start < 0:
+        return None
+    if text.startswith("\\boxed ", start):  # "\boxed 5": the token after the space
+        rest = text[start:].split(None, 2)
+        return rest[1].rstrip("$.") if len(rest) >= 2 else None
+    brace = text.find("{", start)
+    if brace < 0 or text[start:brace] not in ("\\boxed", "\\fbox"):
+        return None
+    depth = 0
+    for k in range(brace, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return text[brace + 1 : k]
     return None
 
 
@@ -151,8 +153,9 @@ def _unwrap_text(s: str) -> str:
 
 
 def normalize_math(answer: str) -> str:
-    """A MATH answer in the MATH evaluator's canonical string form (see the module docstring)."""
-    s = re.sub(r"(?<!\\)\\[ ,;]", "", answer)  # LaTeX spaces "\ ", "\,", "\;" (not a row break "\\")
+    """A MATH answer in the MATH evaluator's canonical string form (see the module docstring); an answer longer
+    than :data:`MAX_ANSWER` characters is cut there first (no MATH answer comes near it)."""
+    s = re.sub(r"(?<!\\)\\[ ,;]", "", answer[:MAX_ANSWER])  # LaTeX spaces "\ ", "\,", "\;" (not a row break "\\")
     s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
     s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "").replace("$", "")
