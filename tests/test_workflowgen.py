@@ -87,6 +87,8 @@ def test_bad_input_is_a_usage_error(tmp_path: Path) -> None:
         load_dataset("hotpotqa", EXAMPLES, "test")
     with pytest.raises(UsageError, match="no data file"):
         load_dataset("gsm8k", tmp_path / "nowhere")
+    with pytest.raises(UsageError, match="limit must be a non-negative integer"):
+        load_dataset("gsm8k", EXAMPLES, limit=-1)
     bad = tmp_path / "gsm8k_validate.jsonl"
     bad.write_text('{"question": "q", "answer": "1", "id": "a"}\n{"question": "q2"\n', encoding="utf-8")
     with pytest.raises(UsageError, match=r"gsm8k_validate.jsonl:2: not JSON"):

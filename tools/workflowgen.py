@@ -49,15 +49,9 @@ __all__ = [
 
 Split = Literal["validate", "test"]
 DATASETS = ("gsm8k", "math", "drop", "hotpotqa", "mbpp", "humaneval", "mmlu_pro")
-TASK_KIND = {
-    "gsm8k": "math",
-    "math": "math",
-    "drop": "qa",
-    "hotpotqa": "qa",
-    "mbpp": "code",
-    "humaneval": "code",
-    "mmlu_pro": "exam",
-}  # fmt: skip  (the task kinds of the meta-LLM's prompt protocol)
+# The task kinds of the meta-LLM's prompt protocol (``Task kind:``), by data set.
+TASK_KIND = {"gsm8k": "math", "math": "math", "drop": "qa", "hotpotqa": "qa", "mbpp": "code", "humaneval": "code",
+             "mmlu_pro": "exam"}  # fmt: skip
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflowgen"
 _LETTERS = "ABCDEFGHIJ"
 _Public = dict[str, list[list[str]]]
@@ -87,12 +81,15 @@ def load_dataset(
     """The problems of one split of data set ``name`` (one of :data:`DATASETS`), in file order.
 
     Raises:
-        UsageError: an unknown data set or split, a missing or unreadable file, or a malformed row.
+        UsageError: an unknown data set or split, a bad ``limit``, a missing or unreadable file, or a malformed
+            row.
     """
     if name not in DATASETS:
         raise UsageError(f"unknown data set {name!r}: one of {', '.join(DATASETS)}")
     if split not in ("validate", "test"):
         raise UsageError(f"unknown split {split!r}: validate or test")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise UsageError(f"limit must be a non-negative integer, not {limit!r}")
     folder = Path(data_dir)
     if (folder / "workflowgen").is_dir():
         folder = folder / "workflowgen"
