@@ -436,7 +436,8 @@ class SimServer:
         if self.agent is not None and request.headers.get(SUBTASK_HEADER) == QA_TAG:
             prepared: tuple[Served, list[_Sample], str | None] | web.Response = await self._agent_turn(parsed, api)
         elif adapter is not None:  # its samples are drawn below, once the request is counted open
-            served, _, fault = self._record_request(api, parsed, request.headers.get(SUBTASK_HEADER, ""), parsed.n)
+            tag = request.headers.get(SUBTASK_HEADER, "answers")
+            served, _, fault = self._record_request(api, parsed, tag, parsed.n)
             prepared = served, [], fault
         else:
             prepared = self._prepare(request, parsed, api)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import runtime
+from adapters.chat import input_token_bound
 from adapters.recorded_answers import UNKNOWN_REPLY, AnswerBook, RecordedAnswers, recorded_adapters
 from adapters.sim_server import SimServer, serve_in_thread
 from runtime.cli import app
@@ -48,8 +49,13 @@ DIRS = [SLICE] + ([Path(DATA) / "reflection"] if DATA else [])
 
 
 @pytest.fixture(scope="module", params=DIRS, ids=lambda d: "shared" if d != SLICE else "slice")
-def tasks(request: pytest.FixtureRequest) -> list[ExamTask]:
-    return load_tasks(request.param)
+def data_dir(request: pytest.FixtureRequest) -> Path:
+    return Path(request.param)
+
+
+@pytest.fixture(scope="module")
+def tasks(data_dir: Path) -> list[ExamTask]:
+    return load_tasks(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -202,23 +208,22 @@ def test_score_never_raises_and_is_zero_or_one(output: str) -> None:
 # -- the adapter: first answers, repeats, reconsider, verify, unknown ------------------------------------------
 
 
-def _csv_rows(task: ExamTask) -> list[dict[str, str]]:
-    """The task's first-answer rows read straight from the CSV (not through the loader)."""
-    path = attempts_file(find_data_dir(SLICE if len(task.models) == 3 else DATA))
-    with path.open(encoding="utf-8", newline="") as f:
-        return [r for r in csv.DictReader(f) if r["exam"] == task.exam and r["agent"] == "baseline"]
-
-
-def test_each_model_answers_what_it_really_answered_with_its_real_tokens(task: ExamTask) -> None:
-    rows = _csv_rows(task)
-    by_id = {q.id: q for q in task.questions}
-    for row in random.Random(0).sample(rows, 30):
+def test_each_model_answers_what_it_really_answered_with_its_real_tokens(tasks: list[ExamTask], data_dir: Path) -> None:
+    with attempts_file(data_dir).open(encoding="utf-8", newline="") as f:  # the CSV itself, not the loader
+        rows = [r for r in csv.DictReader(f) if r["agent"] == "baseline"]
+    failed = [r for r in rows if r["error"] == "1"]  # 45 in the shared data, none in the slice
+    by_exam = {t.exam: t for t in tasks}
+    for row in random.Random(0).sample(rows, 60) + failed[:5]:
+        task = by_exam[row["exam"]]
+        q = next(q for q in task.questions if q.id == row["problem_id"])
         adapter = _adapter(task, row["model"])
-        q = by_id[row["problem_id"]]
         (end,) = _ask(adapter, f"Solve this problem.\n\n{render(q)}\n\nEnd with 'Answer: <letter>'.")
-        assert end.finish is Finish.COMPLETE and end.passed is None  # the run's verifier judges the text
-        assert end.output == f"{row['model']}'s recorded answer.\nAnswer: {row['answer']}"
+        assert end.finish is Finish.COMPLETE and end.passed is None and end.output is not None  # a verifier judges
         assert score(end.output, q) == float(row["score"])
+        if row["error"] == "1":  # the recorded call failed: no answer, nothing billed
+            assert end.output == f"{row['model']}'s recorded call failed." and end.input_tokens == 0
+            continue
+        assert end.output == f"{row['model']}'s recorded answer.\nAnswer: {row['answer']}"
         assert end.output_tokens == int(row["output_tokens"])
         assert end.input_tokens >= int(row["input_tokens"])  # the longer of the recorded and this prompt's
         latency = TTFT_S + end.output_tokens / TOKENS_PER_S
@@ -395,3 +400,47 @@ def test_serve_sim_needs_a_spec_or_recorded_answers() -> None:
     assert result.exit_code != 0 and "--recorded-answers" in result.output
     with pytest.raises(UsageError):
         SimServer(None)
+
+
+def test_a_run_on_serve_sim_pays_what_the_recorded_answers_used(task: ExamTask) -> None:
+    """ontime's own OpenAI adapter against ``serve-sim --recorded-answers``: the models block pointed at the
+    server, the recorded answer verified, the recorded tokens charged at the list price (the input no more than
+    the client's byte bound of the prompt it sent, which the ledger reserved)."""
+    book = AnswerBook.of(task)
+    model = "gpt-35-turbo"
+    inp, out = task.prices[model]
+    right = [q for q in task.questions if (a := book.first(model, q)) and a.right][:3]
+    server = SimServer(None, answers=recorded_adapters(book, RealClock(speed=1000.0)))
+    with serve_in_thread(server) as url:
+        block = task.models_block(base_url=f"{url}/v1")
+        for q in right:
+            first = book.first(model, q)
+            assert first is not None
+            spec = {"name": "exam", "models": {model: block[model]}, "subtasks": [{
+                "id": "q", "input_tokens": 1000, "prompt": render(q), "verifier": {"regex": f"Answer: {q.answer}"},
+                "profiles": {model: {"p": 0.5, "output_tokens": {"mean": 100, "std": 10}}}}]}  # fmt: skip
+            result = runtime.run(runtime.parse_workflow(spec), 1.0, 60.0, planner=f"retry:{model}:1")
+            assert result.success
+            charged = min(first.input_tokens, input_token_bound((Message("user", render(q)),)))
+            assert result.cost == pytest.approx((charged * inp + first.output_tokens * out) / 1e6)
+
+
+def test_serve_sim_answers_the_anthropic_api_too(task: ExamTask) -> None:
+    import anthropic
+
+    book = AnswerBook.of(task)
+    model, q = task.models[-1], task.questions[1]
+    first = book.first(model, q)
+    assert first is not None
+    server = SimServer(None, answers=recorded_adapters(book, RealClock(speed=1000.0)))
+    with serve_in_thread(server) as url:
+        client = anthropic.Anthropic(base_url=url, api_key="any", max_retries=0)
+        reply = client.messages.create(
+            model=model,
+            system="Answer the question.",
+            messages=[{"role": "user", "content": render(q)}],
+            max_tokens=2000,
+        )
+    block = reply.content[0]
+    assert block.type == "text" and block.text.strip() == f"{model}'s recorded answer.\nAnswer: {first.answer}"
+    assert reply.usage.output_tokens == first.output_tokens
