@@ -22,18 +22,19 @@ choices, votes, escalations and costs are scored on real behaviour. It finds the
 
 The answer key enters at one place only: whether the first answer was wrong picks the retry row. With
 ``p_flip = 0`` a program that reconsiders its own answer can thus tell a right first answer (kept) from a wrong
-one (usually changed: 1,447 of the 2,752 retries changed the letter); that is what the recorded reflection
-experiment did, and ``p_flip`` measures how much a workflow leans on it. The agents that wrote with the answer
-in view (``solution``, ``composite``, ``unredacted``) are never loaded, nor is the questions' ``solution``.
+one (often changed: 1,447 of the 2,752 retries, 53%, changed the letter); that is what the recorded
+reflection experiment did, and ``p_flip`` measures how much a workflow leans on it. The agents that wrote with
+the answer in view (``solution``, ``composite``, ``unredacted``) are never loaded, nor is the questions'
+``solution``.
 
 A first answer whose call failed (``error = 1``: 45 of the 7,200) is replayed as a reply without an answer that
 costs nothing, as the file scores and a vendor bills it. Usage per sample otherwise: input = the recorded row's
-input tokens, or the prompt's length estimate if that is larger
-(a prompt that carries more than the question costs more); output = the row's output tokens (cut off at
-``max_tokens``: no answer then). Every sample is charged its input (k separate calls; an OpenAI ``n`` request
-would bill the prompt once). Latency on the run's clock: ``ttft_s + output_tokens / tokens_per_s``
-(:data:`tools.exams.TTFT_S`, :data:`tools.exams.TOKENS_PER_S`: assumed, the data holds no timings); a
-cancelled sample is charged its input and the output it had streamed by then.
+input tokens, or the prompt's length estimate if that is larger (a prompt that carries more than the question
+costs more); output = the row's output tokens (cut off at ``max_tokens``: no answer then). Every sample is
+charged its input (k separate calls; an OpenAI ``n`` request would bill the prompt once). Latency on the run's
+clock: ``ttft_s + output_tokens / tokens_per_s`` (:data:`tools.exams.TTFT_S`, :data:`tools.exams.TOKENS_PER_S`:
+assumed, the data holds no timings); a cancelled sample is charged its input and the output it had streamed by
+then.
 """
 
 from __future__ import annotations
