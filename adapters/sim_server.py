@@ -12,6 +12,10 @@ Without either header a request is drawn as it always was (a first attempt). A s
 ``reference``, a failure a ``wrong`` output (default: a refusal), cut into as many stream pieces as the drawn token
 count; past ``max_tokens`` it is cut off (``length``).
 
+Models given an adapter of their own (``answers``: e.g. :class:`adapters.recorded_answers.RecordedAnswers`, whose
+replies are real models' recorded answers to exam questions) are answered by it instead, in real time (on its own
+clock), with the usage it reports; such a server needs no workflow.
+
 Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a dropped stream, a
 hung response, malformed JSON. ``GET /ontime/record`` returns the server's record of every request.
 """
@@ -36,12 +40,12 @@ from aiohttp import web
 from adapters.chat import HISTORY_HEADER, RUN_HEADER, SUBTASK_HEADER
 from adapters.chat_agent import QA_TAG, read_turn
 from adapters.sim import draw_sample
-from runtime.types import ProfileTable, UsageError
+from runtime.types import Batch, Finish, Message, ProfileTable, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
-    from runtime.types import AgentModel, Workflow
+    from runtime.types import Adapter, AgentModel, SampleEnd, Workflow
 
 __all__ = ["Faults", "Served", "SimServer", "serve_in_thread"]
 
@@ -135,11 +139,14 @@ class SimServer:
             :class:`adapters.chat_agent.ChatAgentModel` sends (subtask header ``qa-agent``), read back from the prompt.
         ignore_max_tokens: answer agent turns as an endpoint that ignores ``max_tokens`` (up to 4 times it, and
             reported as such): what the search agent's cap audit must catch.
+        answers: models (by the name requests give) answered by an adapter of their own rather than from the
+            workflow's profiles; each reply is its samples' outputs and usage. Their adapters sleep on clocks
+            of their own (a :class:`runtime.RealClock` at this ``speed``). With answers the workflow may be None.
     """
 
     def __init__(
         self,
-        workflow: Workflow,
+        workflow: Workflow | None,
         *,
         seed: int = 0,
         speed: float = 1.0,
@@ -148,11 +155,15 @@ class SimServer:
         on_served: Callable[[Served], None] | None = None,
         agent: AgentModel | None = None,
         ignore_max_tokens: bool = False,
+        answers: Mapping[str, Adapter] | None = None,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise UsageError(f"speed must be positive and finite, not {speed!r}")
+        if workflow is None and not answers:
+            raise UsageError("serve-sim needs a workflow or models with answers of their own")
         self.workflow = workflow
-        self.table = ProfileTable.from_workflow(workflow)
+        self.table = None if workflow is None else ProfileTable.from_workflow(workflow)
+        self.answers = dict(answers or {})
         self.seed = seed
         self.speed = speed
         self.faults = faults
@@ -165,10 +176,10 @@ class SimServer:
         self._open = 0
         self._count = 0
         self._models: dict[str, int] = {}
-        for j, name in enumerate(self.table.model_names):
-            ep = workflow.models[name].endpoint
+        for j, name in enumerate(() if workflow is None else workflow.models):
+            ep = workflow.models[name].endpoint if workflow is not None else None
             self._models.update(dict.fromkeys([name] if ep is None else [name, ep.model], j))
-        self._subtasks = {s.id: i for i, s in enumerate(workflow.subtasks)}
+        self._subtasks = {} if workflow is None else {s.id: i for i, s in enumerate(workflow.subtasks)}
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
@@ -210,14 +221,21 @@ class SimServer:
         return web.json_response({"requests": [asdict(r) for r in self.record], "open": self.open_requests})
 
     async def _list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self._models]})
+        names = [*self._models, *self.answers]
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in names]})
+
+    @property
+    def _profiles(self) -> tuple[Workflow, ProfileTable]:
+        """The workflow and its table: only requests for a model of the workflow use them."""
+        assert self.workflow is not None and self.table is not None
+        return self.workflow, self.table
 
     def _which_subtask(self, request: web.Request, messages: list[dict[str, Any]]) -> int | None:
         tag = request.headers.get(SUBTASK_HEADER)
         if tag is not None:
             return self._subtasks.get(tag)
         last = _last_user(messages)
-        for i, s in enumerate(self.workflow.subtasks):
+        for i, s in enumerate(self._profiles[0].subtasks):
             head = (s.prompt or "").split("{{")[0]
             if head and last.startswith(head):
                 return i
@@ -235,7 +253,7 @@ class SimServer:
 
     def _rate(self, i: int, j: int, run: str | None, history: tuple[str, ...], rng: random.Random) -> float | None:
         """The success rate of model j on subtask i after ``history`` (None: the profile's own draw)."""
-        t = self.table
+        t = self._profiles[1]
         failed = [self._models[m] for m in history]
         if t.has_classes(i):
             u = rng.random() if run is None else random.Random(f"{self.seed}:class:{run}:{i}").random()
@@ -243,17 +261,18 @@ class SimServer:
         return t.success_rate(i, j, failed) if t.cas_root[i] >= 0 else None
 
     def _draw(self, i: int, j: int, max_tokens: int, rng: random.Random, rate: float | None = None) -> _Sample:
-        ok, tokens, latency = draw_sample(self.table, i, j, rng, rate)
-        s = self.workflow.subtasks[i]
+        wf, table = self._profiles
+        ok, tokens, latency = draw_sample(table, i, j, rng, rate)
+        s = wf.subtasks[i]
         finish = "stop"
         if tokens > max_tokens:
             ok, tokens, finish = False, max_tokens, "length"
-            latency = self.table.latency_of(j, tokens)
+            latency = table.latency_of(j, tokens)
         if ok:
             text = s.reference if s.reference is not None else f"[sim] {s.id}: done"
         else:
             text = rng.choice(s.wrong) if s.wrong else REFUSAL
-        ttft = min(float(self.table.ttft_s[j]), latency)
+        ttft = min(float(table.ttft_s[j]), latency)
         return _Sample(_pieces(text, tokens), finish, ttft / self.speed, latency / self.speed)
 
     def _parse(self, request: web.Request, body: Any, api: str) -> _Request | web.Response:
@@ -283,12 +302,13 @@ class SimServer:
         i = self._which_subtask(request, r.messages)
         if i is None:
             return _error(api, 400, "invalid_request_error", f"cannot tell the subtask; send {SUBTASK_HEADER}")
-        if self.table.kind[i, j] < 0:
+        wf, table = self._profiles
+        if table.kind[i, j] < 0:
             return _error(api, 400, "invalid_request_error", "this model cannot run this subtask")
         history = self._history(request)
         if isinstance(history, str):
             return _error(api, 400, "invalid_request_error", history)
-        served, rng, fault = self._record_request(api, r, self.workflow.subtasks[i].id, r.n)
+        served, rng, fault = self._record_request(api, r, wf.subtasks[i].id, r.n)
         served.run, served.history = history
         rate = None
         if RUN_HEADER in request.headers or HISTORY_HEADER in request.headers:  # else drawn as before them
@@ -317,6 +337,31 @@ class SimServer:
         finish = "length" if turn.output_tokens >= limit and "</" not in turn.text[-20:] else "stop"
         latency = (0.05 + tokens / 500.0) / self.speed
         return served, [_Sample(_pieces(turn.text, tokens), finish, 0.05 / self.speed, latency)], fault
+
+    async def _answer(self, adapter: Adapter, served: Served, r: _Request) -> list[_Sample]:
+        """Run the request's samples on ``adapter`` (it takes their time); a cancelled one records its usage."""
+        messages = tuple(
+            Message(m["role"], _text(m.get("content")))
+            for m in r.messages
+            if isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+        )
+        if r.system:
+            messages = (Message("system", r.system), *messages)
+        ends: dict[int, SampleEnd] = {}
+
+        def report(end: SampleEnd) -> None:
+            ends[end.index] = end
+            served.input_tokens = end.input_tokens  # the prompt is billed once per request
+            if end.finish is Finish.CANCELLED:  # else the reply's pieces count its output
+                served.output_tokens[end.index] = end.output_tokens
+
+        batch = Batch(id=served.seq, subtask=0, tag=served.subtask or "", model=0, k=r.n, max_tokens=r.max_tokens,
+                      input_tokens=adapter.input_tokens(r.prompt_tokens, messages), messages=messages)  # fmt: skip
+        await adapter.run(batch, report)
+        return [
+            _Sample(_pieces(e.output or "", e.output_tokens), "stop" if e.finish is Finish.COMPLETE else "length", 0, 0)
+            for e in (ends[c] for c in range(r.n))
+        ]
 
     async def _fault_before_reply(self, api: str, served: Served, fault: str | None) -> web.Response | None:
         """Faults that happen before any output: they consume nothing."""
@@ -387,8 +432,13 @@ class SimServer:
         parsed = self._parse(request, body, api)
         if isinstance(parsed, web.Response):
             return parsed
+        adapter = self.answers.get(str(body["model"]))
         if self.agent is not None and request.headers.get(SUBTASK_HEADER) == QA_TAG:
             prepared: tuple[Served, list[_Sample], str | None] | web.Response = await self._agent_turn(parsed, api)
+        elif adapter is not None:  # its samples are drawn below, once the request is counted open
+            tag = request.headers.get(SUBTASK_HEADER, "answers")
+            served, _, fault = self._record_request(api, parsed, tag, parsed.n)
+            prepared = served, [], fault
         else:
             prepared = self._prepare(request, parsed, api)
         if isinstance(prepared, web.StreamResponse):
@@ -400,6 +450,8 @@ class SimServer:
             early = await self._fault_before_reply(api, served, fault)
             if early is not None:
                 return early
+            if adapter is not None:
+                samples = await self._answer(adapter, served, parsed)
             encoder: Any = _OpenAIEncoder(body) if api == "openai" else _AnthropicEncoder(body)
             if served.stream:
                 return await self._stream(request, served, samples, fault, encoder)

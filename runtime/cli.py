@@ -29,6 +29,7 @@ from rich.table import Table
 
 from adapters.chat_agent import ChatAgentModel
 from adapters.endpoints import make_backend
+from adapters.recorded_answers import AnswerBook, recorded_adapters
 from adapters.replay_agent import ReplayModel, read_recording
 from adapters.sim_agent import SimAgentModel
 from adapters.sim_server import FAULT_KINDS, Faults, SimServer
@@ -40,8 +41,19 @@ from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._qa_replay import record_qa
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
-from runtime.types import Endpoint, ModelSpec, OntimeError, ProviderError, Reason, StopReason, UsageError, to_usd
+from runtime.types import (
+    Endpoint,
+    ModelSpec,
+    OntimeError,
+    ProviderError,
+    RealClock,
+    Reason,
+    StopReason,
+    UsageError,
+    to_usd,
+)
 from runtime.types._clock import single_error as _one_error
+from tools.exams import find_data_dir
 from tools.qa_data import load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
 
@@ -578,7 +590,10 @@ def _budgets(values: list[str] | None) -> list[tuple[int, int]]:
 
 @app.command("serve-sim")
 def serve_sim(
-    spec: Spec,
+    spec: Annotated[
+        Path | None,
+        typer.Argument(help="Workflow spec file (.json, .yaml); optional with --recorded-answers.", show_default=False),
+    ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Divide every profile latency by this.")] = 1.0,
@@ -603,8 +618,18 @@ def serve_sim(
     ignore_max_tokens: Annotated[
         bool, typer.Option(help="Answer search-agent turns past their max_tokens (to test the cap audit).")
     ] = False,
+    recorded_answers: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also serve the reflection data's real models (DIR holds renze_attempts.csv and exams/, or "
+            "reflection/ with them): exam prompts get each model's recorded answer and tokens.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve a workflow's profiles over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C."""
+    """Serve a workflow's profiles (or real models' recorded exam answers) over the OpenAI and Anthropic APIs,
+    with injected faults, until Ctrl-C."""
 
     def build() -> SimServer:
         rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))
@@ -621,8 +646,14 @@ def serve_sim(
             key = os.environ.get(api_key_env)
             if not key:
                 raise UsageError(f"--api-key-env {api_key_env}: that variable is not set")
+        if spec is None and recorded_answers is None:
+            raise UsageError("give a workflow spec, or --recorded-answers DIR, or both")
+        answers = {}
+        if recorded_answers is not None:
+            book = AnswerBook.load(find_data_dir(recorded_answers))
+            answers = dict(recorded_adapters(book, RealClock(speed), seed=seed))
         return SimServer(
-            load_workflow(spec),
+            None if spec is None else load_workflow(spec),
             seed=seed,
             speed=speed,
             faults=Faults(**rates, retry_after_s=retry_after),
@@ -630,14 +661,15 @@ def serve_sim(
             on_served=None if quiet else _print_served,
             agent=SimAgentModel(backbone, seed) if qa_agent else None,
             ignore_max_tokens=ignore_max_tokens,
+            answers=answers,
         )
 
     server = _guard(build)
     url = f"http://{host}:{port}"
-    banner = (
-        f"serve-sim: workflow {server.workflow.name!r} on {url} "
-        f"(OpenAI base_url {url}/v1, Anthropic base_url {url}); Ctrl-C to stop"
-    )
+    what = [] if server.workflow is None else [f"workflow {server.workflow.name!r}"]
+    what += [f"recorded answers of {len(server.answers)} models"] if server.answers else []
+    urls = f"(OpenAI base_url {url}/v1, Anthropic base_url {url})"
+    banner = f"serve-sim: {' and '.join(what)} on {url} {urls}; Ctrl-C to stop"
     try:
         # aiohttp's own runner: it handles SIGINT and SIGTERM and gives requests in flight a second to end
         web.run_app(
