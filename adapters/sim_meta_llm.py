@@ -105,13 +105,11 @@ from typing import TYPE_CHECKING
 
 from adapters.step_library import (
     GENERATE_N,
-    KINDS,
     TASK_KINDS,
     VOTE_N,
     Model,
     Program,
     Step,
-    allowed,
     assemble,
     describe,
     draw_models,
@@ -132,15 +130,31 @@ if TYPE_CHECKING:
 
 __all__ = ["MetaRequest", "SimMetaLLM", "parse_request", "prompt_text", "respond"]
 
-_FIELDS = ("Task kind", "Models", "Default model", "Steps at most", "Request", "Next step", "Complete from step",
-           "Score", "Failures", "Error")  # fmt: skip
+_FIELDS = (
+    "Task kind",
+    "Models",
+    "Default model",
+    "Steps at most",
+    "Request",
+    "Next step",
+    "Complete from step",
+    "Score",
+    "Failures",
+    "Error",
+)
 _HEADER = re.compile(rf"^({'|'.join(_FIELDS)}):[ \t]*(.*)$")
-_MODEL_LINE = re.compile(r"^-\s*(?P<name>[A-Za-z0-9][\w.:/@+-]*?):\s*\$(?P<inp>[0-9.eE+-]+)\s*/\s*\$(?P<out>[0-9.eE+-]+)")
+_MODEL_LINE = re.compile(
+    r"^-\s*(?P<name>[A-Za-z0-9][\w.:/@+-]*?):\s*\$(?P<inp>[0-9.eE+-]+)\s*/\s*\$(?P<out>[0-9.eE+-]+)"
+)
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _BLOCKS = ("Models", "Failures", "Error")  # the fields whose lines continue below their header
 _REQUESTS = ("write", "extend", "complete", "refine", "fix")
-_CHECKS = {"exam": ("verify", "escalate", "reconsider"), "math": ("verify", "revise"), "qa": ("verify", "revise"),
-           "code": ("test", "fix")}  # fmt: skip
+_CHECKS = {
+    "exam": ("verify", "escalate", "reconsider"),
+    "math": ("verify", "revise"),
+    "qa": ("verify", "revise"),
+    "code": ("test", "fix"),
+}
 _EDITS = {"swap": 0.30, "n": 0.15, "insert": 0.25, "delete": 0.10, "replace": 0.20}
 _TRIES = 24  # draws an insertion or replacement may take to find a step that keeps the grammar
 
@@ -156,7 +170,7 @@ class MetaRequest:
     request: str
     step: int | None = None
     score: float | None = None
-    failures: tuple[str, ...] = ()
+    failures: int = 0
     error: str = ""
     program: str | None = None
 
@@ -202,10 +216,17 @@ def parse_request(text: str) -> MetaRequest:
     if request == "fix" and program is None:
         raise UsageError("the fix request needs the failing workflow in a python block")
     return MetaRequest(
-        task=task, models=models, default_model=_one(fields, "Default model") or models[0].name, limit=limit,
-        request=request, step=step, score=_score(fields), failures=_failures(fields.get("Failures", [])),
-        error="\n".join(fields.get("Error", [])), program=program,
-    )  # fmt: skip
+        task=task,
+        models=models,
+        default_model=_one(fields, "Default model") or models[0].name,
+        limit=limit,
+        request=request,
+        step=step,
+        score=_score(fields),
+        failures=_failures(fields.get("Failures", [])),
+        error="\n".join(fields.get("Error", [])),
+        program=program,
+    )
 
 
 def _one(fields: dict[str, list[str]], name: str) -> str:
@@ -242,11 +263,12 @@ def _score(fields: dict[str, list[str]]) -> float | None:
     return min(1.0, max(0.0, float(m.group()))) if m else None
 
 
-def _failures(lines: list[str]) -> tuple[str, ...]:
-    """One entry per failure: the block's lines, or as many as a count the header states ("12 of 40")."""
-    if lines and re.match(r"^\d+\b", lines[0]):
-        return ("failure",) * int(re.match(r"^\d+", lines[0]).group())  # type: ignore[union-attr]
-    return tuple(line for line in lines if line.lower().strip(" -*.()") not in ("none", ""))
+def _failures(lines: list[str]) -> int:
+    """How many failures the block lists: a count its first line states ("12 of 40"), else its lines ("none": 0)."""
+    count = re.match(r"\d+\b", lines[0]) if lines else None
+    if count:
+        return int(count.group())
+    return sum(line.lower().strip(" -*.()") not in ("none", "") for line in lines)
 
 
 # ---- answering ------------------------------------------------------------------------------------------------
@@ -290,8 +312,9 @@ def _write(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
 
 def _extend(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     t = req.step or 1
+    steps: list[Step] = []
     if t == 1:
-        program, steps = _fresh(req, []), []
+        program = _fresh(req, [])
     else:
         program, steps = _given(req)
         program, steps = replace(program, chunks=program.chunks[: t - 1]), steps[: t - 1]
@@ -301,7 +324,7 @@ def _extend(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
         assert step is not None  # answering steps are always allowed
         steps.append(step)
         chunks.append(render_step(req.task, step, len(chunks) + 1))
-    kept = "" if t == 1 else f"I kept step 1 and added " if t == 2 else f"I kept steps 1-{t - 1} and added "
+    kept = "" if t == 1 else "I kept step 1 and added " if t == 2 else f"I kept steps 1-{t - 1} and added "
     note = f"{kept or 'Here is '}step {t}: {describe(req.task, steps[-1])}."
     return note, assemble(replace(program, chunks=tuple(chunks)))
 
@@ -318,7 +341,7 @@ def _complete(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
 
 def _refine(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     program, steps = _given(req)
-    f = min(1.0, len(req.failures) / 5)
+    f = min(1.0, req.failures / 5)
     s = 0.5 if req.score is None else req.score
     weights = dict(_EDITS, insert=_EDITS["insert"] * (1 + f), delete=_EDITS["delete"] * (0.5 + s))
     while weights:
@@ -366,7 +389,7 @@ def _swap(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _Dra
     j = rng.randrange(len(step.models))
     strong = step.kind in ("escalate", "verify", "fallback")
     new = draw_models(req.models, rng, strong=strong, avoid=frozenset(step.models))[0]
-    models = step.models[:j] + (new,) + step.models[j + 1 :]
+    models = (*step.models[:j], new, *step.models[j + 1 :])
     return draft.put(req.task, i, replace(step, models=models), f"in step {i + 1}, {new} instead of {step.models[j]}")
 
 
@@ -409,7 +432,11 @@ def _replace(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _
     for _ in range(_TRIES):
         i = rng.randrange(len(base))
         step = draw_step(req.task, base[:i], i + 1, req.limit, req.models, rng)
-        if step is not None and step != draft.steps[i] and valid(req.task, [*base[:i], step, *base[i + 1 :]], req.limit):
+        if (
+            step is not None
+            and step != draft.steps[i]
+            and valid(req.task, [*base[:i], step, *base[i + 1 :]], req.limit)
+        ):
             return draft.put(req.task, i, step, f"step {i + 1} is now: {describe(req.task, step)}")
     return None
 
@@ -483,7 +510,12 @@ def _cheaper(req: MetaRequest, draft: _Draft) -> bool:
     cheapest = min(req.models, key=lambda m: m.price).name
     top = max(step.models, key=lambda m: price.get(m, 0.0))
     if step.n > least:
-        draft.put(req.task, i, replace(step, n=least), f"step {i + 1}, the costliest, now takes {least} sample{'s' if least > 1 else ''}")
+        draft.put(
+            req.task,
+            i,
+            replace(step, n=least),
+            f"step {i + 1}, the costliest, now takes {least} sample{'s' if least > 1 else ''}",
+        )
     elif cheapest not in step.models and price[top] > price[cheapest]:
         models = tuple(cheapest if m == top else m for m in step.models)
         draft.put(req.task, i, replace(step, models=models), f"step {i + 1}, the costliest, uses {cheapest}")
@@ -574,12 +606,25 @@ class SimMetaLLM(Adapter):
                 pending.pop(0)
                 full = math.ceil(len(replies[idx]) / 4) <= batch.max_tokens
                 output = replies[idx] if full else replies[idx][: 4 * batch.max_tokens]
-                report(SampleEnd(index=idx, finish=Finish.COMPLETE if full else Finish.CUT_OFF,
-                                 input_tokens=batch.input_tokens, output_tokens=tokens[idx], output=output,
-                                 passed=full and _BLOCK.search(output) is not None))  # fmt: skip
+                report(
+                    SampleEnd(
+                        index=idx,
+                        finish=Finish.COMPLETE if full else Finish.CUT_OFF,
+                        input_tokens=batch.input_tokens,
+                        output_tokens=tokens[idx],
+                        output=output,
+                        passed=full and _BLOCK.search(output) is not None,
+                    )
+                )
         finally:  # cancelled: each of the others is charged the tokens it has streamed by now
             elapsed = self.clock.now() - start
             for idx in sorted(pending):
                 streamed = max(0.0, elapsed - self.ttft_s) * self.tokens_per_s
-                report(SampleEnd(index=idx, finish=Finish.CANCELLED, input_tokens=batch.input_tokens,
-                                 output_tokens=min(tokens[idx], math.floor(streamed))))  # fmt: skip
+                report(
+                    SampleEnd(
+                        index=idx,
+                        finish=Finish.CANCELLED,
+                        input_tokens=batch.input_tokens,
+                        output_tokens=min(tokens[idx], math.floor(streamed)),
+                    )
+                )

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import ast
 import json
-import random
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from string import Template
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "GENERATE_N",
@@ -89,12 +91,33 @@ KINDS: Mapping[str, tuple[str, ...]] = {
 _EXAM: dict[str, dict[str, float]] = {
     "start": {"answer": 0.25, "cot": 0.30, "vote": 0.25, "decompose": 0.20},
     "decompose": {"answer": 0.25, "cot": 0.40, "vote": 0.35},
-    "answer": {"answer": 0.15, "cot": 0.10, "vote": 0.15, "escalate": 0.20, "reconsider": 0.05, "verify": 0.20,
-               "extract": 0.15},  # fmt: skip
-    "cot": {"answer": 0.10, "cot": 0.10, "vote": 0.15, "escalate": 0.20, "reconsider": 0.05, "verify": 0.25,
-            "extract": 0.15},  # fmt: skip
-    "vote": {"answer": 0.05, "cot": 0.05, "vote": 0.05, "escalate": 0.35, "reconsider": 0.15, "verify": 0.15,
-             "extract": 0.20},  # fmt: skip
+    "answer": {
+        "answer": 0.15,
+        "cot": 0.10,
+        "vote": 0.15,
+        "escalate": 0.20,
+        "reconsider": 0.05,
+        "verify": 0.20,
+        "extract": 0.15,
+    },
+    "cot": {
+        "answer": 0.10,
+        "cot": 0.10,
+        "vote": 0.15,
+        "escalate": 0.20,
+        "reconsider": 0.05,
+        "verify": 0.25,
+        "extract": 0.15,
+    },
+    "vote": {
+        "answer": 0.05,
+        "cot": 0.05,
+        "vote": 0.05,
+        "escalate": 0.35,
+        "reconsider": 0.15,
+        "verify": 0.15,
+        "extract": 0.20,
+    },
     "escalate": {"cot": 0.05, "vote": 0.10, "escalate": 0.10, "reconsider": 0.15, "verify": 0.30, "extract": 0.30},
     "reconsider": {"cot": 0.05, "vote": 0.10, "escalate": 0.15, "reconsider": 0.05, "verify": 0.25, "extract": 0.40},
     "verify": {"answer": 0.05, "cot": 0.05, "vote": 0.10, "escalate": 0.35, "reconsider": 0.35, "extract": 0.10},
@@ -165,11 +188,17 @@ class _State:
 def _after(state: _State, step: Step) -> _State:
     k, one = step.kind, step.models[0] if len(step.models) == 1 else None
     if k in ("answer", "cot", "other", "revise"):
-        return replace(state, answers=state.answers + 1, author=one, used=state.used | set(step.models),
-                       checked=state.checked and k != "revise")  # fmt: skip
+        return replace(
+            state,
+            answers=state.answers + 1,
+            author=one,
+            used=state.used | set(step.models),
+            checked=state.checked and k != "revise",
+        )
     if k == "vote":
-        return replace(state, answers=state.answers + max(step.n, len(step.models)), author=one,
-                       used=state.used | set(step.models))  # fmt: skip
+        return replace(
+            state, answers=state.answers + max(step.n, len(step.models)), author=one, used=state.used | set(step.models)
+        )
     if k in ("escalate", "reconsider"):
         return replace(state, answers=1, checked=False, author=one, used=state.used | set(step.models))
     if k == "verify":
@@ -241,8 +270,14 @@ def _pick(weights: Mapping[str, float] | Mapping[int, float], rng: random.Random
     return rng.choices(keys, weights=[weights[k] for k in keys])[0]  # type: ignore[index]
 
 
-def draw_models(models: Sequence[Model], rng: random.Random, *, strong: bool = False, k: int = 1,
-                avoid: frozenset[str] = frozenset()) -> tuple[str, ...]:  # fmt: skip
+def draw_models(
+    models: Sequence[Model],
+    rng: random.Random,
+    *,
+    strong: bool = False,
+    k: int = 1,
+    avoid: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
     """k distinct models: weight price^-1/2 (cheap ones more likely), or price^+1/2 when ``strong``.
 
     Models in ``avoid`` are left out while enough others remain.
@@ -257,8 +292,16 @@ def draw_models(models: Sequence[Model], rng: random.Random, *, strong: bool = F
     return tuple(chosen)
 
 
-def draw_step(task: str, before: Sequence[Step], position: int, limit: int, models: Sequence[Model],
-              rng: random.Random, *, kinds: Sequence[str] | None = None) -> Step | None:  # fmt: skip
+def draw_step(
+    task: str,
+    before: Sequence[Step],
+    position: int,
+    limit: int,
+    models: Sequence[Model],
+    rng: random.Random,
+    *,
+    kinds: Sequence[str] | None = None,
+) -> Step | None:
     """One step drawn from the prior at ``position`` after ``before`` (None if the grammar allows none).
 
     ``kinds`` restricts the draw (a refinement that wants a check); the prior's weights still rank them.
@@ -291,8 +334,7 @@ def _draw_params(kind: str, state: _State, models: Sequence[Model], rng: random.
     return Step(kind, draw_models(models, rng, strong=kind in ("verify", "fallback")))
 
 
-def draw_rest(task: str, before: Sequence[Step], limit: int, models: Sequence[Model],
-              rng: random.Random) -> list[Step]:  # fmt: skip
+def draw_rest(task: str, before: Sequence[Step], limit: int, models: Sequence[Model], rng: random.Random) -> list[Step]:
     """Steps drawn from the prior after ``before`` until the workflow stops or has ``limit`` steps."""
     steps = list(before)
     while len(steps) < limit:
@@ -309,11 +351,19 @@ def draw_rest(task: str, before: Sequence[Step], limit: int, models: Sequence[Mo
 # ---- rendering -------------------------------------------------------------------------------------------------
 
 _TEXT = {  # per answer task: persona, the answer format, how to ask
-    "exam": ("careful test taker", "End your reply with 'Answer: <letter>'.", "Choose the correct option.",
-             "'Answer: <letter>'"),  # fmt: skip
+    "exam": (
+        "careful test taker",
+        "End your reply with 'Answer: <letter>'.",
+        "Choose the correct option.",
+        "'Answer: <letter>'",
+    ),
     "math": ("math expert", "Put the final answer in \\boxed{}.", "Solve the problem.", "\\boxed{}"),
-    "qa": ("precise reader", "End your reply with 'Answer: <short answer>'.", "Answer the question.",
-           "'Answer: <short answer>'"),  # fmt: skip
+    "qa": (
+        "precise reader",
+        "End your reply with 'Answer: <short answer>'.",
+        "Answer the question.",
+        "'Answer: <short answer>'",
+    ),
 }
 
 _DESCRIBE = {
@@ -332,8 +382,10 @@ _DESCRIBE = {
     "fix": "Fix the failing solution from its test report with {m}",
     "fallback": "Fall back to a fresh attempt by {m} that sees the test report",
 }
-_RECOGNIZE = [(re.compile("^" + re.escape(text.split("{")[0])), "vote" if kind == "panel" else kind)
-              for kind, text in _DESCRIBE.items()]  # fmt: skip
+_RECOGNIZE = [
+    (re.compile("^" + re.escape(text.split("{")[0])), "vote" if kind == "panel" else kind)
+    for kind, text in _DESCRIBE.items()
+]
 
 
 def describe(task: str, step: Step) -> str:
@@ -341,113 +393,207 @@ def describe(task: str, step: Step) -> str:
     kind = "panel" if step.kind == "vote" and len(step.models) > 1 else step.kind
     fmt = _TEXT[task][3] if task in _TEXT else ""
     m = step.models[0] if step.models else ""
-    return _DESCRIBE[kind].format(m=m, n=step.n, k=len(step.models), ms=", ".join(step.models), f=fmt,
-                                 solutions="solution" if step.n == 1 else "solutions")  # fmt: skip
+    return _DESCRIBE[kind].format(
+        m=m,
+        n=step.n,
+        k=len(step.models),
+        ms=", ".join(step.models),
+        f=fmt,
+        solutions="solution" if step.n == 1 else "solutions",
+    )
 
-
-_CALL = """\
-    $out = await call_llm(
-        messages=$messages,
-        temperature=$temperature,
-        num_of_response=$n,
-        agent_role=$role,
-        instructions=$instructions,
-        model=$model,
-    )"""
 
 _BODY = {  # after the call; exam, math and qa share them through the preamble's final / as_answer helpers
     "answer": "    answer = replies[0]\n    answers.append(answer)",
     "vote": "    answers.extend(replies)\n    winner = majority(replies)\n"
     '    answer = f"Majority of {len(replies)} answers.\\n{as_answer(winner)}" if winner else replies[0]',
     "settle": "        answer = replies[0]\n        answers = [answer]\n        rejected = False",
+    "code": "    candidates = [code_of(r) for r in replies]\n    solution = candidates[0]",
 }
+_lit = json.dumps  # a Python string literal (JSON's escapes are Python's)
 
 
-def _call(out: str, messages: str, temperature: float, n: int, role: str, instructions: str, model: str,
-          indent: int = 0) -> str:  # fmt: skip
-    text = Template(_CALL).substitute(out=out, messages=messages, temperature=temperature, n=n,
-                                      role=json.dumps(role), instructions=json.dumps(instructions), model=model)  # fmt: skip
-    return textwrap.indent(text, " " * indent)
+def _call(
+    out: str,
+    messages: Sequence[str],
+    *,
+    temperature: float,
+    role: str,
+    instructions: str,
+    model: str,
+    n: int = 1,
+    indent: int = 4,
+) -> str:
+    """A ``call_llm`` statement as the paper's workflows write it: keyword arguments, one per line.
+
+    ``messages`` are Python expressions (names, literals, f-strings); a long list gets one per line.
+    """
+    pad = " " * indent
+    listed = "[" + ", ".join(messages) + "]"
+    if indent + len(listed) > 90:
+        listed = "[\n" + "".join(f"{pad}        {m},\n" for m in messages) + f"{pad}    ]"
+    args = (
+        f"messages={listed}",
+        f"temperature={temperature}",
+        f"num_of_response={n}",
+        f"agent_role={_lit(role)}",
+        f"instructions={_lit(instructions)}",
+        f"model={model}",
+    )
+    return f"{pad}{out}{' = await ' if out else ''}call_llm(\n" + "".join(f"{pad}    {a},\n" for a in args) + f"{pad})"
 
 
 def render_step(task: str, step: Step, number: int) -> str:
     """The step's code chunk, numbered ``number``, without a trailing newline."""
     head = f"    # Step {number}: {describe(task, step)}"
-    model = json.dumps(step.models[0]) if step.models else "DEFAULT_MODEL"
+    model = _lit(step.models[0]) if step.models else "DEFAULT_MODEL"
     if task == "code":
-        return head + "\n" + _render_code(step, model)
+        return f"{head}\n{_render_code(step, model)}"
     role, fmt, ask, _ = _TEXT[task]
     k = step.kind
     if k in ("answer", "cot"):
         lead = ask if k == "answer" else f"Think step by step, then answer. {ask}"
         how = "Answer directly and briefly." if k == "answer" else "Show your reasoning before the final answer."
-        call = _call("replies", f"[context, {json.dumps(f'{lead} {fmt}')}]", 0.0, 1, role, how, model)
+        call = _call(
+            "replies", ["context", _lit(f"{lead} {fmt}")], temperature=0.0, role=role, instructions=how, model=model
+        )
         return f"{head}\n{call}\n{_BODY['answer']}"
     if k == "vote":
-        msgs = f"[context, {json.dumps(f'Think step by step, then answer. {fmt}')}]"
+        msgs = ["context", _lit(f"Think step by step, then answer. {fmt}")]
         how = "Reason independently: the answers are compared by majority vote."
-        if len(step.models) > 1:
-            call = _call("replies", msgs, 0.0, 1, role, how, "name", indent=8).split("await ", 1)[1]
-            gather = (f"    panel = {json.dumps(list(step.models))}\n    batches = await asyncio.gather(\n"
-                      f"        *(\n            {call}\n            for name in panel\n        )\n    )\n"
-                      "    replies = [batch[0] for batch in batches]")  # fmt: skip
-            return f"{head}\n{gather}\n{_BODY['vote']}"
-        return f"{head}\n{_call('replies', msgs, 0.7, step.n, role, how, model)}\n{_BODY['vote']}"
-    if k in ("escalate", "reconsider"):
-        if k == "escalate":
-            msgs = f"[context, {json.dumps(f'{ask} {fmt}')}]"
-            how = "Other solvers disagreed on this question: work it out carefully yourself."
-        else:
-            tell = f"Your answer may be wrong. Reconsider the question carefully. {fmt}"
-            msgs = f'[context, f"Your previous answer: {{final(answer)}}", {json.dumps(tell)}]'
-            how = "Check your earlier reasoning for mistakes before answering again."
-        call = _call("replies", msgs, 0.0, 1, role, how, model, indent=4)
+        if len(step.models) == 1:
+            call = _call("replies", msgs, temperature=0.7, n=step.n, role=role, instructions=how, model=model)
+            return f"{head}\n{call}\n{_BODY['vote']}"
+        call = _call("", msgs, temperature=0.0, role=role, instructions=how, model="name", indent=12)
+        gather = (
+            f"    panel = {_lit(list(step.models))}\n    batches = await asyncio.gather(\n        *(\n{call}\n"
+            "            for name in panel\n        )\n    )\n    replies = [batch[0] for batch in batches]"
+        )
+        return f"{head}\n{gather}\n{_BODY['vote']}"
+    if k == "escalate":
+        how = "Other solvers disagreed on this question: work it out carefully yourself."
+        call = _call(
+            "replies",
+            ["context", _lit(f"{ask} {fmt}")],
+            temperature=0.0,
+            role=role,
+            instructions=how,
+            model=model,
+            indent=8,
+        )
+        return f"{head}\n    if in_doubt(answers, rejected):\n{call}\n{_BODY['settle']}"
+    if k == "reconsider":
+        tell = _lit(f"Your answer may be wrong. Reconsider the question carefully. {fmt}")
+        how = "Check your earlier reasoning for mistakes before answering again."
+        call = _call(
+            "replies",
+            ["context", 'f"Your previous answer: {final(answer)}"', tell],
+            temperature=0.0,
+            role=role,
+            instructions=how,
+            model=model,
+            indent=8,
+        )
         return f"{head}\n    if in_doubt(answers, rejected):\n{call}\n{_BODY['settle']}"
     if k == "revise":
-        tell = f"If the solution is right, restate its final answer; otherwise correct it. {fmt}"
-        msgs = f'[context, f"Proposed solution:\\n{{answer}}", concern, {json.dumps(tell)}]'
-        call = _call("replies", msgs, 0.0, 1, role, "Review the solution critically before answering.", model)
-        concern = '    concern = "A checker judged this answer incorrect." if rejected else "Check every step for mistakes."'
-        return f"{head}\n{concern}\n{call}\n{_BODY['answer']}\n    rejected = False"
+        tell = _lit(f"If the solution is right, restate its final answer; otherwise correct it. {fmt}")
+        call = _call(
+            "replies",
+            ["context", 'f"Proposed solution:\\n{answer}"', "concern", tell],
+            temperature=0.0,
+            role=role,
+            instructions="Review the solution critically before answering.",
+            model=model,
+        )
+        concern = '"A checker judged this answer incorrect." if rejected else "Check every step for mistakes."'
+        return f"{head}\n    concern = {concern}\n{call}\n{_BODY['answer']}\n    rejected = False"
     if k == "verify":
-        tell = "Is the proposed answer correct? Check it independently. End your reply with 'Verdict: correct' or 'Verdict: incorrect'."
-        msgs = f'[context, f"Proposed answer: {{final(answer)}}", {json.dumps(tell)}]'
-        call = _call("verdicts", msgs, 0.0, 1, "strict grader", "Judge the answer on its merits; do not be swayed by it.", model)  # fmt: skip
+        tell = _lit(
+            "Is the proposed answer correct? Check it independently. "
+            "End your reply with 'Verdict: correct' or 'Verdict: incorrect'."
+        )
+        call = _call(
+            "verdicts",
+            ["context", 'f"Proposed answer: {final(answer)}"', tell],
+            temperature=0.0,
+            role="strict grader",
+            instructions="Judge the answer on its merits; do not be swayed by it.",
+            model=model,
+        )
         return f'{head}\n{call}\n    rejected = "verdict: incorrect" in verdicts[0].lower()'
     if k == "decompose":
         tell = "Do not answer yet. List the key concepts, facts and reasoning steps needed to answer this question."
-        call = _call("notes", f"[problem, {json.dumps(tell)}]", 0.2, 1, "analytical planner", "Plan the solution; give no final answer.", model)  # fmt: skip
+        call = _call(
+            "notes",
+            ["problem", _lit(tell)],
+            temperature=0.2,
+            role="analytical planner",
+            instructions="Plan the solution; give no final answer.",
+            model=model,
+        )
         return f'{head}\n{call}\n    context = f"{{problem}}\\n\\nNotes from a first analysis:\\n{{notes[0]}}"'
     if k == "extract":
-        tell = f"State the final answer this reply gives. Reply with nothing else. {fmt}"
-        call = _call("replies", f'[f"Reply:\\n{{answer}}", {json.dumps(tell)}]', 0.0, 1, "precise extractor", "Copy the chosen answer; do not solve anything.", "DEFAULT_MODEL", indent=4)  # fmt: skip
-        return (f"{head}\n    value = final(answer)\n    if not value:\n{call}\n        value = final(replies[0])\n"
-                "    answer = as_answer(value) if value else answer")  # fmt: skip
+        tell = _lit(f"State the final answer this reply gives. Reply with nothing else. {fmt}")
+        call = _call(
+            "replies",
+            ['f"Reply:\\n{answer}"', tell],
+            temperature=0.0,
+            role="precise extractor",
+            instructions="Copy the chosen answer; do not solve anything.",
+            model="DEFAULT_MODEL",
+            indent=8,
+        )
+        return (
+            f"{head}\n    value = final(answer)\n    if not value:\n{call}\n        value = final(replies[0])\n"
+            "    answer = as_answer(value) if value else answer"
+        )
     raise ValueError(f"no template for step kind {k!r} in task {task!r}")
 
 
 def _render_code(step: Step, model: str) -> str:
-    k, out = step.kind, "    candidates = [code_of(r) for r in replies]\n    solution = candidates[0]"
+    k = step.kind
+    if k == "test":
+        return (
+            "    reports = [await exec_code(candidate) for candidate in candidates]\n"
+            "    for candidate, result in zip(candidates, reports):\n"
+            '        if result == "no error":\n            return candidate\n    report = reports[0]'
+        )
     if k == "generate":
         tell = "Write a correct, complete Python solution. Reply with only the code in a Python code block."
-        temperature = 0.0 if step.n == 1 else 0.4
-        call = _call("replies", f"[problem, {json.dumps(tell)}]", temperature, step.n, "expert Python programmer", "Use exactly the function name and signature the problem asks for.", model)  # fmt: skip
-        return f"{call}\n{out}"
-    if k == "test":
-        return ("    reports = [await exec_code(candidate) for candidate in candidates]\n"
-                "    for candidate, result in zip(candidates, reports):\n"
-                '        if result == "no error":\n            return candidate\n    report = reports[0]')  # fmt: skip
-    if k == "fix":
-        tell = "Fix the root cause. Reply with only the corrected code in a Python code block."
-        msgs = f'[problem, f"This solution fails the public tests:\\n{{solution}}\\n\\nTest report:\\n{{report}}", {json.dumps(tell)}]'
-        call = _call("replies", msgs, 0.1, 1, "expert Python debugger", "Change only what the failures require.", model)  # fmt: skip
-        return f"{call}\n{out}"
-    if k == "fallback":
-        tell = "Write a new solution from scratch. Reply with only the code in a Python code block."
-        msgs = f'[problem, f"Earlier attempts failed the public tests. Last report:\\n{{report}}", {json.dumps(tell)}]'
-        call = _call("replies", msgs, 0.3, 1, "senior Python developer", "Focus on passing the test cases.", model)  # fmt: skip
-        return f"{call}\n{out}"
-    raise ValueError(f"no template for step kind {k!r} in task 'code'")
+        call = _call(
+            "replies",
+            ["problem", _lit(tell)],
+            temperature=0.0 if step.n == 1 else 0.4,
+            n=step.n,
+            role="expert Python programmer",
+            instructions="Use exactly the function name and signature the problem asks for.",
+            model=model,
+        )
+    elif k == "fix":
+        failing = 'f"This solution fails the public tests:\\n{solution}\\n\\nTest report:\\n{report}"'
+        tell = _lit("Fix the root cause. Reply with only the corrected code in a Python code block.")
+        call = _call(
+            "replies",
+            ["problem", failing, tell],
+            temperature=0.1,
+            role="expert Python debugger",
+            instructions="Change only what the failures require.",
+            model=model,
+        )
+    elif k == "fallback":
+        failed = 'f"Earlier attempts failed the public tests. Last report:\\n{report}"'
+        tell = _lit("Write a new solution from scratch. Reply with only the code in a Python code block.")
+        call = _call(
+            "replies",
+            ["problem", failed, tell],
+            temperature=0.3,
+            role="senior Python developer",
+            instructions="Focus on passing the test cases.",
+            model=model,
+        )
+    else:
+        raise ValueError(f"no template for step kind {k!r} in task 'code'")
+    return f"{call}\n{_BODY['code']}"
 
 
 _HELPERS = {
@@ -516,16 +662,21 @@ def preamble(task: str, default_model: str) -> str:
             '    blocks = re.findall(FENCE + r"(?:python)?\\n(.*?)" + FENCE, reply, re.DOTALL)\n'
             "    return blocks[-1] if blocks else reply"
         )
-        state = ('    solution = ""  # the current solution\n'
-                 "    candidates: list[str] = []  # solutions not yet tested\n"
-                 '    report: object = "not tested yet"  # the last test report')  # fmt: skip
+        state = (
+            '    solution = ""  # the current solution\n'
+            "    candidates: list[str] = []  # solutions not yet tested\n"
+            '    report: object = "not tested yet"  # the last test report'
+        )
     else:
-        head = f'"""{_DOC[task]}"""\n\nimport asyncio\nimport collections\nimport re\n\nDEFAULT_MODEL = {json.dumps(default_model)}\n'
+        imports = "import asyncio\nimport collections\nimport re"
+        head = f'"""{_DOC[task]}"""\n\n{imports}\n\nDEFAULT_MODEL = {json.dumps(default_model)}\n'
         helper = f"{_HELPERS[task]}\n\n\n{_SHARED}"
-        state = ("    context = problem  # the question, with a planning step's notes once there are any\n"
-                 '    answer = ""  # the current answer\n'
-                 "    answers: list[str] = []  # every answer so far: what agreement is judged on\n"
-                 "    rejected = False  # whether a verification judged the current answer incorrect")  # fmt: skip
+        state = (
+            "    context = problem  # the question, with a planning step's notes once there are any\n"
+            '    answer = ""  # the current answer\n'
+            "    answers: list[str] = []  # every answer so far: what agreement is judged on\n"
+            "    rejected = False  # whether a verification judged the current answer incorrect"
+        )
     return f"{head}\n\n{helper}\n\n\nasync def workflow(problem: str) -> str:\n{state}"
 
 
@@ -565,10 +716,15 @@ def parse_program(source: str, task: str) -> Program | None:
     return Program("\n".join(lines[: starts[0]]).rstrip(), tuple(chunks), ret)
 
 
+def _renumbered(chunk: str, k: int) -> str:
+    first, sep, rest = chunk.partition("\n")
+    m = _MARKER.match(first)
+    return (f"{m.group(1)}# Step {k}: {m.group(3)}" if m else first) + sep + rest
+
+
 def assemble(program: Program) -> str:
     """The program's source: chunks renumbered 1, 2, ... in order, the final return after the last."""
-    chunks = [_MARKER.sub(lambda m, k=k: f"{m.group(1)}# Step {k}: {m.group(3)}", c.split("\n")[0], count=1)
-              + c[len(c.split("\n")[0]) :] for k, c in enumerate(program.chunks, 1)]  # fmt: skip
+    chunks = [_renumbered(c, k) for k, c in enumerate(program.chunks, 1)]
     return f"{program.preamble}\n\n" + "\n\n".join(chunks) + f"\n{program.ret}\n"
 
 

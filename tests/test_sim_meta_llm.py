@@ -15,7 +15,6 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare
 
 import adapters.sim_meta_llm as meta
 from adapters.sim_meta_llm import SimMetaLLM, parse_request, respond
@@ -53,8 +52,15 @@ MODELS = (Model("cheap", 0.1, 0.4), Model("mid", 1.0, 3.0), Model("big", 5.0, 15
 QUESTION = "Which gas do plants take in?\n\nChoices:\nA. Oxygen\nB. Carbon dioxide\nC. Helium\nD. Neon"
 
 
-def prompt(task: str, request: str, program: str | None = None, *, limit: int = 5,
-           models: tuple[Model, ...] = MODELS, **fields: object) -> str:  # fmt: skip
+def prompt(
+    task: str,
+    request: str,
+    program: str | None = None,
+    *,
+    limit: int = 5,
+    models: tuple[Model, ...] = MODELS,
+    **fields: object,
+) -> str:
     lines = [
         "You improve workflows.",
         f"Task kind: {task}",
@@ -103,10 +109,10 @@ def written(task: str, seed: int, *, limit: int = 5, least: int = 1) -> str:
 
 @pytest.mark.parametrize("task", TASK_KINDS)
 def test_write_gives_a_complete_workflow_of_the_grammar(task: str) -> None:
-    lengths = collections.Counter()
+    lengths: collections.Counter[int] = collections.Counter()
     for seed in range(60):
         source = program_of(respond(prompt(task, "write", limit=4), random.Random(seed)))
-        program, steps = parts(task, source)
+        steps = parts(task, source)[1]
         assert valid(task, steps, 4), steps
         assert "other" not in {s.kind for s in steps}
         assert source.rstrip().endswith("return solution" if task == "code" else "return answer")
@@ -132,7 +138,7 @@ def test_extend_keeps_the_prefix_verbatim_and_adds_exactly_step_t(task: str) -> 
 
 @pytest.mark.parametrize("task", TASK_KINDS)
 def test_extend_of_step_one_needs_no_workflow(task: str) -> None:
-    program, steps = parts(task, program_of(respond(prompt(task, "extend", next_step=1), random.Random(3))))
+    steps = parts(task, program_of(respond(prompt(task, "extend", next_step=1), random.Random(3))))[1]
     assert len(steps) == 1 and steps[0].kind in allowed(task, [], 1, 5)
 
 
@@ -166,7 +172,7 @@ def one_edit(old: list[Step], new: list[Step]) -> str:
 
 @pytest.mark.parametrize("task", TASK_KINDS)
 def test_refine_makes_exactly_one_edit_and_keeps_the_other_chunks(task: str) -> None:
-    edits = collections.Counter()
+    edits: collections.Counter[str] = collections.Counter()
     for seed in range(80):
         given_source = written(task, seed)
         given_program, old = parts(task, given_source)
@@ -208,14 +214,14 @@ def test_fix_repairs_a_broken_step_without_try_except(task: str) -> None:
     for seed in range(20):
         source = written(task, seed, least=2)
         lines = source.splitlines()
-        at = [i for i, line in enumerate(lines) if line.startswith("    # Step 2:")][0]
+        at = next(i for i, line in enumerate(lines) if line.startswith("    # Step 2:"))
         lines.insert(at + 1, "    value = (")  # a syntax error inside step 2
         broken = "\n".join(lines) + "\n"
-        error = f'  File "workflow.py", line {at + 2}\n    value = (\nSyntaxError: \'(\' was never closed'
+        error = f"  File \"workflow.py\", line {at + 2}\n    value = (\nSyntaxError: '(' was never closed"
         reply = respond(prompt(task, "fix", broken, error=error), random.Random(seed))
         fixed = program_of(reply)
         assert "try:" not in fixed and "except" not in fixed
-        program, steps = parts(task, fixed)
+        steps = parts(task, fixed)[1]
         assert "other" not in {s.kind for s in steps} and len(steps) == len(parts(task, source)[1])
 
 
@@ -223,7 +229,9 @@ def test_fix_replaces_a_model_the_list_lacks_and_cuts_cost_on_a_budget_error() -
     step = Step("vote", ("cheap",), 7)
     source = assemble(Program(preamble("exam", "cheap"), (render_step("exam", step, 1),), "    return answer"))
     stray = source.replace('model="cheap"', 'model="gpt-9"')
-    _, steps = parts("exam", program_of(respond(prompt("exam", "fix", stray, error="unknown model 'gpt-9'"), random.Random(1))))
+    _, steps = parts(
+        "exam", program_of(respond(prompt("exam", "fix", stray, error="unknown model 'gpt-9'"), random.Random(1)))
+    )
     assert steps == [Step("vote", ("cheap",), 7)]
     reply = respond(prompt("exam", "fix", source, error="OverBudgetError: the call does not fit"), random.Random(1))
     assert parts("exam", program_of(reply))[1] == [Step("vote", ("cheap",), 3)]
@@ -250,10 +258,22 @@ def test_a_prompt_it_cannot_follow_gets_an_answer_without_a_python_block(text: s
 
 
 def test_the_request_fields_are_read_from_their_lines() -> None:
-    req = parse_request(prompt("code", "refine", written("code", 1), limit=4, score="0.625 (25 of 40)",
-                               failures="3 of 40 failed"))  # fmt: skip
-    assert (req.task, req.limit, req.default_model, req.score, len(req.failures)) == ("code", 4, "cheap", 0.625, 3)
+    req = parse_request(
+        prompt("code", "refine", written("code", 1), limit=4, score="0.625 (25 of 40)", failures="3 of 40 failed")
+    )
+    assert (req.task, req.limit, req.default_model, req.score, req.failures) == ("code", 4, "cheap", 0.625, 3)
     assert req.models == MODELS
+
+
+CHI2_AT_1E3 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46}  # chi-square quantiles at p = 0.001
+
+
+def fits(observed: list[int], probabilities: list[float]) -> bool:
+    """Pearson's chi-square test of counts against probabilities, at level 0.001."""
+    total, mass = sum(observed), sum(probabilities)
+    expected = [total * p / mass for p in probabilities]
+    statistic = sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=True))
+    return statistic < CHI2_AT_1E3[len(observed) - 1]
 
 
 # ---- the prior ---------------------------------------------------------------------------------------------------
@@ -276,11 +296,18 @@ def test_the_docstring_states_the_prior_the_code_draws_from() -> None:
     assert "0.15,\n  0.30, 0.45, 0.60, 0.75" in doc and STOP == (0.15, 0.30, 0.45, 0.60, 0.75)
 
 
-@pytest.mark.parametrize(("task", "first"), [("exam", Step("cot", ("cheap",))), ("exam", Step("vote", ("mid", "big"))),
-                                              ("math", Step("answer", ("mid",))), ("code", Step("generate", ("cheap",), 2))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("task", "first"),
+    [
+        ("exam", Step("cot", ("cheap",))),
+        ("exam", Step("vote", ("mid", "big"))),
+        ("math", Step("answer", ("mid",))),
+        ("code", Step("generate", ("cheap",), 2)),
+    ],
+)
 def test_the_next_step_follows_the_stated_table(task: str, first: Step) -> None:
     source = assemble(Program(preamble(task, "cheap"), (render_step(task, first, 1),), "    return answer"))
-    seen = collections.Counter()
+    seen: collections.Counter[str] = collections.Counter()
     draws = 1500
     for seed in range(draws):
         _, steps = parts(task, program_of(respond(prompt(task, "extend", source, next_step=2), random.Random(seed))))
@@ -289,8 +316,8 @@ def test_the_next_step_follows_the_stated_table(task: str, first: Step) -> None:
     row = {k: PRIOR[task][first.kind].get(k, 0.0) for k in ok}
     kinds = [k for k in ok if row[k] > 0]
     assert set(seen) == set(kinds)
-    expected = [draws * row[k] / sum(row.values()) for k in kinds]
-    assert chisquare([seen[k] for k in kinds], expected).pvalue > 1e-3
+    assert fits([seen[k] for k in kinds], [row[k] for k in kinds])
+    assert not fits([seen[k] for k in kinds], [1.0] * len(kinds))  # the test can tell a wrong table
 
 
 def test_the_workflow_stops_as_the_stop_table_says() -> None:
@@ -298,22 +325,29 @@ def test_the_workflow_stops_as_the_stop_table_says() -> None:
         chunks = tuple(render_step("qa", Step("cot", ("cheap",)), k) for k in range(1, length + 1))
         source = assemble(Program(preamble("qa", "cheap"), chunks, "    return answer"))
         stopped = sum(
-            len(parts("qa", program_of(respond(prompt("qa", "complete", source, complete_from_step=length),
-                                               random.Random(seed))))[1]) == length  # fmt: skip
+            len(
+                parts(
+                    "qa",
+                    program_of(
+                        respond(prompt("qa", "complete", source, complete_from_step=length), random.Random(seed))
+                    ),
+                )[1]
+            )
+            == length
             for seed in range(1200)
         )
         assert stopped / 1200 == pytest.approx(stop, abs=4 * math.sqrt(stop * (1 - stop) / 1200))
 
 
 def test_models_are_drawn_with_weight_price_to_the_minus_half() -> None:
-    seen = collections.Counter()
+    seen: collections.Counter[str] = collections.Counter()
     for seed in range(1500):
         _, steps = parts("exam", program_of(respond(prompt("exam", "extend", next_step=1), random.Random(seed))))
         if steps[0].kind in ("answer", "cot", "decompose"):
             seen[steps[0].models[0]] += 1
     weights = [m.price**-0.5 for m in MODELS]
-    total = sum(seen.values())
-    assert chisquare([seen[m.name] for m in MODELS], [total * w / sum(weights) for w in weights]).pvalue > 1e-3
+    assert fits([seen[m.name] for m in MODELS], weights)
+    assert not fits([seen[m.name] for m in MODELS], [1.0] * len(MODELS))  # not uniform
 
 
 # ---- the programs run ------------------------------------------------------------------------------------------
@@ -328,9 +362,19 @@ class FakeExam:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def __call__(self, messages: list[str] | str, temperature: float = 0.0, num_of_response: int = 1,
-                       agent_role: str = "", instructions: str = "", *, model: str | None = None,
-                       n: int | None = None, max_tokens: int | None = None, tag: str = "") -> list[str]:  # fmt: skip
+    async def __call__(
+        self,
+        messages: list[str] | str,
+        temperature: float = 0.0,
+        num_of_response: int = 1,
+        agent_role: str = "",
+        instructions: str = "",
+        *,
+        model: str | None = None,
+        n: int | None = None,
+        max_tokens: int | None = None,
+        tag: str = "",
+    ) -> list[str]:
         text = messages if isinstance(messages, str) else "\n\n".join(messages)
         name, k = model or "cheap", n or num_of_response
         own = OWN[name]
@@ -354,14 +398,19 @@ async def exec_code(solution: str, tests: str | None = None) -> str | list[dict[
 
 
 async def run(source: str, problem: str, call_llm: Any) -> str:
-    namespace: dict[str, Any] = {"call_llm": call_llm, "exec_code": exec_code, "CallRefusedError": CallRefusedError,
-                                 "OverBudgetError": OverBudgetError, "PastDeadlineError": PastDeadlineError}  # fmt: skip
+    namespace: dict[str, Any] = {
+        "call_llm": call_llm,
+        "exec_code": exec_code,
+        "CallRefusedError": CallRefusedError,
+        "OverBudgetError": OverBudgetError,
+        "PastDeadlineError": PastDeadlineError,
+    }
     exec(compile(source, "workflow.py", "exec"), namespace)  # test-only: the product runs programs in the sandbox
     return str(await namespace["workflow"](problem))
 
 
 async def test_exam_programs_run_and_answer_in_the_graded_form() -> None:
-    kinds = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
     for seed in range(150):
         source = written("exam", seed)
         kinds.update(s.kind for s in parts("exam", source)[1])
@@ -377,19 +426,26 @@ def exam(*steps: Step) -> str:
 
 async def test_escalation_and_reconsideration_fire_only_on_the_workflows_own_signal() -> None:
     agree = FakeExam()
-    out = await run(exam(Step("answer", ("mid",)), Step("answer", ("big",)), Step("escalate", ("cheap",))), QUESTION, agree)
+    out = await run(
+        exam(Step("answer", ("mid",)), Step("answer", ("big",)), Step("escalate", ("cheap",))), QUESTION, agree
+    )
     assert agree.calls == [("mid", "answer"), ("big", "answer")] and out.endswith("Answer: B")
     differ = FakeExam()
-    out = await run(exam(Step("answer", ("big",)), Step("answer", ("cheap",)), Step("reconsider", ("cheap",))),
-                    QUESTION, differ)  # fmt: skip
+    out = await run(
+        exam(Step("answer", ("big",)), Step("answer", ("cheap",)), Step("reconsider", ("cheap",))), QUESTION, differ
+    )
     assert differ.calls[-1] == ("cheap", "reconsider") and out.endswith("Answer: B")  # cheap's own A was wrong
     judged = FakeExam()
-    out = await run(exam(Step("answer", ("cheap",)), Step("verify", ("big",)), Step("escalate", ("mid",)),
-                         Step("extract")), QUESTION, judged)  # fmt: skip
+    out = await run(
+        exam(Step("answer", ("cheap",)), Step("verify", ("big",)), Step("escalate", ("mid",)), Step("extract")),
+        QUESTION,
+        judged,
+    )
     assert judged.calls == [("cheap", "answer"), ("big", "verify"), ("mid", "answer")] and out == "Answer: B"
     passed = FakeExam()
-    out = await run(exam(Step("answer", ("mid",)), Step("verify", ("big",)), Step("reconsider", ("mid",))),
-                    QUESTION, passed)  # fmt: skip
+    out = await run(
+        exam(Step("answer", ("mid",)), Step("verify", ("big",)), Step("reconsider", ("mid",))), QUESTION, passed
+    )
     assert passed.calls == [("mid", "answer"), ("big", "verify")] and out.endswith("Answer: B")
 
 
@@ -406,9 +462,19 @@ class FakeSolver:
     def __init__(self, task: str) -> None:
         self.task = task
 
-    async def __call__(self, messages: list[str] | str, temperature: float = 0.0, num_of_response: int = 1,
-                       agent_role: str = "", instructions: str = "", *, model: str | None = None,
-                       n: int | None = None, max_tokens: int | None = None, tag: str = "") -> list[str]:  # fmt: skip
+    async def __call__(
+        self,
+        messages: list[str] | str,
+        temperature: float = 0.0,
+        num_of_response: int = 1,
+        agent_role: str = "",
+        instructions: str = "",
+        *,
+        model: str | None = None,
+        n: int | None = None,
+        max_tokens: int | None = None,
+        tag: str = "",
+    ) -> list[str]:
         text = messages if isinstance(messages, str) else "\n\n".join(messages)
         k = n or num_of_response
         if "Proposed answer:" in text:
@@ -457,10 +523,26 @@ def sessions(draw: st.DrawFn) -> tuple[str, int, tuple[Model, ...], list[tuple[s
     limit = draw(st.integers(1, 6))
     chosen = draw(st.lists(names, min_size=1, max_size=5, unique=True))
     models = tuple(Model(n, draw(st.floats(0, 30)), draw(st.floats(0, 60))) for n in chosen)
-    ops = draw(st.lists(st.tuples(st.sampled_from(["extend", "complete", "refine", "fix"]), st.integers(0, 7),
-                                  st.sampled_from(["", "NameError: name 'x' is not defined", "OverBudgetError: no",
-                                                   "line 3", "line 45", "Step 2 failed", "unknown model 'zz'"])),
-                        max_size=6))  # fmt: skip
+    ops = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["extend", "complete", "refine", "fix"]),
+                st.integers(0, 7),
+                st.sampled_from(
+                    [
+                        "",
+                        "NameError: name 'x' is not defined",
+                        "OverBudgetError: no",
+                        "line 3",
+                        "line 45",
+                        "Step 2 failed",
+                        "unknown model 'zz'",
+                    ]
+                ),
+            ),
+            max_size=6,
+        )
+    )
     return task, limit, models, ops
 
 
@@ -496,8 +578,16 @@ def test_random_request_sequences_always_give_programs_that_parse(
 
 def batch(text: str, *, k: int = 3, max_tokens: int = 100_000, batch_id: int = 4) -> Batch:
     messages = (Message("system", "You are a workflow designer. Request: write"), Message("user", text))
-    return Batch(id=batch_id, subtask=0, tag="meta", model=0, k=k, max_tokens=max_tokens,
-                 input_tokens=SimMetaLLM(VirtualClock()).input_tokens(0, messages), messages=messages)  # fmt: skip
+    return Batch(
+        id=batch_id,
+        subtask=0,
+        tag="meta",
+        model=0,
+        k=k,
+        max_tokens=max_tokens,
+        input_tokens=SimMetaLLM(VirtualClock()).input_tokens(0, messages),
+        messages=messages,
+    )
 
 
 async def test_the_adapter_sleeps_its_latency_and_reports_usage_from_the_reply_length() -> None:
