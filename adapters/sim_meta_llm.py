@@ -4,8 +4,10 @@ Offline stand-in for the optimizer LLM of BayesFlow (the paper's prior p(s_t | s
 protocol of the issue-19 contract (section 4): the lines ``Task kind:``, ``Models:`` (one ``- <name>: $<in> /
 $<out> per million tokens`` line each), ``Default model:``, ``Steps at most:``, ``Request:``, ``Next step:`` /
 ``Complete from step:``, ``Score:``, ``Failures:``, ``Error:`` and one fenced python block (the current workflow),
-all from the user messages. It replies with one sentence and one fenced python block holding a whole program of
-:mod:`adapters.step_library` (contract section 1), whose steps it draws from the prior below.
+all from the user messages (each field line at a line start; the ``Models:`` and ``Failures:`` blocks end at a
+blank line, ``Error:`` at the next field; ``Steps at most`` defaults to the paper's 5; a default model the list
+lacks, or none, is the first listed). It replies with one sentence and one fenced python block holding a whole
+program of :mod:`adapters.step_library` (contract section 1), whose steps it draws from the prior below.
 
 Requests:
 
@@ -210,6 +212,7 @@ def parse_request(text: str) -> MetaRequest:
         raise UsageError(f"the {request} request needs a step number within {int(request == 'extend')}..{limit}")
     blocks = _BLOCK.findall(text)
     program = blocks[0] if blocks else None
+    default = _one(fields, "Default model")
     needs = request == "refine" or (request == "extend" and (step or 0) > 1) or (request == "complete" and step)
     if needs and (program is None or parse_program(program, task) is None):
         raise UsageError(f"the {request} request needs a workflow with '# Step n:' comments in a python block")
@@ -218,7 +221,7 @@ def parse_request(text: str) -> MetaRequest:
     return MetaRequest(
         task=task,
         models=models,
-        default_model=_one(fields, "Default model") or models[0].name,
+        default_model=default if default in {m.name for m in models} else models[0].name,
         limit=limit,
         request=request,
         step=step,
@@ -453,39 +456,48 @@ def _fix(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     if given is None:
         note, source = _write(req, rng)
         return f"The workflow had no steps to repair, so I rewrote it. {note}", source
-    steps = [recognize(req.task, c) for c in given.chunks]
-    draft = _Draft(list(steps), list(given.chunks))
-    names = {m.name for m in req.models}
-    strange = [i for i, s in enumerate(steps) if set(s.models) - names]
+    draft = _Draft([recognize(req.task, c) for c in given.chunks], list(given.chunks))
     at = _located(req, given)
-    if strange:
-        for i in strange:
-            models = tuple(m if m in names else req.default_model for m in steps[i].models)
-            draft.put(req.task, i, replace(steps[i], models=models), "")
-        draft.what = f"step(s) {', '.join(str(i + 1) for i in strange)} now call only models of the list"
-    elif re.search(r"OverBudget|PastDeadline|budget|deadline", req.error, re.IGNORECASE) and _cheaper(req, draft):
-        pass
-    elif at is not None and steps[at].kind != "other" and render_step(req.task, steps[at], at + 1) != given.chunks[at]:
-        draft.put(req.task, at, steps[at], f"step {at + 1} rewritten from its description")
-    elif at is None and [render_step(req.task, s, k) for k, s in enumerate(steps, 1) if s.kind != "other"] != [
-        c for c, s in zip(given.chunks, steps, strict=True) if s.kind != "other"
-    ]:
-        for i, step in enumerate(steps):
-            if step.kind != "other":
-                draft.put(req.task, i, step, "every step rewritten from its description")
-    else:  # the step itself is as the library writes it, or foreign: write a different one in its place
-        i = at if at is not None else len(steps) - 1
-        new = _redraw(req, _grammar_steps(steps, req.task), i, rng, old=steps[i])
+    costly = re.search(r"OverBudget|PastDeadline|budget|deadline", req.error, re.IGNORECASE) is not None
+    if not (_listed_models_only(req, draft) or (costly and _cheaper(req, draft)) or _rewrite(req, draft, at)):
+        # The step is as the library writes it, or foreign: a different one goes in its place.
+        i = at if at is not None else len(draft.steps) - 1
+        new = _redraw(req, _grammar_steps(draft.steps, req.task), i, rng, old=draft.steps[i])
         draft.put(req.task, i, new, f"step {i + 1} rewritten: {describe(req.task, new)}")
-    program = Program(preamble(req.task, req.default_model), tuple(draft.chunks), "    return " + _ret(req.task))
-    source = assemble(program)
-    if not _compiles(source):  # a foreign step that does not parse: every such step redrawn
+    source = assemble(
+        Program(preamble(req.task, req.default_model), tuple(draft.chunks), "    return " + _ret(req.task))
+    )
+    if not _compiles(source):  # a foreign step that does not parse elsewhere: every foreign step redrawn
         base = _grammar_steps(draft.steps, req.task)
         known = [s if s.kind != "other" else _redraw(req, base, i, rng) for i, s in enumerate(draft.steps)]
         if not valid(req.task, known, req.limit):
             known = draw_rest(req.task, [], req.limit, req.models, rng)
         source, draft.what = assemble(_fresh(req, known)), "the workflow rewritten from its steps"
     return f"Fixed the root cause: {draft.what}.", source
+
+
+def _listed_models_only(req: MetaRequest, draft: _Draft) -> bool:
+    """Steps that call a model the list lacks call the default model instead."""
+    names = {m.name for m in req.models}
+    strange = [i for i, s in enumerate(draft.steps) if set(s.models) - names]
+    for i in strange:
+        models = tuple(m if m in names else req.default_model for m in draft.steps[i].models)
+        draft.put(req.task, i, replace(draft.steps[i], models=models), "")
+    draft.what = f"step(s) {', '.join(str(i + 1) for i in strange)} now call only models of the list"
+    return bool(strange)
+
+
+def _rewrite(req: MetaRequest, draft: _Draft, at: int | None) -> bool:
+    """The located step (none located: every step) rewritten from its description where the text differs."""
+    changed = [
+        i
+        for i in ([at] if at is not None else range(len(draft.steps)))
+        if draft.steps[i].kind != "other" and render_step(req.task, draft.steps[i], i + 1) != draft.chunks[i]
+    ]
+    for i in changed:
+        draft.put(req.task, i, draft.steps[i], "")
+    draft.what = f"step {at + 1} rewritten from its description" if at is not None else "steps rewritten as described"
+    return bool(changed)
 
 
 def _redraw(req: MetaRequest, base: list[Step], i: int, rng: random.Random, old: Step | None = None) -> Step:
