@@ -17,17 +17,22 @@ Requests:
 - **complete** (``Complete from step: t``): steps 1..t verbatim, then drawn steps until the prior stops or T.
 - **refine**: exactly one edit of the given workflow. The edit kind is drawn with weights swap a model 0.30,
   change a sample count 0.15, insert a step 0.25 x (1 + f), delete a step 0.10 x (0.5 + s), replace a step
-  0.20, over the edits the workflow admits, where f = min(1, failure lines / 5) reads the ``Failures:`` block
-  (its non-empty lines; "none" counts 0) and s the ``Score:`` (0.5 when absent). An insertion is a check (exam:
-  verify / escalate / reconsider; math, qa: verify / revise; code: test / fix) with probability f / 2, else a step
-  drawn from the prior at its place. A swapped model is drawn as the step draws it, a new n from the step's n
-  table, a replacement from the prior at its place; every edit keeps the grammar and changes the step list.
-- **fix** (``Error:``): a model the ``Models:`` list lacks is replaced by the default model; an
-  ``OverBudgetError`` / ``PastDeadlineError`` (or "budget" / "deadline") cuts the costliest step (n to its
-  table's least, else its priciest model to the cheapest, else deletes it); otherwise the step the error points
-  at (``line N`` of the program, or ``Step N``) is rewritten from the library (a foreign step: redrawn); with no
-  pointer, every step is rewritten, and the last one redrawn if that changes nothing. The library's preamble is
-  always restored. No ``try``/``except`` is ever added. The result always compiles (else: rewritten whole).
+  0.20, over the edits the workflow admits, where f = min(1, failures / 5) reads the ``Failures:`` block (a
+  count its first line states, "12 of 40", else its non-empty lines; "none" counts 0) and s the ``Score:``
+  (0.5 when absent): many failures make an insertion, and a check, likelier; a high score makes trimming
+  likelier. An insertion is a check (exam: verify / escalate / reconsider; math, qa: verify / revise; code: test
+  / fix) with probability f / 2, else a step drawn from the prior at its place. A swap draws the new model
+  with the step's price weight (below) among the models the step does not call; a new n comes from the step's
+  n table without its current value; a replacement from the prior at its place. Every edit keeps the grammar
+  and changes the step list; the other steps' code is kept as written (renumbered after an insertion or a
+  deletion).
+- **fix** (``Error:``): the first repair that applies: steps calling a model the ``Models:`` list lacks call
+  the default model; on ``OverBudgetError`` / ``PastDeadlineError`` (or "budget" / "deadline") the costliest
+  step (sum of its models' prices x n) takes its n table's least n, else its priciest model becomes the
+  cheapest, else it goes; the step the error points at (the last ``line N`` inside a step, else ``Step N``;
+  none: every step) is rewritten from its description where its code differs from the library's; else that
+  step (none: the last) is replaced by a different draw from the prior. The library's preamble is always
+  restored, no ``try``/``except`` is ever added, and the result always compiles (else: rewritten whole).
 - **not understood** (no task kind, no model line, no request, a bad number, a missing workflow where one is
   needed): the reply is a sentence saying so, with no python block, so the caller sees a format failure, as
   it would from a real LLM that could not follow the prompt.

@@ -573,6 +573,26 @@ def test_random_request_sequences_always_give_programs_that_parse(
             assert valid(task, new, limit)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(TASK_KINDS), st.integers(0, 10**6), st.data())
+def test_fix_gives_a_program_that_parses_whatever_broke(task: str, seed: int, data: st.DataObject) -> None:
+    lines = written(task, seed % 50).splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        damage = data.draw(st.sampled_from(["delete", "garbage", "indent", "model"]))
+        if damage == "delete":
+            del lines[i]
+        elif damage == "garbage":
+            lines.insert(i, data.draw(st.sampled_from(["    )(", "  x = [", "\tpass", "def", "    return answer"])))
+        elif damage == "indent":
+            lines[i] = "  " + lines[i]
+        else:
+            lines[i] = re.sub(r'model="[^"]*"', 'model="nobody"', lines[i])
+    error = data.draw(st.sampled_from(["", f"line {data.draw(st.integers(1, 120))}", "OverBudgetError: no", "Step 1"]))
+    reply = respond(prompt(task, "fix", "\n".join(lines) + "\n", error=error), random.Random(seed))
+    assert '"nobody"' not in program_of(reply)
+
+
 # ---- the adapter ---------------------------------------------------------------------------------------------------
 
 
