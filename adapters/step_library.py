@@ -350,18 +350,38 @@ def draw_rest(task: str, before: Sequence[Step], limit: int, models: Sequence[Mo
 
 # ---- rendering -------------------------------------------------------------------------------------------------
 
-_TEXT = {  # per answer task: persona, the answer format, how to ask
-    "exam": (
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """How the prompts of an answer task read."""
+
+    role: str  # the persona
+    fmt: str  # the answer format every answering prompt states
+    ask: str  # a direct question
+    think: str  # a step-by-step one
+    form: str  # the format's name, for the extract step's description
+
+
+_TEXT = {
+    "exam": _Text(
         "careful test taker",
         "End your reply with 'Answer: <letter>'.",
         "Choose the correct option.",
+        "Think step by step, then choose the correct option.",
         "'Answer: <letter>'",
     ),
-    "math": ("math expert", "Put the final answer in \\boxed{}.", "Solve the problem.", "\\boxed{}"),
-    "qa": (
+    "math": _Text(
+        "math expert",
+        "Put the final answer in \\boxed{}.",
+        "Solve the problem.",
+        "Solve the problem step by step, checking each calculation.",
+        "\\boxed{}",
+    ),
+    "qa": _Text(
         "precise reader",
         "End your reply with 'Answer: <short answer>'.",
         "Answer the question.",
+        "Find the facts the question needs step by step, then answer it.",
         "'Answer: <short answer>'",
     ),
 }
@@ -391,7 +411,7 @@ _RECOGNIZE = [
 def describe(task: str, step: Step) -> str:
     """The step's ``# Step n:`` description (what a reader, and :func:`recognize`, sees)."""
     kind = "panel" if step.kind == "vote" and len(step.models) > 1 else step.kind
-    fmt = _TEXT[task][3] if task in _TEXT else ""
+    fmt = _TEXT[task].form if task in _TEXT else ""
     m = step.models[0] if step.models else ""
     return _DESCRIBE[kind].format(
         m=m,
@@ -449,17 +469,18 @@ def render_step(task: str, step: Step, number: int) -> str:
     model = _lit(step.models[0]) if step.models else "DEFAULT_MODEL"
     if task == "code":
         return f"{head}\n{_render_code(step, model)}"
-    role, fmt, ask, _ = _TEXT[task]
+    text = _TEXT[task]
+    role, fmt, ask = text.role, text.fmt, text.ask
     k = step.kind
     if k in ("answer", "cot"):
-        lead = ask if k == "answer" else f"Think step by step, then answer. {ask}"
+        lead = ask if k == "answer" else text.think
         how = "Answer directly and briefly." if k == "answer" else "Show your reasoning before the final answer."
         call = _call(
             "replies", ["context", _lit(f"{lead} {fmt}")], temperature=0.0, role=role, instructions=how, model=model
         )
         return f"{head}\n{call}\n{_BODY['answer']}"
     if k == "vote":
-        msgs = ["context", _lit(f"Think step by step, then answer. {fmt}")]
+        msgs = ["context", _lit(f"{text.think} {fmt}")]
         how = "Reason independently: the answers are compared by majority vote."
         if len(step.models) == 1:
             call = _call("replies", msgs, temperature=0.7, n=step.n, role=role, instructions=how, model=model)
