@@ -307,12 +307,6 @@ def _given(req: MetaRequest) -> tuple[Program, list[Step]]:
     return program, [recognize(req.task, c) for c in program.chunks]
 
 
-def _grammar_steps(steps: Sequence[Step], task: str) -> list[Step]:
-    """Unrecognized steps stand for the kind the prior treats them as."""
-    stand_in = "generate" if task == "code" else "answer"
-    return [Step(stand_in) if s.kind == "other" else s for s in steps]
-
-
 def _write(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     steps = draw_rest(req.task, [], req.limit, req.models, rng)
     return f"Here is a {len(steps)}-step workflow.", assemble(_fresh(req, steps))
@@ -328,7 +322,7 @@ def _extend(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
         program, steps = replace(program, chunks=program.chunks[: t - 1]), steps[: t - 1]
     chunks = list(program.chunks)
     while len(chunks) < t:
-        step = draw_step(req.task, _grammar_steps(steps, req.task), len(chunks) + 1, req.limit, req.models, rng)
+        step = draw_step(req.task, steps, len(chunks) + 1, req.limit, req.models, rng)
         assert step is not None  # answering steps are always allowed
         steps.append(step)
         chunks.append(render_step(req.task, step, len(chunks) + 1))
@@ -341,7 +335,7 @@ def _complete(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     t = req.step or 0
     program, steps = _given(req) if t >= 1 else (_fresh(req, []), [])
     program, steps = replace(program, chunks=program.chunks[:t]), steps[:t]
-    more = draw_rest(req.task, _grammar_steps(steps, req.task), req.limit, req.models, rng)
+    more = draw_rest(req.task, steps, req.limit, req.models, rng)
     chunks = program.chunks + tuple(render_step(req.task, s, len(steps) + k) for k, s in enumerate(more, 1))
     note = f"I kept steps 1-{len(steps)} and added {len(more)} more." if steps else f"A {len(more)}-step workflow."
     return note, assemble(replace(program, chunks=chunks))
@@ -417,18 +411,18 @@ def _insert(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _D
     if len(draft.steps) >= req.limit:
         return None
     kinds = _CHECKS[req.task] if rng.random() < f / 2 else None
-    base = _grammar_steps(draft.steps, req.task)
+    steps = draft.steps
     for _ in range(_TRIES):
-        u = rng.randint(1, len(base) + 1)
-        step = draw_step(req.task, base[: u - 1], u, req.limit, req.models, rng, kinds=kinds)
-        if step is not None and valid(req.task, [*base[: u - 1], step, *base[u - 1 :]], req.limit):
+        u = rng.randint(1, len(steps) + 1)
+        step = draw_step(req.task, steps[: u - 1], u, req.limit, req.models, rng, kinds=kinds)
+        if step is not None and valid(req.task, [*steps[: u - 1], step, *steps[u - 1 :]], req.limit):
             return draft.put(req.task, u - 1, step, f"a new step {u}: {describe(req.task, step)}", insert=True)
     return None
 
 
 def _delete(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _Draft | None:
-    base = _grammar_steps(draft.steps, req.task)
-    options = [i for i in range(len(base)) if valid(req.task, base[:i] + base[i + 1 :], req.limit)]
+    steps = draft.steps
+    options = [i for i in range(len(steps)) if valid(req.task, steps[:i] + steps[i + 1 :], req.limit)]
     if not options:
         return None
     i = rng.choice(options)
@@ -436,14 +430,14 @@ def _delete(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _D
 
 
 def _replace(req: MetaRequest, draft: _Draft, rng: random.Random, f: float) -> _Draft | None:
-    base = _grammar_steps(draft.steps, req.task)
+    steps = draft.steps
     for _ in range(_TRIES):
-        i = rng.randrange(len(base))
-        step = draw_step(req.task, base[:i], i + 1, req.limit, req.models, rng)
+        i = rng.randrange(len(steps))
+        step = draw_step(req.task, steps[:i], i + 1, req.limit, req.models, rng)
         if (
             step is not None
             and step != draft.steps[i]
-            and valid(req.task, [*base[:i], step, *base[i + 1 :]], req.limit)
+            and valid(req.task, [*steps[:i], step, *steps[i + 1 :]], req.limit)
         ):
             return draft.put(req.task, i, step, f"step {i + 1} is now: {describe(req.task, step)}")
     return None
@@ -467,14 +461,13 @@ def _fix(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
     if not (_listed_models_only(req, draft) or (costly and _cheaper(req, draft)) or _rewrite(req, draft, at)):
         # The step is as the library writes it, or foreign: a different one goes in its place.
         i = at if at is not None else len(draft.steps) - 1
-        new = _redraw(req, _grammar_steps(draft.steps, req.task), i, rng, old=draft.steps[i])
+        new = _redraw(req, draft.steps, i, rng, old=draft.steps[i])
         draft.put(req.task, i, new, f"step {i + 1} rewritten: {describe(req.task, new)}")
     source = assemble(
         Program(preamble(req.task, req.default_model), tuple(draft.chunks), "    return " + _ret(req.task))
     )
     if not _compiles(source):  # a foreign step that does not parse elsewhere: every foreign step redrawn
-        base = _grammar_steps(draft.steps, req.task)
-        known = [s if s.kind != "other" else _redraw(req, base, i, rng) for i, s in enumerate(draft.steps)]
+        known = [s if s.kind != "other" else _redraw(req, draft.steps, i, rng) for i, s in enumerate(draft.steps)]
         if not valid(req.task, known, req.limit):
             known = draw_rest(req.task, [], req.limit, req.models, rng)
         source, draft.what = assemble(_fresh(req, known)), "the workflow rewritten from its steps"
@@ -537,7 +530,7 @@ def _cheaper(req: MetaRequest, draft: _Draft) -> bool:
         models = tuple(cheapest if m == top else m for m in step.models)
         draft.put(req.task, i, replace(step, models=models), f"step {i + 1}, the costliest, uses {cheapest}")
     else:
-        rest = _grammar_steps(draft.steps[:i] + draft.steps[i + 1 :], req.task)
+        rest = draft.steps[:i] + draft.steps[i + 1 :]
         if not valid(req.task, rest, req.limit):
             return False
         draft.drop(i, f"step {i + 1}, the costliest, removed")

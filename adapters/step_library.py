@@ -44,7 +44,7 @@ import json
 import re
 import textwrap
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import random
@@ -77,6 +77,7 @@ __all__ = [
     "valid",
 ]
 
+_K = TypeVar("_K")
 TASK_KINDS = ("exam", "math", "qa", "code")
 _ANSWERING = ("answer", "cot", "vote")  # the steps that produce an answer from nothing
 KINDS: Mapping[str, tuple[str, ...]] = {
@@ -187,7 +188,9 @@ class _State:
 
 def _after(state: _State, step: Step) -> _State:
     k, one = step.kind, step.models[0] if len(step.models) == 1 else None
-    if k in ("answer", "cot", "other", "revise"):
+    if k == "other":  # a foreign step: taken to leave an answer (code: untested candidates) and nothing else
+        return replace(state, answers=state.answers + 1, author=None, tested=False)
+    if k in ("answer", "cot", "revise"):
         return replace(
             state,
             answers=state.answers + 1,
@@ -265,9 +268,9 @@ def stop_probability(steps: Sequence[Step]) -> float:
     return STOP[len(steps) - 1] if len(steps) <= len(STOP) else 0.9
 
 
-def _pick(weights: Mapping[str, float] | Mapping[int, float], rng: random.Random) -> object:
+def _pick(weights: Mapping[_K, float], rng: random.Random) -> _K:
     keys = list(weights)
-    return rng.choices(keys, weights=[weights[k] for k in keys])[0]  # type: ignore[index]
+    return rng.choices(keys, weights=[weights[k] for k in keys])[0]
 
 
 def draw_models(
@@ -313,7 +316,7 @@ def draw_step(
     weights = {k: row.get(k, 0.0) for k in ok}
     if sum(weights.values()) == 0:
         weights = dict.fromkeys(ok, 1.0)
-    kind = str(_pick(weights, rng))
+    kind = _pick(weights, rng)
     return _draw_params(kind, _replay(before), models, rng)
 
 
@@ -324,9 +327,9 @@ def _draw_params(kind: str, state: _State, models: Sequence[Model], rng: random.
         if len(models) >= 2 and rng.random() < P_PANEL:
             size = rng.randint(2, min(5, len(models)))
             return Step(kind, draw_models(models, rng, k=size))
-        return Step(kind, draw_models(models, rng), int(str(_pick(VOTE_N, rng))))
+        return Step(kind, draw_models(models, rng), _pick(VOTE_N, rng))
     if kind == "generate":
-        return Step(kind, draw_models(models, rng), int(str(_pick(GENERATE_N, rng))))
+        return Step(kind, draw_models(models, rng), _pick(GENERATE_N, rng))
     if kind in ("reconsider", "revise") and state.author is not None and rng.random() < P_OWN_MODEL:
         return Step(kind, (state.author,))
     if kind == "escalate":
