@@ -1,0 +1,237 @@
+"""``ontime bench bayesflow``: generated workflows against fixed prompts and other searches, on real recorded answers.
+
+Every exam of a folder laid out like shared/data/reflection is split 1:4 into validation and test per seed (the
+BayesFlow paper's protocol). Workflows call the 9 real models of the data; what a model answers is what it really
+answered (:mod:`adapters.recorded_answers`), at its real token counts and list prices, so every score below is real
+model behaviour; what is assumed (repeat samples give the one recorded answer, a right answer survives
+"reconsider" unless ``--p-flip``, verdicts agree with the judge's own answer) is stated in that module.
+
+Methods: ``io``, ``cot`` and ``cot-sc`` (3 samples, majority) are fixed programs on one executor model
+(``--executor``, default GPT-3.5 Turbo); ``bayesflow`` (Alg. 1-2, App. E defaults N = M = 10, K = 1, T = 5),
+``aflow`` (AFlow-style MCTS, 20 iterations) and ``random`` (20 complete workflows from the prior, the best on
+validation) search with the simulated meta-LLM under the same optimizer budget and deadline per exam and seed, and
+their best workflow is scored on test. ``--ablations`` adds BayesFlow with each addition beyond the paper.
+
+Columns: test score (mean over the exam's test questions), the workflow's own cost per question, the optimizer's
+spend (meta-LLM and validation runs; 0 for fixed programs) and its meta-LLM input tokens. The comparisons have
+paired intervals: per (exam, seed), BayesFlow's test score minus the other method's, 95% t-interval over cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+import runtime
+from benchmarks._report import RESULTS, console, machine, parser, rows_table, write_csv
+from planners.bayesflow import BayesFlowOptions
+from runtime._generate import GenerationTask, Item, evaluate_source, generate, load_task
+from runtime.types import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["ABLATIONS", "BASELINES", "METHODS", "main", "run_cell"]
+
+METHODS = ("bayesflow", "aflow", "io", "cot", "cot-sc", "random")
+SEARCHES = ("bayesflow", "aflow", "random")
+EXECUTOR = "gpt-35-turbo"
+BUDGET = 10.0  # optimizer dollars per exam and seed: the same for every search
+DEADLINE = 24 * 3600.0  # optimizer seconds (virtual): loose; the budget is what binds
+TEST_BUDGET = 1000.0  # the test run's budget: never binds, it measures
+ABLATIONS: dict[str, BayesFlowOptions] = {
+    "bf-beta5": BayesFlowOptions(beta=5.0),
+    "bf-ess": BayesFlowOptions(beta=5.0, ess_threshold=0.5),
+    "bf-reuse": BayesFlowOptions(reuse_rollouts=True),
+    "bf-paired10": BayesFlowOptions(subset_size=10, paired_subsets=True),
+    "bf-unpaired10": BayesFlowOptions(subset_size=10, paired_subsets=False),
+    "bf-cost": BayesFlowOptions(cost_weight=0.5),
+}
+
+_ANSWER = "Think step by step, then end with a line 'Answer: <letter>'."
+BASELINES = {
+    # The ADAS prompts the paper uses, as step-annotated programs on one executor model.
+    "io": '''async def workflow(problem: str) -> str:
+    # Step 1: Answer directly
+    replies = await call_llm([f"{problem}\\n\\nReply with the letter of the correct choice as 'Answer: <letter>'."],
+                             temperature=0.0, num_of_response=1, agent_role="helpful assistant", model=MODEL)
+    return replies[0]
+''',
+    "cot": f'''async def workflow(problem: str) -> str:
+    # Step 1: Reason step by step, then answer
+    replies = await call_llm([f"{{problem}}\\n\\n{_ANSWER}"], temperature=0.0, num_of_response=1,
+                             agent_role="helpful assistant", model=MODEL)
+    return replies[0]
+''',
+    "cot-sc": f'''import collections
+import re
+
+
+async def workflow(problem: str) -> str:
+    # Step 1: Three chains of thought
+    replies = await call_llm([f"{{problem}}\\n\\n{_ANSWER}"], temperature=0.8, num_of_response=3,
+                             agent_role="helpful assistant", model=MODEL)
+    # Step 2: Majority vote over their letters (the first answer breaks a tie)
+    letters = [m.group(1) for r in replies if (m := re.search(r"Answer:\\s*([A-E])", r))]
+    if not letters:
+        return replies[0]
+    return "Answer: " + collections.Counter(letters).most_common(1)[0][0]
+''',
+}
+
+
+def _fixed(name: str, model: str) -> str:
+    return BASELINES[name].replace("model=MODEL", f"model={model!r}")
+
+
+async def _test(task: GenerationTask, source: str, items: Sequence[Item], seed: int) -> tuple[float, float]:
+    """(mean score, cost per question) of ``source`` on ``items``, run in the sandbox under its own run."""
+    out: list[tuple[float, float]] = []
+
+    async def evaluate(problem: str) -> str:
+        score = await evaluate_source(runtime.current_run(), source, items)
+        out.append((score.value, score.cost_usd))
+        return ""
+
+    clock = runtime.VirtualClock()
+    program = runtime.Program(evaluate, models=task.models, default_model=task.spec.default_model)
+    result = await runtime.arun(program, TEST_BUDGET, DEADLINE, input="test", adapters=task.adapters(clock),
+                                clock=clock, seed=seed)  # fmt: skip
+    if not out:
+        raise UsageError(f"the test run of {task.name} ended without a score: {result.reason} {result.detail}")
+    return out[0]
+
+
+def run_cell(args: tuple[str, str | None, int, str, float, float, str]) -> list[dict[str, Any]]:
+    """One (exam, seed, method): its rows (a process pool maps this)."""
+    exam, data, seed, method, budget, p_flip, executor = args
+    task = load_task(f"exam:{exam}", data_dir=data, seed=seed, p_flip=p_flip)
+    started = time.perf_counter()
+    row: dict[str, Any] = {"exam": exam, "method": method, "seed": seed}
+    if method in BASELINES:
+        source, opt_cost, meta_in, stop, val = _fixed(method, executor), 0.0, 0, "fixed", math.nan
+    elif method == "best-model":  # IO on the model with the best validation score (ties: the cheaper)
+        scored = []
+        for m in task.models:
+            val_score, cost = anyio.run(_test, task, _fixed("cot", m), task.validation, seed)
+            scored.append((-val_score, cost, m))
+        _, _, model = min(scored)
+        source, opt_cost, meta_in, stop, val = _fixed("cot", model), 0.0, 0, model, -min(scored)[0]
+    else:
+        options = ABLATIONS.get(method)
+        search = method if method in SEARCHES else "bayesflow"
+        result = anyio.run(lambda: generate(task, budget, DEADLINE, method=search, options=options, seed=seed))  # type: ignore[arg-type]
+        best = result.search.best
+        source = best.source if best is not None else _fixed("io", task.spec.default_model)
+        opt_cost, stop = result.run.cost, result.search.stop
+        meta_in = result.run.tokens_in_by_model.get("sim-meta", 0) if hasattr(result.run, "tokens_in_by_model") else 0
+        val = best.score.value if best is not None else math.nan
+    test_score, test_cost = anyio.run(_test, task, source, task.test, seed)
+    row |= {"test_score": round(test_score, 4), "validation_score": round(val, 4) if not math.isnan(val) else None,
+            "cost_per_question_usd": round(test_cost, 6), "optimizer_cost_usd": round(opt_cost, 4),
+            "meta_input_tokens": meta_in, "stop": stop, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return [row]
+
+
+def _paired(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    by = {(r["exam"], r["seed"], r["method"]): r["test_score"] for r in rows}
+    diffs = [by[(e, s, a)] - by[(e, s, b)] for (e, s, m) in by if m == a and (e, s, b) in by]
+    n = len(diffs)
+    mean = statistics.fmean(diffs) if diffs else math.nan
+    half = 1.96 * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
+    return {"a": a, "b": b, "cells": n, "mean_diff": round(mean, 4), "ci95_lo": round(mean - half, 4),
+            "ci95_hi": round(mean + half, 4)}  # fmt: skip
+
+
+def _plot(rows: list[dict[str, Any]], methods: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exams = sorted({r["exam"] for r in rows})
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        means = [statistics.fmean([r["test_score"] for r in rows if r["exam"] == e and r["method"] == m] or [math.nan])
+                 for e in exams]  # fmt: skip
+        ax.bar([i + j * width for i in range(len(exams))], means, width, label=m)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(exams))], exams, rotation=20)
+    ax.set_ylabel("test score (recorded real answers)")
+    ax.set_ylim(0, 1)
+    ax.legend(ncol=len(methods), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    ap = parser(__doc__)
+    ap.add_argument("--data-dir", default=None, help="A folder laid out like shared/data/reflection (default: "
+                    "$ONTIME_DATA_DIR, else the repo's sample).")  # fmt: skip
+    ap.add_argument("--exams", default="", help="Comma-separated exam names (default: all).")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated: {', '.join(METHODS)}, "
+                    f"best-model, {', '.join(ABLATIONS)}.")  # fmt: skip
+    ap.add_argument("--ablations", action="store_true", help="Add BayesFlow's ablations and best-model.")
+    ap.add_argument("--budget", type=float, default=BUDGET, help="Optimizer dollars per exam and seed.")
+    ap.add_argument("--p-flip", type=float, default=0.0, help="Chance a right answer changes on 'reconsider'.")
+    ap.add_argument("--executor", default=EXECUTOR, help="The fixed prompts' model.")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="Print the rows as a JSON list.")
+    ap.add_argument("--out", type=Path, default=RESULTS / "bayesflow")
+    args = ap.parse_args(argv)
+    from tools.exams import find_data_dir, load_tasks
+
+    data = str(find_data_dir(args.data_dir))
+    exams = [e for e in args.exams.split(",") if e] or [t.exam for t in load_tasks(data)]
+    methods = [m for m in args.methods.split(",") if m]
+    if args.ablations:
+        methods += ["best-model", *ABLATIONS]
+    unknown = [m for m in methods if m not in (*METHODS, "best-model", *ABLATIONS)]
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r}")
+    cells = [(e, data, s, m, args.budget, args.p_flip, args.executor)
+             for e in exams for s in range(args.seeds) for m in methods]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for got in pool.map(run_cell, cells):
+            rows += got
+            if not args.json:
+                r = got[0]
+                console.print(f"  {r['exam']:14s} seed {r['seed']} {r['method']:13s} test {r['test_score']:.3f} "
+                              f"opt ${r['optimizer_cost_usd']:.2f} ({r['seconds']}s)", highlight=False)  # fmt: skip
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("exam", "method", "seed", "test_score", "optimizer_cost_usd")}
+                          for r in rows]))  # fmt: skip
+        return rows
+    tag = "" if args.p_flip == 0 else f"_pflip{args.p_flip:g}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / f"rows{tag}.csv")
+    summary = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        summary.append({"method": m, "cells": len(mine),
+                        "test_score": round(statistics.fmean(r["test_score"] for r in mine), 4),
+                        "cost_per_question_usd": round(statistics.fmean(r["cost_per_question_usd"] for r in mine), 6),
+                        "optimizer_cost_usd": round(statistics.fmean(r["optimizer_cost_usd"] for r in mine), 3)})  # fmt: skip
+    pairs = [_paired(rows, "bayesflow", m) for m in methods if m != "bayesflow"]
+    write_csv(summary, args.out / f"summary{tag}.csv")
+    write_csv(pairs, args.out / f"paired{tag}.csv")
+    _plot(rows, methods, args.out / f"test_scores{tag}.png")
+    console.print(rows_table(summary, f"BayesFlow on recorded exams ({len(exams)} exams x {args.seeds} seeds)"))
+    console.print(rows_table(pairs, "paired: bayesflow minus each method, per (exam, seed)"))
+    console.print(machine())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
