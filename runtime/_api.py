@@ -6,7 +6,6 @@ closed when its ``async with`` ends, on every path. :func:`arun`, :func:`run` (s
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import uuid
 from collections.abc import Mapping
@@ -430,7 +429,7 @@ async def arun(workflow: Any, budget: float, deadline: float, **options: Any) ->
         RunError: ontime, an adapter or a sink failed while the program ran (the program's own errors are
             results).
     """
-    if isinstance(workflow, Program) or inspect.iscoroutinefunction(workflow):
+    if isinstance(workflow, Program) or callable(workflow):  # a function that is not async is refused there
         from runtime._program_run import execute_program  # it builds on this module
 
         return await execute_program(workflow, budget, deadline, options)  # type: ignore[arg-type]

@@ -142,7 +142,8 @@ def parse_models(block: Mapping[str, Any], source: str | None) -> dict[str, Mode
             _check_model(spec, source)
             out[spec.name] = spec
         else:
-            out[str(name)] = _parse_model(str(name), spec, source)
+            out[str(name)] = parsed = _parse_model(str(name), spec, source)
+            _check_model(parsed, source)
     return out
 
 

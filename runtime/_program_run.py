@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
@@ -62,7 +63,7 @@ from runtime.types import (
     price_per_token_pusd,
     to_usd,
 )
-from runtime.types._clock import single_error
+from runtime.types._clock import _leaves, single_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,6 +125,14 @@ _REASONS = {
 def _failed(names: Iterable[str], detail: str) -> _Outcome:
     """A program that raised: the reason its error's class (or a base of it) names, else ``error``."""
     return _Outcome(None, next((_REASONS[n] for n in names if n in _REASONS), Reason.ERROR), detail)
+
+
+def _raised(exc: BaseException) -> _Outcome:
+    """A program that raised (errors of its task groups: the reason they all share, else ``error``)."""
+    leaves = _leaves(exc)
+    reasons = {_failed([c.__name__ for c in type(leaf).__mro__], "").reason for leaf in leaves}
+    detail = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+    return _Outcome(None, reasons.pop() if len(reasons) == 1 else Reason.ERROR, detail)
 
 
 class _Hold:
@@ -215,6 +224,7 @@ class ProgramRun:
         self._stopped = False  # the deadline passed, or the run is ending: nothing more starts
         self._bug: BaseException | None = None  # ontime, an adapter or a sink failed: the run stops, this goes on
         self._scope: anyio.CancelScope | None = None
+        self._ends: Inbox[Callable[[], None]] = clock.inbox()  # the settlements of samples that ended
         self._quiet = _Quiet(clock)
 
     # -- what a program calls -----------------------------------------------------------------------------
@@ -273,10 +283,21 @@ class ProgramRun:
         ends: list[SampleEnd | None] = [None] * n
         reported = [False] * n
 
+        settled = anyio.Event()
+        left = [n]
+
         def report(end: SampleEnd) -> None:
             check_end(adapter, batch.id, n, input_tokens, max_tokens, reported, end)
             ends[end.index] = end
+            # Settled in (batch, sample) order among the ends of one instant, not in the order the scheduler woke
+            # their tasks (samples a task group cancels at once): the same seed gives the same events.
+            self._ends.put(partial(settle, end), (batch.id, end.index))
+
+        def settle(end: SampleEnd) -> None:
             self._open -= 1
+            left[0] -= 1
+            if not left[0]:
+                settled.set()
             cost = end.input_tokens * in_price + end.output_tokens * out_price
             released = self.ledger.settle(res, Usage(cost, end.output_tokens), share)
             t = self._elapsed()
@@ -301,6 +322,7 @@ class ProgramRun:
         with single_error():
             async with anyio.create_task_group() as tg:
                 self.clock.spawn(tg, launch, name=f"{tag}#{batch.id}")
+        await settled.wait()
         done = [e for e in ends if e is not None]
         outputs = tuple(e.output or "" for e in done if e.finish in (Finish.COMPLETE, Finish.CUT_OFF))
         errors = [e.error for e in done if e.error is not None]
@@ -384,6 +406,7 @@ class ProgramRun:
         async def counted(i: int, op: str, payload: Mapping[str, Any]) -> Any:
             nonlocal outstanding
             outstanding += 1
+            self._quiet.touch()  # before the child's share is given back: time must not move on in between
             computing.give()
             try:
                 return await handler(i, op, payload)
@@ -426,6 +449,7 @@ class ProgramRun:
                     async with anyio.create_task_group() as tg:
                         self._scope = tg.cancel_scope
                         tg.start_soon(self._quiet.serve)
+                        self.clock.spawn(tg, self._settle, name="settle")
                         box: Inbox[_Outcome] = self.clock.inbox()
                         self._quiet.touch()
                         tg.start_soon(self._program, program, problem, box.put)
@@ -441,6 +465,8 @@ class ProgramRun:
                     raise self._bug
             except BaseException as exc:
                 error = exc
+            while len(self._ends):  # what the stopped tasks reported, in order
+                self._ends.take()()
             finished = self._finished(outcome, stopped_at, error)
         self._emit(finished)
         if error is not None:
@@ -477,18 +503,25 @@ class ProgramRun:
             base_answer=value,
         )
 
+    async def _settle(self) -> None:
+        """Settle each sample's end as it comes; runs until the run stops (which settles the rest itself)."""
+        while True:
+            settle = await self._ends.get()
+            if settle is not None:
+                settle()
+
     async def _program(self, program: Program, problem: str, put: Callable[[_Outcome], None]) -> None:
         """The program's task: its calls reach this run through the context variable its tasks inherit."""
         _CURRENT.set(self)
         if program.source is not None:
             [got] = await self.run_source(program.source, [problem])
-            outcome = _Outcome(got.value) if got.error is None else _failed([_error_class(got.error)], got.error)
+            outcome = _Outcome(got.value) if got.error is None else _failed(_error_classes(got.error), got.error)
         else:
             assert program.fn is not None
             try:
                 value = await program.fn(problem)
             except Exception as exc:  # the program's own failure is its run's result
-                outcome = _failed((c.__name__ for c in type(exc).__mro__), f"{type(exc).__name__}: {exc}")
+                outcome = _raised(exc)
             else:
                 not_text = f"the program returned {type(value).__name__}, not text"
                 outcome = _Outcome(value) if isinstance(value, str) else _failed((), not_text)
@@ -554,10 +587,10 @@ _STATUS = {
 }
 
 
-def _error_class(error: str) -> str:
-    """The exception class a sandboxed program's error names (``"OverBudgetError: ..."``, a traceback's tail)."""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1].split(":", 1)[0].strip() if lines else ""
+def _error_classes(error: str) -> list[str]:
+    """What a sandboxed program's error may name as its class: the text before the colon of each line
+    (``"OverBudgetError: ..."`` and the frames after it, or a traceback whose last line names it)."""
+    return [line.split(":", 1)[0].strip() for line in error.splitlines()]
 
 
 async def execute_program(
