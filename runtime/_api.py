@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from os import PathLike
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, cast, overload
 
 import anyio
 import anyio.to_thread
@@ -92,8 +92,8 @@ class PlanOptions(TypedDict, total=False):
     output_token_cap: int | None
 
 
-class RunOptions(PlanOptions, total=False):
-    """How a run is carried out. Every key is optional; :func:`open_run` documents each one."""
+class RunBasics(TypedDict, total=False):
+    """The options every kind of run takes (:func:`open_run` documents each one)."""
 
     seed: int
     clock: ClockLike | None
@@ -102,8 +102,13 @@ class RunOptions(PlanOptions, total=False):
     on_event: Callable[[Event], None] | None
     log: bool | FilteringBoundLogger
     adapters: Mapping[str, Adapter]
-    table: ProfileTable
     run_id: str
+
+
+class RunOptions(PlanOptions, RunBasics, total=False):
+    """How a run is carried out. Every key is optional; :func:`open_run` documents each one."""
+
+    table: ProfileTable
 
 
 class RunSetup:
@@ -432,7 +437,7 @@ async def arun(workflow: Any, budget: float, deadline: float, **options: Any) ->
     if isinstance(workflow, Program) or callable(workflow):  # a function that is not async is refused there
         from runtime._program_run import execute_program  # it builds on this module
 
-        return await execute_program(workflow, budget, deadline, options)  # type: ignore[arg-type]
+        return await execute_program(workflow, budget, deadline, cast("ProgramOptions", options))
     async with open_run(workflow, budget, deadline, **options) as r:
         return await r.execute()
 

@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Adapter, Event, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
-__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "check_end", "planner_threads", "run_adapter", "usable_cpus"]
+__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "check_end", "planner_threads", "run_adapter", "run_result",
+           "sink_failure", "usable_cpus"]  # fmt: skip
 
 # Requests in a row that must fail before the run stops sending them to a model whose endpoint has stopped
 # answering (transport errors). A request the endpoint refused (malformed, too large) is not sent again.
@@ -278,15 +279,10 @@ class Executor:
             raise self._bug
         if self._fatal is not None:
             raise self._fatal
-        return RunResult(
-            success=finished.success,
-            reason=finished.reason,
-            detail=finished.detail,
-            cost=finished.cost_usd,
-            cost_pusd=finished.spent_pusd,
-            elapsed=finished.elapsed_s,
-            budget=to_usd(self.ledger.budget_pusd),
-            deadline=self.deadline_s,
+        return run_result(
+            finished,
+            budget_pusd=self.ledger.budget_pusd,
+            deadline_s=self.deadline_s,
             seed=self.seed,
             planner=self.planner.name,
             subtasks={
@@ -328,12 +324,8 @@ class Executor:
         """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
         try:
             self._sinks(event)
-        except OSError as exc:  # a journal or log that cannot be written: the record would have a gap
-            error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
-            error.__cause__ = exc
-            self._bug = self._bug or error
         except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
-            self._bug = self._bug or exc
+            self._bug = self._bug or sink_failure(exc)
 
     def _finished(self) -> RunFinished:
         spent, success = self.ledger.spent.pusd, len(self._complete) == self.table.n_subtasks
@@ -784,7 +776,49 @@ class Executor:
 _STATUS = {Finish.CANCELLED: SampleStatus.CANCELLED, Finish.ERROR: SampleStatus.ERROR}
 
 
-# -- running one batch through its adapter: the executor's and a program's (runtime._program_run) --------------
+# -- shared with a program's run (runtime._program_run) ---------------------------------------------------------
+
+
+def sink_failure(exc: BaseException) -> BaseException:
+    """What stops a run whose sink raised ``exc``: a :class:`SinkError` for a journal or log that cannot be written
+    (the record would have a gap), else ``exc`` itself (a bug in the sink)."""
+    if not isinstance(exc, OSError):
+        return exc
+    error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
+    error.__cause__ = exc
+    return error
+
+
+def run_result(
+    finished: RunFinished,
+    *,
+    budget_pusd: int,
+    deadline_s: float,
+    seed: int,
+    planner: str,
+    subtasks: Mapping[str, SubtaskOutcome],
+    planner_ms: tuple[float, ...],
+    run_id: str,
+    answer: str | None = None,
+) -> RunResult:
+    """The result a run returns, from the :class:`RunFinished` it emitted and what that event does not hold."""
+    return RunResult(
+        success=finished.success,
+        reason=finished.reason,
+        detail=finished.detail,
+        cost=finished.cost_usd,
+        cost_pusd=finished.spent_pusd,
+        elapsed=finished.elapsed_s,
+        budget=to_usd(budget_pusd),
+        deadline=deadline_s,
+        seed=seed,
+        planner=planner,
+        subtasks=subtasks,
+        planner_ms=planner_ms,
+        run_id=run_id,
+        answer=answer,
+        base_answer=answer,
+    )
 
 
 async def run_adapter(adapter: Adapter, batch: Batch, reported: list[bool], report: Report) -> None:

@@ -22,18 +22,18 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 from adapters.chat import input_token_bound
 from adapters.chat_adapter import ChatAdapter
-from runtime._api import check_option_names, check_run_options, make_clock, open_backends
-from runtime._executor import check_end, run_adapter
+from runtime._api import RunBasics, check_option_names, check_run_options, make_clock, open_backends
+from runtime._executor import check_end, run_adapter, run_result, sink_failure
 from runtime._ledger import Ledger, Usage
 from runtime._program import _CURRENT, Program, parse_models
-from runtime._result import RunResult, SubtaskOutcome
+from runtime._result import SubtaskOutcome
 from runtime._sinks import user_sinks
 from runtime.types import (
     Adapter,
@@ -56,7 +56,6 @@ from runtime.types import (
     SampleEnd,
     SampleFinished,
     SampleStatus,
-    SinkError,
     UsageError,
     check_budget,
     check_limit,
@@ -68,13 +67,10 @@ from runtime.types._clock import _leaves, single_error
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
-    from os import PathLike
-
-    from structlog.typing import FilteringBoundLogger
 
     from adapters.chat import ChatBackend
-    from runtime._api import ClockLike
     from runtime._program import ProgramFn
+    from runtime._result import RunResult
     from runtime.types import Clock, Event, ModelSpec
     from runtime.types._clock import Inbox
     from tools.program_sandbox import ProgramHandler, ProgramOutcome
@@ -88,21 +84,13 @@ __all__ = ["QUIET_ROUNDS", "ProgramOptions", "ProgramRun", "execute_program"]
 QUIET_ROUNDS = 16
 
 
-class ProgramOptions(TypedDict, total=False):
+class ProgramOptions(RunBasics, total=False):
     """How a program runs; every key is optional (:func:`runtime.run` documents each one)."""
 
     input: str
     tests: str | None
     models: Mapping[str, Any]
-    seed: int
-    clock: ClockLike | None
-    speed: float
-    journal: str | PathLike[str] | None
-    on_event: Callable[[Event], None] | None
-    log: bool | FilteringBoundLogger
-    adapters: Mapping[str, Adapter]
     output_token_cap: int | None
-    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,15 +462,10 @@ class ProgramRun:
         if self._bug is not None:  # a sink raised at the last event
             raise self._bug
         value = outcome.value if outcome is not None else None
-        return RunResult(
-            success=finished.success,
-            reason=finished.reason,
-            detail=finished.detail,
-            cost=finished.cost_usd,
-            cost_pusd=finished.spent_pusd,
-            elapsed=finished.elapsed_s,
-            budget=to_usd(self.ledger.budget_pusd),
-            deadline=self.deadline_s,
+        return run_result(
+            finished,
+            budget_pusd=self.ledger.budget_pusd,
+            deadline_s=self.deadline_s,
             seed=self.seed,
             planner="program",
             subtasks={
@@ -500,7 +483,6 @@ class ProgramRun:
             planner_ms=(),
             run_id=self.run_id,
             answer=value,
-            base_answer=value,
         )
 
     async def _settle(self) -> None:
@@ -571,12 +553,8 @@ class ProgramRun:
         leave a gap in the record)."""
         try:
             self._sinks(event)
-        except OSError as exc:
-            error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
-            error.__cause__ = exc
-            self._fail(error)
         except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
-            self._fail(exc)
+            self._fail(sink_failure(exc))
 
 
 _STATUS = {
