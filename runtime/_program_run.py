@@ -363,7 +363,9 @@ class ProgramRun:
                 default the sandbox's, with wall time up to the deadline on a clock that follows the wall.
 
         A source that is not a program is an error outcome for every input, and nothing runs. Cancelling this
-        (the deadline) kills the child and everything it started.
+        (the deadline) kills the child and everything it started. On the virtual clock, time stands still while
+        the child computes with no call outstanding: its wall limit, not the deadline, stops one that never
+        calls again.
         """
         from tools.program_sandbox import ProgramOutcome, arun_program
         from tools.sandbox import Limits

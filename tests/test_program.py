@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -367,6 +368,27 @@ def test_a_program_that_raises_or_returns_no_text_fails_with_the_reason_in_detai
     assert not returned.success and returned.detail == "the program returned NoneType, not text"
 
 
+def test_a_program_s_own_work_between_calls_takes_no_virtual_time() -> None:
+    async def chain(problem: str) -> None:
+        first = await call_llm(problem, model="small", max_tokens=5, tag="first")
+        async with anyio.create_task_group() as tg:  # a few turns of the event loop before the next call
+            for _ in range(3):
+                tg.start_soon(anyio.lowlevel.checkpoint)
+        await call_llm(first, model="small", max_tokens=5, tag="second")
+
+    async def busy(problem: str) -> str:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(call_llm, problem, model="big", tag="long"))  # a timer further on
+            tg.start_soon(chain, problem)
+        return "ok"
+
+    result, events = sim_run(busy, 1.0, 600, tps=5.0)
+    ended = {e.subtask: e.t for e in of(events, SampleFinished)}
+    launched = {e.subtask: e.t for e in of(events, BatchLaunched)}
+    assert result.success and ended["first"] < ended["long"]
+    assert launched["second"] == ended["first"]  # not the next timer's time: the clock waited for the program
+
+
 def test_the_run_handle_calls_prices_and_tells_what_is_left() -> None:
     seen: list[Any] = []
 
@@ -505,6 +527,16 @@ def test_exec_code_runs_the_public_tests_in_the_sandbox() -> None:
     assert good == "no error"
     assert isinstance(bad, list) and bad[0]["error_type"] == "AssertionError"
     assert isinstance(crash, dict) and "exec_fail_case" in crash
+
+
+def test_the_deadline_stops_exec_code_on_the_real_clock() -> None:
+    async def spin(problem: str) -> str:
+        return str(await exec_code("while True:\n    pass\n", "assert True\n"))
+
+    clock = runtime.RealClock()
+    sim = TextSim(clock)
+    result = runtime.run(spin, 1.0, 0.5, models=MODELS, input="q", clock=clock, adapters={"small": sim, "big": sim})
+    assert not result.success and result.reason == "deadline" and 0.5 <= result.elapsed < 2.0  # the sandbox allows 10 s
 
 
 # -- against the real OpenAI SDK, through serve-sim on loopback ------------------------------------------------
