@@ -24,7 +24,7 @@ from adapters.sim import SimAdapter
 from planners import make_planner
 from planners.finalizer import finalize
 from runtime._executor import Executor, ExecutorOptions, planner_threads
-from runtime._program import Program
+from runtime._program import Program, load_program
 from runtime._prompts import render
 from runtime._sinks import check_sinks, user_sinks
 from runtime._spec import load_workflow, parse_workflow, validate_workflow
@@ -415,7 +415,8 @@ async def arun(workflow: Any, budget: float, deadline: float, **options: Any) ->
     """Run a workflow within ``budget`` US dollars and ``deadline`` seconds; return how it went.
 
     A workflow is a DAG (takes the options of :func:`open_run`, and raises what it raises) or a program
-    (a :class:`runtime.Program`, or an ``async def workflow(problem: str) -> str`` of one's own), whose
+    (a :class:`runtime.Program`, a program file's path (``.py``, run in the sandbox), or an
+    ``async def workflow(problem: str) -> str`` of one's own), whose
     :func:`runtime.call_llm` calls each run as one batch under the budget and the deadline. A program's answer
     is ``result.answer`` (and ``result.outputs["answer"]``); the run succeeds when the program returns text in
     time, and when it raises, ``detail`` holds its error and ``reason`` the cause where one fits (``budget`` for
@@ -434,6 +435,8 @@ async def arun(workflow: Any, budget: float, deadline: float, **options: Any) ->
         RunError: ontime, an adapter or a sink failed while the program ran (the program's own errors are
             results).
     """
+    if isinstance(workflow, str | PathLike) and str(workflow).endswith(".py"):
+        workflow = load_program(workflow)
     if isinstance(workflow, Program) or callable(workflow):  # a function that is not async is refused there
         from runtime._program_run import execute_program  # it builds on this module
 

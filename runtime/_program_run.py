@@ -208,6 +208,7 @@ class ProgramRun:
         self._sinks = emit
         self._columns = {m: j for j, m in enumerate(models)}
         self._calls = self._batches = self._samples = self._open = 0
+        self._used: dict[str, None] = {}  # the models launched on, in order
         self._t0 = self._deadline = 0.0
         self._stopped = False  # the deadline passed, or the run is ending: nothing more starts
         self._bug: BaseException | None = None  # ontime, an adapter or a sink failed: the run stops, this goes on
@@ -259,6 +260,7 @@ class ProgramRun:
             )
         self._batches += 1
         self._samples += n
+        self._used.setdefault(name)
         self._open += n
         rel = self._elapsed()
         self._emit(BudgetReserved(t=rel, reservation=res.id, batch=self._batches, pusd=res.held.pusd,
@@ -474,7 +476,7 @@ class ProgramRun:
                 "answer": SubtaskOutcome(
                     id="answer",
                     completed=finished.success,
-                    model=None,
+                    model=", ".join(self._used) or None,
                     completed_at=finished.elapsed_s if finished.success else None,
                     batches=self._batches,
                     samples=self._samples,

@@ -252,7 +252,8 @@ def test_a_program_s_answer_cost_and_events() -> None:
         ("call-2", "big", 1, 100),
     ]
     assert result.cost_pusd == sum(e.pusd for e in of(events, BudgetSettled)) > 0
-    assert result.subtasks["answer"].batches == 2 and result.subtasks["answer"].samples == 4
+    outcome = result.subtasks["answer"]
+    assert (outcome.batches, outcome.samples, outcome.model, outcome.completed) == (2, 4, "small, big", True)
     assert events[0].to_dict()["planner"] == "program" and events[-1].to_dict()["success"] is True
 
 
@@ -580,10 +581,9 @@ def test_a_program_runs_against_serve_sim_through_the_openai_sdk() -> None:
 def test_a_sandboxed_program_calls_through_the_parent_under_its_budget(tmp_path: Path) -> None:
     path = tmp_path / "wf.py"
     path.write_text("\n".join(line for line in SOURCE.splitlines() if "pathlib" not in line))
-    program = runtime.load_program(path)
     clock = VirtualClock()
     events: list[runtime.Event] = []
-    result = runtime.run(program, 1.0, 600, clock=clock, adapters={"small": TextSim(clock)}, on_event=events.append)
+    result = runtime.run(str(path), 1.0, 600, clock=clock, adapters={"small": TextSim(clock)}, on_event=events.append)
     assert result.success, result.detail
     assert result.answer is not None and result.answer.startswith("call-1/0: ")
     assert [(e.model, e.k, e.max_tokens) for e in of(events, BatchLaunched)] == [("small", 2, 30)]
