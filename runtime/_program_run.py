@@ -7,13 +7,7 @@ sample settles what it used when it ends and releases the rest of its share. Aft
 charged what it used. The events are the DAG executor's (``RunStarted`` ... ``RunFinished``; a call's
 ``subtask`` is its tag, or ``call-<n>``), so the journal, the log and :func:`runtime.replay_ledger` work alike.
 
-Virtual time. The virtual clock may move on only when nothing of the run can act at the current instant. A
-program is code of its own (task groups, events), which the clock cannot see waiting; so the run holds the clock
-still from the moment a call returns (or is refused, or the program starts) until the program has been quiet
-for :data:`QUIET_ROUNDS` turns of the event loop: a program's work between calls takes no virtual time.
-A sandboxed program is another process: the clock is held whenever none of its requests is outstanding (it is
-computing), and released while one is (a sandboxed program that computes while another of its calls waits is
-seen as waiting: its next call may start late, never early).
+How a program's run keeps virtual time honest: :mod:`runtime._program_clock`.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from runtime._api import RunBasics, check_option_names, check_run_options, make_
 from runtime._executor import check_end, run_adapter, run_result, sink_failure
 from runtime._ledger import Ledger, Usage
 from runtime._program import _CURRENT, Program, parse_models
+from runtime._program_clock import Hold, Quiet
 from runtime._result import SubtaskOutcome
 from runtime._sinks import user_sinks
 from runtime.types import (
@@ -66,7 +61,6 @@ from runtime.types._clock import _leaves, single_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from contextlib import AbstractContextManager
 
     from adapters.chat import ChatBackend
     from runtime._program import ProgramFn
@@ -76,12 +70,7 @@ if TYPE_CHECKING:
     from tools.program_sandbox import ProgramHandler, ProgramOutcome
     from tools.sandbox import Limits
 
-__all__ = ["QUIET_ROUNDS", "ProgramOptions", "ProgramRun", "execute_program"]
-
-# Turns of the event loop a program must make no call in before virtual time may move on. A program's step from
-# one call's result to its next call takes a few turns (a task ends, its task group wakes its parent, the parent
-# calls); one that spends more turns between calls only starts its next call later in virtual time, never earlier.
-QUIET_ROUNDS = 16
+__all__ = ["ProgramOptions", "ProgramRun", "execute_program"]
 
 
 class ProgramOptions(RunBasics, total=False):
@@ -121,57 +110,6 @@ def _raised(exc: BaseException) -> _Outcome:
     reasons = {_failed([c.__name__ for c in type(leaf).__mro__], "").reason for leaf in leaves}
     detail = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
     return _Outcome(None, reasons.pop() if len(reasons) == 1 else Reason.ERROR, detail)
-
-
-class _Hold:
-    """One share in the clock's count of busy tasks, taken and given back at will (each idempotent)."""
-
-    __slots__ = ("_clock", "_cm")
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._cm: AbstractContextManager[None] | None = None
-
-    def take(self) -> None:
-        if self._cm is None:
-            self._cm = self._clock.participate()
-            self._cm.__enter__()
-
-    def give(self) -> None:
-        if self._cm is not None:
-            cm, self._cm = self._cm, None
-            cm.__exit__(None, None, None)
-
-
-class _Quiet:
-    """Holds the clock while the program may be acting: from each :meth:`touch` until :data:`QUIET_ROUNDS`
-    turns of the event loop have passed without one (see the module's docstring)."""
-
-    __slots__ = ("_hold", "_touches", "_wake")
-
-    def __init__(self, clock: Clock) -> None:
-        self._hold = _Hold(clock)
-        self._touches = 0
-        self._wake = anyio.Event()
-
-    def touch(self) -> None:
-        self._touches += 1
-        self._hold.take()
-        self._wake.set()
-
-    async def serve(self) -> None:
-        """Give the clock back each time the program has gone quiet; runs until cancelled."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                seen, quiet = self._touches, 0
-                while quiet < QUIET_ROUNDS:
-                    await anyio.lowlevel.checkpoint()
-                    seen, quiet = self._touches, 0 if self._touches != seen else quiet + 1
-                self._hold.give()
-        finally:
-            self._hold.give()
 
 
 class ProgramRun:
@@ -214,7 +152,7 @@ class ProgramRun:
         self._bug: BaseException | None = None  # ontime, an adapter or a sink failed: the run stops, this goes on
         self._scope: anyio.CancelScope | None = None
         self._ends: Inbox[Callable[[], None]] = clock.inbox()  # the settlements of samples that ended
-        self._quiet = _Quiet(clock)
+        self._quiet = Quiet(clock)
 
     # -- what a program calls -----------------------------------------------------------------------------
 
@@ -392,7 +330,7 @@ class ProgramRun:
             raise UsageError(f"unknown request {op!r} from a sandboxed program")
 
         handler = handle if handler_wrapper is None else handler_wrapper(handle)
-        computing = _Hold(self.clock)  # held while none of the child's requests is outstanding
+        computing = Hold(self.clock)  # held while none of the child's requests is outstanding
         outstanding = 0
 
         async def counted(i: int, op: str, payload: Mapping[str, Any]) -> Any:
