@@ -427,8 +427,9 @@ async def arun(workflow: Any, budget: float, deadline: float, **options: Any) ->
         - ``tests``: the problem's public tests, which :func:`runtime.exec_code` runs by default.
         - ``models``: the models it may call, a workflow spec's ``"models"`` block (default: the program's
           ``MODELS``). A simulated model (``provider: sim``) needs an adapter in ``adapters``, which gives text.
-        - ``seed``, ``clock``, ``speed``, ``journal``, ``on_event``, ``log``, ``adapters``,
-          ``output_token_cap`` and ``run_id``, as :func:`open_run` documents them.
+        - ``clock``, ``speed``, ``journal``, ``on_event``, ``log``, ``adapters``, ``output_token_cap`` and
+          ``run_id``, as :func:`open_run` documents them; ``seed`` is only recorded (the adapters given carry
+          their own).
 
     Raises:
         UsageError: bad input (program, models, limits, options), before anything is spent.

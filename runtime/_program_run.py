@@ -19,7 +19,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.lowlevel
 
 from adapters.chat import input_token_bound
 from adapters.chat_adapter import ChatAdapter
