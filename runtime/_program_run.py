@@ -191,10 +191,11 @@ class ProgramRun:
         res = self.ledger.reserve(share * n)
         if res is None:
             self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.BUDGET))
-            raise OverBudgetError(
-                f"call_llm ({tag}): {n} x {max_tokens} output tokens on {name!r} may cost "
-                f"${to_usd(share.pusd * n):.6f}; ${to_usd(self.ledger.available.pusd):.6f} is left"
-            )
+            left = self.ledger.available
+            why = f"cost ${to_usd(share.pusd * n):.6f}; ${to_usd(left.pusd):.6f} is left"
+            if share.pusd * n <= left.pusd:  # the output-token cap, not the money, is what it would break
+                why = f"use them all; {left.output_tokens} are left under the output_token_cap"
+            raise OverBudgetError(f"call_llm ({tag}): {n} x {max_tokens} output tokens on {name!r} may {why}")
         self._batches += 1
         self._samples += n
         self._used.setdefault(name)
@@ -211,7 +212,7 @@ class ProgramRun:
         reported = [False] * n
 
         settled = anyio.Event()
-        left = [n]
+        unsettled = [n]
 
         def report(end: SampleEnd) -> None:
             check_end(adapter, batch.id, n, input_tokens, max_tokens, reported, end)
@@ -222,8 +223,8 @@ class ProgramRun:
 
         def settle(end: SampleEnd) -> None:
             self._open -= 1
-            left[0] -= 1
-            if not left[0]:
+            unsettled[0] -= 1
+            if not unsettled[0]:
                 settled.set()
             cost = end.input_tokens * in_price + end.output_tokens * out_price
             released = self.ledger.settle(res, Usage(cost, end.output_tokens), share)
@@ -269,8 +270,10 @@ class ProgramRun:
 
         self._quiet.touch()
         tests = self.tests if tests is None else tests
+        if tests is None:
+            raise UsageError("exec_code: give the tests (this run was given none: runtime.run(..., tests=...))")
         if not isinstance(solution, str) or not isinstance(tests, str):
-            raise UsageError("exec_code: the solution and the tests are code (strings); this run was given no tests")
+            raise UsageError("exec_code: the solution and the tests are code (strings)")
         if self._stopped or self.clock.now() >= self._deadline:
             raise PastDeadlineError(f"exec_code: the deadline of {self.deadline_s:g}s has passed")
         with self.clock.participate():

@@ -417,6 +417,33 @@ def test_call_llm_and_exec_code_outside_a_run_are_usage_errors() -> None:
         runtime.current_run()
 
 
+def test_a_call_past_the_output_token_cap_is_refused_and_says_so() -> None:
+    async def wide(problem: str) -> str:
+        try:
+            await call_llm(problem, model="small", n=4, max_tokens=100)
+        except OverBudgetError as exc:
+            return str(exc)
+        return "launched"
+
+    result, _ = sim_run(wide, 1.0, 60, output_token_cap=300)
+    assert (
+        result.answer == "call_llm (call-1): 4 x 100 output tokens on 'small' may use them all; 300 are left "
+        "under the output_token_cap"
+    )
+
+
+def test_exec_code_without_tests_is_a_usage_error_inside_the_program() -> None:
+    async def untested(problem: str) -> str:
+        try:
+            await exec_code("x = 1\n")
+        except UsageError as exc:
+            return str(exc)
+        return "ran"
+
+    result, _ = sim_run(untested, 1.0, 60)
+    assert result.answer is not None and "tests=" in result.answer
+
+
 def test_call_llm_arguments_are_checked_inside_the_program() -> None:
     async def odd(problem: str) -> str:
         for kwargs in ({"model": "nope"}, {"n": 0}, {"temperature": 3.0}):
