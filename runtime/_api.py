@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from os import PathLike
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, cast, overload
 
 import anyio
 import anyio.to_thread
@@ -24,6 +24,7 @@ from adapters.sim import SimAdapter
 from planners import make_planner
 from planners.finalizer import finalize
 from runtime._executor import Executor, ExecutorOptions, planner_threads
+from runtime._program import Program, load_program
 from runtime._prompts import render
 from runtime._sinks import check_sinks, user_sinks
 from runtime._spec import load_workflow, parse_workflow, validate_workflow
@@ -33,6 +34,7 @@ from runtime.types import (
     Event,
     Hit,
     LimitError,
+    ModelSpec,
     Planner,
     PlannerContext,
     ProfileTable,
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from adapters.chat import ChatBackend
+    from runtime._program import ProgramFn
+    from runtime._program_run import ProgramOptions
     from runtime._result import RunResult
 
 
@@ -88,8 +92,8 @@ class PlanOptions(TypedDict, total=False):
     output_token_cap: int | None
 
 
-class RunOptions(PlanOptions, total=False):
-    """How a run is carried out. Every key is optional; :func:`open_run` documents each one."""
+class RunBasics(TypedDict, total=False):
+    """The options every kind of run takes (:func:`open_run` documents each one)."""
 
     seed: int
     clock: ClockLike | None
@@ -98,8 +102,13 @@ class RunOptions(PlanOptions, total=False):
     on_event: Callable[[Event], None] | None
     log: bool | FilteringBoundLogger
     adapters: Mapping[str, Adapter]
-    table: ProfileTable
     run_id: str
+
+
+class RunOptions(PlanOptions, RunBasics, total=False):
+    """How a run is carried out. Every key is optional; :func:`open_run` documents each one."""
+
+    table: ProfileTable
 
 
 class RunSetup:
@@ -109,31 +118,20 @@ class RunSetup:
     __slots__ = ("budget_pusd", "deadline_s", "options", "seed", "table", "workflow")
 
     def __init__(self, workflow: WorkflowLike, budget: float, deadline: float, options: RunOptions) -> None:
-        unknown = sorted(set(options) - set(RunOptions.__annotations__))
-        if unknown:
-            raise UsageError(f"unknown run option {unknown[0]!r} (options: {', '.join(RunOptions.__annotations__)})")
+        check_option_names(options, RunOptions.__annotations__)
         self.workflow = _workflow(workflow)
         self.budget_pusd = check_budget(budget)
         check_limit("deadline", deadline)
         self.deadline_s = float(deadline)
         self.options = options
-        self.seed = check_seed(options.get("seed", 0))
-        cap = options.get("output_token_cap")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
-            raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
+        self.seed = check_run_options(options)
         for name in ("cancel_siblings", "rounds", "charge_planner_time"):
             if not isinstance(options.get(name, False), bool):
                 raise UsageError(f"{name} must be True or False, not {options.get(name)!r}")
         planner = options.get("planner")
         if planner is not None and not isinstance(planner, str | Planner):
             raise UsageError(f"planner must be a spec string or a Planner, not {planner!r}")
-        check_sinks(options.get("log", False), options.get("on_event"), options.get("journal"))
-        run_id = options.get("run_id")
-        if run_id is not None and not (isinstance(run_id, str) and run_id):
-            raise UsageError(f"run_id must be a non-empty string, not {run_id!r}")
         given = options.get("adapters", {})
-        if not isinstance(given, Mapping) or not all(isinstance(a, Adapter) for a in given.values()):
-            raise UsageError(f"adapters must map model names to runtime.Adapter objects, not {given!r}")
         self.clock()  # rejects a bad clock or speed now; the run makes its own when it starts
         wf = self.workflow
         unknown = [m for m in given if m not in wf.models]
@@ -151,29 +149,7 @@ class RunSetup:
 
     def clock(self) -> Clock:
         """The run's clock: virtual when every model is simulated, real (at speed 1) when any is not."""
-        clock, speed = self.options.get("clock"), self.options.get("speed", 1.0)
-        check_limit("speed", speed)
-        if not 1e-3 <= speed <= 1e6:
-            raise UsageError(f"speed must be between 0.001 and 1,000,000, not {speed!r}")
-        if speed != 1.0 and clock != "real":
-            raise UsageError(f"speed sets the pace of the real clock (clock='real'), not of clock={clock!r}")
-        given = self.options.get("adapters", {})
-        real = [m for m in self.workflow.real_models if m not in given]
-        wall = clock is None or clock == "real" or (isinstance(clock, RealClock) and clock.speed == 1.0)
-        if real and (not wall or speed != 1.0):  # a Clock of one's own included: the deadline must be wall time
-            raise UsageError(
-                f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
-                f"not clock={clock!r}, speed={speed!r}"
-            )
-        if isinstance(clock, Clock):
-            return clock
-        if clock is None:  # an adapter of one's own may do real I/O, which virtual time would not wait for
-            clock = "real" if real or any(not a.simulated for a in given.values()) else "virtual"
-        if clock == "virtual":
-            return VirtualClock()
-        if clock == "real":
-            return RealClock(speed)
-        raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
+        return make_clock(self.options, self.workflow.real_models)
 
     def planner(self, table: ProfileTable | None = None) -> Planner:
         """The run's planner: the instance given, or a fresh one from its spec (which may simulate to choose),
@@ -183,6 +159,76 @@ class RunSetup:
             return given
         ctx = PlannerContext(table or self.table, self.budget_pusd, self.deadline_s, self.seed)
         return make_planner(given or DEFAULT_PLANNER, ctx)
+
+
+def check_option_names(options: Mapping[str, Any], known: Mapping[str, Any]) -> None:
+    """Raise :class:`UsageError` for an option not among ``known`` (a TypedDict's annotations)."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageError(f"unknown run option {unknown[0]!r} (options: {', '.join(known)})")
+
+
+def check_run_options(options: Mapping[str, Any]) -> int:
+    """Check the options every kind of run takes (``seed``, ``output_token_cap``, the sinks, ``run_id``,
+    ``adapters``) and return the seed; raise :class:`UsageError` for a bad one, before anything is opened."""
+    seed = check_seed(options.get("seed", 0))
+    cap = options.get("output_token_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**53):
+        raise LimitError(f"output_token_cap must be a positive integer up to 2**53, not {cap!r}")
+    check_sinks(options.get("log", False), options.get("on_event"), options.get("journal"))
+    run_id = options.get("run_id")
+    if run_id is not None and not (isinstance(run_id, str) and run_id):
+        raise UsageError(f"run_id must be a non-empty string, not {run_id!r}")
+    given = options.get("adapters", {})
+    if not isinstance(given, Mapping) or not all(isinstance(a, Adapter) for a in given.values()):
+        raise UsageError(f"adapters must map model names to runtime.Adapter objects, not {given!r}")
+    return seed
+
+
+def make_clock(options: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> Clock:
+    """The clock ``options`` ask for (``clock``, ``speed``): by default virtual when every model is simulated
+    (by the built-in backend or an adapter given in ``adapters`` that says it is), real when any is not; a real
+    endpoint among ``models`` that no given adapter replaces requires the real clock at speed 1.
+
+    Raises:
+        UsageError: a bad clock or speed, or one a real endpoint cannot run on.
+    """
+    clock, speed = options.get("clock"), options.get("speed", 1.0)
+    check_limit("speed", speed)
+    if not 1e-3 <= speed <= 1e6:
+        raise UsageError(f"speed must be between 0.001 and 1,000,000, not {speed!r}")
+    if speed != 1.0 and clock != "real":
+        raise UsageError(f"speed sets the pace of the real clock (clock='real'), not of clock={clock!r}")
+    given = options.get("adapters", {})
+    real = [name for name, m in models.items() if m.endpoint is not None and name not in given]
+    wall = clock is None or clock == "real" or (isinstance(clock, RealClock) and clock.speed == 1.0)
+    if real and (not wall or speed != 1.0):  # a Clock of one's own included: the deadline must be wall time
+        raise UsageError(
+            f"model {real[0]!r} is a real endpoint: its run needs the real clock at speed 1, "
+            f"not clock={clock!r}, speed={speed!r}"
+        )
+    if isinstance(clock, Clock):
+        return clock
+    if clock is None:  # an adapter of one's own may do real I/O, which virtual time would not wait for
+        clock = "real" if real or any(not a.simulated for a in given.values()) else "virtual"
+    if clock == "virtual":
+        return VirtualClock()
+    if clock == "real":
+        return RealClock(speed)
+    raise UsageError(f"clock must be 'virtual', 'real' or a Clock, not {clock!r}")
+
+
+def open_backends(
+    stack: AsyncExitStack, models: Mapping[str, ModelSpec], given: Mapping[str, Adapter]
+) -> dict[str, ChatBackend]:
+    """A backend for every real model no given adapter replaces, closed by ``stack`` (also when a later one
+    fails to open)."""
+    backends: dict[str, ChatBackend] = {}
+    stack.push_async_callback(_aclose, backends.values())
+    for name, model in models.items():
+        if model.endpoint is not None and name not in given:
+            backends[name] = make_backend(model)
+    return backends
 
 
 def _workflow(workflow: WorkflowLike) -> Workflow:
@@ -290,11 +336,7 @@ async def open_run(
         planner = await anyio.to_thread.run_sync(setup.planner, limiter=planner_threads())
         clock = setup.clock()
         given = options.get("adapters", {})
-        backends: dict[str, ChatBackend] = {}
-        stack.push_async_callback(_aclose, backends.values())  # whatever gets built, if a later one fails too
-        for name, model in wf.real_models.items():
-            if name not in given:
-                backends[name] = make_backend(model)
+        backends = open_backends(stack, wf.models, given)
         sim = SimAdapter(table, clock, setup.seed)
         adapters = [given[name] if name in given else _adapter(wf, name, backends, sim) for name in table.model_names]
         verifiers = [
@@ -363,21 +405,59 @@ def _finalize_answer(wf: Workflow, result: RunResult) -> RunResult:
     return dataclasses.replace(result, answer=fin.answer, base_answer=base)
 
 
-async def arun(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult:
+@overload
+async def arun(
+    workflow: Program | ProgramFn, budget: float, deadline: float, **options: Unpack[ProgramOptions]
+) -> RunResult: ...
+@overload
+async def arun(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult: ...
+async def arun(workflow: Any, budget: float, deadline: float, **options: Any) -> RunResult:
     """Run a workflow within ``budget`` US dollars and ``deadline`` seconds; return how it went.
 
-    Takes the options of :func:`open_run`, and raises what it raises.
+    A workflow is a DAG (takes the options of :func:`open_run`, and raises what it raises) or a program
+    (a :class:`runtime.Program`, a program file's path (``.py``, run in the sandbox), or an
+    ``async def workflow(problem: str) -> str`` of one's own), whose
+    :func:`runtime.call_llm` calls each run as one batch under the budget and the deadline. A program's answer
+    is ``result.answer`` (and ``result.outputs["answer"]``); the run succeeds when the program returns text in
+    time, and when it raises, ``detail`` holds its error and ``reason`` the cause where one fits (``budget`` for
+    an :class:`OverBudgetError` it let through, ``deadline``, ``provider_rejected``, ``unreachable``, else
+    ``error``). A program takes these options (:class:`ProgramOptions`), all optional:
+
+        - ``input``: the problem it is called with (default: the program's ``EXAMPLE``).
+        - ``tests``: the problem's public tests, which :func:`runtime.exec_code` runs by default.
+        - ``models``: the models it may call, a workflow spec's ``"models"`` block (default: the program's
+          ``MODELS``). A simulated model (``provider: sim``) needs an adapter in ``adapters``, which gives text.
+        - ``clock``, ``speed``, ``journal``, ``on_event``, ``log``, ``adapters``, ``output_token_cap`` and
+          ``run_id``, as :func:`open_run` documents them; ``seed`` is only recorded (the adapters given carry
+          their own).
+
+    Raises:
+        UsageError: bad input (program, models, limits, options), before anything is spent.
+        RunError: ontime, an adapter or a sink failed while the program ran (the program's own errors are
+            results).
     """
+    if isinstance(workflow, str | PathLike) and str(workflow).endswith(".py"):
+        workflow = load_program(workflow)
+    if isinstance(workflow, Program) or callable(workflow):  # a function that is not async is refused there
+        from runtime._program_run import execute_program  # it builds on this module
+
+        return await execute_program(workflow, budget, deadline, cast("ProgramOptions", options))
     async with open_run(workflow, budget, deadline, **options) as r:
         return await r.execute()
 
 
-def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult:
-    """Synchronous :func:`arun`: starts an event loop, runs the workflow, returns the result.
+@overload
+def run(
+    workflow: Program | ProgramFn, budget: float, deadline: float, **options: Unpack[ProgramOptions]
+) -> RunResult: ...
+@overload
+def run(workflow: WorkflowLike, budget: float, deadline: float, **options: Unpack[RunOptions]) -> RunResult: ...
+def run(workflow: Any, budget: float, deadline: float, **options: Any) -> RunResult:
+    """Synchronous :func:`arun`: starts an event loop, runs the workflow or program, returns the result.
 
     Raises:
         UsageError: called where an event loop is already running (Jupyter, async code): await
-            :func:`arun` there instead. And what :func:`open_run` raises.
+            :func:`arun` there instead. And what :func:`arun` raises.
     """
     refuse_inside_event_loop("runtime.run()", "await runtime.arun(...)")
     return anyio.run(partial(arun, workflow, budget, deadline, **options))

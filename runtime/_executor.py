@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Adapter, Event, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
-__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "planner_threads", "usable_cpus"]
+__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "check_end", "planner_threads", "run_adapter", "run_result",
+           "sink_failure", "usable_cpus"]  # fmt: skip
 
 # Requests in a row that must fail before the run stops sending them to a model whose endpoint has stopped
 # answering (transport errors). A request the endpoint refused (malformed, too large) is not sent again.
@@ -278,15 +279,10 @@ class Executor:
             raise self._bug
         if self._fatal is not None:
             raise self._fatal
-        return RunResult(
-            success=finished.success,
-            reason=finished.reason,
-            detail=finished.detail,
-            cost=finished.cost_usd,
-            cost_pusd=finished.spent_pusd,
-            elapsed=finished.elapsed_s,
-            budget=to_usd(self.ledger.budget_pusd),
-            deadline=self.deadline_s,
+        return run_result(
+            finished,
+            budget_pusd=self.ledger.budget_pusd,
+            deadline_s=self.deadline_s,
             seed=self.seed,
             planner=self.planner.name,
             subtasks={
@@ -328,12 +324,8 @@ class Executor:
         """Send an event to the run's sinks; one that raises stops the run, like a plug-in's bug."""
         try:
             self._sinks(event)
-        except OSError as exc:  # a journal or log that cannot be written: the record would have a gap
-            error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
-            error.__cause__ = exc
-            self._bug = self._bug or error
         except BaseException as exc:  # a sink is called synchronously: no cancellation can come from it
-            self._bug = self._bug or exc
+            self._bug = self._bug or sink_failure(exc)
 
     def _finished(self) -> RunFinished:
         spent, success = self.ledger.spent.pusd, len(self._complete) == self.table.n_subtasks
@@ -613,54 +605,20 @@ class Executor:
 
     async def _ends(self, adapter: Adapter, b: _Batch, batch: Batch, reported: list[bool], report: Report) -> None:
         try:
-            try:
-                await adapter.run(batch, report)
-            except ProviderError as exc:  # the batch's request failed before it produced anything
-                self._report_rest(reported, report, Finish.ERROR, exc)
-            except anyio.get_cancelled_exc_class():
-                if anyio.current_effective_deadline() != -math.inf:  # nobody cancelled it: the adapter's own doing
-                    raise InvariantError(f"{type(adapter).__name__} raised a cancellation nobody asked for") from None
-                raise
-            if not all(reported):
-                raise InvariantError(f"{type(adapter).__name__} returned without reporting every sample")
+            await run_adapter(adapter, batch, reported, report)
         except Exception as exc:
-            self._bug = exc  # the drive loop stops before it acts on what is reported below
+            self._bug = exc  # the drive loop stops before it acts on what is reported
             raise
-        finally:  # cancelled before the adapter could report them
-            self._report_rest(reported, report, Finish.CANCELLED)
 
     def _report(self, adapter: Adapter, b: _Batch, reported: list[bool], check: Report | None, end: SampleEnd) -> None:
         """What an adapter calls when a sample ends: decide its success, or start the check that will."""
-        name = type(adapter).__name__
-        if not (
-            type(end) is SampleEnd
-            and type(end.index) is type(end.input_tokens) is type(end.output_tokens) is int
-            and type(end.finish) is Finish
-            and (end.error is None or isinstance(end.error, ProviderError))
-        ):
-            raise InvariantError(
-                f"{name} reported a malformed sample end (int counts, a Finish, a ProviderError): {end!r}"
-            )
-        if not 0 <= end.index < b.k or reported[end.index]:
-            raise InvariantError(f"{name} reported sample {end.index} of batch {b.id} twice, or of k={b.k}")
-        if not (0 <= end.input_tokens <= b.input_tokens and 0 <= end.output_tokens <= b.share.output_tokens):
-            raise InvariantError(
-                f"{name} reported {end.input_tokens} input and {end.output_tokens} output tokens for a sample of "
-                f"batch {b.id}, outside the {b.input_tokens} and {b.share.output_tokens} reserved for it"
-            )
-        reported[end.index] = True
+        check_end(adapter, b.id, b.k, b.input_tokens, b.share.output_tokens, reported, end)
         if check is not None and end.finish == Finish.COMPLETE and end.passed is None:
             return check(end)
         ok = end.finish == Finish.COMPLETE and (end.passed is None or bool(end.passed))
         status = _STATUS.get(end.finish, SampleStatus.SUCCEEDED if ok else SampleStatus.FAILED)
         detail = f"it was cut off at {b.share.output_tokens} output tokens" if end.finish is Finish.CUT_OFF else ""
         self._inbox.put(_Ended(b, end, status, 0, detail), (b.id, end.index))
-
-    @staticmethod
-    def _report_rest(reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None) -> None:
-        for idx, done in enumerate(reported):
-            if not done:
-                report(SampleEnd(index=idx, finish=finish, input_tokens=0, output_tokens=0, error=error))
 
     async def _check(self, verifier: Verifier, b: _Batch, end: SampleEnd) -> None:
         status, cost = SampleStatus.CANCELLED, b.check_pusd  # cancelled while checking: charge its worst case
@@ -816,3 +774,100 @@ class Executor:
 
 
 _STATUS = {Finish.CANCELLED: SampleStatus.CANCELLED, Finish.ERROR: SampleStatus.ERROR}
+
+
+# -- shared with a program's run (runtime._program_run) ---------------------------------------------------------
+
+
+def sink_failure(exc: BaseException) -> BaseException:
+    """What stops a run whose sink raised ``exc``: a :class:`SinkError` for a journal or log that cannot be written
+    (the record would have a gap), else ``exc`` itself (a bug in the sink)."""
+    if not isinstance(exc, OSError):
+        return exc
+    error = SinkError(f"cannot record the run's events: {exc.strerror or exc}")
+    error.__cause__ = exc
+    return error
+
+
+def run_result(
+    finished: RunFinished,
+    *,
+    budget_pusd: int,
+    deadline_s: float,
+    seed: int,
+    planner: str,
+    subtasks: Mapping[str, SubtaskOutcome],
+    planner_ms: tuple[float, ...],
+    run_id: str,
+    answer: str | None = None,
+) -> RunResult:
+    """The result a run returns, from the :class:`RunFinished` it emitted and what that event does not hold."""
+    return RunResult(
+        success=finished.success,
+        reason=finished.reason,
+        detail=finished.detail,
+        cost=finished.cost_usd,
+        cost_pusd=finished.spent_pusd,
+        elapsed=finished.elapsed_s,
+        budget=to_usd(budget_pusd),
+        deadline=deadline_s,
+        seed=seed,
+        planner=planner,
+        subtasks=subtasks,
+        planner_ms=planner_ms,
+        run_id=run_id,
+        answer=answer,
+        base_answer=answer,
+    )
+
+
+async def run_adapter(adapter: Adapter, batch: Batch, reported: list[bool], report: Report) -> None:
+    """Run ``batch`` through ``adapter`` so that ``report`` sees every sample's end exactly once, as the
+    :class:`runtime.Adapter` contract says: a ``ProviderError`` raised ends the samples not yet reported in it,
+    a cancellation (from outside) ends them cancelled.
+
+    Raises:
+        InvariantError: the adapter cancelled itself, or returned without reporting every sample.
+    """
+    try:
+        try:
+            await adapter.run(batch, report)
+        except ProviderError as exc:  # the batch's request failed before it produced anything
+            _report_rest(reported, report, Finish.ERROR, exc)
+        except anyio.get_cancelled_exc_class():
+            if anyio.current_effective_deadline() != -math.inf:  # nobody cancelled it: the adapter's own doing
+                raise InvariantError(f"{type(adapter).__name__} raised a cancellation nobody asked for") from None
+            raise
+        if not all(reported):
+            raise InvariantError(f"{type(adapter).__name__} returned without reporting every sample")
+    finally:  # cancelled before the adapter could report them
+        _report_rest(reported, report, Finish.CANCELLED)
+
+
+def _report_rest(reported: list[bool], report: Report, finish: Finish, error: ProviderError | None = None) -> None:
+    for idx, done in enumerate(reported):
+        if not done:
+            report(SampleEnd(index=idx, finish=finish, input_tokens=0, output_tokens=0, error=error))
+
+
+def check_end(
+    adapter: Adapter, batch: int, k: int, input_tokens: int, max_tokens: int, reported: list[bool], end: SampleEnd
+) -> None:
+    """Mark ``end`` reported, or raise :class:`InvariantError` if it is malformed, reported twice, or uses more
+    than batch ``batch`` (of ``k`` samples) reserved for one sample."""
+    name = type(adapter).__name__
+    if not (
+        type(end) is SampleEnd
+        and type(end.index) is type(end.input_tokens) is type(end.output_tokens) is int
+        and type(end.finish) is Finish
+        and (end.error is None or isinstance(end.error, ProviderError))
+    ):
+        raise InvariantError(f"{name} reported a malformed sample end (int counts, a Finish, a ProviderError): {end!r}")
+    if not 0 <= end.index < k or reported[end.index]:
+        raise InvariantError(f"{name} reported sample {end.index} of batch {batch} twice, or of k={k}")
+    if not (0 <= end.input_tokens <= input_tokens and 0 <= end.output_tokens <= max_tokens):
+        raise InvariantError(
+            f"{name} reported {end.input_tokens} input and {end.output_tokens} output tokens for a sample of "
+            f"batch {batch}, outside the {input_tokens} and {max_tokens} reserved for it"
+        )
+    reported[end.index] = True

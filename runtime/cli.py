@@ -37,6 +37,8 @@ from planners import ABLATIONS, CONTROLLERS
 from runtime._api import open_run
 from runtime._eval import evaluate
 from runtime._predict import predict as predict_run
+from runtime._program import load_program
+from runtime._program_run import execute_program
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._qa_replay import record_qa
 from runtime._spec import load_workflow, never_succeeds
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 
     from adapters.replay_agent import Recording
     from runtime._api import Run, RunOptions
+    from runtime._program_run import ProgramOptions
     from runtime._qa import QAResult
     from runtime._qa_replay import RecordSummary
     from runtime._result import RunResult
@@ -194,8 +197,20 @@ def run(
     log: Annotated[str | None, typer.Option(help="Log every event as JSON lines to this file ('-': stderr).")] = None,
     keep_siblings: Annotated[bool, typer.Option(help="Let the rest of a batch finish after a success.")] = False,
     rounds: Rounds = False,
+    input_text: Annotated[
+        str | None,
+        typer.Option("--input", help="A program's (.py) input; default: its EXAMPLE.", show_default=False),
+    ] = None,
 ) -> None:
-    """Run a workflow once within a budget and a deadline, with a live progress display."""
+    """Run a workflow (a spec, or a program: a .py file, run in the sandbox) once within a budget and a deadline,
+    with a live progress display."""
+    if spec.suffix == ".py":
+        if planner is not None or keep_siblings or rounds or speed is not None:
+            _fail("--planner, --keep-siblings, --rounds and --speed are for workflow specs, not programs")
+        with ExitStack() as stack:
+            _run_program(spec, budget, deadline, seed, journal, _event_logger(log, stack), input_text, json_out)
+    if input_text is not None:
+        _fail("--input is a program's (.py); a workflow spec takes none")
     wf = _guard(lambda: load_workflow(spec))
     view = RunView()
     with ExitStack() as stack:
@@ -225,6 +240,37 @@ def run(
         console.print()
         console.print(result_table(result))
     raise typer.Exit(128 + stop[0] if result.reason == Reason.INTERRUPTED else 0 if result.success else 1)
+
+
+def _run_program(
+    path: Path,
+    budget: float,
+    deadline: float,
+    seed: int,
+    journal: Path | None,
+    log: Any,
+    text: str | None,
+    json_out: bool,
+) -> NoReturn:
+    """``ontime run wf.py``: the program runs in the sandbox, its calls under the budget and the deadline; the
+    answer, the cost and the time are printed (the result's JSON with ``--json``). Ctrl-C or SIGTERM stops it, and
+    what was in flight is settled and journaled first."""
+    program = _guard(lambda: load_program(path))
+    options: ProgramOptions = {"seed": seed, "journal": journal, "log": log}
+    if text is not None:
+        options["input"] = text
+    with _terminate_as_interrupt() as came:
+        try:
+            result = _guard(lambda: anyio.run(partial(execute_program, program, budget, deadline, options)))
+        except KeyboardInterrupt:
+            _err.print("interrupted: what was in flight was cancelled and settled", highlight=False)
+            raise typer.Exit(128 + came[0]) from None
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _out.print(result_table(result))
+        _out.print(f"answer: {escape(result.answer or '-')}", highlight=False)
+    raise typer.Exit(0 if result.success else 1)
 
 
 def _interrupted(view: RunView) -> None:
