@@ -148,6 +148,7 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
     import numpy as np
 
     from adapters.pricing import list_price
+    from adapters.sim_solver import MODELS as SOLVERS
     from adapters.sim_solver import SimSolver
     from tools import workflowgen
 
@@ -170,7 +171,8 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
 
     prices = {m: list_price(*ref) for m, ref in SOLVER_PRICE_IDS.items()}
     models = {
-        m: {"provider": "sim", "input_price_per_mtok": i, "output_price_per_mtok": o, "max_output_tokens": 2048}
+        m: {"provider": "sim", "input_price_per_mtok": i, "output_price_per_mtok": o, "max_output_tokens": 2048,
+            "ttft_s": SOLVERS[m].ttft_s, "tokens_per_s": SOLVERS[m].tokens_per_s}
         for m, (i, o) in prices.items()
     }
     spec = TaskSpec(
@@ -314,7 +316,7 @@ async def generate(
     clock = VirtualClock()
     inp, out = list_price(*META_PRICE_ID)
     meta_entry = {"provider": "sim", "input_price_per_mtok": inp, "output_price_per_mtok": out,
-                  "max_output_tokens": META_MAX_TOKENS}  # fmt: skip
+                  "max_output_tokens": META_MAX_TOKENS, "ttft_s": 1.0, "tokens_per_s": 60.0}  # fmt: skip
     models = {**task.models, META_MODEL: meta_entry}
     adapters = {**task.adapters(clock), META_MODEL: SimMetaLLM(clock, seed)}
     found: list[SearchResult] = []
