@@ -77,6 +77,8 @@ class GenerationTask:
         test: held out: what a generated workflow is reported on.
         models: the executor models as a program's ``MODELS`` block (simulated: served by ``adapters``).
         adapters: builds, on the run's clock, the adapter of every model of ``models`` (and nothing else).
+        served: the same models as a ``MODELS`` block of endpoints at a base URL (a serve-sim that answers as
+            ``adapters`` do): what a written program runs on outside this process.
         deterministic: the executor answers a repeated prompt the same way, so a workflow's score on the same
             questions may be reused rather than bought again.
         simulated_executor: the executor's answers are simulated, not recorded: numbers must say so.
@@ -88,6 +90,7 @@ class GenerationTask:
     test: tuple[Item, ...]
     models: Mapping[str, Mapping[str, Any]]
     adapters: Callable[[Clock], Mapping[str, Adapter]] = field(repr=False)
+    served: Callable[[str], Mapping[str, Mapping[str, Any]]] = field(repr=False)
     deterministic: bool = False
     simulated_executor: bool = False
 
@@ -140,6 +143,7 @@ def _exam_task(exam: str, data_dir: str | Path | None, seed: int, p_flip: float)
         tuple(item(q) for q in test),
         task.models_block(),
         lambda clock: recorded_adapters(book, clock, p_flip=p_flip, seed=seed),
+        lambda url: task.models_block(base_url=url),
         deterministic=True,
     )
 
@@ -189,6 +193,8 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
         tuple(item(p) for p in test),
         models,
         lambda clock: {m: SimSolver(problems, m, clock=clock, seed=seed) for m in prices},
+        lambda url: {m: {**entry, "provider": "openai", "model": m, "base_url": url, "api_key": "serve-sim"}
+                     for m, entry in models.items()},  # fmt: skip
         simulated_executor=True,
     )
 

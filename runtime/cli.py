@@ -732,6 +732,75 @@ def serve_sim(
     _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
 
 
+@app.command("generate")
+def generate_(
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="exam:<exam> (recorded real answers) or gsm8k, math, drop, hotpotqa, "
+                          "mbpp, humaneval, mmlu_pro (simulated executor).", show_default=False)
+    ],
+    budget: Annotated[
+        float, typer.Option("--budget", "-b", help="The search's budget in dollars (never exceeded).", show_default=False)
+    ],
+    deadline: Annotated[
+        float, typer.Option("--deadline", "-d", help="The search's deadline in (virtual) seconds.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the workflow program.")] = Path("wf.py"),
+    method: Annotated[str, typer.Option(help="bayesflow, aflow (AFlow-style MCTS) or random.")] = "bayesflow",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="A folder laid out like shared/data (default: $ONTIME_DATA_DIR, else the repo's sample).",
+                     show_default=False),
+    ] = None,
+    serve_url: Annotated[
+        str,
+        typer.Option(help="The written program's models are served here (an `ontime serve-sim --recorded-answers` "
+                     "for exam tasks)."),
+    ] = "http://127.0.0.1:8765/v1",
+    seed: Seed = 0,
+    journal: Annotated[Path | None, typer.Option(help="Write every event of the search to this JSONL file.")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Generate a workflow for a task by BayesFlow (or AFlow-style MCTS, or random search) with the simulated
+    meta-LLM, within a budget and a deadline for the whole search, and write the best one as a program that
+    `ontime run` runs."""
+    from planners.workflow_search_types import RoundStats
+    from runtime._generate import METHODS, generate, load_task, program_file
+
+    if method not in METHODS:
+        _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    gen_task = _guard(lambda: load_task(task, data_dir=data_dir, seed=seed))
+    columns = (TextColumn(method), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=_err, transient=True, disable=json_out) as bar:
+        rounds = bar.add_task("starting", total=gen_task.spec.max_steps if method == "bayesflow" else None)
+
+        def step(stats: RoundStats) -> None:
+            bar.update(rounds, completed=stats.round, description=f"best {stats.best_reward:.3f}, "
+                       f"{stats.meta_calls} meta calls")  # fmt: skip
+
+        found = _guard(lambda: anyio.run(partial(generate, gen_task, budget, deadline, method=method,  # type: ignore[arg-type]
+                                                 seed=seed, journal=journal, on_round=step)))  # fmt: skip
+    if found.best is None:
+        _fail(f"the search found no workflow ({found.search.stop}; spent ${found.run.cost:.4f})")
+    models = gen_task.served(serve_url)
+    out.write_text(program_file(found.best, gen_task, models=models), encoding="utf-8")
+    best = found.search.best
+    assert best is not None
+    summary = {"task": task, "method": method, "out": str(out), "validation_score": best.score.value,
+               "cost_per_question_usd": best.score.cost_usd, "optimizer_cost_usd": found.run.cost,
+               "elapsed_s": found.run.elapsed, "workflows_scored": len(found.search.pool),
+               "meta_calls": found.search.meta_calls, "stop": found.search.stop}  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    _out.print(
+        f"{method} on {escape(task)}: validation score {best.score.value:.3f} at ${best.score.cost_usd:.5f} per "
+        f"question; {len(found.search.pool)} workflows scored, {found.search.meta_calls} meta calls, search spent "
+        f"${found.run.cost:.4f} in {found.run.elapsed:.0f} s ({found.search.stop}); wrote {escape(str(out))}",
+        highlight=False,
+    )
+
+
 @app.command("profile")
 def profile_(
     spec: Spec,
