@@ -266,6 +266,20 @@ async def workflow(problem):
     assert cancelled == ([True, True] if hang == "pending-call" else [])
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_too(anyio_backend: str) -> None:
+    """Library code runs on asyncio and trio alike: the channel, and the kill at the deadline."""
+    source = "async def workflow(p):\n    [a] = await call_llm(p)\n    while p == 'hang':\n        pass\n    return a\n"
+    [out] = await arun_program(source, ["q"], handler=_echo, limits=FAST)
+    assert out.value == "0:q"
+    start = time.monotonic()
+    with anyio.move_on_after(0.5):
+        await arun_program(source, ["hang"], handler=_echo, limits=FAST)
+    assert time.monotonic() - start < 3.0
+    assert _harnesses() == []
+
+
 # --- (c) a program cannot read the keys -------------------------------------------------------------------
 
 
@@ -451,6 +465,20 @@ async def test_a_program_over_its_cpu_limit_is_killed() -> None:
     source = "async def workflow(problem):\n    while True:\n        pass\n"
     out = await arun_program(source, ["a", "b"], handler=_echo, limits=replace(FAST, cpu_s=1))
     assert all(o.error == "SandboxError: killed by SIGXCPU: over the CPU limit of 1 s" for o in out), out
+
+
+async def test_a_program_that_exits_keeps_the_outcomes_already_sent() -> None:
+    source = """
+import asyncio, os
+async def workflow(problem):
+    if problem == "b":
+        await asyncio.sleep(0.2)
+        os._exit(3)
+    return problem
+"""
+    out = await arun_program(source, ["a", "b", "c"], handler=_echo, limits=FAST)
+    assert [o.value for o in out] == ["a", None, "c"]
+    assert out[1].error == "SandboxError: the program exited (status 3) before workflow returned"
 
 
 async def test_exec_code_payloads_reach_the_handler() -> None:
