@@ -123,6 +123,8 @@ async def test_another_entry_and_no_inputs() -> None:
         await arun_program(source, ["q"], handler=_echo, entry="main()")
     with pytest.raises(UsageError):
         await arun_program(source, ["q"], handler=_echo, concurrency=0)
+    with pytest.raises(UsageError):
+        await arun_program(source, [b"q"], handler=_echo)  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize(

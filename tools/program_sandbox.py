@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -105,13 +106,15 @@ async def arun_program(
     handler calls still running.
 
     Raises:
-        UsageError: ``entry`` is not a name, or ``concurrency`` is below 1.
+        UsageError: ``entry`` is not a name, an input is not a string, or ``concurrency`` is below 1.
         SandboxError: the sandbox cannot start.
     """
     if not entry.isidentifier():
         raise UsageError(f"entry must be a function's name, not {entry!r}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise UsageError(f"concurrency must be a positive integer, not {concurrency!r}")
+    if not all(isinstance(x, str) for x in inputs):
+        raise UsageError("every input must be a string")
     if not inputs:
         return []
     limits = limits or Limits()
@@ -122,7 +125,13 @@ async def arun_program(
         argv, env = sandbox._child(_PROGRAM_HARNESS, limits, [], workdir, isolation)
         try:
             proc = await anyio.open_process(
-                argv, stdin=-1, stdout=-1, stderr=err_f, cwd=workdir, env=env, start_new_session=True
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err_f,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
             )
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
