@@ -63,6 +63,9 @@ __all__ = ["Failure", "Isolation", "Limits", "SandboxResult", "arun_tests", "run
 Isolation = Literal["bubblewrap", "audit-hook"]
 
 _HARNESS = str(Path(__file__).with_name("_sandbox_harness.py"))
+# Every script a sandbox's child may run, bound read-only into bubblewrap (tools.program_sandbox's harness
+# loads this module's harness for its isolation).
+_HARNESSES = (_HARNESS, str(Path(__file__).with_name("_program_harness.py")))
 _PYTHON = os.path.realpath(sys.executable)  # the interpreter itself, not a venv's link to it
 _OUTPUT_CAP = 64 * 1024  # bytes of the program's stdout and stderr kept
 _STOP_GRACE_S = 2.0  # for the sandbox to end what the program started, after SIGTERM
@@ -170,13 +173,8 @@ def run_tests(
         tempfile.TemporaryFile() as err_f,
         tempfile.TemporaryFile() as report_f,
     ):
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
         report_fd = report_f.fileno()
-        argv = [_PYTHON, "-I", "-S", "-X", "utf8", _HARNESS, str(limits.cpu_s), str(limits.memory_mb * 2**20),
-                str(limits.file_mb * 2**20), str(report_fd), isolation]  # fmt: skip
-        if isolation == "bubblewrap":
-            argv = [*_bwrap_argv(workdir, env), *argv]
-            env = {}  # bwrap itself runs with an empty environment; the child gets ``env`` from it
+        argv, env = _child(_HARNESS, limits, [str(report_fd)], workdir, isolation)
         try:
             proc = subprocess.Popen(
                 argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
@@ -211,6 +209,20 @@ def run_tests(
         for f in report.get("failures", [])
     )
     return replace(result, passed=not failures, failures=failures, tests_run=int(report.get("tests_run", 0)))
+
+
+def _child(
+    harness: str, limits: Limits, args: Sequence[str], workdir: str, isolation: Isolation
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start ``harness`` in a sandbox: ``python -I -S`` in a scrubbed
+    environment with ``workdir`` as its home, inside bubblewrap in that mode. The harness's argv: cpu_s
+    memory_bytes file_bytes, then ``args``, then the isolation mode."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+    argv = [_PYTHON, "-I", "-S", "-X", "utf8", harness, str(limits.cpu_s), str(limits.memory_mb * 2**20),
+            str(limits.file_mb * 2**20), *args, isolation]  # fmt: skip
+    if isolation == "bubblewrap":  # bwrap itself runs with an empty environment; the child gets ``env`` from it
+        return [*_bwrap_argv(workdir, env), *argv], {}
+    return argv, env
 
 
 def _isolation(wanted: str) -> Isolation:
@@ -251,7 +263,9 @@ def _bwrap_argv(workdir: str, env: dict[str, str]) -> list[str]:
     readable = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, os.path.dirname(_PYTHON))}
     for path in ("/usr", "/lib", "/lib64", "/etc/ld.so.cache", *sorted(readable)):
         argv += ["--ro-bind-try", path, path]
-    argv += ["--ro-bind", _HARNESS, _HARNESS, "--bind", workdir, workdir, "--dev", "/dev", "--proc", "/proc"]
+    for harness in _HARNESSES:
+        argv += ["--ro-bind", harness, harness]
+    argv += ["--bind", workdir, workdir, "--dev", "/dev", "--proc", "/proc"]
     return [*argv, "--chdir", workdir, "--remount-ro", "/", "--"]
 
 
@@ -311,13 +325,13 @@ def _report(raw: bytes, nonce: str) -> dict[str, Any] | None:
     return report if isinstance(report, dict) and report.get("nonce") == nonce else None
 
 
-def _death(returncode: int | None, limits: Limits) -> str:
-    """Why a child died without reporting. The supervisor (and bwrap) report the program's death by signal N
-    as status 128 + N; a negative status is the child's own death by a signal."""
+def _death(returncode: int | None, limits: Limits, unfinished: str = "its tests finished") -> str:
+    """Why a child died without reporting (before ``unfinished``). The supervisor (and bwrap) report the
+    program's death by signal N as status 128 + N; a negative status is the child's own death by a signal."""
     signum = 0 if returncode is None else -returncode if returncode < 0 else returncode - 128
     with contextlib.suppress(ValueError):  # not a signal's number: an exit status
         sig = signal.Signals(signum)
         if sig == signal.SIGXCPU or sig == signal.SIGKILL:
             return f"killed by {sig.name}: over the CPU limit of {limits.cpu_s} s"
         return f"killed by {sig.name}"
-    return f"the program exited (status {returncode}) before its tests finished"
+    return f"the program exited (status {returncode}) before {unfinished}"
