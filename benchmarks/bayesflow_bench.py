@@ -24,7 +24,6 @@ import math
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,19 +58,19 @@ ABLATIONS: dict[str, BayesFlowOptions] = {
 _ANSWER = "Think step by step, then end with a line 'Answer: <letter>'."
 BASELINES = {
     # The ADAS prompts the paper uses, as step-annotated programs on one executor model.
-    "io": '''async def workflow(problem: str) -> str:
+    "io": """async def workflow(problem: str) -> str:
     # Step 1: Answer directly
     replies = await call_llm([f"{problem}\\n\\nReply with the letter of the correct choice as 'Answer: <letter>'."],
                              temperature=0.0, num_of_response=1, agent_role="helpful assistant", model=MODEL)
     return replies[0]
-''',
-    "cot": f'''async def workflow(problem: str) -> str:
+""",
+    "cot": f"""async def workflow(problem: str) -> str:
     # Step 1: Reason step by step, then answer
     replies = await call_llm([f"{{problem}}\\n\\n{_ANSWER}"], temperature=0.0, num_of_response=1,
                              agent_role="helpful assistant", model=MODEL)
     return replies[0]
-''',
-    "cot-sc": f'''import collections
+""",
+    "cot-sc": f"""import collections
 import re
 
 
@@ -84,7 +83,7 @@ async def workflow(problem: str) -> str:
     if not letters:
         return replies[0]
     return "Answer: " + collections.Counter(letters).most_common(1)[0][0]
-''',
+""",
 }
 
 
@@ -132,13 +131,25 @@ def run_cell(args: tuple[str, str | None, int, str, float, float, str]) -> list[
         best = result.search.best
         source = best.source if best is not None else _fixed("io", task.spec.default_model)
         opt_cost, stop = result.run.cost, result.search.stop
-        meta_in = result.run.tokens_in_by_model.get("sim-meta", 0) if hasattr(result.run, "tokens_in_by_model") else 0
+        meta_in = result.meta.input_tokens
         val = best.score.value if best is not None else math.nan
     test_score, test_cost = anyio.run(_test, task, source, task.test, seed)
     row |= {"test_score": round(test_score, 4), "validation_score": round(val, 4) if not math.isnan(val) else None,
             "cost_per_question_usd": round(test_cost, 6), "optimizer_cost_usd": round(opt_cost, 4),
             "meta_input_tokens": meta_in, "stop": stop, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     return [row]
+
+
+def _summary(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    mine = [r for r in rows if r["method"] == method]
+
+    def mean(key: str) -> float:
+        return statistics.fmean(r[key] for r in mine)
+
+    return {"method": method, "cells": len(mine), "test_score": round(mean("test_score"), 4),
+            "cost_per_question_usd": round(mean("cost_per_question_usd"), 6),
+            "optimizer_cost_usd": round(mean("optimizer_cost_usd"), 3),
+            "meta_input_tokens": round(mean("meta_input_tokens"))}  # fmt: skip
 
 
 def _paired(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
@@ -216,13 +227,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     tag = "" if args.p_flip == 0 else f"_pflip{args.p_flip:g}"
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / f"rows{tag}.csv")
-    summary = []
-    for m in methods:
-        mine = [r for r in rows if r["method"] == m]
-        summary.append({"method": m, "cells": len(mine),
-                        "test_score": round(statistics.fmean(r["test_score"] for r in mine), 4),
-                        "cost_per_question_usd": round(statistics.fmean(r["cost_per_question_usd"] for r in mine), 6),
-                        "optimizer_cost_usd": round(statistics.fmean(r["optimizer_cost_usd"] for r in mine), 3)})  # fmt: skip
+    summary = [_summary(rows, m) for m in methods]
     pairs = [_paired(rows, "bayesflow", m) for m in methods if m != "bayesflow"]
     write_csv(summary, args.out / f"summary{tag}.csv")
     write_csv(pairs, args.out / f"paired{tag}.csv")

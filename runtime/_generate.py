@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import pprint
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,13 +28,15 @@ from runtime._program import Program, current_run
 from runtime.types import CallRefusedError, LLMCall, UsageError, VirtualClock, to_usd
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+
     from runtime._program_run import ProgramRun
     from runtime._result import RunResult
     from runtime.types import Adapter, Clock
     from tools.program_sandbox import ProgramHandler
 
-__all__ = ["META_MODEL", "METHODS", "GenerationResult", "GenerationTask", "Item", "evaluate_source", "generate",
-           "load_task", "program_file"]  # fmt: skip
+__all__ = ["META_MODEL", "METHODS", "GenerationResult", "GenerationTask", "Item", "MetaUsage", "evaluate_source",
+           "generate", "load_task", "program_file"]  # fmt: skip
 
 Method = Literal["bayesflow", "aflow", "random"]
 METHODS: tuple[Method, ...] = ("bayesflow", "aflow", "random")
@@ -95,13 +96,25 @@ class GenerationTask:
     simulated_executor: bool = False
 
 
+@dataclass(slots=True)
+class MetaUsage:
+    """What the meta-LLM's calls used (the rest of the optimizer's spend is validation runs)."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_pusd: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationResult:
-    """A finished search: what it found, and what the optimizer's run spent (``run.cost``, ``run.elapsed``)."""
+    """A finished search: what it found, and what the optimizer's run spent (``run.cost``, ``run.elapsed``), of
+    which ``meta`` went to the meta-LLM."""
 
     search: SearchResult
     run: RunResult
     task: GenerationTask
+    meta: MetaUsage
 
     @property
     def best(self) -> str | None:
@@ -175,8 +188,14 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
 
     prices = {m: list_price(*ref) for m, ref in SOLVER_PRICE_IDS.items()}
     models = {
-        m: {"provider": "sim", "input_price_per_mtok": i, "output_price_per_mtok": o, "max_output_tokens": 2048,
-            "ttft_s": SOLVERS[m].ttft_s, "tokens_per_s": SOLVERS[m].tokens_per_s}
+        m: {
+            "provider": "sim",
+            "input_price_per_mtok": i,
+            "output_price_per_mtok": o,
+            "max_output_tokens": 2048,
+            "ttft_s": SOLVERS[m].ttft_s,
+            "tokens_per_s": SOLVERS[m].tokens_per_s,
+        }
         for m, (i, o) in prices.items()
     }
     spec = TaskSpec(
@@ -193,8 +212,10 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
         tuple(item(p) for p in test),
         models,
         lambda clock: {m: SimSolver(problems, m, clock=clock, seed=seed) for m in prices},
-        lambda url: {m: {**entry, "provider": "openai", "model": m, "base_url": url, "api_key": "serve-sim"}
-                     for m, entry in models.items()},  # fmt: skip
+        lambda url: {
+            m: {**entry, "provider": "openai", "model": m, "base_url": url, "api_key": "serve-sim"}
+            for m, entry in models.items()
+        },
         simulated_executor=True,
     )
 
@@ -270,15 +291,25 @@ async def evaluate_source(run: ProgramRun, source: str, items: Sequence[Item]) -
 
 
 async def _search(
-    task: GenerationTask, method: Method, seed: int, options: BayesFlowOptions | AFlowOptions | int | None,
+    task: GenerationTask,
+    method: Method,
+    seed: int,
+    options: BayesFlowOptions | AFlowOptions | int | None,
     on_round: Callable[[RoundStats], None] | None,
-) -> SearchResult:  # fmt: skip
+    usage: MetaUsage,
+) -> SearchResult:
     run = current_run()
+    temperature = 1.0 if method == "random" else 0.0  # the paper's meta-LLM runs at 0; random search samples
 
     async def meta(system: str, prompt: str, tag: str) -> str:
         request = LLMCall(messages=(prompt,), model=META_MODEL, instructions=system, tag=tag,
-                          temperature=1.0 if method == "random" else 0.0, max_tokens=META_MAX_TOKENS)  # fmt: skip
-        return (await run.call(request)).outputs[0]
+                          temperature=temperature, max_tokens=META_MAX_TOKENS)  # fmt: skip
+        result = await run.call(request)
+        usage.calls += 1
+        usage.input_tokens += result.input_tokens
+        usage.output_tokens += result.output_tokens
+        usage.cost_pusd += result.cost_pusd
+        return result.outputs[0]
 
     scorer = _SandboxScorer(run, task.validation, reuse=task.deterministic)
     questions = range(len(task.validation))
@@ -326,9 +357,10 @@ async def generate(
     models = {**task.models, META_MODEL: meta_entry}
     adapters = {**task.adapters(clock), META_MODEL: SimMetaLLM(clock, seed)}
     found: list[SearchResult] = []
+    usage = MetaUsage()
 
     async def optimizer(problem: str) -> str:
-        found.append(await _search(task, method, seed, options, on_round))
+        found.append(await _search(task, method, seed, options, on_round, usage))
         return found[0].best.source if found[0].best is not None else ""
 
     program = Program(optimizer, name=f"{method}:{task.name}", models=models, default_model=task.spec.default_model)
@@ -336,7 +368,7 @@ async def generate(
                                 seed=seed, journal=journal)  # fmt: skip
     if not found:  # the run ended before the search returned (the deadline): nothing scored survives
         found.append(SearchResult(method, None, (), (), 0, "past_deadline"))
-    return GenerationResult(found[0], result, task)
+    return GenerationResult(found[0], result, task, usage)
 
 
 def program_file(source: str, task: GenerationTask, *, models: Mapping[str, Any] | None = None) -> str:

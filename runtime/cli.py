@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from adapters.replay_agent import Recording
+    from planners.workflow_search_types import RoundStats
     from runtime._api import Run, RunOptions
     from runtime._program_run import ProgramOptions
     from runtime._qa import QAResult
@@ -735,11 +736,18 @@ def serve_sim(
 @app.command("generate")
 def generate_(
     task: Annotated[
-        str, typer.Option("--task", "-t", help="exam:<exam> (recorded real answers) or gsm8k, math, drop, hotpotqa, "
-                          "mbpp, humaneval, mmlu_pro (simulated executor).", show_default=False)
+        str,
+        typer.Option(
+            "--task",
+            "-t",
+            help="exam:<exam> (recorded real answers) or gsm8k, math, drop, hotpotqa, "
+            "mbpp, humaneval, mmlu_pro (simulated executor).",
+            show_default=False,
+        ),
     ],
     budget: Annotated[
-        float, typer.Option("--budget", "-b", help="The search's budget in dollars (never exceeded).", show_default=False)
+        float,
+        typer.Option("--budget", "-b", help="The search's budget in dollars (never exceeded).", show_default=False),
     ],
     deadline: Annotated[
         float, typer.Option("--deadline", "-d", help="The search's deadline in (virtual) seconds.", show_default=False)
@@ -748,13 +756,17 @@ def generate_(
     method: Annotated[str, typer.Option(help="bayesflow, aflow (AFlow-style MCTS) or random.")] = "bayesflow",
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="A folder laid out like shared/data (default: $ONTIME_DATA_DIR, else the repo's sample).",
-                     show_default=False),
+        typer.Option(
+            help="A folder laid out like shared/data (default: $ONTIME_DATA_DIR, else the repo's sample).",
+            show_default=False,
+        ),
     ] = None,
     serve_url: Annotated[
         str,
-        typer.Option(help="The written program's models are served here (an `ontime serve-sim --recorded-answers` "
-                     "for exam tasks)."),
+        typer.Option(
+            help="The written program's models are served here (an `ontime serve-sim --recorded-answers` "
+            "for exam tasks)."
+        ),
     ] = "http://127.0.0.1:8765/v1",
     seed: Seed = 0,
     journal: Annotated[Path | None, typer.Option(help="Write every event of the search to this JSONL file.")] = None,
@@ -763,7 +775,6 @@ def generate_(
     """Generate a workflow for a task by BayesFlow (or AFlow-style MCTS, or random search) with the simulated
     meta-LLM, within a budget and a deadline for the whole search, and write the best one as a program that
     `ontime run` runs."""
-    from planners.workflow_search_types import RoundStats
     from runtime._generate import METHODS, generate, load_task, program_file
 
     if method not in METHODS:
@@ -778,7 +789,7 @@ def generate_(
             bar.update(rounds, completed=stats.round, description=f"best {stats.best_reward:.3f}, "
                        f"{stats.meta_calls} meta calls")  # fmt: skip
 
-        found = _guard(lambda: anyio.run(partial(generate, gen_task, budget, deadline, method=method,  # type: ignore[arg-type]
+        found = _guard(lambda: anyio.run(partial(generate, gen_task, budget, deadline, method=method,
                                                  seed=seed, journal=journal, on_round=step)))  # fmt: skip
     if found.best is None:
         _fail(f"the search found no workflow ({found.search.stop}; spent ${found.run.cost:.4f})")
