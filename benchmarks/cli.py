@@ -153,3 +153,37 @@ def bench_vine(
     except OntimeError as exc:
         _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+@app.command("bayesflow")
+def bench_bayesflow(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder laid out like shared/data/reflection (default: $ONTIME_DATA_DIR, else the repo's sample).",
+            show_default=False,
+        ),
+    ] = None,
+    exams: Annotated[str, typer.Option(help="Comma-separated exam names (default: all).")] = "",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds (validation/test splits) per exam.")] = 3,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods (default: the six of the paper's table).")] = "",
+    ablations: Annotated[bool, typer.Option(help="Add BayesFlow's ablations and best-model.")] = False,
+    budget: Annotated[float, typer.Option(help="Optimizer dollars per exam and seed, for every search.")] = 10.0,
+    p_flip: Annotated[float, typer.Option(help="Chance that 'reconsider' changes a right answer.")] = 0.0,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = os.cpu_count() or 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON list.")] = False,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results/bayesflow"),
+) -> None:
+    """Generated workflows (BayesFlow, AFlow-style MCTS, random search) against IO, CoT and CoT-SC on the recorded
+    real answers of 9 LLMs to 8 exams (the BayesFlow paper's Tables 1-2)."""
+    from benchmarks import bayesflow_bench as bb
+
+    argv = ["--seeds", str(seeds), "--budget", str(budget), "--p-flip", str(p_flip), "--workers", str(workers)]
+    argv += ["--out", str(out)] + (["--data-dir", str(data_dir)] if data_dir else [])
+    argv += (["--exams", exams] if exams else []) + (["--methods", methods] if methods else [])
+    argv += (["--ablations"] if ablations else []) + (["--json"] if json_out else [])
+    try:
+        bb.main(argv)
+    except OntimeError as exc:
+        _err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None

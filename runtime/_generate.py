@@ -271,7 +271,7 @@ async def evaluate_source(run: ProgramRun, source: str, items: Sequence[Item]) -
             if request.model is None:
                 request = replace(request, model=run.default_model)
             try:
-                result = await run.call(request)
+                result = await run.call(request, wait=True)
             except CallRefusedError as exc:
                 refused.append(exc)
                 raise
@@ -304,7 +304,7 @@ async def _search(
     async def meta(system: str, prompt: str, tag: str) -> str:
         request = LLMCall(messages=(prompt,), model=META_MODEL, instructions=system, tag=tag,
                           temperature=temperature, max_tokens=META_MAX_TOKENS)  # fmt: skip
-        result = await run.call(request)
+        result = await run.call(request, wait=True)
         usage.calls += 1
         usage.input_tokens += result.input_tokens
         usage.output_tokens += result.output_tokens

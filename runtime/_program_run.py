@@ -152,6 +152,7 @@ class ProgramRun:
         self._scope: anyio.CancelScope | None = None
         self._ends: Inbox[Callable[[], None]] = clock.inbox()  # the settlements of samples that ended
         self._quiet = Quiet(clock)
+        self._freed = anyio.Event()  # set (and replaced) whenever a settlement releases part of a reservation
 
     # -- what a program calls -----------------------------------------------------------------------------
 
@@ -159,11 +160,19 @@ class ProgramRun:
         """What is left: US dollars not spent or held for calls in flight, and seconds to the deadline."""
         return to_usd(self.ledger.available.pusd), max(0.0, self._deadline - self.clock.now())
 
-    async def call(self, request: LLMCall) -> CallResult:
+    def _may_fit(self, amount: Usage) -> bool:
+        """Whether ``amount`` fits once the calls in flight have settled (it fits in what is not spent)."""
+        return self.ledger.reserved != Usage() and amount.fits_in(self.ledger.available + self.ledger.reserved)
+
+    async def call(self, request: LLMCall, *, wait: bool = False) -> CallResult:
         """Run one ``call_llm`` request as a batch of ``request.n`` samples, all of them awaited (a gathered
         batch); :func:`runtime.call_llm` documents what it returns and raises. A request's ``max_tokens`` is
         capped at its model's ``max_output_tokens``; its temperature reaches chat endpoints (an adapter given to
-        the run sees only the :class:`runtime.Batch`, which has none)."""
+        the run sees only the :class:`runtime.Batch`, which has none).
+
+        With ``wait``, a call whose worst case does not fit now but would once the calls in flight have settled
+        waits for them rather than being refused (many concurrent callers sharing one budget, as a search's
+        evaluations do); it is refused only when it cannot fit in what is not spent."""
         if not isinstance(request, LLMCall):
             raise UsageError(f"call takes a runtime.types.LLMCall, not {type(request).__name__}")
         self._quiet.touch()
@@ -189,6 +198,12 @@ class ProgramRun:
         out_price = price_per_token_pusd(spec.output_price_per_mtok)
         share = Usage(input_tokens * in_price + max_tokens * out_price, max_tokens)
         res = self.ledger.reserve(share * n)
+        while res is None and wait and self._may_fit(share * n):
+            await self._freed.wait()
+            self._quiet.touch()
+            if self._stopped or self.clock.now() >= self._deadline:
+                raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
+            res = self.ledger.reserve(share * n)
         if res is None:
             self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.BUDGET))
             left = self.ledger.available
@@ -228,6 +243,8 @@ class ProgramRun:
                 settled.set()
             cost = end.input_tokens * in_price + end.output_tokens * out_price
             released = self.ledger.settle(res, Usage(cost, end.output_tokens), share)
+            freed, self._freed = self._freed, anyio.Event()
+            freed.set()
             t = self._elapsed()
             error = None if end.error is None else f"{type(end.error).__name__}: {end.error}"
             self._emit(SampleFinished(t=t, batch=batch.id, sample=end.index, subtask=tag, model=name,
