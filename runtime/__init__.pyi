@@ -11,6 +11,10 @@ from ._api import run as run
 from ._api import stream as stream
 from ._eval import EvalReport as EvalReport
 from ._eval import evaluate as evaluate
+from ._generate import GenerationResult as GenerationResult
+from ._generate import GenerationTask as GenerationTask
+from ._generate import generate as generate
+from ._generate import load_task as load_task
 from ._ledger import Ledger as Ledger
 from ._ledger import Usage as Usage
 from ._predict import Prediction as Prediction
