@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import pprint
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,11 +26,12 @@ from planners.workflow_code import StepProgram
 from planners.workflow_search import AFlowOptions, aflow_search, random_search
 from planners.workflow_search_types import RoundStats, Score, SearchResult
 from runtime._program import Program, current_run
-from runtime.types import CallRefusedError, LLMCall, UsageError, VirtualClock, to_usd
+from runtime.types import CallRefusedError, LLMCall, RealClock, UsageError, VirtualClock, to_usd
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+    from adapters.recorded_answers import AnswerBook
     from runtime._program_run import ProgramRun
     from runtime._result import RunResult
     from runtime.types import Adapter, Clock
@@ -40,7 +42,7 @@ __all__ = ["META_MODEL", "METHODS", "GenerationResult", "GenerationTask", "Item"
 
 Method = Literal["bayesflow", "aflow", "random"]
 METHODS: tuple[Method, ...] = ("bayesflow", "aflow", "random")
-META_MODEL = "sim-meta"
+META_MODEL = "meta"  # the meta-LLM's name among the optimizer run's models
 META_PRICE_ID = ("anthropic", "claude-3-5-sonnet")  # the paper's optimizer: the simulated meta-LLM is priced as it
 META_MAX_TOKENS = 4096
 # The simulated executors' list prices (genai-prices): the paper's two executor models.
@@ -121,8 +123,18 @@ class GenerationResult:
         return None if self.search.best is None else self.search.best.source
 
 
+def _recorded(book: AnswerBook, p_flip: float, seed: int, clock: Clock) -> Mapping[str, Adapter]:
+    """The recorded answers on ``clock``; on the real clock (a real meta-LLM) they come at once: their recorded
+    latency would only slow the search."""
+    from adapters.recorded_answers import recorded_adapters
+
+    if isinstance(clock, VirtualClock):
+        return recorded_adapters(book, clock, p_flip=p_flip, seed=seed)
+    return recorded_adapters(book, clock, p_flip=p_flip, seed=seed, ttft_s=0.0, tokens_per_s=1e9)
+
+
 def _exam_task(exam: str, data_dir: str | Path | None, seed: int, p_flip: float) -> GenerationTask:
-    from adapters.recorded_answers import AnswerBook, recorded_adapters
+    from adapters.recorded_answers import AnswerBook
     from tools import exams
 
     tasks = {t.exam: t for t in exams.load_tasks(exams.find_data_dir(data_dir))}
@@ -155,7 +167,7 @@ def _exam_task(exam: str, data_dir: str | Path | None, seed: int, p_flip: float)
         tuple(item(q) for q in validation),
         tuple(item(q) for q in test),
         task.models_block(),
-        lambda clock: recorded_adapters(book, clock, p_flip=p_flip, seed=seed),
+        partial(_recorded, book, p_flip, seed),
         lambda url: task.models_block(base_url=url),
         deterministic=True,
     )
@@ -333,13 +345,17 @@ async def generate(
     seed: int = 0,
     journal: str | Path | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> GenerationResult:
     """Search for a workflow for ``task`` within ``budget`` US dollars and ``deadline`` seconds (the optimizer's
-    own spend: meta-LLM calls and validation runs), with the simulated meta-LLM.
+    own spend: meta-LLM calls and validation runs).
 
     Args:
         options: :class:`BayesFlowOptions` (bayesflow), :class:`AFlowOptions` (aflow), or the number of
             workflows random search writes.
+        meta: the meta-LLM as a spec's model entry (an OpenAI or Anthropic endpoint, with its prices); None for
+            the simulated meta-LLM (:mod:`adapters.sim_meta_llm`, priced as the paper's Claude 3.5 Sonnet) in
+            virtual time. With an endpoint the search runs on the real clock.
 
     Raises:
         UsageError: an unknown method or bad limits.
@@ -350,12 +366,14 @@ async def generate(
 
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
-    clock = VirtualClock()
-    inp, out = list_price(*META_PRICE_ID)
-    meta_entry = {"provider": "sim", "input_price_per_mtok": inp, "output_price_per_mtok": out,
-                  "max_output_tokens": META_MAX_TOKENS, "ttft_s": 1.0, "tokens_per_s": 60.0}  # fmt: skip
-    models = {**task.models, META_MODEL: meta_entry}
-    adapters = {**task.adapters(clock), META_MODEL: SimMetaLLM(clock, seed)}
+    clock: Clock = VirtualClock() if meta is None else RealClock()
+    adapters = dict(task.adapters(clock))
+    if meta is None:
+        inp, out = list_price(*META_PRICE_ID)
+        meta = {"provider": "sim", "input_price_per_mtok": inp, "output_price_per_mtok": out,
+                "max_output_tokens": META_MAX_TOKENS, "ttft_s": 1.0, "tokens_per_s": 60.0}  # fmt: skip
+        adapters[META_MODEL] = SimMetaLLM(clock, seed)
+    models = {**task.models, META_MODEL: meta}
     found: list[SearchResult] = []
     usage = MetaUsage()
 

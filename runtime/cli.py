@@ -55,6 +55,7 @@ from runtime.types import (
     to_usd,
 )
 from runtime.types._clock import single_error as _one_error
+from runtime.types._errors import unreadable
 from tools.exams import find_data_dir
 from tools.qa_data import load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
@@ -768,6 +769,14 @@ def generate_(
             "for exam tasks)."
         ),
     ] = "http://127.0.0.1:8765/v1",
+    meta: Annotated[
+        Path | None,
+        typer.Option(
+            help="The meta-LLM as a JSON model entry of a spec (an OpenAI or Anthropic endpoint with its "
+            "prices); default: the simulated meta-LLM, in virtual time.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Seed = 0,
     journal: Annotated[Path | None, typer.Option(help="Write every event of the search to this JSONL file.")] = None,
     json_out: JsonOut = False,
@@ -780,6 +789,7 @@ def generate_(
     if method not in METHODS:
         _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     gen_task = _guard(lambda: load_task(task, data_dir=data_dir, seed=seed))
+    meta_entry = None if meta is None else _guard(lambda: _json_object(meta, "--meta"))
     columns = (TextColumn(method), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=_err, transient=True, disable=json_out) as bar:
@@ -789,8 +799,8 @@ def generate_(
             bar.update(rounds, completed=stats.round, description=f"best {stats.best_reward:.3f}, "
                        f"{stats.meta_calls} meta calls")  # fmt: skip
 
-        found = _guard(lambda: anyio.run(partial(generate, gen_task, budget, deadline, method=method,
-                                                 seed=seed, journal=journal, on_round=step)))  # fmt: skip
+        found = _guard(lambda: anyio.run(partial(generate, gen_task, budget, deadline, method=method, seed=seed,
+                                                 journal=journal, on_round=step, meta=meta_entry)))  # fmt: skip
     if found.best is None:
         _fail(f"the search found no workflow ({found.search.stop}; spent ${found.run.cost:.4f})")
     models = gen_task.served(serve_url)
@@ -810,6 +820,21 @@ def generate_(
         f"${found.run.cost:.4f} in {found.run.elapsed:.0f} s ({found.search.stop}); wrote {escape(str(out))}",
         highlight=False,
     )
+
+
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object read from ``path``.
+
+    Raises:
+        UsageError: the file cannot be read or holds something else.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{what} {path}: {unreadable(exc)}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} {path}: a JSON object (a spec's model entry), not {type(data).__name__}")
+    return data
 
 
 @app.command("profile")

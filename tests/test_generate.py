@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import runtime
 from adapters.recorded_answers import AnswerBook, recorded_adapters
+from adapters.sim_meta_llm import SimMetaLLM
 from adapters.sim_server import SimServer, serve_in_thread
 from planners.bayesflow import BayesFlowOptions
 from planners.workflow_code import check
@@ -162,3 +163,29 @@ def test_an_item_grades_what_the_workflow_answered() -> None:
     item: Item = task.validation[0]
     scores = [anyio.run(item.grade, f"Answer: {letter}") for letter in "ABCDE"]
     assert sorted(scores) == [0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_real_meta_llm_endpoint_drives_the_search_on_the_real_clock(tmp_path: Path) -> None:
+    """The meta-LLM behind the OpenAI API (serve-sim playing the simulated meta-LLM on loopback): the search's
+    meta calls go through ontime's OpenAI adapter under the same budget."""
+    server = SimServer(None, answers={"meta-llm": SimMetaLLM(RealClock(speed=1000.0))})
+    with serve_in_thread(server) as url:
+        meta = {"provider": "openai", "model": "meta-llm", "base_url": f"{url}/v1", "api_key": "serve-sim",
+                "input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0, "tokens_per_s": 60.0, "ttft_s": 1.0,
+                "max_output_tokens": 4096}  # fmt: skip
+        (tmp_path / "meta.json").write_text(json.dumps(meta))
+        out = tmp_path / "wf.py"
+        made = CliRunner().invoke(app, ["generate", "--task", "exam:aqua-rat-100", "--budget", "1", "--deadline",
+                                        "120", "--method", "random", "--out", str(out), "--data-dir", str(SLICE),
+                                        "--meta", str(tmp_path / "meta.json"), "--json"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    summary = json.loads(made.output)
+    assert summary["meta_calls"] >= 1 and summary["optimizer_cost_usd"] <= 1 and out.exists()
+    assert len(server.record) >= summary["meta_calls"]
+
+
+def test_a_meta_file_that_is_not_a_model_entry_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text("[1, 2]")
+    made = CliRunner().invoke(app, ["generate", "--task", "exam:aqua-rat-100", "--budget", "1", "--deadline", "60",
+                                    "--data-dir", str(SLICE), "--meta", str(tmp_path / "meta.json")])  # fmt: skip
+    assert made.exit_code == 2 and "JSON object" in made.output
