@@ -85,6 +85,7 @@ class GenerationTask:
         deterministic: the executor answers a repeated prompt the same way, so a workflow's score on the same
             questions may be reused rather than bought again.
         simulated_executor: the executor's answers are simulated, not recorded: numbers must say so.
+        endpoints: the executors are real endpoints (``models`` is theirs; ``adapters`` gives none).
     """
 
     name: str
@@ -96,6 +97,7 @@ class GenerationTask:
     served: Callable[[str], Mapping[str, Mapping[str, Any]]] = field(repr=False)
     deterministic: bool = False
     simulated_executor: bool = False
+    endpoints: bool = False
 
 
 @dataclass(slots=True)
@@ -232,8 +234,20 @@ def _dataset_task(name: str, data_dir: str | Path | None, seed: int) -> Generati
     )
 
 
-def load_task(name: str, *, data_dir: str | Path | None = None, seed: int = 0, p_flip: float = 0.0) -> GenerationTask:
+def load_task(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    p_flip: float = 0.0,
+    executors: Mapping[str, Any] | None = None,
+) -> GenerationTask:
     """The task ``name`` names (see the module docstring), split 1:4 by ``seed``.
+
+    Args:
+        p_flip: exam tasks: the chance that a model asked to reconsider its right answer changes it.
+        executors: the models a workflow may call, as a spec's ``"models"`` block of real endpoints, instead of
+            the recorded or simulated ones: the same problems, graded the same way, answered by those models.
 
     Raises:
         UsageError: an unknown task, or its data is missing or malformed.
@@ -241,10 +255,25 @@ def load_task(name: str, *, data_dir: str | Path | None = None, seed: int = 0, p
     from tools.workflowgen import DATASETS
 
     if name.startswith("exam:"):
-        return _exam_task(name.removeprefix("exam:"), data_dir, seed, p_flip)
-    if name in DATASETS:
-        return _dataset_task(name, data_dir, seed)
-    raise UsageError(f"unknown task {name!r}: exam:<exam> or one of {', '.join(DATASETS)}")
+        task = _exam_task(name.removeprefix("exam:"), data_dir, seed, p_flip)
+    elif name in DATASETS:
+        task = _dataset_task(name, data_dir, seed)
+    else:
+        raise UsageError(f"unknown task {name!r}: exam:<exam> or one of {', '.join(DATASETS)}")
+    if executors is None:
+        return task
+    from runtime._program import parse_models
+
+    parsed = parse_models(executors, "executors")
+    simulated = [m for m, spec in parsed.items() if spec.endpoint is None]
+    if simulated or not parsed:
+        raise UsageError(f"executors must be endpoints (openai or anthropic), not {simulated or 'none'}")
+    prices = {m: (spec.input_price_per_mtok, spec.output_price_per_mtok) for m, spec in parsed.items()}
+    default = min(prices, key=lambda m: sum(prices[m]))
+    spec = replace(task.spec, models=prices, default_model=default)
+    return replace(task, spec=spec, models=dict(executors), adapters=lambda clock: {},
+                   served=lambda url: dict(executors), deterministic=False, simulated_executor=False,
+                   endpoints=True)  # fmt: skip
 
 
 class _SandboxScorer:
@@ -366,13 +395,15 @@ async def generate(
 
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
-    clock: Clock = VirtualClock() if meta is None else RealClock()
+    # Endpoints answer in wall time; the simulated parts then answer at once rather than make the search wait.
+    clock: Clock = VirtualClock() if meta is None and not task.endpoints else RealClock()
     adapters = dict(task.adapters(clock))
     if meta is None:
         inp, out = list_price(*META_PRICE_ID)
         meta = {"provider": "sim", "input_price_per_mtok": inp, "output_price_per_mtok": out,
                 "max_output_tokens": META_MAX_TOKENS, "ttft_s": 1.0, "tokens_per_s": 60.0}  # fmt: skip
-        adapters[META_MODEL] = SimMetaLLM(clock, seed)
+        wall = isinstance(clock, RealClock)
+        adapters[META_MODEL] = SimMetaLLM(clock, seed, ttft_s=0.0 if wall else 1.0, tokens_per_s=1e9 if wall else 60.0)
     models = {**task.models, META_MODEL: meta}
     found: list[SearchResult] = []
     usage = MetaUsage()

@@ -769,6 +769,14 @@ def generate_(
             "for exam tasks)."
         ),
     ] = "http://127.0.0.1:8765/v1",
+    executors: Annotated[
+        Path | None,
+        typer.Option(
+            help="The models a workflow may call, as a JSON models block of real endpoints (default: the "
+            "task's recorded or simulated ones).",
+            show_default=False,
+        ),
+    ] = None,
     meta: Annotated[
         Path | None,
         typer.Option(
@@ -788,7 +796,8 @@ def generate_(
 
     if method not in METHODS:
         _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    gen_task = _guard(lambda: load_task(task, data_dir=data_dir, seed=seed))
+    models_block = None if executors is None else _guard(lambda: _json_object(executors, "--executors"))
+    gen_task = _guard(lambda: load_task(task, data_dir=data_dir, seed=seed, executors=models_block))
     meta_entry = None if meta is None else _guard(lambda: _json_object(meta, "--meta"))
     columns = (TextColumn(method), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeElapsedColumn())  # fmt: skip

@@ -189,3 +189,17 @@ def test_a_meta_file_that_is_not_a_model_entry_is_a_usage_error(tmp_path: Path) 
     made = CliRunner().invoke(app, ["generate", "--task", "exam:aqua-rat-100", "--budget", "1", "--deadline", "60",
                                     "--data-dir", str(SLICE), "--meta", str(tmp_path / "meta.json")])  # fmt: skip
     assert made.exit_code == 2 and "JSON object" in made.output
+
+
+def test_endpoint_executors_answer_the_search_over_http() -> None:
+    (exam,) = (t for t in load_tasks(SLICE) if t.exam == "aqua-rat-100")
+    server = SimServer(None, answers=recorded_adapters(AnswerBook.of(exam), RealClock(speed=1000.0)))
+    with serve_in_thread(server) as url:
+        block = exam.models_block(base_url=f"{url}/v1")
+        task = _small(load_task("exam:aqua-rat-100", data_dir=SLICE, executors=block), steps=1)
+        assert task.endpoints and task.models == block and task.served("ignored") == block
+        found = anyio.run(lambda: generate(task, 1.0, 120, method="random", options=2, seed=0))
+    assert found.run.cost <= 1.0 and found.search.pool
+    assert {r.model for r in server.record} <= set(block) and len(server.record) >= len(task.validation)
+    with pytest.raises(UsageError, match="endpoints"):
+        load_task("exam:aqua-rat-100", data_dir=SLICE, executors=exam.models_block())
