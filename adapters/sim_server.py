@@ -13,8 +13,9 @@ Without either header a request is drawn as it always was (a first attempt). A s
 count; past ``max_tokens`` it is cut off (``length``).
 
 Models given an adapter of their own (``answers``: e.g. :class:`adapters.recorded_answers.RecordedAnswers`, whose
-replies are real models' recorded answers to exam questions) are answered by it instead, in real time (on its own
-clock), with the usage it reports; such a server needs no workflow.
+replies are real models' recorded answers to exam questions, or :class:`adapters.sim_solver.SimSolver`, a simulated
+executor on the paper's data sets) are answered by it instead, in real time (on its own clock), with the usage it
+reports; such a server needs no workflow.
 
 Faults are injected per request at configurable rates: 429 with ``Retry-After``, 500, a dropped stream, a
 hung response, malformed JSON. ``GET /ontime/record`` returns the server's record of every request.

@@ -61,7 +61,7 @@ from tools.qa_data import load_qa, pool_corpus, read_corpus
 from tools.retrieval import BM25Search
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from anyio.abc import TaskStatus
 
@@ -72,7 +72,10 @@ if TYPE_CHECKING:
     from runtime._qa import QAResult
     from runtime._qa_replay import RecordSummary
     from runtime._result import RunResult
-    from runtime.types import Workflow
+    from runtime.types import Adapter, Clock, Workflow
+
+    # What serve-sim calls a source of answers, and how it builds one adapter per model on a clock.
+    _AnswerSource = tuple[str, Callable[[Clock], Mapping[str, Adapter]]]
 
 __all__ = ["app", "main"]
 
@@ -640,11 +643,16 @@ def _budgets(values: list[str] | None) -> list[tuple[int, int]]:
 def serve_sim(
     spec: Annotated[
         Path | None,
-        typer.Argument(help="Workflow spec file (.json, .yaml); optional with --recorded-answers.", show_default=False),
+        typer.Argument(
+            help="Workflow spec file (.json, .yaml); optional with --recorded-answers or --workflowgen.",
+            show_default=False,
+        ),
     ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    speed: Annotated[float, typer.Option(help="Divide every profile latency by this.")] = 1.0,
+    speed: Annotated[
+        float, typer.Option(help="Divide every latency (the profiles' and the answering models') by this.")
+    ] = 1.0,
     seed: Seed = 0,
     faults: Annotated[float, typer.Option(help="Fault rate per request, split evenly over the five kinds.")] = 0.0,
     fault: Annotated[
@@ -675,11 +683,26 @@ def serve_sim(
             show_default=False,
         ),
     ] = None,
+    workflowgen: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve a SIMULATED executor (models claude-3-7-sonnet and qwen2.5-7b-instruct) on the paper's "
+            "data sets: DIR holds their split files (gsm8k_test.jsonl, ...) or a workflowgen/ folder of them; "
+            "`sample` is the shipped slice. Its answers, tokens and latencies are simulated, not a real model's "
+            "(adapters/sim_solver.py documents each problem's difficulty).",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve a workflow's profiles (or real models' recorded exam answers) over the OpenAI and Anthropic APIs,
-    with injected faults, until Ctrl-C."""
+    """Serve a workflow's profiles, real models' recorded exam answers, or a simulated executor on the paper's
+    data sets over the OpenAI and Anthropic APIs, with injected faults, until Ctrl-C.
 
-    def build() -> SimServer:
+    Only the recorded answers are real; with --workflowgen the answers, token counts and latencies are simulated
+    (a documented model of each problem's difficulty and each model's skill), and so is any score measured on
+    them."""
+
+    def build() -> tuple[SimServer, list[str]]:
         rates = dict.fromkeys(FAULT_KINDS, faults / len(FAULT_KINDS))
         for item in fault or []:
             kind, _, value = item.partition("=")
@@ -694,13 +717,16 @@ def serve_sim(
             key = os.environ.get(api_key_env)
             if not key:
                 raise UsageError(f"--api-key-env {api_key_env}: that variable is not set")
-        if spec is None and recorded_answers is None:
-            raise UsageError("give a workflow spec, or --recorded-answers DIR, or both")
-        answers = {}
+        if spec is None and recorded_answers is None and workflowgen is None:
+            raise UsageError("give a workflow spec, --recorded-answers DIR or --workflowgen DIR (or several)")
+        sources: list[_AnswerSource] = []
         if recorded_answers is not None:
             book = AnswerBook.load(find_data_dir(recorded_answers))
-            answers = dict(recorded_adapters(book, RealClock(speed), seed=seed))
-        return SimServer(
+            sources.append(("recorded answers", partial(recorded_adapters, book, seed=seed)))
+        if workflowgen is not None:
+            sources.append(_workflowgen_source(workflowgen, seed))
+        answers, what = _answering(sources, RealClock(speed))
+        server = SimServer(
             None if spec is None else load_workflow(spec),
             seed=seed,
             speed=speed,
@@ -711,11 +737,10 @@ def serve_sim(
             ignore_max_tokens=ignore_max_tokens,
             answers=answers,
         )
+        return server, ([] if server.workflow is None else [f"workflow {server.workflow.name!r}"]) + what
 
-    server = _guard(build)
+    server, what = _guard(build)
     url = f"http://{host}:{port}"
-    what = [] if server.workflow is None else [f"workflow {server.workflow.name!r}"]
-    what += [f"recorded answers of {len(server.answers)} models"] if server.answers else []
     urls = f"(OpenAI base_url {url}/v1, Anthropic base_url {url})"
     banner = f"serve-sim: {' and '.join(what)} on {url} {urls}; Ctrl-C to stop"
     try:
@@ -732,6 +757,54 @@ def serve_sim(
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     _err.print(f"serve-sim: stopped after {len(server.record)} requests", highlight=False)
+
+
+def _answering(sources: list[_AnswerSource], clock: Clock) -> tuple[dict[str, Adapter], list[str]]:
+    """Every source's adapters, all on the one clock given (the server's speed, so their latencies scale as its
+    profiles' do), and a line for the banner per source.
+
+    Raises:
+        UsageError: two sources answer a model of the same name.
+    """
+    answers: dict[str, Adapter] = {}
+    owner: dict[str, str] = {}
+    what = []
+    for label, make in sources:
+        built = make(clock)
+        for model in built:
+            if model in owner:
+                raise UsageError(f"model {model!r} is served twice: by {owner[model]} and by {label}")
+            owner[model] = label
+        answers.update(built)
+        what.append(f"{label} of {len(built)} models ({', '.join(built)})")
+    return answers, what
+
+
+def _workflowgen_source(where: str, seed: int) -> _AnswerSource:
+    """The simulated executor's models over every split of every data set in ``where`` (see ``--workflowgen``).
+
+    Raises:
+        UsageError: no such folder, no data set in it, or a malformed split file.
+    """
+    from adapters.sim_solver import MODELS as SOLVERS
+    from adapters.sim_solver import SimSolver
+    from tools.workflowgen import DATASETS, EXAMPLES, load_dataset
+
+    folder = EXAMPLES if where == "sample" else Path(where)
+    if (folder / "workflowgen").is_dir():
+        folder = folder / "workflowgen"
+    if not folder.is_dir():
+        raise UsageError(f"--workflowgen {where}: no such folder (`sample`: the shipped slice)")
+    problems = []
+    for name in DATASETS:  # the validation file is <name>_validate.jsonl or, for MMLU-Pro, _validation.jsonl
+        if any(folder.glob(f"{name}_valid*.jsonl")):
+            problems += load_dataset(name, folder, "validate")
+        if any(folder.glob(f"{name}_test*.jsonl")):
+            problems += load_dataset(name, folder, "test")
+    if not problems:
+        raise UsageError(f"--workflowgen {where}: no split file of the paper's data sets (like gsm8k_test.jsonl)")
+    label = f"SIMULATED answers ({len(problems)} workflowgen problems)"
+    return label, lambda clock: {m: SimSolver(problems, m, clock=clock, seed=seed) for m in SOLVERS}
 
 
 @app.command("generate")
