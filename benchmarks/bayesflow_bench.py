@@ -32,13 +32,14 @@ import anyio
 import runtime
 from benchmarks._report import RESULTS, console, machine, parser, rows_table, write_csv
 from planners.bayesflow import BayesFlowOptions
+from planners.workflow_search import AFlowOptions
 from runtime._generate import GenerationTask, Item, evaluate_source, generate, load_task
 from runtime.types import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ABLATIONS", "BASELINES", "METHODS", "main", "run_cell"]
+__all__ = ["ABLATIONS", "BASELINES", "MATCHED", "METHODS", "main", "run_cell"]
 
 METHODS = ("bayesflow", "aflow", "io", "cot", "cot-sc", "random")
 SEARCHES = ("bayesflow", "aflow", "random")
@@ -46,6 +47,11 @@ EXECUTOR = "gpt-35-turbo"
 BUDGET = 10.0  # optimizer dollars per exam and seed: the same for every search
 DEADLINE = 24 * 3600.0  # optimizer seconds (virtual): loose; the budget is what binds
 TEST_BUDGET = 1000.0  # the test run's budget: never binds, it measures
+# AFlow and random search stopped by the budget rather than by their iteration counts: the same spend as BayesFlow.
+MATCHED: dict[str, tuple[str, AFlowOptions | int]] = {
+    "aflow-matched": ("aflow", AFlowOptions(iterations=1000, patience=1000)),
+    "random-matched": ("random", 200),
+}
 ABLATIONS: dict[str, BayesFlowOptions] = {
     "bf-beta5": BayesFlowOptions(beta=5.0),
     "bf-ess": BayesFlowOptions(beta=5.0, ess_threshold=0.5),
@@ -125,8 +131,7 @@ def run_cell(args: tuple[str, str | None, int, str, float, float, str]) -> list[
         _, _, model = min(scored)
         source, opt_cost, meta_in, stop, val = _fixed("cot", model), 0.0, 0, model, -min(scored)[0]
     else:
-        options = ABLATIONS.get(method)
-        search = method if method in SEARCHES else "bayesflow"
+        search, options = MATCHED.get(method, (method if method in SEARCHES else "bayesflow", ABLATIONS.get(method)))
         result = anyio.run(lambda: generate(task, budget, DEADLINE, method=search, options=options, seed=seed))  # type: ignore[arg-type]
         best = result.search.best
         source = best.source if best is not None else _fixed("io", task.spec.default_model)
@@ -191,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--exams", default="", help="Comma-separated exam names (default: all).")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated: {', '.join(METHODS)}, "
-                    f"best-model, {', '.join(ABLATIONS)}.")  # fmt: skip
+                    f"best-model, {', '.join(MATCHED)}, {', '.join(ABLATIONS)}.")  # fmt: skip
     ap.add_argument("--ablations", action="store_true", help="Add BayesFlow's ablations and best-model.")
     ap.add_argument("--budget", type=float, default=BUDGET, help="Optimizer dollars per exam and seed.")
     ap.add_argument("--p-flip", type=float, default=0.0, help="Chance a right answer changes on 'reconsider'.")
@@ -206,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     exams = [e for e in args.exams.split(",") if e] or [t.exam for t in load_tasks(data)]
     methods = [m for m in args.methods.split(",") if m]
     if args.ablations:
-        methods += ["best-model", *ABLATIONS]
-    unknown = [m for m in methods if m not in (*METHODS, "best-model", *ABLATIONS)]
+        methods += ["best-model", *MATCHED, *ABLATIONS]
+    unknown = [m for m in methods if m not in (*METHODS, "best-model", *MATCHED, *ABLATIONS)]
     if unknown:
         raise UsageError(f"unknown method {unknown[0]!r}")
     cells = [(e, data, s, m, args.budget, args.p_flip, args.executor)
