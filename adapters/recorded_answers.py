@@ -9,9 +9,13 @@ choices, votes, escalations and costs are scored on real behaviour. It finds the
   per model and question, so self-consistency over one model gains nothing here (it would on a live model).
 - Reconsider: a line ``Your previous answer: X`` (the protocol; no other wording is needed). If X is the
   model's own first answer and that was wrong, the reply is its ``retry`` row (the second attempt of an agent
-  told only that it was wrong; its answer and tokens); if it was right, X again, or with probability ``p_flip``
-  (drawn once per question and model) another letter: real models do drop right answers when asked to
-  reconsider, which the data cannot show, so ``p_flip`` is a sensitivity parameter (default 0, the contract's).
+  told only that it was wrong; its answer and tokens). If it was right, the model, told the same, changes it
+  with probability ``p_flip`` (drawn once per question and model) to another letter, and keeps it otherwise.
+  By default ``p_flip`` is the model's own *change rate*: the share of its retry rows whose letter differs
+  from its first answer (0.42 for GPT-4 to 0.59 for Gemini 1.0 Pro on the full data; the whole book's rate
+  when the model has fewer than 20 retries). That is the assumption that a model told its answer is wrong
+  changes it as often whether or not it was right (it cannot tell); the data cannot show what models do
+  with a right answer, so ``p_flip`` may be given instead, as a sensitivity (0 keeps every right answer).
   A wrong first answer without a retry row (the full data has one for each) is repeated.
   If X is not the model's own answer, the reply is its own first answer: a program learns nothing from
   reconsidering an answer it did not produce.
@@ -20,12 +24,13 @@ choices, votes, escalations and costs are scored on real behaviour. It finds the
 - Anything else without exactly one known question: ``I cannot answer this.`` (no answer: scored wrong), with
   tokens estimated from the text's length.
 
-The answer key enters at one place only: whether the first answer was wrong picks the retry row. With
-``p_flip = 0`` a program that reconsiders its own answer can thus tell a right first answer (kept) from a wrong
-one (often changed: 1,447 of the 2,752 retries, 53%, changed the letter); that is what the recorded
-reflection experiment did, and ``p_flip`` measures how much a workflow leans on it. The agents that wrote with
-the answer in view (``solution``, ``composite``, ``unredacted``) are never loaded, nor is the questions'
-``solution``.
+The answer key enters at one place only: whether the first answer was wrong picks the retry row. With the
+default ``p_flip`` a reconsidered answer changes about as often whether it was right or wrong, so "reconsider"
+is a gamble a workflow must earn with a signal of its own (a disagreement, a negative verdict): asked blindly
+it loses points (a right answer dropped at the change rate costs more than a wrong one repaired gains).
+With ``p_flip = 0`` every right answer survives and a blind reconsider can only gain: that setting leans on
+the key, and the benchmark reports it only as a sensitivity. The agents that wrote with the answer in view
+(``solution``, ``composite``, ``unredacted``) are never loaded, nor is the questions' ``solution``.
 
 A first answer whose call failed (``error = 1``: 45 of the 7,200) is replayed as a reply without an answer that
 costs nothing, as the file scores and a vendor bills it. Usage per sample otherwise: input = the recorded row's
@@ -58,9 +63,10 @@ if TYPE_CHECKING:
     from tools.exams import ExamQuestion, ExamTask
     from tools.reflection_data import Attempt
 
-__all__ = ["UNKNOWN_REPLY", "AnswerBook", "RecordedAnswers", "Reply", "recorded_adapters"]
+__all__ = ["MIN_RETRIES", "UNKNOWN_REPLY", "AnswerBook", "RecordedAnswers", "Reply", "recorded_adapters"]
 
 UNKNOWN_REPLY = "I cannot answer this."
+MIN_RETRIES = 20  # retries of a model below which its change rate is the whole book's
 _PROPOSED = re.compile(r"^[ \t*_>#-]*proposed answer[*_ \t]*:[*_ \t(\[]*([A-E])\b", re.IGNORECASE | re.MULTILINE)
 _PREVIOUS = re.compile(r"^[ \t*_>#-]*your previous answer[*_ \t]*:[*_ \t(\[]*([A-E])\b", re.IGNORECASE | re.MULTILINE)
 
@@ -131,6 +137,18 @@ class AnswerBook:
         """The model's second attempt after being told its first answer was wrong (only wrong ones have one)."""
         return self._retry.get((model, *q.key))
 
+    def change_rate(self, model: str) -> float:
+        """The share of the model's retries that changed its first answer's letter (the whole book's share when
+        the model has fewer than :data:`MIN_RETRIES`; 0 when the book has no retry at all)."""
+
+        def changed(rows: Iterable[tuple[tuple[str, str, str], Attempt]]) -> tuple[int, int]:
+            flags = [a.answer != self._first[key].answer for key, a in rows if key in self._first]
+            return sum(flags), len(flags)
+
+        own = changed((k, a) for k, a in self._retry.items() if k[0] == model)
+        got, n = own if own[1] >= MIN_RETRIES else changed(self._retry.items())
+        return got / n if n else 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -150,7 +168,8 @@ class RecordedAnswers(Adapter):
         clock: the run's clock (pass the same one to the run): the samples' latencies are slept on it.
         tokens_per_s: output tokens per second (default :data:`tools.exams.TOKENS_PER_S`, assumed).
         ttft_s: seconds to the first token (default :data:`tools.exams.TTFT_S`, assumed).
-        p_flip: the chance that reconsidering its own right answer makes the model change it (default 0).
+        p_flip: the chance that reconsidering its own right answer makes the model change it (default None: the
+            model's change rate, :meth:`AnswerBook.change_rate`).
         seed: seeds the ``p_flip`` draws, one per question and model.
 
     Raises:
@@ -165,13 +184,15 @@ class RecordedAnswers(Adapter):
         clock: Clock,
         tokens_per_s: float = TOKENS_PER_S,
         ttft_s: float = TTFT_S,
-        p_flip: float = 0.0,
+        p_flip: float | None = None,
         seed: int = 0,
     ) -> None:
         if model not in book.models:
             raise UsageError(f"no recorded answers of model {model!r} (models: {', '.join(book.models)})")
         if not (math.isfinite(tokens_per_s) and tokens_per_s > 0 and math.isfinite(ttft_s) and ttft_s >= 0):
             raise UsageError(f"tokens_per_s must be > 0 and ttft_s >= 0, not {tokens_per_s!r}, {ttft_s!r}")
+        if p_flip is None:
+            p_flip = book.change_rate(model)
         if not 0.0 <= p_flip <= 1.0:
             raise UsageError(f"p_flip must be in [0, 1], not {p_flip!r}")
         self.book, self.model, self.clock = book, model, clock
@@ -239,7 +260,7 @@ def recorded_adapters(
     models: Iterable[str] | None = None,
     tokens_per_s: float = TOKENS_PER_S,
     ttft_s: float = TTFT_S,
-    p_flip: float = 0.0,
+    p_flip: float | None = None,
     seed: int = 0,
 ) -> Mapping[str, RecordedAnswers]:
     """A :class:`RecordedAnswers` per model (default: every model of the book), for ``runtime.run(adapters=...)``.

@@ -125,7 +125,7 @@ class GenerationResult:
         return None if self.search.best is None else self.search.best.source
 
 
-def _recorded(book: AnswerBook, p_flip: float, seed: int, clock: Clock) -> Mapping[str, Adapter]:
+def _recorded(book: AnswerBook, p_flip: float | None, seed: int, clock: Clock) -> Mapping[str, Adapter]:
     """The recorded answers on ``clock``; on the real clock (a real meta-LLM) they come at once: their recorded
     latency would only slow the search."""
     from adapters.recorded_answers import recorded_adapters
@@ -135,7 +135,7 @@ def _recorded(book: AnswerBook, p_flip: float, seed: int, clock: Clock) -> Mappi
     return recorded_adapters(book, clock, p_flip=p_flip, seed=seed, ttft_s=0.0, tokens_per_s=1e9)
 
 
-def _exam_task(exam: str, data_dir: str | Path | None, seed: int, p_flip: float) -> GenerationTask:
+def _exam_task(exam: str, data_dir: str | Path | None, seed: int, p_flip: float | None) -> GenerationTask:
     from adapters.recorded_answers import AnswerBook
     from tools import exams
 
@@ -239,13 +239,14 @@ def load_task(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
-    p_flip: float = 0.0,
+    p_flip: float | None = None,
     executors: Mapping[str, Any] | None = None,
 ) -> GenerationTask:
     """The task ``name`` names (see the module docstring), split 1:4 by ``seed``.
 
     Args:
-        p_flip: exam tasks: the chance that a model asked to reconsider its right answer changes it.
+        p_flip: exam tasks: the chance that a model asked to reconsider its right answer changes it (default:
+            each model's measured change rate; see :mod:`adapters.recorded_answers`).
         executors: the models a workflow may call, as a spec's ``"models"`` block of real endpoints, instead of
             the recorded or simulated ones: the same problems, graded the same way, answered by those models.
 

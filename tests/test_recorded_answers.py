@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import runtime
 from adapters.chat import input_token_bound
-from adapters.recorded_answers import UNKNOWN_REPLY, AnswerBook, RecordedAnswers, recorded_adapters
+from adapters.recorded_answers import MIN_RETRIES, UNKNOWN_REPLY, AnswerBook, RecordedAnswers, recorded_adapters
 from adapters.sim_server import SimServer, serve_in_thread
 from runtime.cli import app
 from runtime.types import Batch, Finish, Message, RealClock, SampleEnd, UsageError, VirtualClock
@@ -255,12 +255,35 @@ def test_reconsidering_its_own_wrong_answer_gives_the_retry_row_and_a_right_one_
     assert end.output_tokens == retry.output_tokens
     kept = book.first(model, right)
     assert kept is not None
-    (end,) = _ask(_adapter(task, model), f"{render(right)}\n\nYour previous answer: {kept.answer}")
+    (end,) = _ask(_adapter(task, model, p_flip=0.0), f"{render(right)}\n\nYour previous answer: {kept.answer}")
     assert end.output is not None and end.output.endswith(f"Answer: {kept.answer}")
     flips = [_ask(_adapter(task, model, p_flip=1.0), f"{render(right)}\nYour previous answer: {kept.answer}")]
     flips.append(_ask(_adapter(task, model, p_flip=1.0), f"{render(right)}\nYour previous answer: {kept.answer}"))
     assert flips[0] == flips[1]  # seeded per question and model
     assert flips[0][0].output is not None and score(flips[0][0].output, right) == 0.0
+
+
+def test_by_default_a_right_answer_is_dropped_at_the_models_own_change_rate(task: ExamTask) -> None:
+    """The default p_flip is each model's change rate on its retries, so a workflow that reconsiders every
+    answer blindly (no signal of its own) loses on average: the key gives it nothing for free."""
+    book = AnswerBook.of(task)
+    for model in task.models:
+        rows = [(book.first(model, q), book.retry(model, q)) for q in task.questions]
+        changed = [r.answer != f.answer for f, r in rows if f is not None and r is not None]
+        rate = sum(changed) / len(changed) if len(changed) >= MIN_RETRIES else book.change_rate(model)
+        assert book.change_rate(model) == pytest.approx(rate)
+        adapter = RecordedAnswers(book, model, clock=VirtualClock())
+        assert adapter.p_flip == pytest.approx(rate)
+        first = blind = 0.0
+        for q in task.questions:
+            f = book.first(model, q)
+            assert f is not None
+            if f.error:
+                continue
+            first += f.right
+            reply = adapter.reply((Message("user", f"{render(q)}\n\nYour previous answer: {f.answer}"),))
+            blind += score(reply.text, q)
+        assert blind < first, (model, blind, first)
 
 
 def test_reconsidering_an_answer_it_did_not_give_reveals_nothing_of_the_key(task: ExamTask) -> None:
