@@ -248,14 +248,15 @@ class SearchSession:
     async def evaluate(
         self, source: str, questions: tuple[int, ...], *, origin: str, round: int, tag: str, parent: int | None = None
     ) -> ScoredWorkflow:
-        """Score ``source``; if it fails to run, ask for one fix and keep the fix if that runs."""
+        """Score ``source``; if it fails to run, ask for one fix and keep the fix if it runs and is not worse (a
+        program that failed on one question may still beat its fix on the rest)."""
         score = await self._score(source, questions)
         fixed = False
         if score.error is not None and self.self_correct:
             repaired = await self.ask(fix_prompt(self.task, source, score.error), f"{tag}/fix")
             if repaired is not None:
                 rescored = await self._score(repaired.source, questions)
-                if rescored.error is None:
+                if rescored.error is None and self.reward(rescored) >= self.reward(score):
                     source, score, fixed = repaired.source, rescored, True
         return ScoredWorkflow(source, self.reward(score), score, questions, origin, round, parent, fixed)
 
@@ -429,9 +430,10 @@ async def _step_update(
     if sum(weights) > 0 and (opts.ess_threshold is None or ess / n < opts.ess_threshold):
         drawn = resample(weights, n, s.rng, opts.resampling)
         return [candidates[d] for d in drawn], s.stats(t, scored, ess, True)
-    # Not redrawn: the N extended prefixes go on (the refined workflows stay in C and the refiner's pool). Under
-    # the paper's weight, the look-ahead value itself, a carried weight times the next round's ratio of look-ahead
-    # values telescopes to that round's look-ahead value, so nothing else needs carrying.
+    # Not redrawn: the N extended prefixes go on (the refined workflows stay in C and the refiner's pool, but do
+    # not join the population). The next round weighs by its own look-ahead values, as the paper does every
+    # round; strict SMC would divide by the values at the last resampling (the incremental weight V_t / V_s).
+    # With beta = 1 the ESS rarely falls below N / 2, so this matters only with a larger beta.
     return candidates[:n], s.stats(t, scored, ess, False)
 
 

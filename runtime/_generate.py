@@ -310,8 +310,9 @@ async def evaluate_source(run: ProgramRun, source: str, items: Sequence[Item]) -
             if op != "call_llm":
                 return await inner(i, op, payload)
             request = LLMCall.from_json(payload)
-            if request.model is None:
-                request = replace(request, model=run.default_model)
+            if request.model is None:  # the program's own DEFAULT_MODEL first, as `ontime run` would use it
+                own = Program.from_source(source).default_model
+                request = replace(request, model=own if own in run.models else run.default_model)
             try:
                 result = await run.call(request, wait=True)
             except CallRefusedError as exc:
@@ -328,6 +329,9 @@ async def evaluate_source(run: ProgramRun, source: str, items: Sequence[Item]) -
         raise refused[0]
     scores = [0.0 if o.value is None else await it.grade(o.value) for o, it in zip(outcomes, items, strict=True)]
     error = next((o.error for o in outcomes if o.error is not None), None)
+    if error is not None:  # what self-correction shows the meta-LLM: never a problem of the task
+        for it in items:
+            error = error.replace(it.text, "<the problem>")
     cost = to_usd(sum(spent)) / max(1, len(items))
     return Score(math.fsum(scores) / max(1, len(scores)), tuple(scores), cost, error)
 

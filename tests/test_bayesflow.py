@@ -491,6 +491,23 @@ async def test_a_fix_that_does_not_run_leaves_the_original() -> None:
     assert all(w.reward == 0.0 for w in result.pool)
 
 
+async def test_a_fix_that_runs_but_scores_worse_leaves_the_original() -> None:
+    """A program that failed on one question but scored well on the rest beats a fix that runs and scores less."""
+
+    class PartlyCrashing(FakeScorer):
+        async def score(self, source: str, questions: Sequence[int]) -> Score:
+            if "crash" in words_of(source):
+                per = (0.0,) + (0.8,) * (len(questions) - 1)
+                return Score(sum(per) / len(per), per, 0.0, "Traceback ...\nNameError: name 'crash' is not defined")
+            return Score(0.1, (0.1,) * len(questions), 0.0)
+
+    meta = FakeMeta(prior={"crash": 1.0})
+    result = await run_bayesflow(meta, PartlyCrashing(), n=2, m=0)
+    assert [tag for _, tag in meta.calls if tag.endswith("/fix")]  # fixes were asked for and ran ...
+    assert result.pool and not any(w.fixed for w in result.pool)  # ... but none was better, so none replaced
+    assert all(w.reward > 0.5 for w in result.pool)
+
+
 async def test_no_fix_when_self_correction_is_off() -> None:
     meta = FakeMeta(prior={"crash": 1.0})
     await run_bayesflow(meta, n=2, m=0, self_correct=False)
