@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from adapters.chat import input_token_bound
 from adapters.chat_adapter import ChatAdapter
@@ -173,6 +174,7 @@ class ProgramRun:
         With ``wait``, a call whose worst case does not fit now but would once the calls in flight have settled
         waits for them rather than being refused (many concurrent callers sharing one budget, as a search's
         evaluations do); it is refused only when it cannot fit in what is not spent."""
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a call in a cancelled scope neither launches nor costs
         if not isinstance(request, LLMCall):
             raise UsageError(f"call takes a runtime.types.LLMCall, not {type(request).__name__}")
         self._quiet.touch()

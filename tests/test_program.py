@@ -390,6 +390,36 @@ def test_a_program_s_own_work_between_calls_takes_no_virtual_time() -> None:
     assert launched["second"] == ended["first"]  # not the next timer's time: the clock waited for the program
 
 
+@pytest.mark.timeout(30)
+def test_a_call_in_a_cancelled_scope_neither_launches_nor_stalls_the_clock() -> None:
+    async def cancel_then_call(problem: str) -> str:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await call_llm(problem, model="big", n=8)
+        return (await call_llm(problem, model="small", tag="after"))[0]
+
+    result, events = sim_run(cancel_then_call, 1.0, 600)  # a waiter left on the clock's heap froze time forever
+    assert result.success and result.answer is not None
+    assert [e.subtask for e in of(events, BatchLaunched)] == ["after"]
+    assert result.cost_pusd == sum(e.pusd for e in of(events, BudgetSettled)) > 0
+
+
+@pytest.mark.timeout(30)
+def test_a_sleep_cancelled_before_it_waits_leaves_no_wake_up_on_the_virtual_clock() -> None:
+    clock = VirtualClock()
+
+    async def main() -> float:
+        with clock.participate():
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await clock.sleep_until(1.0)
+            await clock.sleep_until(2.0)  # the stale wake-up at 1.0 counted a busy task that never woke: a hang
+            await clock.sleep_until(3.0)
+        return clock.now()
+
+    assert anyio.run(main) == 3.0
+
+
 def test_the_run_handle_calls_prices_and_tells_what_is_left() -> None:
     seen: list[Any] = []
 
