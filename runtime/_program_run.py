@@ -4,8 +4,10 @@ A call reserves its worst case (n x (input tokens x input price + max_tokens x o
 or raises :class:`OverBudgetError` inside the program, which may catch it and answer with what it has; each
 sample settles what it used when it ends and releases the rest of its share. After the deadline a call raises
 :class:`PastDeadlineError`; at the deadline the program is cancelled, and so is every sample in flight, each
-charged what it used. The events are the DAG executor's (``RunStarted`` ... ``RunFinished``; a call's
-``subtask`` is its tag, or ``call-<n>``), so the journal, the log and :func:`runtime.replay_ledger` work alike.
+charged what it used. The run, not the caller, owns each call's samples: whatever the program leaves running when
+it ends is cancelled and settled the same way before ``RunFinished``, and a call after that is refused. The events
+are the DAG executor's (``RunStarted`` ... ``RunFinished``; a call's ``subtask`` is its tag, or ``call-<n>``), so
+the journal, the log and :func:`runtime.replay_ledger` work alike.
 
 How a program's run keeps virtual time honest: :mod:`runtime._program_clock`.
 """
@@ -61,6 +63,8 @@ from runtime.types._clock import _leaves, single_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
 
     from adapters.chat import ChatBackend
     from runtime._program import ProgramFn
@@ -149,8 +153,9 @@ class ProgramRun:
         self._used: dict[str, None] = {}  # the models launched on, in order
         self._t0 = self._deadline = 0.0
         self._stopped = False  # the deadline passed, or the run is ending: nothing more starts
+        self._over = False  # the program has returned (or the run is ending): a call now is refused, unrecorded
         self._bug: BaseException | None = None  # ontime, an adapter or a sink failed: the run stops, this goes on
-        self._scope: anyio.CancelScope | None = None
+        self._tg: TaskGroup | None = None  # the run's tasks, the launches of every call among them
         self._ends: Inbox[Callable[[], None]] = clock.inbox()  # the settlements of samples that ended
         self._quiet = Quiet(clock)
         self._freed = anyio.Event()  # set (and replaced) whenever a settlement releases part of a reservation
@@ -187,9 +192,8 @@ class ProgramRun:
         self._calls += 1
         n, tag = request.n, request.tag or f"call-{self._calls}"
         max_tokens = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
-        if self._stopped or self.clock.now() >= self._deadline:
-            self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.DEADLINE))
-            raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
+        self._check_open(f"call_llm ({tag})", LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n,
+                                                              reason=Reason.DEADLINE))  # fmt: skip
         system = (Message("system", request.system),) if request.system else ()
         messages = (*system, Message("user", request.prompt))
         adapter = self._adapter(name, request.temperature)
@@ -257,6 +261,8 @@ class ProgramRun:
                                      output_tokens=end.output_tokens, released_pusd=released.pusd,
                                      released_output_tokens=released.output_tokens))  # fmt: skip
 
+        ended = anyio.Event()
+
         async def launch() -> None:
             try:
                 await run_adapter(adapter, batch, reported, report)
@@ -265,11 +271,19 @@ class ProgramRun:
                 raise
             finally:  # the program acts on the answers at this instant: hold the clock before this task leaves it
                 self._quiet.touch()
+                ended.set()
 
-        with single_error():
-            async with anyio.create_task_group() as tg:
-                self.clock.spawn(tg, launch, name=f"{tag}#{batch.id}")
-        await settled.wait()
+        # The run owns the launch, not the caller: a call the program leaves running when it ends is cancelled
+        # and settled with the run's other work, before RunFinished.
+        assert self._tg is not None  # a call reaches here only while the run's task group is open
+        handle = self.clock.spawn(self._tg, launch, name=f"{tag}#{batch.id}")
+        try:
+            await settled.wait()
+        except BaseException:  # the caller was cancelled: so are its samples, each reported with what it used
+            handle.cancel()
+            with anyio.CancelScope(shield=True):
+                await ended.wait()
+            raise
         done = [e for e in ends if e is not None]
         outputs = tuple(e.output or "" for e in done if e.finish in (Finish.COMPLETE, Finish.CUT_OFF))
         errors = [e.error for e in done if e.error is not None]
@@ -293,8 +307,7 @@ class ProgramRun:
             raise UsageError("exec_code: give the tests (this run was given none: runtime.run(..., tests=...))")
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise UsageError("exec_code: the solution and the tests are code (strings)")
-        if self._stopped or self.clock.now() >= self._deadline:
-            raise PastDeadlineError(f"exec_code: the deadline of {self.deadline_s:g}s has passed")
+        self._check_open("exec_code")
         with self.clock.participate():
             try:
                 result = await arun_tests(solution, tests)
@@ -398,15 +411,17 @@ class ProgramRun:
             try:
                 with single_error():
                     async with anyio.create_task_group() as tg:
-                        self._scope = tg.cancel_scope
+                        self._tg = tg
                         tg.start_soon(self._quiet.serve)
                         self.clock.spawn(tg, self._settle, name="settle")
                         box: Inbox[_Outcome] = self.clock.inbox()
                         self._quiet.touch()
                         tg.start_soon(self._program, program, problem, box.put)
-                        outcome = await box.get(until=self._deadline)
+                        try:
+                            outcome = await box.get(until=self._deadline)
+                        finally:
+                            self._stopped = self._over = True
                         stopped_at = self._elapsed()
-                        self._stopped = True
                         if outcome is None:
                             now = self.clock.now()
                             stopped_at = self.deadline_s if now <= self._deadline else stopped_at
@@ -419,6 +434,8 @@ class ProgramRun:
             while len(self._ends):  # what the stopped tasks reported, in order
                 self._ends.take()()
             finished = self._finished(outcome, stopped_at, error)
+        if self.ledger.reserved != Usage():  # a call in flight that was never settled: its record would lie
+            raise InvariantError(f"the run would finish with {self.ledger.reserved} still reserved") from error
         self._emit(finished)
         if error is not None:
             raise error
@@ -508,8 +525,19 @@ class ProgramRun:
         """Stop the run for a failure that is not the program's: it is raised once everything is settled."""
         self._bug = self._bug or exc
         self._stopped = True
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _check_open(self, what: str, rejected: LaunchRejected | None = None) -> None:
+        """Refuse new work once the deadline has passed (``rejected`` says so in the events) or the program has
+        returned: a task it left running gets an error and the run, finished or finishing, records nothing."""
+        late = self.clock.now() >= self._deadline
+        if self._over and not late:
+            raise UsageError(f"{what}: the program has returned; a task it left running may start nothing more")
+        if self._stopped or late:
+            if rejected is not None and not self._over:
+                self._emit(rejected)
+            raise PastDeadlineError(f"{what}: the deadline of {self.deadline_s:g}s has passed")
 
     def _emit(self, event: Event) -> None:
         """Send an event to the sinks; one that raises stops the run (a journal that cannot be written would

@@ -8,6 +8,7 @@ every dollar in exactly one settlement, the journal rebuilding the ledger, same 
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 (a task no task group owns, which a program on asyncio can start)
 import functools
 import importlib.util
 import json
@@ -46,14 +47,16 @@ from runtime import (
     call_llm,
     exec_code,
 )
+from runtime._ledger import Usage
 from runtime.cli import app
-from runtime.types import LLMCall, SpecError, UsageError, to_pusd
+from runtime.types import InvariantError, LLMCall, SpecError, UsageError, to_pusd
 from tests.conftest import model
 from tests.helpers import comparable, of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from runtime._program_run import ProgramRun
     from runtime.types import Batch, Report
 
 HAS_PROGRAM_SANDBOX = importlib.util.find_spec("tools.program_sandbox") is not None
@@ -418,6 +421,55 @@ def test_a_sleep_cancelled_before_it_waits_leaves_no_wake_up_on_the_virtual_cloc
         return clock.now()
 
     assert anyio.run(main) == 3.0
+
+
+def test_calls_in_flight_when_the_program_returns_are_settled_before_run_finished() -> None:
+    left: list[asyncio.Task[list[str]]] = []
+
+    async def orphan(problem: str) -> str:  # a task outside any task group of the program's, still calling
+        left.append(asyncio.get_running_loop().create_task(call_llm(problem, model="big", n=8)))
+        await anyio.lowlevel.checkpoint()
+        return "early"
+
+    result, events = sim_run(orphan, 1.0, 600)
+    assert result.success and result.answer == "early"
+    assert isinstance(events[-1], runtime.RunFinished) and len(of(events, runtime.RunFinished)) == 1
+    ends = of(events, SampleFinished)
+    assert len(ends) == 8 and {e.status for e in ends} == {"cancelled"}
+    assert runtime.replay_ledger(events).reserved_pusd == 0
+    assert result.cost_pusd == sum(e.pusd for e in of(events, BudgetSettled)) > 0  # charged its input
+
+
+def test_a_call_after_the_program_has_returned_is_refused_and_records_nothing() -> None:
+    runs: list[ProgramRun] = []
+
+    async def keep(problem: str) -> str:
+        runs.append(runtime.current_run())
+        return "done"
+
+    async def overstay(problem: str) -> str:
+        runs.append(runtime.current_run())
+        await anyio.sleep_forever()
+        return "never"
+
+    request = LLMCall(messages=("hi",), model="small")
+    for program, deadline, error in ((keep, 600.0, UsageError), (overstay, 5.0, PastDeadlineError)):
+        _, events = sim_run(program, 1.0, deadline)
+        count = len(events)
+        with pytest.raises(error):
+            anyio.run(runs[-1].call, request)
+        with pytest.raises(error):
+            anyio.run(runs[-1].exec_code, "x = 1", "assert x == 1")
+        assert len(events) == count  # nothing after RunFinished
+
+
+def test_a_run_refuses_to_finish_with_money_still_reserved() -> None:
+    async def leaks(problem: str) -> str:
+        runtime.current_run().ledger.reserve(Usage(1, 1))  # a hold no settlement will ever release
+        return "done"
+
+    with pytest.raises(InvariantError, match="still reserved"):
+        sim_run(leaks, 1.0, 600)
 
 
 def test_the_run_handle_calls_prices_and_tells_what_is_left() -> None:
