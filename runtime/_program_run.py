@@ -178,11 +178,14 @@ class ProgramRun:
 
         With ``wait``, a call whose worst case does not fit now but would once the calls in flight have settled
         waits for them rather than being refused (many concurrent callers sharing one budget, as a search's
-        evaluations do); it is refused only when it cannot fit in what is not spent."""
+        evaluations do); it is refused only when it cannot fit in what is not spent.
+
+        A refused call does not hold the virtual clock (it did nothing), so time moves on under a program that
+        retries a refused call in a loop until the calls in flight free the money; such a program should rather
+        use ``wait=True``, which sleeps until a settlement frees money instead of spinning."""
         await anyio.lowlevel.checkpoint_if_cancelled()  # a call in a cancelled scope neither launches nor costs
         if not isinstance(request, LLMCall):
             raise UsageError(f"call takes a runtime.types.LLMCall, not {type(request).__name__}")
-        self._quiet.touch()
         name = request.model or self.default_model
         if name is None:
             raise UsageError(f"call_llm: name a model (the program has no DEFAULT_MODEL); models: {self._names()}")
@@ -206,7 +209,6 @@ class ProgramRun:
         res = self.ledger.reserve(share * n)
         while res is None and wait and self._may_fit(share * n):
             await self._freed.wait()
-            self._quiet.touch()
             if self._stopped or self.clock.now() >= self._deadline:
                 raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
             res = self.ledger.reserve(share * n)
@@ -217,6 +219,7 @@ class ProgramRun:
             if share.pusd * n <= left.pusd:  # the output-token cap, not the money, is what it would break
                 why = f"use them all; {left.output_tokens} are left under the output_token_cap"
             raise OverBudgetError(f"call_llm ({tag}): {n} x {max_tokens} output tokens on {name!r} may {why}")
+        self._quiet.touch()  # the program acted: hold the clock until it is quiet again (a refusal holds nothing)
         self._batches += 1
         self._samples += n
         self._used.setdefault(name)
@@ -301,13 +304,13 @@ class ProgramRun:
         :func:`runtime.exec_code` documents; the virtual clock stands still while it runs, the deadline stops it."""
         from tools.sandbox import arun_tests
 
-        self._quiet.touch()
         tests = self.tests if tests is None else tests
         if tests is None:
             raise UsageError("exec_code: give the tests (this run was given none: runtime.run(..., tests=...))")
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise UsageError("exec_code: the solution and the tests are code (strings)")
         self._check_open("exec_code")
+        self._quiet.touch()  # after the checks: a refusal holds no virtual time
         with self.clock.participate():
             try:
                 result = await arun_tests(solution, tests)

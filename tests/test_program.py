@@ -472,6 +472,28 @@ def test_a_run_refuses_to_finish_with_money_still_reserved() -> None:
         sim_run(leaks, 1.0, 600)
 
 
+@pytest.mark.timeout(30)
+def test_a_program_retrying_a_refused_call_in_a_loop_does_not_freeze_virtual_time() -> None:
+    async def spin(problem: str) -> str:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(call_llm, problem, model="big", n=4, tag="first"))
+            await anyio.lowlevel.checkpoint()
+            while True:  # refused until the first call settles: each refusal held the clock, so it never did
+                try:
+                    await call_llm(problem, model="big", n=3, max_tokens=700, tag="retry")
+                except OverBudgetError:
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    break
+        return "done"
+
+    result, events = sim_run(spin, 0.1, 600)
+    assert result.success and result.answer == "done"
+    launched = {e.subtask: e.t for e in of(events, BatchLaunched)}
+    freed = {e.t for e in of(events, SampleFinished) if e.subtask == "first"}
+    assert launched["retry"] in freed and launched["retry"] > 0  # at the instant a settlement freed the money
+
+
 def test_the_run_handle_calls_prices_and_tells_what_is_left() -> None:
     seen: list[Any] = []
 
