@@ -14,6 +14,7 @@ How a program's run keeps virtual time honest: :mod:`runtime._program_clock`.
 
 from __future__ import annotations
 
+import math
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -485,7 +486,9 @@ class ProgramRun:
             assert program.fn is not None
             try:
                 value = await program.fn(problem)
-            except Exception as exc:  # the program's own failure is its run's result
+            except BaseException as exc:  # the program's own failure is its run's result, whatever it raised
+                if _stops_the_run(exc):
+                    raise
                 outcome = _raised(exc)
             else:
                 not_text = f"the program returned {type(value).__name__}, not text"
@@ -557,6 +560,17 @@ _STATUS = {
     Finish.CANCELLED: SampleStatus.CANCELLED,
     Finish.ERROR: SampleStatus.ERROR,
 }
+
+
+def _stops_the_run(exc: BaseException) -> bool:
+    """Whether what a program raised stops the run rather than being the program's failure: a cancellation
+    from a scope around the program (the deadline, the run's own end, its caller), or a Ctrl-C. A cancellation
+    the program raised itself (no scope around it was cancelled), ``SystemExit`` and the like are its errors."""
+    leaves = _leaves(exc)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return True
+    cancelled = anyio.get_cancelled_exc_class()
+    return anyio.current_effective_deadline() == -math.inf and all(isinstance(leaf, cancelled) for leaf in leaves)
 
 
 def _error_classes(error: str) -> list[str]:

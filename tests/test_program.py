@@ -372,6 +372,28 @@ def test_a_program_that_raises_or_returns_no_text_fails_with_the_reason_in_detai
     assert not returned.success and returned.detail == "the program returned NoneType, not text"
 
 
+class _Boom(BaseException):
+    """Neither an Exception nor a cancellation: still the program's own failure."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "named"),
+    [(lambda: anyio.get_cancelled_exc_class()(), "CancelledError"), (lambda: SystemExit(3), "SystemExit: 3"),
+     (lambda: _Boom("boom"), "_Boom: boom"), (lambda: GeneratorExit(), "GeneratorExit")],
+)  # fmt: skip
+def test_a_program_that_raises_a_base_exception_fails_with_an_error_not_a_deadline(
+    raised: Callable[[], BaseException], named: str
+) -> None:
+    async def odd(problem: str) -> str:
+        await call_llm(problem, model="small", max_tokens=5)
+        raise raised()
+
+    result, events = sim_run(odd, 1.0, 600)
+    assert (result.success, result.reason) == (False, "error") and not of(events, DeadlineHit)
+    assert result.detail is not None and result.detail.startswith(named)
+    assert 0 < result.elapsed < 600 and runtime.replay_ledger(events).reserved_pusd == 0
+
+
 def test_a_program_s_own_work_between_calls_takes_no_virtual_time() -> None:
     async def chain(problem: str) -> None:
         first = await call_llm(problem, model="small", max_tokens=5, tag="first")
