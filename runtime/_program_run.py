@@ -210,8 +210,8 @@ class ProgramRun:
         res = self.ledger.reserve(share * n)
         while res is None and wait and self._may_fit(share * n):
             await self._freed.wait()
-            if self._stopped or self.clock.now() >= self._deadline:
-                raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
+            self._check_open(f"call_llm ({tag})", LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n,
+                                                                  reason=Reason.DEADLINE))  # fmt: skip
             res = self.ledger.reserve(share * n)
         if res is None:
             self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.BUDGET))

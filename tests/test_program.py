@@ -347,6 +347,30 @@ def test_a_call_at_the_deadline_raises_past_deadline_inside_the_program() -> Non
     assert first.success
 
 
+def test_a_waiting_call_woken_at_the_deadline_is_rejected_in_the_events() -> None:
+    caught: list[str] = []
+
+    async def waits(problem: str) -> str:
+        async def waiting() -> None:
+            request = LLMCall(messages=(problem,), model="big", n=4, tag="waiting")
+            try:
+                await runtime.current_run().call(request, wait=True)  # needs the money "first" holds
+            except PastDeadlineError as exc:
+                caught.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(call_llm, problem, model="big", n=4, tag="first"))
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(waiting)
+        return "done"
+
+    _, events = sim_run(waits, 0.1, 600)
+    deadline = min(e.t for e in of(events, SampleFinished))  # the first settlement wakes it at the deadline
+    _, events = sim_run(waits, 0.1, deadline)
+    assert caught and "deadline" in caught[-1]
+    assert [(e.subtask, e.reason, e.t) for e in of(events, LaunchRejected)] == [("waiting", "deadline", deadline)]
+
+
 def test_samples_that_errored_are_left_out_and_all_errored_raises_the_provider_error() -> None:
     async def many(problem: str) -> str:
         return str(len(await call_llm(problem, model="small", n=8, max_tokens=20)))
