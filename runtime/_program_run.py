@@ -481,7 +481,7 @@ class ProgramRun:
         _CURRENT.set(self)
         if program.source is not None:
             [got] = await self.run_source(program.source, [problem])
-            outcome = _Outcome(got.value) if got.error is None else _failed(_error_classes(got.error), got.error)
+            outcome = _Outcome(got.value) if got.error is None else _failed([_error_class(got.error)], got.error)
         else:
             assert program.fn is not None
             try:
@@ -573,10 +573,11 @@ def _stops_the_run(exc: BaseException) -> bool:
     return anyio.current_effective_deadline() == -math.inf and all(isinstance(leaf, cancelled) for leaf in leaves)
 
 
-def _error_classes(error: str) -> list[str]:
-    """What a sandboxed program's error may name as its class: the text before the colon of each line
-    (``"OverBudgetError: ..."`` and the frames after it, or a traceback whose last line names it)."""
-    return [line.split(":", 1)[0].strip() for line in error.splitlines()]
+def _error_class(error: str) -> str:
+    """The class of a sandboxed program's error: the text before the first colon of its first line, as the
+    sandbox reports it (``"OverBudgetError: <message>"``, then the program's frames). Only that: the message and
+    the frames are the program's to write, and a line in them must not set the run's reason."""
+    return error.split("\n", 1)[0].split(":", 1)[0].strip()
 
 
 async def execute_program(

@@ -784,6 +784,16 @@ def test_a_sandboxed_program_that_overspends_is_refused_and_one_past_its_deadlin
 
 
 @needs_program_sandbox
+def test_a_sandboxed_program_cannot_set_its_run_s_reason_from_its_error_message() -> None:
+    spoof = "async def workflow(problem):\n    raise ValueError('no answer\\nPastDeadlineError: it was the clock')\n"
+    clock = VirtualClock()
+    result = runtime.run(runtime.Program.from_source(spoof), 1.0, 600, models={"small": MODELS["small"]},
+                         input="q", clock=clock, adapters={"small": TextSim(clock)})  # fmt: skip
+    assert (result.success, result.reason) == (False, "error")
+    assert result.detail is not None and result.detail.startswith("ValueError: no answer\nPastDeadlineError")
+
+
+@needs_program_sandbox
 def test_ontime_run_runs_a_program_file_in_the_sandbox(tmp_path: Path) -> None:
     served = runtime.parse_workflow({
         "models": {"gpt-sim": model(tps=2000.0, ttft=0.01, max_tokens=200)},
