@@ -1,7 +1,7 @@
 """Virtual time for a program's run: the clock moves on only when nothing of the run can act at this instant.
 
 A program is code of its own (task groups, events), which the virtual clock cannot see waiting; so its run holds
-the clock still (:class:`Quiet`) from the moment a call returns (or is refused, or the program starts) until the
+the clock still (:class:`Quiet`) from the moment a call launches or returns (or the program starts) until the
 program has been quiet for :data:`QUIET_ROUNDS` turns of the event loop: a program's work between calls takes no
 virtual time. A sandboxed program is another process: its run holds the clock (:class:`Hold`) whenever none of
 its requests is outstanding (it is computing) and gives it back while one is (a sandboxed program that computes

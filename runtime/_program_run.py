@@ -4,14 +4,17 @@ A call reserves its worst case (n x (input tokens x input price + max_tokens x o
 or raises :class:`OverBudgetError` inside the program, which may catch it and answer with what it has; each
 sample settles what it used when it ends and releases the rest of its share. After the deadline a call raises
 :class:`PastDeadlineError`; at the deadline the program is cancelled, and so is every sample in flight, each
-charged what it used. The events are the DAG executor's (``RunStarted`` ... ``RunFinished``; a call's
-``subtask`` is its tag, or ``call-<n>``), so the journal, the log and :func:`runtime.replay_ledger` work alike.
+charged what it used. The run, not the caller, owns each call's samples: whatever the program leaves running when
+it ends is cancelled and settled the same way before ``RunFinished``, and a call after that is refused. The events
+are the DAG executor's (``RunStarted`` ... ``RunFinished``; a call's ``subtask`` is its tag, or ``call-<n>``), so
+the journal, the log and :func:`runtime.replay_ledger` work alike.
 
 How a program's run keeps virtual time honest: :mod:`runtime._program_clock`.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -19,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from adapters.chat import input_token_bound
 from adapters.chat_adapter import ChatAdapter
@@ -60,6 +64,8 @@ from runtime.types._clock import _leaves, single_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from anyio.abc import TaskGroup
 
     from adapters.chat import ChatBackend
     from runtime._program import ProgramFn
@@ -148,8 +154,9 @@ class ProgramRun:
         self._used: dict[str, None] = {}  # the models launched on, in order
         self._t0 = self._deadline = 0.0
         self._stopped = False  # the deadline passed, or the run is ending: nothing more starts
+        self._over = False  # the program has returned (or the run is ending): a call now is refused, unrecorded
         self._bug: BaseException | None = None  # ontime, an adapter or a sink failed: the run stops, this goes on
-        self._scope: anyio.CancelScope | None = None
+        self._tg: TaskGroup | None = None  # the run's tasks, the launches of every call among them
         self._ends: Inbox[Callable[[], None]] = clock.inbox()  # the settlements of samples that ended
         self._quiet = Quiet(clock)
         self._freed = anyio.Event()  # set (and replaced) whenever a settlement releases part of a reservation
@@ -172,10 +179,14 @@ class ProgramRun:
 
         With ``wait``, a call whose worst case does not fit now but would once the calls in flight have settled
         waits for them rather than being refused (many concurrent callers sharing one budget, as a search's
-        evaluations do); it is refused only when it cannot fit in what is not spent."""
+        evaluations do); it is refused only when it cannot fit in what is not spent.
+
+        A refused call does not hold the virtual clock (it did nothing), so time moves on under a program that
+        retries a refused call in a loop until the calls in flight free the money; such a program should rather
+        use ``wait=True``, which sleeps until a settlement frees money instead of spinning."""
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a call in a cancelled scope neither launches nor costs
         if not isinstance(request, LLMCall):
             raise UsageError(f"call takes a runtime.types.LLMCall, not {type(request).__name__}")
-        self._quiet.touch()
         name = request.model or self.default_model
         if name is None:
             raise UsageError(f"call_llm: name a model (the program has no DEFAULT_MODEL); models: {self._names()}")
@@ -185,9 +196,8 @@ class ProgramRun:
         self._calls += 1
         n, tag = request.n, request.tag or f"call-{self._calls}"
         max_tokens = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
-        if self._stopped or self.clock.now() >= self._deadline:
-            self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.DEADLINE))
-            raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
+        self._check_open(f"call_llm ({tag})", LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n,
+                                                              reason=Reason.DEADLINE))  # fmt: skip
         system = (Message("system", request.system),) if request.system else ()
         messages = (*system, Message("user", request.prompt))
         adapter = self._adapter(name, request.temperature)
@@ -200,9 +210,8 @@ class ProgramRun:
         res = self.ledger.reserve(share * n)
         while res is None and wait and self._may_fit(share * n):
             await self._freed.wait()
-            self._quiet.touch()
-            if self._stopped or self.clock.now() >= self._deadline:
-                raise PastDeadlineError(f"call_llm ({tag}): the deadline of {self.deadline_s:g}s has passed")
+            self._check_open(f"call_llm ({tag})", LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n,
+                                                                  reason=Reason.DEADLINE))  # fmt: skip
             res = self.ledger.reserve(share * n)
         if res is None:
             self._emit(LaunchRejected(t=self._elapsed(), subtask=tag, model=name, k=n, reason=Reason.BUDGET))
@@ -211,6 +220,7 @@ class ProgramRun:
             if share.pusd * n <= left.pusd:  # the output-token cap, not the money, is what it would break
                 why = f"use them all; {left.output_tokens} are left under the output_token_cap"
             raise OverBudgetError(f"call_llm ({tag}): {n} x {max_tokens} output tokens on {name!r} may {why}")
+        self._quiet.touch()  # the program acted: hold the clock until it is quiet again (a refusal holds nothing)
         self._batches += 1
         self._samples += n
         self._used.setdefault(name)
@@ -255,6 +265,8 @@ class ProgramRun:
                                      output_tokens=end.output_tokens, released_pusd=released.pusd,
                                      released_output_tokens=released.output_tokens))  # fmt: skip
 
+        ended = anyio.Event()
+
         async def launch() -> None:
             try:
                 await run_adapter(adapter, batch, reported, report)
@@ -263,11 +275,19 @@ class ProgramRun:
                 raise
             finally:  # the program acts on the answers at this instant: hold the clock before this task leaves it
                 self._quiet.touch()
+                ended.set()
 
-        with single_error():
-            async with anyio.create_task_group() as tg:
-                self.clock.spawn(tg, launch, name=f"{tag}#{batch.id}")
-        await settled.wait()
+        # The run owns the launch, not the caller: a call the program leaves running when it ends is cancelled
+        # and settled with the run's other work, before RunFinished.
+        assert self._tg is not None  # a call reaches here only while the run's task group is open
+        handle = self.clock.spawn(self._tg, launch, name=f"{tag}#{batch.id}")
+        try:
+            await settled.wait()
+        except BaseException:  # the caller was cancelled: so are its samples, each reported with what it used
+            handle.cancel()
+            with anyio.CancelScope(shield=True):
+                await ended.wait()
+            raise
         done = [e for e in ends if e is not None]
         outputs = tuple(e.output or "" for e in done if e.finish in (Finish.COMPLETE, Finish.CUT_OFF))
         errors = [e.error for e in done if e.error is not None]
@@ -285,14 +305,13 @@ class ProgramRun:
         :func:`runtime.exec_code` documents; the virtual clock stands still while it runs, the deadline stops it."""
         from tools.sandbox import arun_tests
 
-        self._quiet.touch()
         tests = self.tests if tests is None else tests
         if tests is None:
             raise UsageError("exec_code: give the tests (this run was given none: runtime.run(..., tests=...))")
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise UsageError("exec_code: the solution and the tests are code (strings)")
-        if self._stopped or self.clock.now() >= self._deadline:
-            raise PastDeadlineError(f"exec_code: the deadline of {self.deadline_s:g}s has passed")
+        self._check_open("exec_code")
+        self._quiet.touch()  # after the checks: a refusal holds no virtual time
         with self.clock.participate():
             try:
                 result = await arun_tests(solution, tests)
@@ -396,15 +415,17 @@ class ProgramRun:
             try:
                 with single_error():
                     async with anyio.create_task_group() as tg:
-                        self._scope = tg.cancel_scope
+                        self._tg = tg
                         tg.start_soon(self._quiet.serve)
                         self.clock.spawn(tg, self._settle, name="settle")
                         box: Inbox[_Outcome] = self.clock.inbox()
                         self._quiet.touch()
                         tg.start_soon(self._program, program, problem, box.put)
-                        outcome = await box.get(until=self._deadline)
+                        try:
+                            outcome = await box.get(until=self._deadline)
+                        finally:
+                            self._stopped = self._over = True
                         stopped_at = self._elapsed()
-                        self._stopped = True
                         if outcome is None:
                             now = self.clock.now()
                             stopped_at = self.deadline_s if now <= self._deadline else stopped_at
@@ -417,6 +438,8 @@ class ProgramRun:
             while len(self._ends):  # what the stopped tasks reported, in order
                 self._ends.take()()
             finished = self._finished(outcome, stopped_at, error)
+        if self.ledger.reserved != Usage():  # a call in flight that was never settled: its record would lie
+            raise InvariantError(f"the run would finish with {self.ledger.reserved} still reserved") from error
         self._emit(finished)
         if error is not None:
             raise error
@@ -458,12 +481,14 @@ class ProgramRun:
         _CURRENT.set(self)
         if program.source is not None:
             [got] = await self.run_source(program.source, [problem])
-            outcome = _Outcome(got.value) if got.error is None else _failed(_error_classes(got.error), got.error)
+            outcome = _Outcome(got.value) if got.error is None else _failed([_error_class(got.error)], got.error)
         else:
             assert program.fn is not None
             try:
                 value = await program.fn(problem)
-            except Exception as exc:  # the program's own failure is its run's result
+            except BaseException as exc:  # the program's own failure is its run's result, whatever it raised
+                if _stops_the_run(exc):
+                    raise
                 outcome = _raised(exc)
             else:
                 not_text = f"the program returned {type(value).__name__}, not text"
@@ -506,8 +531,19 @@ class ProgramRun:
         """Stop the run for a failure that is not the program's: it is raised once everything is settled."""
         self._bug = self._bug or exc
         self._stopped = True
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _check_open(self, what: str, rejected: LaunchRejected | None = None) -> None:
+        """Refuse new work once the deadline has passed (``rejected`` says so in the events) or the program has
+        returned: a task it left running gets an error and the run, finished or finishing, records nothing."""
+        late = self.clock.now() >= self._deadline
+        if self._over and not late:
+            raise UsageError(f"{what}: the program has returned; a task it left running may start nothing more")
+        if self._stopped or late:
+            if rejected is not None and not self._over:
+                self._emit(rejected)
+            raise PastDeadlineError(f"{what}: the deadline of {self.deadline_s:g}s has passed")
 
     def _emit(self, event: Event) -> None:
         """Send an event to the sinks; one that raises stops the run (a journal that cannot be written would
@@ -526,10 +562,22 @@ _STATUS = {
 }
 
 
-def _error_classes(error: str) -> list[str]:
-    """What a sandboxed program's error may name as its class: the text before the colon of each line
-    (``"OverBudgetError: ..."`` and the frames after it, or a traceback whose last line names it)."""
-    return [line.split(":", 1)[0].strip() for line in error.splitlines()]
+def _stops_the_run(exc: BaseException) -> bool:
+    """Whether what a program raised stops the run rather than being the program's failure: a cancellation
+    from a scope around the program (the deadline, the run's own end, its caller), or a Ctrl-C. A cancellation
+    the program raised itself (no scope around it was cancelled), ``SystemExit`` and the like are its errors."""
+    leaves = _leaves(exc)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return True
+    cancelled = anyio.get_cancelled_exc_class()
+    return anyio.current_effective_deadline() == -math.inf and all(isinstance(leaf, cancelled) for leaf in leaves)
+
+
+def _error_class(error: str) -> str:
+    """The class of a sandboxed program's error: the text before the first colon of its first line, as the
+    sandbox reports it (``"OverBudgetError: <message>"``, then the program's frames). Only that: the message and
+    the frames are the program's to write, and a line in them must not set the run's reason."""
+    return error.split("\n", 1)[0].split(":", 1)[0].strip()
 
 
 async def execute_program(

@@ -8,6 +8,7 @@ every dollar in exactly one settlement, the journal rebuilding the ledger, same 
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 (a task no task group owns, which a program on asyncio can start)
 import functools
 import importlib.util
 import json
@@ -46,14 +47,16 @@ from runtime import (
     call_llm,
     exec_code,
 )
+from runtime._ledger import Usage
 from runtime.cli import app
-from runtime.types import LLMCall, SpecError, UsageError, to_pusd
+from runtime.types import InvariantError, LLMCall, SpecError, UsageError, to_pusd
 from tests.conftest import model
 from tests.helpers import comparable, of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from runtime._program_run import ProgramRun
     from runtime.types import Batch, Report
 
 HAS_PROGRAM_SANDBOX = importlib.util.find_spec("tools.program_sandbox") is not None
@@ -344,6 +347,30 @@ def test_a_call_at_the_deadline_raises_past_deadline_inside_the_program() -> Non
     assert first.success
 
 
+def test_a_waiting_call_woken_at_the_deadline_is_rejected_in_the_events() -> None:
+    caught: list[str] = []
+
+    async def waits(problem: str) -> str:
+        async def waiting() -> None:
+            request = LLMCall(messages=(problem,), model="big", n=4, tag="waiting")
+            try:
+                await runtime.current_run().call(request, wait=True)  # needs the money "first" holds
+            except PastDeadlineError as exc:
+                caught.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(call_llm, problem, model="big", n=4, tag="first"))
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(waiting)
+        return "done"
+
+    _, events = sim_run(waits, 0.1, 600)
+    deadline = min(e.t for e in of(events, SampleFinished))  # the first settlement wakes it at the deadline
+    _, events = sim_run(waits, 0.1, deadline)
+    assert caught and "deadline" in caught[-1]
+    assert [(e.subtask, e.reason, e.t) for e in of(events, LaunchRejected)] == [("waiting", "deadline", deadline)]
+
+
 def test_samples_that_errored_are_left_out_and_all_errored_raises_the_provider_error() -> None:
     async def many(problem: str) -> str:
         return str(len(await call_llm(problem, model="small", n=8, max_tokens=20)))
@@ -369,6 +396,28 @@ def test_a_program_that_raises_or_returns_no_text_fails_with_the_reason_in_detai
     assert not returned.success and returned.detail == "the program returned NoneType, not text"
 
 
+class _Boom(BaseException):
+    """Neither an Exception nor a cancellation: still the program's own failure."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "named"),
+    [(lambda: anyio.get_cancelled_exc_class()(), "CancelledError"), (lambda: SystemExit(3), "SystemExit: 3"),
+     (lambda: _Boom("boom"), "_Boom: boom"), (lambda: GeneratorExit(), "GeneratorExit")],
+)  # fmt: skip
+def test_a_program_that_raises_a_base_exception_fails_with_an_error_not_a_deadline(
+    raised: Callable[[], BaseException], named: str
+) -> None:
+    async def odd(problem: str) -> str:
+        await call_llm(problem, model="small", max_tokens=5)
+        raise raised()
+
+    result, events = sim_run(odd, 1.0, 600)
+    assert (result.success, result.reason) == (False, "error") and not of(events, DeadlineHit)
+    assert result.detail is not None and result.detail.startswith(named)
+    assert 0 < result.elapsed < 600 and runtime.replay_ledger(events).reserved_pusd == 0
+
+
 def test_a_program_s_own_work_between_calls_takes_no_virtual_time() -> None:
     async def chain(problem: str) -> None:
         first = await call_llm(problem, model="small", max_tokens=5, tag="first")
@@ -388,6 +437,107 @@ def test_a_program_s_own_work_between_calls_takes_no_virtual_time() -> None:
     launched = {e.subtask: e.t for e in of(events, BatchLaunched)}
     assert result.success and ended["first"] < ended["long"]
     assert launched["second"] == ended["first"]  # not the next timer's time: the clock waited for the program
+
+
+@pytest.mark.timeout(30)
+def test_a_call_in_a_cancelled_scope_neither_launches_nor_stalls_the_clock() -> None:
+    async def cancel_then_call(problem: str) -> str:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await call_llm(problem, model="big", n=8)
+        return (await call_llm(problem, model="small", tag="after"))[0]
+
+    result, events = sim_run(cancel_then_call, 1.0, 600)  # a waiter left on the clock's heap froze time forever
+    assert result.success and result.answer is not None
+    assert [e.subtask for e in of(events, BatchLaunched)] == ["after"]
+    assert result.cost_pusd == sum(e.pusd for e in of(events, BudgetSettled)) > 0
+
+
+@pytest.mark.timeout(30)
+def test_a_sleep_cancelled_before_it_waits_leaves_no_wake_up_on_the_virtual_clock() -> None:
+    clock = VirtualClock()
+
+    async def main() -> float:
+        with clock.participate():
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await clock.sleep_until(1.0)
+            await clock.sleep_until(2.0)  # the stale wake-up at 1.0 counted a busy task that never woke: a hang
+            await clock.sleep_until(3.0)
+        return clock.now()
+
+    assert anyio.run(main) == 3.0
+
+
+def test_calls_in_flight_when_the_program_returns_are_settled_before_run_finished() -> None:
+    left: list[asyncio.Task[list[str]]] = []
+
+    async def orphan(problem: str) -> str:  # a task outside any task group of the program's, still calling
+        left.append(asyncio.get_running_loop().create_task(call_llm(problem, model="big", n=8)))
+        await anyio.lowlevel.checkpoint()
+        return "early"
+
+    result, events = sim_run(orphan, 1.0, 600)
+    assert result.success and result.answer == "early"
+    assert isinstance(events[-1], runtime.RunFinished) and len(of(events, runtime.RunFinished)) == 1
+    ends = of(events, SampleFinished)
+    assert len(ends) == 8 and {e.status for e in ends} == {"cancelled"}
+    assert runtime.replay_ledger(events).reserved_pusd == 0
+    assert result.cost_pusd == sum(e.pusd for e in of(events, BudgetSettled)) > 0  # charged its input
+
+
+def test_a_call_after_the_program_has_returned_is_refused_and_records_nothing() -> None:
+    runs: list[ProgramRun] = []
+
+    async def keep(problem: str) -> str:
+        runs.append(runtime.current_run())
+        return "done"
+
+    async def overstay(problem: str) -> str:
+        runs.append(runtime.current_run())
+        await anyio.sleep_forever()
+        return "never"
+
+    request = LLMCall(messages=("hi",), model="small")
+    for program, deadline, error in ((keep, 600.0, UsageError), (overstay, 5.0, PastDeadlineError)):
+        _, events = sim_run(program, 1.0, deadline)
+        count = len(events)
+        with pytest.raises(error):
+            anyio.run(runs[-1].call, request)
+        with pytest.raises(error):
+            anyio.run(runs[-1].exec_code, "x = 1", "assert x == 1")
+        assert len(events) == count  # nothing after RunFinished
+
+
+def test_a_run_refuses_to_finish_with_money_still_reserved() -> None:
+    async def leaks(problem: str) -> str:
+        runtime.current_run().ledger.reserve(Usage(1, 1))  # a hold no settlement will ever release
+        return "done"
+
+    with pytest.raises(InvariantError, match="still reserved"):
+        sim_run(leaks, 1.0, 600)
+
+
+@pytest.mark.timeout(30)
+def test_a_program_retrying_a_refused_call_in_a_loop_does_not_freeze_virtual_time() -> None:
+    async def spin(problem: str) -> str:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(call_llm, problem, model="big", n=4, tag="first"))
+            await anyio.lowlevel.checkpoint()
+            while True:  # refused until the first call settles: each refusal held the clock, so it never did
+                try:
+                    await call_llm(problem, model="big", n=3, max_tokens=700, tag="retry")
+                except OverBudgetError:
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    break
+        return "done"
+
+    result, events = sim_run(spin, 0.1, 600)
+    assert result.success and result.answer == "done"
+    launched = {e.subtask: e.t for e in of(events, BatchLaunched)}
+    freed = {e.t for e in of(events, SampleFinished) if e.subtask == "first"}
+    assert launched["retry"] in freed and launched["retry"] > 0  # at the instant a settlement freed the money
 
 
 def test_the_run_handle_calls_prices_and_tells_what_is_left() -> None:
@@ -631,6 +781,16 @@ def test_a_sandboxed_program_that_overspends_is_refused_and_one_past_its_deadlin
     options.update(clock=clock, adapters={"small": TextSim(clock)})
     stopped = runtime.run(runtime.Program.from_source(spin), 1.0, 5.0, **options)
     assert not stopped.success and stopped.reason == "deadline" and stopped.elapsed <= 5.0
+
+
+@needs_program_sandbox
+def test_a_sandboxed_program_cannot_set_its_run_s_reason_from_its_error_message() -> None:
+    spoof = "async def workflow(problem):\n    raise ValueError('no answer\\nPastDeadlineError: it was the clock')\n"
+    clock = VirtualClock()
+    result = runtime.run(runtime.Program.from_source(spoof), 1.0, 600, models={"small": MODELS["small"]},
+                         input="q", clock=clock, adapters={"small": TextSim(clock)})  # fmt: skip
+    assert (result.success, result.reason) == (False, "error")
+    assert result.detail is not None and result.detail.startswith("ValueError: no answer\nPastDeadlineError")
 
 
 @needs_program_sandbox

@@ -191,8 +191,13 @@ class VirtualClock(Clock):
 
     async def _block(self, w: _Waiter) -> None:
         # A task cancelled before it ever waited must not count itself idle: time could jump while it
-        # still has to report what it did at this instant.
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        # still has to report what it did at this instant. Its wake-up is already on the heap: marked fired, so
+        # that it is skipped there rather than counting a task that never waited as busy (forever).
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            w.fired = True
+            raise
         handle = _current_handle.get()
         if handle is not None:
             handle.waiter = w
