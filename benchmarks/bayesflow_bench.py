@@ -210,24 +210,39 @@ def _markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]], pairs: 
 
 
 def _plot(rows: list[dict[str, Any]], methods: Sequence[str], path: Path) -> None:
+    """Each exam's test score per method (left), and each method's mean test score against what its workflows
+    cost per question (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     exams = sorted({r["exam"] for r in rows})
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i) for i in range(20)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1.2]})
     width = 0.8 / len(methods)
+
+    def mean(m: str, key: str, exam: str | None = None) -> float:
+        got = [r[key] for r in rows if r["method"] == m and exam in (None, r["exam"])]
+        return statistics.fmean(got) if got else math.nan
+
     for j, m in enumerate(methods):
-        means = [statistics.fmean([r["test_score"] for r in rows if r["exam"] == e and r["method"] == m] or [math.nan])
-                 for e in exams]  # fmt: skip
-        ax.bar([i + j * width for i in range(len(exams))], means, width, label=m)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(exams))], exams, rotation=20)
-    ax.set_ylabel("test score (recorded real answers)")
-    ax.set_ylim(0, 1)
-    ax.legend(ncol=len(methods), fontsize=8)
+        color = colors[j % len(colors)]
+        left.bar([i + j * width for i in range(len(exams))], [mean(m, "test_score", e) for e in exams], width,
+                 label=m, color=color)  # fmt: skip
+        right.scatter(mean(m, "cost_per_question_usd"), mean(m, "test_score"), color=color, s=40)
+        right.annotate(m, (mean(m, "cost_per_question_usd"), mean(m, "test_score")), fontsize=7,
+                       xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    left.set_xticks([i + 0.4 - width / 2 for i in range(len(exams))], [e.removesuffix("-100") for e in exams])
+    left.set_ylabel("test score (recorded answers of real LLMs)")
+    left.set_ylim(0, 1)
+    left.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    right.set_xscale("log")
+    right.set_xlabel("the workflow's cost per question (USD)")
+    right.set_ylabel("mean test score")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
