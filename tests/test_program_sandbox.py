@@ -25,6 +25,10 @@ from runtime.types import (
     LLMCall,
     OverBudgetError,
     PastDeadlineError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
     UsageError,
 )
 from tools import _program_harness, program_sandbox, sandbox
@@ -154,6 +158,42 @@ async def workflow(problem):
 
     [out] = await arun_program(source, ["q"], handler=refuse, limits=FAST)
     assert out.value == f"{seen}: {raised}"
+
+
+@pytest.mark.parametrize(
+    ("raised", "mro"),
+    [
+        (ProviderError("down", provider="p"), "ProviderError"),
+        (ProviderRejectedError("bad model", provider="p", status=404), "ProviderRejectedError ProviderError"),
+        (ProviderUnavailableError("outage", provider="p"), "ProviderUnavailableError ProviderError"),
+        (RateLimitedError("slow down", provider="p"), "RateLimitedError ProviderUnavailableError ProviderError"),
+    ],
+)
+async def test_a_provider_error_is_raised_in_the_program_which_may_degrade(raised: Exception, mro: str) -> None:
+    """As in process (``call_llm`` raises ``ProviderError``): one endpoint's outage is the program's to catch,
+    not a crash of the run; the class, its bases and the message cross, the message capped."""
+    source = """
+async def workflow(problem):
+    try:
+        await call_llm(problem)
+    except ProviderError as exc:
+        bases = [c.__name__ for c in type(exc).__mro__ if c.__name__.endswith("Error") and c is not Exception]
+        return " ".join(bases) + "|" + str(exc)
+"""
+
+    async def fail(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        raise raised
+
+    [out] = await arun_program(source, ["q"], handler=fail, limits=FAST)
+    assert out.value == f"{mro}|{raised}"
+
+    async def verbose(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        raise ProviderUnavailableError("x" * 10**6, provider="p")
+
+    [out] = await arun_program(source, ["q"], handler=verbose, limits=FAST)
+    assert out.value is not None
+    assert out.value.startswith("ProviderUnavailableError ProviderError|xxx")
+    assert len(out.value) <= 100 + program_sandbox._ERROR_TEXT
 
 
 async def test_the_handlers_own_failure_propagates_and_stops_the_child() -> None:

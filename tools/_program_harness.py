@@ -68,8 +68,34 @@ class UsageError(ValueError):
     """A call's arguments are wrong."""
 
 
+class ProviderError(Exception):
+    """A model endpoint failed (every sample of the call): the program may catch it and degrade."""
+
+
+class ProviderRejectedError(ProviderError):
+    """The endpoint refused the request itself (authentication, permissions, unknown model, bad request)."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """A transient failure: server error, timeout, dropped connection or a reply that could not be parsed."""
+
+
+class RateLimitedError(ProviderUnavailableError):
+    """The endpoint asked the run to slow down."""
+
+
 _ERRORS: dict[str, type[Exception]] = {
-    c.__name__: c for c in (CallRefusedError, OverBudgetError, PastDeadlineError, UsageError)
+    c.__name__: c
+    for c in (
+        CallRefusedError,
+        OverBudgetError,
+        PastDeadlineError,
+        UsageError,
+        ProviderError,
+        ProviderRejectedError,
+        ProviderUnavailableError,
+        RateLimitedError,
+    )
 }
 _input: contextvars.ContextVar[int | None] = contextvars.ContextVar("input", default=None)
 

@@ -55,6 +55,10 @@ from runtime.types import (
     LLMCall,
     OverBudgetError,
     PastDeadlineError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
     SandboxError,
     UsageError,
 )
@@ -75,7 +79,19 @@ ProgramHandler = Callable[[int, str, Mapping[str, Any]], Awaitable[Any]]
 MESSAGE_CAP = 8 * 2**20  # bytes of one line either way
 MAX_PENDING = 4096  # calls awaiting replies at once: more is a flood, not a plan
 _PROGRAM_HARNESS = str(Path(__file__).with_name("_program_harness.py"))
-_REFUSALS = (OverBudgetError, PastDeadlineError, CallRefusedError, UsageError)  # the program knows these names
+# Raised in the program under the same name (the harness defines these classes, with these bases), most
+# specific first: a refusal, a bad call, or an endpoint's failure, which a program may catch and degrade.
+_FORWARDED = (
+    OverBudgetError,
+    PastDeadlineError,
+    CallRefusedError,
+    UsageError,
+    RateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    ProviderError,
+)
+_ERROR_TEXT = 2000  # characters of a forwarded error's message (the harness's own cap on an outcome's error)
 _DONE_GRACE_S = 1.0  # for a child that sent its last outcome to exit by itself
 
 
@@ -100,8 +116,9 @@ async def arun_program(
 ) -> list[ProgramOutcome]:
     """Run the program ``source`` in a fresh sandbox on every input; one outcome per input, in order.
 
-    The handler's ``CallRefusedError`` (and subclasses) and ``UsageError`` raise the same class in the
-    program, with the same message; any other exception from it kills the child and propagates. Cancelling
+    The handler's ``CallRefusedError``, ``UsageError`` and ``ProviderError`` (and their subclasses) raise
+    the same class in the program, with the same message: a program may catch an endpoint's outage and
+    degrade, as it may in process. Any other exception from the handler kills the child and propagates. Cancelling
     this call kills the child and everything it started before the cancellation goes on, and cancels the
     handler calls still running.
 
@@ -229,7 +246,7 @@ class _Channel:
                 "value": await self.handler(*_request(index, op, payload, self.count)),
             }
             data = json.dumps(reply).encode()
-        except _REFUSALS as exc:
+        except _FORWARDED as exc:
             data = _refusal(call_id, exc)
         except Exception as exc:  # the handler's own failure (or a reply that is not JSON): the run's to see
             if self.failure is None:
@@ -271,9 +288,10 @@ def _is_index(index: Any, count: int) -> bool:
 
 
 def _refusal(call_id: int, exc: Exception) -> bytes:
-    """The error reply: the most specific class the program knows, and the message."""
-    name = next(c.__name__ for c in _REFUSALS if isinstance(exc, c))
-    return json.dumps({"id": call_id, "error_type": name, "message": str(exc)[: MESSAGE_CAP // 8]}).encode()
+    """The error reply: the most specific class the program knows, and the message (capped). Only the message
+    crosses: a provider error's never holds a key, and its ``provider``/``status`` stay in the run's events."""
+    name = next(c.__name__ for c in _FORWARDED if isinstance(exc, c))
+    return json.dumps({"id": call_id, "error_type": name, "message": str(exc)[:_ERROR_TEXT]}).encode()
 
 
 async def _end(proc: Process, *, gently: bool) -> None:
