@@ -25,15 +25,20 @@ from runtime.types import (
     LLMCall,
     OverBudgetError,
     PastDeadlineError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
     UsageError,
 )
 from tools import _program_harness, program_sandbox, sandbox
-from tools.program_sandbox import MAX_PENDING, MESSAGE_CAP, arun_program
+from tools.program_sandbox import INFLIGHT_CAP, MAX_PENDING, MESSAGE_CAP, REQUEST_CAP, arun_program
 from tools.sandbox import Limits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from tools.program_sandbox import ProgramHandler, ProgramOutcome
     from tools.sandbox import Isolation
 
 pytestmark = pytest.mark.anyio
@@ -154,6 +159,42 @@ async def workflow(problem):
 
     [out] = await arun_program(source, ["q"], handler=refuse, limits=FAST)
     assert out.value == f"{seen}: {raised}"
+
+
+@pytest.mark.parametrize(
+    ("raised", "mro"),
+    [
+        (ProviderError("down", provider="p"), "ProviderError"),
+        (ProviderRejectedError("bad model", provider="p", status=404), "ProviderRejectedError ProviderError"),
+        (ProviderUnavailableError("outage", provider="p"), "ProviderUnavailableError ProviderError"),
+        (RateLimitedError("slow down", provider="p"), "RateLimitedError ProviderUnavailableError ProviderError"),
+    ],
+)
+async def test_a_provider_error_is_raised_in_the_program_which_may_degrade(raised: Exception, mro: str) -> None:
+    """As in process (``call_llm`` raises ``ProviderError``): one endpoint's outage is the program's to catch,
+    not a crash of the run; the class, its bases and the message cross, the message capped."""
+    source = """
+async def workflow(problem):
+    try:
+        await call_llm(problem)
+    except ProviderError as exc:
+        bases = [c.__name__ for c in type(exc).__mro__ if c.__name__.endswith("Error") and c is not Exception]
+        return " ".join(bases) + "|" + str(exc)
+"""
+
+    async def fail(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        raise raised
+
+    [out] = await arun_program(source, ["q"], handler=fail, limits=FAST)
+    assert out.value == f"{mro}|{raised}"
+
+    async def verbose(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        raise ProviderUnavailableError("x" * 10**6, provider="p")
+
+    [out] = await arun_program(source, ["q"], handler=verbose, limits=FAST)
+    assert out.value is not None
+    assert out.value.startswith("ProviderUnavailableError ProviderError|xxx")
+    assert len(out.value) <= 100 + program_sandbox._ERROR_TEXT
 
 
 async def test_the_handlers_own_failure_propagates_and_stops_the_child() -> None:
@@ -415,7 +456,7 @@ async def workflow(problem):
     [
         ("os.write(fd, b'not json\\n')", "a line that is not JSON"),
         ("os.write(fd, b'[1, 2]\\n')", "a line that is not a message"),
-        ("os.write(fd, b'x' * (9 * 2**20))", f"a message over {MESSAGE_CAP} bytes"),
+        (f"os.write(fd, b'x' * {REQUEST_CAP + 1})", f"a message over {REQUEST_CAP} bytes"),
         (
             'os.write(fd, b\'{"id": "7", "index": 0, "op": "call_llm", "payload": {}}\\n\')',
             "a request without an integer id",
@@ -445,6 +486,84 @@ async def workflow(problem):
     assert out[1].value is None
     assert out[1].error == f"SandboxError: the program broke the channel ({broken}), so it was stopped"
     assert _harnesses() == []
+
+
+async def _stop_reading(source_body: str, handler: ProgramHandler) -> ProgramOutcome:
+    """The outcome of a child that stops reading its replies, then runs ``source_body`` (``send`` writes a
+    request line itself, ``big`` is a string of ``REQUEST_CAP // 2`` characters, ``request`` a valid call)."""
+    source = f"""
+import asyncio
+async def workflow(problem):
+    channel = call_llm.__globals__["_channel"]
+    asyncio.get_running_loop().remove_reader(channel.fd_in)
+    big = "x" * {REQUEST_CAP // 2}
+    request = call_llm.__globals__["llm_request"]("x")
+
+    def send(i, op, payload):
+        channel.send({{"id": 10**6 + i, "index": 0, "op": op, "payload": payload}})
+
+    {source_body}
+    await asyncio.sleep(60)
+"""
+    [out] = await arun_program(source, ["q"], handler=handler, limits=FAST)
+    return out
+
+
+def _broke(reason: str) -> str:
+    return f"SandboxError: the program broke the channel ({reason}), so it was stopped"
+
+
+async def test_a_call_counts_as_pending_until_its_reply_is_written() -> None:
+    """A child that stops reading and floods: the replies fill the pipe (64 KiB, ~1500 of them), and the
+    rest, blocked on it, are still calls in flight."""
+    body = f"for i in range({2 * MAX_PENDING}):\n        send(i, 'call_llm', request)"
+    out = await _stop_reading(body, _echo)
+    assert out.error == _broke(f"more than {MAX_PENDING} calls at once")
+
+
+async def test_the_bytes_of_requests_in_flight_are_capped() -> None:
+    """Requests under the line cap, but more of them at once than ``INFLIGHT_CAP`` holds: the parent would
+    hold them all while the handler waits (for a sandbox slot, for budget); it stops the child instead."""
+
+    async def slow(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        await anyio.sleep_forever()
+
+    count = 2 * INFLIGHT_CAP // REQUEST_CAP + 1
+    body = f"for i in range({count}):\n        send(i, 'exec_code', {{'solution': big, 'tests': None}})"
+    out = await _stop_reading(body, slow)
+    assert out.error == _broke(f"more than {INFLIGHT_CAP} bytes of calls in flight")
+
+
+async def test_replies_the_child_does_not_read_count_in_flight() -> None:
+    """Small requests, big replies, a child that never reads them: the parent stops it at the cap."""
+
+    async def big(index: int, op: str, payload: Mapping[str, Any]) -> Any:
+        return ["y" * (MESSAGE_CAP // 2)]
+
+    count = 2 * INFLIGHT_CAP // MESSAGE_CAP + 1
+    body = f"for i in range({count}):\n        send(i, 'call_llm', request)"
+    out = await _stop_reading(body, big)
+    assert out.error == _broke(f"more than {INFLIGHT_CAP} bytes of calls in flight")
+
+
+async def test_a_request_or_a_value_over_the_line_cap_is_the_programs_error() -> None:
+    """The child refuses to send a line the parent would stop it for: a call raises ``UsageError`` in the
+    program, an answer too long (escaped, as it crosses) is the input's error outcome."""
+    assert _program_harness.MAX_LINE == REQUEST_CAP
+    source = f"""
+async def workflow(problem):
+    if problem == "value":
+        return "\\u00e9" * {REQUEST_CAP // 4}
+    try:
+        await call_llm("x" * {REQUEST_CAP})
+    except UsageError as exc:
+        return str(exc)
+"""
+    call, value = await arun_program(source, ["call", "value"], handler=_echo, limits=FAST)
+    assert call.value is not None and call.value.startswith("call_llm: the request is ")
+    assert call.value.endswith(f"bytes, over the channel's cap of {REQUEST_CAP}")
+    assert value.value is None
+    assert value.error is not None and value.error.startswith(f"workflow returned {REQUEST_CAP // 4} characters")
 
 
 async def test_a_reply_over_the_cap_is_a_usage_error() -> None:

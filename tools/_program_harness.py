@@ -48,7 +48,8 @@ else:  # run as a script (``-I`` puts no script folder on sys.path): load the si
 PROGRAM = shared.PROGRAM
 MAX_TEXT = 2000  # characters of an error kept
 MAX_FRAMES = 3  # the program's own innermost frames in an error
-MAX_VALUE = 2**20  # characters of a returned string: its outcome must stay under the channel's message cap
+MAX_LINE = 2**20  # bytes of a line to the parent: tools.program_sandbox.REQUEST_CAP (a test holds them equal)
+MAX_VALUE = MAX_LINE - 1024  # bytes of a returned string as it crosses (escaped): room for the outcome's fields
 _MAX_N = 64  # as runtime.types.LLMCall
 
 
@@ -68,8 +69,34 @@ class UsageError(ValueError):
     """A call's arguments are wrong."""
 
 
+class ProviderError(Exception):
+    """A model endpoint failed (every sample of the call): the program may catch it and degrade."""
+
+
+class ProviderRejectedError(ProviderError):
+    """The endpoint refused the request itself (authentication, permissions, unknown model, bad request)."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """A transient failure: server error, timeout, dropped connection or a reply that could not be parsed."""
+
+
+class RateLimitedError(ProviderUnavailableError):
+    """The endpoint asked the run to slow down."""
+
+
 _ERRORS: dict[str, type[Exception]] = {
-    c.__name__: c for c in (CallRefusedError, OverBudgetError, PastDeadlineError, UsageError)
+    c.__name__: c
+    for c in (
+        CallRefusedError,
+        OverBudgetError,
+        PastDeadlineError,
+        UsageError,
+        ProviderError,
+        ProviderRejectedError,
+        ProviderUnavailableError,
+        RateLimitedError,
+    )
 }
 _input: contextvars.ContextVar[int | None] = contextvars.ContextVar("input", default=None)
 
@@ -135,8 +162,15 @@ class Channel:
 
     def send(self, message: dict[str, Any]) -> None:
         """One line, whole: ``json.dumps`` escapes every newline inside it. Blocks while the pipe is full
-        (the parent reads all the time)."""
-        view = memoryview(json.dumps(message).encode() + b"\n")
+        (the parent reads all the time).
+
+        Raises:
+            UsageError: the line is over :data:`MAX_LINE` bytes (the parent would stop the child for it).
+        """
+        line = json.dumps(message).encode() + b"\n"
+        if len(line) > MAX_LINE:
+            raise UsageError(f"{message['op']}: the request is {len(line)} bytes, over the channel's cap of {MAX_LINE}")
+        view = memoryview(line)
         while view:
             view = view[os.write(self.fd_out, view) :]
 
@@ -258,8 +292,10 @@ async def run_all(job: dict[str, Any]) -> None:
                     result = await result
                 if not isinstance(result, str):
                     error = f"workflow returned {type(result).__name__}, not str"
-                elif len(result) > MAX_VALUE:
-                    error = f"workflow returned {len(result)} characters, more than the {MAX_VALUE} allowed"
+                elif len(json.dumps(result)) > MAX_VALUE:
+                    error = (
+                        f"workflow returned {len(result)} characters, over the channel's {MAX_VALUE} bytes (escaped)"
+                    )
                 else:
                     value = str(result)
             except BaseException as exc:  # whatever the program raises is its input's outcome

@@ -24,10 +24,13 @@ is that its output never interleaves with the channel. Code written to escape ca
 channel's descriptor, but all it can send is a request, checked like any other and answered by the same
 handler: nothing ``call_llm`` does not already give it.
 
-A line longer than :data:`MESSAGE_CAP`, one that is not a message, or more than :data:`MAX_PENDING` calls
-at once kill the child: every input without an outcome gets a ``SandboxError`` outcome, and the parent goes
-on. A well-formed request the parent refuses (a bad payload, an unknown op or input) raises ``UsageError``
-in the program. A reply over the cap is a ``UsageError`` too.
+A line of :data:`REQUEST_CAP` bytes or more, one that is not a message, more than :data:`MAX_PENDING`
+calls at once, or more than :data:`INFLIGHT_CAP` bytes held for them (requests, and replies the child has
+not read: a call counts until its reply is written) kill the child: every input without an outcome gets a
+``SandboxError`` outcome, and the parent goes on. A well-formed request the parent refuses (a bad payload,
+an unknown op or input) raises ``UsageError`` in the program. A reply over :data:`MESSAGE_CAP` is a
+``UsageError`` too; so is a request over the line cap, raised by the harness before it sends it (only a
+forged line reaches the parent over it).
 
 Limits: ``wall_s`` bounds the whole child, the handler's time included; ``cpu_s`` and ``memory_mb`` are the
 child's across all inputs.
@@ -55,6 +58,10 @@ from runtime.types import (
     LLMCall,
     OverBudgetError,
     PastDeadlineError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
     SandboxError,
     UsageError,
 )
@@ -66,16 +73,46 @@ if TYPE_CHECKING:
 
     from anyio.abc import Process, TaskGroup
 
-__all__ = ["MAX_PENDING", "MESSAGE_CAP", "ProgramHandler", "ProgramOutcome", "arun_program"]
+__all__ = [
+    "INFLIGHT_CAP",
+    "MAX_PENDING",
+    "MESSAGE_CAP",
+    "REQUEST_CAP",
+    "ProgramHandler",
+    "ProgramOutcome",
+    "arun_program",
+]
 
 ProgramHandler = Callable[[int, str, Mapping[str, Any]], Awaitable[Any]]
 """``(input index, op, payload) -> reply``: ``op`` is ``"call_llm"`` (payload ``LLMCall.to_json()``, reply
 ``list[str]``) or ``"exec_code"`` (payload ``{"solution", "tests"}``, reply exec_code's result)."""
 
-MESSAGE_CAP = 8 * 2**20  # bytes of one line either way
-MAX_PENDING = 4096  # calls awaiting replies at once: more is a flood, not a plan
+MESSAGE_CAP = 8 * 2**20  # bytes of a reply line: up to 64 answers of a call, or exec_code's report
+# Bytes of a line from the child. A call_llm request is one prompt: 1 MiB of JSON is ~250k tokens, past the
+# context of every model in the paper's tables (GPT-4o's is 128k); an exec_code request is a solution and
+# its tests, source code a hundred times smaller (the problem's own tests, tests=None, never cross). An
+# outcome is a workflow's answer, held to this by the harness.
+REQUEST_CAP = 2**20
+# Bytes the parent holds for calls in flight: request lines awaiting the handler (an exec_code waiting for
+# a sandbox slot, a call waiting for the model) and replies awaiting a child that does not read. 64 maximal
+# requests, or all MAX_PENDING calls at 16 KiB each (a 4k-token prompt): a program's real fan-out needs far
+# less, and the parent's share stays within a child's own default memory limit.
+INFLIGHT_CAP = 64 * 2**20
+MAX_PENDING = 4096  # calls awaiting replies (or their replies' writing) at once: more is a flood, not a plan
 _PROGRAM_HARNESS = str(Path(__file__).with_name("_program_harness.py"))
-_REFUSALS = (OverBudgetError, PastDeadlineError, CallRefusedError, UsageError)  # the program knows these names
+# Raised in the program under the same name (the harness defines these classes, with these bases), most
+# specific first: a refusal, a bad call, or an endpoint's failure, which a program may catch and degrade.
+_FORWARDED = (
+    OverBudgetError,
+    PastDeadlineError,
+    CallRefusedError,
+    UsageError,
+    RateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    ProviderError,
+)
+_ERROR_TEXT = 2000  # characters of a forwarded error's message (the harness's own cap on an outcome's error)
 _DONE_GRACE_S = 1.0  # for a child that sent its last outcome to exit by itself
 
 
@@ -100,8 +137,9 @@ async def arun_program(
 ) -> list[ProgramOutcome]:
     """Run the program ``source`` in a fresh sandbox on every input; one outcome per input, in order.
 
-    The handler's ``CallRefusedError`` (and subclasses) and ``UsageError`` raise the same class in the
-    program, with the same message; any other exception from it kills the child and propagates. Cancelling
+    The handler's ``CallRefusedError``, ``UsageError`` and ``ProviderError`` (and their subclasses) raise
+    the same class in the program, with the same message: a program may catch an endpoint's outage and
+    degrade, as it may in process. Any other exception from the handler kills the child and propagates. Cancelling
     this call kills the child and everything it started before the cancellation goes on, and cancels the
     handler calls still running.
 
@@ -162,7 +200,8 @@ class _Channel:
         self.outcomes: dict[int, ProgramOutcome] = {}
         self.broken: str | None = None  # why the child was stopped for what it sent
         self.failure: Exception | None = None  # the handler's, to propagate
-        self.pending = 0
+        self.pending = 0  # calls whose reply is not written yet
+        self.held = 0  # bytes of their requests and replies
         self.finished = False  # every outcome is in, or the child closed the channel: it is ending by itself
         self.writing = anyio.Lock()
 
@@ -175,15 +214,17 @@ class _Channel:
         async with anyio.create_task_group() as tg:
             while len(self.outcomes) < self.count:
                 try:
-                    line = await lines.receive_until(b"\n", MESSAGE_CAP)
+                    line: bytes | None = await lines.receive_until(b"\n", REQUEST_CAP)
                 except anyio.IncompleteRead:  # the child ended
                     self.finished = True
                     break
                 except anyio.DelimiterNotFound:
-                    self.broken = f"a message over {MESSAGE_CAP} bytes"
-                    break
-                self.broken = self._take(line, tg)
-                if self.broken is not None:
+                    line = None
+                if line is None or len(line) >= REQUEST_CAP:  # (a line that came whole in one read may be)
+                    self._break(f"a message over {REQUEST_CAP} bytes", tg)
+                else:
+                    self._break(self._take(line, tg), tg)
+                if self.broken is not None:  # here, or by a call whose replies the child does not read
                     break
             else:
                 self.finished = True
@@ -204,9 +245,18 @@ class _Channel:
             return "a request without an integer id"
         if self.pending >= MAX_PENDING:
             return f"more than {MAX_PENDING} calls at once"
+        if self.held + len(line) > INFLIGHT_CAP:
+            return f"more than {INFLIGHT_CAP} bytes of calls in flight"
         self.pending += 1
-        tg.start_soon(self._call, call_id, message["index"], message["op"], message["payload"], tg)
+        self.held += len(line)
+        tg.start_soon(self._call, call_id, message["index"], message["op"], message["payload"], len(line), tg)
         return None
+
+    def _break(self, reason: str | None, tg: TaskGroup) -> None:
+        """Stop serving a child that broke the channel (the first reason stands)."""
+        if reason is not None and self.broken is None:
+            self.broken = reason
+            tg.cancel_scope.cancel()
 
     def _outcome(self, index: Any, payload: Any) -> str | None:
         if not _is_index(index, self.count) or not isinstance(payload, dict):
@@ -219,31 +269,39 @@ class _Channel:
         self.outcomes.setdefault(index, ProgramOutcome(value, error, float(seconds)))
         return None
 
-    async def _call(self, call_id: int, index: Any, op: Any, payload: Any, tg: TaskGroup) -> None:
+    async def _call(self, call_id: int, index: Any, op: Any, payload: Any, size: int, tg: TaskGroup) -> None:
+        """Answer one request. It stays pending, and its ``size`` bytes held (its reply's too, once made),
+        until the reply is written: a child that stops reading cannot pile up replies in the parent."""
         try:
-            if _is_index(index, self.count) and index in self.outcomes:
-                raise UsageError(f"{op}: workflow(inputs[{index}]) has already returned")
-            reply: dict[str, Any] = {
-                "id": call_id,
-                "ok": True,
-                "value": await self.handler(*_request(index, op, payload, self.count)),
-            }
-            data = json.dumps(reply).encode()
-        except _REFUSALS as exc:
-            data = _refusal(call_id, exc)
-        except Exception as exc:  # the handler's own failure (or a reply that is not JSON): the run's to see
-            if self.failure is None:
-                self.failure = exc
-            tg.cancel_scope.cancel()
-            return
+            try:
+                if _is_index(index, self.count) and index in self.outcomes:
+                    raise UsageError(f"{op}: workflow(inputs[{index}]) has already returned")
+                value = await self.handler(*_request(index, op, payload, self.count))
+                data = json.dumps({"id": call_id, "ok": True, "value": value}).encode()
+                del value  # only ``data`` is held (and counted) while the reply waits to be written
+            except _FORWARDED as exc:
+                data = _refusal(call_id, exc)
+            except Exception as exc:  # the handler's own failure (or a reply that is not JSON): the run's to see
+                if self.failure is None:
+                    self.failure = exc
+                tg.cancel_scope.cancel()
+                return
+            if len(data) >= MESSAGE_CAP:
+                data = _refusal(
+                    call_id, UsageError(f"{op}: the reply is over the channel's cap of {MESSAGE_CAP} bytes")
+                )
+            if self.held + len(data) > INFLIGHT_CAP:
+                self._break(f"more than {INFLIGHT_CAP} bytes of calls in flight", tg)
+                return
+            self.held += len(data)
+            size += len(data)
+            assert self.proc.stdin is not None
+            async with self.writing:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the child is gone
+                    await self.proc.stdin.send(data + b"\n")
         finally:
             self.pending -= 1
-        if len(data) >= MESSAGE_CAP:
-            data = _refusal(call_id, UsageError(f"{op}: the reply is over the channel's cap of {MESSAGE_CAP} bytes"))
-        assert self.proc.stdin is not None
-        async with self.writing:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the child is gone
-                await self.proc.stdin.send(data + b"\n")
+            self.held -= size
 
 
 def _request(index: Any, op: Any, payload: Any, count: int) -> tuple[int, str, dict[str, Any]]:
@@ -271,9 +329,10 @@ def _is_index(index: Any, count: int) -> bool:
 
 
 def _refusal(call_id: int, exc: Exception) -> bytes:
-    """The error reply: the most specific class the program knows, and the message."""
-    name = next(c.__name__ for c in _REFUSALS if isinstance(exc, c))
-    return json.dumps({"id": call_id, "error_type": name, "message": str(exc)[: MESSAGE_CAP // 8]}).encode()
+    """The error reply: the most specific class the program knows, and the message (capped). Only the message
+    crosses: a provider error's never holds a key, and its ``provider``/``status`` stay in the run's events."""
+    name = next(c.__name__ for c in _FORWARDED if isinstance(exc, c))
+    return json.dumps({"id": call_id, "error_type": name, "message": str(exc)[:_ERROR_TEXT]}).encode()
 
 
 async def _end(proc: Process, *, gently: bool) -> None:
@@ -290,7 +349,19 @@ async def _end(proc: Process, *, gently: bool) -> None:
             with anyio.move_on_after(sandbox._STOP_GRACE_S):
                 await proc.wait()
         sandbox._kill_group(proc.pid)
+        with anyio.move_on_after(sandbox._STOP_GRACE_S):
+            await _drain(proc)
         await proc.aclose()
+
+
+async def _drain(proc: Process) -> None:
+    """Read the child's stdout to its end, which comes when every process of the sandbox has gone (bwrap's
+    namespace outlives bwrap by a moment). Only then has the stdin pipe no reader, so that asyncio drops a
+    reply the child never read and closes the pipe; closed before, it would hold both until the loop ends."""
+    assert proc.stdout is not None
+    with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        while True:
+            await proc.stdout.receive()
 
 
 def _tail(err_f: Any, size: int = 500) -> str:
