@@ -5,5 +5,6 @@ The executor runs batches through the in-process simulator (:mod:`adapters.sim`)
 :mod:`adapters.anthropic`) wrapped in :class:`adapters.resilience.Resilient`. :mod:`adapters.sim_server` serves
 workflow profiles over both HTTP APIs, and text from any answering adapter: real LLMs' recorded exam answers
 (:mod:`adapters.recorded_answers`), the simulated executor of the paper's data sets (:mod:`adapters.sim_solver`),
-the simulated meta-LLM that writes workflow programs (:mod:`adapters.sim_meta_llm`). A vendor SDK is imported only on first use, so unused SDKs never load.
+the simulated meta-LLM that writes workflow programs (:mod:`adapters.sim_meta_llm`). A vendor SDK is imported
+only on first use, so unused SDKs never load.
 """

@@ -187,7 +187,7 @@ def test_a_key_a_header_cannot_carry_is_a_usage_error_that_does_not_show_it(key:
 )
 def test_bad_options_are_refused_before_anything_runs(options: dict[str, object]) -> None:
     with pytest.raises(runtime.UsageError):
-        runtime.run(prompted(), 1.0, 60, **options)  # type: ignore[arg-type]
+        runtime.run(prompted(), 1.0, 60, **options)  # type: ignore[call-overload]
 
 
 def test_the_sync_qa_entry_point_refuses_an_unknown_keyword() -> None:

@@ -38,7 +38,7 @@ def test_mcp_is_within_three_points_of_the_optimum_and_beats_the_best_baseline(b
     them to hold MCP to 3 points, up to two standard errors."""
     wf = mixed_diamond()
     v = exact_value(wf, budget, deadline)
-    runs = 3000
+    runs = 1500
     mcp = runtime.predict(wf, budget, deadline, runs=runs).p_success
     retry = runtime.predict(wf, budget, deadline, planner="best-retry", runs=runs).p_success
     se = math.sqrt(v * (1 - v) / runs)

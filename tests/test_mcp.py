@@ -166,7 +166,7 @@ CELLS = [  # (workflow, budget, deadline): budget-bound, deadline-bound and both
 def test_safe_improvement_over_the_best_base_policy() -> None:
     """Paper Theorems 3 and 6: per cell, MCP is not below the best base policy by more than the Monte Carlo
     error (both evaluated on the same seeds), and it is above it on average over the cells."""
-    runs = 200
+    runs = 120
     gains = []
     for spec, budget, deadline in CELLS:
         wf = mixed_diamond() if spec == "mixed_diamond" else runtime.load_workflow(EXAMPLES / spec)

@@ -282,10 +282,11 @@ async def workflow(problem):
 """
     tree: set[int] = set()
     cancelled: list[bool] = []
+    before = _descendants(os.getpid())  # what earlier tests left running (a Ray worker, say) is not the child's
 
     async def handler(index: int, op: str, payload: Mapping[str, Any]) -> Any:
         if payload["messages"] == ["started"]:
-            tree.update(_descendants(os.getpid()))  # the child's processes, seen from outside it
+            tree.update(_descendants(os.getpid()) - before)  # the child's processes, seen from outside it
             return ["go"]
         try:
             await anyio.sleep_forever()

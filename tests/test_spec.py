@@ -280,7 +280,7 @@ _FIELDS: list[list[Any]] = [
 ]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(range(len(_FIELDS))), _NUMBERS), min_size=1, max_size=3))
 def test_any_number_in_a_spec_is_refused_or_runs_without_overflow(changes: list[tuple[int, Any]]) -> None:
     """A spec either fails validation with a SpecError or runs, predicts and evaluates: nothing in between."""

@@ -28,7 +28,7 @@ def test_run_and_its_result_are_typed() -> None:
     if not result.success:
         assert result.reason in set(runtime.Reason)
     with pytest.raises(runtime.UsageError):
-        runtime.run(CHAIN, 0.05, 60, planner="retry:small:2", sede=3)  # type: ignore[call-arg]
+        runtime.run(CHAIN, 0.05, 60, planner="retry:small:2", sede=3)  # type: ignore[call-overload]
 
 
 def test_async_entry_points_are_typed() -> None:
