@@ -886,7 +886,7 @@ def generate_(
     if found.best is None:
         _fail(f"the search found no workflow ({found.search.stop}; spent ${found.run.cost:.4f})")
     models = gen_task.served(serve_url)
-    out.write_text(program_file(found.best, gen_task, models=models), encoding="utf-8")
+    out.write_text(program_file(found.best, gen_task, models=models, method=method), encoding="utf-8")
     best = found.search.best
     assert best is not None
     summary = {"task": task, "method": method, "out": str(out), "validation_score": best.score.value,
