@@ -19,6 +19,7 @@ import numpy as np
 
 from runtime._api import RunSetup, check_plan_options, open_run, refuse_inside_event_loop
 from runtime._executor import usable_cpus
+from runtime._ray import check_ray, ray_map, ray_session
 from runtime._sinks import LedgerAudit
 from runtime.types import PUSD_PER_USD, ProfileTable, UsageError
 
@@ -149,11 +150,15 @@ def evaluate(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    ray: str | None = None,
     **options: Unpack[PlanOptions],
 ) -> EvalReport:
     """Run ``runs`` seeds (``seed`` .. ``seed + runs - 1``) in virtual time and summarize them.
 
     ``workers`` processes share the runs (default: one per usable CPU); results do not depend on it.
+    ``ray`` spreads the same chunks of runs over a Ray cluster instead (the extra ``ontime[ray]``): its
+    address, ``auto``, or ``local`` to start an instance with ``workers`` CPUs here and stop it after; the
+    numbers are those of processes.
     ``progress`` is called with the number of runs just finished. ``options`` are those of
     :func:`runtime.open_run` that make sense for many runs in other processes (:class:`runtime.PlanOptions`;
     the planner as a spec string, since each run builds its own).
@@ -163,10 +168,14 @@ def evaluate(
     """
     check_plan_options(options, "evaluate")
     check_many(runs, workers, progress, seed)
+    if ray is not None:
+        check_ray(ray)
     setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
     seeds = list(range(seed, seed + runs))
-    summaries = run_seeds(setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, **options)
+    summaries = run_seeds(
+        setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, ray=ray, **options
+    )
     return summarize(summaries, budget=budget, deadline=deadline, planner=name)
 
 
@@ -180,50 +189,62 @@ def run_seeds(
     progress: Callable[[int], None] | None = None,
     stop: Callable[[Sequence[RunSummary]], bool] | None = None,
     stop_every: int = 100,
+    ray: str | None = None,
     **options: Unpack[PlanOptions],
 ) -> list[RunSummary]:
-    """One audited virtual-time run per seed, in ``workers`` processes; summaries in seed order.
+    """One audited virtual-time run per seed, in ``workers`` processes or, given ``ray`` (an address:
+    see :mod:`runtime._ray`), as tasks on that Ray cluster (``workers`` default: its CPUs); summaries in
+    seed order, from the same chunks either way.
 
     ``stop`` is asked after every ``stop_every`` runs, in seed order, whether that is enough; if so the
     rest are cancelled. The answer sees the same runs whatever ``workers`` is, so results do not depend on it.
     """
     refuse_inside_event_loop("runtime.evaluate() (or predict through the executor)", "a worker thread")
-    workers = workers or usable_cpus()
-    runs = len(seeds)
-    size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
-    chunks = [list(seeds[lo : lo + size]) for lo in range(0, runs, size)]
-    done: list[RunSummary] = []
+    with ray_session(ray, workers) if ray else contextlib.nullcontext(None) as cpus:
+        workers = workers or cpus or usable_cpus()
+        runs = len(seeds)
+        size = max(1, min(50, math.ceil(runs / max(20, 8 * workers))))
+        chunks = [list(seeds[lo : lo + size]) for lo in range(0, runs, size)]
+        done: list[RunSummary] = []
 
-    def take(part: list[RunSummary]) -> bool:
-        """Add a chunk's runs; True once ``stop`` says the runs so far suffice (cut to a checkpoint)."""
-        before = len(done)
-        done.extend(part)
-        if progress:
-            progress(len(part))
-        if stop is None:
+        def take(part: list[RunSummary]) -> bool:
+            """Add a chunk's runs; True once ``stop`` says the runs so far suffice (cut to a checkpoint)."""
+            before = len(done)
+            done.extend(part)
+            if progress:
+                progress(len(part))
+            if stop is None:
+                return False
+            for mark in range((before // stop_every + 1) * stop_every, len(done) + 1, stop_every):
+                if stop(done[:mark]):
+                    del done[mark:]
+                    return True
             return False
-        for mark in range((before // stop_every + 1) * stop_every, len(done) + 1, stop_every):
-            if stop(done[:mark]):
-                del done[mark:]
-                return True
-        return False
 
-    if workers == 1 or len(chunks) == 1:
-        for chunk in chunks:
-            if take(anyio.run(_run_seeds, workflow, budget, deadline, chunk, options)):
-                break
+        if ray:  # the same chunks as tasks, taken in seed order
+            calls = [(_run_seeds, workflow, budget, deadline, c, options) for c in chunks]
+            with contextlib.closing(ray_map(anyio.run, calls)) as parts:
+                for part in parts:
+                    if take(part):
+                        break
+            return done
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                if take(anyio.run(_run_seeds, workflow, budget, deadline, chunk, options)):
+                    break
+            return done
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx)
+        try:
+            futures = [pool.submit(anyio.run, _run_seeds, workflow, budget, deadline, c, options) for c in chunks]
+            for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
+                if take(fut.result()):
+                    break
+        except BaseException:  # interrupted (Ctrl-C): stop the chunks running, drop those still queued
+            _terminate_workers(pool)
+            raise
+        pool.shutdown(cancel_futures=True)  # enough (``stop``) or all done
         return done
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = [pool.submit(anyio.run, _run_seeds, workflow, budget, deadline, c, options) for c in chunks]
-        for fut in futures:  # in seed order, so ``stop`` sees the same prefix whatever the timing
-            if take(fut.result()):
-                break
-    except BaseException:  # interrupted (Ctrl-C): stop the chunks running, drop those still queued
-        _terminate_workers(pool)
-        raise
-    pool.shutdown(cancel_futures=True)  # enough (``stop``) or all done
-    return done
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:

@@ -14,6 +14,7 @@ measures.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import numpy as np
 from runtime._api import RunSetup, check_plan_options
 from runtime._eval import check_many, run_seeds, wilson_interval
 from runtime._executor import usable_cpus
+from runtime._ray import check_ray, ray_map, ray_session
 from runtime.types import PUSD_PER_USD, Planner, Snapshot, UsageError
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ def predict(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    ray: str | None = None,
     **options: Unpack[PlanOptions],
 ) -> Prediction:
     """Predict the chance that ``run(workflow, budget, deadline, planner=...)`` finishes within both limits.
@@ -80,6 +83,9 @@ def predict(
         seed: seeds the simulations (the planner's too); the same seed gives the same prediction.
         workers: threads (kernel) or processes (executor) to simulate in; default one thread per usable CPU,
             or one process. The prediction does not depend on it.
+        ray: simulate the same chunks as tasks on a Ray cluster instead (the extra ``ontime[ray]``): its
+            address, ``auto``, or ``local`` to start an instance with ``workers`` CPUs here and stop it
+            after. The prediction is the one threads or processes give.
         progress: called with the number of simulations just finished.
         options: those of :func:`runtime.open_run` that shape a run (``planner``, ``cancel_siblings``,
             ``rounds``, ``charge_planner_time``, ``output_token_cap``).
@@ -91,6 +97,8 @@ def predict(
     if precision is not None and not (isinstance(precision, int | float) and 0 < precision < 1):
         raise UsageError(f"precision must be a number in (0, 1), not {precision!r}")
     check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form
+    if ray is not None:
+        check_ray(ray)
     started = time.perf_counter()
     setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     pl = setup.planner()
@@ -106,8 +114,8 @@ def predict(
         return precision is not None and (hi - lo) / 2 <= precision
 
     # Planner time charged to the clock changes a run, and only the executor measures it.
-    played = None if options.get("charge_planner_time") else _play_in_threads(
-        pl, start, seed, runs, workers or usable_cpus(), progress, precise_enough
+    played = None if options.get("charge_planner_time") else _play_in_chunks(
+        pl, start, seed, runs, workers, progress, precise_enough, ray
     )  # fmt: skip
     if played is not None:
         ok, spent, elapsed = played
@@ -116,7 +124,7 @@ def predict(
         check_plan_options(options, "predict through the executor (this planner has no kernel form)")
         summaries = run_seeds(
             setup.workflow, budget, deadline, range(PREDICT_SEED_OFFSET + seed, PREDICT_SEED_OFFSET + seed + runs),
-            workers=workers or 1, progress=progress, stop_every=CHECKPOINT,
+            workers=workers if ray else workers or 1, progress=progress, stop_every=CHECKPOINT, ray=ray,
             stop=(lambda done: precise_enough(sum(s.success for s in done), len(done))) if precision else None,
             **options,
         )  # fmt: skip
@@ -138,18 +146,19 @@ def predict(
     )
 
 
-def _play_in_threads(
+def _play_in_chunks(
     pl: Planner,
     start: Snapshot,
     seed: int,
     runs: int,
-    workers: int,
+    workers: int | None,
     progress: Callable[[int], None] | None,
     enough: Callable[[int, int], bool],
+    ray: str | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Runs 0..runs-1 played by the planner's kernel, in chunks over threads, taken in order up to the
-    first checkpoint that is ``enough`` (so the answer does not depend on the threads); None if the planner
-    has no kernel form."""
+    """Runs 0..runs-1 played by the planner's kernel, in chunks over threads (or Ray tasks), taken in order
+    up to the first checkpoint that is ``enough`` (so the answer does not depend on where they ran); None
+    if the planner has no kernel form."""
     stream = PREDICT_SEED_OFFSET + seed
     first = pl.play(start, stream, 0, min(_CHUNK, runs))  # also compiles or loads the kernels, once
     if first is None:
@@ -158,21 +167,23 @@ def _play_in_threads(
     done, wins = first[0].size, int(first[0].sum())
     if progress:
         progress(done)
-    bounds = [(lo, min(runs, lo + _CHUNK)) for lo in range(done, runs, _CHUNK)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(pl.play, start, stream, lo, hi - lo) for lo, hi in bounds]
-        try:
-            for fut in futures:
-                if done % CHECKPOINT == 0 and enough(wins, done):
-                    break
-                part = fut.result()
-                assert part is not None
-                parts.append(part)
-                done, wins = done + part[0].size, wins + int(part[0].sum())
-                if progress:
-                    progress(part[0].size)
-        finally:
-            for fut in futures:
-                fut.cancel()
+    calls = [(start, stream, lo, min(runs, lo + _CHUNK) - lo) for lo in range(done, runs, _CHUNK)]
+    with contextlib.ExitStack() as stack:
+        if ray:
+            stack.enter_context(ray_session(ray, workers))
+            results = stack.enter_context(contextlib.closing(ray_map(pl.play, calls)))
+        else:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers or usable_cpus()))
+            futures = [pool.submit(pl.play, *args) for args in calls]
+            stack.callback(lambda: [fut.cancel() for fut in futures])
+            results = (fut.result() for fut in futures)
+        for part in results:
+            assert part is not None
+            parts.append(part)
+            done, wins = done + part[0].size, wins + int(part[0].sum())
+            if progress:
+                progress(part[0].size)
+            if done % CHECKPOINT == 0 and enough(wins, done):
+                break
     ok, spent, elapsed = (np.concatenate(x) for x in zip(*parts, strict=True))
     return ok, spent, elapsed

@@ -338,6 +338,17 @@ async def _interrupt_on_signal(r: Run, came: list[int], *, task_status: TaskStat
                 signal.signal(sig, handler)
 
 
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Spread the runs over Ray (pip install 'ontime[ray]'): a cluster address, 'auto', or 'local' to start "
+        "one here with --workers CPUs. Same numbers as processes.",
+        show_default=False,
+    ),
+]
+
+
 @app.command("eval")
 def eval_(
     spec: Spec,
@@ -352,11 +363,12 @@ def eval_(
     ] = None,
     json_out: JsonOut = False,
     rounds: Rounds = False,
+    ray: RayOpt = None,
 ) -> None:
     """Estimate the probability of finishing: N independent runs in virtual time, summarized."""
     wf = _guard(lambda: load_workflow(spec))
     report = _with_progress("eval", runs, lambda step: evaluate(wf, budget, deadline, planner=planner, runs=runs,
-                            seed=seed, workers=workers, progress=step, rounds=rounds))  # fmt: skip
+                            seed=seed, workers=workers, progress=step, rounds=rounds, ray=ray))  # fmt: skip
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -396,12 +408,13 @@ def predict(
     ] = None,
     json_out: JsonOut = False,
     rounds: Rounds = False,
+    ray: RayOpt = None,
 ) -> None:
     """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
     wf = _guard(lambda: load_workflow(spec))
     result = _with_progress("predict", runs, lambda step: predict_run(wf, budget, deadline, planner=planner,
                             runs=runs, precision=precision, seed=seed, workers=workers, progress=step,
-                            rounds=rounds))  # fmt: skip
+                            rounds=rounds, ray=ray))  # fmt: skip
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
