@@ -78,3 +78,25 @@ def test_a_missing_ray_says_to_install_the_extra(monkeypatch: pytest.MonkeyPatch
         runtime.evaluate(CHAIN, BUDGET, DEADLINE, runs=5, ray="local")
     result = CliRunner().invoke(app, ["predict", CHAIN, "-b", "0.05", "-d", "300", "--ray", "local"])
     assert result.exit_code != 0 and "ontime[ray]" in result.stderr
+
+
+def test_an_interrupt_cancels_the_ray_tasks(local_ray: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    cancelled: list[Any] = []
+    cancel = ray.cancel
+
+    def spy(ref: Any, **kw: Any) -> None:
+        cancelled.append(ref)
+        cancel(ref, **kw)
+
+    monkeypatch.setattr(ray, "cancel", spy)
+
+    def interrupt(_done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # at the first of 80 chunks of 50 runs
+        runtime.evaluate(CHAIN, BUDGET, DEADLINE, runs=4000, ray="local", progress=interrupt)
+    assert len(cancelled) == 80  # the one taken (a no-op) and the 79 left
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(cancelled[-1], timeout=10)
