@@ -7,7 +7,8 @@ it is the success rate ``ontime eval`` measures, up to Monte Carlo error, which 
 
 A planner with a kernel form (MCP, Retry, Uniform: :meth:`runtime.types.Planner.play`) is played whole in a
 numba kernel that follows the executor's execution model, in threads (the kernels release the GIL); any
-other planner is played through the executor itself, in processes. Predicted runs use seeds of their own
+other planner is played through the executor itself, in processes. Given ``ray``, the same chunks run as
+tasks on a Ray cluster instead, with the same answer. Predicted runs use seeds of their own
 (``PREDICT_SEED_OFFSET`` on), so a prediction never replays the runs an evaluation with small seeds
 measures.
 """

@@ -342,7 +342,7 @@ RayOpt = Annotated[
     str | None,
     typer.Option(
         "--ray",
-        help="Spread the runs over Ray (pip install 'ontime[ray]'): a cluster address, 'auto', or 'local' to start "
+        help="Spread the runs over Ray (pip install 'ontime\\[ray]'): a cluster address, 'auto', or 'local' to start "
         "one here with --workers CPUs. Same numbers as processes.",
         show_default=False,
     ),
