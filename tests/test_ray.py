@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 CHAIN = str(EXAMPLES / "chain.json")
-BUDGET, DEADLINE = 0.05, 300.0
+BUDGET, DEADLINE = 0.015, 60.0  # tight: some runs fail (for budget, for time), so the numbers say something
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_eval_on_ray_gives_the_numbers_of_two_processes(local_ray: None) -> None
     done: list[int] = []
     on_ray = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, ray="local", progress=done.append)
     in_processes = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, workers=2)
-    assert numbers(on_ray) == numbers(in_processes)
+    assert numbers(on_ray) == numbers(in_processes) and 0 < on_ray.p_success < 1
     assert sum(done) == 40 and len(done) > 1  # progress as chunks arrive
     assert on_ray.planner_ms.decisions == in_processes.planner_ms.decisions
 
@@ -53,7 +53,7 @@ def test_predict_on_ray_gives_the_numbers_of_threads(local_ray: None) -> None:
     on_ray = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, ray="local")
     in_threads = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, workers=2)
     assert on_ray.method == in_threads.method == "kernel"
-    assert numbers(on_ray) == numbers(in_threads)
+    assert numbers(on_ray) == numbers(in_threads) and 0 < on_ray.p_success < 1
 
 
 def test_eval_json_on_ray(local_ray: None) -> None:
