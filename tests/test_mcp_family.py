@@ -1,0 +1,36 @@
+"""The generated family of ``benchmarks/mcp_quality.py``: seeded, solvable by the exact planner, split in two.
+
+MCP's design is frozen on one half of the family and reported on the other, so the halves must not share a
+workflow and must together be the whole family; and a rerun must draw the same family, or a number quoted
+from one run cannot be checked against another.
+"""
+
+from __future__ import annotations
+
+import runtime
+from benchmarks.mcp_quality import family, family_spec
+from planners.exact import ExactPlanner
+
+
+def test_the_generator_is_seeded() -> None:
+    assert family_spec(7) == family_spec(7)
+    assert family_spec(7)[0] != family_spec(8)[0]
+    assert family(4) == family(4)
+
+
+def test_every_cell_is_accepted_by_the_exact_planner() -> None:
+    cells = family(24)
+    assert len(cells) >= 200
+    for cell in cells:
+        table = runtime.ProfileTable.from_workflow(runtime.parse_workflow(cell.spec))
+        ExactPlanner(table, cell.deadline)  # raises PlannerSpecError on what it cannot solve
+        assert cell.budget > 0 and cell.deadline > 0
+
+
+def test_the_splits_are_disjoint_and_cover_the_family() -> None:
+    cells = family(24)
+    design = {c.seed for c in cells if c.split == "design"}
+    report = {c.seed for c in cells if c.split == "report"}
+    assert design and report and not design & report
+    assert design | report == {c.seed for c in cells}
+    assert sum(c.split == "design" for c in cells) + sum(c.split == "report" for c in cells) == len(cells)
