@@ -411,10 +411,10 @@ class SimServer:
                 encode.piece(c, samples[c].text_pieces[p]) if p >= 0 else encode.finish(c, samples[c])
                 for _, c, p in batch
             )
-            await resp.write(text.encode())
-            for _, c, p in batch:
+            for _, c, p in batch:  # counted before the write: a disconnect can cancel it after the bytes left
                 if p >= 0:
                     served.output_tokens[c] += 1
+            await resp.write(text.encode())
         if cut < len(events):
             served.status = "drop"
             assert request.transport is not None

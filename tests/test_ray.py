@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 CHAIN = str(EXAMPLES / "chain.json")
+# A planner without numba kernels: Ray workers would each compile MCP's on a fresh machine (a minute or more).
+RETRY = "retry:small:2"
 BUDGET, DEADLINE = 0.015, 60.0  # tight: some runs fail (for budget, for time), so the numbers say something
 
 
@@ -41,8 +43,8 @@ def numbers(report: Any) -> dict[str, Any]:
 def test_eval_on_ray_gives_the_numbers_of_two_processes(local_ray: None) -> None:
     wf = runtime.load_workflow(CHAIN)
     done: list[int] = []
-    on_ray = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, ray="local", progress=done.append)
-    in_processes = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, workers=2)
+    on_ray = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, ray="local", progress=done.append, planner=RETRY)
+    in_processes = runtime.evaluate(wf, BUDGET, DEADLINE, runs=40, seed=3, workers=2, planner=RETRY)
     assert numbers(on_ray) == numbers(in_processes) and 0 < on_ray.p_success < 1
     assert sum(done) == 40 and len(done) > 1  # progress as chunks arrive
     assert on_ray.planner_ms.decisions == in_processes.planner_ms.decisions
@@ -50,14 +52,16 @@ def test_eval_on_ray_gives_the_numbers_of_two_processes(local_ray: None) -> None
 
 def test_predict_on_ray_gives_the_numbers_of_threads(local_ray: None) -> None:
     wf = runtime.load_workflow(CHAIN)
-    on_ray = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, ray="local")
-    in_threads = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, workers=2)
+    on_ray = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, ray="local", planner=RETRY)
+    in_threads = runtime.predict(wf, BUDGET, DEADLINE, runs=40, seed=1, workers=2, planner=RETRY)
     assert on_ray.method == in_threads.method == "kernel"
     assert numbers(on_ray) == numbers(in_threads) and 0 < on_ray.p_success < 1
 
 
 def test_eval_json_on_ray(local_ray: None) -> None:
-    result = CliRunner().invoke(app, ["eval", CHAIN, "-b", "0.05", "-d", "300", "-n", "20", "--ray", "local", "--json"])
+    result = CliRunner().invoke(
+        app, ["eval", CHAIN, "-b", "0.05", "-d", "300", "-n", "20", "-p", RETRY, "--ray", "local", "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["runs"] == 20
 
@@ -96,7 +100,7 @@ def test_an_interrupt_cancels_the_ray_tasks(local_ray: None, monkeypatch: pytest
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):  # at the first of 80 chunks of 50 runs
-        runtime.evaluate(CHAIN, BUDGET, DEADLINE, runs=4000, ray="local", progress=interrupt)
+        runtime.evaluate(CHAIN, BUDGET, DEADLINE, runs=4000, ray="local", progress=interrupt, planner=RETRY)
     assert len(cancelled) == 80  # the one taken (a no-op) and the 79 left
     with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
         ray.get(cancelled[-1], timeout=10)
