@@ -27,7 +27,7 @@ from planners.workflow_code import StepProgram
 from planners.workflow_search import AFlowOptions, aflow_search, random_search
 from planners.workflow_search_types import RoundStats, Score, SearchResult
 from runtime._program import Program, current_run
-from runtime.types import CallRefusedError, LLMCall, RealClock, UsageError, VirtualClock, to_usd
+from runtime.types import CallRefusedError, CallResult, LLMCall, RealClock, UsageError, VirtualClock, to_usd
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from runtime._program_run import ProgramRun
     from runtime._result import RunResult
     from runtime.types import Adapter, Clock
-    from tools.program_sandbox import ProgramHandler
 
 __all__ = ["META_MODEL", "METHODS", "GenerationResult", "GenerationTask", "Item", "MetaUsage", "evaluate_source",
            "generate", "load_task", "program_file"]  # fmt: skip
@@ -306,26 +305,14 @@ async def evaluate_source(run: ProgramRun, source: str, items: Sequence[Item]) -
     spent = [0] * len(items)
     refused: list[CallRefusedError] = []
 
-    def wrap(inner: ProgramHandler) -> ProgramHandler:
-        async def handler(i: int, op: str, payload: Mapping[str, Any]) -> Any:
-            if op != "call_llm":
-                return await inner(i, op, payload)
-            request = LLMCall.from_json(payload)
-            if request.model is None:  # the program's own DEFAULT_MODEL first, as `ontime run` would use it
-                own = Program.from_source(source).default_model
-                request = replace(request, model=own if own in run.models else run.default_model)
-            try:
-                result = await run.call(request, wait=True)
-            except CallRefusedError as exc:
-                refused.append(exc)
-                raise
-            spent[i] += result.cost_pusd
-            return list(result.outputs)
+    def account(i: int, call: CallResult | CallRefusedError) -> None:
+        if isinstance(call, CallRefusedError):  # with wait=True, only this run's own budget or deadline refuses
+            refused.append(call)
+        else:
+            spent[i] += call.cost_pusd
 
-        return handler
-
-    outcomes = await run.run_source(source, [it.text for it in items], tests=[it.tests for it in items],
-                                    handler_wrapper=wrap)  # fmt: skip
+    outcomes = await run.run_source(source, [it.text for it in items], tests=[it.tests for it in items], wait=True,
+                                    on_call=account)  # fmt: skip
     if refused:
         raise refused[0]
     scores = [0.0 if o.value is None else await it.grade(o.value) for o, it in zip(outcomes, items, strict=True)]

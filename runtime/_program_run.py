@@ -39,6 +39,7 @@ from runtime.types import (
     BatchLaunched,
     BudgetReserved,
     BudgetSettled,
+    CallRefusedError,
     CallResult,
     DeadlineHit,
     Finish,
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from runtime._result import RunResult
     from runtime.types import Clock, Event, ModelSpec
     from runtime.types._clock import Inbox
-    from tools.program_sandbox import ProgramHandler, ProgramOutcome
+    from tools.program_sandbox import ProgramOutcome
     from tools.sandbox import Limits
 
 __all__ = ["ProgramOptions", "ProgramRun", "execute_program"]
@@ -325,7 +326,8 @@ class ProgramRun:
         inputs: Sequence[str],
         *,
         tests: Sequence[str | None] | None = None,
-        handler_wrapper: Callable[[ProgramHandler], ProgramHandler] | None = None,
+        wait: bool = False,
+        on_call: Callable[[int, CallResult | CallRefusedError], None] | None = None,
         limits: Limits | None = None,
     ) -> list[ProgramOutcome]:
         """Run model-written program text on each of ``inputs`` in the sandbox, its ``call_llm`` and ``exec_code``
@@ -336,7 +338,8 @@ class ProgramRun:
                 calls are priced by this run's models, and its ``DEFAULT_MODEL`` is used if this run has it).
             inputs: the problems to call its ``workflow`` with.
             tests: per input, the public tests its ``exec_code`` defaults to (default: the run's ``tests``).
-            handler_wrapper: wraps the handler of the child's requests (to tag, count or veto them).
+            wait: its calls wait for money held by calls in flight rather than being refused (:meth:`call`).
+            on_call: told, per input, what each of its calls cost, or the refusal it met (to account per problem).
             limits: the child's (:class:`tools.sandbox.Limits`; its wall time includes the calls it waits on);
                 default the sandbox's, with wall time up to the deadline on a clock that follows the wall.
 
@@ -360,14 +363,21 @@ class ProgramRun:
                 request = LLMCall.from_json(payload)
                 if request.model is None and default in self.models:
                     request = replace(request, model=default)
-                return list((await self.call(request)).outputs)
+                try:
+                    result = await self.call(request, wait=wait)
+                except CallRefusedError as exc:
+                    if on_call is not None:
+                        on_call(i, exc)
+                    raise
+                if on_call is not None:
+                    on_call(i, result)
+                return list(result.outputs)
             if op == "exec_code":
                 given = payload.get("tests")
                 solution = payload.get("solution", "")
                 return await self.exec_code(solution, tests[i] if given is None and tests else given)
             raise UsageError(f"unknown request {op!r} from a sandboxed program")
 
-        handler = handle if handler_wrapper is None else handler_wrapper(handle)
         computing = Hold(self.clock)  # held while none of the child's requests is outstanding
         outstanding = 0
 
@@ -377,7 +387,7 @@ class ProgramRun:
             self._quiet.touch()  # before the child's share is given back: time must not move on in between
             computing.give()
             try:
-                return await handler(i, op, payload)
+                return await handle(i, op, payload)
             finally:
                 outstanding -= 1
                 if not outstanding:
