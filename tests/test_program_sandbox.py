@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -330,7 +331,7 @@ async def test_on_trio_too(anyio_backend: str) -> None:
 async def test_a_program_cannot_read_the_keys(
     isolated: Limits, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    openai, anthropic = "sk-test-openai-not-for-programs", "sk-ant-test-not-for-programs"
+    openai, anthropic = f"marker-openai-{uuid.uuid4().hex}", f"marker-anthropic-{uuid.uuid4().hex}"  # not key-shaped
     monkeypatch.setenv("OPENAI_API_KEY", openai)
     monkeypatch.setenv("ANTHROPIC_API_KEY", anthropic)
     monkeypatch.setenv("HOME", str(tmp_path))
