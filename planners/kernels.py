@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Launch, ProfileTable, Snapshot
 
-__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "seq_models", "simulate", "simulate_snapshot",
-           "snapshot_arrays", "step", "table_arrays"]  # fmt: skip
+__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "policy_launch", "rest_needs",
+           "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]  # fmt: skip
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
 NO_ROLLOUTS = np.zeros(0, np.int64)
@@ -151,6 +151,78 @@ def fit_width(k, worst, cap, money, tokens):
     return k, money, tokens
 
 
+PACED_MAX = 64  # the widest batch a paced policy launches (the widest of the default K)
+
+
+@njit(cache=True, nogil=True)
+def rest_needs(tab):
+    """Per subtask: the seconds the longest chain of subtasks after it needs on their fastest models, and
+    the expected cost of one attempt on its cheapest model (what :func:`policy_launch` keeps back)."""
+    child_ptr, child_idx, cheapest, min_latency, mean_cost = tab[2], tab[3], tab[4], tab[22], tab[33]
+    n = cheapest.shape[0]
+    tail = np.zeros(n)
+    keep = np.zeros(n, np.int64)
+    for i in range(n - 1, -1, -1):  # subtasks are in topological order
+        for c in range(child_ptr[i], child_ptr[i + 1]):
+            ch = child_idx[c]
+            tail[i] = max(tail[i], min_latency[ch].min() + tail[ch])
+        keep[i] = mean_cost[i, cheapest[i]]
+    return tail, keep
+
+
+@njit(cache=True, nogil=True)
+def policy_launch(tab, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
+    """What a portfolio policy launches on ready subtask i, wanting k samples of model j at ``elapsed``
+    seconds into its run: (model, width, money and tokens left after it), width 0 for nothing.
+
+    ``k < 0`` paces the width instead: the money left split evenly over the ``n_left`` subtasks not launched
+    yet (i among them), spread over as many batches in a row as the time left allows (after ``tail``), so
+    that a policy neither starves the later subtasks nor leaves money unspent; at most ``PACED_MAX``.
+
+    Retry's rule (the batch shrinks to what ``money`` and ``tokens`` can cover). With ``fallback`` (per
+    subtask, models in order of preference; empty for plain Retry), the policy does not launch what would
+    likely leave the rest of the workflow impossible: it takes the first of j and that order that ends by
+    the deadline with ``tail`` seconds to spare (the longest chain after i, on the fastest models) and whose
+    expected cost leaves ``keep`` pico-dollars (an attempt on the cheapest model at every subtask not launched
+    yet; expected costs, as the ledger gives back what a batch does not use). Where none does, the first
+    that can end by the deadline and that the money left pays for. Without this, a policy that spent on a
+    strong model early was stuck once it could not pay for one more, and counted the run lost where a
+    cheaper model could still finish it; likewise with a model too slow for the chain after it.
+    """
+    max_tokens, worst_cost, min_latency, mean_cost = tab[10], tab[21], tab[22], tab[33]
+    if k < 0:
+        rounds = max(1.0, math.floor((time_left - elapsed - tail) / max(min_latency[i, j], 1e-3)))
+        k = PACED_MAX if mean_cost[i, j] <= 0 else int(money / max(1, n_left) / (mean_cost[i, j] * rounds))
+        k = min(PACED_MAX, max(1, k))
+    if fallback.shape[0] > 0:
+        for r in range(-1, fallback.shape[1]):
+            jj = j if r < 0 else fallback[i, r]
+            if jj < 0 or elapsed + min_latency[i, jj] + tail > time_left:
+                continue
+            kk = k if mean_cost[i, jj] <= 0 else min(k, (money - keep) // mean_cost[i, jj])
+            kk, left, tok = fit_width(kk, worst_cost[i, jj], max_tokens[jj], money, tokens)
+            if kk >= 1:
+                return jj, kk, left, tok
+        if elapsed + min_latency[i, j] > time_left:
+            for r in range(fallback.shape[1]):  # too late for it: the next that can make it
+                jj = fallback[i, r]
+                if jj >= 0 and elapsed + min_latency[i, jj] <= time_left:
+                    j = jj
+                    break
+    kk, left, tok = fit_width(k, worst_cost[i, j], max_tokens[j], money, tokens)
+    if kk < 1 and fallback.shape[0] > 0:
+        for r in range(fallback.shape[1]):  # cannot pay for one: the next that can, and can make it
+            jj = fallback[i, r]
+            if jj < 0 or elapsed + min_latency[i, jj] > time_left:
+                continue
+            kk, left, tok = fit_width(k, worst_cost[i, jj], max_tokens[jj], money, tokens)
+            if kk >= 1:
+                return jj, kk, left, tok
+    if kk < 1:
+        return j, 0, money, tokens
+    return j, kk, left, tok
+
+
 @njit(cache=True, nogil=True)
 def has_history(tab):
     """Whether any subtask of ``tab`` has history-dependent success or a horizon (else the kernels skip it all)."""
@@ -235,7 +307,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     """
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
      _, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost,
-     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd) = tab  # fmt: skip
+     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd, _) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
      cancel_siblings, rounds, fl_k, batches0, post0, rep0, node0, cls0) = snap  # fmt: skip
     n = kind.shape[0]
@@ -311,6 +383,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     attempts = np.empty(n, np.int64)
     open_b = np.empty(n, np.int64)
     history = has_history(tab)
+    tail, spare = rest_needs(tab)  # see :func:`policy_launch`
     cls = cls0.copy()
     last, status = snap, 2
     for s in range(n_sims):
@@ -364,9 +437,15 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 # The policy's own view of what is left: like the Retry planner, it counts every batch it
                 # asks for, even one the executor then refuses for lack of time.
                 p_left, p_tok = avail, tok_avail
+                keep = n_left = 0  # an attempt on the cheapest model at every subtask not launched yet
+                for i in range(n):
+                    if state[i] <= 1:
+                        keep += spare[i]
+                        n_left += 1
                 for i in range(n):
                     if state[i] != 1:
                         continue
+                    keep -= spare[i]
                     if use_action:
                         j, k = -1, 0
                         for a in range(act_sub.shape[0]):
@@ -376,16 +455,12 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         continue
                     else:
                         j = cont_models[i, min(batches[i], cont_models.shape[1] - 1)]
-                        if cont_fallback.shape[0] > 0 and now + min_latency[i, j] > time_left:
-                            for r in range(cont_fallback.shape[1]):  # too late for it: the next that can make it
-                                jj = cont_fallback[i, r]
-                                if jj >= 0 and now + min_latency[i, jj] <= time_left:
-                                    j = jj
-                                    break
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
                             k = min(k, cont_rollouts[i] - launched[i])
-                        k, p_left, p_tok = fit_width(k, worst_cost[i, j], max_tokens[j], p_left, p_tok)
+                        j, k, p_left, p_tok = policy_launch(tab, cont_fallback, i, j, k, now, time_left, p_left, p_tok,
+                                                            keep, tail[i], n_left)  # fmt: skip
+                        n_left -= 1
                     if k < 1 or j < 0 or now + min_latency[i, j] > time_left:
                         continue
                     if history and 0 <= horizon[i] <= batches[i]:
@@ -611,7 +686,7 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
         t.tokens_per_s, t.ttft_s, t.max_tokens, t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start,
         t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency, t.horizon, t.cls_ptr,
         t.cls_w, np.ascontiguousarray(t.cls_p), t.own_repairs, t.cas_root, t.cas_child, t.cas_q, t.tool_latency,
-        t.tool_pusd,
+        t.tool_pusd, t.mean_cost,
     )  # fmt: skip
 
 

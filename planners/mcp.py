@@ -6,8 +6,14 @@ is its best continuation's success rate over ``n`` simulations, all on common ra
 executed; the executor asks again after the next event.
 
 The portfolio is the paper's {Seq-(m, k)} (``retry:m:k``), plus, unless ``mixed=0``, the value family
-Seq-(value, k) that picks per subtask the model with the most expected successes per dollar; every policy
-falls back to a model that can still finish when its own cannot by the deadline.
+Seq-(value, k) that picks per subtask the model with the most expected successes per dollar, and a paced
+width for every family (each batch as wide as the money left per subtask left, spread over the batches the
+time left allows). No policy launches what would likely leave the rest of the workflow impossible: where its
+model would not leave the time the rest needs on the fastest models, or the expected cost of a cheapest
+attempt at each subtask not launched yet, it takes the first model in value order that does
+(:func:`planners.kernels.policy_launch`). Fixed models and widths cannot express "spend what the budget
+allows"; on the generated family of ``benchmarks/mcp_quality.py --family`` these continuations closed most
+of MCP's gap to the exact optimum (README, "MCP on a family of workflows").
 
 Candidates always include the portfolio's base actions (each policy's own first decision), scored with
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
@@ -53,15 +59,17 @@ if TYPE_CHECKING:
     from planners.vine import VinePlanner
     from runtime.types import PlannerContext, Played, ProfileTable
 
-__all__ = ["MAX_SIMS", "MCPPlanner", "Policy", "from_spec"]
+__all__ = ["MAX_SIMS", "PACED", "MCPPlanner", "Policy", "from_spec"]
 
 MAX_SIMS = 100_000  # simulations per candidate: far beyond what a decision in milliseconds can use
+PACED = -1  # a policy's width that paces its batches to the money and time left (planners.kernels.policy_launch)
 
 
 class Policy(NamedTuple):
     """A portfolio policy Seq-(models, k): every ready subtask i gets k samples of ``models[i, a]`` on its batch
-    number a (the last column for later ones; fewer samples when the budget left cannot cover k). ``name`` is
-    the model, ``value``, or an escalation ladder ``small>large`` (cheap first, the stronger after a failure)."""
+    number a (the last column for later ones; fewer samples when the budget left cannot cover k; ``k`` is
+    ``PACED`` for the paced width). ``name`` is the model, ``value``, or an escalation ladder ``small>large``
+    (cheap first, the stronger after a failure)."""
 
     name: str
     models: np.ndarray
@@ -85,7 +93,8 @@ class MCPPlanner(Planner):
         mixed: add to the portfolio the policies Seq-(value, k): on each subtask, the allowed model with
             the most expected successes per dollar. The paper's portfolio uses one model for every
             subtask, so its continuations undervalue states where the best plan mixes models (its
-            "portfolio continuation gap"); these close much of it. False gives the paper's portfolio.
+            "portfolio continuation gap"); these close much of it. False gives the paper's portfolio (no
+            value family and no paced widths).
         sticky: hold on to the policy chosen at the previous decision unless another is clearly better
             (see above); False re-chooses it from scratch at every decision, as the paper does.
         cascade: add escalation policies, one per pair of models (the cheaper first, the other on every batch
@@ -93,9 +102,11 @@ class MCPPlanner(Planner):
             history (a failure says the case is hard), escalating is often the best plan. Default: on where
             the workflow has repair loops or history-dependent success, off elsewhere.
 
-    Every portfolio policy, when its model can no longer finish a subtask by the deadline, falls back to
-    the allowed model of best value that can (where Retry would be stuck and the run lost), so each is at
-    least as likely to finish as the Retry policy it extends.
+        paced: with ``mixed``, add a paced width to every family (see above).
+
+    Every portfolio policy, where its model would leave the rest of the workflow without the time or money
+    it needs, or cannot run by the deadline or be paid for at all, falls back to the allowed model of best
+    value that can (:func:`planners.kernels.policy_launch`; Retry would be stuck and the run lost).
     """
 
     in_thread = True
@@ -114,6 +125,7 @@ class MCPPlanner(Planner):
         z: float = 1.0,
         sticky: bool = True,
         cascade: bool | None = None,
+        paced: bool = True,
     ) -> None:
         if not 1 <= n_sims <= MAX_SIMS:
             raise PlannerSpecError(f"mcp: n must be in 1..{MAX_SIMS}, not {n_sims}")
@@ -154,7 +166,8 @@ class MCPPlanner(Planner):
         self._vine = _vine_seed(table, self.models)
         if self._vine is not None:
             families.append(("vine", ladder_models(table, (self.models[0],) * int(table.horizon[0]))))
-        self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in self.widths)
+        widths = (*self.widths, PACED) if mixed and paced else self.widths
+        self.portfolio = tuple(Policy(name, models, k) for name, models in families for k in widths)
         rungs = max(p.models.shape[1] for p in self.portfolio)
         self._port_models = np.array([np.pad(p.models, ((0, 0), (0, rungs - p.models.shape[1])), mode="edge")
                                       for p in self.portfolio], np.int64)  # fmt: skip
@@ -162,10 +175,11 @@ class MCPPlanner(Planner):
         self._tab = table_arrays(table)
         self._decisions = 0
         if self._vine is not None:  # VineLM's plan is the incumbent from the start: others must beat it clearly
-            self._hold = min((p.k, i) for i, p in enumerate(self.portfolio) if p.name == "vine")[1]
+            self._hold = min((p.k, i) for i, p in enumerate(self.portfolio) if p.name == "vine" and p.k > 0)[1]
         names = ",".join(table.model_names[j] for j in self.models)
         flags = ("" if mixed else ":mixed=0") + ("" if sticky else ":sticky=0")
         flags += "" if cascade is None else f":cascade={int(cascade)}"
+        flags += "" if paced else ":paced=0"
         self.name = f"mcp:n={n_sims}:k={','.join(map(str, self.widths))}:models={names}{flags}"
 
     def decide(self, snapshot: Snapshot) -> Decision:
@@ -250,7 +264,7 @@ def _ladders(table: ProfileTable, allowed: Sequence[int]) -> list[tuple[str, np.
 def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
     """Per subtask, the allowed models that can run it, by expected successes per dollar (best first; ties
     in model order), padded with -1: the value family's choice, and the fallback of every portfolio policy
-    for a subtask its model can no longer finish by the deadline."""
+    where its own model will not do (:func:`planners.kernels.policy_launch`)."""
     out = np.full((table.n_subtasks, len(allowed)), -1, np.int64)
     for i in range(table.n_subtasks):
         usable = [j for j in allowed if table.kind[i, j] >= 0]
@@ -281,6 +295,7 @@ _OPTIONS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "sticky": ("sticky", _flag, "0 or 1"),
     "z": ("z", float, "a number"),
     "cascade": ("cascade", _flag, "0 or 1"),
+    "paced": ("paced", _flag, "0 or 1"),
 }
 
 
@@ -308,8 +323,8 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
-    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1][:cascade=1]``; the
-    run's seed is the default seed."""
+    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1][:cascade=1]
+    [:paced=0]``; the run's seed is the default seed."""
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)
     return MCPPlanner(ctx.table, **opts)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from numba import njit, objmode
 
-from planners.kernels import NO_ROLLOUTS, fit_width, hidden, simulate, step
+from planners.kernels import NO_ROLLOUTS, fit_width, hidden, policy_launch, rest_needs, simulate, step
 
 __all__ = ["closed_loop", "decide"]
 
@@ -143,21 +143,26 @@ def _confirm(tab, snap, ready, port, n_all, seed, z, need, cand_m, cand_k, cand_
 @njit(cache=True, nogil=True)
 def _retry_action(tab, snap, ready, models, fallback, k):
     """What Seq-(models, k) launches from ``snap``: the Retry planner's rule (batches shrunk to fit the budget
-    and token cap left, in order of the ready list), with the kernel's fallback for a model too slow to end
-    by the deadline."""
-    max_tokens, kind, worst_cost, min_latency = tab[10], tab[11], tab[21], tab[22]
-    left, tokens, time_left = snap[7], snap[8], snap[9]
-    n = kind.shape[0]
+    and token cap left, in order of the ready list), with the kernels' fallback
+    (:func:`planners.kernels.policy_launch`)."""
+    n = tab[11].shape[0]
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
+    tail, spare = rest_needs(tab)
+    launched = snap[0].copy()  # complete or in flight: nothing to keep back for them
+    for f in range(snap[1].shape[0]):
+        launched[snap[1][f]] = True
+    keep = n_left = 0
+    for i in range(n):
+        if not launched[i]:
+            keep += spare[i]
+            n_left += 1
+    left, tokens = snap[7], snap[8]
     for i in ready:
+        keep -= spare[i]
         j = models[i, min(snap[13][i], models.shape[1] - 1)]
-        if fallback.shape[0] > 0 and min_latency[i, j] > time_left:
-            for r in range(fallback.shape[1]):
-                if fallback[i, r] >= 0 and min_latency[i, fallback[i, r]] <= time_left:
-                    j = fallback[i, r]
-                    break
-        kk, left, tokens = fit_width(k, worst_cost[i, j], max_tokens[j], left, tokens)
+        j, kk, left, tokens = policy_launch(tab, fallback, i, j, k, 0.0, snap[9], left, tokens, keep, tail[i], n_left)
+        n_left -= 1
         if kk >= 1:
             act_m[i], act_k[i] = j, kk
     return act_m, act_k
@@ -297,7 +302,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     cand_m[i], cand_k[i] = -1, 0
                 else:
                     m, k = port_models[o - 1, i, min(snap[13][i], port_models.shape[2] - 1)], port_k[o - 1]
-                    if (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:
+                    if k < 0 or (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:  # paced: a base action
                         continue
                     fits, cand_m, cand_k = _make_room(tab, snap, best_m, best_k, i, m, k)
                     if not fits:

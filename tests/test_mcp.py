@@ -9,8 +9,8 @@ import pytest
 
 import runtime
 from planners import make_planner
-from planners.kernels import simulate_snapshot, snapshot_arrays
-from planners.mcp import MCPPlanner
+from planners.kernels import NO_FALLBACK, simulate, simulate_snapshot, snapshot_arrays
+from planners.mcp import PACED, MCPPlanner
 from planners.mcp_kernel import decide
 from runtime import PlannerContext, evaluate
 from tests.conftest import EXAMPLES, mixed_diamond
@@ -27,7 +27,8 @@ def test_options_parse() -> None:
     assert isinstance(p, MCPPlanner)
     assert (p.n_sims, p.widths, p.seed, p.compute_ms) == (32, (1, 8), 5, 50.0)
     assert [p.table.model_names[j] for j in p.models] == ["mini", "large"]
-    assert [(x.name, x.k) for x in p.portfolio] == [(m, k) for m in ("mini", "large", "value") for k in (1, 8)]
+    paced = [(m, k) for m in ("mini", "large", "value") for k in (1, 8, PACED)]
+    assert [(x.name, x.k) for x in p.portfolio] == paced
     paper = make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx())
     assert isinstance(paper, MCPPlanner) and len(paper.portfolio) == 4  # the paper's
     assert make_planner("mcp", ctx()).name == "mcp:n=64:k=1,4,16,64:models=mini,mid,large"
@@ -46,6 +47,7 @@ def test_options_parse() -> None:
         "mcp:64",
         "mcp:mixed=2",
         "mcp:sticky=yes",
+        "mcp:paced=2",
         "mcp:ms=0",
     ],
 )
@@ -178,3 +180,68 @@ def test_safe_improvement_over_the_best_base_policy() -> None:
         assert mcp.overspend_runs == 0 and mcp.late_runs == 0
         gains.append(p - b)
     assert sum(gains) / len(gains) > 0.02, gains
+
+
+def _pay_chain(n: int = 2, tokens: int = 100) -> runtime.ProfileTable:
+    """A chain of n subtasks; ``cheap`` ($0.0001 an attempt, p 0.5, 1.1 s) and ``strong`` ($0.001, p 0.95, 2.1 s)."""
+    cards = {
+        name: {"provider": "sim", "input_price_per_mtok": 0.0, "output_price_per_mtok": price, "tokens_per_s": tps,
+               "ttft_s": 0.1, "max_output_tokens": 100}
+        for name, price, tps in (("cheap", 1.0, 100), ("strong", 10.0, 50))
+    }  # fmt: skip
+    profiles = {name: {"p": p, "output_tokens": {"fixed": tokens}} for name, p in (("cheap", 0.5), ("strong", 0.95))}
+    return runtime.ProfileTable.from_workflow(runtime.parse_workflow({
+        "name": "pay", "models": cards,
+        "subtasks": [{"id": f"s{i}", "deps": [f"s{i - 1}"] if i else [], "input_tokens": 10, "profiles": profiles}
+                     for i in range(n)],
+    }))  # fmt: skip
+
+
+def test_a_policy_that_cannot_pay_for_its_model_falls_back_to_one_it_can() -> None:
+    """Seq-(strong, 1) on a two-subtask chain whose budget pays for strong once: after strong on the first
+    subtask, the second gets the cheap model (the value order) instead of nothing, so the policy can still win."""
+    table = _pay_chain()
+    planner = MCPPlanner(table, widths=(1,), mixed=False)
+    strong = next(p for p, policy in enumerate(planner.portfolio) if policy.name == "strong")
+    snap = snapshot_arrays(start_snapshot(table, 0.0016, 600.0))  # strong once ($0.001) and cheap a few times
+    none, models, k = np.zeros(0, np.int64), planner._port_models[strong], planner._port_k[strong]
+    stuck = simulate(planner._tab, snap, none, none, none, models, NO_FALLBACK, k, none, 0, 400, 7)[0].mean()
+    falls = simulate(planner._tab, snap, none, none, none, models, planner._fallback, k, none, 0, 400, 7)[0].mean()
+    assert stuck < 0.1 < 0.6 < falls, (stuck, falls)  # without the fallback the second subtask never runs
+
+
+@pytest.mark.parametrize(
+    ("budget", "deadline", "model", "k"),
+    [
+        (0.00105, 600.0, "cheap", 1),  # strong ($0.001) would leave less than a cheap attempt for the rest
+        (0.0013, 600.0, "strong", 1),  # ... and now leaves one: the policy's own model
+        (1.0, 3.0, "cheap", 1),  # money enough, but strong's 2.1 s leave no time for the next subtask (1.1 s)
+        (1.0, 3.3, "strong", 1),
+    ],
+)
+def test_a_policy_keeps_back_what_the_rest_of_the_workflow_needs(
+    budget: float, deadline: float, model: str, k: int
+) -> None:
+    table = _pay_chain(tokens=100)
+    planner = MCPPlanner(table, widths=(1,), mixed=False)
+    strong = next(p for p, policy in enumerate(planner.portfolio) if policy.name == "strong")
+    snap = start_snapshot(table, budget, deadline)
+    act_m, act_k, _ = decide(
+        planner._tab, snapshot_arrays(snap), np.array([0], np.int64), planner._port_models[strong : strong + 1],
+        planner._fallback, planner._port_k[strong : strong + 1], 16, 1, 1.0, 0, 0.0, -1,
+    )  # fmt: skip
+    assert (table.model_names[int(act_m[0])], int(act_k[0])) == (model, k)
+
+
+def test_a_paced_policy_spreads_the_money_over_the_subtasks_and_batches_left() -> None:
+    """Paced: the money per subtask not launched yet, over the batches in a row that the time allows."""
+    table = _pay_chain(n=2, tokens=100)
+    planner = MCPPlanner(table, widths=(1,))
+    cheap = next(p for p, policy in enumerate(planner.portfolio) if policy.name == "cheap" and policy.k == PACED)
+    for budget, deadline, want in ((0.0041, 600.0, 1), (0.0041, 3.5, 10), (0.0041, 2.25, 20), (0.1, 2.25, 64)):
+        snap = start_snapshot(table, budget, deadline)
+        act_m, act_k, _ = decide(
+            planner._tab, snapshot_arrays(snap), np.array([0], np.int64), planner._port_models[cheap : cheap + 1],
+            planner._fallback, planner._port_k[cheap : cheap + 1], 8, 1, 1.0, 0, 0.0, -1,
+        )  # fmt: skip
+        assert (table.model_names[int(act_m[0])], int(act_k[0])) == ("cheap", want), (budget, deadline)
