@@ -457,7 +457,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         j = cont_models[i, min(batches[i], cont_models.shape[1] - 1)]
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
-                            k = min(k, cont_rollouts[i] - launched[i])
+                            k = max(0, min(k, cont_rollouts[i] - launched[i]))  # (a negative k would pace)
                         j, k, p_left, p_tok = policy_launch(tab, cont_fallback, i, j, k, now, time_left, p_left, p_tok,
                                                             keep, tail[i], n_left)  # fmt: skip
                         n_left -= 1
