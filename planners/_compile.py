@@ -81,7 +81,8 @@ def _listen() -> None:
             with _lock:
                 due = [w.pop() for w in _watchers if w]
             for callback in due:
-                callback()
+                with contextlib.suppress(Exception):  # a notice never stops a compile (warnings made errors, say)
+                    callback()
 
         def on_end(self, ev: event.Event) -> None:
             pass

@@ -106,3 +106,10 @@ def test_the_live_view_says_compiling_only_while_it_is() -> None:
     assert PLANNING in shown(view) and COMPILING not in shown(view)
     view.compiling = True
     assert COMPILING in shown(view)
+
+
+def test_a_notice_that_fails_never_stops_the_compile() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as pytest runs this suite: the notice raises
+        with compile_notice():
+            assert _kernel("def twice(x):\n    return 2 * x\n", "twice")(2) == 4
