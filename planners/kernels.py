@@ -33,7 +33,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import njit
+
+from planners._compile import njit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -63,20 +64,20 @@ _QD = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754
 _Q_TAIL = 0.02425
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _mix(z):
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _stream(seed, sim):
     """The generator state of simulation ``sim`` of ``seed``: each simulation can be replayed on its own."""
     return _mix(_mix(np.uint64(seed) + _GOLDEN) ^ np.uint64(sim))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _batch_stream(sim_state, i, attempt):
     """The stream of the ``attempt``-th batch of subtask i in a simulation. Keyed by subtask and attempt, not
     by the order of events, so candidate actions scored on the same simulation see the same draws for the
@@ -85,14 +86,14 @@ def _batch_stream(sim_state, i, attempt):
     return _mix(sim_state ^ np.uint64(i * 0x100000001B3 + attempt * 0x9E3779B1 + 1))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _uniform(state):
     """SplitMix64: the next state and a uniform in [0, 1). Scalars only, so a call costs a few nanoseconds."""
     state = state + _GOLDEN
     return state, float(_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _upper_quantile(w):
     """The standard normal z with P(Z > z) = w, for w in (0, 1]."""
     if _Q_TAIL <= w <= 1.0 - _Q_TAIL:
@@ -106,7 +107,7 @@ def _upper_quantile(w):
     return -z if w < _Q_TAIL else z
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _next_upper(state, w, m):
     """The next of ``m`` order statistics above the last one, as an upper tail mass ``w`` (1 - u).
 
@@ -118,7 +119,7 @@ def _next_upper(state, w, m):
     return state, w * (v if m == 1 else math.exp(math.log(v) / m))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _tokens_at(elapsed, tokens, latency, ttft):
     if elapsed >= latency:
         return tokens
@@ -128,7 +129,7 @@ def _tokens_at(elapsed, tokens, latency, ttft):
     return min(tokens, int(math.floor(tokens * (elapsed - start) / (latency - start))))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _streamed(elapsed, ttft, tps, cap):
     """Output tokens an unfinished attempt of computed latency has produced ``elapsed`` seconds in."""
     if elapsed <= ttft:
@@ -136,7 +137,7 @@ def _streamed(elapsed, ttft, tps, cap):
     return min(cap, int(math.floor((elapsed - ttft) * tps + 1e-9)))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def fit_width(k, worst, cap, money, tokens):
     """The widest batch up to ``k`` whose worst case (``worst`` pusd and ``cap`` output tokens a sample) fits
     ``money`` and ``tokens`` (-1: no cap), and what is left of both after it (Retry's shrinking rule)."""
@@ -170,7 +171,7 @@ def rest_needs(tab):
     return tail, keep
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, readonly=("fallback",))
 def policy_launch(tab, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
     """What a portfolio policy launches on ready subtask i, wanting k samples of model j at ``elapsed``
     seconds into its run: (model, width, money and tokens left after it), width 0 for nothing.
@@ -236,7 +237,7 @@ def hidden(snap):
     return (*snap[:17], np.full(snap[17].shape[0], -1, np.int64))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _class_stream(sim_state, i):
     """The stream that draws subtask i's hidden class in a simulation: apart from every batch's stream."""
     return _mix(sim_state ^ np.uint64(i * 0x2545F4914F6CDD1D + 0x632BE59BD9B4E019))
@@ -254,7 +255,7 @@ def _draw_class(state, w, lo, hi):
     return hi - lo - 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _rate(tab, i, j, c, rep, node):
     """P(a sample of model j on subtask i succeeds, before truncation) in class c, at its history (rep, node)."""
     cls_ptr, cls_p, cas_root, cas_q = tab[24], tab[26], tab[28], tab[30]
@@ -289,7 +290,7 @@ def _failed(tab, i, j, k, rep, node, post, update_post):
         node[i] = cas_child[node[i], j]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", readonly=("cont_fallback", "cont_rollouts"))
 def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim, n_sims,
           seed, stop_at_change):  # fmt: skip
     """Simulate ``n_sims`` runs from ``snap``; see :func:`simulate` and :func:`step`.
@@ -599,7 +600,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     return success, spent_out, end_out, done_out, last, status
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, readonly=("cont_fallback", "cont_rollouts"), inline="always")
 def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont_k, cont_rollouts, first_sim,
              n_sims, seed):  # fmt: skip
     """Simulate ``n_sims`` runs from a snapshot; return (success, spent pusd, end time, subtasks complete) per
@@ -624,7 +625,7 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
                  n_sims, seed, False)[:4]  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     """Launch ``act_*`` from ``snap`` and play on to the next event that changes what is possible (a subtask
     completes, a batch ends; in synchronized rounds, the first such event that leaves no batch open): what a
@@ -639,7 +640,7 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     return nxt, spent[0], end[0], status
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _cancel(tab, rng, w, m, elapsed, i, j):
     """The generator state, pico-dollars and output tokens of the ``m`` samples not drawn yet of a batch of
     model j on subtask i (all ending after its last drawn one, of upper tail mass ``w``), cancelled

@@ -16,8 +16,9 @@ import math
 import time
 
 import numpy as np
-from numba import njit, objmode
+from numba import objmode
 
+from planners._compile import njit
 from planners.kernels import NO_ROLLOUTS, fit_width, hidden, policy_launch, rest_needs, simulate, step
 
 __all__ = ["closed_loop", "decide"]
@@ -35,7 +36,7 @@ def _clock():
 MARGIN_CAP = 0.25
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, forceinline=True)
 def _beats(value, margin, cost, other_value, other_margin, other_cost):
     """Higher chance wins; on equal chances the larger margin (see :func:`_runs`), then the cheaper."""
     if value != other_value:

@@ -23,6 +23,7 @@ from adapters.endpoints import make_backend
 from adapters.sim import SimAdapter
 from planners import make_planner
 from planners.finalizer import finalize
+from runtime._compile import compile_notice
 from runtime._executor import Executor, ExecutorOptions, planner_threads
 from runtime._program import Program, load_program
 from runtime._prompts import render
@@ -332,6 +333,7 @@ async def open_run(
     wf, table = setup.workflow, setup.table
     run_id = options.get("run_id") or uuid.uuid4().hex[:12]
     async with AsyncExitStack() as stack:
+        stack.enter_context(compile_notice())  # a first use on this machine compiles the planner's kernels
         # Building a planner may take a while (best-retry simulates to choose): not on the event loop.
         planner = await anyio.to_thread.run_sync(setup.planner, limiter=planner_threads())
         clock = setup.clock()

@@ -18,10 +18,11 @@ import anyio
 import numpy as np
 
 from runtime._api import RunSetup, check_plan_options, open_run, refuse_inside_event_loop
+from runtime._compile import compile_notice
 from runtime._executor import usable_cpus
 from runtime._ray import check_ray, ray_map, ray_session
 from runtime._sinks import LedgerAudit
-from runtime.types import PUSD_PER_USD, ProfileTable, UsageError
+from runtime.types import PUSD_PER_USD, Planner, ProfileTable, Snapshot, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -171,12 +172,24 @@ def evaluate(
     if ray is not None:
         check_ray(ray)
     setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
-    name = setup.planner().name  # also rejects a bad planner spec, once, before any worker starts
-    seeds = list(range(seed, seed + runs))
-    summaries = run_seeds(
-        setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, ray=ray, **options
-    )
-    return summarize(summaries, budget=budget, deadline=deadline, planner=name)
+    with compile_notice():
+        pl = setup.planner()  # also rejects a bad planner spec, once, before any worker starts
+        if ray is None and runs > 1 and (workers or usable_cpus()) > 1:
+            _compile_here(pl, setup)
+        seeds = list(range(seed, seed + runs))
+        summaries = run_seeds(
+            setup.workflow, budget, deadline, seeds, workers=workers, progress=progress, ray=ray, **options
+        )
+    return summarize(summaries, budget=budget, deadline=deadline, planner=pl.name)
+
+
+def _compile_here(pl: Planner, setup: RunSetup) -> None:
+    """MCP's first decision here, so that its kernels compile once, in this process and under its notice, and
+    the worker processes load them from numba's cache rather than each compile them at once."""
+    from planners.mcp import MCPPlanner  # the default planner; the others' kernels compile in seconds
+
+    if isinstance(pl, MCPPlanner):
+        pl.decide(Snapshot.at_start(setup.table, setup.budget_pusd, setup.deadline_s))
 
 
 def run_seeds(

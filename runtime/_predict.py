@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Unpack, cast
 import numpy as np
 
 from runtime._api import RunSetup, check_plan_options
+from runtime._compile import compile_notice
 from runtime._eval import check_many, run_seeds, wilson_interval
 from runtime._executor import usable_cpus
 from runtime._ray import check_ray, ray_map, ray_session
@@ -100,6 +101,22 @@ def predict(
     check_plan_options(options, "predict", instance=True)  # an instance is played if it has a kernel form
     if ray is not None:
         check_ray(ray)
+    with compile_notice():  # a first use on this machine compiles the planner's closed-loop kernels
+        return _predict(workflow, budget, deadline, runs, precision, seed, workers, progress, ray, options)
+
+
+def _predict(
+    workflow: WorkflowLike,
+    budget: float,
+    deadline: float,
+    runs: int,
+    precision: float | None,
+    seed: int,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+    ray: str | None,
+    options: PlanOptions,
+) -> Prediction:
     started = time.perf_counter()
     setup = RunSetup(workflow, budget, deadline, cast("RunOptions", {**options, "seed": seed, "clock": "virtual"}))
     pl = setup.planner()

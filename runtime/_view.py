@@ -10,6 +10,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from runtime._compile import COMPILING
 from runtime.types import (
     BatchFailed,
     BatchLaunched,
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunView", "result_table"]
 
-# Shown until the first launch: on a machine's first run the planner's numba kernels are compiled (about 30 s,
-# then cached on disk), and nothing else would say why the run has not started.
-PLANNING = "- (planning the first launch; a first run on this machine also compiles the planner's kernels, ~30 s)"
+# Shown until the first launch; while the planner's numba kernels compile (a first run on this machine, see
+# runtime._compile), nothing else would say why the run has not started.
+PLANNING = "- (planning the first launch)"
 
 
 class RunView:
@@ -47,6 +48,7 @@ class RunView:
         self.samples = 0
         self.in_flight: dict[int, str] = {}
         self.finished: RunFinished | None = None
+        self.compiling = False  # set by the CLI when the planner's kernels start compiling
 
     def __call__(self, e: Event) -> None:
         self.t = max(self.t, e.t)
@@ -83,7 +85,7 @@ class RunView:
             grid.add_row(name, ProgressBar(total=total, completed=completed, width=24), text)
         flying = ", ".join(list(self.in_flight.values())[:6]) + (" …" if len(self.in_flight) > 6 else "")
         if not self.samples and self.finished is None:
-            flying = PLANNING
+            flying = f"- ({COMPILING})" if self.compiling else PLANNING
         return Group(Text(self.title, style="bold cyan"), grid, Text(f"in flight: {flying or '-'}", style="dim"))
 
 

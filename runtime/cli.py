@@ -35,6 +35,7 @@ from adapters.sim_agent import SimAgentModel
 from adapters.sim_server import FAULT_KINDS, Faults, SimServer
 from planners import ABLATIONS, CONTROLLERS
 from runtime._api import open_run
+from runtime._compile import COMPILING, compile_notice
 from runtime._eval import evaluate
 from runtime._predict import predict as predict_run
 from runtime._program import load_program
@@ -133,11 +134,21 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _with_progress(label: str, total: int, work: Callable[[Callable[[int], None]], T]) -> T:
-    """``work(advance)`` under a progress bar on stderr, its bad input reported as by :func:`_guard`."""
+    """``work(advance)`` under a progress bar on stderr, its bad input reported as by :func:`_guard`; a first
+    use on this machine says there that the planner's kernels are compiling."""
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=_err, transient=True) as bar:
+    with Progress(*columns, console=_err, transient=True) as bar, compile_notice(partial(_compiling, None, True)):
         task = bar.add_task(label, total=total)
         return _guard(lambda: work(partial(bar.advance, task)))
+
+
+def _compiling(view: RunView | None, say: bool) -> None:
+    """The compile notice: a line on stderr (never stdout: ``--json`` prints only the JSON there), and the live
+    view's "in flight" line until the first launch."""
+    if view is not None:
+        view.compiling = True
+    if say:
+        _err.print(f"note: {COMPILING}", highlight=False, soft_wrap=True)
 
 
 def _event_logger(path: str | None, stack: ExitStack) -> Any:
@@ -231,6 +242,7 @@ def run(
             "on_event": view,
         }
         stop = stack.enter_context(_terminate_as_interrupt())
+        stack.enter_context(compile_notice(partial(_compiling, view, json_out or not _out.is_terminal)))
         try:
             result = _guard(lambda: anyio.run(_run_live, wf, budget, deadline, options, view, json_out, stop))
         except KeyboardInterrupt:  # a signal before the run had started, or a second one while it settled
