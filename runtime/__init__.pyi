@@ -9,6 +9,7 @@ from ._api import arun as arun
 from ._api import open_run as open_run
 from ._api import run as run
 from ._api import stream as stream
+from ._compile import CompileNotice as CompileNotice
 from ._eval import EvalReport as EvalReport
 from ._eval import evaluate as evaluate
 from ._generate import GenerationResult as GenerationResult
