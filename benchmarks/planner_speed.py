@@ -53,37 +53,30 @@ def with_xl_model(name: str) -> runtime.Workflow:
     return runtime.parse_workflow(data, source=f"{name}+xl")
 
 
-def snapshots(wf: runtime.Workflow, budget: float, deadline: float, runs: int = 4) -> list[runtime.Snapshot]:
-    """Every snapshot a planner saw in a few real runs of ``retry:mid:2`` that had something ready."""
+class _Recorder(runtime.Planner):
+    """Passes decisions through to ``inner`` and keeps every snapshot that had something ready."""
+
+    def __init__(self, inner: runtime.Planner, out: list[runtime.Snapshot]) -> None:
+        self.inner, self.out, self.name = inner, out, inner.name
+
+    def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
+        if snapshot.ready:
+            self.out.append(snapshot)
+        return self.inner.decide(snapshot)
+
+
+def snapshots(
+    wf: runtime.Workflow, budget: float, deadline: float, runs: int = 4, own: bool = False
+) -> list[runtime.Snapshot]:
+    """Every snapshot a planner saw in a few real runs that had something ready: runs of ``retry:mid:2``, or
+    with ``own`` of the default MCP (the states it really decides in: wider batches in flight than Retry's,
+    other budgets left, which cost more to simulate from)."""
     table = runtime.ProfileTable.from_workflow(wf)
+    mid = table.model_index(table.model_names[min(1, table.n_models - 1)])
     out: list[runtime.Snapshot] = []
-
-    class Spy(RetryPlanner):
-        def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
-            if snapshot.ready:
-                out.append(snapshot)
-            return super().decide(snapshot)
-
-    mid = table.model_names[min(1, table.n_models - 1)]
     for seed in range(runs):
-        runtime.run(wf, budget, deadline, planner=Spy(table, table.model_index(mid), 2), seed=seed)
-    return out
-
-
-def own_snapshots(wf: runtime.Workflow, budget: float, deadline: float, runs: int = 4) -> list[runtime.Snapshot]:
-    """Every snapshot the default MCP saw in a few of its own runs: the states it really decides in (wider
-    batches in flight than Retry's, other budgets left), which cost more to simulate from."""
-    table = runtime.ProfileTable.from_workflow(wf)
-    out: list[runtime.Snapshot] = []
-
-    class Spy(MCPPlanner):
-        def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
-            if snapshot.ready:
-                out.append(snapshot)
-            return super().decide(snapshot)
-
-    for seed in range(runs):
-        runtime.run(wf, budget, deadline, planner=Spy(table, seed=seed), seed=seed)
+        inner = MCPPlanner(table, seed=seed) if own else RetryPlanner(table, mid, 2)
+        runtime.run(wf, budget, deadline, planner=_Recorder(inner, out), seed=seed)
     return out
 
 
@@ -163,7 +156,7 @@ def main() -> None:
         target.append(row(f"ready {label}", big, planner, group, time_decisions(planner, group)))
     paper = MCPPlanner(big_table, n_sims=64, widths=full, seed=1, mixed=False)
     target.append(row("all stages, mixed=0", big, paper, everything, time_decisions(paper, everything)))
-    own = pick(own_snapshots(big, 2.0, 1200.0), 3 * args.repeats)
+    own = pick(snapshots(big, 2.0, 1200.0, own=True), 3 * args.repeats)
     planner = MCPPlanner(big_table, n_sims=64, widths=full, seed=1)
     target.append(row("MCP's own states", big, planner, own, time_decisions(planner, own)))
     console.print(

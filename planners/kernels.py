@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from runtime.types import Launch, ProfileTable, Snapshot
 
-__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "policy_launch", "rest_needs",
+__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "policy_launch",
            "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]  # fmt: skip
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
@@ -153,22 +153,6 @@ def fit_width(k, worst, cap, money, tokens):
 
 
 PACED_MAX = 64  # the widest batch a paced policy launches (the widest of the default K)
-
-
-@njit(cache=True, nogil=True)
-def rest_needs(tab):
-    """Per subtask: the seconds the longest chain of subtasks after it needs on their fastest models, and
-    the expected cost of one attempt on its cheapest model (what :func:`policy_launch` keeps back)."""
-    child_ptr, child_idx, cheapest, min_latency, mean_cost = tab[2], tab[3], tab[4], tab[22], tab[33]
-    n = cheapest.shape[0]
-    tail = np.zeros(n)
-    keep = np.zeros(n, np.int64)
-    for i in range(n - 1, -1, -1):  # subtasks are in topological order
-        for c in range(child_ptr[i], child_ptr[i + 1]):
-            ch = child_idx[c]
-            tail[i] = max(tail[i], min_latency[ch].min() + tail[ch])
-        keep[i] = mean_cost[i, cheapest[i]]
-    return tail, keep
 
 
 @njit(cache=True, nogil=True, readonly=("fallback",))
@@ -308,7 +292,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     """
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
      _, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost,
-     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd, _) = tab  # fmt: skip
+     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd, _, tail, spare) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
      cancel_siblings, rounds, fl_k, batches0, post0, rep0, node0, cls0) = snap  # fmt: skip
     n = kind.shape[0]
@@ -384,7 +368,6 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     attempts = np.empty(n, np.int64)
     open_b = np.empty(n, np.int64)
     history = has_history(tab)
-    tail, spare = rest_needs(tab)  # see :func:`policy_launch`
     cls = cls0.copy()
     last, status = snap, 2
     for s in range(n_sims):
@@ -439,7 +422,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 # asks for, even one the executor then refuses for lack of time.
                 p_left, p_tok = avail, tok_avail
                 keep = n_left = 0  # an attempt on the cheapest model at every subtask not launched yet
-                for i in range(n):
+                for i in range(n if cont_fallback.shape[0] > 0 else 0):  # only portfolio policies keep back
                     if state[i] <= 1:
                         keep += spare[i]
                         n_left += 1
@@ -687,8 +670,19 @@ def table_arrays(table: ProfileTable) -> tuple[np.ndarray, ...]:
         t.tokens_per_s, t.ttft_s, t.max_tokens, t.kind, t.p_draw, t.ln_mu, t.ln_sigma, t.fixed_tokens, t.pool_start,
         t.pool_len, t.pool_success, t.pool_tokens, t.pool_latency, t.worst_cost, t.min_latency, t.horizon, t.cls_ptr,
         t.cls_w, np.ascontiguousarray(t.cls_p), t.own_repairs, t.cas_root, t.cas_child, t.cas_q, t.tool_latency,
-        t.tool_pusd, t.mean_cost,
+        t.tool_pusd, t.mean_cost, *_rest_needs(t),
     )  # fmt: skip
+
+
+def _rest_needs(t: ProfileTable) -> tuple[np.ndarray, np.ndarray]:
+    """Per subtask: the seconds the longest chain of subtasks after it needs on their fastest models, and the
+    expected cost of one attempt on its cheapest model: what :func:`policy_launch` keeps back for the rest."""
+    fastest = t.min_latency.min(axis=1)  # unusable models have an infinite minimum
+    tail = np.zeros(t.n_subtasks)
+    for i in reversed(range(t.n_subtasks)):  # subtasks are in topological order
+        for c in t.child_idx[t.child_ptr[i] : t.child_ptr[i + 1]]:
+            tail[i] = max(tail[i], fastest[c] + tail[c])
+    return tail, t.mean_cost[np.arange(t.n_subtasks), t.cheapest].astype(np.int64)
 
 
 def snapshot_arrays(snapshot: Snapshot, table: ProfileTable | None = None) -> tuple[Any, ...]:

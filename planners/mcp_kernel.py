@@ -19,7 +19,7 @@ import numpy as np
 from numba import objmode
 
 from planners._compile import njit
-from planners.kernels import NO_ROLLOUTS, fit_width, hidden, policy_launch, rest_needs, simulate, step
+from planners.kernels import NO_ROLLOUTS, fit_width, hidden, policy_launch, simulate, step
 
 __all__ = ["closed_loop", "decide"]
 
@@ -149,7 +149,7 @@ def _retry_action(tab, snap, ready, models, fallback, k):
     n = tab[11].shape[0]
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
-    tail, spare = rest_needs(tab)
+    tail, spare = tab[34], tab[35]  # see planners.kernels.table_arrays
     launched = snap[0].copy()  # complete or in flight: nothing to keep back for them
     for f in range(snap[1].shape[0]):
         launched[snap[1][f]] = True

@@ -44,9 +44,10 @@ def test_run_shows_progress_and_summary() -> None:
     assert ("SUCCESS" in out) or ("FAILED" in out)
 
 
-def test_the_live_view_says_why_nothing_is_in_flight_before_the_first_launch() -> None:
+def test_the_live_view_says_why_nothing_is_in_flight_before_the_first_launch_and_when_compiling() -> None:
     from rich.console import Console
 
+    from runtime._compile import COMPILING
     from runtime._view import PLANNING, RunView
     from runtime.types import BatchLaunched, RunStarted
 
@@ -58,10 +59,12 @@ def test_the_live_view_says_why_nothing_is_in_flight_before_the_first_launch() -
     view = RunView()
     view(RunStarted(t=0.0, run_id="r", workflow="w", subtasks=2, models=("m",), budget_pusd=10**6, deadline_s=60.0,
                     planner="mcp", seed=0, clock="virtual", cancel_siblings=True))  # fmt: skip
-    assert PLANNING in shown(view)
+    assert PLANNING in shown(view) and COMPILING not in shown(view)
+    view.compiling = True  # the CLI's compile notice fired: the line says so until the first launch
+    assert COMPILING in shown(view)
     view(BatchLaunched(t=0.1, batch=1, subtask="outline", model="m", k=2, max_tokens=100))
     text = shown(view)
-    assert PLANNING not in text and "outline (m x2)" in text
+    assert PLANNING not in text and COMPILING not in text and "outline (m x2)" in text
 
 
 def test_run_exit_code_is_one_when_the_run_fails() -> None:

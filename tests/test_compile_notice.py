@@ -92,22 +92,6 @@ def test_run_json_says_it_on_stderr_only_when_compiling(monkeypatch: pytest.Monk
     assert again.exit_code == first.exit_code and again.stderr == ""
 
 
-def test_the_live_view_says_compiling_only_while_it_is() -> None:
-    from rich.console import Console
-
-    from runtime._view import PLANNING, RunView
-
-    def shown(view: RunView) -> str:
-        console = Console(width=300, record=True)
-        console.print(view)
-        return console.export_text()
-
-    view = RunView()
-    assert PLANNING in shown(view) and COMPILING not in shown(view)
-    view.compiling = True
-    assert COMPILING in shown(view)
-
-
 def test_a_notice_that_fails_never_stops_the_compile() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # as pytest runs this suite: the notice raises
