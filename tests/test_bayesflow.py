@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from planners.bayesflow import (
@@ -681,8 +681,7 @@ def test_aflow_selection_mixes_uniform_and_softmax(scores: list[float], mix: flo
     assert p.sum() == pytest.approx(1.0) and np.all(p >= mix / len(scores) - 1e-12)
 
 
-@settings(deadline=None)
-@given(st.integers(0, 2**32 - 1))
+@pytest.mark.parametrize("seed", [0, 1, 2])  # fixed: a 0.1% test over 100 random seeds a run failed 1 run in 10
 def test_aflow_selection_frequencies_match(seed: int) -> None:
     p = aflow_selection_probabilities([0.60, 0.65, 0.62, 0.50], 0.2, 0.4)
     counts = np.bincount(np.random.default_rng(seed).choice(4, size=5000, p=p), minlength=4)
