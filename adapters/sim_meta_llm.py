@@ -31,7 +31,8 @@ Requests:
   step (sum of its models' prices x n) takes its n table's least n, else its priciest model becomes the
   cheapest, else it goes; the step the error points at (the last ``line N`` inside a step, else ``Step N``;
   none: every step) is rewritten from its description where its code differs from the library's; else that
-  step (none: the last) is replaced by a different draw from the prior. The library's preamble is always
+  step (none: the last) is replaced by a different draw from the prior (when no different step keeps the grammar,
+  as a fallback whose test is replaced, that step and all after it are drawn afresh). The library's preamble is always
   restored, no ``try``/``except`` is ever added, and the result always compiles (else: rewritten whole).
 - **not understood** (no task kind, no model line, no request, a bad number, a missing workflow where one is
   needed): the reply is a sentence saying so, with no python block, so the caller sees a format failure, as
@@ -462,7 +463,12 @@ def _fix(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
         # The step is as the library writes it, or foreign: a different one goes in its place.
         i = at if at is not None else len(draft.steps) - 1
         new = _redraw(req, draft.steps, i, rng, old=draft.steps[i])
-        draft.put(req.task, i, new, f"step {i + 1} rewritten: {describe(req.task, new)}")
+        if valid(req.task, [*draft.steps[:i], new, *draft.steps[i + 1 :]], req.limit) or not valid(
+            req.task, draft.steps, req.limit
+        ):
+            draft.put(req.task, i, new, f"step {i + 1} rewritten: {describe(req.task, new)}")
+        else:  # later steps need this one as it is (a fallback needs its test): redraw from it to the end
+            draft = _redrawn_from(req, draft, i, rng)
     source = assemble(
         Program(preamble(req.task, req.default_model), tuple(draft.chunks), "    return " + _ret(req.task))
     )
@@ -472,6 +478,16 @@ def _fix(req: MetaRequest, rng: random.Random) -> tuple[str, str]:
             known = draw_rest(req.task, [], req.limit, req.models, rng)
         source, draft.what = assemble(_fresh(req, known)), "the workflow rewritten from its steps"
     return f"Fixed the root cause: {draft.what}.", source
+
+
+def _redrawn_from(req: MetaRequest, draft: _Draft, i: int, rng: random.Random) -> _Draft:
+    """Steps 1..i kept, step i+1 on drawn afresh from the prior (step i+1 unlike the old one where it can be)."""
+    for _ in range(_TRIES):
+        rest = draw_rest(req.task, draft.steps[:i], req.limit, req.models, rng)
+        if rest and rest[0] != draft.steps[i]:
+            break
+    chunks = [render_step(req.task, s, i + k) for k, s in enumerate(rest, 1)]
+    return _Draft(draft.steps[:i] + rest, draft.chunks[:i] + chunks, f"steps {i + 1} on rewritten")
 
 
 def _listed_models_only(req: MetaRequest, draft: _Draft) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import adapters.sim_meta_llm as meta
@@ -548,6 +548,8 @@ def sessions(draw: st.DrawFn) -> tuple[str, int, tuple[Model, ...], list[tuple[s
 
 @settings(max_examples=60, deadline=None)
 @given(sessions(), st.integers(0, 2**32))
+# A fix that replaced a code workflow's test left its fallback without one (seen in a newcomer-check).
+@example(("code", 3, (Model("a", 0.0, 0.0),), [("fix", 0, "Step 2 failed"), ("complete", 3, "")]), 0)
 def test_random_request_sequences_always_give_programs_that_parse(
     session: tuple[str, int, tuple[Model, ...], list[tuple[str, int, str]]], seed: int
 ) -> None:
