@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 import structlog
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import runtime
@@ -26,7 +26,7 @@ from adapters.openai import OpenAIBackend
 from adapters.resilience import Resilient, RetryPolicy
 from adapters.sim_server import Faults
 from runtime import Message
-from runtime.types import Decision, Launch, Snapshot
+from runtime.types import Decision, Launch, SampleStatus, Snapshot
 from tests.helpers import example_spec, server, settled_open_requests
 
 if TYPE_CHECKING:
@@ -323,6 +323,7 @@ def test_openai_n_samples_come_back_with_usage() -> None:
     seed=st.integers(0, 1000),
     width=st.sampled_from([1, 3]),
 )
+@example(budget=0.006669, fault_rate=0.289, seed=1000, width=3)  # a cancelled sample had answered (newcomer-check)
 def test_spend_never_exceeds_the_budget_under_faults_retries_and_cancellation(
     budget: float, fault_rate: float, seed: int, width: int
 ) -> None:
@@ -336,7 +337,11 @@ def test_spend_never_exceeds_the_budget_under_faults_retries_and_cancellation(
     assert ledger.reserved_pusd == 0  # every reservation settled: nothing leaked
     _, out = journal_usage(events)
     served_out = sum(r.total_output_tokens for r in srv.record)
-    assert out <= served_out <= out + 8 * len(srv.record)
+    # A stream cancelled after it answered is charged what arrived plus the allowance (what the endpoint may have
+    # generated before it saw the close); the server counts a piece before it writes it (at most 8 per request).
+    cut = [e for e in events if isinstance(e, runtime.SampleFinished) and e.status is SampleStatus.CANCELLED]
+    answered = sum(e.output_tokens > 0 for e in cut)
+    assert served_out - 8 * len(srv.record) <= out <= served_out + CANCEL_ALLOWANCE_TOKENS * answered
 
 
 def test_ontime_serve_sim_and_ontime_run_from_a_shell(tmp_path: Path) -> None:
