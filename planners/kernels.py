@@ -608,7 +608,7 @@ def simulate(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, c
                  n_sims, seed, False)[:4]  # fmt: skip
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def step(tab, snap, act_sub, act_model, act_k, seed, stream):
     """Launch ``act_*`` from ``snap`` and play on to the next event that changes what is possible (a subtask
     completes, a batch ends; in synchronized rounds, the first such event that leaves no batch open): what a

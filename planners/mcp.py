@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
-from planners.kernels import WORST_COST, ladder_models, seq_models, snapshot_arrays, table_arrays
-from planners.mcp_kernel import closed_loop, decide
+from planners.kernels import WORST_COST, hidden, ladder_models, seq_models, snapshot_arrays, step, table_arrays
+from planners.mcp_kernel import decide, ready_subtasks
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 
 if TYPE_CHECKING:
@@ -216,8 +216,8 @@ class MCPPlanner(Planner):
                 self._port_models[p, 0, :] = ladder
 
     def play(self, start: Snapshot, seed: int, first: int, count: int) -> Played | None:
-        """Closed-loop runs of this planner in :func:`planners.mcp_kernel.closed_loop`; a compute cap makes
-        decisions depend on the machine, so then there is no kernel form."""
+        """Closed-loop runs of this planner (:meth:`closed_loop`); a compute cap makes decisions depend on the
+        machine, so then there is none."""
         if self.compute_ms is not None:
             return None
         return self.closed_loop(start, seed, first, count)[:3]
@@ -227,16 +227,53 @@ class MCPPlanner(Planner):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Runs ``first`` .. ``first + count - 1`` from ``start``: success, pico-dollars, seconds and decisions
         per run. ``plan_table`` (same subtasks and models) is what the planner simulates with, when its
-        estimates differ from the profiles the runs are drawn from."""
+        estimates differ from the profiles the runs are drawn from.
+
+        The paper's closed-loop prediction (B.6) without the executor's per-event cost: at every event that
+        changes what is possible (in synchronized rounds, only once nothing is in flight), whenever a subtask
+        is ready and time is left, :func:`planners.mcp_kernel.decide` is asked on what the planner may see
+        (:func:`planners.kernels.hidden`), and :func:`planners.kernels.step` launches the answer and plays on
+        to the next such event, as the executor's execution model does. The loop is Python around the
+        kernels (tens of microseconds a step against milliseconds a decision): as one kernel, it made numba
+        compile the whole decision again inside it, 30 s on a first predict. ``tests/test_predict.py`` and
+        ``benchmarks/predict_calibration.py`` check it against runs of the real executor.
+
+        Run r draws its outcomes from its own seed; its planner seeds decision d with
+        ``(planner seed * 1_000_003 + d) % 2**31``, as :meth:`decide` does, and holds what each decision
+        returns (with ``sticky``), starting from the policy this planner holds now.
+        """
         runs = np.arange(first, first + count, dtype=np.int64)
         # One outcome stream per run, and one for its planner's decisions (mixed exactly: seeds reach 2**62).
         run_seeds = (seed * 1_000_003 % 2**62 + runs) % 2**62
         planner_seeds = (self.seed * 7_919 % 2**31 + runs) % 2**31
-        plan_tab = self._tab if plan_table is None else table_arrays(plan_table)
-        return closed_loop(  # type: ignore[no-any-return]
-            self._tab, plan_tab, snapshot_arrays(start), self._port_models, self._fallback, self._port_k,
-            self.n_sims, self.top, self.z, self.sticky, self._hold, run_seeds, planner_seeds,
-        )  # fmt: skip
+        tab = self._tab
+        plan_tab = tab if plan_table is None else table_arrays(plan_table)
+        begin = snapshot_arrays(start)
+        n = self.table.n_subtasks
+        success = np.zeros(count, np.bool_)
+        spent = np.zeros(count, np.int64)
+        elapsed = np.zeros(count, np.float64)
+        decisions = np.zeros(count, np.int64)
+        for r in range(count):
+            snap, hold, status, stream = begin, self._hold, 0, 0
+            while status == 0:
+                ready = ready_subtasks(tab, snap)
+                act_m, act_k = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+                if ready.shape[0] > 0 and snap[9] > 0:
+                    decision_seed = (int(planner_seeds[r]) * 1_000_003 + int(decisions[r])) % 2**31
+                    decisions[r] += 1
+                    act_m, act_k, policy = decide(
+                        plan_tab, hidden(snap), ready, self._port_models, self._fallback, self._port_k,
+                        self.n_sims, self.top, self.z, decision_seed, 0.0, hold,
+                    )  # fmt: skip
+                    if self.sticky:
+                        hold = int(policy)
+                snap, cost, dt, status = step(tab, snap, ready, act_m[ready], act_k[ready], run_seeds[r], stream)
+                stream += 1
+                spent[r] += cost
+                elapsed[r] += dt
+            success[r] = status == 1
+        return success, spent, elapsed, decisions
 
 
 def _vine_seed(table: ProfileTable, allowed: Sequence[int]) -> VinePlanner | None:

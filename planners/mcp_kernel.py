@@ -1,11 +1,8 @@
-"""MCP's decision and closed-loop runs as numba kernels, so neither holds the GIL nor pays Python per step.
+"""MCP's decision as a numba kernel, so it holds no GIL and pays no Python per simulation.
 
 :func:`decide` is Algorithm 1 of the MCP paper for one snapshot (see :mod:`planners.mcp` for the method);
-:func:`closed_loop` plays whole runs of the MCP planner: at every event that changes what is possible (in
-synchronized rounds, only once nothing is in flight) it asks :func:`decide`, launches the answer, and moves
-on with :func:`planners.kernels.step`, which follows the executor's execution model. That is the paper's
-closed-loop prediction (B.6) without the executor's per-event cost; ``tests/test_predict.py`` and
-``benchmarks/predict_calibration.py`` check it against runs of the real executor.
+:meth:`planners.mcp.MCPPlanner.closed_loop` plays whole runs of the planner with it, :func:`ready_subtasks`
+and :func:`planners.kernels.step`.
 
 Actions are two arrays indexed by subtask: the model (-1: nothing launched) and the width.
 """
@@ -19,9 +16,9 @@ import numpy as np
 from numba import objmode
 
 from planners._compile import njit
-from planners.kernels import NO_ROLLOUTS, fit_width, hidden, policy_launch, simulate, step
+from planners.kernels import NO_ROLLOUTS, fit_width, policy_launch, simulate
 
-__all__ = ["closed_loop", "decide"]
+__all__ = ["decide", "ready_subtasks"]
 
 
 @njit(cache=True)
@@ -345,7 +342,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
 
 
 @njit(cache=True, nogil=True)
-def _ready(tab, snap):
+def ready_subtasks(tab, snap):
     """The ready subtasks at ``snap``: not complete, not in flight, every dependency complete."""
     dep_ptr, dep_idx, completed, horizon, batches = tab[0], tab[1], snap[0], tab[23], snap[13]
     busy = completed.copy()
@@ -367,51 +364,3 @@ def _ready(tab, snap):
             out[r] = i
             r += 1
     return out[:r]
-
-
-@njit(cache=True, nogil=True)
-def closed_loop(tab, plan_tab, start, port_models, fallback, port_k, n_all, top, z, sticky, hold0, run_seeds,
-                planner_seeds):  # fmt: skip
-    """Whole runs of the MCP planner from the snapshot ``start``, one per seed: success, pico-dollars spent,
-    seconds elapsed and decisions made, per run.
-
-    Outcomes come from the profiles ``tab``; the planner simulates with ``plan_tab`` (the same, or the
-    estimates it would really have: the MCP paper's noise study perturbs only what the planner sees).
-
-    Each run starts holding policy ``hold0`` (-1: none) and, if ``sticky``, holds what each decision
-    returns. Each run draws its outcomes from ``run_seeds[r]``; its planner seeds decision d with
-    ``(planner_seeds[r] * 1_000_003 + d) % 2**31``, as :class:`planners.mcp.MCPPlanner` does. As the
-    executor does, the planner is asked at the start and after every event that changes what is possible
-    (with the snapshot's rounds flag, ``start[11]``, only once nothing is in flight: :func:`step` stops
-    there and nowhere else), whenever a subtask is ready and time is left.
-    """
-    n_runs = run_seeds.shape[0]
-    n = tab[11].shape[0]
-    success = np.zeros(n_runs, np.bool_)
-    spent = np.zeros(n_runs, np.int64)
-    elapsed = np.zeros(n_runs, np.float64)
-    decisions = np.zeros(n_runs, np.int64)
-    for r in range(n_runs):
-        snap = start
-        made = 0
-        hold = hold0
-        status = 0
-        stream = 0
-        while status == 0:
-            ready = _ready(tab, snap)
-            act_m = np.full(n, -1, np.int64)
-            act_k = np.zeros(n, np.int64)
-            if ready.shape[0] > 0 and snap[9] > 0:
-                seed = (planner_seeds[r] * 1_000_003 + made) % 2**31
-                made += 1
-                act_m, act_k, p = decide(plan_tab, hidden(snap), ready, port_models, fallback, port_k, n_all, top, z,
-                                         seed, 0.0, hold)  # fmt: skip
-                if sticky:
-                    hold = p
-            snap, cost, dt, status = step(tab, snap, ready, act_m[ready], act_k[ready], run_seeds[r], stream)
-            stream += 1
-            spent[r] += cost
-            elapsed[r] += dt
-        success[r] = status == 1
-        decisions[r] = made
-    return success, spent, elapsed, decisions
