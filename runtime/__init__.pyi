@@ -20,6 +20,8 @@ from ._ledger import Ledger as Ledger
 from ._ledger import Usage as Usage
 from ._predict import Prediction as Prediction
 from ._predict import predict as predict
+from ._predict_map import PredictionMap as PredictionMap
+from ._predict_map import predict_map as predict_map
 from ._program import Program as Program
 from ._program import call_llm as call_llm
 from ._program import current_run as current_run

@@ -37,7 +37,9 @@ from planners import ABLATIONS, CONTROLLERS
 from runtime._api import open_run
 from runtime._compile import COMPILING, compile_notice
 from runtime._eval import evaluate
+from runtime._predict import Prediction
 from runtime._predict import predict as predict_run
+from runtime._predict_map import PredictionMap, predict_map
 from runtime._program import load_program
 from runtime._program_run import execute_program
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
@@ -399,10 +401,27 @@ def eval_(
 @app.command()
 def predict(
     spec: Spec,
-    budget: Budget,
-    deadline: Deadline,
+    budget: Annotated[
+        float | None, typer.Option("--budget", "-b", help="Budget in US dollars.", show_default=False)
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", "-d", help="Deadline in seconds.", show_default=False)
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option(help="A map over budgets instead, in US dollars, comma-separated: 0.5,1,2,4.", show_default=False),
+    ] = None,
+    deadlines: Annotated[
+        str | None,
+        typer.Option(help="A map over deadlines instead, in seconds, comma-separated: 300,600.", show_default=False),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Write the map as a heatmap PNG here (needs matplotlib).", show_default=False)
+    ] = None,
     planner: PlannerOpt = None,
-    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Closed-loop simulations at most.")] = 1000,
+    runs: Annotated[
+        int, typer.Option("--runs", "-n", min=1, help="Closed-loop simulations at most (per cell of a map).")
+    ] = 1000,
     precision: Annotated[
         float | None,
         typer.Option(help="Stop once the 95% interval's half-width is at most this (e.g. 0.03).", show_default=False),
@@ -422,22 +441,72 @@ def predict(
     rounds: Rounds = False,
     ray: RayOpt = None,
 ) -> None:
-    """Predict the chance of finishing before spending anything: closed-loop simulations of the planner."""
+    """Predict the chance of finishing before spending anything: closed-loop simulations of the planner.
+
+    With --budgets or --deadlines (or both), a map: the chance, its interval and the expected cost at every
+    budget x deadline, the answer to "how much money and time does this workflow need?".
+    """
     wf = _guard(lambda: load_workflow(spec))
-    result = _with_progress("predict", runs, lambda step: predict_run(wf, budget, deadline, planner=planner,
-                            runs=runs, precision=precision, seed=seed, workers=workers, progress=step,
-                            rounds=rounds, ray=ray))  # fmt: skip
-    if json_out:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+    if budgets is None and deadlines is None and png is None:
+        if budget is None or deadline is None:
+            _fail("predict needs --budget and --deadline (or --budgets / --deadlines for a map)")
+        result = _with_progress("predict", runs, lambda step: predict_run(wf, budget, deadline, planner=planner,
+                                runs=runs, precision=precision, seed=seed, workers=workers, progress=step,
+                                rounds=rounds, ray=ray))  # fmt: skip
+        if json_out:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        _out.print(_prediction_table(result))
         return
+    levels = _map_levels("budget", budget, budgets), _map_levels("deadline", deadline, deadlines)
+    total = runs * len(levels[0]) * len(levels[1])
+    grid = _with_progress("map", total, lambda step: predict_map(wf, *levels, planner=planner, runs=runs,
+                          precision=precision, seed=seed, workers=workers, progress=step, rounds=rounds,
+                          ray=ray))  # fmt: skip
+    if png is not None:
+        _err.print(f"wrote {escape(str(_guard(lambda: grid.to_png(png))))}", highlight=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps(grid.rows(), indent=2))
+        return
+    _out.print(_map_table(grid))
+
+
+def _prediction_table(result: Prediction) -> Table:
     lo, hi = result.ci95
     table = Table(show_header=False, show_edge=False)
     table.add_row("planner", result.planner)
     table.add_row("p_success", f"{result.p_success:.3f}  (95% CI {lo:.3f}-{hi:.3f}, {result.runs} runs)")
-    table.add_row("expected_cost", f"${result.expected_cost:.4f} of ${budget:g}")
-    table.add_row("expected_elapsed", f"{result.expected_elapsed:.1f} s of {deadline:g} s")
+    table.add_row("expected_cost", f"${result.expected_cost:.4f} of ${result.budget:g}")
+    table.add_row("expected_elapsed", f"{result.expected_elapsed:.1f} s of {result.deadline:g} s")
     table.add_row("took", f"{result.wall_s:.1f} s ({result.method})")
-    _out.print(table)
+    return table
+
+
+def _map_levels(name: str, one: float | None, many: str | None) -> list[float]:
+    """A map's budgets or deadlines: the comma-separated list, or the single --budget / --deadline."""
+    if many is None:
+        if one is None:
+            _fail(f"a map needs --{name} or --{name}s")
+        return [one]
+    if one is not None:
+        _fail(f"give --{name} or --{name}s, not both")
+    try:
+        return [float(x) for x in many.split(",")]
+    except ValueError:
+        _fail(f"--{name}s must be numbers separated by commas, not {many!r}")
+
+
+def _map_table(grid: PredictionMap) -> Table:
+    """Budgets down, deadlines across; each cell its chance, 95% interval and expected cost."""
+    table = Table(title=escape(f"P(finish within both) with {grid.cells[0].planner}, {grid.cells[0].runs} runs a cell"))
+    table.add_column("budget \\ deadline", justify="right")
+    for d in grid.deadlines:
+        table.add_column(f"{d:g} s", justify="right")
+    for b in grid.budgets:
+        cells = [grid.cell(b, d) for d in grid.deadlines]
+        table.add_row(f"${b:g}", *(f"{c.p_success:.3f} ({c.ci95[0]:.2f}-{c.ci95[1]:.2f}) ${c.expected_cost:.3g}"
+                                   for c in cells))  # fmt: skip
+    return table
 
 
 @app.command()
