@@ -36,6 +36,10 @@ from ._qa_api import answer as answer
 from ._qa_api import evaluate_qa as evaluate_qa
 from ._result import RunResult as RunResult
 from ._result import SubtaskOutcome as SubtaskOutcome
+from ._resume import ResumePoint as ResumePoint
+from ._resume import aresume as aresume
+from ._resume import resume as resume
+from ._resume import resume_point as resume_point
 from ._sinks import JournalSink as JournalSink
 from ._sinks import LedgerAudit as LedgerAudit
 from ._sinks import LedgerReplay as LedgerReplay

@@ -24,7 +24,7 @@ from adapters.sim import SimAdapter
 from planners import make_planner
 from planners.finalizer import finalize
 from runtime._compile import compile_notice
-from runtime._executor import Executor, ExecutorOptions, planner_threads
+from runtime._executor import Executor, ExecutorOptions, Resumed, planner_threads
 from runtime._program import Program, load_program
 from runtime._prompts import render
 from runtime._sinks import check_sinks, user_sinks
@@ -73,6 +73,7 @@ __all__ = [
     "arun",
     "check_plan_options",
     "open_run",
+    "open_setup",
     "run",
     "stream",
 ]
@@ -329,8 +330,14 @@ async def open_run(
         ProviderRejectedError: from ``execute``, when an endpoint refused the key, the permission or the model.
         RunError: from ``execute``, when a planner returned an invalid decision or an invariant would break.
     """
-    setup = RunSetup(workflow, budget, deadline, options)
-    wf, table = setup.workflow, setup.table
+    async with open_setup(RunSetup(workflow, budget, deadline, options)) as run:
+        yield run
+
+
+@asynccontextmanager
+async def open_setup(setup: RunSetup, resumed: Resumed | None = None) -> AsyncIterator[Run]:
+    """:func:`open_run` of checked inputs; ``resumed``: start where a crashed run stopped (:func:`runtime.resume`)."""
+    wf, table, options = setup.workflow, setup.table, setup.options
     run_id = options.get("run_id") or uuid.uuid4().hex[:12]
     async with AsyncExitStack() as stack:
         stack.enter_context(compile_notice())  # a first use on this machine compiles the planner's kernels
@@ -367,6 +374,7 @@ async def open_run(
                 rounds=options.get("rounds", False),
             ),
             replanner=None if isinstance(options.get("planner"), Planner) else setup.planner,
+            resumed=resumed,
         )
         run = Run(executor)
         try:

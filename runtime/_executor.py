@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 
     from runtime.types import Adapter, Event, Message, Planner, ProfileTable, Report, Verifier, Workflow
 
-__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "check_end", "planner_threads", "run_adapter", "run_result",
-           "sink_failure", "usable_cpus"]  # fmt: skip
+__all__ = ["GIVE_UP_AFTER", "Executor", "ExecutorOptions", "Resumed", "check_end", "planner_threads", "run_adapter",
+           "run_result", "sink_failure", "spec_path", "usable_cpus"]  # fmt: skip
 
 # Requests in a row that must fail before the run stops sending them to a model whose endpoint has stopped
 # answering (transport errors). A request the endpoint refused (malformed, too large) is not sent again.
@@ -79,6 +80,14 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # pragma: no cover (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def spec_path(workflow: Workflow) -> str | None:
+    """The absolute path of the spec file ``workflow`` was loaded from, if any (what ``ontime resume`` reloads)."""
+    if workflow.source is None:
+        return None
+    path = Path(workflow.source)
+    return str(path.resolve()) if path.is_file() else None
 
 
 def _count(x: object) -> bool:
@@ -102,6 +111,19 @@ class ExecutorOptions:
     charge_planner_time: bool = False
     output_token_cap: int | None = None
     rounds: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Where a resumed run (:func:`runtime.resume`) starts: the subtasks the crashed run completed (index ->
+    model and output), its batches and failed models per subtask (a repair loop's budget of invocations and
+    a history-dependent subtask's evidence), and what it spent or held, which this run's budget excludes."""
+
+    run_id: str
+    completed: Mapping[int, tuple[str, str | None]]
+    batches: Sequence[int]
+    history: Sequence[Sequence[int]]
+    spent_before_pusd: int
 
 
 @dataclass(slots=True, eq=False)
@@ -160,6 +182,7 @@ class Executor:
         emit: Callable[[Event], None],
         options: ExecutorOptions = ExecutorOptions(),
         replanner: Callable[[ProfileTable], Planner] | None = None,
+        resumed: Resumed | None = None,
     ) -> None:
         self.workflow = workflow
         self.table = table
@@ -218,6 +241,22 @@ class Executor:
         self._interrupted = False
         self._drive_scope: anyio.CancelScope | None = None
         self._stopped_at: float | None = None  # when the drive stopped, before what still ran was cancelled
+        self.resumed = resumed
+        if resumed is not None:
+            self._start_from(resumed)
+
+    def _start_from(self, resumed: Resumed) -> None:
+        """Take over what a crashed run did: its completed subtasks (with their outputs), batch counts and
+        failure histories."""
+        t = self.table
+        for i, (model, output) in resumed.completed.items():
+            self._complete.add(i)
+            self._model_done[i], self._output[i], self._completed_at[i] = model, output, 0.0
+            for c in t.children(i).tolist():
+                self._deps_left[c] -= 1
+        self._ready = {i for i in range(t.n_subtasks) if self._deps_left[i] == 0 and i not in self._complete}
+        self._batches = list(resumed.batches)
+        self._history = [list(h) for h in resumed.history]
 
     async def run(self) -> RunResult:
         """Run to success, the deadline, or until nothing feasible is left; never raises for those.
@@ -246,6 +285,10 @@ class Executor:
                 clock=type(self.clock).__name__,
                 cancel_siblings=self.options.cancel_siblings,
                 rounds=self.options.rounds,
+                started_at=time.time(),
+                spec=spec_path(self.workflow),
+                resumed_from=None if self.resumed is None else self.resumed.run_id,
+                spent_before_pusd=0 if self.resumed is None else self.resumed.spent_before_pusd,
             )
         )
         error: BaseException | None = None
@@ -739,7 +782,7 @@ class Executor:
         self._model_done[i] = model = t.model_names[b.model]
         self._completed_at[i] = rel
         self._output[i] = output
-        self._emit(SubtaskCompleted(t=rel, subtask=t.subtask_ids[i], batch=b.id, model=model))
+        self._emit(SubtaskCompleted(t=rel, subtask=t.subtask_ids[i], batch=b.id, model=model, output=output))
         for c in t.children(i).tolist():
             self._deps_left[c] -= 1
             if self._deps_left[c] == 0:

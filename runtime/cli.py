@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from importlib.metadata import entry_points, version
@@ -44,6 +45,9 @@ from runtime._program import load_program
 from runtime._program_run import execute_program
 from runtime._qa_api import LADDER, aanswer, evaluate_qa
 from runtime._qa_replay import record_qa
+from runtime._resume import resume as resume_run
+from runtime._resume import resume_point
+from runtime._sinks import TornJournalWarning
 from runtime._spec import load_workflow, never_succeeds
 from runtime._view import RunView, result_table
 from runtime.types import (
@@ -259,6 +263,52 @@ def run(
         console.print()
         console.print(result_table(result))
     raise typer.Exit(128 + stop[0] if result.reason == Reason.INTERRUPTED else 0 if result.success else 1)
+
+
+@app.command()
+def resume(
+    journal: Annotated[Path, typer.Argument(help="The journal of a run whose process died.", show_default=False)],
+    spec: Annotated[
+        Path | None, typer.Option(help="The workflow spec (default: the one the journal names).", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal", help="The resumed run's own journal (default: JOURNAL.resumed.jsonl).", show_default=False
+        ),
+    ] = None,
+    planner: PlannerOpt = None,
+    speed: Annotated[
+        float | None, typer.Option(help="As for run: the real clock's speed (the crashed run's, if it had one).")
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Continue a run whose process died, from its journal: completed subtasks kept, what it spent or held
+    charged, the rest of the budget and of the deadline."""
+    wf = None if spec is None else _guard(lambda: load_workflow(spec))
+    with warnings.catch_warnings(record=True) as torn:  # a line the kill cut short: said once, as a note
+        warnings.simplefilter("always", TornJournalWarning)
+        point = _guard(lambda: resume_point(journal, speed=1.0 if speed is None else speed))
+    for w in torn[:1]:
+        _err.print(f"note: {escape(str(w.message))}", highlight=False, soft_wrap=True)
+    target = out if out is not None else journal.with_name(journal.stem + ".resumed.jsonl")
+    options: RunOptions = {"journal": target}
+    if planner is not None:
+        options["planner"] = planner
+    if speed is not None:
+        options["speed"], options["clock"] = speed, "real"
+    with compile_notice(partial(_compiling, None, True)), warnings.catch_warnings():
+        warnings.simplefilter("ignore", TornJournalWarning)
+        result = _guard(lambda: resume_run(journal, wf, **options))
+    before = to_usd(point.spent_before_pusd + point.spent_pusd + point.held_pusd)
+    _err.print(f"resumed run {point.run_id}: kept {len(point.completed)} completed subtasks; charged ${before:.6f} "
+               f"before (spent and held at the crash); journal {escape(str(target))}", highlight=False,
+               soft_wrap=True)  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _out.print(result_table(result))
+    raise typer.Exit(0 if result.success else 1)
 
 
 def _run_program(

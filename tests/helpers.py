@@ -36,6 +36,7 @@ def comparable(events: list[runtime.Event]) -> list[dict[str, Any]]:
     for e in events:
         d = e.to_dict()
         d.pop("run_id", None)
+        d.pop("started_at", None)  # wall time
         d.pop("planner_ms", None)
         out.append(d)
     return out

@@ -94,6 +94,10 @@ class RunStarted(Event):
     clock: str
     cancel_siblings: bool
     rounds: bool = False
+    started_at: float | None = None  # wall time at the start (Unix seconds): what a resumed run's deadline counts from
+    spec: str | None = None  # the spec file the workflow was loaded from (absolute), if any
+    resumed_from: str | None = None  # the run this one resumes (runtime.resume), if any
+    spent_before_pusd: int = 0  # what the resumed run had spent or held at its crash, charged outside this ledger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,10 +171,13 @@ class BudgetSettled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubtaskCompleted(Event):
+    """A subtask's batch succeeded; ``output`` is the text that completed it (what a resumed run keeps)."""
+
     kind: ClassVar[str] = "subtask_completed"
     subtask: str
     batch: int
     model: str
+    output: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
