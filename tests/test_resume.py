@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -79,14 +79,20 @@ def resume_or_nothing(crashed: Path, out: Path, **options: Any) -> runtime.RunRe
         return None
     finished = any(e["event"] == "run_finished" for e in events_of(crashed))
     try:
-        return runtime.resume(crashed, journal=out, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", runtime.TornJournalWarning)  # the kill may cut the last line
+            return runtime.resume(crashed, journal=out, **options)
     except runtime.UsageError as exc:
-        assert finished or "left" in str(exc), exc
+        assert finished or "left" in str(exc) or "no run_started" in str(exc), exc  # killed before its first line
         return None
+
+
+MID_RUN_S = 1.0  # after the first event: mid-run in both tests below (the runs take 4-12 s)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after_s=st.floats(0.0, 4.0), planner=st.sampled_from(["mcp", "retry:mid:2"]))
+@example(after_s=MID_RUN_S, planner="mcp")
 def test_a_killed_run_on_the_simulated_backend_resumes_within_its_limits(
     tmp_path_factory: pytest.TempPathFactory, after_s: float, planner: str
 ) -> None:
@@ -94,12 +100,14 @@ def test_a_killed_run_on_the_simulated_backend_resumes_within_its_limits(
     crashed, resumed = tmp / "run.jsonl", tmp / "resumed.jsonl"
     crash(RELEASE20, crashed, after_s, "-b", "2", "-d", "1200", "--speed", "100", "-p", planner)
     result = resume_or_nothing(crashed, resumed, speed=100.0)
+    assert result is not None or after_s != MID_RUN_S
     if result is not None:
         check_resumed(crashed, resumed, result)
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(after_s=st.floats(0.0, 2.0), seed=st.integers(0, 100))
+@given(after_s=st.floats(0.0, 4.0), seed=st.integers(0, 100))
+@example(after_s=MID_RUN_S, seed=5)
 def test_a_killed_run_on_real_endpoints_resumes_within_its_limits(
     tmp_path_factory: pytest.TempPathFactory, after_s: float, seed: int
 ) -> None:
@@ -107,10 +115,11 @@ def test_a_killed_run_on_real_endpoints_resumes_within_its_limits(
     tmp = tmp_path_factory.mktemp("crash")
     crashed, resumed, spec = tmp / "run.jsonl", tmp / "resumed.jsonl", tmp / "codegen.json"
     data = example_spec("mixed", timeout_s=2.0)
-    with server(data, seed=seed, speed=4.0, faults=runtime_faults()) as (srv, _):
+    with server(data, seed=seed, speed=1.0, faults=runtime_faults()) as (srv, _):
         spec.write_text(json.dumps(with_urls(data, srv.url or "")))
         crash(spec, crashed, after_s, "-b", "0.05", "-d", "60", "-p", "retry:mini:2")
         result = resume_or_nothing(crashed, resumed)
+        assert result is not None or after_s != MID_RUN_S
         if result is not None:
             check_resumed(crashed, resumed, result)
 
