@@ -34,6 +34,8 @@ from ._qa_api import answer as answer
 from ._qa_api import evaluate_qa as evaluate_qa
 from ._result import RunResult as RunResult
 from ._result import SubtaskOutcome as SubtaskOutcome
+from ._run_report import RunReport as RunReport
+from ._run_report import report as report
 from ._sinks import JournalSink as JournalSink
 from ._sinks import LedgerAudit as LedgerAudit
 from ._sinks import LedgerReplay as LedgerReplay

@@ -246,6 +246,7 @@ class Executor:
                 clock=type(self.clock).__name__,
                 cancel_siblings=self.options.cancel_siblings,
                 rounds=self.options.rounds,
+                subtask_ids=t.subtask_ids,
             )
         )
         error: BaseException | None = None

@@ -94,6 +94,7 @@ class RunStarted(Event):
     clock: str
     cancel_siblings: bool
     rounds: bool = False
+    subtask_ids: tuple[str, ...] = ()  # every subtask of the workflow, so a report draws those never launched too
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
