@@ -8,7 +8,7 @@ the wrong type is a :class:`UsageError`, never a ``KeyError``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -149,7 +149,8 @@ def report(
     return drawn
 
 
-def _write(path: str | PathLike[str], write: Any) -> None:
+def _write(path: str | PathLike[str], write: Callable[[Path], object]) -> None:
+    """``write(path)``, a file that cannot be written said as a :class:`UsageError`."""
     try:
         write(Path(path))
     except OSError as exc:

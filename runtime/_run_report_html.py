@@ -86,7 +86,8 @@ def _usd(pusd: int) -> str:
     usd = to_usd(pusd)
     if abs(usd) >= 10:
         return f"${usd:,.2f}"
-    return "$" + (f"{usd:.6f}".rstrip("0").rstrip(".") or "0")
+    whole, _, cents = f"{usd:.6f}".rstrip("0").partition(".")  # to the micro-dollar, at least to the cent
+    return f"${whole}.{cents:0<2}"
 
 
 def _outcome(r: RunReport) -> str:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_type
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,6 +59,7 @@ def test_the_journal_has_failures_cancellations_and_a_deadline_hit(events: Event
 
 def test_every_subtask_has_a_lane_those_never_launched_too(run: tuple[Path, list[runtime.Event]]) -> None:
     drawn = runtime.report(run[0])
+    assert_type(drawn, runtime.RunReport)
     ids = [s.id for s in runtime.load_workflow(EXAMPLES / "release20.json").subtasks]
     assert [lane.subtask for lane in drawn.lanes] == ids and drawn.unnamed == 0
     assert any(not lane.batches for lane in drawn.lanes)
