@@ -49,10 +49,13 @@ def _outcome(r: RunReport) -> str:
     if r.end is None:
         return "unfinished"
     said = "success" if r.end.success else f"failed: {r.end.reason or '-'}"
-    return f"{said}, ${to_usd(r.end.spent_pusd):.4f} in {r.end.elapsed_s:.1f} s"
+    limits = f"${to_usd(r.budget_pusd):g} and {r.deadline_s:g} s"  # the deadline may lie past the time axis
+    return f"{said}, ${to_usd(r.end.spent_pusd):.4f} in {r.end.elapsed_s:.1f} s of {limits}"
 
 
 def _draw_timeline(ax: Any, r: RunReport) -> None:
+    from matplotlib.patches import Patch
+
     palette = colors(r.models)
     for row, lane in enumerate(r.lanes):
         for b in lane.batches:
@@ -68,7 +71,7 @@ def _draw_timeline(ax: Any, r: RunReport) -> None:
     ax.vlines(r.decisions, -1.2, -0.7, color="#444", linewidth=1)
     ax.set_yticks(range(-1, len(r.lanes)), ["decisions", *(_plain(lane.subtask[:30]) for lane in r.lanes)])
     ax.set_ylim(len(r.lanes) - 0.5, -1.5)
-    handles = [ax.bar(0, 0, color=c, label=_plain(m)) for m, c in palette.items()]
+    handles = [Patch(color=c, label=_plain(m)) for m, c in palette.items()]
     ax.legend(handles=handles, loc="upper right", fontsize=8, ncols=min(len(handles), 6))
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 EVIL = "<script>alert(1)</script>"
 EVIL_MODEL = '"><img src=x onerror=alert(2)>'
+DOLLARS = "costs $^{oops$ now"  # what matplotlib would read as mathematics, and fail on
 Events = list[dict[str, Any]]
 
 
@@ -65,6 +66,18 @@ def test_every_subtask_has_a_lane_those_never_launched_too(run: tuple[Path, list
     assert any(not lane.batches for lane in drawn.lanes)
     assert {b.outcome for lane in drawn.lanes for b in lane.batches} == {"won", "failed", "cancelled"}
     assert drawn.deadline_hit_s == 120 and drawn.end is not None and not drawn.end.success
+
+
+def test_a_journal_without_subtask_ids_draws_the_subtasks_its_events_name(events: Events) -> None:
+    """A journal written before run_started listed the subtasks: a lane for each name an event gives, and a note."""
+    rejected = {"event": "launch_rejected", "t": 50.0, "subtask": "tests_api", "model": "large", "k": 2,
+                "reason": "budget"}  # fmt: skip
+    old = [{k: v for k, v in e.items() if k != "subtask_ids"} for e in events]
+    drawn = runtime.report([*old[:-1], rejected, old[-1]])
+    launched = {e["subtask"] for e in events if e["event"] == "batch_launched"}
+    assert {lane.subtask for lane in drawn.lanes} == launched | {"tests_api"}
+    assert drawn.unnamed == 20 - len(drawn.lanes) > 0 and f"{drawn.unnamed} more subtasks" in drawn.html()
+    assert "refused tests_api on large x2 (budget)" in drawn.html()
 
 
 def test_the_report_agrees_with_the_ledger(run: tuple[Path, list[runtime.Event]]) -> None:
@@ -124,6 +137,7 @@ class _Tags(HTMLParser):
 def _hostile(events: Events) -> Events:
     """The run with a subtask, a model and an error message that try to inject markup, and fields named like keys."""
     text = json.dumps(events).replace('"requirements"', json.dumps(EVIL)).replace('"mid"', json.dumps(EVIL_MODEL))
+    text = text.replace('"api_design"', json.dumps(DOLLARS))
     out = []
     for e in json.loads(text):
         if e["event"] == "run_started":
@@ -214,8 +228,9 @@ def test_times_that_are_not_finite_are_refused(events: Events) -> None:
         runtime.report([{**e, "t": math.nan} if e["event"] == "batch_launched" else e for e in events])
 
 
-def test_the_png_holds_the_same_charts(run: tuple[Path, list[runtime.Event]], tmp_path: Path) -> None:
-    runtime.report(run[0], png=tmp_path / "report.png")
+def test_the_png_holds_the_same_charts_whatever_the_names(events: Events, tmp_path: Path) -> None:
+    drawn = runtime.report(_write(tmp_path / "evil.jsonl", _hostile(events)), png=tmp_path / "report.png")
+    assert DOLLARS in [lane.subtask for lane in drawn.lanes]
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
