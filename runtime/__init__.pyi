@@ -40,6 +40,8 @@ from ._resume import ResumePoint as ResumePoint
 from ._resume import aresume as aresume
 from ._resume import resume as resume
 from ._resume import resume_point as resume_point
+from ._run_report import RunReport as RunReport
+from ._run_report import report as report
 from ._sinks import JournalSink as JournalSink
 from ._sinks import LedgerAudit as LedgerAudit
 from ._sinks import LedgerReplay as LedgerReplay

@@ -402,6 +402,33 @@ async def _interrupt_on_signal(r: Run, came: list[int], *, task_status: TaskStat
                 signal.signal(sig, handler)
 
 
+@app.command("report")
+def report_(
+    journal: Annotated[Path, typer.Argument(help="A run's journal (the JSONL file of --journal).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write.")] = Path("report.html"),
+    png: Annotated[
+        Path | None,
+        typer.Option(help="Also draw the timeline and the money as a PNG here (needs matplotlib).", show_default=False),
+    ] = None,
+) -> None:
+    """Draw a run from its journal: one HTML page that works offline, with a lane per subtask, the money against the
+    budget and the deadline, and a table per subtask."""
+    import warnings
+
+    from runtime._run_report import report as draw
+    from runtime._sinks import TornJournalWarning
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", TornJournalWarning)
+        drawn = _guard(lambda: draw(journal, out=out, png=png))
+    for w in said:  # a process killed mid-line: the page shows the run up to there, marked unfinished
+        _err.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+    outcome = "unfinished" if drawn.end is None else "success" if drawn.end.success else drawn.end.reason
+    wrote = " and ".join(escape(str(p)) for p in (out, png) if p is not None)
+    summary = f"wrote {wrote}: run of {escape(drawn.workflow)}, {len(drawn.lanes)} subtasks, {outcome}"
+    _out.print(summary, highlight=False, soft_wrap=True)
+
+
 RayOpt = Annotated[
     str | None,
     typer.Option(
