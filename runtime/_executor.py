@@ -289,6 +289,7 @@ class Executor:
                 spec=spec_path(self.workflow),
                 resumed_from=None if self.resumed is None else self.resumed.run_id,
                 spent_before_pusd=0 if self.resumed is None else self.resumed.spent_before_pusd,
+                output_token_cap=self.options.output_token_cap,
                 subtask_ids=t.subtask_ids,
             )
         )

@@ -12,6 +12,7 @@ end of a run). From the journal, a resumed run:
 - gets the rest of the budget and the rest of the time: the original deadline stands (on the real clock it
   counts from the crashed run's start in wall time, times the ``speed`` option; on the virtual clock, from
   the crashed run's last event);
+- keeps to what is left of an output-token cap, charged the same way (settled tokens, and held ones in full);
 - carries on each subtask's batch count and the models of its failed batches (a repair loop's invocations
   and a history-dependent subtask's evidence), but not a repair's failed answer, which the journal does not
   hold: a loop's next invocation starts afresh;
@@ -62,6 +63,8 @@ class ResumePoint:
     clock: str  # the clock's class name: "VirtualClock", "RealClock", ...
     cancel_siblings: bool
     rounds: bool
+    output_token_cap: int | None  # the run's cap on output tokens, if any
+    output_tokens_charged: int  # settled, and still reserved at the crash
     completed: Mapping[str, tuple[str, str | None]]  # subtask id -> (model, output)
     batches: Mapping[str, int]  # subtask id -> batches launched
     failed: Mapping[str, Sequence[str]]  # subtask id -> the models of its failed batches, in order
@@ -93,8 +96,13 @@ def resume_point(journal: str | PathLike[str], *, now: float | None = None, spee
     completed: dict[str, tuple[str, str | None]] = {}
     batches: dict[str, int] = {}
     failed: dict[str, list[str]] = {}
+    tokens = 0  # output tokens reserved, less those given back: settled ones and those still held
     for e in events:
-        if e["event"] == "subtask_completed":
+        if e["event"] == "budget_reserved":
+            tokens += e["output_tokens"]
+        elif e["event"] == "budget_settled":
+            tokens -= e["released_output_tokens"]
+        elif e["event"] == "subtask_completed":
             completed[e["subtask"]] = (e["model"], e.get("output"))
         elif e["event"] == "batch_launched":
             batches[e["subtask"]] = batches.get(e["subtask"], 0) + 1
@@ -117,6 +125,8 @@ def resume_point(journal: str | PathLike[str], *, now: float | None = None, spee
         planner=start["planner"],
         seed=start["seed"],
         clock=start["clock"],
+        output_token_cap=start.get("output_token_cap"),
+        output_tokens_charged=tokens,
         cancel_siblings=start["cancel_siblings"],
         rounds=start.get("rounds", False),
         completed=completed,
@@ -156,6 +166,11 @@ async def aresume(
     kept = {"planner": point.planner, "seed": point.seed, "cancel_siblings": point.cancel_siblings}
     if point.clock == "RealClock":  # a simulated workflow played in real time goes on in real time
         kept["clock"] = "real"
+    if point.output_token_cap is not None:  # what is left of it: settled and held tokens charged, as dollars are
+        left = point.output_token_cap - point.output_tokens_charged
+        if left <= 0:
+            raise UsageError(f"{journal}: no output tokens left to resume with (the crash left nothing of the cap)")
+        kept["output_token_cap"] = left
     merged = cast("RunOptions", {**kept, "rounds": point.rounds, **options})
     setup = RunSetup(workflow, _dollars_within(point.budget_left_pusd), point.deadline_left_s, merged)
     resumed = _resumed(point, setup)

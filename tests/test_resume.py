@@ -181,3 +181,19 @@ def test_a_journal_cut_half_way_resumes_and_the_command_line_says_so(tmp_path: P
             assert data["subtasks"][e["subtask"]]["output"] == e["output"]
     again = CliRunner().invoke(app, ["resume", str(journal)])
     assert again.exit_code == 2 and "nothing to resume" in again.stderr
+
+
+def test_an_output_token_cap_carries_over_less_what_was_charged(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    runtime.run(runtime.load_workflow(EXAMPLES / "chain.json"), 1.0, 600, journal=journal, output_token_cap=20_000)
+    lines = journal.read_text().splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    before = runtime.read_journal(cut)
+    held = sum(e["output_tokens"] for e in before if e["event"] == "budget_reserved")
+    given_back = sum(e["released_output_tokens"] for e in before if e["event"] == "budget_settled")
+    result = runtime.resume(cut, journal=tmp_path / "resumed.jsonl")
+    after = runtime.read_journal(tmp_path / "resumed.jsonl")
+    assert after[0]["output_token_cap"] == 20_000 - (held - given_back) < 20_000
+    used = sum(e["output_tokens"] for e in after if e["event"] == "budget_settled")
+    assert used <= after[0]["output_token_cap"] and result.cost_pusd == runtime.replay_ledger(after).spent_pusd

@@ -98,6 +98,7 @@ class RunStarted(Event):
     spec: str | None = None  # the spec file the workflow was loaded from (absolute), if any
     resumed_from: str | None = None  # the run this one resumes (runtime.resume), if any
     spent_before_pusd: int = 0  # what the resumed run had spent or held at its crash, charged outside this ledger
+    output_token_cap: int | None = None  # the run's cap on output tokens, if any
     subtask_ids: tuple[str, ...] = ()  # every subtask of the workflow, so a report draws those never launched too
 
 
