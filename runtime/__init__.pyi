@@ -18,6 +18,7 @@ from ._generate import generate as generate
 from ._generate import load_task as load_task
 from ._ledger import Ledger as Ledger
 from ._ledger import Usage as Usage
+from ._otel import OTelSink as OTelSink
 from ._predict import Prediction as Prediction
 from ._predict import predict as predict
 from ._predict_map import PredictionMap as PredictionMap

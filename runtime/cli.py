@@ -79,7 +79,7 @@ if TYPE_CHECKING:
     from runtime._qa import QAResult
     from runtime._qa_replay import RecordSummary
     from runtime._result import RunResult
-    from runtime.types import Adapter, Clock, Workflow
+    from runtime.types import Adapter, Clock, Event, Workflow
 
     # What serve-sim calls a source of answers, and how it builds one adapter per model on a clock.
     _AnswerSource = tuple[str, Callable[[Clock], Mapping[str, Adapter]]]
@@ -223,6 +223,13 @@ def run(
         str | None,
         typer.Option("--input", help="A program's (.py) input; default: its EXAMPLE.", show_default=False),
     ] = None,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help="Send the run's spans over OTLP/HTTP, as the OTEL_* environment variables say (ontime[otel]).",
+        ),
+    ] = False,
 ) -> None:
     """Run a workflow (a spec, or a program: a .py file, run in the sandbox) once within a budget and a deadline,
     with a live progress display."""
@@ -230,7 +237,8 @@ def run(
         if planner is not None or keep_siblings or rounds or speed is not None:
             _fail("--planner, --keep-siblings, --rounds and --speed are for workflow specs, not programs")
         with ExitStack() as stack:
-            _run_program(spec, budget, deadline, seed, journal, _event_logger(log, stack), input_text, json_out)
+            traces = _otel_sink(stack) if otel else None
+            _run_program(spec, budget, deadline, seed, journal, _event_logger(log, stack), input_text, json_out, traces)
     if input_text is not None:
         _fail("--input is a program's (.py); a workflow spec takes none")
     wf = _guard(lambda: load_workflow(spec))
@@ -245,7 +253,7 @@ def run(
             "rounds": rounds,
             "clock": None if speed is None else "real",  # None: virtual for simulated models, real for endpoints
             "speed": 1.0 if speed is None else speed,
-            "on_event": view,
+            "on_event": _also(view, _otel_sink(stack)) if otel else view,
         }
         stop = stack.enter_context(_terminate_as_interrupt())
         stack.enter_context(compile_notice(partial(_compiling, view, json_out or not _out.is_terminal)))
@@ -320,12 +328,13 @@ def _run_program(
     log: Any,
     text: str | None,
     json_out: bool,
+    on_event: Callable[[Event], None] | None,
 ) -> NoReturn:
     """``ontime run wf.py``: the program runs in the sandbox, its calls under the budget and the deadline; the
     answer, the cost and the time are printed (the result's JSON with ``--json``). Ctrl-C or SIGTERM stops it, and
     what was in flight is settled and journaled first."""
     program = _guard(lambda: load_program(path))
-    options: ProgramOptions = {"seed": seed, "journal": journal, "log": log}
+    options: ProgramOptions = {"seed": seed, "journal": journal, "log": log, "on_event": on_event}
     if text is not None:
         options["input"] = text
     with _terminate_as_interrupt() as came:
@@ -340,6 +349,24 @@ def _run_program(
         _out.print(result_table(result))
         _out.print(f"answer: {escape(result.answer or '-')}", highlight=False)
     raise typer.Exit(0 if result.success else 1)
+
+
+def _otel_sink(stack: ExitStack) -> Callable[[Event], None]:
+    """``--otel``: a sink configured by the environment, whose export the stack waits for. Imported here, as only
+    this option needs OpenTelemetry (an optional extra)."""
+    from runtime._otel import OTelSink
+
+    sink = _guard(OTelSink)
+    stack.callback(sink.close)
+    return sink
+
+
+def _also(first: Callable[[Event], None], then: Callable[[Event], None]) -> Callable[[Event], None]:
+    def both(event: Event) -> None:
+        first(event)
+        then(event)
+
+    return both
 
 
 def _interrupted(view: RunView) -> None:
