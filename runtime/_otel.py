@@ -71,10 +71,11 @@ class OTelSink:
     """An ``on_event`` sink that sends a run's spans to OpenTelemetry (the ``otel`` extra).
 
     Without ``tracer_provider`` it builds its own from the standard ``OTEL_*`` environment variables (service
-    name, resource, OTLP/HTTP endpoint, headers, timeout) with a batch span processor. When the run finishes it
-    shuts that provider down in a thread, which exports what is left without holding up the event loop (and which
-    the process waits for before it exits); :meth:`close` waits for it. A provider you pass stays yours to flush
-    and shut down. One sink serves one run at a time; the run span joins the caller's current trace, if any.
+    name, resource, OTLP/HTTP endpoint, headers, timeout) with a batch span processor. When a run finishes it
+    flushes that provider in a thread, so the export does not hold up the event loop (the process waits for it
+    before it exits); :meth:`close` waits for it and shuts the provider down. A provider you pass stays yours to
+    flush and shut down. One sink serves one run at a time, and runs one after another; the run span joins the
+    caller's current trace, if there is one.
 
     Raises:
         UsageError: the OpenTelemetry packages are not installed.
@@ -138,15 +139,15 @@ class OTelSink:
         return None
 
     def close(self) -> None:
-        """End what a run that never finished left open, shut down the sink's own provider and wait until it has
-        exported everything (or given up: ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``). Idempotent."""
+        """End what a run that never finished left open; shut down the sink's own provider once it has exported
+        everything (or given up: ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``). Idempotent."""
         if self._run is not None:
             self._abandon()
+        if self._exporting is not None:
+            self._exporting.join()
         if self._owned is not None:
             self._owned.shutdown()
             self._owned = None
-        if self._exporting is not None:
-            self._exporting.join()
 
     def _ns(self, t: float) -> int:
         return self._t0 + round(t * 1e9)
@@ -257,10 +258,9 @@ class OTelSink:
         if not e.success:
             run.set_status(otel.Status(otel.StatusCode.ERROR, e.reason.value if e.reason else "failed"))
         run.end(self._ns(e.t))
-        if self._owned is not None:  # export what is left now, off the event loop (a collector may be slow or away)
-            self._exporting = threading.Thread(target=self._owned.shutdown, name="ontime-otel-export")
+        if self._owned is not None:  # export the run now, off the event loop (a collector may be slow or away)
+            self._exporting = threading.Thread(target=self._owned.force_flush, name="ontime-otel-export")
             self._exporting.start()  # not a daemon: the process waits for it before it exits
-            self._owned = None
 
     def _abandon(self) -> None:
         """End a run that never said it finished, at its last event, as an error."""

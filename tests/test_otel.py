@@ -215,6 +215,13 @@ def test_without_the_sdk_the_sink_names_the_extra(monkeypatch: pytest.MonkeyPatc
         runtime.OTelSink()
 
 
+def test_ontime_run_otel_without_the_sdk_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    result = CliRunner().invoke(app, ["run", str(DIAMOND), "-b", "1", "-d", "600", "--otel"])
+    assert result.exit_code == 2 and "pip install 'ontime[otel]'" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_without_opentelemetry_runtime_imports_and_runs() -> None:
     probe = (
         "import sys\nsys.modules['opentelemetry'] = None\nimport runtime\n"
@@ -266,7 +273,7 @@ def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
             return None
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", received
@@ -288,12 +295,13 @@ def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
         yield received
 
 
-def _check_received(received: Receiver, samples: int) -> None:
+def _check_received(received: Receiver, samples: int, runs: int = 1) -> None:
     spans = received.spans()
     assert {r["service.name"] for r, _ in spans} == {"ontime-otel-test"}
     assert {h.get("Authorization", h.get("authorization")) for h in received.headers} == {SECRET_HEADER}
     names = [s.name for _, s in spans]
-    assert len([n for n in names if n.startswith("chat ")]) == samples and names.count("ontime.run") == 1
+    assert len([n for n in names if n.startswith("chat ")]) == samples and names.count("ontime.run") == runs
+    assert len({s.trace_id for _, s in spans}) == runs
     ids = {s.span_id for _, s in spans}
     assert all(s.parent_span_id in ids for _, s in spans if s.name != "ontime.run")
     values = [str(a.value) for _, s in spans for a in s.attributes] + [str(v) for r, _ in spans for v in r.values()]
@@ -301,6 +309,7 @@ def _check_received(received: Receiver, samples: int) -> None:
 
 
 def test_spans_reach_an_otlp_http_collector_configured_by_the_environment(collector: Receiver) -> None:
+    """Two runs, one after the other, on one sink: each run's end exports it at once, in the background."""
     sink = runtime.OTelSink()
     events: list[runtime.Event] = []
 
@@ -308,10 +317,22 @@ def test_spans_reach_an_otlp_http_collector_configured_by_the_environment(collec
         events.append(event)
         sink(event)
 
-    runtime.run(runtime.load_workflow(DIAMOND), 1.0, 600, planner="retry:small:3", seed=1, on_event=both)
-    assert collector.got.wait(10.0)  # the run's end exports at once, in the background...
-    sink.close()  # ...and close() waits until it is done
-    _check_received(collector, len(of(events, runtime.SampleFinished)))
+    wf = runtime.load_workflow(DIAMOND)
+    runtime.run(wf, 1.0, 600, planner="retry:small:3", seed=1, on_event=both)
+    assert collector.got.wait(10.0)  # without close()
+    runtime.run(wf, 1.0, 600, planner="retry:small:3", seed=2, on_event=both)
+    sink.close()  # waits until everything is exported
+    _check_received(collector, len(of(events, runtime.SampleFinished)), runs=2)
+
+
+def test_a_process_that_never_closes_its_sink_exports_before_it_exits(collector: Receiver) -> None:
+    probe = (
+        "import runtime\nwf = runtime.load_workflow('examples/diamond.json')\n"
+        "r = runtime.run(wf, 1.0, 600, planner='retry:small:3', seed=1, on_event=runtime.OTelSink())\n"
+        "print(sum(o.samples for o in r.subtasks.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    _check_received(collector, int(out.stdout))
 
 
 def test_ontime_run_otel_sends_the_runs_spans(collector: Receiver) -> None:
