@@ -160,13 +160,16 @@ class OTelSink:
     def _run_started(self, e: RunStarted) -> None:
         if self._run is not None:  # a second run on one sink: end the first rather than mix the two
             self._abandon()
-        self._t0, self._last = time.time_ns() - round(e.t * 1e9), e.t
+        started = time.time_ns() if e.started_at is None else round(e.started_at * 1e9)
+        self._t0, self._last = started - round(e.t * 1e9), e.t
         self._run = self._start("ontime.run", None, e.t, {
             "ontime.run.id": e.run_id, "ontime.workflow": e.workflow, "ontime.planner": e.planner,
             "ontime.seed": e.seed, "ontime.clock": e.clock, "ontime.subtasks": e.subtasks,
             "ontime.budget_usd": to_usd(e.budget_pusd), "ontime.budget_pusd": e.budget_pusd,
             "ontime.deadline_s": e.deadline_s, "ontime.cancel_siblings": e.cancel_siblings,
         })  # fmt: skip
+        if e.resumed_from is not None:  # the crashed run this one continues: its trace is found by this id
+            self._run.set_attribute("ontime.run.resumed_from", e.resumed_from)
 
     def _batch_launched(self, e: BatchLaunched) -> None:
         sub = self._subtasks.get(e.subtask)

@@ -125,6 +125,7 @@ def check_tree(events: list[runtime.Event], spans: list[ReadableSpan]) -> None:
     assert r["ontime.run.spent_pusd"] == end.spent_pusd and r.get("ontime.run.reason") == (end.reason or None)
     assert (run.status.status_code is StatusCode.ERROR) == (not end.success)
     assert times(run)[1] - times(run)[0] == round(end.t * 1e9)
+    assert start.started_at is None or times(run)[0] == round(start.started_at * 1e9)  # the run's wall start
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,8 @@ def test_a_run_that_never_finishes_is_ended_by_close() -> None:
     provider, exporter = in_memory()
     sink = runtime.OTelSink(provider)
     sink(runtime.RunStarted(t=0.0, run_id="r", workflow="w", subtasks=1, models=("m",), budget_pusd=10**12,
-                            deadline_s=60.0, planner="p", seed=0, clock="RealClock", cancel_siblings=True))  # fmt: skip
+                            deadline_s=60.0, planner="p", seed=0, clock="RealClock", cancel_siblings=True,
+                            started_at=1.7e9, resumed_from="crashed"))  # fmt: skip
     sink(runtime.BatchLaunched(t=1.0, batch=1, subtask="s", model="m", k=2, max_tokens=10))
     sink(runtime.SampleFinished(t=2.0, batch=1, sample=0, subtask="s", model="m", status=SampleStatus.SUCCEEDED,
                                 input_tokens=1, output_tokens=2, latency_s=1.0))  # fmt: skip
@@ -205,6 +207,8 @@ def test_a_run_that_never_finishes_is_ended_by_close() -> None:
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert set(spans) == {"ontime.run", "ontime.subtask s", "ontime.batch", "chat m"}
     assert spans["ontime.run"].status.status_code is StatusCode.ERROR
+    assert times(spans["ontime.run"]) == (1_700_000_000 * 10**9, 1_700_000_002 * 10**9)  # to its last event
+    assert attrs(spans["ontime.run"])["ontime.run.resumed_from"] == "crashed"
     assert all(_within(s, spans["ontime.run"]) for s in spans.values())
     assert "ontime.cost_usd" not in attrs(spans["chat m"])  # never settled: no cost is made up
 
