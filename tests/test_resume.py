@@ -30,12 +30,12 @@ RELEASE20 = EXAMPLES / "release20.json"
 
 def crash(spec: Path, journal: Path, after_s: float, *args: str) -> None:
     """``ontime run`` in a process of its own, killed with SIGKILL ``after_s`` seconds after it wrote its first
-    event (at once if it has not by then; a run that finished first is left so)."""
+    event (a run that finished first is left so)."""
     cmd = [sys.executable, "-m", "runtime.cli", "run", str(spec), "--journal", str(journal), "--json", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         end = time.monotonic() + 60
-        while not journal.exists() and proc.poll() is None and time.monotonic() < end:
+        while proc.poll() is None and time.monotonic() < end and not (journal.exists() and journal.read_bytes()):
             time.sleep(0.02)
         time.sleep(after_s)
     finally:
@@ -87,25 +87,25 @@ def resume_or_nothing(crashed: Path, out: Path, **options: Any) -> runtime.RunRe
         return None
 
 
-MID_RUN_S = 1.0  # after the first event: mid-run in both tests below (the runs take 4-12 s)
+MID_RUN_S = 0.5  # after the first event: mid-run in both tests below (each run takes 1-4 s of wall time)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(after_s=st.floats(0.0, 4.0), planner=st.sampled_from(["mcp", "retry:mid:2"]))
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(after_s=st.floats(0.0, 3.0), planner=st.sampled_from(["mcp", "retry:mid:2"]))
 @example(after_s=MID_RUN_S, planner="mcp")
 def test_a_killed_run_on_the_simulated_backend_resumes_within_its_limits(
     tmp_path_factory: pytest.TempPathFactory, after_s: float, planner: str
 ) -> None:
     tmp = tmp_path_factory.mktemp("crash")
     crashed, resumed = tmp / "run.jsonl", tmp / "resumed.jsonl"
-    crash(RELEASE20, crashed, after_s, "-b", "2", "-d", "1200", "--speed", "100", "-p", planner)
-    result = resume_or_nothing(crashed, resumed, speed=100.0)
+    crash(RELEASE20, crashed, after_s, "-b", "2", "-d", "1200", "--speed", "300", "-p", planner)
+    result = resume_or_nothing(crashed, resumed, speed=300.0)
     assert result is not None or after_s != MID_RUN_S
     if result is not None:
         check_resumed(crashed, resumed, result)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after_s=st.floats(0.0, 4.0), seed=st.integers(0, 100))
 @example(after_s=MID_RUN_S, seed=5)
 def test_a_killed_run_on_real_endpoints_resumes_within_its_limits(
