@@ -44,7 +44,8 @@ class StructlogSink:
     """Logs every event through structlog as ``logger.info(kind, run_id=..., **fields)``.
 
     How the lines look (JSON, console) is the application's structlog configuration; the ``ontime``
-    CLI renders JSON lines.
+    CLI renders JSON lines. A completed subtask's output is logged as its length (``output_chars``), not its
+    text: a log line is for watching a run, and outputs can be long or private (the journal keeps them).
     """
 
     __slots__ = ("_log",)
@@ -55,6 +56,9 @@ class StructlogSink:
     def __call__(self, event: Event) -> None:
         d = event.to_dict()
         kind = d.pop("event")
+        if "output" in d:
+            output = d.pop("output")
+            d["output_chars"] = None if output is None else len(output)
         self._log.info(kind, **d)
 
 

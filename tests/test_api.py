@@ -94,6 +94,9 @@ def test_every_event_goes_to_structlog_when_asked() -> None:
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert {entry["run_id"] for entry in logs} == {result.run_id}
     assert "budget_settled" in kinds and "decision_made" in kinds
+    done = [entry for entry in logs if entry["event"] == "subtask_completed"]
+    assert done and all("output" not in e for e in done)  # the journal keeps outputs; a log line, their length
+    assert [e["output_chars"] for e in done] == [len(result.outputs[e["subtask"]] or "") for e in done]
 
 
 def test_structlog_logger_can_be_passed() -> None:
