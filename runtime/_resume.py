@@ -87,6 +87,14 @@ def resume_point(journal: str | PathLike[str], *, now: float | None = None, spee
         UsageError: the journal cannot be read, holds no run start, or its run finished (nothing to resume).
     """
     events = read_journal(journal)
+    try:
+        return _point(str(journal), events, time.time() if now is None else now, speed)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # events with fields missing or of odd types
+        raise UsageError(f"{journal}: not a run's journal ({type(exc).__name__}: {exc})") from None
+
+
+def _point(journal: str, events: list[dict[str, Any]], now: float, speed: float) -> ResumePoint:
+    """:func:`resume_point` of a journal's events; a field missing or of an odd type raises (KeyError, ...)."""
     start = next((e for e in events if e["event"] == "run_started"), None)
     if start is None:
         raise UsageError(f"{journal}: no run_started event, so no run to resume")
@@ -99,36 +107,38 @@ def resume_point(journal: str | PathLike[str], *, now: float | None = None, spee
     tokens = 0  # output tokens reserved, less those given back: settled ones and those still held
     for e in events:
         if e["event"] == "budget_reserved":
-            tokens += e["output_tokens"]
+            tokens += int(e["output_tokens"])
         elif e["event"] == "budget_settled":
-            tokens -= e["released_output_tokens"]
+            tokens -= int(e["released_output_tokens"])
         elif e["event"] == "subtask_completed":
-            completed[e["subtask"]] = (e["model"], e.get("output"))
+            output = e.get("output")
+            completed[str(e["subtask"])] = (str(e["model"]), None if output is None else str(output))
         elif e["event"] == "batch_launched":
-            batches[e["subtask"]] = batches.get(e["subtask"], 0) + 1
+            sid = str(e["subtask"])
+            batches[sid] = batches.get(sid, 0) + 1
         elif e["event"] == "batch_failed":
-            failed.setdefault(e["subtask"], []).append(e["model"])
-    last = max(e["t"] for e in events)
+            failed.setdefault(str(e["subtask"]), []).append(str(e["model"]))
+    last = max(float(e["t"]) for e in events)
     started_at = start.get("started_at")
     elapsed = last
     if start["clock"] != "VirtualClock" and started_at is not None:  # wall time went on after the crash
-        elapsed = max(last, ((time.time() if now is None else now) - started_at) * speed)
+        elapsed = max(last, (now - float(started_at)) * speed)
     return ResumePoint(
-        run_id=start["run_id"],
-        spec=start.get("spec"),
-        budget_pusd=start["budget_pusd"],
-        deadline_s=start["deadline_s"],
-        spent_before_pusd=start.get("spent_before_pusd", 0),
+        run_id=str(start["run_id"]),
+        spec=None if start.get("spec") is None else str(start["spec"]),
+        budget_pusd=int(start["budget_pusd"]),
+        deadline_s=float(start["deadline_s"]),
+        spent_before_pusd=int(start.get("spent_before_pusd", 0)),
         spent_pusd=ledger.spent_pusd,
         held_pusd=ledger.reserved_pusd,
         elapsed_s=elapsed,
-        planner=start["planner"],
-        seed=start["seed"],
-        clock=start["clock"],
-        output_token_cap=start.get("output_token_cap"),
+        planner=str(start["planner"]),
+        seed=int(start["seed"]),
+        clock=str(start["clock"]),
+        output_token_cap=None if start.get("output_token_cap") is None else int(start["output_token_cap"]),
         output_tokens_charged=tokens,
-        cancel_siblings=start["cancel_siblings"],
-        rounds=start.get("rounds", False),
+        cancel_siblings=bool(start["cancel_siblings"]),
+        rounds=bool(start.get("rounds", False)),
         completed=completed,
         batches=batches,
         failed=failed,

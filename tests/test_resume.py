@@ -197,3 +197,24 @@ def test_an_output_token_cap_carries_over_less_what_was_charged(tmp_path: Path) 
     assert after[0]["output_token_cap"] == 20_000 - (held - given_back) < 20_000
     used = sum(e["output_tokens"] for e in after if e["event"] == "budget_settled")
     assert used <= after[0]["output_token_cap"] and result.cost_pusd == runtime.replay_ledger(after).spent_pusd
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=4),
+                   st.lists(st.integers(), max_size=2))  # fmt: skip
+fields = ["t", "run_id", "budget_pusd", "deadline_s", "planner", "seed", "clock", "cancel_siblings", "subtask", "model",
+          "output", "output_tokens", "released_output_tokens", "reservation", "pusd", "released_pusd"]  # fmt: skip
+kinds = ["run_started", "budget_reserved", "budget_settled", "batch_launched", "batch_failed", "subtask_completed"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.fixed_dictionaries({"event": st.sampled_from(kinds)}, optional=dict.fromkeys(fields, values)),
+                min_size=1, max_size=6))  # fmt: skip
+def test_any_journal_gives_a_resume_point_or_a_typed_error(tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    journal = tmp_path / "fuzz.jsonl"
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events))
+    try:
+        point = runtime.resume_point(journal)
+    except runtime.OntimeError:
+        return
+    assert isinstance(point.budget_pusd, int) and isinstance(point.deadline_s, float)
+    assert all(isinstance(s, str) for s in point.completed)
