@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from runtime.types import Launch, ProfileTable, Snapshot
 
-__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "policy_launch",
+__all__ = ["SnapshotSim", "has_history", "hidden", "ladder_models", "launch_limits", "policy_launch",
            "seq_models", "simulate", "simulate_snapshot", "snapshot_arrays", "step", "table_arrays"]  # fmt: skip
 
 _KIND_LOGNORMAL, _KIND_FIXED, _KIND_POOL = 0, 1, 2
@@ -155,10 +155,18 @@ def fit_width(k, worst, cap, money, tokens):
 PACED_MAX = 64  # the widest batch a paced policy launches (the widest of the default K)
 
 
+@njit(cache=True, nogil=True, forceinline=True)
+def launch_limits(tab):
+    """What :func:`policy_launch` reads of ``tab``: max tokens, worst cost, least latency and mean cost."""
+    return tab[10], tab[21], tab[22], tab[33]
+
+
 @njit(cache=True, nogil=True, readonly=("fallback",))
-def policy_launch(tab, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
+def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
     """What a portfolio policy launches on ready subtask i, wanting k samples of model j at ``elapsed``
-    seconds into its run: (model, width, money and tokens left after it), width 0 for nothing.
+    seconds into its run: (model, width, money and tokens left after it), width 0 for nothing. ``lim`` is
+    :func:`launch_limits` of the table (only the arrays it reads: a kernel increments the reference count
+    of every array it is passed, atomically, and the whole table is three dozen).
 
     ``k < 0`` paces the width instead: the money left split evenly over the ``n_left`` subtasks not launched
     yet (i among them), spread over as many batches in a row as the time left allows (after ``tail``), so
@@ -174,7 +182,7 @@ def policy_launch(tab, fallback, i, j, k, elapsed, time_left, money, tokens, kee
     strong model early was stuck once it could not pay for one more, and counted the run lost where a
     cheaper model could still finish it; likewise with a model too slow for the chain after it.
     """
-    max_tokens, worst_cost, min_latency, mean_cost = tab[10], tab[21], tab[22], tab[33]
+    max_tokens, worst_cost, min_latency, mean_cost = lim
     if k < 0:
         rounds = max(1.0, math.floor((time_left - elapsed - tail) / max(min_latency[i, j], 1e-3)))
         k = PACED_MAX if mean_cost[i, j] <= 0 else int(money / max(1, n_left) / (mean_cost[i, j] * rounds))
@@ -239,18 +247,6 @@ def _draw_class(state, w, lo, hi):
     return hi - lo - 1
 
 
-@njit(cache=True, nogil=True, forceinline=True)
-def _rate(tab, i, j, c, rep, node):
-    """P(a sample of model j on subtask i succeeds, before truncation) in class c, at its history (rep, node)."""
-    cls_ptr, cls_p, cas_root, cas_q = tab[24], tab[26], tab[28], tab[30]
-    lo = cls_ptr[i]
-    if cls_ptr[i + 1] > lo:
-        return cls_p[lo + c, j, rep[i, j]]
-    if cas_root[i] >= 0:
-        return cas_q[node[i], j]
-    return tab[12][i, j]
-
-
 @njit(cache=True, nogil=True)
 def _failed(tab, i, j, k, rep, node, post, update_post):
     """Subtask i's batch of k samples on model j failed: move its history on (and the belief over its class)."""
@@ -291,8 +287,9 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     follows from length, drawn one by one for pools that recorded latency.
     """
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
-     _, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency, worst_cost,
-     min_latency, horizon, cls_ptr, _, _, _, cas_root, _, _, tool_lat, tool_pusd, _, tail, spare) = tab  # fmt: skip
+     p_ok, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
+     worst_cost, min_latency, horizon, cls_ptr, _, cls_p, _, cas_root, _, cas_q, tool_lat, tool_pusd, _, tail,
+     spare) = tab  # fmt: skip
     (completed, fl_sub, fl_model, fl_elapsed, fl_open, fl_done, launched0, budget_left, tokens_left, time_left,
      cancel_siblings, rounds, fl_k, batches0, post0, rep0, node0, cls0) = snap  # fmt: skip
     n = kind.shape[0]
@@ -368,6 +365,8 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     attempts = np.empty(n, np.int64)
     open_b = np.empty(n, np.int64)
     history = has_history(tab)
+    lim = launch_limits(tab)
+    cancel_arr = _cancel_arrays(tab)
     cls = cls0.copy()
     last, status = snap, 2
     for s in range(n_sims):
@@ -442,7 +441,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         k = cont_k
                         if cont_rollouts.shape[0] > 0:
                             k = max(0, min(k, cont_rollouts[i] - launched[i]))  # (a negative k would pace)
-                        j, k, p_left, p_tok = policy_launch(tab, cont_fallback, i, j, k, now, time_left, p_left, p_tok,
+                        j, k, p_left, p_tok = policy_launch(lim, cont_fallback, i, j, k, now, time_left, p_left, p_tok,
                                                             keep, tail[i], n_left)  # fmt: skip
                         n_left -= 1
                     if k < 1 or j < 0 or now + min_latency[i, j] > time_left:
@@ -482,6 +481,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                     b_left[b] -= 1
                     latency = math.nan
                     kd = kind[i, j]
+                    drawn = False  # success is drawn as u < rate (below), where the pool row does not decide it
                     if b_dead[b]:
                         ok, tokens, latency = False, cap, -b_start[b]
                         if kd == _KIND_POOL:
@@ -492,17 +492,24 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         ok = pool_success[r] == 1
                         tokens = pool_tokens[r]
                         latency = pool_latency[r]
-                        if history and (cls_ptr[i + 1] > cls_ptr[i] or cas_root[i] >= 0):
-                            st, u = _uniform(st)
-                            ok = u < _rate(tab, i, j, cls[i], rep, node)
+                        drawn = history and (cls_ptr[i + 1] > cls_ptr[i] or cas_root[i] >= 0)
                     else:
-                        st, u = _uniform(st)
-                        ok = u < _rate(tab, i, j, cls[i], rep, node)
+                        drawn = True
                         if kd == _KIND_FIXED:
                             tokens = fixed_tokens[i, j]
                         else:
                             z = _upper_quantile(w)
                             tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * z))))
+                    if drawn:  # P(success) in the run's class at the subtask's history (in the loop: no arrays
+                        # passed to a helper, whose every array argument costs two atomic reference counts)
+                        st, u = _uniform(st)
+                        lo = cls_ptr[i]
+                        if cls_ptr[i + 1] > lo:
+                            ok = u < cls_p[lo + cls[i], j, rep[i, j]]
+                        elif cas_root[i] >= 0:
+                            ok = u < cas_q[node[i], j]
+                        else:
+                            ok = u < p_ok[i, j]
                     if tokens > cap:  # a capped attempt fails
                         ok, tokens = False, cap
                     if math.isnan(latency):
@@ -540,7 +547,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         state[ch] = 1
                 if cancel_siblings and b_left[b] > 0:
                     m = b_left[b]
-                    b_rng[b], c, tk = _cancel(tab, b_rng[b], b_w[b], m, now - b_start[b], i, j)
+                    b_rng[b], c, tk = _cancel(cancel_arr, b_rng[b], b_w[b], m, now - b_start[b], i, j)
                     spent += c
                     avail += m * worst_cost[i, j] - c
                     if tok_avail >= 0:
@@ -567,7 +574,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
             if not b_pending[b]:
                 spent += input_tokens[i] * in_price[j]
                 spent += _tokens_at(el, h_tokens[b], h_end[b] - b_start[b] - tool_lat[i], ttft[j]) * out_price[j]
-            spent += _cancel(tab, b_rng[b], b_w[b], b_left[b], el, i, j)[1]
+            spent += _cancel(cancel_arr, b_rng[b], b_w[b], b_left[b], el, i, j)[1]
         success[s] = n_done == n
         spent_out[s] = spent
         end_out[s] = now
@@ -624,14 +631,16 @@ def step(tab, snap, act_sub, act_model, act_k, seed, stream):
 
 
 @njit(cache=True, nogil=True, forceinline=True)
-def _cancel(tab, rng, w, m, elapsed, i, j):
+def _cancel(arr, rng, w, m, elapsed, i, j):
     """The generator state, pico-dollars and output tokens of the ``m`` samples not drawn yet of a batch of
     model j on subtask i (all ending after its last drawn one, of upper tail mass ``w``), cancelled
-    ``elapsed`` into the batch: see :func:`_play` for how each kind is charged."""
-    input_tokens, in_price, out_price, tps, ttft, max_tokens = tab[5], tab[6], tab[7], tab[8], tab[9], tab[10]
+    ``elapsed`` into the batch: see :func:`_play` for how each kind is charged. ``arr`` is
+    :func:`_cancel_arrays` of the table."""
+    (input_tokens, in_price, out_price, tps, ttft, max_tokens, kind, ln_mu, ln_sigma, fixed_tokens, pool_start,
+     pool_len, pool_tokens, pool_latency, tool_lat) = arr  # fmt: skip
     cap = max_tokens[j]
-    kd = tab[11][i, j]
-    if kd != _KIND_POOL and tab[31][i] <= 0.0:  # all still generating: each has streamed the same so far
+    kd = kind[i, j]
+    if kd != _KIND_POOL and tool_lat[i] <= 0.0:  # all still generating: each has streamed the same so far
         tokens = m * _streamed(elapsed, ttft[j], tps[j], cap)
         return rng, m * input_tokens[i] * in_price[j] + tokens * out_price[j], tokens
     if kd != _KIND_POOL:  # a tool stage: some may be past generating, with all their tokens produced
@@ -639,11 +648,10 @@ def _cancel(tab, rng, w, m, elapsed, i, j):
         total = 0
         for x in range(m):
             rng, w = _next_upper(rng, w, m - x)
-            length = tab[15][i, j] if kd == _KIND_FIXED else int(round(math.exp(tab[13][i, j] + tab[14][i, j] *
-                                                                                 _upper_quantile(w))))  # fmt: skip
+            length = fixed_tokens[i, j] if kd == _KIND_FIXED else int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] *
+                                                                                      _upper_quantile(w))))  # fmt: skip
             total += min(max(1, length), cap, streamed)
         return rng, m * input_tokens[i] * in_price[j] + total * out_price[j], total
-    pool_start, pool_len, pool_tokens, pool_latency = tab[16], tab[17], tab[19], tab[20]
     cost, total = 0, 0
     length = pool_len[i, j]
     for x in range(m):
@@ -657,6 +665,13 @@ def _cancel(tab, rng, w, m, elapsed, i, j):
         cost += input_tokens[i] * in_price[j] + toks * out_price[j]
         total += toks
     return rng, cost, total
+
+
+@njit(cache=True, nogil=True, forceinline=True)
+def _cancel_arrays(tab):
+    """What :func:`_cancel` reads of ``tab`` (see :func:`policy_launch` for why not all of it)."""
+    return (tab[5], tab[6], tab[7], tab[8], tab[9], tab[10], tab[11], tab[13], tab[14], tab[15], tab[16], tab[17],
+            tab[19], tab[20], tab[31])  # fmt: skip
 
 
 WORST_COST = 21  # the index of ``worst_cost`` in :func:`table_arrays`'s tuple

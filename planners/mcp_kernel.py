@@ -16,7 +16,7 @@ import numpy as np
 from numba import objmode
 
 from planners._compile import njit
-from planners.kernels import NO_ROLLOUTS, fit_width, policy_launch, simulate
+from planners.kernels import NO_ROLLOUTS, fit_width, launch_limits, policy_launch, simulate
 
 __all__ = ["decide", "ready_subtasks"]
 
@@ -147,6 +147,7 @@ def _retry_action(tab, snap, ready, models, fallback, k):
     act_m = np.full(n, -1, np.int64)
     act_k = np.zeros(n, np.int64)
     tail, spare = tab[34], tab[35]  # see planners.kernels.table_arrays
+    lim = launch_limits(tab)
     launched = snap[0].copy()  # complete or in flight: nothing to keep back for them
     for f in range(snap[1].shape[0]):
         launched[snap[1][f]] = True
@@ -159,7 +160,7 @@ def _retry_action(tab, snap, ready, models, fallback, k):
     for i in ready:
         keep -= spare[i]
         j = models[i, min(snap[13][i], models.shape[1] - 1)]
-        j, kk, left, tokens = policy_launch(tab, fallback, i, j, k, 0.0, snap[9], left, tokens, keep, tail[i], n_left)
+        j, kk, left, tokens = policy_launch(lim, fallback, i, j, k, 0.0, snap[9], left, tokens, keep, tail[i], n_left)
         n_left -= 1
         if kk >= 1:
             act_m[i], act_k[i] = j, kk
