@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import runtime
 from adapters.sim_server import SimServer, serve_in_thread
 from runtime.types import AgentModel, ModelTurn
+from tests.conftest import model
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,6 +74,25 @@ def server(data: dict[str, Any], **kw: Any) -> Iterator[tuple[SimServer, runtime
     srv = SimServer(runtime.parse_workflow(data), **kw)
     with serve_in_thread(srv) as url:
         yield srv, pointed_at(data, url)
+
+
+@contextmanager
+def ask_program(directory: Path, entry: str) -> Iterator[Path]:
+    """A program file (``MODELS``, ``EXAMPLE`` and ``entry``, its ``workflow``) in ``directory`` whose one model
+    is an OpenAI endpoint on serve-sim, served here while the block runs; its subtask ``ask`` answers
+    "Answer: B"."""
+    served = runtime.parse_workflow({
+        "models": {"gpt-sim": model(tps=2000.0, ttft=0.01, max_tokens=200)},
+        "subtasks": [{"id": "ask", "input_tokens": 30, "reference": "Answer: B",
+                      "profiles": {"gpt-sim": {"p": 1.0, "output_tokens": {"fixed": 5}}}}],
+    })  # fmt: skip
+    with serve_in_thread(SimServer(served, speed=10.0)) as url:
+        models = {"gpt-sim": {"provider": "openai", "base_url": url + "/v1", "input_price_per_mtok": 1,
+                              "output_price_per_mtok": 2, "tokens_per_s": 2000, "ttft_s": 0.01,
+                              "max_output_tokens": 200}}  # fmt: skip
+        path = directory / "wf.py"
+        path.write_text(f"MODELS = {models!r}\nEXAMPLE = 'Which letter?'\n\n{entry}")
+        yield path
 
 
 def settled_open_requests(srv: SimServer, within_s: float = 5.0) -> int:

@@ -24,11 +24,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from typer.testing import CliRunner
 
 import runtime
-from adapters.sim_server import Faults, SimServer, serve_in_thread
+from adapters.sim_server import Faults
 from runtime.cli import app
 from runtime.types import PUSD_PER_USD, SampleStatus
-from tests.conftest import EXAMPLES, model
-from tests.helpers import example_spec, of, server
+from tests.conftest import EXAMPLES
+from tests.helpers import ask_program, example_spec, of, server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -349,18 +349,8 @@ def test_ontime_run_otel_sends_the_runs_spans(collector: Receiver) -> None:
 
 def test_ontime_run_otel_traces_a_program_too(collector: Receiver, tmp_path: Path) -> None:
     """A workflow as code: its call_llm batches under its tag's span, on serve-sim through the sandbox."""
-    served = runtime.parse_workflow({
-        "models": {"gpt-sim": model(tps=2000.0, ttft=0.01, max_tokens=200)},
-        "subtasks": [{"id": "ask", "input_tokens": 30, "reference": "Answer: B",
-                      "profiles": {"gpt-sim": {"p": 1.0, "output_tokens": {"fixed": 5}}}}],
-    })  # fmt: skip
-    with serve_in_thread(SimServer(served, speed=10.0)) as url:
-        models = {"gpt-sim": {"provider": "openai", "base_url": url + "/v1", "input_price_per_mtok": 1,
-                              "output_price_per_mtok": 2, "tokens_per_s": 2000, "ttft_s": 0.01,
-                              "max_output_tokens": 200}}  # fmt: skip
-        path = tmp_path / "wf.py"
-        entry = "async def workflow(problem):\n    return (await call_llm(problem, n=2, tag='ask'))[0]\n"
-        path.write_text(f"MODELS = {models!r}\nEXAMPLE = 'Which letter?'\n\n{entry}")
+    entry = "async def workflow(problem):\n    return (await call_llm(problem, n=2, tag='ask'))[0]\n"
+    with ask_program(tmp_path, entry) as path:
         result = CliRunner().invoke(app, ["run", str(path), "-b", "0.01", "-d", "30", "--json", "--otel"])
     assert result.exit_code == 0, result.stderr
     _check_received(collector, 2)

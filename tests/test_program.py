@@ -51,7 +51,7 @@ from runtime._ledger import Usage
 from runtime.cli import app
 from runtime.types import InvariantError, LLMCall, SpecError, UsageError, to_pusd
 from tests.conftest import model
-from tests.helpers import comparable, of
+from tests.helpers import ask_program, comparable, of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -795,18 +795,8 @@ def test_a_sandboxed_program_cannot_set_its_run_s_reason_from_its_error_message(
 
 @needs_program_sandbox
 def test_ontime_run_runs_a_program_file_in_the_sandbox(tmp_path: Path) -> None:
-    served = runtime.parse_workflow({
-        "models": {"gpt-sim": model(tps=2000.0, ttft=0.01, max_tokens=200)},
-        "subtasks": [{"id": "ask", "input_tokens": 30, "reference": "Answer: B",
-                      "profiles": {"gpt-sim": {"p": 1.0, "output_tokens": {"fixed": 5}}}}],
-    })  # fmt: skip
-    with serve_in_thread(SimServer(served, speed=10.0)) as url:
-        models = {"gpt-sim": {"provider": "openai", "base_url": url + "/v1", "input_price_per_mtok": 1,
-                              "output_price_per_mtok": 2, "tokens_per_s": 2000, "ttft_s": 0.01,
-                              "max_output_tokens": 200}}  # fmt: skip
-        path = tmp_path / "wf.py"
-        entry = "async def workflow(problem):\n    return (await call_llm(problem, tag='ask'))[0]\n"
-        path.write_text(f"MODELS = {models!r}\nEXAMPLE = 'Which letter?'\n\n{entry}")
+    entry = "async def workflow(problem):\n    return (await call_llm(problem, tag='ask'))[0]\n"
+    with ask_program(tmp_path, entry) as path:
         result = CliRunner().invoke(app, ["run", str(path), "-b", "0.01", "-d", "30", "--json"])
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
