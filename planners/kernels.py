@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from planners._borrowed import borrowed
 from planners._compile import njit
 
 if TYPE_CHECKING:
@@ -165,8 +166,9 @@ def launch_limits(tab):
 def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
     """What a portfolio policy launches on ready subtask i, wanting k samples of model j at ``elapsed``
     seconds into its run: (model, width, money and tokens left after it), width 0 for nothing. ``lim`` is
-    :func:`launch_limits` of the table (only the arrays it reads: a kernel increments the reference count
-    of every array it is passed, atomically, and the whole table is three dozen).
+    :func:`launch_limits` of the table (only the arrays it reads: numba counts a reference to every array a
+    kernel is passed, two calls per array even on :func:`planners._borrowed.borrowed` views, and the whole
+    table is three dozen).
 
     ``k < 0`` paces the width instead: the money left split evenly over the ``n_left`` subtasks not launched
     yet (i among them), spread over as many batches in a row as the time left allows (after ``tail``), so
@@ -286,6 +288,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
     passes) the samples never drawn are charged what they streamed: the same for all of them when latency
     follows from length, drawn one by one for pools that recorded latency.
     """
+    tab, cont_fallback = borrowed(tab), borrowed(cont_fallback)  # the caller holds them: no atomic counting
     (dep_ptr, dep_idx, child_ptr, child_idx, _, input_tokens, in_price, out_price, tps, ttft, max_tokens, kind,
      p_ok, ln_mu, ln_sigma, fixed_tokens, pool_start, pool_len, pool_success, pool_tokens, pool_latency,
      worst_cost, min_latency, horizon, cls_ptr, _, cls_p, _, cas_root, _, cas_q, tool_lat, tool_pusd, _, tail,
@@ -501,7 +504,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                             z = _upper_quantile(w)
                             tokens = max(1, int(round(math.exp(ln_mu[i, j] + ln_sigma[i, j] * z))))
                     if drawn:  # P(success) in the run's class at the subtask's history (in the loop: no arrays
-                        # passed to a helper, whose every array argument costs two atomic reference counts)
+                        # passed to a helper, whose every array argument costs two reference-count calls)
                         st, u = _uniform(st)
                         lo = cls_ptr[i]
                         if cls_ptr[i + 1] > lo:
@@ -581,13 +584,37 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
         done_out[s] = n_done
         if stop_at_change:
             status = 0 if stopped else (1 if n_done == n else 2)
-            opened = open_b[:n_open]
-            fl = opened[np.argsort(b_seq[opened])]  # in launch order, which orders their ties at the next step too
-            opens = b_left[fl] + np.where(b_pending[fl], 0, 1)  # a drawn head is still open
-            last = (state == 3, fl, b_model[fl], now - b_start[fl], opens, b_done[fl], launched, avail, tok_avail,
-                    time_left - now, cancel_siblings, rounds, b_k[fl], batches.copy(), post.copy(), rep.copy(),
-                    node.copy(), cls.copy())  # fmt: skip
+            fl, fl_m, fl_age, fl_n, fl_d, fl_kk = _in_flight(open_b, n_open, b_seq, b_model, b_start, b_left, b_pending,
+                                                             b_done, b_k, now)  # fmt: skip
+            complete = np.zeros(n, np.bool_)
+            for i in range(n):
+                complete[i] = state[i] == 3
+            last = (complete, fl, fl_m, fl_age, fl_n, fl_d, launched, avail, tok_avail, time_left - now,
+                    cancel_siblings, rounds, fl_kk, batches.copy(), post.copy(), rep.copy(), node.copy(),
+                    cls.copy())  # fmt: skip
     return success, spent_out, end_out, done_out, last, status
+
+
+@njit(cache=True, nogil=True)
+def _in_flight(open_b, n_open, b_seq, b_model, b_start, b_left, b_pending, b_done, b_k, now):
+    """The open batches of :func:`_play`'s slots as a snapshot has them (subtask, model, age, open samples, done,
+    width), in launch order, which orders their ties at the next step too. Loops, not numpy's sorting and fancy
+    indexing: each of those is seconds of a first compile."""
+    fl = np.empty(n_open, np.int64)
+    for a in range(n_open):  # insertion sort by launch order (a handful of batches; the orders are distinct)
+        b = open_b[a]
+        x = a
+        while x > 0 and b_seq[fl[x - 1]] > b_seq[b]:
+            fl[x] = fl[x - 1]
+            x -= 1
+        fl[x] = b
+    model, age, opens = np.empty(n_open, np.int64), np.empty(n_open), np.empty(n_open, np.int64)
+    done, width = np.empty(n_open, np.bool_), np.empty(n_open, np.int64)
+    for a in range(n_open):
+        b = fl[a]
+        model[a], age[a], done[a], width[a] = b_model[b], now - b_start[b], b_done[b], b_k[b]
+        opens[a] = b_left[b] + (0 if b_pending[b] else 1)  # a drawn head is still open
+    return fl, model, age, opens, done, width
 
 
 @njit(cache=True, nogil=True, readonly=("cont_fallback", "cont_rollouts"), inline="always")

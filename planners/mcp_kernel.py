@@ -15,6 +15,7 @@ import time
 import numpy as np
 from numba import objmode
 
+from planners._borrowed import borrowed
 from planners._compile import njit
 from planners.kernels import NO_ROLLOUTS, fit_width, launch_limits, policy_launch, simulate
 
@@ -88,14 +89,15 @@ def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
     return ok, spent, margin
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _all_runs(tab, snap, ready, act_m, act_k, port, p, screen, n_all, seed):
     """:func:`_runs` on all ``n_all`` simulations, given ``screen``, its scores on the first of them."""
     h = screen[0].shape[0]
     ok, sp, mg = np.zeros(n_all, np.bool_), np.zeros(n_all, np.int64), np.zeros(n_all)
-    ok[:h], sp[:h], mg[:h] = screen
-    if n_all > h:
-        ok[h:], sp[h:], mg[h:] = _runs(tab, snap, ready, act_m, act_k, port, p, h, n_all - h, seed)
+    rest = _runs(tab, snap, ready, act_m, act_k, port, p, h, n_all - h, seed)
+    for s in range(n_all):  # loops, not slice assignments: numba compiles broadcasting and its errors for those
+        part, x = (screen, s) if s < h else (rest, s - h)
+        ok[s], sp[s], mg[s] = part[0][x], part[1][x], part[2][x]
     return ok, sp, mg
 
 
@@ -121,7 +123,7 @@ def _clearly_better(ok, spent, margin, best_ok, best_spent, best_margin, z):
     return 2 if mean > z * math.sqrt(var / n) else 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _confirm(tab, snap, ready, port, n_all, seed, z, need, cand_m, cand_k, cand_p, inc_m, inc_k, inc_p, inc_fresh):
     """Whether a candidate (action, continuation policy) that beat the incumbent also beats it, at level
     ``need`` of :func:`_clearly_better`, on as many fresh simulations (n_all..2 n_all - 1): selecting the best
@@ -205,6 +207,34 @@ def _key(act_m, act_k):
 
 
 @njit(cache=True, nogil=True)
+def _known(keys, n, key):
+    """Whether ``key`` is among the first ``n`` of ``keys``."""
+    for x in range(n):  # noqa: SIM110 (a generator in a kernel is one more thing numba compiles)
+        if keys[x] == key:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _grown(keys):
+    """``keys`` in an array twice as long."""
+    out = np.empty(2 * keys.shape[0], keys.dtype)
+    for x in range(keys.shape[0]):
+        out[x] = keys[x]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _mean(a):
+    """``a.mean()`` as numba computes it (a float64 sum in order, then a division), without compiling its
+    generic implementation."""
+    total = 0.0
+    for x in range(a.shape[0]):
+        total += a[x]
+    return total / a.shape[0]
+
+
+@njit(cache=True, nogil=True)
 def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed, time_limit, hold):
     """MCP's action at ``snap`` for the ``ready`` subtasks (sorted): per-subtask (model or -1, width) arrays.
 
@@ -222,6 +252,8 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     action is the incumbent unless another base action beats it by the same double test. Returns the
     action and the policy to hold at the next decision.
     """
+    # Held by the caller for the whole decision: passed down without reference counting.
+    tab, snap, port_models, fallback = borrowed(tab), borrowed(snap), borrowed(port_models), borrowed(fallback)
     n = tab[11].shape[0]
     n_port = port_k.shape[0]
     port = (port_models, fallback, port_k)
@@ -236,9 +268,13 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     n_ok = np.zeros(n_port, np.int64)
     n_mg = np.zeros(n_port)
     n_sp = np.zeros(n_port, np.int64)
-    for p in range(n_port):
-        base_m[p], base_k[p] = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
-        scr_ok[p], scr_sp[p], scr_mg[p] = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
+    for p in range(n_port):  # loops, not row assignments (see :func:`_all_runs`)
+        act = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
+        for i in range(n):
+            base_m[p, i], base_k[p, i] = act[0][i], act[1][i]
+        scr = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
+        for s in range(n_screen):
+            scr_ok[p, s], scr_sp[p, s], scr_mg[p, s] = scr[0][s], scr[1][s], scr[2][s]
         n_ok[p], n_mg[p], n_sp[p] = scr_ok[p].sum(), scr_mg[p].sum(), scr_sp[p].sum()
     order = _ranked(n_ok, n_mg, n_sp)
     lead = float(n_ok[order[0]])
@@ -265,7 +301,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
             continue
         screen = (scr_ok[p], scr_sp[p], scr_mg[p])
         ok, sp, mg = _all_runs(tab, snap, ready, base_m[p], base_k[p], port, p, screen, n_all, seed)
-        pol_v[p], pol_g[p], pol_c[p] = ok.sum() / n_all, mg.mean(), sp.mean()
+        pol_v[p], pol_g[p], pol_c[p] = ok.sum() / n_all, _mean(mg), _mean(sp)
         if best_p < 0:
             take = True
         elif hold < 0:
@@ -278,16 +314,21 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         if take:
             best_p = best_cont = p
             best_ok, best_sp, best_mg = ok, sp, mg
-            best_m[:] = base_m[p]
-            best_k[:] = base_k[p]
+            best_m, best_k = base_m[p].copy(), base_k[p].copy()
     conts = _ranked(pol_v, pol_g, pol_c)  # the continuation policies, best first
-    a = np.nonzero(conts == best_p)[0][0]  # the incumbent's policy continues the mixed actions first
-    conts[1 : a + 1] = conts[:a].copy()
+    a = 0
+    while conts[a] != best_p:
+        a += 1
+    for x in range(a, 0, -1):  # the incumbent's policy continues the mixed actions first
+        conts[x] = conts[x - 1]
     conts[0] = best_p
     conts = conts[: min(max(1, top), n_port)]
 
-    # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better.
-    seen = {_key(best_m, best_k)}
+    # Mixed actions: change one ready subtask at a time; keep a change when it is clearly better. ``seen``: the
+    # actions scored so far, by :func:`_key` (a few hundred at most: a scan, not numba's hashed set, which is
+    # seconds of a first compile).
+    seen = np.empty(64, np.uint64)
+    seen[0], n_seen = _key(best_m, best_k), 1
     improved = True
     timed_out = time_limit > 0 and _clock() >= time_limit
     while improved and not timed_out:
@@ -307,9 +348,12 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                     if not fits:
                         continue
                 key = _key(cand_m, cand_k)
-                if key in seen:
+                if _known(seen, n_seen, key):
                     continue
-                seen.add(key)
+                if n_seen == seen.shape[0]:  # full: twice the room
+                    seen = _grown(seen)
+                seen[n_seen] = key
+                n_seen += 1
                 # Screened on the first simulations under the best continuation; then, if it beats the
                 # incumbent there, scored on all of them under each of the top continuations.
                 screen = _runs(tab, snap, ready, cand_m, cand_k, port, conts[0], 0, n_screen, seed)
