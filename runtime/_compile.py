@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPILING", "CompileNotice", "compile_notice"]
 
 # Measured by benchmarks/cold_start.py (2 cores): the default MCP's kernels for a run, and a predict's on top.
-COMPILING = "compiling the planner's kernels (first use on this machine: about 30 s, then cached on disk)"
+COMPILING = "compiling the planner's kernels (first use on this machine: about 20 s, then cached on disk)"
 
 
 class CompileNotice(UserWarning):
