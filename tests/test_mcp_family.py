@@ -34,3 +34,16 @@ def test_the_splits_are_disjoint_and_cover_the_family() -> None:
     assert design and report and not design & report
     assert design | report == {c.seed for c in cells}
     assert sum(c.split == "design" for c in cells) + sum(c.split == "report" for c in cells) == len(cells)
+
+
+def test_a_fresh_draw_and_scaled_levels_are_other_cells_of_the_same_generator() -> None:
+    """``--first-seed`` and ``--level-scale``: the checks of the verdict on workflows and limits no design choice
+    saw draw other workflows, and move every limit by the factor asked (a budget never below its floor)."""
+    base, fresh = family(2), family(2, first_seed=24)
+    assert {c.seed for c in fresh} == {24, 25}
+    assert not {str(c.spec) for c in base} & {str(c.spec) for c in fresh}
+    tight = family(2, scale=(0.8, 0.9))
+    for b, t in zip(base, tight, strict=True):
+        assert (t.seed, t.budget_level, t.deadline_level) == (b.seed, b.budget_level, b.deadline_level)
+        assert abs(t.deadline - 0.9 * b.deadline) <= 0.01  # both rounded to the hundredth
+        assert 0.8 * b.budget - 1e-6 <= t.budget <= b.budget
