@@ -2,6 +2,7 @@
 
     python -m benchmarks.mcp_quality [--runs 4000] [--release-runs 400] [--out-dir benchmarks/results]
     python -m benchmarks.mcp_quality --family [--family-runs 1000] [--workflows 24] [--cells N]
+        [--first-seed 0] [--level-scale 1,1]
 
 1. ``mcp_vs_exact.csv``: on ``examples/mixed_diamond.json`` (fixed output tokens, so the dynamic program of
    ``planners/exact.py`` gives the optimum of the log-scale action space), over a grid of budgets and
@@ -15,7 +16,9 @@
    planners and the traits that may explain a gap; ``mcp_family.csv`` and a summary per split (even seeds:
    design, odd: report). ``--cells 60 --family-runs 500`` is a partial run. The exact optima are kept in
    ``mcp_family_exact.json`` (``--exact-cache``): solving them all takes the pure-Python planner about
-   50 CPU-minutes.
+   50 CPU-minutes. ``--first-seed 24`` draws 24 other workflows, ``--level-scale 0.8,0.9`` tightens every
+   budget level by 0.8 and deadline level by 0.9: checks of the verdict on workflows and limits no design
+   choice saw.
 
 Success rates are closed-loop runs played in the simulation kernels (what ``runtime.predict`` does; its
 agreement with runs through the executor is checked by ``tests/test_predict.py`` and
@@ -253,10 +256,12 @@ def critical_path(table: runtime.ProfileTable, model: int) -> float:
     return max(finish)
 
 
-def family(workflows: int) -> list[Cell]:
-    """The family: ``workflows`` workflows (seeds 0, 1, ...) times the 3 x 3 budget and deadline levels."""
+def family(workflows: int, first_seed: int = 0, scale: tuple[float, float] = (1.0, 1.0)) -> list[Cell]:
+    """The family: ``workflows`` workflows (seeds ``first_seed``, +1, ...) times the 3 x 3 budget and deadline
+    levels, each level multiplied by ``scale`` (budget, deadline): how much the family's verdict owes to the
+    levels chosen."""
     cells = []
-    for seed in range(workflows):
+    for seed in range(first_seed, first_seed + workflows):
         spec, shape, ratio = family_spec(seed)
         table = runtime.ProfileTable.from_workflow(runtime.parse_workflow(spec))
         cheap_usd, strong_usd, cheap, strong = limits(table)
@@ -269,8 +274,8 @@ def family(workflows: int) -> list[Cell]:
                     shape=shape,
                     budget_level=bl,
                     deadline_level=dl,
-                    budget=round(max(bf * strong_usd, 1.2 * cheap_usd), 6),
-                    deadline=round(df * path, 2),
+                    budget=round(max(scale[0] * bf * strong_usd, 1.2 * cheap_usd), 6),
+                    deadline=round(scale[1] * df * path, 2),
                     price_ratio=round(ratio, 1),
                     p_strong=round(float(table.p[:, strong].mean()), 3),
                     p_cheap=round(float(table.p[:, cheap].mean()), 3),
@@ -388,7 +393,7 @@ def family_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "below_base_2se": sum(_below_base(r) for r in group),
         }
 
-    out = []
+    out = [stats("all", rows)]  # a fresh draw (``--first-seed``) or other levels: every cell is held out
     for split in ("design", "report"):
         part = [r for r in rows if r["split"] == split]
         if not part:
@@ -436,14 +441,13 @@ def cell_key(cell: Cell) -> str:
 
 
 def family_run(
-    workflows: int, runs: int, limit: int | None, csv: Path, cache: Path, workers: int
+    cells: list[Cell], runs: int, limit: int | None, csv: Path, cache: Path, workers: int
 ) -> list[dict[str, Any]]:
     """Rows for the family's cells, or for ``limit`` of them spread over all workflows and levels.
 
     A partial run takes the cells round-robin over workflows, each workflow starting at a different
     (budget, deadline) level, so that a short run still sees every workflow, both splits and every level.
     """
-    cells = family(workflows)
     if limit is not None:
         per = len(BUDGET_LEVELS) * len(DEADLINE_LEVELS)
         order = sorted(range(len(cells)), key=lambda x: ((x % per + 4 * cells[x].seed) % per, cells[x].seed))
@@ -469,6 +473,12 @@ def main() -> None:
     ap.add_argument("--family", action="store_true", help="the generated family against the exact optimum instead")
     ap.add_argument("--family-runs", type=int, default=1000, help="MCP and base-policy runs per family cell")
     ap.add_argument("--workflows", type=int, default=24, help="family workflows (9 cells each)")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first workflow's seed (a fresh draw: 24)")
+    ap.add_argument(
+        "--level-scale",
+        default="1,1",
+        help="BUDGET,DEADLINE: multiply every budget and deadline level (the levels' sensitivity)",
+    )
     ap.add_argument("--cells", type=int, default=None, help="a partial family run: this many cells")
     ap.add_argument("--csv-name", default="mcp_family.csv", help="the family CSV's file name")
     ap.add_argument("--exact-cache", default=str(RESULTS / "mcp_family_exact.json"), help="exact optima, JSON")
@@ -477,8 +487,10 @@ def main() -> None:
     out = Path(args.out_dir)
     if args.family:
         t0 = time.perf_counter()
+        b_scale, d_scale = (float(x) for x in args.level_scale.split(","))
+        cells = family(args.workflows, args.first_seed, (b_scale, d_scale))
         rows = family_run(
-            args.workflows, args.family_runs, args.cells, out / args.csv_name, Path(args.exact_cache), args.workers
+            cells, args.family_runs, args.cells, out / args.csv_name, Path(args.exact_cache), args.workers
         )
         solved = [r for r in rows if r["exact"] is not None]
         summary = family_summary(solved)
