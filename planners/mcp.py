@@ -5,10 +5,11 @@ applied, then a continuation policy from the portfolio runs the rest of the work
 is its best continuation's success rate over ``n`` simulations, all on common random numbers. The argmax is
 executed; the executor asks again after the next event.
 
-The portfolio is the paper's {Seq-(m, k)} (``retry:m:k``), plus, unless ``mixed=0``, the value family
-Seq-(value, k) that picks per subtask the model with the most expected successes per dollar, and a paced
-width for every family (each batch as wide as the money left per subtask left, spread over the batches the
-time left allows). No policy launches what would likely leave the rest of the workflow impossible: where its
+The portfolio is the paper's {Seq-(m, k)} (``retry:m:k``), plus, unless ``mixed=0``, the assigned family
+Seq-(assigned, k): a model per subtask, searched by simulation at the first decision, per width, starting from
+the model with the most expected successes per dollar on each subtask (:mod:`planners.mcp_assign`); and a
+paced width for every family (each batch as wide as the money left per subtask left, spread over the batches
+the time left allows). No policy launches what would likely leave the rest of the workflow impossible: where its
 model would not leave the time the rest needs on the fastest models, or the expected cost of a cheapest
 attempt at each subtask not launched yet, it takes the first model in value order that does
 (:func:`planners.kernels.policy_launch`). Fixed models and widths cannot express "spend what the budget
@@ -43,6 +44,7 @@ against the ``top`` best continuation policies. In simulation s every batch draw
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -50,6 +52,7 @@ import numpy as np
 
 from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
 from planners.kernels import WORST_COST, hidden, ladder_models, seq_models, snapshot_arrays, step, table_arrays
+from planners.mcp_assign import assignments
 from planners.mcp_kernel import decide, ready_subtasks
 from runtime.types import Decision, Launch, Planner, PlannerSpecError, Snapshot
 
@@ -68,8 +71,9 @@ PACED = -1  # a policy's width that paces its batches to the money and time left
 class Policy(NamedTuple):
     """A portfolio policy Seq-(models, k): every ready subtask i gets k samples of ``models[i, a]`` on its batch
     number a (the last column for later ones; fewer samples when the budget left cannot cover k; ``k`` is
-    ``PACED`` for the paced width). ``name`` is the model, ``value``, or an escalation ladder ``small>large``
-    (cheap first, the stronger after a failure)."""
+    ``PACED`` for the paced width). ``name`` is the model, ``assigned`` (a model per subtask, see
+    :mod:`planners.mcp_assign`), ``vine``, or an escalation ladder ``small>large`` (cheap first, the stronger
+    after a failure)."""
 
     name: str
     models: np.ndarray
@@ -90,11 +94,12 @@ class MCPPlanner(Planner):
             always scored in full). None for no cap.
         top: how many of the best continuation policies score the mixed actions.
         z: the margin, in standard errors, by which a mixed action must beat the incumbent (0: any gain).
-        mixed: add to the portfolio the policies Seq-(value, k): on each subtask, the allowed model with
-            the most expected successes per dollar. The paper's portfolio uses one model for every
-            subtask, so its continuations undervalue states where the best plan mixes models (its
+        mixed: add to the portfolio the policies Seq-(assigned, k): a model per subtask, found at the first
+            decision by a coordinate descent on simulations from the model with the most expected successes
+            per dollar on each subtask (:mod:`planners.mcp_assign`). The paper's portfolio uses one model for
+            every subtask, so its continuations undervalue states where the best plan mixes models (its
             "portfolio continuation gap"); these close much of it. False gives the paper's portfolio (no
-            value family and no paced widths).
+            assigned family and no paced widths).
         sticky: hold on to the policy chosen at the previous decision unless another is clearly better
             (see above); False re-chooses it from scratch at every decision, as the paper does.
         cascade: add escalation policies, one per pair of models (the cheaper first, the other on every batch
@@ -154,10 +159,9 @@ class MCPPlanner(Planner):
         self._hold = -1
         families = [(table.model_names[j], seq_models(table, j)) for j in self.models]
         self._fallback = _by_value(table, self.models)
-        value = np.where(self._fallback[:, 0] >= 0, self._fallback[:, 0], table.cheapest).astype(np.int64)
-        value = value[:, None]
-        if mixed and not any(np.array_equal(value, f) for _, f in families):
-            families.append(("value", value))
+        self._value = np.where(self._fallback[:, 0] >= 0, self._fallback[:, 0], table.cheapest).astype(np.int64)
+        if mixed:  # the value assignment until the first decision searches from it
+            families.append(("assigned", self._value[:, None]))
         if table.has_history if cascade is None else cascade:
             families += _ladders(table, self.models)
         # On one repair loop, VineLM's plan re-rooted at every decision is a portfolio policy too, and the one MCP
@@ -174,6 +178,9 @@ class MCPPlanner(Planner):
         self._port_k = np.array([p.k for p in self.portfolio], np.int64)
         self._tab = table_arrays(table)
         self._decisions = 0
+        self._assigned = [q for q, p in enumerate(self.portfolio) if p.name == "assigned"]
+        self._assigned_done = False
+        self._assign_lock = threading.Lock()
         if self._vine is not None:  # VineLM's plan is the incumbent from the start: others must beat it clearly
             self._hold = min((p.k, i) for i, p in enumerate(self.portfolio) if p.name == "vine" and p.k > 0)[1]
         names = ",".join(table.model_names[j] for j in self.models)
@@ -194,13 +201,29 @@ class MCPPlanner(Planner):
         tab = self._tab  # with the ledger's worst cases where they differ from the spec's (real prompts)
         if snapshot.worst_pusd is not None:
             tab = (*tab[:WORST_COST], snapshot.worst_pusd, *tab[WORST_COST + 1 :])
+        snap = snapshot_arrays(snapshot, self.table)
+        self._assign(tab, snap)
         act_m, act_k, policy = decide(
-            tab, snapshot_arrays(snapshot, self.table), ready, self._port_models, self._fallback, self._port_k,
-            self.n_sims, self.top, self.z, seed, limit, self._hold,
+            tab, snap, ready, self._port_models, self._fallback, self._port_k, self.n_sims, self.top, self.z, seed,
+            limit, self._hold,
         )  # fmt: skip
         if self.sticky:
             self._hold = int(policy)
         return Decision({int(i): Launch(int(act_m[i]), int(act_k[i])) for i in snapshot.ready if act_m[i] >= 0})
+
+    def _assign(self, tab: tuple[np.ndarray, ...], snap: tuple[object, ...]) -> None:
+        """At the first decision (or closed-loop prediction), search the assigned family's models from ``snap``,
+        the state it decides in; the policies keep them for the rest of the run."""
+        with self._assign_lock:
+            if not self._assigned or self._assigned_done:
+                return
+            widths = [int(self._port_k[q]) for q in self._assigned]
+            found = assignments(tab, snap, self._value, self._fallback, widths, list(self.models), self.seed)
+            for q, models in zip(self._assigned, found, strict=True):
+                self._port_models[q, :, :] = models[:, None]
+                self.portfolio = (*self.portfolio[:q], self.portfolio[q]._replace(models=models[:, None]),
+                                  *self.portfolio[q + 1 :])  # fmt: skip
+            self._assigned_done = True
 
     def _seed_vine(self, snapshot: Snapshot) -> None:
         """Set the ``vine`` policies' ladder to the realized prefix and VineLM's best suffix from there."""
@@ -240,7 +263,9 @@ class MCPPlanner(Planner):
 
         Run r draws its outcomes from its own seed; its planner seeds decision d with
         ``(planner seed * 1_000_003 + d) % 2**31``, as :meth:`decide` does, and holds what each decision
-        returns (with ``sticky``), starting from the policy this planner holds now.
+        returns (with ``sticky``), starting from the policy this planner holds now. The assigned family is
+        searched once, from ``start`` and with this planner's seed, as a run of this planner searches it at its
+        first decision.
         """
         runs = np.arange(first, first + count, dtype=np.int64)
         # One outcome stream per run, and one for its planner's decisions (mixed exactly: seeds reach 2**62).
@@ -249,6 +274,7 @@ class MCPPlanner(Planner):
         tab = self._tab
         plan_tab = tab if plan_table is None else table_arrays(plan_table)
         begin = snapshot_arrays(start)
+        self._assign(plan_tab, hidden(begin))  # what the planner would search at its first decision
         n = self.table.n_subtasks
         success = np.zeros(count, np.bool_)
         spent = np.zeros(count, np.int64)
@@ -300,8 +326,8 @@ def _ladders(table: ProfileTable, allowed: Sequence[int]) -> list[tuple[str, np.
 
 def _by_value(table: ProfileTable, allowed: Sequence[int]) -> np.ndarray:
     """Per subtask, the allowed models that can run it, by expected successes per dollar (best first; ties
-    in model order), padded with -1: the value family's choice, and the fallback of every portfolio policy
-    where its own model will not do (:func:`planners.kernels.policy_launch`)."""
+    in model order), padded with -1: where the assigned family's search starts, and the fallback of every
+    portfolio policy where its own model will not do (:func:`planners.kernels.policy_launch`)."""
     out = np.full((table.n_subtasks, len(allowed)), -1, np.int64)
     for i in range(table.n_subtasks):
         usable = [j for j in allowed if table.kind[i, j] >= 0]

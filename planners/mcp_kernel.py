@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 from numba import objmode
@@ -19,7 +20,7 @@ from planners._borrowed import borrowed
 from planners._compile import njit
 from planners.kernels import NO_ROLLOUTS, fit_width, launch_limits, policy_launch, simulate
 
-__all__ = ["decide", "ready_subtasks"]
+__all__ = ["decide", "ready_subtasks", "simulate_policy"]
 
 
 @njit(cache=True)
@@ -87,6 +88,19 @@ def _runs(tab, snap, ready, act_m, act_k, port, p, first, count, seed):
         else:
             margin[s] = done[s] / n - 1.0
     return ok, spent, margin
+
+
+def simulate_policy(
+    tab: Any, snap: Any, models: np.ndarray, fallback: np.ndarray, k: int, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per simulated run, success and pico-dollars of Seq-(models, k) (a model per subtask) from ``snap``,
+    simulations 0..count-1: :func:`_runs` with no first action, called from Python with the decision's own
+    argument types, so it compiles nothing the decision has not."""
+    n = models.shape[0]
+    port = (np.ascontiguousarray(models, np.int64).reshape(1, n, 1), fallback, np.array([k], np.int64))
+    ok, spent, _ = _runs(tab, snap, np.zeros(0, np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64), port, 0,
+                         0, count, seed)  # fmt: skip
+    return ok, spent
 
 
 @njit(cache=True, nogil=True, inline="always")

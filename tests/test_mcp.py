@@ -27,7 +27,7 @@ def test_options_parse() -> None:
     assert isinstance(p, MCPPlanner)
     assert (p.n_sims, p.widths, p.seed, p.compute_ms) == (32, (1, 8), 5, 50.0)
     assert [p.table.model_names[j] for j in p.models] == ["mini", "large"]
-    paced = [(m, k) for m in ("mini", "large", "value") for k in (1, 8, PACED)]
+    paced = [(m, k) for m in ("mini", "large", "assigned") for k in (1, 8, PACED)]
     assert [(x.name, x.k) for x in p.portfolio] == paced
     paper = make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx())
     assert isinstance(paper, MCPPlanner) and len(paper.portfolio) == 4  # the paper's
