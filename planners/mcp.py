@@ -96,10 +96,10 @@ class MCPPlanner(Planner):
         z: the margin, in standard errors, by which a mixed action must beat the incumbent (0: any gain).
         mixed: add to the portfolio the policies Seq-(assigned, k): a model per subtask, found at the first
             decision by a coordinate descent on simulations from the model with the most expected successes
-            per dollar on each subtask (:mod:`planners.mcp_assign`). The paper's portfolio uses one model for
-            every subtask, so its continuations undervalue states where the best plan mixes models (its
-            "portfolio continuation gap"); these close much of it. False gives the paper's portfolio (no
-            assigned family and no paced widths).
+            per dollar on each subtask (:mod:`planners.mcp_assign`; the same for every seed). The paper's
+            portfolio uses one model for every subtask, so its continuations undervalue states where the best
+            plan mixes models (its "portfolio continuation gap"); these close much of it. False gives the
+            paper's portfolio (no assigned family and no paced widths).
         sticky: hold on to the policy chosen at the previous decision unless another is clearly better
             (see above); False re-chooses it from scratch at every decision, as the paper does.
         cascade: add escalation policies, one per pair of models (the cheaper first, the other on every batch
@@ -218,7 +218,7 @@ class MCPPlanner(Planner):
             if not self._assigned or self._assigned_done:
                 return
             widths = [int(self._port_k[q]) for q in self._assigned]
-            found = assignments(tab, snap, self._value, self._fallback, widths, list(self.models), self.seed)
+            found = assignments(tab, snap, self._value, self._fallback, widths, list(self.models))
             for q, models in zip(self._assigned, found, strict=True):
                 self._port_models[q, :, :] = models[:, None]
                 self.portfolio = (*self.portfolio[:q], self.portfolio[q]._replace(models=models[:, None]),
@@ -264,8 +264,7 @@ class MCPPlanner(Planner):
         Run r draws its outcomes from its own seed; its planner seeds decision d with
         ``(planner seed * 1_000_003 + d) % 2**31``, as :meth:`decide` does, and holds what each decision
         returns (with ``sticky``), starting from the policy this planner holds now. The assigned family is
-        searched once, from ``start`` and with this planner's seed, as a run of this planner searches it at its
-        first decision.
+        searched once, from ``start``, as a run of this planner searches it at its first decision.
         """
         runs = np.arange(first, first + count, dtype=np.int64)
         # One outcome stream per run, and one for its planner's decisions (mixed exactly: seeds reach 2**62).

@@ -10,9 +10,10 @@ change that succeeds in more simulated runs from the state the planner first dec
 on a tie), until a pass changes nothing or two passes are done. Every candidate runs the same simulations
 (common random numbers), so a change is kept for what it changes, not for luck in fresh draws.
 
-The search is deterministic given the planner's seed and the state, so a closed-loop prediction and the run
-it predicts hold the same assignment; and it is remembered per table, state and settings within a process,
-so an evaluation that builds a planner per run searches once.
+The search draws from one fixed stream, not the planner's seed: it is a function of the table, the state and
+the portfolio's settings, so a closed-loop prediction and the run it predicts hold the same assignment, and
+the runs of an evaluation, each with a planner of its own seed, all start from one search (remembered per
+process).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = ["assignments"]
 
 PASSES = 2
 SIMS_PER_PASS = 4096  # simulated runs a pass may spend over all its candidates (64-256 per candidate)
-_SEED_SALT = 104_729  # apart from the decisions' seeds (planner seed * 1_000_003 + decision number)
+STREAM = 104_729  # the search's simulations (a decision's are seeded by planner seed * 1_000_003 + number)
 _MEMO_SIZE = 64
 
 _memo: dict[bytes, list[np.ndarray]] = {}
@@ -43,22 +44,20 @@ def assignments(
     fallback: np.ndarray,
     widths: list[int],
     allowed: list[int],
-    seed: int,
 ) -> list[np.ndarray]:
     """Per width in ``widths``, the model per subtask (an int64 column) that the descent from ``start`` (a model
     per subtask) finds for Seq-(assignment, width) from ``snap`` (the kernels' arrays of the state the planner
     decides in), with the portfolio's ``fallback``; ``allowed`` are the models it may use."""
-    key = _key(tab, snap, start, fallback, widths, allowed, seed)
+    key = _key(tab, snap, start, fallback, widths, allowed)
     with _memo_lock:
         if key in _memo:
             return [a.copy() for a in _memo[key]]
     kind, completed = tab[11], snap[0]
     moves = [(i, j) for i in range(start.shape[0]) if not completed[i] for j in allowed if kind[i, j] >= 0]
     sims = max(64, min(256, SIMS_PER_PASS // max(1, len(moves))))
-    stream = (seed * 7_919 + _SEED_SALT) % 2**31
 
     def score(models: np.ndarray, k: int) -> tuple[int, int]:
-        ok, spent = simulate_policy(tab, snap, models, fallback, k, sims, stream)
+        ok, spent = simulate_policy(tab, snap, models, fallback, k, sims, STREAM)
         return int(ok.sum()), -int(spent.sum())
 
     out = []
