@@ -253,7 +253,14 @@ def test_ctrl_c_on_ontime_eval_ends_its_worker_processes_at_once() -> None:
     try:
         proc.wait(timeout=15)
     finally:
+        # multiprocessing's resource tracker (marked too: a child of eval) ends once it reads eval's exit, a
+        # moment later; checked at once, it failed this test now and then. A worker running its chunk to the
+        # end would be here for minutes.
         leftover = _marked(mark)
+        settle = time.monotonic() + 3.0
+        while leftover and time.monotonic() < settle:
+            time.sleep(0.1)
+            leftover = _marked(mark)
         for pid in leftover:
             os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate()  # the workers held stderr too: it closes once they are gone
