@@ -2,7 +2,7 @@
 
     python -m benchmarks.mcp_quality [--runs 4000] [--release-runs 400] [--out-dir benchmarks/results]
     python -m benchmarks.mcp_quality --family [--family-runs 1000] [--workflows 24] [--cells N]
-        [--first-seed 0] [--level-scale 1,1]
+        [--first-seed 0] [--level-scale 1,1] [--planner mcp]
 
 1. ``mcp_vs_exact.csv``: on ``examples/mixed_diamond.json`` (fixed output tokens, so the dynamic program of
    ``planners/exact.py`` gives the optimum of the log-scale action space), over a grid of budgets and
@@ -18,7 +18,7 @@
    ``mcp_family_exact.json`` (``--exact-cache``): solving them all takes the pure-Python planner about
    50 CPU-minutes. ``--first-seed 24`` draws 24 other workflows, ``--level-scale 0.8,0.9`` tightens every
    budget level by 0.8 and deadline level by 0.9: checks of the verdict on workflows and limits no design
-   choice saw.
+   choice saw. ``--planner mcp:n=64`` measures a variant of MCP instead of the default.
 
 Success rates are closed-loop runs played in the simulation kernels (what ``runtime.predict`` does; its
 agreement with runs through the executor is checked by ``tests/test_predict.py`` and
@@ -284,26 +284,28 @@ def family(workflows: int, first_seed: int = 0, scale: tuple[float, float] = (1.
     return cells
 
 
-def first_actions(wf: runtime.Workflow, budget: float, deadline: float) -> tuple[str, str]:
-    """The exact policy's first launches and MCP's first decision, as ``s0:m1x4`` (subtask: model x width)."""
+def first_actions(wf: runtime.Workflow, budget: float, deadline: float, planner: str = "mcp") -> tuple[str, str]:
+    """The exact policy's first launches and ``planner``'s first decision, as ``s0:m1x4`` (subtask: model x
+    width)."""
     table = runtime.ProfileTable.from_workflow(wf)
     pusd = runtime.types.to_pusd(budget)
     snap = runtime.Snapshot.at_start(table, pusd, deadline)
     out = []
-    for name in ("exact", "mcp"):
+    for name in ("exact", planner):
         launches = make_planner(name, PlannerContext(table, pusd, deadline, 0)).decide(snap).launches
         out.append(" ".join(f"s{i}:m{x.model}x{x.k}" for i, x in sorted(launches.items())) or "wait")
     return out[0], out[1]
 
 
-def family_row(cell: Cell, v: float | None, runs: int) -> dict[str, Any]:
-    """One cell's row, given its exact optimum ``v`` (None: past the exact planner's cap, recorded as such)."""
+def family_row(cell: Cell, v: float | None, runs: int, planner: str = "mcp") -> dict[str, Any]:
+    """One cell's row, given its exact optimum ``v`` (None: past the exact planner's cap, recorded as such);
+    ``planner`` is the MCP variant measured (its column keeps the name ``mcp``)."""
     if v is None:
         return {"split": cell.split, "seed": cell.seed, "exact": None, "seconds": 0.0}
     t0 = time.perf_counter()
     wf = runtime.parse_workflow(cell.spec)
-    exact_first, mcp_first = first_actions(wf, cell.budget, cell.deadline)
-    mcp = rate(wf, cell.budget, cell.deadline, "mcp", runs, workers=1)  # cells run side by side instead
+    exact_first, mcp_first = first_actions(wf, cell.budget, cell.deadline, planner)
+    mcp = rate(wf, cell.budget, cell.deadline, planner, runs, workers=1)  # cells run side by side instead
     retry = rate(wf, cell.budget, cell.deadline, "best-retry", runs, workers=1)
     uniform = rate(wf, cell.budget, cell.deadline, "best-uniform", runs, workers=1)
     base = max(retry.p_success, uniform.p_success)
@@ -441,7 +443,7 @@ def cell_key(cell: Cell) -> str:
 
 
 def family_run(
-    cells: list[Cell], runs: int, limit: int | None, csv: Path, cache: Path, workers: int
+    cells: list[Cell], runs: int, limit: int | None, csv: Path, cache: Path, workers: int, planner: str = "mcp"
 ) -> list[dict[str, Any]]:
     """Rows for the family's cells, or for ``limit`` of them spread over all workflows and levels.
 
@@ -455,7 +457,7 @@ def family_run(
     optimum = exact_values(cells, cache, workers)
     rows = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(family_row, c, optimum[cell_key(c)], runs) for c in cells]
+        futures = [pool.submit(family_row, c, optimum[cell_key(c)], runs, planner) for c in cells]
         for fut in futures:  # in cell order, so the CSV is too
             rows.append(fut.result())
             console.print(rows[-1])
@@ -483,6 +485,7 @@ def main() -> None:
     ap.add_argument("--csv-name", default="mcp_family.csv", help="the family CSV's file name")
     ap.add_argument("--exact-cache", default=str(RESULTS / "mcp_family_exact.json"), help="exact optima, JSON")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="family cells run side by side")
+    ap.add_argument("--planner", default="mcp", help="the MCP variant the family measures (mcp:n=256, say)")
     args = ap.parse_args()
     out = Path(args.out_dir)
     if args.family:
@@ -490,7 +493,13 @@ def main() -> None:
         b_scale, d_scale = (float(x) for x in args.level_scale.split(","))
         cells = family(args.workflows, args.first_seed, (b_scale, d_scale))
         rows = family_run(
-            cells, args.family_runs, args.cells, out / args.csv_name, Path(args.exact_cache), args.workers
+            cells,
+            args.family_runs,
+            args.cells,
+            out / args.csv_name,
+            Path(args.exact_cache),
+            args.workers,
+            args.planner,
         )
         solved = [r for r in rows if r["exact"] is not None]
         summary = family_summary(solved)

@@ -8,8 +8,8 @@ MCP's own runs (the states it really decides in). Tables:
 
 1. the speed target: N = 64, K = {1, 4, 16, 64}, four models, the 20-subtask workflow (release20 plus a
    fourth model, ``xl``, derived from ``large``: fewer failures, twice the price, slower);
-2. decision time versus N, |K|, number of models and workflow size (chain: 3 subtasks, diamond: 4,
-   release20: 20);
+2. decision time versus N, |K|, number of models and workflow size (chain: 3 subtasks, diamond: 4, both
+   also at their default N; release20: 20);
 3. two runs planning at once in two threads versus one alone (the kernels release the GIL);
 4. the first call in a fresh process: compiling with an empty numba cache, and loading from the cache;
 5. predict on release20 ($1, 900 s): closed-loop runs of the default MCP per second, 1 and 2 threads.
@@ -32,7 +32,7 @@ from typing import Any
 import runtime
 from benchmarks._report import EXAMPLES, RESULTS, ROOT, console, machine, parser, rows_table, write_csv
 from planners.baselines import RetryPlanner
-from planners.mcp import MCPPlanner
+from planners.mcp import MCPPlanner, auto_sims
 
 TARGET_MS = 5.0  # issue 20: the median decision at the target configuration, on one core
 
@@ -175,10 +175,9 @@ def main() -> None:
     for label, wf, snaps in cases:
         table = runtime.ProfileTable.from_workflow(wf)
         snaps = pick(snaps or snapshots(wf, 0.05, 120.0, runs=12), 3 * args.repeats)
-        for n_sims in (16, 64, 256):
-            for widths in ((1, 4), full):
-                if label in ("diamond", "chain") and (n_sims, widths) != (64, full):
-                    continue
+        small = label in ("diamond", "chain")  # N = 64 and the default N there (auto_sims)
+        for n_sims in (64, auto_sims(table)) if small else (16, 64, 256):
+            for widths in (full,) if small else ((1, 4), full):
                 planner = MCPPlanner(table, n_sims=n_sims, widths=widths, seed=1)
                 grid.append(row(label, wf, planner, snaps, time_decisions(planner, snaps)))
     console.print(rows_table(grid, "decision time vs N, |K|, models and workflow size"))

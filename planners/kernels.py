@@ -163,7 +163,7 @@ def launch_limits(tab):
 
 
 @njit(cache=True, nogil=True, readonly=("fallback",))
-def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left):
+def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, keep, tail, n_left, refund, refund_at):
     """What a portfolio policy launches on ready subtask i, wanting k samples of model j at ``elapsed``
     seconds into its run: (model, width, money and tokens left after it), width 0 for nothing. ``lim`` is
     :func:`launch_limits` of the table (only the arrays it reads: numba counts a reference to every array a
@@ -183,6 +183,11 @@ def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, kee
     that can end by the deadline and that the money left pays for. Without this, a policy that spent on a
     strong model early was stuck once it could not pay for one more, and counted the run lost where a
     cheaper model could still finish it; likewise with a model too slow for the chain after it.
+
+    Before it falls back for want of money, though, the policy waits (width 0) where the batches in flight
+    are expected to give back ``refund`` pico-dollars by ``refund_at`` seconds (the ledger reserves a
+    sample's worst case and returns what it did not cost) and that would pay for j in time for the rest:
+    the cheap model it would take now is often far weaker, and the budget was only held, not spent.
     """
     max_tokens, worst_cost, min_latency, mean_cost = lim
     if k < 0:
@@ -198,6 +203,10 @@ def policy_launch(lim, fallback, i, j, k, elapsed, time_left, money, tokens, kee
             kk, left, tok = fit_width(kk, worst_cost[i, jj], max_tokens[jj], money, tokens)
             if kk >= 1:
                 return jj, kk, left, tok
+            if r < 0 and refund > 0 and refund_at + min_latency[i, j] + tail <= time_left:
+                later = k if mean_cost[i, j] <= 0 else min(k, (money + refund - keep) // mean_cost[i, j])
+                if fit_width(later, worst_cost[i, j], max_tokens[j], money + refund, tokens)[0] >= 1:
+                    return j, 0, money, tokens
         if elapsed + min_latency[i, j] > time_left:
             for r in range(fallback.shape[1]):  # too late for it: the next that can make it
                 jj = fallback[i, r]
@@ -424,10 +433,17 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                 # asks for, even one the executor then refuses for lack of time.
                 p_left, p_tok = avail, tok_avail
                 keep = n_left = 0  # an attempt on the cheapest model at every subtask not launched yet
-                for i in range(n if cont_fallback.shape[0] > 0 else 0):  # only portfolio policies keep back
-                    if state[i] <= 1:
-                        keep += spare[i]
-                        n_left += 1
+                refund, refund_at = 0, 0.0  # what the open batches are expected to give back, and by when
+                if cont_fallback.shape[0] > 0:  # only portfolio policies keep back, and wait for refunds
+                    for i in range(n):
+                        if state[i] <= 1:
+                            keep += spare[i]
+                            n_left += 1
+                    for a in range(n_open):
+                        b = open_b[a]
+                        j = b_model[b]
+                        refund += (b_left[b] + (0 if b_pending[b] else 1)) * (worst_cost[b, j] - lim[3][b, j])
+                        refund_at = max(refund_at, b_start[b] + min_latency[b, j])
                 for i in range(n):
                     if state[i] != 1:
                         continue
@@ -445,7 +461,7 @@ def _play(tab, snap, act_sub, act_model, act_k, cont_models, cont_fallback, cont
                         if cont_rollouts.shape[0] > 0:
                             k = max(0, min(k, cont_rollouts[i] - launched[i]))  # (a negative k would pace)
                         j, k, p_left, p_tok = policy_launch(lim, cont_fallback, i, j, k, now, time_left, p_left, p_tok,
-                                                            keep, tail[i], n_left)  # fmt: skip
+                                                            keep, tail[i], n_left, refund, refund_at)  # fmt: skip
                         n_left -= 1
                     if k < 1 or j < 0 or now + min_latency[i, j] > time_left:
                         continue

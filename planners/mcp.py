@@ -12,9 +12,12 @@ paced width for every family (each batch as wide as the money left per subtask l
 the time left allows). No policy launches what would likely leave the rest of the workflow impossible: where its
 model would not leave the time the rest needs on the fastest models, or the expected cost of a cheapest
 attempt at each subtask not launched yet, it takes the first model in value order that does
-(:func:`planners.kernels.policy_launch`). Fixed models and widths cannot express "spend what the budget
-allows"; on the generated family of ``benchmarks/mcp_quality.py --family`` these continuations closed most
-of MCP's gap to the exact optimum (README, "MCP on a family of workflows").
+(:func:`planners.kernels.policy_launch`); it waits instead where the batches in flight will give back, in
+time, what pays for its own model (the ledger holds each sample's worst case until it ends). Fixed models and
+widths cannot express "spend what the budget allows"; on the generated family of
+``benchmarks/mcp_quality.py --family`` these continuations closed most of MCP's gap to the exact optimum
+(README, "MCP on a family of workflows"). There, what was left was mostly Monte Carlo noise, hence more
+simulations by default on small workflows (:func:`auto_sims`).
 
 Candidates always include the portfolio's base actions (each policy's own first decision), scored with
 their own policy, so the chosen action is never estimated worse than the best base policy: the paper's
@@ -62,9 +65,14 @@ if TYPE_CHECKING:
     from planners.vine import VinePlanner
     from runtime.types import PlannerContext, Played, ProfileTable
 
-__all__ = ["MAX_SIMS", "PACED", "MCPPlanner", "Policy", "from_spec"]
+__all__ = ["MAX_SIMS", "PACED", "MCPPlanner", "Policy", "auto_sims", "from_spec"]
 
 MAX_SIMS = 100_000  # simulations per candidate: far beyond what a decision in milliseconds can use
+# The default simulations per candidate: 64 at 20 subtasks (the paper's N, at the size decision time is
+# measured at), so that a decision simulates about SIM_WORK subtask attempts per candidate whatever the
+# workflow's size, up to AUTO_MAX.
+SIM_WORK = 64 * 20
+AUTO_MAX = 512
 PACED = -1  # a policy's width that paces its batches to the money and time left (planners.kernels.policy_launch)
 
 
@@ -85,8 +93,9 @@ class MCPPlanner(Planner):
 
     Args:
         table: the run's profiles.
-        n_sims: simulations per (candidate, continuation) pair that survives the race (the paper's N;
-            default 64); the others run a quarter of them.
+        n_sims: simulations per (candidate, continuation) pair that survives the race (the paper's N); the
+            others run a quarter of them. Default :func:`auto_sims`: 64 on workflows of 20 subtasks or more,
+            more on smaller ones, where a simulation is cheaper.
         widths: the width portfolio K (default 1, 4, 16, 64).
         models: indices of the models the planner may use (default all).
         seed: seeds the simulations; with no ``compute_ms`` the decisions are a function of the seed.
@@ -120,7 +129,7 @@ class MCPPlanner(Planner):
         self,
         table: ProfileTable,
         *,
-        n_sims: int = 64,
+        n_sims: int | None = None,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         models: Sequence[int] | None = None,
         seed: int = 0,
@@ -132,6 +141,8 @@ class MCPPlanner(Planner):
         cascade: bool | None = None,
         paced: bool = True,
     ) -> None:
+        if n_sims is None:
+            n_sims = auto_sims(table)
         if not 1 <= n_sims <= MAX_SIMS:
             raise PlannerSpecError(f"mcp: n must be in 1..{MAX_SIMS}, not {n_sims}")
         if not widths or any(not 1 <= k <= MAX_BATCH for k in widths):
@@ -301,6 +312,19 @@ class MCPPlanner(Planner):
         return success, spent, elapsed, decisions
 
 
+def auto_sims(table: ProfileTable) -> int:
+    """The default simulations per candidate: 64 from 20 subtasks on, up to ``AUTO_MAX`` on small workflows
+    (a multiple of 4, for the race's screening quarter). A repair loop counts its horizon of batches.
+
+    A simulation costs about what its subtasks' attempts do, and on small workflows MCP's choices are limited
+    by Monte Carlo noise more than by its portfolio: on the generated family (2-4 subtasks), 256 simulations
+    instead of 64 more than halved the mean gap to the exact optimum (README, "MCP on a family of
+    workflows")."""
+    units = int(np.maximum(table.horizon, 1).sum())
+    n = SIM_WORK // max(1, units)
+    return int(min(AUTO_MAX, max(64, n - n % 4)))
+
+
 def _vine_seed(table: ProfileTable, allowed: Sequence[int]) -> VinePlanner | None:
     """VineLM on the allowed models, where the workflow is one repair loop with a history (else None)."""
     if table.n_subtasks != 1 or table.horizon[0] < 1 or not table.has_history:
@@ -385,7 +409,7 @@ def _parse(args: Sequence[str], table: ProfileTable) -> dict[str, object]:
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> MCPPlanner:
-    """``mcp[:n=64][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1][:cascade=1]
+    """``mcp[:n=N][:k=1,4,16,64][:models=a,b][:seed=S][:ms=20][:top=3][:mixed=0][:sticky=0][:z=1][:cascade=1]
     [:paced=0]``; the run's seed is the default seed."""
     opts = _parse(args, ctx.table)
     opts.setdefault("seed", ctx.seed)

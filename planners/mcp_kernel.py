@@ -172,11 +172,19 @@ def _retry_action(tab, snap, ready, models, fallback, k):
         if not launched[i]:
             keep += spare[i]
             n_left += 1
+    refund, refund_at = 0, 0.0  # what the batches in flight are expected to give back, and by when
+    fl_sub, fl_model, fl_age, fl_open = snap[1], snap[2], snap[3], snap[4]
+    for f in range(fl_sub.shape[0]):
+        if fl_open[f] > 0:
+            i, j = fl_sub[f], fl_model[f]
+            refund += fl_open[f] * (lim[1][i, j] - lim[3][i, j])
+            refund_at = max(refund_at, lim[2][i, j] - fl_age[f])
     left, tokens = snap[7], snap[8]
     for i in ready:
         keep -= spare[i]
         j = models[i, min(snap[13][i], models.shape[1] - 1)]
-        j, kk, left, tokens = policy_launch(lim, fallback, i, j, k, 0.0, snap[9], left, tokens, keep, tail[i], n_left)
+        j, kk, left, tokens = policy_launch(lim, fallback, i, j, k, 0.0, snap[9], left, tokens, keep, tail[i], n_left,
+                                            refund, refund_at)  # fmt: skip
         n_left -= 1
         if kk >= 1:
             act_m[i], act_k[i] = j, kk

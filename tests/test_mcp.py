@@ -10,7 +10,7 @@ import pytest
 import runtime
 from planners import make_planner
 from planners.kernels import NO_FALLBACK, simulate, simulate_snapshot, snapshot_arrays
-from planners.mcp import PACED, MCPPlanner
+from planners.mcp import PACED, MCPPlanner, auto_sims
 from planners.mcp_kernel import decide
 from runtime import PlannerContext, evaluate
 from tests.conftest import EXAMPLES, mixed_diamond
@@ -32,6 +32,18 @@ def test_options_parse() -> None:
     paper = make_planner("mcp:k=1,8:models=mini,large:mixed=0", ctx())
     assert isinstance(paper, MCPPlanner) and len(paper.portfolio) == 4  # the paper's
     assert make_planner("mcp", ctx()).name == "mcp:n=64:k=1,4,16,64:models=mini,mid,large"
+
+
+@pytest.mark.parametrize(
+    ("spec", "sims"), [("release20.json", 64), ("chain.json", 424), ("diamond.json", 320), ("repair_loop.json", 160)]
+)
+def test_the_default_simulations_scale_with_the_attempts_a_simulation_plays(spec: str, sims: int) -> None:
+    """64 at 20 subtasks (the paper's N), more on smaller workflows (a repair loop counts its horizon)."""
+    table = ctx(spec).table
+    assert auto_sims(table) == sims
+    assert MCPPlanner(table).n_sims == sims
+    assert MCPPlanner(table, n_sims=32).n_sims == 32
+    assert make_planner("mcp", ctx(spec)).name.startswith(f"mcp:n={sims}:")
 
 
 @pytest.mark.parametrize(
@@ -231,6 +243,55 @@ def test_a_policy_keeps_back_what_the_rest_of_the_workflow_needs(
         planner._fallback, planner._port_k[strong : strong + 1], 16, 1, 1.0, 0, 0.0, -1,
     )  # fmt: skip
     assert (table.model_names[int(act_m[0])], int(act_k[0])) == (model, k)
+
+
+def _fork(p_cheap: float = 0.5) -> runtime.ProfileTable:
+    """Two independent subtasks; ``cheap`` ($0.00004 an attempt, 0.5 s) and ``strong`` (p 0.95, $0.0004 an
+    attempt but $0.001 reserved, as its worst case is 100 tokens and it writes 40; 0.9 s)."""
+    cards = {
+        name: {"provider": "sim", "input_price_per_mtok": 0.0, "output_price_per_mtok": price, "tokens_per_s": tps,
+               "ttft_s": 0.1, "max_output_tokens": 100}
+        for name, price, tps in (("cheap", 1.0, 100), ("strong", 10.0, 50))
+    }  # fmt: skip
+    profiles = {name: {"p": p, "output_tokens": {"fixed": 40}} for name, p in (("cheap", p_cheap), ("strong", 0.95))}
+    return runtime.ProfileTable.from_workflow(runtime.parse_workflow({
+        "name": "fork", "models": cards,
+        "subtasks": [{"id": f"s{i}", "deps": [], "input_tokens": 10, "profiles": profiles} for i in range(2)],
+    }))  # fmt: skip
+
+
+@pytest.mark.parametrize(("deadline", "model"), [(600.0, None), (1.5, "cheap")])
+def test_a_policy_waits_for_what_the_batches_in_flight_give_back(deadline: float, model: str | None) -> None:
+    """Seq-(strong, 1) with s0 in flight on strong and $0.0008 left: strong does not fit on s1 now but will
+    once s0 ends (0.9 s) and gives back $0.0006, so the policy waits where the deadline leaves time for s1
+    after that, and takes the cheap model now where it does not (0.9 + 0.9 s > 1.5 s)."""
+    table = _fork()
+    planner = MCPPlanner(table, widths=(1,), mixed=False)
+    strong = next(p for p, policy in enumerate(planner.portfolio) if policy.name == "strong")
+    snap = runtime.Snapshot(
+        table=table, now=0.0, time_left=deadline, budget_pusd=runtime.types.to_pusd(0.0018),
+        budget_left_pusd=runtime.types.to_pusd(0.0008), output_tokens_left=None, completed=frozenset(), ready=(1,),
+        in_flight=(runtime.InFlight(0, 0, table.model_index("strong"), 1, 0.0, 1, False),), failed=(),
+        samples_launched=(1, 0),
+    )  # fmt: skip
+    act_m, _, _ = decide(
+        planner._tab, snapshot_arrays(snap), np.array([1], np.int64), planner._port_models[strong : strong + 1],
+        planner._fallback, planner._port_k[strong : strong + 1], 16, 1, 1.0, 0, 0.0, -1,
+    )  # fmt: skip
+    assert (None if act_m[1] < 0 else table.model_names[int(act_m[1])]) == model
+
+
+def test_a_simulated_policy_waits_for_refunds_too() -> None:
+    """The same rule where the simulations play the policy: from the start with $0.0018 and 1.85 s, strong on
+    s0, then strong on s1 once s0's reservation comes back (0.95^2 = 0.90). Taking the hopeless cheap model
+    (p 0.05) on s1 instead, until strong no longer has the time, finishes about 1 run in 6."""
+    table = _fork(p_cheap=0.05)
+    planner = MCPPlanner(table, widths=(1,), mixed=False)
+    strong = next(p for p, policy in enumerate(planner.portfolio) if policy.name == "strong")
+    snap = snapshot_arrays(start_snapshot(table, 0.0018, 1.85))
+    none, models, k = np.zeros(0, np.int64), planner._port_models[strong], planner._port_k[strong]
+    ok = simulate(planner._tab, snap, none, none, none, models, planner._fallback, k, none, 0, 2000, 3)[0]
+    assert 0.87 < ok.mean() < 0.93, ok.mean()
 
 
 def test_a_paced_policy_spreads_the_money_over_the_subtasks_and_batches_left() -> None:

@@ -8,7 +8,7 @@ from one run cannot be checked against another.
 from __future__ import annotations
 
 import runtime
-from benchmarks.mcp_quality import family, family_spec
+from benchmarks.mcp_quality import exact_value, family, family_row, family_spec, first_actions
 from planners.exact import ExactPlanner
 
 
@@ -47,3 +47,16 @@ def test_a_fresh_draw_and_scaled_levels_are_other_cells_of_the_same_generator() 
         assert (t.seed, t.budget_level, t.deadline_level) == (b.seed, b.budget_level, b.deadline_level)
         assert abs(t.deadline - 0.9 * b.deadline) <= 0.01  # both rounded to the hundredth
         assert 0.8 * b.budget - 1e-6 <= t.budget <= b.budget
+
+
+def test_a_family_row_measures_the_variant_asked_for() -> None:
+    """``--planner``: the row's MCP columns come from that spec (its first decision there too), so a variant is
+    compared with the optimum on the same cells and draws as the default."""
+    cell = family(1)[4]
+    v = exact_value(runtime.parse_workflow(cell.spec), cell.budget, cell.deadline)
+    row = family_row(cell, v, 60, "mcp:n=8")
+    wf = runtime.parse_workflow(cell.spec)
+    assert row["mcp_first"] == first_actions(wf, cell.budget, cell.deadline, "mcp:n=8")[1]
+    assert row["mcp"] == round(runtime.predict(wf, cell.budget, cell.deadline, planner="mcp:n=8", runs=60,
+                                               workers=1).p_success, 4)  # fmt: skip
+    assert row["exact"] == round(v, 4) and row["runs"] == 60
