@@ -17,10 +17,19 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from planners.baselines import DEFAULT_WIDTHS, MAX_BATCH
-from runtime.types import KIND_FIXED, Decision, Launch, Planner, PlannerSpecError, ProfileTable, Snapshot
+from runtime.types import (
+    KIND_FIXED,
+    Decision,
+    Launch,
+    Planner,
+    PlannerSpecError,
+    ProfileTable,
+    Snapshot,
+    UsageError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from runtime.types import PlannerContext
 
@@ -81,6 +90,28 @@ class ExactPlanner(Planner):
     def value(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> float:
         """The optimal probability of finishing from a decision point."""
         return self._value(done, batches, avail, now)[0]
+
+    def action_value(
+        self, done: int, batches: tuple[Batch, ...], avail: int, now: float, launches: Mapping[int, Launch]
+    ) -> float:
+        """Q*(s, a): the optimal probability of finishing after ``launches`` at a decision point, then the
+        optimum from the next one, for any action the money left covers (also one outside this planner's
+        action space: a width not in K, say).
+
+        Raises:
+            UsageError: the launches reserve more than ``avail``.
+        """
+        new, left = list(batches), avail
+        for i, x in launches.items():
+            left -= x.k * int(self.table.worst_cost[i, x.model])
+            new.append((i, x.model, x.k, now + float(self._latency[i, x.model])))
+        if left < 0:
+            raise UsageError(f"exact: the launches reserve {avail - left} pusd, more than the {avail} left")
+        return self._after(done, tuple(new), left)
+
+    def best_action(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> dict[int, Launch]:
+        """The optimal launches at a decision point."""
+        return self._value(done, batches, avail, now)[1]
 
     def _value_uncached(
         self, done: int, batches: tuple[Batch, ...], avail: int, now: float

@@ -10,6 +10,7 @@ import pytest
 import runtime
 from benchmarks.mcp_quality import exact_value
 from planners import make_planner
+from planners.exact import ExactPlanner
 from runtime import PlannerContext, evaluate
 from tests.conftest import EXAMPLES, build, chain_spec, mixed_diamond
 
@@ -56,3 +57,21 @@ def test_exact_refuses_what_it_cannot_solve() -> None:
         make_planner("exact", PlannerContext(big, runtime.PUSD_PER_USD, 60.0, 0))
     with pytest.raises(runtime.PlannerSpecError):
         make_planner("exact:k=0", PlannerContext(runtime.ProfileTable.from_workflow(mixed_diamond()), 1, 1.0, 0))
+
+
+def test_an_actions_value_is_the_optimum_for_the_best_and_at_most_it_for_any() -> None:
+    """``action_value`` (Q*) of the best action is the optimum; of any other in the action space it is no more
+    (a width outside K may do better: two samples of model 0 here); an action the money left cannot cover is a
+    typed error."""
+    table = runtime.ProfileTable.from_workflow(mixed_diamond())
+    budget = runtime.types.to_pusd(0.03)
+    planner = make_planner("exact", PlannerContext(table, budget, 45.0, 0))
+    assert isinstance(planner, ExactPlanner)
+    v = planner.optimum(budget)
+    assert planner.action_value(0, (), budget, 0.0, planner.best_action(0, (), budget, 0.0)) == pytest.approx(v)
+    for j in range(table.n_models):
+        for k in (1, 4, 16):
+            if k * int(table.worst_cost[0, j]) <= budget:
+                assert planner.action_value(0, (), budget, 0.0, {0: runtime.Launch(j, k)}) <= v + 1e-12
+    with pytest.raises(runtime.UsageError, match="more than"):
+        planner.action_value(0, (), budget, 0.0, {0: runtime.Launch(0, 10**6)})
