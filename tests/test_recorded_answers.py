@@ -391,8 +391,10 @@ def test_serve_sim_answers_the_openai_sdk_with_the_recorded_answer_and_usage(tas
     server = SimServer(None, answers=recorded_adapters(book, RealClock(speed=1000.0)))
     model = task.models[0]
     picks = task.questions[:3]
-    with serve_in_thread(server) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0)
+    with (
+        serve_in_thread(server) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0) as client,
+    ):
         assert model in {m.id for m in client.models.list()}
         for q in picks:
             first = book.first(model, q)
@@ -456,8 +458,10 @@ def test_serve_sim_answers_the_anthropic_api_too(task: ExamTask) -> None:
     first = book.first(model, q)
     assert first is not None
     server = SimServer(None, answers=recorded_adapters(book, RealClock(speed=1000.0)))
-    with serve_in_thread(server) as url:
-        client = anthropic.Anthropic(base_url=url, api_key="any", max_retries=0)
+    with (
+        serve_in_thread(server) as url,
+        anthropic.Anthropic(base_url=url, api_key="any", max_retries=0) as client,
+    ):
         reply = client.messages.create(
             model=model,
             system="Answer the question.",

@@ -105,8 +105,10 @@ def test_a_cot_vote_program_runs_on_serve_sim_and_pays_exactly_the_tokens_it_rep
 def test_usage_cut_off_streaming_and_the_anthropic_api_behave_as_for_recorded_answers() -> None:
     problem = GSM8K[1]
     server = _server(speed=1000.0)
-    with serve_in_thread(server) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0)
+    with (
+        serve_in_thread(server) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0) as client,
+    ):
         assert {m.id for m in client.models.list()} == set(MODELS)
         whole = client.chat.completions.create(
             model=QWEN, messages=[{"role": "user", "content": _cot(problem.text)}], max_tokens=4000, n=2
@@ -132,12 +134,13 @@ def test_usage_cut_off_streaming_and_the_anthropic_api_behave_as_for_recorded_an
         usage = chunks[-1].usage
         assert usage is not None and usage.completion_tokens == server.record[-1].total_output_tokens
         assert text.strip().startswith(f"(simulated {CLAUDE}, reasoning step by step)\nAnswer: ")
-        reply = anthropic.Anthropic(base_url=url, api_key="any", max_retries=0).messages.create(
-            model=QWEN,
-            system="Solve it.",
-            messages=[{"role": "user", "content": _cot(problem.text)}],
-            max_tokens=4000,
-        )
+        with anthropic.Anthropic(base_url=url, api_key="any", max_retries=0) as claude:
+            reply = claude.messages.create(
+                model=QWEN,
+                system="Solve it.",
+                messages=[{"role": "user", "content": _cot(problem.text)}],
+                max_tokens=4000,
+            )
         block = reply.content[0]
         assert block.type == "text" and score(problem, block.text) in (0.0, 1.0)
         assert reply.usage.output_tokens == server.record[-1].total_output_tokens
@@ -152,8 +155,10 @@ def test_a_request_the_client_abandons_is_charged_its_input_and_what_it_streamed
     """Claude's chain of thought takes its 1 s to first token plus about 2.5 s at 80 tokens/s in real time: a client
     that gives up after 1.6 s leaves a cancelled request charged what had streamed by then."""
     server = _server(speed=1.0)
-    with serve_in_thread(server) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0, timeout=1.6)
+    with (
+        serve_in_thread(server) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0, timeout=1.6) as client,
+    ):
         with pytest.raises(openai.APITimeoutError):
             client.chat.completions.create(
                 model=CLAUDE, messages=[{"role": "user", "content": _cot(GSM8K[2].text)}], max_tokens=4000
@@ -180,10 +185,10 @@ def test_ontime_serve_sim_workflowgen_sample_answers_a_request_from_a_shell() ->
         assert proc.stderr is not None
         banner = proc.stderr.readline()
         assert banner.startswith("serve-sim: SIMULATED answers (39 workflowgen problems) of 2 models")
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0, timeout=30)
         problem = next(p for p in SLICE if p.dataset == "mmlu_pro")
-        reply = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": problem.text}],
-                                               max_tokens=2000)  # fmt: skip
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0, timeout=30) as client:
+            reply = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": problem.text}],
+                                                   max_tokens=2000)  # fmt: skip
         text = reply.choices[0].message.content or ""
         assert text.startswith(f"(simulated {QWEN})\nAnswer: ") and score(problem, text) in (0.0, 1.0)
         assert reply.usage is not None and reply.usage.completion_tokens > 0
