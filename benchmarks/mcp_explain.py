@@ -3,121 +3,96 @@
     python -m benchmarks.mcp_explain SEED [--levels loose/tight,tight/loose] [--runs 300] [--planner mcp]
         [--top 8] [--out FILE.csv]
 
-The planner plays ``--runs`` runs of each cell of family workflow SEED (``benchmarks/mcp_quality.py``) on the
-exact planner's own model: fixed lengths, so all samples of a batch end together and succeed with
-1 - (1 - p)^k; worst-case reservations given back when a batch ends; launches that cannot end by the deadline
-refused, as the executor refuses them. At every decision it is charged V*(s) - Q*(s, a), the optimum of the
-state less the optimum after its action (``planners.exact.ExactPlanner.action_value``). Over a run these
-losses add up, in expectation, to the planner's gap to the optimum (the performance difference identity), so
-the table says which states and actions the gap comes from: a decision taken with some seeds and not
-others is Monte Carlo noise, one taken every time is the portfolio's. Nothing here feeds back into a planner.
+The planner plays ``--runs`` runs of each cell of family workflow SEED (``benchmarks/mcp_quality.py``) through
+the executor (virtual time; the family's fixed lengths are the exact planner's model, which
+``tests/test_exact.py`` checks against the executor). Every decision is charged V*(s) - Q*(s, a), the optimum
+of the state less the optimum after the launches the executor accepts
+(``planners.exact.ExactPlanner.action_value``). Over a run these losses add up, in expectation, to the
+planner's gap to the optimum (the performance difference identity), so the table says which states and
+actions the gap comes from: a decision taken with some seeds and not others is Monte Carlo noise, one taken
+every time is the portfolio's. Nothing here feeds back into a planner.
 """
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import runtime
 from benchmarks._report import console, parser, rows_table, write_csv
 from benchmarks.mcp_quality import Cell, family
 from planners import make_planner
-from planners.exact import Batch, ExactPlanner
+from planners.exact import ExactPlanner
 from runtime import PlannerContext
-from runtime.types import FailedBatch, InFlight, Launch, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = ["explain"]
 
-# A decision as the table groups it: (completed mask, batches in flight, money left, time, launches).
-Key = tuple[int, tuple[Batch, ...], int, float, tuple[tuple[int, int, int], ...]]
+# A decision as the table groups it: (completed subtasks, batches in flight with their start times, money left,
+# time, launches).
+Key = tuple[frozenset[int], tuple[tuple[int, int, int, float], ...], int, float, tuple[tuple[int, int, int], ...]]
 
 
-def _launches(launches: Mapping[int, Launch]) -> str:
+def _launches(launches: Mapping[int, runtime.Launch]) -> str:
     return " ".join(f"s{i}:m{x.model}x{x.k}" for i, x in sorted(launches.items())) or "wait"
 
 
-def explain(cell: Cell, runs: int, planner: str = "mcp", seed: int = 0) -> tuple[float, float, list[dict[str, Any]]]:
+class _Charged(runtime.Planner):
+    """Passes ``inner``'s decisions to the executor, charging each in ``book``: key -> [V*, Q*, optimal launches,
+    times taken]."""
+
+    def __init__(self, inner: runtime.Planner, exact: ExactPlanner, book: dict[Key, list[Any]]) -> None:
+        self.inner, self.exact, self.book, self.name = inner, exact, book, inner.name
+
+    def decide(self, snapshot: runtime.Snapshot) -> runtime.Decision:
+        decision = self.inner.decide(snapshot)
+        if snapshot.ready:
+            t, end = self.exact.table, snapshot.now + snapshot.time_left
+            # What the executor accepts: it refuses a launch that cannot end by the deadline.
+            action = {i: x for i, x in decision.launches.items() if snapshot.now + t.min_latency[i, x.model] <= end}
+            flying = tuple((b.subtask, b.model, b.k, b.started_at) for b in snapshot.in_flight if not b.done)
+            launched = tuple(sorted((i, x.model, x.k) for i, x in action.items()))
+            key = (snapshot.completed, flying, snapshot.budget_left_pusd, snapshot.now, launched)
+            if key not in self.book:
+                v, q = self.exact.state_value(snapshot), self.exact.action_value(snapshot, action)
+                self.book[key] = [v, q, _launches(self.exact.decide(snapshot).launches), 0]
+            self.book[key][3] += 1
+        return decision
+
+
+def explain(cell: Cell, runs: int, planner: str = "mcp") -> tuple[float, float, list[dict[str, Any]]]:
     """(optimum, the planner's success rate, one row per (state, action) taken), rows by loss, largest first.
 
-    Run r builds its planner with seed r and draws its outcomes from ``seed``'s stream. A row's ``loss_pts``
-    is its share of the gap: (V* - Q*) x visits / runs, in points.
+    Run r runs with seed r and a planner of seed r. A row's ``loss_pts`` is its share of the gap:
+    (V* - Q*) x times taken / runs, in points.
     """
-    table = runtime.ProfileTable.from_workflow(runtime.parse_workflow(cell.spec))
+    wf = runtime.parse_workflow(cell.spec)
+    table = runtime.ProfileTable.from_workflow(wf)
     budget = runtime.types.to_pusd(cell.budget)
-    ex = ExactPlanner(table, cell.deadline)
-    n = table.n_subtasks
-    deps = [sum(1 << int(d) for d in table.deps(i)) for i in range(n)]
-    cost = [[table.cost_of(i, j, int(table.fixed_tokens[i, j])) for j in range(table.n_models)] for i in range(n)]
-    draw = random.Random(seed)
-    loss: dict[Key, float] = {}
-    visits: Counter[Key] = Counter()
-    values: dict[Key, tuple[float, float]] = {}
+    exact = ExactPlanner(table, cell.deadline)
+    book: dict[Key, list[Any]] = {}
     wins = 0
     for r in range(runs):
-        plan = make_planner(planner, PlannerContext(table, budget, cell.deadline, r))
-        done, avail, now, batch_id = 0, budget, 0.0, 0
-        flying: list[tuple[int, int, int, float, int, float]] = []  # subtask, model, k, end, id, start
-        failed: list[FailedBatch] = []
-        launched = [0] * n
-        while done != (1 << n) - 1:
-            busy = {b[0] for b in flying}
-            ready = tuple(i for i in range(n) if not done >> i & 1 and i not in busy and deps[i] & ~done == 0)
-            state: tuple[Batch, ...] = tuple(b[:4] for b in flying)
-            if ready:
-                snap = Snapshot(
-                    table=table, now=now, time_left=cell.deadline - now, budget_pusd=budget, budget_left_pusd=avail,
-                    output_tokens_left=None, completed=frozenset(i for i in range(n) if done >> i & 1),
-                    ready=ready, in_flight=tuple(InFlight(b[4], b[0], b[1], b[2], b[5], b[2], False) for b in flying),
-                    failed=tuple(failed), samples_launched=tuple(launched),
-                )  # fmt: skip
-                action = {  # the executor refuses what cannot end by the deadline
-                    i: x
-                    for i, x in plan.decide(snap).launches.items()
-                    if now + float(table.min_latency[i, x.model]) <= cell.deadline
-                }
-                key = (done, state, avail, now, tuple(sorted((i, x.model, x.k) for i, x in action.items())))
-                if key not in values:
-                    values[key] = (ex.value(done, state, avail, now), ex.action_value(done, state, avail, now, action))
-                loss[key] = loss.get(key, 0.0) + values[key][0] - values[key][1]
-                visits[key] += 1
-                for i, x in action.items():
-                    avail -= x.k * int(table.worst_cost[i, x.model])
-                    end = now + float(table.min_latency[i, x.model])
-                    flying.append((i, x.model, x.k, end, batch_id, now))
-                    batch_id += 1
-                    launched[i] += x.k
-            if not flying:
-                break
-            nxt = min(range(len(flying)), key=lambda a: (flying[a][3], a))
-            i, j, k, end, _, start = flying.pop(nxt)
-            now = end
-            avail += k * (int(table.worst_cost[i, j]) - cost[i][j])
-            if draw.random() < 1.0 - (1.0 - float(table.p[i, j])) ** k:
-                done |= 1 << i
-            else:
-                failed.append(FailedBatch(i, j, k, start, end))
-        wins += done == (1 << n) - 1
+        inner = make_planner(planner, PlannerContext(table, budget, cell.deadline, r))
+        wins += runtime.run(wf, cell.budget, cell.deadline, planner=_Charged(inner, exact, book), seed=r).success
     rows = []
-    for key, total in sorted(loss.items(), key=lambda kv: -kv[1]):
-        done, state, avail, now, _ = key
-        v, q = values[key]
+    for (done, flying, avail, now, launched), (v, q, best, times) in sorted(
+        book.items(), key=lambda kv: -(kv[1][0] - kv[1][1]) * kv[1][3]
+    ):
         rows.append({
-            "done": " ".join(f"s{i}" for i in range(n) if done >> i & 1) or "-",
-            "in_flight": " ".join(f"s{b[0]}:m{b[1]}x{b[2]}" for b in state) or "-",
+            "done": " ".join(f"s{i}" for i in sorted(done)) or "-",
+            "in_flight": " ".join(f"s{i}:m{j}x{k}@{start:g}" for i, j, k, start in flying) or "-",
             "usd_left": round(avail / runtime.PUSD_PER_USD, 5),
             "t": round(now, 2),
-            "action": " ".join(f"s{i}:m{m}x{k}" for i, m, k in key[4]) or "wait",
-            "optimal": _launches(ex.best_action(done, state, avail, now)),
+            "action": " ".join(f"s{i}:m{j}x{k}" for i, j, k in launched) or "wait",
+            "optimal": best,
             "v_star": round(v, 4),
             "q_star": round(q, 4),
-            "visits": visits[key],
-            "loss_pts": round(100 * total / runs, 2),
+            "visits": times,
+            "loss_pts": round(100 * (v - q) * times / runs, 2),
         })  # fmt: skip
-    return ex.optimum(budget), wins / runs, rows
+    return exact.optimum(budget), wins / runs, rows
 
 
 def main() -> None:

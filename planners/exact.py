@@ -91,16 +91,15 @@ class ExactPlanner(Planner):
         """The optimal probability of finishing from a decision point."""
         return self._value(done, batches, avail, now)[0]
 
-    def action_value(
-        self, done: int, batches: tuple[Batch, ...], avail: int, now: float, launches: Mapping[int, Launch]
-    ) -> float:
-        """Q*(s, a): the optimal probability of finishing after ``launches`` at a decision point, then the
+    def action_value(self, snapshot: Snapshot, launches: Mapping[int, Launch]) -> float:
+        """Q*(s, a): the optimal probability of finishing after ``launches`` at this decision point, then the
         optimum from the next one, for any action the money left covers (also one outside this planner's
-        action space: a width not in K, say).
+        action space: a width not in K, say). :meth:`state_value` is its maximum over the action space.
 
         Raises:
-            UsageError: the launches reserve more than ``avail``.
+            UsageError: the launches reserve more than the money left.
         """
+        done, batches, avail, now = self._state(snapshot)
         new, left = list(batches), avail
         for i, x in launches.items():
             left -= x.k * int(self.table.worst_cost[i, x.model])
@@ -109,9 +108,9 @@ class ExactPlanner(Planner):
             raise UsageError(f"exact: the launches reserve {avail - left} pusd, more than the {avail} left")
         return self._after(done, tuple(new), left)
 
-    def best_action(self, done: int, batches: tuple[Batch, ...], avail: int, now: float) -> dict[int, Launch]:
-        """The optimal launches at a decision point."""
-        return self._value(done, batches, avail, now)[1]
+    def state_value(self, snapshot: Snapshot) -> float:
+        """V*(s): the optimal probability of finishing from this decision point."""
+        return self._value(*self._state(snapshot))[0]
 
     def _value_uncached(
         self, done: int, batches: tuple[Batch, ...], avail: int, now: float
@@ -179,13 +178,18 @@ class ExactPlanner(Planner):
     # -- the planner -----------------------------------------------------------------------------------
 
     def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(self._value(*self._state(snapshot))[1])
+
+    def _state(self, snapshot: Snapshot) -> tuple[int, tuple[Batch, ...], int, float]:
+        """The program's state at a decision point: completed mask, batches in flight (in launch order, with
+        their end times), the money not yet committed and the time."""
         done = sum(1 << i for i in snapshot.completed)
         batches = tuple(
             (b.subtask, b.model, b.k, b.started_at + float(self._latency[b.subtask, b.model]))
             for b in sorted(snapshot.in_flight, key=lambda b: b.batch)
             if not b.done
         )
-        return Decision(self._value(done, batches, snapshot.budget_left_pusd, snapshot.now)[1])
+        return done, batches, snapshot.budget_left_pusd, snapshot.now
 
 
 def from_spec(args: Sequence[str], ctx: PlannerContext) -> ExactPlanner:

@@ -67,11 +67,13 @@ def test_an_actions_value_is_the_optimum_for_the_best_and_at_most_it_for_any() -
     budget = runtime.types.to_pusd(0.03)
     planner = make_planner("exact", PlannerContext(table, budget, 45.0, 0))
     assert isinstance(planner, ExactPlanner)
+    start = runtime.Snapshot.at_start(table, budget, 45.0)
     v = planner.optimum(budget)
-    assert planner.action_value(0, (), budget, 0.0, planner.best_action(0, (), budget, 0.0)) == pytest.approx(v)
+    assert planner.state_value(start) == pytest.approx(v)
+    assert planner.action_value(start, planner.decide(start).launches) == pytest.approx(v)
     for j in range(table.n_models):
         for k in (1, 4, 16):
             if k * int(table.worst_cost[0, j]) <= budget:
-                assert planner.action_value(0, (), budget, 0.0, {0: runtime.Launch(j, k)}) <= v + 1e-12
+                assert planner.action_value(start, {0: runtime.Launch(j, k)}) <= v + 1e-12
     with pytest.raises(runtime.UsageError, match="more than"):
-        planner.action_value(0, (), budget, 0.0, {0: runtime.Launch(0, 10**6)})
+        planner.action_value(start, {0: runtime.Launch(0, 10**6)})
