@@ -197,8 +197,12 @@ def resume(
 
 
 def _dollars_within(pusd: int) -> float:
-    """The largest dollar amount whose pico-dollars (:func:`to_pusd`) do not exceed ``pusd``."""
-    usd = pusd / PUSD_PER_USD
+    """A dollar amount whose pico-dollars (:func:`to_pusd`) are ``pusd`` exactly wherever a float can say so
+    (below about $280), and never more: a resumed run gets what the crash left, not one pico-dollar less.
+
+    Aiming half a pico-dollar up puts the product back on ``pusd`` despite the float's rounding, which can
+    otherwise land just under it (and :func:`to_pusd` rounds down); stepping down keeps the bound."""
+    usd = (pusd + 0.5) / PUSD_PER_USD
     while to_pusd(usd) > pusd:
         usd = math.nextafter(usd, 0.0)
     return usd

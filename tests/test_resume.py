@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import runtime
+from runtime._resume import _dollars_within
 from runtime.cli import app
+from runtime.types import PUSD_PER_USD
+from runtime.types._money import MAX_BUDGET_USD, to_pusd
 from tests.conftest import EXAMPLES
 from tests.helpers import example_spec, server
 
@@ -103,6 +106,14 @@ def test_a_killed_run_on_the_simulated_backend_resumes_within_its_limits(
     assert result is not None or after_s != MID_RUN_S
     if result is not None:
         check_resumed(crashed, resumed, result)
+
+
+@given(st.integers(1, MAX_BUDGET_USD * PUSD_PER_USD))
+@example(1_002_560_000_000)  # what a crash once left: its float times 10**12 lands just under it
+def test_a_resumed_budget_is_what_the_crash_left_never_more(pusd: int) -> None:
+    got = to_pusd(_dollars_within(pusd))
+    assert got <= pusd
+    assert got == pusd or pusd >= 2**48  # past $281 a float cannot say every pico-dollar
 
 
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
