@@ -192,28 +192,34 @@ def _retry_action(tab, snap, ready, models, fallback, k):
 
 
 @njit(cache=True, nogil=True)
-def _make_room(tab, snap, act_m, act_k, i, model, k):
-    """The action with subtask i set to (model, k), the other launches shrunk in subtask order (Retry's
-    rule) to fit the budget and token cap left; (model, k) itself shrinks too. ``ok`` False if not one
-    sample of it fits.
+def _make_room(tab, snap, act_m, act_w, i, model, k):
+    """The action with subtask i set to (model, k), or to "not now" if ``model`` < 0, and the other launches
+    of ``act_m`` given, in subtask order, as much of the width they asked for (``act_w``) as the budget and
+    token cap left pay for (Retry's rule); (model, k) itself shrinks too, but comes first. Returns whether one
+    sample of it fits, the action (models, widths) and the widths asked for.
 
     Without the shrinking, a sweep that changes one subtask at a time could never move from, say, a wide
-    cheap batch everywhere to one strong sample on the bottleneck plus a narrower cheap batch.
+    cheap batch everywhere to one strong sample on the bottleneck plus a narrower cheap batch. Refilling from
+    what was asked, not from what an earlier shrinking left, lets one change move money between launches: a
+    narrower batch where the success rate is high gives a batch the budget had cut short its width back.
     """
     max_tokens, worst_cost = tab[10], tab[21]
     out_m = np.full(act_m.shape[0], -1, np.int64)
     out_k = np.zeros(act_m.shape[0], np.int64)
-    kk, money, tokens = fit_width(k, worst_cost[i, model], max_tokens[model], snap[7], snap[8])
-    if kk < 1:
-        return False, out_m, out_k
+    out_w = np.zeros(act_m.shape[0], np.int64)
+    money, tokens = snap[7], snap[8]
+    if model >= 0:
+        kk, money, tokens = fit_width(k, worst_cost[i, model], max_tokens[model], money, tokens)
+        if kk < 1:
+            return False, out_m, out_k, out_w
+        out_m[i], out_k[i], out_w[i] = model, kk, k
     for o in range(act_m.shape[0]):
         if o == i or act_m[o] < 0:
             continue
-        k2, money, tokens = fit_width(act_k[o], worst_cost[o, act_m[o]], max_tokens[act_m[o]], money, tokens)
+        k2, money, tokens = fit_width(act_w[o], worst_cost[o, act_m[o]], max_tokens[act_m[o]], money, tokens)
         if k2 >= 1:
-            out_m[o], out_k[o] = act_m[o], k2
-    out_m[i], out_k[i] = model, kk
-    return True, out_m, out_k
+            out_m[o], out_k[o], out_w[o] = act_m[o], k2, act_w[o]
+    return True, out_m, out_k, out_w
 
 
 @njit(cache=True, nogil=True)
@@ -284,6 +290,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     # Base actions, each scored under its own policy: Q_mu(s, mu(s)) = V^mu(s).
     base_m = np.full((n_port, n), -1, np.int64)
     base_k = np.zeros((n_port, n), np.int64)
+    base_w = np.zeros((n_port, n), np.int64)  # the widths the policy asked for, before the budget shrank them
     scr_ok = np.zeros((n_port, n_screen), np.bool_)
     scr_sp = np.zeros((n_port, n_screen), np.int64)
     scr_mg = np.zeros((n_port, n_screen))
@@ -294,6 +301,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         act = _retry_action(tab, snap, ready, port_models[p], fallback, port_k[p])
         for i in range(n):
             base_m[p, i], base_k[p, i] = act[0][i], act[1][i]
+            base_w[p, i] = max(act[1][i], port_k[p])  # a paced policy's (k < 0): what pacing gave
         scr = _runs(tab, snap, ready, base_m[p], base_k[p], port, p, 0, n_screen, seed)
         for s in range(n_screen):
             scr_ok[p, s], scr_sp[p, s], scr_mg[p, s] = scr[0][s], scr[1][s], scr[2][s]
@@ -307,6 +315,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
     best_mg = np.zeros(n_all)
     best_m = np.full(n, -1, np.int64)
     best_k = np.zeros(n, np.int64)
+    best_w = np.zeros(n, np.int64)
     pol_v = np.zeros(n_port)
     pol_g = np.zeros(n_port)
     pol_c = np.zeros(n_port)
@@ -336,7 +345,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
         if take:
             best_p = best_cont = p
             best_ok, best_sp, best_mg = ok, sp, mg
-            best_m, best_k = base_m[p].copy(), base_k[p].copy()
+            best_m, best_k, best_w = base_m[p].copy(), base_k[p].copy(), base_w[p].copy()
     conts = _ranked(pol_v, pol_g, pol_c)  # the continuation policies, best first
     a = 0
     while conts[a] != best_p:
@@ -360,15 +369,14 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                 if o == 0:  # "not now"
                     if best_m[i] < 0:
                         continue
-                    cand_m, cand_k = best_m.copy(), best_k.copy()
-                    cand_m[i], cand_k[i] = -1, 0
+                    m, k = -1, 0
                 else:
                     m, k = port_models[o - 1, i, min(snap[13][i], port_models.shape[2] - 1)], port_k[o - 1]
                     if k < 0 or (best_m[i] == m and best_k[i] == k) or tab[11][i, m] < 0:  # paced: a base action
                         continue
-                    fits, cand_m, cand_k = _make_room(tab, snap, best_m, best_k, i, m, k)
-                    if not fits:
-                        continue
+                fits, cand_m, cand_k, cand_w = _make_room(tab, snap, best_m, best_w, i, m, k)
+                if not fits:
+                    continue
                 key = _key(cand_m, cand_k)
                 if _known(seen, n_seen, key):
                     continue
@@ -398,7 +406,7 @@ def decide(tab, snap, ready, port_models, fallback, port_k, n_all, top, z, seed,
                         better = 0
                 if better > 0:
                     best_ok, best_sp, best_mg, best_cont = c_ok, c_sp, c_mg, c_cont
-                    best_m, best_k = cand_m, cand_k
+                    best_m, best_k, best_w = cand_m, cand_k, cand_w
                     improved = improved or better == 2  # a won tie alone does not start another pass
                 if time_limit > 0 and _clock() >= time_limit:
                     timed_out = True

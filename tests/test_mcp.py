@@ -9,11 +9,12 @@ import pytest
 
 import runtime
 from planners import make_planner
+from planners.exact import ExactPlanner
 from planners.kernels import NO_FALLBACK, simulate, simulate_snapshot, snapshot_arrays
 from planners.mcp import PACED, MCPPlanner, auto_sims
 from planners.mcp_kernel import decide
 from runtime import PlannerContext, evaluate
-from tests.conftest import EXAMPLES, mixed_diamond
+from tests.conftest import EXAMPLES, build, mixed_diamond
 from tests.test_kernels import start_snapshot
 
 
@@ -306,3 +307,39 @@ def test_a_paced_policy_spreads_the_money_over_the_subtasks_and_batches_left() -
             planner._fallback, planner._port_k[cheap : cheap + 1], 8, 1, 1.0, 0, 0.0, -1,
         )  # fmt: skip
         assert (table.model_names[int(act_m[0])], int(act_k[0])) == ("cheap", want), (budget, deadline)
+
+
+def _three_branches() -> runtime.ProfileTable:
+    """Three subtasks side by side (seed 101 of the harder family, after its first subtask): a cheap model that
+    succeeds 45%, 10% and 10% of the time, and a strong one 37x dearer."""
+    card = {"provider": "sim", "tokens_per_s": 80, "ttft_s": 0.94, "max_output_tokens": 1000}
+    cheap = {**card, "input_price_per_mtok": 0.2, "output_price_per_mtok": 0.8}
+    strong = {
+        **card,
+        "input_price_per_mtok": 7.4459,
+        "output_price_per_mtok": 29.7836,
+        "tokens_per_s": 60,
+        "ttft_s": 0.24,
+    }
+    rows = [("s1", 600, 450, 0.449, 0.894), ("s2", 500, 500, 0.1, 0.62), ("s3", 900, 400, 0.1, 0.511)]
+    return runtime.ProfileTable.from_workflow(build({
+        "name": "three-branches", "models": {"cheap": cheap, "strong": strong},
+        "subtasks": [{"id": sid, "deps": [], "input_tokens": tin,
+                      "profiles": {"cheap": {"p": pc, "output_tokens": {"fixed": tout}},
+                                   "strong": {"p": ps, "output_tokens": {"fixed": tout}}}}
+                     for sid, tin, tout, pc, ps in rows],
+    }))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_change_can_move_money_between_batches_side_by_side(seed: int) -> None:
+    """With money for about 36 cheap samples and time for one round, the optimum is 4 on the likely subtask
+    and 16 on each unlikely one (0.60); Retry's 16, 16 and what is left (6) makes 0.38. From there, narrowing
+    one batch must hand the money to the batch the budget cut short, or no single change improves."""
+    table = _three_branches()
+    budget, deadline = runtime.types.to_pusd(0.03515), 9.26
+    exact = make_planner("exact", PlannerContext(table, budget, deadline, 0))
+    assert isinstance(exact, ExactPlanner)
+    start = runtime.Snapshot.at_start(table, budget, deadline)
+    chosen = MCPPlanner(table, seed=seed).decide(start).launches
+    assert exact.action_value(start, chosen) >= exact.state_value(start) - 0.02, chosen
