@@ -1,7 +1,7 @@
 """Where a planner loses against the exact optimum on a family cell: every decision charged V*(s) - Q*(s, a).
 
-    python -m benchmarks.mcp_explain SEED [--levels loose/tight,tight/loose] [--runs 300] [--planner mcp]
-        [--top 8] [--out FILE.csv]
+    python -m benchmarks.mcp_explain SEED [--levels loose/tight,tight/loose] [--runs 300] [--planner mcp] [--top 8]
+        [--out FILE.csv] [--skill-shift 0] [--price-ratios 2,50]
 
 The planner plays ``--runs`` runs of each cell of family workflow SEED (``benchmarks/mcp_quality.py``) through
 the executor (virtual time; the family's fixed lengths are the exact planner's model, which
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import runtime
 from benchmarks._report import console, parser, rows_table, write_csv
-from benchmarks.mcp_quality import Cell, family
+from benchmarks.mcp_quality import Cell, add_generator_options, family, generator_of
 from planners import make_planner
 from planners.exact import ExactPlanner
 from runtime import PlannerContext
@@ -103,10 +103,11 @@ def main() -> None:
     ap.add_argument("--planner", default="mcp", help="the planner explained")
     ap.add_argument("--top", type=int, default=8, help="rows shown per cell, largest losses first")
     ap.add_argument("--out", default=None, help="write every row of every cell to this CSV")
+    add_generator_options(ap)
     args = ap.parse_args()
     wanted = {x for x in args.levels.split(",") if x}
     every: list[dict[str, Any]] = []
-    for cell in family(1, args.seed):
+    for cell in family(1, args.seed, gen=generator_of(ap, args)):
         level = f"{cell.budget_level}/{cell.deadline_level}"
         if wanted and level not in wanted:
             continue

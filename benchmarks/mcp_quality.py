@@ -2,7 +2,7 @@
 
     python -m benchmarks.mcp_quality [--runs 4000] [--release-runs 400] [--out-dir benchmarks/results]
     python -m benchmarks.mcp_quality --family [--family-runs 1000] [--workflows 24] [--cells N]
-        [--first-seed 0] [--level-scale 1,1] [--planner mcp]
+        [--first-seed 0] [--level-scale 1,1] [--price-ratios 2,50] [--skill-shift 0] [--planner mcp]
 
 1. ``mcp_vs_exact.csv``: on ``examples/mixed_diamond.json`` (fixed output tokens, so the dynamic program of
    ``planners/exact.py`` gives the optimum of the log-scale action space), over a grid of budgets and
@@ -18,7 +18,9 @@
    ``mcp_family_exact.json`` (``--exact-cache``): solving them all takes the pure-Python planner about
    50 CPU-minutes. ``--first-seed 24`` draws 24 other workflows, ``--level-scale 0.8,0.9`` tightens every
    budget level by 0.8 and deadline level by 0.9: checks of the verdict on workflows and limits no design
-   choice saw. ``--planner mcp:n=64`` measures a variant of MCP instead of the default.
+   choice saw; ``--price-ratios 50,200`` and ``--skill-shift -0.15`` change the generator's own ranges (dearer
+   strong models; a harder family), with their exact optima cached under keys of their own.
+   ``--planner mcp:n=64`` measures a variant of MCP instead of the default.
 
 Success rates are closed-loop runs played in the simulation kernels (what ``runtime.predict`` does; its
 agreement with runs through the executor is checked by ``tests/test_predict.py`` and
@@ -38,13 +40,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import runtime
 from benchmarks._report import EXAMPLES, RESULTS, console, machine, parser, rows_table, write_csv
 from planners import make_planner
 from planners.exact import ExactPlanner
 from runtime import PlannerContext
+
+if TYPE_CHECKING:
+    import argparse
 
 EXACT_GRID = ((0.02, 0.03, 0.05, 0.08), (30.0, 45.0, 60.0))
 SAFE_CELLS = (
@@ -160,6 +165,24 @@ P_RANGE = (0.1, 0.95)
 
 
 @dataclass(frozen=True)
+class Generator:
+    """The family generator's own ranges, which the verdict may owe something to (``--price-ratios``,
+    ``--skill-shift``): the dearest model's price over the cheapest's is drawn log-uniformly from ``ratios``,
+    and ``skill_shift`` is added to every model's skill (so to every success rate before clipping to
+    ``P_RANGE``; negative: a harder family). The defaults are the family of the issue."""
+
+    ratios: tuple[float, float] = (2.0, 50.0)
+    skill_shift: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """Empty for the default; else what tells its cells apart in a cache of exact optima."""
+        if self == Generator():
+            return ""
+        return f"ratios={self.ratios[0]:g}-{self.ratios[1]:g},shift={self.skill_shift:g}"
+
+
+@dataclass(frozen=True)
 class Cell:
     """One (workflow, budget, deadline) case of the family, with the traits that may explain MCP's gap."""
 
@@ -173,27 +196,48 @@ class Cell:
     price_ratio: float  # dearest / cheapest model's output price
     p_strong: float  # mean success rate of the strongest model (highest mean over subtasks)
     p_cheap: float  # mean success rate of the cheapest model
+    generator: str = ""  # Generator.label: empty for the default family
 
     @property
     def split(self) -> str:
         return "design" if self.seed % 2 == 0 else "report"
 
 
-def family_spec(seed: int) -> tuple[dict[str, Any], str, float]:
+def add_generator_options(ap: argparse.ArgumentParser) -> None:
+    """``--price-ratios`` and ``--skill-shift``: a :class:`Generator` other than the issue's."""
+    ap.add_argument("--price-ratios", default="2,50", help="LO,HI: the generator's range of price ratios")
+    ap.add_argument("--skill-shift", type=float, default=0.0, help="added to every model's skill (-0.15: harder)")
+
+
+def generator_of(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Generator:
+    """The :class:`Generator` the options of :func:`add_generator_options` ask for (a bad one exits)."""
+    try:
+        lo, hi = (float(x) for x in args.price_ratios.split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not 1.0 <= lo <= hi < math.inf:
+        ap.error(f"--price-ratios must be LO,HI with 1 <= LO <= HI, not {args.price_ratios!r}")
+    if not math.isfinite(args.skill_shift):
+        ap.error(f"--skill-shift must be a finite number, not {args.skill_shift}")
+    return Generator((lo, hi), args.skill_shift)
+
+
+def family_spec(seed: int, gen: Generator = Generator()) -> tuple[dict[str, Any], str, float]:
     """A workflow in the JSON schema of examples/*.json, drawn from ``seed``: (spec, shape, price ratio).
 
-    Prices rise from the cheapest model by a ratio of 2x to 50x (log-uniform, the models in between spread
-    log-uniformly); a dearer model is better on average but not on every subtask (skill rises with price,
-    each subtask has its own difficulty and noise), so success rates cover 0.1 to 0.95 and the strongest model
-    is not always the dearest. Output tokens are fixed, which is what the exact planner requires.
+    Prices rise from the cheapest model by a ratio of 2x to 50x (``gen.ratios``; log-uniform, the models in
+    between spread log-uniformly); a dearer model is better on average but not on every subtask (skill rises
+    with price, shifted by ``gen.skill_shift``; each subtask has its own difficulty and noise), so success
+    rates cover 0.1 to 0.95 and the strongest model is not always the dearest. Output tokens are fixed, which
+    is what the exact planner requires.
     """
     rng = random.Random(seed)
     n = rng.choice(FAMILY_SIZES)
     n_models = rng.randint(2, 4)
-    ratio = math.exp(rng.uniform(math.log(2), math.log(50)))
+    ratio = math.exp(rng.uniform(math.log(gen.ratios[0]), math.log(gen.ratios[1])))
     steps = sorted(rng.uniform(0, 1) for _ in range(n_models - 2))
     scales = [1.0, *(ratio**x for x in steps), ratio]
-    skill = [0.3 + 0.5 * r / (n_models - 1) for r in range(n_models)]
+    skill = [0.3 + 0.5 * r / (n_models - 1) + gen.skill_shift for r in range(n_models)]
     models = {
         f"m{r}": {
             "provider": "sim",
@@ -256,13 +300,15 @@ def critical_path(table: runtime.ProfileTable, model: int) -> float:
     return max(finish)
 
 
-def family(workflows: int, first_seed: int = 0, scale: tuple[float, float] = (1.0, 1.0)) -> list[Cell]:
-    """The family: ``workflows`` workflows (seeds ``first_seed``, +1, ...) times the 3 x 3 budget and deadline
-    levels, each level multiplied by ``scale`` (budget, deadline): how much the family's verdict owes to the
-    levels chosen."""
+def family(
+    workflows: int, first_seed: int = 0, scale: tuple[float, float] = (1.0, 1.0), gen: Generator = Generator()
+) -> list[Cell]:
+    """The family: ``workflows`` workflows (seeds ``first_seed``, +1, ...) drawn by ``gen`` times the 3 x 3
+    budget and deadline levels, each level multiplied by ``scale`` (budget, deadline): how much the family's
+    verdict owes to the levels chosen."""
     cells = []
     for seed in range(first_seed, first_seed + workflows):
-        spec, shape, ratio = family_spec(seed)
+        spec, shape, ratio = family_spec(seed, gen)
         table = runtime.ProfileTable.from_workflow(runtime.parse_workflow(spec))
         cheap_usd, strong_usd, cheap, strong = limits(table)
         path = max(critical_path(table, cheap), critical_path(table, strong))
@@ -279,6 +325,7 @@ def family(workflows: int, first_seed: int = 0, scale: tuple[float, float] = (1.
                     price_ratio=round(ratio, 1),
                     p_strong=round(float(table.p[:, strong].mean()), 3),
                     p_cheap=round(float(table.p[:, cheap].mean()), 3),
+                    generator=gen.label,
                 )
             )
     return cells
@@ -439,7 +486,8 @@ def exact_values(cells: list[Cell], cache: Path, workers: int) -> dict[str, floa
 
 
 def cell_key(cell: Cell) -> str:
-    return f"{cell.seed}|{cell.budget}|{cell.deadline}"
+    key = f"{cell.seed}|{cell.budget}|{cell.deadline}"
+    return f"{key}|{cell.generator}" if cell.generator else key
 
 
 def family_run(
@@ -481,6 +529,7 @@ def main() -> None:
         default="1,1",
         help="BUDGET,DEADLINE: multiply every budget and deadline level (the levels' sensitivity)",
     )
+    add_generator_options(ap)
     ap.add_argument("--cells", type=int, default=None, help="a partial family run: this many cells")
     ap.add_argument("--csv-name", default="mcp_family.csv", help="the family CSV's file name")
     ap.add_argument("--exact-cache", default=str(RESULTS / "mcp_family_exact.json"), help="exact optima, JSON")
@@ -491,7 +540,7 @@ def main() -> None:
     if args.family:
         t0 = time.perf_counter()
         b_scale, d_scale = (float(x) for x in args.level_scale.split(","))
-        cells = family(args.workflows, args.first_seed, (b_scale, d_scale))
+        cells = family(args.workflows, args.first_seed, (b_scale, d_scale), generator_of(ap, args))
         rows = family_run(
             cells,
             args.family_runs,

@@ -8,7 +8,7 @@ from one run cannot be checked against another.
 from __future__ import annotations
 
 import runtime
-from benchmarks.mcp_quality import exact_value, family, family_row, family_spec, first_actions
+from benchmarks.mcp_quality import Generator, cell_key, exact_value, family, family_row, family_spec, first_actions
 from planners.exact import ExactPlanner
 
 
@@ -47,6 +47,25 @@ def test_a_fresh_draw_and_scaled_levels_are_other_cells_of_the_same_generator() 
         assert (t.seed, t.budget_level, t.deadline_level) == (b.seed, b.budget_level, b.deadline_level)
         assert abs(t.deadline - 0.9 * b.deadline) <= 0.01  # both rounded to the hundredth
         assert 0.8 * b.budget - 1e-6 <= t.budget <= b.budget
+
+
+def test_the_generators_ranges_draw_other_workflows_under_other_cache_keys() -> None:
+    """``--price-ratios`` and ``--skill-shift``: the sensitivity to the generator's own ranges. The default
+    draws the family of the issue (its cached optima stay valid); another range moves prices or success rates
+    as asked, keeps the shapes and the levels, and keys its cells apart in a shared cache of optima."""
+    assert family(3, gen=Generator()) == family(3)
+    assert all(not c.generator and cell_key(c).count("|") == 2 for c in family(3))
+    dear = family(12, first_seed=96, gen=Generator((50.0, 200.0)))
+    assert all(50 <= c.price_ratio <= 200 for c in dear)
+    harder, base = family_spec(96, Generator(skill_shift=-0.15))[0], family_spec(96)[0]
+    for hs, bs in zip(harder["subtasks"], base["subtasks"], strict=True):
+        for name, prof in hs["profiles"].items():
+            assert prof["p"] <= bs["profiles"][name]["p"]
+    assert any(
+        ph["profiles"]["m0"]["p"] < pb["profiles"]["m0"]["p"]
+        for ph, pb in zip(harder["subtasks"], base["subtasks"], strict=True)
+    )
+    assert not {cell_key(c) for c in family(2)} & {cell_key(c) for c in family(2, gen=Generator(skill_shift=-0.15))}
 
 
 def test_a_family_row_measures_the_variant_asked_for() -> None:
