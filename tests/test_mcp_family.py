@@ -52,12 +52,16 @@ def test_a_fresh_draw_and_scaled_levels_are_other_cells_of_the_same_generator() 
 def test_the_generators_ranges_draw_other_workflows_under_other_cache_keys() -> None:
     """``--price-ratios`` and ``--skill-shift``: the sensitivity to the generator's own ranges. The default
     draws the family of the issue (its cached optima stay valid); another range moves prices or success rates
-    as asked, keeps the shapes and the levels, and keys its cells apart in a shared cache of optima."""
+    as asked and nothing else, and keys its cells apart in a shared cache of optima."""
     assert family(3, gen=Generator()) == family(3)
     assert all(not c.generator and cell_key(c).count("|") == 2 for c in family(3))
     dear = family(12, first_seed=96, gen=Generator((50.0, 200.0)))
     assert all(50 <= c.price_ratio <= 200 for c in dear)
-    harder, base = family_spec(96, Generator(skill_shift=-0.15))[0], family_spec(96)[0]
+    (harder, shape, ratio), (base, base_shape, base_ratio) = (
+        family_spec(96, Generator(skill_shift=-0.15)),
+        family_spec(96),
+    )
+    assert (shape, ratio, harder["models"]) == (base_shape, base_ratio, base["models"])
     for hs, bs in zip(harder["subtasks"], base["subtasks"], strict=True):
         for name, prof in hs["profiles"].items():
             assert prof["p"] <= bs["profiles"][name]["p"]
