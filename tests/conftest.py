@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernels_compiled() -> None:
+    """Compile the planners' numba kernels (or load them from the cache) once, before any test. The tests
+    that signal a command a fraction of a second after it starts measure how it handles signals, not a
+    first use on a fresh clone, where a run's first decision compiles for about 20 s and a signalled run
+    waits for it (issue 20)."""
+    runtime.run(EXAMPLES / "chain.json", 1.0, 60.0)
+    runtime.evaluate(EXAMPLES / "release20.json", 2.0, 1200.0, planner="retry:mini:1", runs=2, workers=1)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Indexes built by tests go to a temporary folder, never the user's cache."""
