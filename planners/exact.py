@@ -110,7 +110,7 @@ class ExactPlanner(Planner):
 
     def state_value(self, snapshot: Snapshot) -> float:
         """V*(s): the optimal probability of finishing from this decision point."""
-        return self._value(*self._state(snapshot))[0]
+        return self.value(*self._state(snapshot))
 
     def _value_uncached(
         self, done: int, batches: tuple[Batch, ...], avail: int, now: float
